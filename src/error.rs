@@ -1,0 +1,476 @@
+//! Every rejection the crate makes, its HTTP status, its stable code and the response
+//! body clients see.
+//!
+//! | code | status | when |
+//! | --- | --- | --- |
+//! | `tenant_missing` | 401 | no source yielded a tenant and missing is not allowed |
+//! | `tenant_invalid` | 400 | an id failed validation, or a source's input was malformed |
+//! | `tenant_conflict` | 403 | two sources named different tenants |
+//! | `tenant_forbidden` | 403 | unknown or inactive tenant (the same bytes for both) |
+//! | `tenant_misdirected` | 421 | the tenant lives in another region than this deployment |
+//! | `tenant_unavailable` | 503 | the registry could not answer, or the tenant is provisioning / in maintenance |
+//! | `tenant_read_only` | 403 | a write to a tenant whose status allows reads only |
+//! | `unauthenticated` | 401 | missing, invalid, expired or revoked credential |
+//! | `policy_denied` | 403 | the policy evaluator said no |
+//! | `policy_unavailable` | 503 | the evaluator failed, timed out or panicked |
+//! | `quota_exceeded` | 429 | the tenant's quota is used up |
+//! | `quota_unavailable` | 503 | the quota backend failed and the mode is fail-closed |
+//! | `internal_error` | 500 | the application is misconfigured (a stage's prerequisite is missing) |
+//!
+//! Clients get the code, the status and a fixed short text, as an RFC 9457
+//! `application/problem+json` body ([`ProblemJson`]). What caused the rejection (which
+//! source, which status, which backend error) goes to logs and the audit sink only.
+//! Swap the body shape with your own [`ErrorResponder`].
+
+use std::{borrow::Cow, fmt, time::Duration};
+
+use actix_web::{
+    http::{
+        header::{self, HeaderValue},
+        StatusCode,
+    },
+    HttpRequest, HttpResponse, ResponseError,
+};
+
+use crate::resolve::SourceKind;
+
+/// The stable, public code of a rejection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// `tenant_missing`, 401.
+    TenantMissing,
+    /// `tenant_invalid`, 400.
+    TenantInvalid,
+    /// `tenant_conflict`, 403.
+    TenantConflict,
+    /// `tenant_forbidden`, 403.
+    TenantForbidden,
+    /// `tenant_misdirected`, 421.
+    TenantMisdirected,
+    /// `tenant_unavailable`, 503.
+    TenantUnavailable,
+    /// `tenant_read_only`, 403.
+    TenantReadOnly,
+    /// `unauthenticated`, 401.
+    Unauthenticated,
+    /// `policy_denied`, 403.
+    PolicyDenied,
+    /// `policy_unavailable`, 503.
+    PolicyUnavailable,
+    /// `quota_exceeded`, 429.
+    QuotaExceeded,
+    /// `quota_unavailable`, 503.
+    QuotaUnavailable,
+    /// `internal_error`, 500.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, in table order.
+    pub const ALL: [ErrorCode; 13] = [
+        Self::TenantMissing,
+        Self::TenantInvalid,
+        Self::TenantConflict,
+        Self::TenantForbidden,
+        Self::TenantMisdirected,
+        Self::TenantUnavailable,
+        Self::TenantReadOnly,
+        Self::Unauthenticated,
+        Self::PolicyDenied,
+        Self::PolicyUnavailable,
+        Self::QuotaExceeded,
+        Self::QuotaUnavailable,
+        Self::Internal,
+    ];
+
+    /// The code as it appears in bodies, logs and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::TenantMissing => "tenant_missing",
+            Self::TenantInvalid => "tenant_invalid",
+            Self::TenantConflict => "tenant_conflict",
+            Self::TenantForbidden => "tenant_forbidden",
+            Self::TenantMisdirected => "tenant_misdirected",
+            Self::TenantUnavailable => "tenant_unavailable",
+            Self::TenantReadOnly => "tenant_read_only",
+            Self::Unauthenticated => "unauthenticated",
+            Self::PolicyDenied => "policy_denied",
+            Self::PolicyUnavailable => "policy_unavailable",
+            Self::QuotaExceeded => "quota_exceeded",
+            Self::QuotaUnavailable => "quota_unavailable",
+            Self::Internal => "internal_error",
+        }
+    }
+
+    /// The HTTP status.
+    pub const fn status(self) -> StatusCode {
+        match self {
+            Self::TenantMissing | Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::TenantInvalid => StatusCode::BAD_REQUEST,
+            Self::TenantConflict
+            | Self::TenantForbidden
+            | Self::TenantReadOnly
+            | Self::PolicyDenied => StatusCode::FORBIDDEN,
+            Self::TenantMisdirected => StatusCode::MISDIRECTED_REQUEST,
+            Self::TenantUnavailable | Self::PolicyUnavailable | Self::QuotaUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A short, fixed, human-readable title. It never contains request data.
+    pub const fn title(self) -> &'static str {
+        match self {
+            Self::TenantMissing => "Tenant required",
+            Self::TenantInvalid => "Invalid tenant identifier",
+            Self::TenantConflict => "Conflicting tenant identifiers",
+            Self::TenantForbidden => "Tenant not allowed",
+            Self::TenantMisdirected => "Tenant served by another region",
+            Self::TenantUnavailable => "Tenant temporarily unavailable",
+            Self::TenantReadOnly => "Tenant is read-only",
+            Self::Unauthenticated => "Authentication required",
+            Self::PolicyDenied => "Denied by tenant policy",
+            Self::PolicyUnavailable => "Policy temporarily unavailable",
+            Self::QuotaExceeded => "Quota exceeded",
+            Self::QuotaUnavailable => "Quota temporarily unavailable",
+            Self::Internal => "Internal server error",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A rejection: one variant per failure in the table of the [module docs](self).
+///
+/// The fields are for logs, metrics and the audit sink; [`ProblemJson`] shows none of
+/// them to the client except `Retry-After`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum TenancyError {
+    /// No source yielded a tenant, and missing is not allowed.
+    TenantMissing,
+    /// A source yielded an id that failed validation, or input it could not read.
+    TenantInvalid {
+        /// The source whose input was bad.
+        source: SourceKind,
+        /// Why, for logs.
+        reason: Cow<'static, str>,
+    },
+    /// Two sources named different tenants.
+    TenantConflict {
+        /// The source that won the ranking.
+        first: SourceKind,
+        /// The source that disagreed.
+        second: SourceKind,
+    },
+    /// The tenant is unknown, suspended or deleted. Deliberately one variant with one
+    /// body: outsiders cannot tell which.
+    TenantForbidden {
+        /// Why, for logs (`unknown`, `suspended`, ...).
+        reason: Cow<'static, str>,
+    },
+    /// The tenant's record names another region than this deployment's.
+    TenantMisdirected,
+    /// The registry could not answer, or the tenant is provisioning / in maintenance.
+    TenantUnavailable {
+        /// Sent as `Retry-After`, in whole seconds, when set.
+        retry_after: Option<Duration>,
+        /// Why, for logs.
+        reason: Cow<'static, str>,
+    },
+    /// A write to a tenant whose status allows reads only.
+    TenantReadOnly,
+    /// Missing, invalid, expired or revoked credential.
+    Unauthenticated {
+        /// Why, for logs.
+        reason: Cow<'static, str>,
+    },
+    /// The policy evaluator denied the request.
+    PolicyDenied {
+        /// Why, for logs.
+        reason: Cow<'static, str>,
+    },
+    /// The policy evaluator failed, timed out or panicked.
+    PolicyUnavailable {
+        /// Why, for logs.
+        reason: Cow<'static, str>,
+    },
+    /// The quota is used up.
+    QuotaExceeded {
+        /// Sent as `Retry-After`, in whole seconds rounded up, at least 1.
+        retry_after: Option<Duration>,
+    },
+    /// The quota backend failed and the mode is fail-closed.
+    QuotaUnavailable {
+        /// Why, for logs.
+        reason: Cow<'static, str>,
+    },
+    /// The application is wired wrongly: a stage ran without its prerequisite.
+    Misconfigured(&'static str),
+}
+
+impl TenancyError {
+    /// The stable public code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::TenantMissing => ErrorCode::TenantMissing,
+            Self::TenantInvalid { .. } => ErrorCode::TenantInvalid,
+            Self::TenantConflict { .. } => ErrorCode::TenantConflict,
+            Self::TenantForbidden { .. } => ErrorCode::TenantForbidden,
+            Self::TenantMisdirected => ErrorCode::TenantMisdirected,
+            Self::TenantUnavailable { .. } => ErrorCode::TenantUnavailable,
+            Self::TenantReadOnly => ErrorCode::TenantReadOnly,
+            Self::Unauthenticated { .. } => ErrorCode::Unauthenticated,
+            Self::PolicyDenied { .. } => ErrorCode::PolicyDenied,
+            Self::PolicyUnavailable { .. } => ErrorCode::PolicyUnavailable,
+            Self::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
+            Self::QuotaUnavailable { .. } => ErrorCode::QuotaUnavailable,
+            Self::Misconfigured(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.code().status()
+    }
+
+    /// How long the client should wait before retrying, when that is known.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::TenantUnavailable { retry_after, .. } | Self::QuotaExceeded { retry_after } => {
+                *retry_after
+            }
+            _ => None,
+        }
+    }
+
+    /// The internal reason, for logs and audit. Never send it to clients.
+    pub fn reason(&self) -> Cow<'static, str> {
+        match self {
+            Self::TenantInvalid { source, reason } => {
+                Cow::Owned(format!("{}: {reason}", source.as_str()))
+            }
+            Self::TenantConflict { first, second } => Cow::Owned(format!(
+                "{} and {} name different tenants",
+                first.as_str(),
+                second.as_str()
+            )),
+            Self::TenantForbidden { reason }
+            | Self::TenantUnavailable { reason, .. }
+            | Self::Unauthenticated { reason }
+            | Self::PolicyDenied { reason }
+            | Self::PolicyUnavailable { reason }
+            | Self::QuotaUnavailable { reason } => reason.clone(),
+            Self::Misconfigured(what) => Cow::Borrowed(what),
+            other => Cow::Borrowed(other.code().title()),
+        }
+    }
+}
+
+impl fmt::Display for TenancyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code(), self.reason())
+    }
+}
+
+impl std::error::Error for TenancyError {}
+
+impl ResponseError for TenancyError {
+    fn status_code(&self) -> StatusCode {
+        self.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        ProblemJson::default().body(self)
+    }
+}
+
+/// Turns a rejection into the response the client sees.
+///
+/// The default is [`ProblemJson`]. A closure `Fn(&TenancyError, &HttpRequest) ->
+/// HttpResponse` is a responder too:
+///
+/// ```
+/// use actix_tenancy::{ErrorResponder, TenancyError};
+/// use actix_web::{HttpRequest, HttpResponse};
+///
+/// let mine = |err: &TenancyError, _req: &HttpRequest| {
+///     HttpResponse::build(err.status())
+///         .json(serde_json::json!({ "error": { "code": err.code().as_str() } }))
+/// };
+/// fn takes(_: impl ErrorResponder) {}
+/// takes(mine);
+/// ```
+///
+/// A responder must not put [`TenancyError::reason`] in the body: it is for logs.
+pub trait ErrorResponder: Send + Sync + 'static {
+    /// The response for `err`.
+    fn respond(&self, err: &TenancyError, req: &HttpRequest) -> HttpResponse;
+}
+
+impl<F> ErrorResponder for F
+where
+    F: Fn(&TenancyError, &HttpRequest) -> HttpResponse + Send + Sync + 'static,
+{
+    fn respond(&self, err: &TenancyError, req: &HttpRequest) -> HttpResponse {
+        self(err, req)
+    }
+}
+
+/// The default responder: an RFC 9457 `application/problem+json` body.
+///
+/// ```json
+/// {"type":"about:blank","title":"Tenant required","status":401,"code":"tenant_missing"}
+/// ```
+///
+/// `type` is `about:blank` unless a base URI is set with [`ProblemJson::with_type_base`],
+/// in which case it is the base followed by the code. `code` is an extension member
+/// carrying the stable code. `Retry-After` is set when the rejection knows it.
+#[derive(Debug, Clone, Default)]
+pub struct ProblemJson {
+    type_base: Option<String>,
+}
+
+impl ProblemJson {
+    /// Problem types become `{base}{code}`, e.g. `https://errors.example.com/tenant_missing`.
+    #[must_use]
+    pub fn with_type_base(mut self, base: impl Into<String>) -> Self {
+        self.type_base = Some(base.into());
+        self
+    }
+
+    /// The response for `err`.
+    pub fn body(&self, err: &TenancyError) -> HttpResponse {
+        let code = err.code();
+        let status = code.status();
+        let ty = match &self.type_base {
+            Some(base) => serde_json::Value::String(format!("{base}{}", code.as_str())),
+            None => serde_json::Value::String("about:blank".to_owned()),
+        };
+        let body = serde_json::json!({
+            "type": ty,
+            "title": code.title(),
+            "status": status.as_u16(),
+            "code": code.as_str(),
+        });
+        let mut res = HttpResponse::build(status);
+        res.insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        ));
+        res.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+        if let Some(after) = err.retry_after() {
+            res.insert_header((header::RETRY_AFTER, retry_after_secs(after)));
+        }
+        res.body(body.to_string())
+    }
+}
+
+impl ErrorResponder for ProblemJson {
+    fn respond(&self, err: &TenancyError, _req: &HttpRequest) -> HttpResponse {
+        self.body(err)
+    }
+}
+
+/// Whole seconds, rounded up, at least 1.
+pub(crate) fn retry_after_secs(d: Duration) -> u64 {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+/// A configuration mistake, reported when the middleware is built, never at request
+/// time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The resolver has no source to read a tenant from.
+    NoSources,
+    /// A header name is not a valid HTTP header name.
+    InvalidHeaderName(String),
+    /// A base domain for the host source is empty or not a plain DNS name.
+    InvalidBaseDomain(String),
+    /// A path prefix must start and end with `/`, e.g. `/t/`.
+    InvalidPathPrefix(String),
+    /// An exempt path must start with `/`.
+    InvalidExemptPath(String),
+    /// Two sources of the same kind and configuration were added.
+    DuplicateSource(&'static str),
+    /// A required part was not configured.
+    Missing(&'static str),
+    /// A registry file or document could not be loaded.
+    Registry(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoSources => f.write_str("the resolver has no tenant source"),
+            Self::InvalidHeaderName(h) => write!(f, "invalid header name {h:?}"),
+            Self::InvalidBaseDomain(d) => write!(f, "invalid base domain {d:?}"),
+            Self::InvalidPathPrefix(p) => {
+                write!(
+                    f,
+                    "invalid path prefix {p:?}: it must start and end with '/'"
+                )
+            }
+            Self::InvalidExemptPath(p) => {
+                write!(f, "invalid exempt path {p:?}: it must start with '/'")
+            }
+            Self::DuplicateSource(s) => write!(f, "the source {s} was added twice"),
+            Self::Missing(what) => write!(f, "{what} is required"),
+            Self::Registry(msg) => write!(f, "registry: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_and_is_at_least_one() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(30)), 30);
+    }
+
+    #[test]
+    fn codes_are_unique_and_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!(seen.insert(code.as_str()));
+            assert!(code
+                .as_str()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_'));
+            assert!(!code.status().is_success());
+        }
+    }
+
+    #[test]
+    fn problem_body_reveals_no_reason() {
+        let err = TenancyError::TenantForbidden {
+            reason: "suspended since 2026-01-01 (secret-internal)".into(),
+        };
+        let res = ProblemJson::default().body(&err);
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        use actix_web::body::MessageBody as _;
+        let body = match res.into_body().try_into_bytes() {
+            Ok(b) => b,
+            Err(_) => panic!("body is not in memory"),
+        };
+        let text = std::str::from_utf8(&body).unwrap();
+        assert!(!text.contains("secret"));
+        assert!(text.contains("\"code\":\"tenant_forbidden\""));
+    }
+}

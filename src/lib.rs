@@ -1,0 +1,120 @@
+//! Multi-tenant isolation for [actix-web](https://actix.rs), safe by default.
+//!
+//! A request to a multi-tenant service must have its tenant settled **at the boundary,
+//! before routing**, exactly once; every later step reads that one value. This crate
+//! does that:
+//!
+//! - [`TenantResolver`] (an actix `Transform`) reads the tenant from the
+//!   [sources](resolve::Source) you configure (a verified token claim, a custom
+//!   function, the `X-Tenant-ID` header, the subdomain, a path prefix), rejects
+//!   conflicts and malformed ids, and fails closed when there is none.
+//! - It validates the tenant against a [`TenantRegistry`](registry::TenantRegistry)
+//!   (in memory, or your own behind a [cache](registry::CachedRegistry)), which
+//!   distinguishes *not found* from *unavailable* so an outage is a `503`, never a pass.
+//! - Handlers take a [`Tenant`] argument; the [error model](error) answers every
+//!   rejection with a stable code in an RFC 9457 `application/problem+json` body that
+//!   reveals nothing internal.
+//! - [`Tenancy::builder()`] composes the stages as one `.wrap()`.
+//!
+//! ```
+//! use actix_tenancy::prelude::*;
+//! use actix_web::{test, web, App, HttpResponse};
+//!
+//! # actix_web::rt::System::new().block_on(async {
+//! let registry = InMemoryRegistry::new()
+//!     .with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"))
+//!     .with(TenantRecord::new(TenantId::parse("initech").unwrap(), "pro")
+//!         .with_status(TenantStatus::Suspended));
+//!
+//! // Once per process, outside `HttpServer::new`'s closure:
+//! let tenancy = Tenancy::builder()
+//!     .resolver(
+//!         TenantResolver::builder(registry)
+//!             .source(Source::header())
+//!             .source(Source::subdomain(["example.com"]))
+//!             .exempt("/health")
+//!             .build()
+//!             .expect("valid tenancy configuration"),
+//!     )
+//!     .build()
+//!     .expect("valid tenancy configuration");
+//!
+//! let app = test::init_service(
+//!     App::new()
+//!         .wrap(tenancy.clone())
+//!         .route("/health", web::get().to(HttpResponse::Ok))
+//!         .route("/whoami", web::get().to(|t: Tenant| async move {
+//!             HttpResponse::Ok().json(serde_json::json!({ "tenant": t.id(), "tier": t.tier() }))
+//!         })),
+//! )
+//! .await;
+//!
+//! let ok = test::TestRequest::get().uri("/whoami").insert_header(("x-tenant-id", "acme")).to_request();
+//! assert_eq!(test::call_service(&app, ok).await.status(), 200);
+//!
+//! // Unknown and suspended tenants get the same 403.
+//! for who in ["initech", "nobody"] {
+//!     let req = test::TestRequest::get().uri("/whoami").insert_header(("x-tenant-id", who)).to_request();
+//!     assert_eq!(test::call_service(&app, req).await.status(), 403);
+//! }
+//!
+//! // No tenant at all: 401. Malformed: 400.
+//! let req = test::TestRequest::get().uri("/whoami").to_request();
+//! assert_eq!(test::call_service(&app, req).await.status(), 401);
+//! let req = test::TestRequest::get().uri("/whoami").insert_header(("x-tenant-id", "../x")).to_request();
+//! assert_eq!(test::call_service(&app, req).await.status(), 400);
+//! # });
+//! ```
+//!
+//! # Crate features
+//!
+//! | feature | adds |
+//! | --- | --- |
+//! | *(none, default)* | resolution, registry (in memory, cached), extractor, errors, audit |
+//! | `toml` | [`InMemoryRegistry::from_toml_str`](registry::InMemoryRegistry) and `from_toml_file` |
+//!
+//! # Invariants
+//!
+//! 1. The tenant is resolved once, before routing, and stored as one
+//!    `Arc<TenantContext>`; nothing downstream re-reads a header.
+//! 2. Fail closed: missing, malformed, unknown, suspended, conflicting tenants and
+//!    registry failures are rejected. Opting out is explicit (`allow_missing`).
+//! 3. A verified identity wins and must agree: any other source naming a different
+//!    tenant is a `403 tenant_conflict`, never a silent override.
+//! 4. One tenant, one spelling: ids are validated, not normalised.
+//! 5. Errors reveal nothing: unknown and suspended tenants look the same from outside.
+//! 6. Every decision is reported to the [`AuditSink`](observe::AuditSink).
+
+pub mod error;
+pub mod observe;
+mod pipeline;
+pub mod registry;
+pub mod resolve;
+pub mod session;
+mod tenancy;
+mod tenant;
+
+pub use error::{ErrorCode, ErrorResponder, ProblemJson, TenancyError};
+pub use resolve::{Source, TenantResolver};
+pub use session::Principal;
+pub use tenancy::{Tenancy, TenancyBuilder};
+pub use tenant::{
+    InvalidTenantId, Tenant, TenantContext, TenantId, TenantIdRule, HARD_MAX_TENANT_ID_LEN,
+    MAX_TENANT_ID_LEN,
+};
+
+/// Types that appear in middleware signatures; rarely named directly.
+pub mod dev {
+    pub use crate::pipeline::PipelineService;
+}
+
+/// The names most applications need.
+pub mod prelude {
+    pub use crate::{
+        error::{ErrorCode, TenancyError},
+        registry::{CacheConfig, CachedRegistry, InMemoryRegistry, TenantRecord, TenantStatus},
+        resolve::{Source, TenantResolver},
+        session::Principal,
+        Tenancy, Tenant, TenantId,
+    };
+}

@@ -1,0 +1,151 @@
+//! Observability: the [`AuditSink`] every decision is reported to, and the tracing
+//! fields the crate sets.
+//!
+//! Each request that a stage decides on produces one [`AuditEvent`]. The default sink,
+//! [`TracingAudit`], writes it as a `tracing` event with target `actix_tenancy::audit`:
+//! `DEBUG` for passes, `INFO` for rejections, `WARN` for backend failures and `ERROR`
+//! for misconfiguration. The inner service runs inside a `tenant` span with the fields
+//! `tenant.id` and `tenant.tier`, so handler logs carry the tenant.
+
+use std::fmt;
+
+use actix_web::http::Method;
+
+use crate::{error::ErrorCode, resolve::SourceKind, tenant::TenantId};
+
+/// The stage that made a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Stage {
+    /// Tenant resolution and registry validation.
+    Resolution,
+}
+
+impl Stage {
+    /// The stage as text.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Resolution => "resolution",
+        }
+    }
+}
+
+/// What the stage decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The request goes on.
+    Allowed,
+    /// The request goes on without a tenant (an exempt path, or none found and missing
+    /// is allowed).
+    Skipped,
+    /// The request was answered with this rejection.
+    Rejected(ErrorCode),
+}
+
+impl Outcome {
+    /// `allowed`, `skipped`, or the rejection's code.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Skipped => "skipped",
+            Self::Rejected(code) => code.as_str(),
+        }
+    }
+}
+
+/// One decision, as reported to the [`AuditSink`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AuditEvent<'a> {
+    /// The stage.
+    pub stage: Stage,
+    /// The decision.
+    pub outcome: Outcome,
+    /// The tenant, when one was named and valid.
+    pub tenant: Option<&'a TenantId>,
+    /// The tenant's tier, when its record was found.
+    pub tier: Option<&'a str>,
+    /// The source that named the tenant.
+    pub source: Option<SourceKind>,
+    /// The request method.
+    pub method: &'a Method,
+    /// The request path (as routed).
+    pub path: &'a str,
+    /// Why, in words, for operators. May name internal details; never sent to clients.
+    pub reason: &'a str,
+}
+
+/// Receives every decision. Keep it fast: it runs on the request path (send to a
+/// channel for anything slow).
+///
+/// A closure `Fn(&AuditEvent<'_>)` is a sink:
+///
+/// ```
+/// use actix_tenancy::observe::{AuditEvent, AuditSink};
+///
+/// let sink = |e: &AuditEvent<'_>| eprintln!("{} {}", e.stage.as_str(), e.outcome.as_str());
+/// fn takes(_: impl AuditSink) {}
+/// takes(sink);
+/// ```
+pub trait AuditSink: Send + Sync + 'static {
+    /// Records one decision.
+    fn record(&self, event: &AuditEvent<'_>);
+}
+
+impl<F> AuditSink for F
+where
+    F: Fn(&AuditEvent<'_>) + Send + Sync + 'static,
+{
+    fn record(&self, event: &AuditEvent<'_>) {
+        self(event)
+    }
+}
+
+/// The default sink: one `tracing` event per decision, target `actix_tenancy::audit`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TracingAudit;
+
+impl AuditSink for TracingAudit {
+    fn record(&self, e: &AuditEvent<'_>) {
+        macro_rules! emit {
+            ($lvl:expr) => {
+                tracing::event!(
+                    target: "actix_tenancy::audit",
+                    $lvl,
+                    stage = e.stage.as_str(),
+                    outcome = e.outcome.as_str(),
+                    tenant.id = e.tenant.map(TenantId::as_str),
+                    tenant.tier = e.tier,
+                    source = e.source.map(SourceKind::as_str),
+                    method = %e.method,
+                    path = e.path,
+                    reason = e.reason,
+                    "tenancy decision"
+                )
+            };
+        }
+        match e.outcome {
+            Outcome::Allowed | Outcome::Skipped => emit!(tracing::Level::DEBUG),
+            Outcome::Rejected(ErrorCode::Internal) => emit!(tracing::Level::ERROR),
+            Outcome::Rejected(code) if code.status().is_server_error() => {
+                emit!(tracing::Level::WARN)
+            }
+            Outcome::Rejected(_) => emit!(tracing::Level::INFO),
+        }
+    }
+}
+
+/// A sink that drops every event.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoAudit;
+
+impl AuditSink for NoAudit {
+    fn record(&self, _: &AuditEvent<'_>) {}
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

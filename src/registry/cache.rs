@@ -1,0 +1,464 @@
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use dashmap::DashMap;
+use tokio::{sync::OnceCell, time::Instant};
+
+use super::{Lookup, RegistryError, TenantRegistry};
+use crate::tenant::TenantId;
+
+/// How [`CachedRegistry`] keeps answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheConfig {
+    /// How long a found record is served without asking the backend. Default 30 s.
+    pub ttl: Duration,
+    /// How long "not found" is remembered. Short, so a tenant created a moment ago is
+    /// not refused for long (and [`CachedRegistry::invalidate`] ends it at once).
+    /// Default 5 s.
+    pub negative_ttl: Duration,
+    /// How long past its TTL a found record may still be served while the backend
+    /// cannot answer. After that the resolver fails closed (503). Default 60 s; zero
+    /// turns stale serving off.
+    pub stale_if_error: Duration,
+    /// At most this many ids are cached. When full, expired entries are swept; if it is
+    /// still full, new answers are not cached (lookups still work, they just reach the
+    /// backend). This bounds the memory an attacker can make the cache hold by sending
+    /// many made-up ids. Default 100,000.
+    pub max_entries: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(30),
+            negative_ttl: Duration::from_secs(5),
+            stale_if_error: Duration::from_secs(60),
+            max_entries: 100_000,
+        }
+    }
+}
+
+impl CacheConfig {
+    /// Sets [`ttl`](Self::ttl).
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Sets [`negative_ttl`](Self::negative_ttl).
+    #[must_use]
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.negative_ttl = ttl;
+        self
+    }
+
+    /// Sets [`stale_if_error`](Self::stale_if_error).
+    #[must_use]
+    pub fn stale_if_error(mut self, window: Duration) -> Self {
+        self.stale_if_error = window;
+        self
+    }
+
+    /// Sets [`max_entries`](Self::max_entries).
+    #[must_use]
+    pub fn max_entries(mut self, n: usize) -> Self {
+        self.max_entries = n;
+        self
+    }
+}
+
+#[derive(Clone)]
+struct Entry {
+    value: Lookup,
+    at: Instant,
+}
+
+type Flight = Arc<OnceCell<Result<Lookup, RegistryError>>>;
+
+/// A caching wrapper for any [`TenantRegistry`].
+///
+/// - Found records are kept for [`CacheConfig::ttl`], "not found" for the shorter
+///   [`CacheConfig::negative_ttl`].
+/// - A burst of concurrent misses for one id makes one backend call; the others wait
+///   for its answer (single flight). A waiter whose leader is cancelled takes over.
+/// - When the backend fails, a found record is served for up to
+///   [`CacheConfig::stale_if_error`] past its TTL, then the lookup fails (and the
+///   resolver answers 503). A stale "not found" is never served.
+/// - [`invalidate`](Self::invalidate) drops one id at once, including any answer a
+///   lookup already in flight would have cached: a cached "not found" cannot outlive
+///   the tenant's creation.
+///
+/// A warm hit is answered by [`TenantRegistry::lookup_ready`] with no future and no
+/// lock held across the call (the map is sharded).
+///
+/// Create it once, outside `HttpServer::new`'s closure, and clone the resolver that
+/// holds it into each worker: one cache for the process.
+///
+/// ```
+/// use std::time::Duration;
+/// use actix_tenancy::registry::{CacheConfig, CachedRegistry, InMemoryRegistry};
+///
+/// let cached = CachedRegistry::new(
+///     InMemoryRegistry::new(),
+///     CacheConfig::default().ttl(Duration::from_secs(10)),
+/// );
+/// cached.invalidate("acme");
+/// ```
+pub struct CachedRegistry<R> {
+    inner: R,
+    config: CacheConfig,
+    entries: DashMap<TenantId, Entry>,
+    flights: DashMap<TenantId, Flight>,
+    generation: AtomicU64,
+}
+
+impl<R: fmt::Debug> fmt::Debug for CachedRegistry<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedRegistry")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .field("entries", &self.entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: TenantRegistry> CachedRegistry<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R, config: CacheConfig) -> Self {
+        Self {
+            inner,
+            config,
+            entries: DashMap::new(),
+            flights: DashMap::new(),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// The wrapped registry.
+    pub fn inner(&self) -> &R {
+        &self.inner
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CacheConfig {
+        &self.config
+    }
+
+    /// Forgets `id` now. Call it whenever a tenant is created, changed or removed.
+    pub fn invalidate(&self, id: &str) {
+        // Bump first: a lookup in flight compares generations before it caches, so it
+        // cannot write back an answer read before this change.
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.entries.remove(id);
+        self.flights.remove(id);
+    }
+
+    /// Forgets every id.
+    pub fn invalidate_all(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.entries.clear();
+        self.flights.clear();
+    }
+
+    /// How many ids are cached now (fresh or not).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn lifetime(&self, value: &Lookup) -> Duration {
+        if value.is_some() {
+            self.config.ttl
+        } else {
+            self.config.negative_ttl
+        }
+    }
+
+    fn fresh(&self, id: &str, now: Instant) -> Option<Lookup> {
+        let e = self.entries.get(id)?;
+        (now.saturating_duration_since(e.at) < self.lifetime(&e.value)).then(|| e.value.clone())
+    }
+
+    fn store(&self, id: &TenantId, value: &Lookup, generation: u64) {
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
+        if self.entries.len() >= self.config.max_entries && !self.entries.contains_key(id.as_str())
+        {
+            let now = Instant::now();
+            self.entries.retain(|_, e| {
+                now.saturating_duration_since(e.at)
+                    < self.lifetime(&e.value) + self.stale_window(&e.value)
+            });
+            if self.entries.len() >= self.config.max_entries {
+                return;
+            }
+        }
+        self.entries.insert(
+            id.clone(),
+            Entry {
+                value: value.clone(),
+                at: Instant::now(),
+            },
+        );
+    }
+
+    fn stale_window(&self, value: &Lookup) -> Duration {
+        if value.is_some() {
+            self.config.stale_if_error
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// The last known-good record, if it is inside the stale-if-error window.
+    fn stale(&self, id: &str) -> Option<Lookup> {
+        let e = self.entries.get(id)?;
+        let found = e.value.as_ref()?;
+        let age = Instant::now().saturating_duration_since(e.at);
+        (age < self.config.ttl + self.config.stale_if_error).then(|| Some(Arc::clone(found)))
+    }
+
+    async fn fetch(&self, id: &TenantId) -> Result<Lookup, RegistryError> {
+        let generation = self.generation.load(Ordering::Acquire);
+        match self.inner.lookup(id).await {
+            Ok(value) => {
+                self.store(id, &value, generation);
+                Ok(value)
+            }
+            Err(err) => match self.stale(id) {
+                Some(value) => {
+                    tracing::warn!(
+                        target: "actix_tenancy::registry",
+                        tenant_id = %id,
+                        error = %err,
+                        "registry unavailable; serving the last known-good record"
+                    );
+                    Ok(value)
+                }
+                None => Err(err),
+            },
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl<R: TenantRegistry> TenantRegistry for CachedRegistry<R> {
+    async fn lookup(&self, id: &TenantId) -> Result<Lookup, RegistryError> {
+        if let Some(hit) = self.fresh(id, Instant::now()) {
+            return Ok(hit);
+        }
+        let flight: Flight = match self.flights.get(id.as_str()) {
+            Some(f) => Arc::clone(f.value()),
+            None => Arc::clone(
+                self.flights
+                    .entry(id.clone())
+                    .or_insert_with(|| Arc::new(OnceCell::new()))
+                    .value(),
+            ),
+        };
+        let answer = flight.get_or_init(|| self.fetch(id)).await.clone();
+        self.flights
+            .remove_if(id.as_str(), |_, f| Arc::ptr_eq(f, &flight));
+        answer
+    }
+
+    #[inline]
+    fn lookup_ready(&self, id: &TenantId) -> Option<Lookup> {
+        self.fresh(id, Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{atomic::AtomicUsize, Mutex};
+
+    use super::*;
+    use crate::registry::TenantRecord;
+
+    /// A backend that counts calls, can be made to fail, and answers after a delay.
+    #[derive(Default)]
+    struct Backend {
+        calls: AtomicUsize,
+        failing: std::sync::atomic::AtomicBool,
+        records: Mutex<Vec<TenantRecord>>,
+        delay: Duration,
+    }
+
+    #[async_trait::async_trait]
+    impl TenantRegistry for Backend {
+        async fn lookup(&self, id: &TenantId) -> Result<Lookup, RegistryError> {
+            // Read first, answer after the delay: a slow query that saw the old state.
+            let found = {
+                let recs = self.records.lock().unwrap();
+                recs.iter().find(|r| r.id() == id).cloned().map(Arc::new)
+            };
+            let failing = self.failing.load(Ordering::SeqCst);
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if !self.delay.is_zero() {
+                tokio::time::sleep(self.delay).await;
+            }
+            if failing {
+                return Err(RegistryError::new("backend down"));
+            }
+            Ok(found)
+        }
+    }
+
+    fn id(s: &str) -> TenantId {
+        TenantId::parse(s).unwrap()
+    }
+
+    fn backend_with(ids: &[&str]) -> Backend {
+        let b = Backend::default();
+        *b.records.lock().unwrap() = ids
+            .iter()
+            .map(|i| TenantRecord::new(id(i), "pro"))
+            .collect();
+        b
+    }
+
+    fn cfg() -> CacheConfig {
+        CacheConfig::default()
+            .ttl(Duration::from_secs(10))
+            .negative_ttl(Duration::from_secs(2))
+            .stale_if_error(Duration::from_secs(20))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hit_within_ttl_and_refetch_after() {
+        let c = CachedRegistry::new(backend_with(&["acme"]), cfg());
+        assert!(
+            c.lookup_ready(&id("acme")).is_none(),
+            "cold cache answers nothing"
+        );
+        assert!(c.lookup(&id("acme")).await.unwrap().is_some());
+        assert!(c.lookup_ready(&id("acme")).unwrap().is_some());
+        c.lookup(&id("acme")).await.unwrap();
+        assert_eq!(c.inner().calls.load(Ordering::SeqCst), 1);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(c.lookup_ready(&id("acme")).is_none());
+        c.lookup(&id("acme")).await.unwrap();
+        assert_eq!(c.inner().calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn negative_answers_expire_sooner_and_invalidate_ends_them() {
+        let c = CachedRegistry::new(backend_with(&[]), cfg());
+        assert!(c.lookup(&id("newco")).await.unwrap().is_none());
+        assert!(c.lookup_ready(&id("newco")).unwrap().is_none());
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(
+            c.lookup_ready(&id("newco")).is_none(),
+            "negative TTL is 2 s"
+        );
+
+        c.lookup(&id("newco")).await.unwrap();
+        c.inner()
+            .records
+            .lock()
+            .unwrap()
+            .push(TenantRecord::new(id("newco"), "free"));
+        c.invalidate("newco");
+        assert!(c.lookup(&id("newco")).await.unwrap().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_misses_make_one_backend_call() {
+        let backend = Backend {
+            delay: Duration::from_millis(50),
+            ..backend_with(&["acme"])
+        };
+        let c = Arc::new(CachedRegistry::new(backend, cfg()));
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let c = Arc::clone(&c);
+            tasks.push(tokio::spawn(async move { c.lookup(&id("acme")).await }));
+        }
+        for t in tasks {
+            assert!(t.await.unwrap().unwrap().is_some());
+        }
+        assert_eq!(c.inner().calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_if_error_is_bounded() {
+        let c = CachedRegistry::new(backend_with(&["acme"]), cfg());
+        c.lookup(&id("acme")).await.unwrap();
+        c.inner().failing.store(true, Ordering::SeqCst);
+
+        tokio::time::advance(Duration::from_secs(15)).await; // past TTL, inside window
+        assert!(c.lookup(&id("acme")).await.unwrap().is_some());
+
+        tokio::time::advance(Duration::from_secs(20)).await; // 35 s > 10 + 20
+        assert!(
+            c.lookup(&id("acme")).await.is_err(),
+            "fail closed after the window"
+        );
+
+        // An id never seen: unavailable, not "not found".
+        assert!(c.lookup(&id("other")).await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_not_found_is_never_served_on_error() {
+        let c = CachedRegistry::new(backend_with(&[]), cfg());
+        assert!(c.lookup(&id("ghost")).await.unwrap().is_none());
+        c.inner().failing.store(true, Ordering::SeqCst);
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(c.lookup(&id("ghost")).await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn invalidate_during_flight_does_not_cache_the_old_answer() {
+        let backend = Backend {
+            delay: Duration::from_millis(100),
+            ..backend_with(&[])
+        };
+        let c = Arc::new(CachedRegistry::new(backend, cfg()));
+        let c2 = Arc::clone(&c);
+        let lookup = tokio::spawn(async move { c2.lookup(&id("newco")).await });
+        while c.inner().calls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        c.inner()
+            .records
+            .lock()
+            .unwrap()
+            .push(TenantRecord::new(id("newco"), "free"));
+        c.invalidate("newco");
+        assert!(
+            lookup.await.unwrap().unwrap().is_none(),
+            "the old answer, to its caller"
+        );
+        assert!(c.lookup_ready(&id("newco")).is_none(), "but not cached");
+        assert!(c.lookup(&id("newco")).await.unwrap().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_are_bounded() {
+        let c = CachedRegistry::new(backend_with(&[]), cfg().max_entries(10));
+        for i in 0..100 {
+            c.lookup(&id(&format!("t{i}"))).await.unwrap();
+        }
+        assert!(c.len() <= 10);
+        tokio::time::advance(Duration::from_secs(3)).await;
+        c.lookup(&id("fresh")).await.unwrap();
+        assert!(
+            c.lookup_ready(&id("fresh")).is_some(),
+            "expired entries are swept"
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! The tenant registry: who the tenants are, and whether each may be served now.
+//!
+//! A [`TenantRegistry`] answers a lookup with one of three outcomes, and the resolver
+//! keeps them apart:
+//!
+//! | lookup | resolver answers |
+//! | --- | --- |
+//! | `Ok(Some(record))` | by the record's [`TenantStatus`] (see [`StatusRules`]) |
+//! | `Ok(None)`, not found | `403 tenant_forbidden`, byte for byte the same as a suspended tenant |
+//! | `Err(_)`, unavailable | `503 tenant_unavailable`; never a pass, never "unknown tenant" |
+//!
+//! Ships with [`InMemoryRegistry`] (built in code, or loaded from JSON or TOML) and
+//! [`CachedRegistry`], a caching wrapper for any registry with a TTL, a short negative
+//! TTL, single-flight misses and a bounded stale-if-error window.
+
+mod cache;
+mod memory;
+mod record;
+
+use std::{borrow::Cow, fmt, sync::Arc};
+
+pub use cache::{CacheConfig, CachedRegistry};
+pub use memory::InMemoryRegistry;
+pub use record::{Access, StatusRules, TenantRecord, TenantStatus};
+
+use crate::tenant::TenantId;
+
+/// The outcome of a lookup that answered: the record, or `None` for an unknown id.
+pub type Lookup = Option<Arc<TenantRecord>>;
+
+/// A source of tenant records.
+///
+/// Implement [`lookup`](TenantRegistry::lookup); return `Ok(None)` only when the
+/// backend answered that the tenant does not exist, and `Err` whenever it could not
+/// answer (a timeout, a lost connection, a parse error). Mixing those two up is how an
+/// outage turns into "unknown tenant" for everyone, or worse, into a pass.
+///
+/// [`lookup_ready`](TenantRegistry::lookup_ready) is the hot path: a registry that can
+/// answer without waiting (an in-memory map, a warm cache) returns the answer there
+/// and the resolver never creates a future for it.
+#[async_trait::async_trait]
+pub trait TenantRegistry: Send + Sync + 'static {
+    /// Looks `id` up: `Ok(Some(_))` found, `Ok(None)` not found, `Err(_)` unavailable.
+    async fn lookup(&self, id: &TenantId) -> Result<Lookup, RegistryError>;
+
+    /// The answer, if it is available without waiting; `None` means "call
+    /// [`lookup`](TenantRegistry::lookup)". The default never answers early.
+    fn lookup_ready(&self, id: &TenantId) -> Option<Lookup> {
+        let _ = id;
+        None
+    }
+}
+
+#[async_trait::async_trait]
+impl<R: TenantRegistry + ?Sized> TenantRegistry for Arc<R> {
+    async fn lookup(&self, id: &TenantId) -> Result<Lookup, RegistryError> {
+        (**self).lookup(id).await
+    }
+
+    fn lookup_ready(&self, id: &TenantId) -> Option<Lookup> {
+        (**self).lookup_ready(id)
+    }
+}
+
+/// The registry could not answer. The message is for logs only.
+#[derive(Debug, Clone)]
+pub struct RegistryError {
+    message: Cow<'static, str>,
+}
+
+impl RegistryError {
+    /// A registry failure with a message for the logs.
+    pub fn new(message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+
+    /// The failure as text, for logs.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tenant registry unavailable: {}", self.message)
+    }
+}
+
+impl std::error::Error for RegistryError {}

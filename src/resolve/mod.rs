@@ -1,0 +1,527 @@
+//! Tenant resolution: the [`TenantResolver`] middleware and its [`Source`]s.
+//!
+//! The resolver settles the tenant of a request at the boundary, before routing,
+//! exactly once:
+//!
+//! 1. Exempt paths (e.g. `/health`) skip resolution; handlers there see no tenant.
+//! 2. Every configured source is consulted, in the order given. A source whose input is
+//!    present but malformed rejects the request: `400 tenant_invalid`.
+//! 3. All sources that named a tenant must name the same one; otherwise `403
+//!    tenant_conflict`. A verified source (a token claim, a client certificate) ranks
+//!    first: it wins, and it must be agreed with, never overridden.
+//! 4. No source named one: `401 tenant_missing`, unless `allow_missing` is set.
+//! 5. The registry is asked (the warm path does not wait), and the record's status
+//!    decides (see [`StatusRules`]); a record for another region is `421`.
+//! 6. The outcome, one `Arc<TenantContext>`, goes into the request extensions, where the
+//!    [`Tenant`](crate::Tenant) extractor reads it.
+//!
+//! Rejections are responses, not errors, so outer middleware (Logger, CORS) still sees
+//! and decorates them.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use actix_tenancy::{registry::{InMemoryRegistry, TenantRecord}, resolve::{Source, TenantResolver}, Tenant, TenantId};
+//! use actix_web::{test, web, App, HttpResponse};
+//!
+//! # actix_web::rt::System::new().block_on(async {
+//! let registry = InMemoryRegistry::new()
+//!     .with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"));
+//! // Build once, outside `HttpServer::new`'s closure; clone it into each worker.
+//! let resolver = TenantResolver::builder(registry)
+//!     .source(Source::header())
+//!     .source(Source::subdomain(["example.com"]))
+//!     .exempt("/health")
+//!     .build()
+//!     .unwrap();
+//!
+//! let app = test::init_service(
+//!     App::new()
+//!         .wrap(resolver.clone())
+//!         .route("/whoami", web::get().to(|t: Tenant| async move { t.id().to_string() }))
+//!         .route("/health", web::get().to(HttpResponse::Ok)),
+//! )
+//! .await;
+//!
+//! let req = test::TestRequest::get().uri("/whoami").insert_header(("host", "acme.example.com")).to_request();
+//! assert_eq!(test::call_and_read_body(&app, req).await, "acme");
+//!
+//! let req = test::TestRequest::get().uri("/whoami").insert_header(("x-tenant-id", "nobody")).to_request();
+//! assert_eq!(test::call_service(&app, req).await.status(), 403);
+//!
+//! let req = test::TestRequest::get().uri("/health").to_request();
+//! assert_eq!(test::call_service(&app, req).await.status(), 200);
+//! # });
+//! ```
+//!
+//! [`StatusRules`]: crate::registry::StatusRules
+
+mod source;
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use actix_web::{
+    body::{EitherBody, MessageBody},
+    dev::{Service, ServiceRequest, ServiceResponse, Transform},
+    http::Method,
+};
+use std::future::{ready, Ready};
+
+pub use source::{Source, SourceError, SourceKind, SourceResult, TENANT_HEADER};
+
+use crate::{
+    error::{ConfigError, ErrorResponder, ProblemJson, TenancyError},
+    observe::{AuditEvent, AuditSink, Outcome, Stage, TracingAudit},
+    pipeline::{Pipeline, PipelineService},
+    registry::{Access, StatusRules, TenantRecord, TenantRegistry},
+    session::Principal,
+    tenant::{TenantContext, TenantId, TenantIdRule},
+};
+use source::{AsyncFn, Imp};
+
+/// The resolution middleware. Build it with [`TenantResolver::builder`], once per
+/// process, and `.wrap()` clones of it; or hand it to [`Tenancy`](crate::Tenancy) to
+/// compose it with the other stages.
+#[derive(Clone)]
+pub struct TenantResolver {
+    pub(crate) stage: Arc<ResolveStage>,
+    pub(crate) pipeline: Arc<Pipeline>,
+}
+
+impl fmt::Debug for TenantResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.stage, f)
+    }
+}
+
+impl TenantResolver {
+    /// A builder validating tenants against `registry`. Wrap the registry in a
+    /// [`CachedRegistry`](crate::registry::CachedRegistry) unless it answers from
+    /// memory already.
+    pub fn builder(registry: impl TenantRegistry) -> TenantResolverBuilder {
+        TenantResolverBuilder {
+            registry: Arc::new(registry),
+            sources: Vec::new(),
+            rule: TenantIdRule::Default,
+            allow_missing: false,
+            exempt: Vec::new(),
+            exempt_prefixes: Vec::new(),
+            status_rules: StatusRules::default(),
+            region: None,
+            registry_timeout: Duration::from_secs(2),
+            responder: Arc::new(ProblemJson::default()),
+            audit: Arc::new(TracingAudit),
+        }
+    }
+}
+
+/// Builds a [`TenantResolver`]. Defaults are the safe ones: no tenant is a `401`, ids
+/// follow the default rule, suspended tenants look unknown.
+#[must_use]
+pub struct TenantResolverBuilder {
+    registry: Arc<dyn TenantRegistry>,
+    sources: Vec<Source>,
+    rule: TenantIdRule,
+    allow_missing: bool,
+    exempt: Vec<String>,
+    exempt_prefixes: Vec<String>,
+    status_rules: StatusRules,
+    region: Option<String>,
+    registry_timeout: Duration,
+    responder: Arc<dyn ErrorResponder>,
+    audit: Arc<dyn AuditSink>,
+}
+
+impl fmt::Debug for TenantResolverBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantResolverBuilder")
+            .field("sources", &self.sources)
+            .field("allow_missing", &self.allow_missing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TenantResolverBuilder {
+    /// Adds a source; sources are consulted in the order added.
+    pub fn source(mut self, source: Source) -> Self {
+        self.sources.push(source);
+        self
+    }
+
+    /// Lets requests with no tenant through (default `false`: `401 tenant_missing`).
+    /// Handlers then see no tenant: take `Option<Tenant>`. Malformed and conflicting
+    /// ids are still rejected.
+    pub fn allow_missing(mut self, allow: bool) -> Self {
+        self.allow_missing = allow;
+        self
+    }
+
+    /// A path that needs no tenant, matched exactly against the routed path
+    /// (e.g. `/health`). Sources are not read there.
+    pub fn exempt(mut self, path: impl Into<String>) -> Self {
+        self.exempt.push(path.into());
+        self
+    }
+
+    /// Every path under `prefix` needs no tenant. Use a prefix ending in `/` (e.g.
+    /// `/public/`) so `/publicity` is not exempted by accident.
+    pub fn exempt_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.exempt_prefixes.push(prefix.into());
+        self
+    }
+
+    /// The rule ids are validated with (default: [`TenantIdRule::Default`]).
+    pub fn id_rule(mut self, rule: TenantIdRule) -> Self {
+        self.rule = rule;
+        self
+    }
+
+    /// What each tenant status gets (default: [`StatusRules::default`]).
+    pub fn status_rules(mut self, rules: StatusRules) -> Self {
+        self.status_rules = rules;
+        self
+    }
+
+    /// This deployment's region. A tenant whose record names another region gets
+    /// `421 tenant_misdirected`; records without a region pass.
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// How long a registry lookup may take before the request fails closed with
+    /// `503 tenant_unavailable`. Default 2 s. Warm cache hits never wait.
+    pub fn registry_timeout(mut self, timeout: Duration) -> Self {
+        self.registry_timeout = timeout;
+        self
+    }
+
+    /// How rejections are answered (default: [`ProblemJson`]).
+    pub fn responder(mut self, responder: impl ErrorResponder) -> Self {
+        self.responder = Arc::new(responder);
+        self
+    }
+
+    /// Where decisions are reported (default: [`TracingAudit`]).
+    pub fn audit(mut self, sink: impl AuditSink) -> Self {
+        self.audit = Arc::new(sink);
+        self
+    }
+
+    /// Checks the configuration and builds the resolver.
+    pub fn build(self) -> Result<TenantResolver, ConfigError> {
+        if self.sources.is_empty() {
+            return Err(ConfigError::NoSources);
+        }
+        let mut sync_sources = Vec::new();
+        let mut async_sources = Vec::new();
+        let mut seen_claim = false;
+        for (rank, s) in self.sources.into_iter().enumerate() {
+            let imp = s.imp?;
+            if matches!(imp, Imp::Claim) {
+                if seen_claim {
+                    return Err(ConfigError::DuplicateSource("claim"));
+                }
+                seen_claim = true;
+            }
+            match imp {
+                Imp::CustomAsync(f) => async_sources.push((rank, s.kind, f)),
+                imp => sync_sources.push((rank, s.kind, imp)),
+            }
+        }
+        for p in self.exempt.iter().chain(&self.exempt_prefixes) {
+            if !p.starts_with('/') {
+                return Err(ConfigError::InvalidExemptPath(p.clone()));
+            }
+        }
+        let stage = Arc::new(ResolveStage {
+            registry: self.registry,
+            sync_sources,
+            async_sources,
+            rule: self.rule,
+            allow_missing: self.allow_missing,
+            exempt: self.exempt,
+            exempt_prefixes: self.exempt_prefixes,
+            status_rules: self.status_rules,
+            region: self.region,
+            registry_timeout: self.registry_timeout,
+            audit: self.audit,
+        });
+        let pipeline = Arc::new(Pipeline {
+            resolve: Some(Arc::clone(&stage)),
+            responder: self.responder,
+        });
+        Ok(TenantResolver { stage, pipeline })
+    }
+}
+
+/// The resolution stage, shared by [`TenantResolver`] and [`Tenancy`](crate::Tenancy).
+pub(crate) struct ResolveStage {
+    registry: Arc<dyn TenantRegistry>,
+    sync_sources: Vec<(usize, SourceKind, Imp)>,
+    async_sources: Vec<(usize, SourceKind, AsyncFn)>,
+    rule: TenantIdRule,
+    allow_missing: bool,
+    exempt: Vec<String>,
+    exempt_prefixes: Vec<String>,
+    status_rules: StatusRules,
+    region: Option<String>,
+    registry_timeout: Duration,
+    pub(crate) audit: Arc<dyn AuditSink>,
+}
+
+impl fmt::Debug for ResolveStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kinds: Vec<_> = self
+            .sync_sources
+            .iter()
+            .map(|s| (s.0, s.1))
+            .chain(self.async_sources.iter().map(|s| (s.0, s.1)))
+            .collect();
+        f.debug_struct("TenantResolver")
+            .field("sources", &kinds)
+            .field("allow_missing", &self.allow_missing)
+            .field("exempt", &self.exempt)
+            .field("exempt_prefixes", &self.exempt_prefixes)
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The tenant named so far: its id, the source, and the source's rank.
+struct Named {
+    id: TenantId,
+    kind: SourceKind,
+    rank: usize,
+}
+
+impl Named {
+    /// Folds one more source's answer in: agree or conflict, and keep the best-ranked
+    /// source (verified first, then configuration order).
+    fn merge(slot: &mut Option<Named>, next: Named) -> Result<(), TenancyError> {
+        match slot {
+            None => *slot = Some(next),
+            Some(cur) => {
+                let next_wins = (next.kind.is_verified() && !cur.kind.is_verified())
+                    || (next.kind.is_verified() == cur.kind.is_verified() && next.rank < cur.rank);
+                if cur.id != next.id {
+                    let (first, second) = if next_wins {
+                        (next.kind, cur.kind)
+                    } else {
+                        (cur.kind, next.kind)
+                    };
+                    return Err(TenancyError::TenantConflict { first, second });
+                }
+                if next_wins {
+                    *slot = Some(next);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Methods that do not change state; read-only tenants may use them.
+fn is_safe(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+impl ResolveStage {
+    fn is_exempt(&self, path: &str) -> bool {
+        self.exempt.iter().any(|p| p == path)
+            || self
+                .exempt_prefixes
+                .iter()
+                .any(|p| path.starts_with(p.as_str()))
+    }
+
+    /// Runs every source; at most one tenant comes out.
+    async fn identify(&self, req: &ServiceRequest) -> Result<Option<Named>, TenancyError> {
+        let mut named = None;
+        for (rank, kind, imp) in &self.sync_sources {
+            if let Some(id) = imp.extract(*kind, req, &self.rule)? {
+                Named::merge(
+                    &mut named,
+                    Named {
+                        id,
+                        kind: *kind,
+                        rank: *rank,
+                    },
+                )?;
+            }
+        }
+        for (rank, kind, f) in &self.async_sources {
+            let raw = f(req).await.map_err(|e| TenancyError::TenantInvalid {
+                source: *kind,
+                reason: e.to_string().into(),
+            })?;
+            if let Some(raw) = raw {
+                let id = source::validate(*kind, &self.rule, &raw)?;
+                Named::merge(
+                    &mut named,
+                    Named {
+                        id,
+                        kind: *kind,
+                        rank: *rank,
+                    },
+                )?;
+            }
+        }
+        Ok(named)
+    }
+
+    /// Asks the registry; the warm path returns without waiting.
+    async fn lookup(&self, id: &TenantId) -> Result<Arc<TenantRecord>, TenancyError> {
+        let answer = match self.registry.lookup_ready(id) {
+            Some(answer) => answer,
+            None => {
+                match tokio::time::timeout(self.registry_timeout, self.registry.lookup(id)).await {
+                    Ok(Ok(answer)) => answer,
+                    Ok(Err(err)) => {
+                        return Err(TenancyError::TenantUnavailable {
+                            retry_after: None,
+                            reason: err.to_string().into(),
+                        })
+                    }
+                    Err(_) => {
+                        return Err(TenancyError::TenantUnavailable {
+                            retry_after: None,
+                            reason: "tenant registry lookup timed out".into(),
+                        })
+                    }
+                }
+            }
+        };
+        answer.ok_or(TenancyError::TenantForbidden {
+            reason: "unknown tenant".into(),
+        })
+    }
+
+    fn admit(&self, record: &TenantRecord, method: &Method) -> Result<(), TenancyError> {
+        match self.status_rules.access(record.status()) {
+            Access::Allow => {}
+            Access::ReadOnly if is_safe(method) => {}
+            Access::ReadOnly => return Err(TenancyError::TenantReadOnly),
+            Access::Unavailable { retry_after } => {
+                return Err(TenancyError::TenantUnavailable {
+                    retry_after: Some(retry_after),
+                    reason: format!("tenant is {}", record.status()).into(),
+                })
+            }
+            Access::Forbidden => {
+                return Err(TenancyError::TenantForbidden {
+                    reason: format!("tenant is {}", record.status()).into(),
+                })
+            }
+        }
+        match (&self.region, record.region()) {
+            (Some(here), Some(there)) if here != there => Err(TenancyError::TenantMisdirected),
+            _ => Ok(()),
+        }
+    }
+
+    /// Resolves the request's tenant, stores the outcome in its extensions and reports
+    /// it. `Ok(None)`: the request goes on without a tenant.
+    pub(crate) async fn run(
+        &self,
+        req: &ServiceRequest,
+    ) -> Result<Option<Arc<TenantContext>>, TenancyError> {
+        let path = req.match_info().as_str();
+        if self.is_exempt(path) {
+            self.report(req, Outcome::Skipped, None, None, None, "exempt path");
+            return Ok(None);
+        }
+        let named = match self.identify(req).await {
+            Ok(named) => named,
+            Err(err) => {
+                self.reject(req, &err, None, None);
+                return Err(err);
+            }
+        };
+        let Some(Named { id, kind, .. }) = named else {
+            if self.allow_missing {
+                self.report(req, Outcome::Skipped, None, None, None, "no tenant named");
+                return Ok(None);
+            }
+            let err = TenancyError::TenantMissing;
+            self.reject(req, &err, None, None);
+            return Err(err);
+        };
+        let record = match self.lookup(&id).await {
+            Ok(record) => record,
+            Err(err) => {
+                self.reject(req, &err, Some(&id), Some(kind));
+                return Err(err);
+            }
+        };
+        if let Err(err) = self.admit(&record, req.method()) {
+            self.reject(req, &err, Some(&id), Some(kind));
+            return Err(err);
+        }
+        self.report(
+            req,
+            Outcome::Allowed,
+            Some(&id),
+            Some(record.tier()),
+            Some(kind),
+            "resolved",
+        );
+        let principal = Principal::of(req);
+        Ok(Some(Arc::new(TenantContext::new(
+            id, kind, record, principal,
+        ))))
+    }
+
+    fn reject(
+        &self,
+        req: &ServiceRequest,
+        err: &TenancyError,
+        id: Option<&TenantId>,
+        kind: Option<SourceKind>,
+    ) {
+        let reason = err.reason();
+        self.report(req, Outcome::Rejected(err.code()), id, None, kind, &reason);
+    }
+
+    fn report(
+        &self,
+        req: &ServiceRequest,
+        outcome: Outcome,
+        tenant: Option<&TenantId>,
+        tier: Option<&str>,
+        source: Option<SourceKind>,
+        reason: &str,
+    ) {
+        self.audit.record(&AuditEvent {
+            stage: Stage::Resolution,
+            outcome,
+            tenant,
+            tier,
+            source,
+            method: req.method(),
+            path: req.match_info().as_str(),
+            reason,
+        });
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for TenantResolver
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Transform = PipelineService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(PipelineService::new(
+            service,
+            Arc::clone(&self.pipeline),
+        )))
+    }
+}

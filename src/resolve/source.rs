@@ -1,0 +1,412 @@
+use std::{borrow::Cow, fmt, sync::Arc};
+
+use actix_web::{
+    dev::ServiceRequest,
+    http::header::{self, HeaderName, HeaderValue},
+    HttpMessage as _,
+};
+use futures_util::future::LocalBoxFuture;
+
+use crate::{
+    error::{ConfigError, TenancyError},
+    session::Principal,
+    tenant::{InvalidTenantId, TenantId, TenantIdRule},
+};
+
+/// The header [`Source::header`] reads.
+pub const TENANT_HEADER: &str = "x-tenant-id";
+
+/// Which kind of source named the tenant; recorded in [`TenantContext::source`],
+/// audit events and logs.
+///
+/// [`TenantContext::source`]: crate::TenantContext::source
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SourceKind {
+    /// The tenant claim of a verified [`Principal`].
+    Claim,
+    /// A verified TLS client certificate.
+    Certificate,
+    /// A user function.
+    Custom,
+    /// A request header (`X-Tenant-ID` by default).
+    Header,
+    /// The host's subdomain.
+    Host,
+    /// A path prefix (`/t/{tenant}/...`).
+    Path,
+}
+
+impl SourceKind {
+    /// The kind as text (`claim`, `header`, ...).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Claim => "claim",
+            Self::Certificate => "certificate",
+            Self::Custom => "custom",
+            Self::Header => "header",
+            Self::Host => "host",
+            Self::Path => "path",
+        }
+    }
+
+    /// Whether this source carries a verified identity. A verified source wins over
+    /// the others, and they must agree with it.
+    pub const fn is_verified(self) -> bool {
+        matches!(self, Self::Claim | Self::Certificate)
+    }
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A custom source refused the request's input. The reason is for logs; the client
+/// gets `400 tenant_invalid`.
+#[derive(Debug, Clone)]
+pub struct SourceError(Cow<'static, str>);
+
+impl SourceError {
+    /// A refusal with a reason for the logs.
+    pub fn new(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self(reason.into())
+    }
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SourceError {}
+
+/// What a custom source returns: an id, nothing, or a refusal.
+pub type SourceResult = Result<Option<String>, SourceError>;
+
+type SyncFn = Arc<dyn Fn(&ServiceRequest) -> SourceResult + Send + Sync>;
+pub(crate) type AsyncFn =
+    Arc<dyn Fn(&ServiceRequest) -> LocalBoxFuture<'static, SourceResult> + Send + Sync>;
+
+/// One place the resolver looks for a tenant id.
+///
+/// | constructor | reads |
+/// | --- | --- |
+/// | [`Source::claim`] | the tenant of a verified [`Principal`] in the request extensions |
+/// | [`Source::header`] | `X-Tenant-ID` ([`Source::header_named`] for another) |
+/// | [`Source::subdomain`] | `acme.example.com` → `acme`, for the configured base domains |
+/// | [`Source::path_prefix`] | `/t/acme/...` → `acme` |
+/// | [`Source::custom`] | your function over the request |
+/// | [`Source::custom_async`] | your async function over the request |
+///
+/// Every source's answer is validated by the resolver's [`TenantIdRule`]; a source
+/// whose input is present but malformed rejects the request (`400 tenant_invalid`),
+/// whatever the other sources say.
+#[derive(Clone)]
+pub struct Source {
+    pub(crate) kind: SourceKind,
+    pub(crate) imp: Result<Imp, ConfigError>,
+}
+
+#[derive(Clone)]
+pub(crate) enum Imp {
+    Claim,
+    Header(HeaderName),
+    Host(Vec<String>),
+    Path(String),
+    Custom(SyncFn),
+    CustomAsync(AsyncFn),
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Source");
+        d.field("kind", &self.kind);
+        match &self.imp {
+            Ok(Imp::Header(h)) => d.field("header", h),
+            Ok(Imp::Host(bases)) => d.field("base_domains", bases),
+            Ok(Imp::Path(p)) => d.field("prefix", p),
+            Err(e) => d.field("error", e),
+            Ok(_) => &mut d,
+        };
+        d.finish()
+    }
+}
+
+impl Source {
+    /// The tenant claim of a verified [`Principal`] that an earlier middleware attached
+    /// to the request. Ranks above every unverified source.
+    pub fn claim() -> Self {
+        Self {
+            kind: SourceKind::Claim,
+            imp: Ok(Imp::Claim),
+        }
+    }
+
+    /// The `X-Tenant-ID` header. More than one such header is a `400`.
+    pub fn header() -> Self {
+        Self::header_named(TENANT_HEADER)
+    }
+
+    /// Another header.
+    pub fn header_named(name: &str) -> Self {
+        Self {
+            kind: SourceKind::Header,
+            imp: HeaderName::try_from(name)
+                .map(Imp::Header)
+                .map_err(|_| ConfigError::InvalidHeaderName(name.to_owned())),
+        }
+    }
+
+    /// The leftmost label of the host under one of `base_domains`:
+    /// `acme.example.com` → `acme`.
+    ///
+    /// The `Host` header (or, without one, the URI's authority) is lower-cased and its
+    /// port and one trailing dot are dropped. A host that is a base domain itself, an IP
+    /// address or outside the base domains yields no tenant. A host with more than one
+    /// label above a base domain (`a.b.example.com`) or several `Host` headers is a `400`.
+    /// `X-Forwarded-Host` and `Forwarded` are never read: they are client-controlled
+    /// unless a proxy you trust rewrites them, and a custom source can read them then.
+    pub fn subdomain<I, S>(base_domains: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut bases = Vec::new();
+        for b in base_domains {
+            let b = b.as_ref().trim_end_matches('.').to_ascii_lowercase();
+            if !valid_domain(&b) {
+                return Self {
+                    kind: SourceKind::Host,
+                    imp: Err(ConfigError::InvalidBaseDomain(b)),
+                };
+            }
+            bases.push(b);
+        }
+        let imp = if bases.is_empty() {
+            Err(ConfigError::InvalidBaseDomain(String::new()))
+        } else {
+            // Most specific first: `eu.example.com` before `example.com`.
+            bases.sort_by_key(|b| std::cmp::Reverse(b.len()));
+            Ok(Imp::Host(bases))
+        };
+        Self {
+            kind: SourceKind::Host,
+            imp,
+        }
+    }
+
+    /// The path segment after `prefix`: with `"/t/"`, `/t/acme/items` → `acme`.
+    /// `prefix` must start and end with `/`. The path is the one actix routes on
+    /// (percent-decoded except for reserved characters), so the tenant and the route
+    /// can never be read from two spellings of one path.
+    pub fn path_prefix(prefix: &str) -> Self {
+        let ok = prefix.len() >= 2 && prefix.starts_with('/') && prefix.ends_with('/');
+        Self {
+            kind: SourceKind::Path,
+            imp: if ok {
+                Ok(Imp::Path(prefix.to_owned()))
+            } else {
+                Err(ConfigError::InvalidPathPrefix(prefix.to_owned()))
+            },
+        }
+    }
+
+    /// A function over the request: `Ok(Some(id))`, `Ok(None)` when it finds nothing,
+    /// `Err` to reject the request as malformed (`400`). The id it returns is validated
+    /// like every other.
+    ///
+    /// ```
+    /// use actix_tenancy::resolve::{Source, SourceError};
+    ///
+    /// // The tenant from a query parameter `?tenant=acme`.
+    /// let src = Source::custom(|req| {
+    ///     let q = req.query_string();
+    ///     match q.split('&').filter_map(|kv| kv.strip_prefix("tenant=")).collect::<Vec<_>>()[..] {
+    ///         [] => Ok(None),
+    ///         [one] => Ok(Some(one.to_owned())),
+    ///         _ => Err(SourceError::new("several tenant parameters")),
+    ///     }
+    /// });
+    /// ```
+    pub fn custom<F>(f: F) -> Self
+    where
+        F: Fn(&ServiceRequest) -> SourceResult + Send + Sync + 'static,
+    {
+        Self {
+            kind: SourceKind::Custom,
+            imp: Ok(Imp::Custom(Arc::new(f))),
+        }
+    }
+
+    /// An async function over the request, for a source that must wait (a lookup
+    /// of an API key, say). The function gets the request and returns a `'static`
+    /// future: copy what the future needs out of the request first. It runs after the
+    /// synchronous sources, only on requests that reach it, so a resolver without async
+    /// sources pays nothing for the feature.
+    ///
+    /// ```
+    /// use actix_tenancy::resolve::Source;
+    ///
+    /// let src = Source::custom_async(|req| {
+    ///     let key = req.headers().get("x-api-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    ///     Box::pin(async move {
+    ///         // e.g. look the key up in a database
+    ///         Ok(key.and_then(|k| k.strip_prefix("key-").map(str::to_owned)))
+    ///     })
+    /// });
+    /// ```
+    pub fn custom_async<F>(f: F) -> Self
+    where
+        F: Fn(&ServiceRequest) -> LocalBoxFuture<'static, SourceResult> + Send + Sync + 'static,
+    {
+        Self {
+            kind: SourceKind::Custom,
+            imp: Ok(Imp::CustomAsync(Arc::new(f))),
+        }
+    }
+
+    /// The kind of this source.
+    pub fn kind(&self) -> SourceKind {
+        self.kind
+    }
+}
+
+fn valid_domain(d: &str) -> bool {
+    !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+fn invalid(kind: SourceKind, reason: impl Into<Cow<'static, str>>) -> TenancyError {
+    TenancyError::TenantInvalid {
+        source: kind,
+        reason: reason.into(),
+    }
+}
+
+pub(crate) fn validate(
+    kind: SourceKind,
+    rule: &TenantIdRule,
+    raw: &str,
+) -> Result<TenantId, TenancyError> {
+    rule.parse(raw)
+        .map_err(|e: InvalidTenantId| invalid(kind, e.to_string()))
+}
+
+/// The one value of a header that must not repeat.
+fn single_header<'a>(
+    req: &'a ServiceRequest,
+    name: &HeaderName,
+    kind: SourceKind,
+) -> Result<Option<&'a HeaderValue>, TenancyError> {
+    let mut values = req.headers().get_all(name);
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(invalid(kind, format!("more than one {name} header")));
+    }
+    Ok(first)
+}
+
+impl Imp {
+    /// Runs a synchronous source. Async sources answer `Ok(None)` here; the resolver
+    /// runs them separately.
+    pub(crate) fn extract(
+        &self,
+        kind: SourceKind,
+        req: &ServiceRequest,
+        rule: &TenantIdRule,
+    ) -> Result<Option<TenantId>, TenancyError> {
+        match self {
+            Imp::Claim => {
+                let ext = req.extensions();
+                let Some(tenant) = ext.get::<Principal>().and_then(Principal::tenant) else {
+                    return Ok(None);
+                };
+                rule.check(tenant)
+                    .map_err(|e| invalid(kind, e.to_string()))?;
+                Ok(Some(tenant.clone()))
+            }
+            Imp::Header(name) => {
+                let Some(value) = single_header(req, name, kind)? else {
+                    return Ok(None);
+                };
+                let raw = value
+                    .to_str()
+                    .map_err(|_| invalid(kind, "header value is not visible ASCII"))?;
+                validate(kind, rule, raw).map(Some)
+            }
+            Imp::Host(bases) => host_tenant(req, bases, kind, rule),
+            Imp::Path(prefix) => {
+                let path = req.match_info().as_str();
+                let Some(rest) = path.strip_prefix(prefix.as_str()) else {
+                    return Ok(None);
+                };
+                let segment = rest.split('/').next().unwrap_or_default();
+                validate(kind, rule, segment).map(Some)
+            }
+            Imp::Custom(f) => match f(req) {
+                Ok(Some(raw)) => validate(kind, rule, &raw).map(Some),
+                Ok(None) => Ok(None),
+                Err(e) => Err(invalid(kind, e.0)),
+            },
+            Imp::CustomAsync(_) => Ok(None),
+        }
+    }
+}
+
+fn host_tenant(
+    req: &ServiceRequest,
+    bases: &[String],
+    kind: SourceKind,
+    rule: &TenantIdRule,
+) -> Result<Option<TenantId>, TenancyError> {
+    let host = match single_header(req, &header::HOST, kind)? {
+        Some(v) => v
+            .to_str()
+            .map_err(|_| invalid(kind, "host is not visible ASCII"))?,
+        None => match req.uri().authority() {
+            Some(a) => a.host(),
+            None => return Ok(None),
+        },
+    };
+    if host.starts_with('[') {
+        return Ok(None); // an IPv6 literal
+    }
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        Some(_) => return Err(invalid(kind, "malformed host")),
+        None => host,
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    for base in bases {
+        let n = host.len();
+        let b = base.len();
+        if n == b && host.eq_ignore_ascii_case(base) {
+            return Ok(None); // the apex: no tenant
+        }
+        if n > b + 1
+            && host.as_bytes()[n - b - 1] == b'.'
+            && host[n - b..].eq_ignore_ascii_case(base)
+        {
+            let label = &host[..n - b - 1];
+            if label.contains('.') {
+                return Err(invalid(kind, "more than one label above the base domain"));
+            }
+            return if label.bytes().any(|c| c.is_ascii_uppercase()) {
+                validate(kind, rule, &label.to_ascii_lowercase()).map(Some)
+            } else {
+                validate(kind, rule, label).map(Some)
+            };
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,131 @@
+//! [`Tenancy`]: every stage composed as one `.wrap()`.
+
+use std::{fmt, sync::Arc};
+
+use actix_web::{
+    body::{EitherBody, MessageBody},
+    dev::{Service, ServiceRequest, ServiceResponse, Transform},
+};
+use std::future::{ready, Ready};
+
+use crate::{
+    error::{ConfigError, ErrorResponder},
+    pipeline::{Pipeline, PipelineService},
+    resolve::TenantResolver,
+};
+
+/// The composed pipeline: authentication, resolution, policy and quota in the only
+/// correct order, as a single `.wrap()`, so actix's reversed wrap order cannot be got
+/// wrong. Today it runs resolution; the other stages plug in as they land.
+///
+/// Like every stage, build it once, outside `HttpServer::new`'s closure, and clone it
+/// into each worker: clones share the registry, its cache and every other piece of
+/// state. A pipeline built inside the closure gets one cache per worker, which is a
+/// bug.
+///
+/// ```
+/// use actix_tenancy::{registry::{InMemoryRegistry, TenantRecord}, resolve::{Source, TenantResolver}, Tenancy, Tenant, TenantId};
+/// use actix_web::{test, web, App};
+///
+/// # actix_web::rt::System::new().block_on(async {
+/// let registry = InMemoryRegistry::new()
+///     .with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"));
+/// let tenancy = Tenancy::builder()
+///     .resolver(TenantResolver::builder(registry).source(Source::header()).build().unwrap())
+///     .build()
+///     .unwrap();
+///
+/// let app = test::init_service(
+///     App::new()
+///         .wrap(tenancy.clone())
+///         .route("/tier", web::get().to(|t: Tenant| async move { t.tier().to_owned() })),
+/// )
+/// .await;
+/// let req = test::TestRequest::get().uri("/tier").insert_header(("x-tenant-id", "acme")).to_request();
+/// assert_eq!(test::call_and_read_body(&app, req).await, "pro");
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct Tenancy {
+    pipeline: Arc<Pipeline>,
+}
+
+impl fmt::Debug for Tenancy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tenancy")
+            .field("resolver", &self.pipeline.resolve)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tenancy {
+    /// A builder for the composed pipeline.
+    pub fn builder() -> TenancyBuilder {
+        TenancyBuilder {
+            resolver: None,
+            responder: None,
+        }
+    }
+}
+
+/// Builds a [`Tenancy`].
+#[must_use]
+pub struct TenancyBuilder {
+    resolver: Option<TenantResolver>,
+    responder: Option<Arc<dyn ErrorResponder>>,
+}
+
+impl fmt::Debug for TenancyBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenancyBuilder")
+            .field("resolver", &self.resolver)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TenancyBuilder {
+    /// The resolution stage (required).
+    pub fn resolver(mut self, resolver: TenantResolver) -> Self {
+        self.resolver = Some(resolver);
+        self
+    }
+
+    /// How every stage's rejections are answered. Default: the resolver's responder.
+    pub fn responder(mut self, responder: impl ErrorResponder) -> Self {
+        self.responder = Some(Arc::new(responder));
+        self
+    }
+
+    /// Checks the configuration and builds the pipeline.
+    pub fn build(self) -> Result<Tenancy, ConfigError> {
+        let resolver = self.resolver.ok_or(ConfigError::Missing("a resolver"))?;
+        let responder = self
+            .responder
+            .unwrap_or_else(|| Arc::clone(&resolver.pipeline.responder));
+        Ok(Tenancy {
+            pipeline: Arc::new(Pipeline {
+                resolve: Some(resolver.stage),
+                responder,
+            }),
+        })
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for Tenancy
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Transform = PipelineService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(PipelineService::new(
+            service,
+            Arc::clone(&self.pipeline),
+        )))
+    }
+}

@@ -1,0 +1,414 @@
+//! The tenant identity: [`TenantId`], the per-request [`TenantContext`] and the
+//! [`Tenant`] extractor handlers take as an argument.
+
+use std::{borrow::Borrow, fmt, ops::Deref, sync::Arc};
+
+use actix_web::{dev::Payload, FromRequest, HttpMessage as _, HttpRequest};
+use std::future::{ready, Ready};
+
+use crate::{
+    error::{ErrorResponder, ProblemJson, TenancyError},
+    registry::TenantRecord,
+    resolve::SourceKind,
+    session::Principal,
+};
+
+/// The longest id the default rule accepts, in bytes.
+pub const MAX_TENANT_ID_LEN: usize = 64;
+
+/// The longest id any rule may accept, in bytes, custom validators included.
+pub const HARD_MAX_TENANT_ID_LEN: usize = 255;
+
+/// A validated tenant id.
+///
+/// The default rule ([`TenantId::parse`]) accepts 1 to 64 bytes of lowercase ASCII
+/// letters, digits, `-` and `_`, starting with a letter or a digit. Everything else is
+/// rejected, not normalised: `Acme`, ` acme`, `acme\0` and `ａｃｍｅ` are all invalid, so
+/// two spellings of one tenant can never reach two limiters or two policy entries.
+///
+/// A [`TenantIdRule`] installs another rule; it can narrow or widen the default within
+/// a hard floor that no rule can lift (1 to 255 bytes of printable ASCII, no spaces).
+///
+/// Cloning is a reference-count increment.
+///
+/// ```
+/// use actix_tenancy::TenantId;
+///
+/// let id = TenantId::parse("acme-eu_2").unwrap();
+/// assert_eq!(id.as_str(), "acme-eu_2");
+/// assert!(TenantId::parse("Acme").is_err());
+/// assert!(TenantId::parse("../x").is_err());
+/// assert!(TenantId::parse(&"a".repeat(65)).is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantId(Arc<str>);
+
+impl TenantId {
+    /// Validates `raw` with the default rule.
+    pub fn parse(raw: &str) -> Result<Self, InvalidTenantId> {
+        TenantIdRule::Default.parse(raw)
+    }
+
+    /// The id as a string slice.
+    #[inline]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Deref for TenantId {
+    type Target = str;
+    #[inline]
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for TenantId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for TenantId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for TenantId {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for TenantId {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl std::str::FromStr for TenantId {
+    type Err = InvalidTenantId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl TryFrom<&str> for TenantId {
+    type Error = InvalidTenantId;
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        Self::parse(s)
+    }
+}
+
+impl TryFrom<String> for TenantId {
+    type Error = InvalidTenantId;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl serde::Serialize for TenantId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TenantId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        TenantId::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Why a string is not a valid tenant id. The offending input is deliberately not kept:
+/// it is attacker-controlled and must not end up in a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidTenantId {
+    /// The id is empty.
+    Empty,
+    /// The id is longer than the rule allows.
+    TooLong,
+    /// The id contains a byte the rule does not allow (or starts with one).
+    BadCharacter,
+    /// A custom rule refused the id.
+    Rejected,
+}
+
+impl fmt::Display for InvalidTenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Empty => "tenant id is empty",
+            Self::TooLong => "tenant id is too long",
+            Self::BadCharacter => "tenant id contains a character that is not allowed",
+            Self::Rejected => "tenant id was rejected by the validation rule",
+        })
+    }
+}
+
+impl std::error::Error for InvalidTenantId {}
+
+/// The rule a resolver validates tenant ids with.
+///
+/// [`TenantIdRule::Default`] is the rule of [`TenantId::parse`]. A custom rule is a
+/// function that accepts or refuses a candidate; it runs only after the hard floor
+/// (1 to 255 bytes of printable ASCII without spaces) has passed, so no rule can let
+/// control bytes, non-ASCII look-alikes or unbounded input through.
+///
+/// ```
+/// use actix_tenancy::TenantIdRule;
+///
+/// // Numeric tenant ids only, up to 12 digits.
+/// let rule = TenantIdRule::custom(|s: &str| s.len() <= 12 && s.bytes().all(|b| b.is_ascii_digit()));
+/// assert!(rule.parse("004217").is_ok());
+/// assert!(rule.parse("acme").is_err());
+/// assert!(rule.parse("1 2").is_err()); // the hard floor
+/// ```
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub enum TenantIdRule {
+    /// 1 to 64 bytes of `[a-z0-9_-]`, starting with `[a-z0-9]`.
+    #[default]
+    Default,
+    /// A user rule, applied after the hard floor.
+    Custom(Arc<dyn Fn(&str) -> bool + Send + Sync>),
+}
+
+impl fmt::Debug for TenantIdRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Default => f.write_str("TenantIdRule::Default"),
+            Self::Custom(_) => f.write_str("TenantIdRule::Custom(..)"),
+        }
+    }
+}
+
+impl TenantIdRule {
+    /// A custom rule from a predicate.
+    pub fn custom(rule: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        Self::Custom(Arc::new(rule))
+    }
+
+    /// Checks `raw` without allocating.
+    pub fn check(&self, raw: &str) -> Result<(), InvalidTenantId> {
+        let bytes = raw.as_bytes();
+        if bytes.is_empty() {
+            return Err(InvalidTenantId::Empty);
+        }
+        match self {
+            Self::Default => {
+                if bytes.len() > MAX_TENANT_ID_LEN {
+                    return Err(InvalidTenantId::TooLong);
+                }
+                let first_ok = bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit();
+                let rest_ok = bytes.iter().all(|&b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
+                if first_ok && rest_ok {
+                    Ok(())
+                } else {
+                    Err(InvalidTenantId::BadCharacter)
+                }
+            }
+            Self::Custom(rule) => {
+                if bytes.len() > HARD_MAX_TENANT_ID_LEN {
+                    return Err(InvalidTenantId::TooLong);
+                }
+                if !bytes.iter().all(u8::is_ascii_graphic) {
+                    return Err(InvalidTenantId::BadCharacter);
+                }
+                if rule(raw) {
+                    Ok(())
+                } else {
+                    Err(InvalidTenantId::Rejected)
+                }
+            }
+        }
+    }
+
+    /// Checks `raw` and makes a [`TenantId`] of it.
+    pub fn parse(&self, raw: &str) -> Result<TenantId, InvalidTenantId> {
+        self.check(raw)?;
+        Ok(TenantId(Arc::from(raw)))
+    }
+}
+
+/// Everything known about the tenant of one request, settled once by the resolver.
+///
+/// It sits in the request extensions as `Arc<TenantContext>`; handlers read it through
+/// the [`Tenant`] extractor. Nothing downstream re-reads a header to learn the tenant.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct TenantContext {
+    id: TenantId,
+    source: SourceKind,
+    record: Arc<TenantRecord>,
+    principal: Option<Principal>,
+}
+
+impl TenantContext {
+    /// A context; the resolver builds these, tests and custom stages may too.
+    pub fn new(
+        id: TenantId,
+        source: SourceKind,
+        record: Arc<TenantRecord>,
+        principal: Option<Principal>,
+    ) -> Self {
+        Self {
+            id,
+            source,
+            record,
+            principal,
+        }
+    }
+
+    /// The tenant id.
+    #[inline]
+    pub fn id(&self) -> &TenantId {
+        &self.id
+    }
+
+    /// Which source named the tenant. When several agreed, the verified one (a token
+    /// claim) or else the first in the configured order.
+    #[inline]
+    pub fn source(&self) -> SourceKind {
+        self.source
+    }
+
+    /// The registry record the tenant was validated against.
+    #[inline]
+    pub fn record(&self) -> &TenantRecord {
+        &self.record
+    }
+
+    /// The registry record, shared.
+    #[inline]
+    pub fn record_arc(&self) -> &Arc<TenantRecord> {
+        &self.record
+    }
+
+    /// The tenant's tier, from its registry record.
+    #[inline]
+    pub fn tier(&self) -> &str {
+        self.record.tier()
+    }
+
+    /// The verified principal of the request, when an authentication stage ran.
+    #[inline]
+    pub fn principal(&self) -> Option<&Principal> {
+        self.principal.as_ref()
+    }
+}
+
+/// What the resolver leaves in the request extensions: proof that it ran, and its answer.
+///
+/// `tenant` is `None` when the resolver ran but no tenant applies (an exempt path, or
+/// `allow_missing`). The responder travels with it so that the [`Tenant`] extractor
+/// answers in the same shape as the middleware.
+#[derive(Clone)]
+pub(crate) struct Resolution {
+    pub(crate) tenant: Option<Arc<TenantContext>>,
+    pub(crate) responder: Arc<dyn ErrorResponder>,
+}
+
+impl Resolution {
+    pub(crate) fn of(req: &HttpRequest) -> Option<Self> {
+        req.extensions().get::<Resolution>().cloned()
+    }
+}
+
+/// The resolved tenant of a request, as a handler argument.
+///
+/// ```
+/// use actix_tenancy::Tenant;
+/// use actix_web::HttpResponse;
+///
+/// async fn whoami(tenant: Tenant) -> HttpResponse {
+///     HttpResponse::Ok().body(format!("{} on {}", tenant.id(), tenant.tier()))
+/// }
+/// ```
+///
+/// Extraction never re-resolves anything: it reads the one [`TenantContext`] the
+/// resolver stored.
+/// - Resolver ran, tenant found: the handler gets it.
+/// - Resolver ran, no tenant (exempt path or `allow_missing`): `401 tenant_missing`.
+///   Take `Option<Tenant>` on routes where a tenant is optional.
+/// - No resolver ran (the middleware is not wrapped around this route): `500`, and an
+///   error log line naming the missing middleware. This is a bug in the application,
+///   and it fails closed.
+#[derive(Debug, Clone)]
+pub struct Tenant(Arc<TenantContext>);
+
+impl Tenant {
+    /// The shared context.
+    pub fn context(&self) -> &Arc<TenantContext> {
+        &self.0
+    }
+
+    /// Unwraps the shared context.
+    pub fn into_inner(self) -> Arc<TenantContext> {
+        self.0
+    }
+}
+
+impl Deref for Tenant {
+    type Target = TenantContext;
+    #[inline]
+    fn deref(&self) -> &TenantContext {
+        &self.0
+    }
+}
+
+impl FromRequest for Tenant {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    #[inline]
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(match Resolution::of(req) {
+            Some(Resolution {
+                tenant: Some(ctx), ..
+            }) => Ok(Tenant(ctx)),
+            Some(Resolution {
+                tenant: None,
+                responder,
+            }) => Err(respond_err(TenancyError::TenantMissing, &*responder, req)),
+            None => {
+                tracing::error!(
+                    target: "actix_tenancy",
+                    path = %req.path(),
+                    "the Tenant extractor found no tenant resolution: wrap the app or scope \
+                     in actix_tenancy::TenantResolver (or Tenancy) before routing"
+                );
+                Err(respond_err(
+                    TenancyError::Misconfigured("TenantResolver middleware missing"),
+                    &ProblemJson::default(),
+                    req,
+                ))
+            }
+        })
+    }
+}
+
+pub(crate) fn respond_err(
+    err: TenancyError,
+    responder: &dyn ErrorResponder,
+    req: &HttpRequest,
+) -> actix_web::Error {
+    let res = responder.respond(&err, req);
+    actix_web::error::InternalError::from_response(err, res).into()
+}
