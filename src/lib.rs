@@ -85,6 +85,9 @@
 //! 5. Errors reveal nothing: unknown and suspended tenants look the same from outside.
 //! 6. Every decision is reported to the [`AuditSink`](observe::AuditSink).
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
 pub mod error;
 pub mod observe;
 mod pipeline;
@@ -118,3 +121,8 @@ pub mod prelude {
         Tenancy, Tenant, TenantId,
     };
 }
+
+/// The README's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

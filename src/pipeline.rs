@@ -69,6 +69,11 @@ where
                 match stage.run(&req).await {
                     Ok(tenant) => {
                         if let Some(ctx) = &tenant {
+                            // Fill the fields of an outer request span that declares them
+                            // (e.g. a tracing-actix-web root span); a no-op otherwise.
+                            let outer = tracing::Span::current();
+                            outer.record("tenant.id", ctx.id().as_str());
+                            outer.record("tenant.tier", ctx.tier());
                             span = tracing::info_span!(
                                 target: "actix_tenancy",
                                 "tenant",
