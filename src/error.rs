@@ -350,16 +350,18 @@ impl ProblemJson {
     pub fn body(&self, err: &TenancyError) -> HttpResponse {
         let code = err.code();
         let status = code.status();
+        // Titles and codes are fixed ASCII without quotes or backslashes; only the
+        // user-configured type base needs JSON escaping.
         let ty = match &self.type_base {
-            Some(base) => serde_json::Value::String(format!("{base}{}", code.as_str())),
-            None => serde_json::Value::String("about:blank".to_owned()),
+            Some(base) => serde_json::Value::String(format!("{base}{}", code.as_str())).to_string(),
+            None => "\"about:blank\"".to_owned(),
         };
-        let body = serde_json::json!({
-            "type": ty,
-            "title": code.title(),
-            "status": status.as_u16(),
-            "code": code.as_str(),
-        });
+        let body = format!(
+            r#"{{"type":{ty},"title":"{}","status":{},"code":"{}"}}"#,
+            code.title(),
+            status.as_u16(),
+            code.as_str()
+        );
         let mut res = HttpResponse::build(status);
         res.insert_header((
             header::CONTENT_TYPE,
@@ -369,7 +371,7 @@ impl ProblemJson {
         if let Some(after) = err.retry_after() {
             res.insert_header((header::RETRY_AFTER, retry_after_secs(after)));
         }
-        res.body(body.to_string())
+        res.body(body)
     }
 }
 
@@ -454,6 +456,54 @@ mod tests {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b == b'_'));
             assert!(!code.status().is_success());
+        }
+    }
+
+    #[test]
+    fn every_problem_body_is_valid_json_in_rfc_order() {
+        use actix_web::body::MessageBody as _;
+        let with_base = ProblemJson::default().with_type_base("https://e.example/\"x\\/");
+        for code in ErrorCode::ALL {
+            let err = sample(code);
+            assert_eq!(err.code(), code);
+            for responder in [&ProblemJson::default(), &with_base] {
+                let res = responder.body(&err);
+                let body = res.into_body().try_into_bytes().ok().unwrap();
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(v["status"], err.status().as_u16());
+                assert_eq!(v["code"], err.code().as_str());
+                let text = std::str::from_utf8(&body).unwrap();
+                assert!(text.starts_with("{\"type\":"), "{text}");
+                assert!(!text.contains("internal detail"), "{text}");
+            }
+        }
+    }
+
+    fn sample(code: ErrorCode) -> TenancyError {
+        let reason = || Cow::Borrowed("internal detail");
+        match code {
+            ErrorCode::TenantMissing => TenancyError::TenantMissing,
+            ErrorCode::TenantInvalid => TenancyError::TenantInvalid {
+                source: SourceKind::Header,
+                reason: reason(),
+            },
+            ErrorCode::TenantConflict => TenancyError::TenantConflict {
+                first: SourceKind::Claim,
+                second: SourceKind::Header,
+            },
+            ErrorCode::TenantForbidden => TenancyError::TenantForbidden { reason: reason() },
+            ErrorCode::TenantMisdirected => TenancyError::TenantMisdirected,
+            ErrorCode::TenantUnavailable => TenancyError::TenantUnavailable {
+                retry_after: Some(Duration::from_millis(1500)),
+                reason: reason(),
+            },
+            ErrorCode::TenantReadOnly => TenancyError::TenantReadOnly,
+            ErrorCode::Unauthenticated => TenancyError::Unauthenticated { reason: reason() },
+            ErrorCode::PolicyDenied => TenancyError::PolicyDenied { reason: reason() },
+            ErrorCode::PolicyUnavailable => TenancyError::PolicyUnavailable { reason: reason() },
+            ErrorCode::QuotaExceeded => TenancyError::QuotaExceeded { retry_after: None },
+            ErrorCode::QuotaUnavailable => TenancyError::QuotaUnavailable { reason: reason() },
+            ErrorCode::Internal => TenancyError::Misconfigured("internal detail"),
         }
     }
 
