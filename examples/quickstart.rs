@@ -1,11 +1,11 @@
-//! The quickstart: tenant resolution on `X-Tenant-ID` and subdomains of `localhost`.
-//!
-//! ```sh
-//! cargo run --example quickstart
-//! curl -s localhost:8080/whoami -H 'X-Tenant-ID: acme'
-//! ```
-//!
-//! Listens on 127.0.0.1:8080 unless `BIND_ADDR` says otherwise.
+// The quickstart: tenant resolution on `X-Tenant-ID` and subdomains of `localhost`.
+//
+//     cargo run --example quickstart
+//     curl -s localhost:8080/whoami -H 'X-Tenant-ID: acme'
+//
+// Listens on 127.0.0.1:8080 unless `BIND_ADDR` says otherwise. `tests/readme.rs`
+// replays the README's curl session against this app (it includes this file, which
+// is why the comments here are not `//!` docs).
 
 use actix_tenancy::prelude::*;
 use actix_web::{middleware::Logger, web, App, HttpResponse, HttpServer};
@@ -26,29 +26,36 @@ fn tenant(id: &str, tier: &str) -> TenantRecord {
     TenantRecord::new(TenantId::parse(id).expect("valid tenant id"), tier)
 }
 
-#[actix_web::main]
-async fn main() -> std::io::Result<()> {
+/// The resolver: `X-Tenant-ID`, then subdomains of `localhost`; `/health` is exempt.
+pub fn resolver() -> Result<TenantResolver, actix_tenancy::error::ConfigError> {
     let registry = InMemoryRegistry::new()
         .with(tenant("acme", "pro"))
         .with(tenant("globex", "free"))
         .with(tenant("initech", "pro").with_status(TenantStatus::Suspended));
-
-    // Built once, outside the per-worker closure: every worker shares the registry.
-    let resolver = TenantResolver::builder(registry)
+    TenantResolver::builder(registry)
         .source(Source::header())
         .source(Source::subdomain(["localhost"]))
         .exempt("/health")
         .build()
-        .map_err(std::io::Error::other)?;
+}
 
+/// The routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(health))
+        .route("/whoami", web::get().to(whoami));
+}
+
+#[actix_web::main]
+pub async fn main() -> std::io::Result<()> {
+    // Built once, outside the per-worker closure: every worker shares the registry.
+    let resolver = resolver().map_err(std::io::Error::other)?;
     let addr = std::env::var("BIND_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
     println!("quickstart listening on http://{addr}");
     HttpServer::new(move || {
         App::new()
             .wrap(resolver.clone())
             .wrap(Logger::default())
-            .route("/health", web::get().to(health))
-            .route("/whoami", web::get().to(whoami))
+            .configure(routes)
     })
     .bind(addr)?
     .run()
