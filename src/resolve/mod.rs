@@ -214,14 +214,20 @@ impl TenantResolverBuilder {
         }
         let mut sync_sources = Vec::new();
         let mut async_sources = Vec::new();
-        let mut seen_claim = false;
+        let mut seen = Vec::new();
         for (rank, s) in self.sources.into_iter().enumerate() {
             let imp = s.imp?;
-            if matches!(imp, Imp::Claim) {
-                if seen_claim {
-                    return Err(ConfigError::DuplicateSource("claim"));
+            // The same source twice is a configuration mistake; custom sources may repeat.
+            let key = match &imp {
+                Imp::Claim | Imp::Host(_) | Imp::Path(_) => Some(s.kind.as_str().to_owned()),
+                Imp::Header(name) => Some(format!("header {name}")),
+                Imp::Custom(_) | Imp::CustomAsync(_) => None,
+            };
+            if let Some(key) = key {
+                if seen.contains(&key) {
+                    return Err(ConfigError::DuplicateSource(s.kind.as_str()));
                 }
-                seen_claim = true;
+                seen.push(key);
             }
             match imp {
                 Imp::CustomAsync(f) => async_sources.push((rank, s.kind, f)),
@@ -295,28 +301,27 @@ struct Named {
 }
 
 impl Named {
-    /// Folds one more source's answer in: agree or conflict, and keep the best-ranked
-    /// source (verified first, then configuration order).
-    fn merge(slot: &mut Option<Named>, next: Named) -> Result<(), TenancyError> {
-        match slot {
-            None => *slot = Some(next),
-            Some(cur) => {
-                let next_wins = (next.kind.is_verified() && !cur.kind.is_verified())
-                    || (next.kind.is_verified() == cur.kind.is_verified() && next.rank < cur.rank);
-                if cur.id != next.id {
-                    let (first, second) = if next_wins {
-                        (next.kind, cur.kind)
-                    } else {
-                        (cur.kind, next.kind)
-                    };
-                    return Err(TenancyError::TenantConflict { first, second });
-                }
-                if next_wins {
-                    *slot = Some(next);
-                }
+    /// Folds one more source's answer in: agree, or remember the first conflict; and
+    /// keep the best-ranked source (verified first, then configuration order).
+    fn merge(slot: &mut Option<Named>, conflict: &mut Option<TenancyError>, next: Named) {
+        let Some(cur) = slot else {
+            *slot = Some(next);
+            return;
+        };
+        let next_wins = (next.kind.is_verified() && !cur.kind.is_verified())
+            || (next.kind.is_verified() == cur.kind.is_verified() && next.rank < cur.rank);
+        if cur.id != next.id {
+            if conflict.is_none() {
+                let (first, second) = if next_wins {
+                    (next.kind, cur.kind)
+                } else {
+                    (cur.kind, next.kind)
+                };
+                *conflict = Some(TenancyError::TenantConflict { first, second });
             }
+        } else if next_wins {
+            *slot = Some(next);
         }
-        Ok(())
     }
 }
 
@@ -337,19 +342,23 @@ impl ResolveStage {
                 .any(|p| path.starts_with(p.as_str()))
     }
 
-    /// Runs every source; at most one tenant comes out.
+    /// Runs every source; at most one tenant comes out. Malformed input anywhere is a
+    /// `400`, even when two other sources already disagree: a conflict is only
+    /// reported once every source has been read and validated.
     async fn identify(&self, req: &ServiceRequest) -> Result<Option<Named>, TenancyError> {
         let mut named = None;
+        let mut conflict = None;
         for (rank, kind, imp) in &self.sync_sources {
             if let Some(id) = imp.extract(*kind, req, &self.rule)? {
                 Named::merge(
                     &mut named,
+                    &mut conflict,
                     Named {
                         id,
                         kind: *kind,
                         rank: *rank,
                     },
-                )?;
+                );
             }
         }
         for (rank, kind, f) in &self.async_sources {
@@ -361,15 +370,19 @@ impl ResolveStage {
                 let id = source::validate(*kind, &self.rule, &raw)?;
                 Named::merge(
                     &mut named,
+                    &mut conflict,
                     Named {
                         id,
                         kind: *kind,
                         rank: *rank,
                     },
-                )?;
+                );
             }
         }
-        Ok(named)
+        match conflict {
+            Some(err) => Err(err),
+            None => Ok(named),
+        }
     }
 
     /// Asks the registry; the warm path returns without waiting.

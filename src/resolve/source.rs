@@ -274,8 +274,15 @@ impl Source {
     }
 }
 
+/// A DNS name: labels of letters, digits and `-`; the last label is not all digits
+/// (no top-level domain is, and this keeps IPv4 addresses from ever matching).
 fn valid_domain(d: &str) -> bool {
-    !d.is_empty()
+    let numeric_tld = d
+        .rsplit('.')
+        .next()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()));
+    !numeric_tld
+        && !d.is_empty()
         && d.len() <= 253
         && d.split('.').all(|label| {
             !label.is_empty()
@@ -387,6 +394,9 @@ fn host_tenant(
         None => host,
     };
     let host = host.strip_suffix('.').unwrap_or(host);
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Ok(None); // an IPv4 address names no tenant
+    }
     for base in bases {
         let n = host.len();
         let b = base.len();
