@@ -10,7 +10,7 @@ use crate::{error::ConfigError, tenant::TenantId};
 ///
 /// Lookups never wait, so the resolver answers them on its synchronous fast path.
 /// Changes ([`insert`](Self::insert), [`remove`](Self::remove)) take effect for the
-/// next request; when the registry sits behind a [`CachedRegistry`], call its
+/// next request; when the registry sits behind a [`CachedRegistry`](super::CachedRegistry), call its
 /// [`invalidate`](super::CachedRegistry::invalidate) too.
 ///
 /// ```
