@@ -18,7 +18,7 @@ use tracing::Instrument as _;
 use crate::{
     error::{ErrorResponder, TenancyError},
     resolve::ResolveStage,
-    tenant::Resolution,
+    tenant::{Resolution, TenantContext},
 };
 
 /// The stages of one configured pipeline.
@@ -64,22 +64,12 @@ where
         let service = Rc::clone(&self.service);
         let pipeline = Arc::clone(&self.pipeline);
         Box::pin(async move {
-            let mut span = tracing::Span::none();
+            let mut span = None;
             if let Some(stage) = &pipeline.resolve {
                 match stage.run(&req).await {
                     Ok(tenant) => {
                         if let Some(ctx) = &tenant {
-                            // Fill the fields of an outer request span that declares them
-                            // (e.g. a tracing-actix-web root span); a no-op otherwise.
-                            let outer = tracing::Span::current();
-                            outer.record("tenant.id", ctx.id().as_str());
-                            outer.record("tenant.tier", ctx.tier());
-                            span = tracing::info_span!(
-                                target: "actix_tenancy",
-                                "tenant",
-                                tenant.id = ctx.id().as_str(),
-                                tenant.tier = ctx.tier(),
-                            );
+                            span = tenant_span(ctx);
                         }
                         req.extensions_mut().insert(Resolution {
                             tenant,
@@ -89,10 +79,33 @@ where
                     Err(err) => return Ok(reject(req, &err, &*pipeline.responder)),
                 }
             }
-            let res = service.call(req).instrument(span).await?;
+            let res = match span {
+                Some(span) => service.call(req).instrument(span).await?,
+                None => service.call(req).await?,
+            };
             Ok(res.map_into_left_body())
         })
     }
+}
+
+/// The `tenant` span the rest of the request runs in, with `tenant.id` and
+/// `tenant.tier`; also fills those fields of an outer request span that declares them
+/// (e.g. a tracing-actix-web root span). Nothing is created unless a subscriber listens
+/// at `INFO`: actix enables tracing's `log` feature, which makes even disabled spans
+/// cost work on every poll.
+fn tenant_span(ctx: &TenantContext) -> Option<tracing::Span> {
+    if !tracing::level_enabled!(tracing::Level::INFO) {
+        return None;
+    }
+    let outer = tracing::Span::current();
+    outer.record("tenant.id", ctx.id().as_str());
+    outer.record("tenant.tier", ctx.tier());
+    Some(tracing::info_span!(
+        target: "actix_tenancy",
+        "tenant",
+        tenant.id = ctx.id().as_str(),
+        tenant.tier = ctx.tier(),
+    ))
 }
 
 fn reject<B>(

@@ -8,6 +8,9 @@ use std::{
 };
 
 use dashmap::DashMap;
+// Seeded per process, like std's RandomState, but several times faster on short keys;
+// the cache holds attacker-chosen ids (negative entries), so the seed matters.
+use foldhash::fast::RandomState;
 use tokio::{sync::OnceCell, time::Instant};
 
 use super::{Lookup, RegistryError, TenantRegistry};
@@ -115,8 +118,8 @@ type Flight = Arc<OnceCell<Result<Lookup, RegistryError>>>;
 pub struct CachedRegistry<R> {
     inner: R,
     config: CacheConfig,
-    entries: DashMap<TenantId, Entry>,
-    flights: DashMap<TenantId, Flight>,
+    entries: DashMap<TenantId, Entry, RandomState>,
+    flights: DashMap<TenantId, Flight, RandomState>,
     generation: AtomicU64,
 }
 
@@ -136,8 +139,8 @@ impl<R: TenantRegistry> CachedRegistry<R> {
         Self {
             inner,
             config,
-            entries: DashMap::new(),
-            flights: DashMap::new(),
+            entries: DashMap::default(),
+            flights: DashMap::default(),
             generation: AtomicU64::new(0),
         }
     }

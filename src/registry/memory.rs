@@ -1,6 +1,7 @@
 use std::{fmt, path::Path, sync::Arc};
 
 use dashmap::DashMap;
+use foldhash::fast::RandomState;
 use serde::Deserialize;
 
 use super::{Lookup, RegistryError, TenantRecord, TenantRegistry};
@@ -30,7 +31,7 @@ use crate::{error::ConfigError, tenant::TenantId};
 /// `[[tenants]]` tables with the same fields.
 #[derive(Default)]
 pub struct InMemoryRegistry {
-    tenants: DashMap<TenantId, Arc<TenantRecord>>,
+    tenants: DashMap<TenantId, Arc<TenantRecord>, RandomState>,
 }
 
 #[derive(Deserialize)]
