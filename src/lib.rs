@@ -108,7 +108,7 @@ pub use tenant::{
 
 /// Types that appear in middleware signatures; rarely named directly.
 pub mod dev {
-    pub use crate::pipeline::PipelineService;
+    pub use crate::pipeline::{PipelineFuture, PipelineService};
 }
 
 /// The names most applications need.

@@ -2,7 +2,10 @@
 //! conflicts, the fail-closed defaults, hostile input, the registry's answers, and the
 //! shape of every rejection.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use actix_tenancy::{
     error::ConfigError,
@@ -1318,10 +1321,7 @@ struct HangingRegistry;
 impl TenantRegistry for HangingRegistry {
     async fn lookup(&self, id: &TenantId) -> Result<Lookup, RegistryError> {
         tokio::time::sleep(Duration::from_secs(30)).await;
-        Ok(Some(std::sync::Arc::new(TenantRecord::new(
-            id.clone(),
-            "pro",
-        ))))
+        Ok(Some(Arc::new(TenantRecord::new(id.clone(), "pro"))))
     }
 }
 
@@ -1685,4 +1685,47 @@ async fn ipv4_hosts_name_no_tenant() {
         assert_eq!(res.status(), 200, "{host}");
         assert_eq!(test::read_body(res).await, "", "{host}");
     }
+}
+
+/// A registry that answers every lookup with acme's record.
+struct Liar(Arc<TenantRecord>);
+
+#[async_trait::async_trait]
+impl TenantRegistry for Liar {
+    async fn lookup(&self, _: &TenantId) -> Result<Lookup, RegistryError> {
+        Ok(Some(Arc::clone(&self.0)))
+    }
+    fn lookup_ready(&self, _: &str) -> Option<Lookup> {
+        Some(Some(Arc::clone(&self.0)))
+    }
+}
+
+#[actix_web::test]
+async fn a_registry_answering_with_another_tenants_record_fails_closed() {
+    let liar = Liar(Arc::new(TenantRecord::new(tid("acme"), "pro")));
+    let app = test::init_service(
+        App::new()
+            .wrap(
+                TenantResolver::builder(liar)
+                    .source(Source::header())
+                    .build()
+                    .unwrap(),
+            )
+            .route(
+                "/whoami",
+                web::get().to(|t: Tenant| async move { t.id().to_string() }),
+            ),
+    )
+    .await;
+    let ok = test::TestRequest::get()
+        .uri("/whoami")
+        .insert_header(("x-tenant-id", "acme"))
+        .to_request();
+    assert_eq!(test::call_and_read_body(&app, ok).await, "acme");
+    let req = test::TestRequest::get()
+        .uri("/whoami")
+        .insert_header(("x-tenant-id", "globex"))
+        .to_request();
+    let res = test::call_service(&app, req).await;
+    assert_eq!(res.status(), 503, "never served as acme");
 }

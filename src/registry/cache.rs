@@ -279,7 +279,7 @@ impl<R: TenantRegistry> TenantRegistry for CachedRegistry<R> {
     }
 
     #[inline]
-    fn lookup_ready(&self, id: &TenantId) -> Option<Lookup> {
+    fn lookup_ready(&self, id: &str) -> Option<Lookup> {
         self.fresh(id, Instant::now())
     }
 }
@@ -344,15 +344,15 @@ mod tests {
     async fn hit_within_ttl_and_refetch_after() {
         let c = CachedRegistry::new(backend_with(&["acme"]), cfg());
         assert!(
-            c.lookup_ready(&id("acme")).is_none(),
+            c.lookup_ready("acme").is_none(),
             "cold cache answers nothing"
         );
         assert!(c.lookup(&id("acme")).await.unwrap().is_some());
-        assert!(c.lookup_ready(&id("acme")).unwrap().is_some());
+        assert!(c.lookup_ready("acme").unwrap().is_some());
         c.lookup(&id("acme")).await.unwrap();
         assert_eq!(c.inner().calls.load(Ordering::SeqCst), 1);
         tokio::time::advance(Duration::from_secs(11)).await;
-        assert!(c.lookup_ready(&id("acme")).is_none());
+        assert!(c.lookup_ready("acme").is_none());
         c.lookup(&id("acme")).await.unwrap();
         assert_eq!(c.inner().calls.load(Ordering::SeqCst), 2);
     }
@@ -361,12 +361,9 @@ mod tests {
     async fn negative_answers_expire_sooner_and_invalidate_ends_them() {
         let c = CachedRegistry::new(backend_with(&[]), cfg());
         assert!(c.lookup(&id("newco")).await.unwrap().is_none());
-        assert!(c.lookup_ready(&id("newco")).unwrap().is_none());
+        assert!(c.lookup_ready("newco").unwrap().is_none());
         tokio::time::advance(Duration::from_secs(3)).await;
-        assert!(
-            c.lookup_ready(&id("newco")).is_none(),
-            "negative TTL is 2 s"
-        );
+        assert!(c.lookup_ready("newco").is_none(), "negative TTL is 2 s");
 
         c.lookup(&id("newco")).await.unwrap();
         c.inner()
@@ -446,7 +443,7 @@ mod tests {
             lookup.await.unwrap().unwrap().is_none(),
             "the old answer, to its caller"
         );
-        assert!(c.lookup_ready(&id("newco")).is_none(), "but not cached");
+        assert!(c.lookup_ready("newco").is_none(), "but not cached");
         assert!(c.lookup(&id("newco")).await.unwrap().is_some());
     }
 
@@ -460,7 +457,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(3)).await;
         c.lookup(&id("fresh")).await.unwrap();
         assert!(
-            c.lookup_ready(&id("fresh")).is_some(),
+            c.lookup_ready("fresh").is_some(),
             "expired entries are swept"
         );
     }

@@ -164,7 +164,7 @@ impl TenantRegistry for InMemoryRegistry {
     }
 
     #[inline]
-    fn lookup_ready(&self, id: &TenantId) -> Option<Lookup> {
+    fn lookup_ready(&self, id: &str) -> Option<Lookup> {
         Some(self.get(id))
     }
 }

@@ -45,7 +45,11 @@ pub trait TenantRegistry: Send + Sync + 'static {
 
     /// The answer, if it is available without waiting; `None` means "call
     /// [`lookup`](TenantRegistry::lookup)". The default never answers early.
-    fn lookup_ready(&self, id: &TenantId) -> Option<Lookup> {
+    ///
+    /// `id` has passed the resolver's [`TenantIdRule`](crate::TenantIdRule); it is a
+    /// plain `&str` so the warm path allocates nothing. A returned record must be the
+    /// record of `id`: the resolver checks, and fails closed if it is not.
+    fn lookup_ready(&self, id: &str) -> Option<Lookup> {
         let _ = id;
         None
     }
@@ -57,7 +61,7 @@ impl<R: TenantRegistry + ?Sized> TenantRegistry for Arc<R> {
         (**self).lookup(id).await
     }
 
-    fn lookup_ready(&self, id: &TenantId) -> Option<Lookup> {
+    fn lookup_ready(&self, id: &str) -> Option<Lookup> {
         (**self).lookup_ready(id)
     }
 }

@@ -57,7 +57,7 @@
 
 mod source;
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{borrow::Cow, fmt, sync::Arc, time::Duration};
 
 use actix_web::{
     body::{EitherBody, MessageBody},
@@ -72,7 +72,7 @@ use crate::{
     error::{ConfigError, ErrorResponder, ProblemJson, TenancyError},
     observe::{AuditEvent, AuditSink, Outcome, Stage, TracingAudit},
     pipeline::{Pipeline, PipelineService},
-    registry::{Access, StatusRules, TenantRecord, TenantRegistry},
+    registry::{Access, Lookup, StatusRules, TenantRecord, TenantRegistry},
     session::Principal,
     tenant::{TenantContext, TenantId, TenantIdRule},
 };
@@ -293,17 +293,21 @@ impl fmt::Debug for ResolveStage {
     }
 }
 
-/// The tenant named so far: its id, the source, and the source's rank.
-struct Named {
-    id: TenantId,
+/// What resolution decided: a tenant, no tenant (`Ok(None)`), or a rejection.
+pub(crate) type Resolved = Result<Option<Arc<TenantContext>>, TenancyError>;
+
+/// The tenant named so far: its id (validated, borrowed from the request where it
+/// could be), the source, and the source's rank.
+struct Named<'a> {
+    id: Cow<'a, str>,
     kind: SourceKind,
     rank: usize,
 }
 
-impl Named {
+impl<'a> Named<'a> {
     /// Folds one more source's answer in: agree, or remember the first conflict; and
     /// keep the best-ranked source (verified first, then configuration order).
-    fn merge(slot: &mut Option<Named>, conflict: &mut Option<TenancyError>, next: Named) {
+    fn merge(slot: &mut Option<Named<'a>>, conflict: &mut Option<TenancyError>, next: Named<'a>) {
         let Some(cur) = slot else {
             *slot = Some(next);
             return;
@@ -325,6 +329,14 @@ impl Named {
     }
 }
 
+/// `Named` ids have passed the rule already; parsing one again cannot fail. Should it
+/// ever, the request fails closed.
+fn unreachable_invalid() -> Result<Lookup, TenancyError> {
+    Err(TenancyError::Misconfigured(
+        "a validated tenant id failed validation",
+    ))
+}
+
 /// Methods that do not change state; read-only tenants may use them.
 fn is_safe(method: &Method) -> bool {
     matches!(
@@ -342,17 +354,18 @@ impl ResolveStage {
                 .any(|p| path.starts_with(p.as_str()))
     }
 
-    /// Runs every source; at most one tenant comes out. Malformed input anywhere is a
-    /// `400`, even when two other sources already disagree: a conflict is only
-    /// reported once every source has been read and validated.
-    async fn identify(&self, req: &ServiceRequest) -> Result<Option<Named>, TenancyError> {
-        let mut named = None;
-        let mut conflict = None;
+    /// Runs the synchronous sources, in order.
+    fn identify_sync<'a>(
+        &self,
+        req: &'a ServiceRequest,
+        named: &mut Option<Named<'a>>,
+        conflict: &mut Option<TenancyError>,
+    ) -> Result<(), TenancyError> {
         for (rank, kind, imp) in &self.sync_sources {
             if let Some(id) = imp.extract(*kind, req, &self.rule)? {
                 Named::merge(
-                    &mut named,
-                    &mut conflict,
+                    named,
+                    conflict,
                     Named {
                         id,
                         kind: *kind,
@@ -361,13 +374,26 @@ impl ResolveStage {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// Runs every source; at most one tenant comes out. Malformed input anywhere is a
+    /// `400`, even when two other sources already disagree: a conflict is only
+    /// reported once every source has been read and validated.
+    async fn identify<'a>(
+        &self,
+        req: &'a ServiceRequest,
+    ) -> Result<Option<Named<'a>>, TenancyError> {
+        let mut named = None;
+        let mut conflict = None;
+        self.identify_sync(req, &mut named, &mut conflict)?;
         for (rank, kind, f) in &self.async_sources {
             let raw = f(req).await.map_err(|e| TenancyError::TenantInvalid {
                 source: *kind,
                 reason: e.to_string().into(),
             })?;
             if let Some(raw) = raw {
-                let id = source::validate(*kind, &self.rule, &raw)?;
+                let id = source::check(*kind, &self.rule, Cow::Owned(raw))?;
                 Named::merge(
                     &mut named,
                     &mut conflict,
@@ -385,31 +411,19 @@ impl ResolveStage {
         }
     }
 
-    /// Asks the registry; the warm path returns without waiting.
-    async fn lookup(&self, id: &TenantId) -> Result<Arc<TenantRecord>, TenancyError> {
-        let answer = match self.registry.lookup_ready(id) {
-            Some(answer) => answer,
-            None => {
-                match tokio::time::timeout(self.registry_timeout, self.registry.lookup(id)).await {
-                    Ok(Ok(answer)) => answer,
-                    Ok(Err(err)) => {
-                        return Err(TenancyError::TenantUnavailable {
-                            retry_after: None,
-                            reason: err.to_string().into(),
-                        })
-                    }
-                    Err(_) => {
-                        return Err(TenancyError::TenantUnavailable {
-                            retry_after: None,
-                            reason: "tenant registry lookup timed out".into(),
-                        })
-                    }
-                }
-            }
-        };
-        answer.ok_or(TenancyError::TenantForbidden {
-            reason: "unknown tenant".into(),
-        })
+    /// Asks the registry, waiting at most `registry_timeout`.
+    async fn lookup(&self, id: &TenantId) -> Result<Lookup, TenancyError> {
+        match tokio::time::timeout(self.registry_timeout, self.registry.lookup(id)).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(err)) => Err(TenancyError::TenantUnavailable {
+                retry_after: None,
+                reason: err.to_string().into(),
+            }),
+            Err(_) => Err(TenancyError::TenantUnavailable {
+                retry_after: None,
+                reason: "tenant registry lookup timed out".into(),
+            }),
+        }
     }
 
     fn admit(&self, record: &TenantRecord, method: &Method) -> Result<(), TenancyError> {
@@ -435,67 +449,120 @@ impl ResolveStage {
         }
     }
 
-    /// Resolves the request's tenant, stores the outcome in its extensions and reports
-    /// it. `Ok(None)`: the request goes on without a tenant.
-    pub(crate) async fn run(
-        &self,
-        req: &ServiceRequest,
-    ) -> Result<Option<Arc<TenantContext>>, TenancyError> {
-        let path = req.match_info().as_str();
-        if self.is_exempt(path) {
-            self.report(req, Outcome::Skipped, None, None, None, "exempt path");
-            return Ok(None);
+    /// Resolves the request's tenant without waiting, when it can: `None` means an
+    /// async source or a registry miss needs [`run`](Self::run). The outcome, when there
+    /// is one, has been reported; `Ok(None)` means the request goes on without a tenant.
+    pub(crate) fn run_now(&self, req: &ServiceRequest) -> Option<Resolved> {
+        if self.is_exempt(req.match_info().as_str()) {
+            return Some(self.skip(req, "exempt path"));
+        }
+        if !self.async_sources.is_empty() {
+            return None;
+        }
+        let mut named = None;
+        let mut conflict = None;
+        if let Err(err) = self.identify_sync(req, &mut named, &mut conflict) {
+            return Some(self.fail(req, err, None));
+        }
+        if let Some(err) = conflict {
+            return Some(self.fail(req, err, None));
+        }
+        let Some(named) = named else {
+            return Some(self.missing(req));
+        };
+        let answer = self.registry.lookup_ready(&named.id)?;
+        Some(self.conclude(req, named, Ok(answer)))
+    }
+
+    /// Resolves the request's tenant, waiting for async sources and the registry.
+    pub(crate) async fn run(&self, req: &ServiceRequest) -> Resolved {
+        if self.is_exempt(req.match_info().as_str()) {
+            return self.skip(req, "exempt path");
         }
         let named = match self.identify(req).await {
-            Ok(named) => named,
-            Err(err) => {
-                self.reject(req, &err, None, None);
-                return Err(err);
-            }
+            Ok(Some(named)) => named,
+            Ok(None) => return self.missing(req),
+            Err(err) => return self.fail(req, err, None),
         };
-        let Some(Named { id, kind, .. }) = named else {
-            if self.allow_missing {
-                self.report(req, Outcome::Skipped, None, None, None, "no tenant named");
-                return Ok(None);
-            }
-            let err = TenancyError::TenantMissing;
-            self.reject(req, &err, None, None);
-            return Err(err);
+        let answer = match self.registry.lookup_ready(&named.id) {
+            Some(answer) => Ok(answer),
+            None => match self.rule.parse(&named.id) {
+                Ok(id) => self.lookup(&id).await,
+                Err(_) => unreachable_invalid(),
+            },
         };
-        let record = match self.lookup(&id).await {
-            Ok(record) => record,
-            Err(err) => {
-                self.reject(req, &err, Some(&id), Some(kind));
-                return Err(err);
+        self.conclude(req, named, answer)
+    }
+
+    fn skip(&self, req: &ServiceRequest, why: &str) -> Resolved {
+        self.report(req, Outcome::Skipped, None, None, None, why);
+        Ok(None)
+    }
+
+    fn fail(&self, req: &ServiceRequest, err: TenancyError, named: Option<&Named<'_>>) -> Resolved {
+        let reason = err.reason();
+        // The rejection path may allocate: the id named in the audit event.
+        let id = named.and_then(|n| self.rule.parse(&n.id).ok());
+        self.report(
+            req,
+            Outcome::Rejected(err.code()),
+            id.as_ref(),
+            None,
+            named.map(|n| n.kind),
+            &reason,
+        );
+        Err(err)
+    }
+
+    fn missing(&self, req: &ServiceRequest) -> Resolved {
+        if self.allow_missing {
+            self.skip(req, "no tenant named")
+        } else {
+            self.fail(req, TenancyError::TenantMissing, None)
+        }
+    }
+
+    /// Decides on the registry's answer.
+    fn conclude(
+        &self,
+        req: &ServiceRequest,
+        named: Named<'_>,
+        answer: Result<Lookup, TenancyError>,
+    ) -> Resolved {
+        let record = match answer {
+            Ok(Some(record)) if record.id().as_str() == named.id => record,
+            Ok(Some(_)) => {
+                let err = TenancyError::TenantUnavailable {
+                    retry_after: None,
+                    reason: "the registry answered with another tenant's record".into(),
+                };
+                return self.fail(req, err, Some(&named));
             }
+            Ok(None) => {
+                let err = TenancyError::TenantForbidden {
+                    reason: "unknown tenant".into(),
+                };
+                return self.fail(req, err, Some(&named));
+            }
+            Err(err) => return self.fail(req, err, Some(&named)),
         };
         if let Err(err) = self.admit(&record, req.method()) {
-            self.reject(req, &err, Some(&id), Some(kind));
-            return Err(err);
+            return self.fail(req, err, Some(&named));
         }
+        // The record's own id: an `Arc` clone, no allocation for the id.
+        let id = record.id().clone();
         self.report(
             req,
             Outcome::Allowed,
             Some(&id),
             Some(record.tier()),
-            Some(kind),
+            Some(named.kind),
             "resolved",
         );
         let principal = Principal::of(req);
         Ok(Some(Arc::new(TenantContext::new(
-            id, kind, record, principal,
+            id, named.kind, record, principal,
         ))))
-    }
-
-    fn reject(
-        &self,
-        req: &ServiceRequest,
-        err: &TenancyError,
-        id: Option<&TenantId>,
-        kind: Option<SourceKind>,
-    ) {
-        let reason = err.reason();
-        self.report(req, Outcome::Rejected(err.code()), id, None, kind, &reason);
     }
 
     fn report(

@@ -10,7 +10,7 @@ use futures_util::future::LocalBoxFuture;
 use crate::{
     error::{ConfigError, TenancyError},
     session::Principal,
-    tenant::{InvalidTenantId, TenantId, TenantIdRule},
+    tenant::{InvalidTenantId, TenantIdRule},
 };
 
 /// The header [`Source::header`] reads.
@@ -300,13 +300,15 @@ fn invalid(kind: SourceKind, reason: impl Into<Cow<'static, str>>) -> TenancyErr
     }
 }
 
-pub(crate) fn validate(
+/// Checks `raw` against the rule without allocating.
+pub(crate) fn check<'a>(
     kind: SourceKind,
     rule: &TenantIdRule,
-    raw: &str,
-) -> Result<TenantId, TenancyError> {
-    rule.parse(raw)
-        .map_err(|e: InvalidTenantId| invalid(kind, e.to_string()))
+    raw: Cow<'a, str>,
+) -> Result<Cow<'a, str>, TenancyError> {
+    rule.check(&raw)
+        .map_err(|e: InvalidTenantId| invalid(kind, e.to_string()))?;
+    Ok(raw)
 }
 
 /// The one value of a header that must not repeat.
@@ -326,21 +328,20 @@ fn single_header<'a>(
 impl Imp {
     /// Runs a synchronous source. Async sources answer `Ok(None)` here; the resolver
     /// runs them separately.
-    pub(crate) fn extract(
+    /// The id is validated, and borrowed from the request where it can be.
+    pub(crate) fn extract<'a>(
         &self,
         kind: SourceKind,
-        req: &ServiceRequest,
+        req: &'a ServiceRequest,
         rule: &TenantIdRule,
-    ) -> Result<Option<TenantId>, TenancyError> {
+    ) -> Result<Option<Cow<'a, str>>, TenancyError> {
         match self {
             Imp::Claim => {
                 let ext = req.extensions();
                 let Some(tenant) = ext.get::<Principal>().and_then(Principal::tenant) else {
                     return Ok(None);
                 };
-                rule.check(tenant)
-                    .map_err(|e| invalid(kind, e.to_string()))?;
-                Ok(Some(tenant.clone()))
+                check(kind, rule, Cow::Owned(tenant.as_str().to_owned())).map(Some)
             }
             Imp::Header(name) => {
                 let Some(value) = single_header(req, name, kind)? else {
@@ -349,7 +350,7 @@ impl Imp {
                 let raw = value
                     .to_str()
                     .map_err(|_| invalid(kind, "header value is not visible ASCII"))?;
-                validate(kind, rule, raw).map(Some)
+                check(kind, rule, Cow::Borrowed(raw)).map(Some)
             }
             Imp::Host(bases) => host_tenant(req, bases, kind, rule),
             Imp::Path(prefix) => {
@@ -358,10 +359,10 @@ impl Imp {
                     return Ok(None);
                 };
                 let segment = rest.split('/').next().unwrap_or_default();
-                validate(kind, rule, segment).map(Some)
+                check(kind, rule, Cow::Borrowed(segment)).map(Some)
             }
             Imp::Custom(f) => match f(req) {
-                Ok(Some(raw)) => validate(kind, rule, &raw).map(Some),
+                Ok(Some(raw)) => check(kind, rule, Cow::Owned(raw)).map(Some),
                 Ok(None) => Ok(None),
                 Err(e) => Err(invalid(kind, e.0)),
             },
@@ -370,12 +371,12 @@ impl Imp {
     }
 }
 
-fn host_tenant(
-    req: &ServiceRequest,
+fn host_tenant<'a>(
+    req: &'a ServiceRequest,
     bases: &[String],
     kind: SourceKind,
     rule: &TenantIdRule,
-) -> Result<Option<TenantId>, TenancyError> {
+) -> Result<Option<Cow<'a, str>>, TenancyError> {
     let host = match single_header(req, &header::HOST, kind)? {
         Some(v) => v
             .to_str()
@@ -411,11 +412,12 @@ fn host_tenant(
             if label.contains('.') {
                 return Err(invalid(kind, "more than one label above the base domain"));
             }
-            return if label.bytes().any(|c| c.is_ascii_uppercase()) {
-                validate(kind, rule, &label.to_ascii_lowercase()).map(Some)
+            let label = if label.bytes().any(|c| c.is_ascii_uppercase()) {
+                Cow::Owned(label.to_ascii_lowercase())
             } else {
-                validate(kind, rule, label).map(Some)
+                Cow::Borrowed(label)
             };
+            return check(kind, rule, label).map(Some);
         }
     }
     Ok(None)
