@@ -18,7 +18,8 @@ cargo build --release --example bench_server -q
 BIN=target/release/examples/bench_server
 MODES=("$@")
 [ ${#MODES[@]} -gt 0 ] || MODES=(bare resolve cached)
-[ "${MODES[0]}" = bare ] || MODES=(bare "${MODES[@]/bare/}") # the baseline, measured first
+rest=(); for m in "${MODES[@]}"; do [ "$m" = bare ] || rest+=("$m"); done
+MODES=(bare "${rest[@]}") # the baseline, measured first
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 
