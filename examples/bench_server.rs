@@ -61,7 +61,6 @@ fn resolver(mode: &str) -> Option<TenantResolver> {
     Some(
         builder
             .source(Source::header())
-            .audit(actix_tenancy::observe::NoAudit)
             .build()
             .expect("valid configuration"),
     )
