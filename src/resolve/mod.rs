@@ -96,7 +96,21 @@ impl fmt::Debug for TenantResolver {
 impl TenantResolver {
     /// A builder validating tenants against `registry`. Wrap the registry in a
     /// [`CachedRegistry`](crate::registry::CachedRegistry) unless it answers from
-    /// memory already.
+    /// memory already. Pass an `Arc` to keep a handle, e.g. to invalidate the cache
+    /// when a tenant changes:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use actix_tenancy::{registry::{CacheConfig, CachedRegistry, InMemoryRegistry}, Source, TenantResolver};
+    ///
+    /// let cache = Arc::new(CachedRegistry::new(InMemoryRegistry::new(), CacheConfig::default()));
+    /// let resolver = TenantResolver::builder(Arc::clone(&cache))
+    ///     .source(Source::header())
+    ///     .build()
+    ///     .unwrap();
+    /// // later, when tenant "acme" changes:
+    /// cache.invalidate("acme");
+    /// ```
     pub fn builder(registry: impl TenantRegistry) -> TenantResolverBuilder {
         TenantResolverBuilder {
             registry: Arc::new(registry),
