@@ -6,6 +6,17 @@
 //! `DEBUG` for passes, `INFO` for rejections, `WARN` for backend failures and `ERROR`
 //! for misconfiguration. The inner service runs inside a `tenant` span with the fields
 //! `tenant.id` and `tenant.tier`, so handler logs carry the tenant.
+//!
+//! With the `metrics` feature, every decision also increments the counter
+//! `tenancy_decisions_total` through the [`metrics`](https://docs.rs/metrics) facade,
+//! labelled `stage`, `outcome` (`allowed`, `skipped`, `rejected`), `code` (the
+//! rejection's code, or `none`) and `tier` (or `none` when no record was found).
+//! Tenant ids are not labels by default: with many tenants they would make one time
+//! series each. Opt in with [`TenantResolverBuilder::per_tenant_metrics`], which adds
+//! a `tenant` label. Install any `metrics` recorder (e.g. a Prometheus exporter) to
+//! collect them.
+//!
+//! [`TenantResolverBuilder::per_tenant_metrics`]: crate::resolve::TenantResolverBuilder::per_tenant_metrics
 
 use std::fmt;
 
@@ -133,6 +144,40 @@ impl AuditSink for TracingAudit {
             }
             Outcome::Rejected(_) => emit!(tracing::Level::INFO),
         }
+    }
+}
+
+/// The metric every decision counts in (feature `metrics`).
+pub const DECISIONS_METRIC: &str = "tenancy_decisions_total";
+
+/// Reports a decision: to the audit sink, and, with the `metrics` feature, to the
+/// decision counter (with a `tenant` label only when `per_tenant` is set).
+pub(crate) fn emit(audit: &dyn AuditSink, per_tenant: bool, event: &AuditEvent<'_>) {
+    audit.record(event);
+    #[cfg(feature = "metrics")]
+    count(per_tenant, event);
+    #[cfg(not(feature = "metrics"))]
+    let _ = per_tenant;
+}
+
+#[cfg(feature = "metrics")]
+fn count(per_tenant: bool, e: &AuditEvent<'_>) {
+    let (outcome, code) = match e.outcome {
+        Outcome::Allowed => ("allowed", "none"),
+        Outcome::Skipped => ("skipped", "none"),
+        Outcome::Rejected(code) => ("rejected", code.as_str()),
+    };
+    let tier = e.tier.unwrap_or("none").to_owned();
+    let stage = e.stage.as_str();
+    if per_tenant {
+        let tenant = e.tenant.map_or("none", TenantId::as_str).to_owned();
+        metrics::counter!(DECISIONS_METRIC, "stage" => stage, "outcome" => outcome,
+            "code" => code, "tier" => tier, "tenant" => tenant)
+        .increment(1);
+    } else {
+        metrics::counter!(DECISIONS_METRIC, "stage" => stage, "outcome" => outcome,
+            "code" => code, "tier" => tier)
+        .increment(1);
     }
 }
 

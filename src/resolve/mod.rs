@@ -70,7 +70,7 @@ pub use source::{Source, SourceError, SourceKind, SourceResult, TENANT_HEADER};
 
 use crate::{
     error::{ConfigError, ErrorResponder, ProblemJson, TenancyError},
-    observe::{AuditEvent, AuditSink, Outcome, Stage, TracingAudit},
+    observe::{emit, AuditEvent, AuditSink, Outcome, Stage, TracingAudit},
     pipeline::{Pipeline, PipelineService},
     registry::{Access, Lookup, StatusRules, TenantRecord, TenantRegistry},
     session::Principal,
@@ -124,6 +124,7 @@ impl TenantResolver {
             registry_timeout: Duration::from_secs(2),
             responder: Arc::new(ProblemJson::default()),
             audit: Arc::new(TracingAudit),
+            per_tenant_metrics: false,
         }
     }
 }
@@ -143,6 +144,7 @@ pub struct TenantResolverBuilder {
     registry_timeout: Duration,
     responder: Arc<dyn ErrorResponder>,
     audit: Arc<dyn AuditSink>,
+    per_tenant_metrics: bool,
 }
 
 impl fmt::Debug for TenantResolverBuilder {
@@ -221,6 +223,13 @@ impl TenantResolverBuilder {
         self
     }
 
+    /// Adds a `tenant` label to the decision counter (feature `metrics`). Off by
+    /// default: one time series per tenant can overwhelm a metrics backend.
+    pub fn per_tenant_metrics(mut self, on: bool) -> Self {
+        self.per_tenant_metrics = on;
+        self
+    }
+
     /// Checks the configuration and builds the resolver.
     pub fn build(self) -> Result<TenantResolver, ConfigError> {
         if self.sources.is_empty() {
@@ -265,6 +274,7 @@ impl TenantResolverBuilder {
             region: self.region,
             registry_timeout: self.registry_timeout,
             audit: self.audit,
+            per_tenant_metrics: self.per_tenant_metrics,
         });
         let pipeline = Arc::new(Pipeline {
             resolve: Some(Arc::clone(&stage)),
@@ -287,6 +297,7 @@ pub(crate) struct ResolveStage {
     region: Option<String>,
     registry_timeout: Duration,
     pub(crate) audit: Arc<dyn AuditSink>,
+    per_tenant_metrics: bool,
 }
 
 impl fmt::Debug for ResolveStage {
@@ -588,16 +599,20 @@ impl ResolveStage {
         source: Option<SourceKind>,
         reason: &str,
     ) {
-        self.audit.record(&AuditEvent {
-            stage: Stage::Resolution,
-            outcome,
-            tenant,
-            tier,
-            source,
-            method: req.method(),
-            path: req.match_info().as_str(),
-            reason,
-        });
+        emit(
+            &*self.audit,
+            self.per_tenant_metrics,
+            &AuditEvent {
+                stage: Stage::Resolution,
+                outcome,
+                tenant,
+                tier,
+                source,
+                method: req.method(),
+                path: req.match_info().as_str(),
+                reason,
+            },
+        );
     }
 }
 
