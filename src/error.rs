@@ -15,6 +15,7 @@
 //! | `policy_unavailable` | 503 | the evaluator failed, timed out or panicked |
 //! | `quota_exceeded` | 429 | the tenant's quota is used up |
 //! | `quota_unavailable` | 503 | the quota backend failed and the mode is fail-closed |
+//! | `cost_invalid` | 400 | the request's declared cost (e.g. `X-Token-Count`) is malformed |
 //! | `internal_error` | 500 | the application is misconfigured (a stage's prerequisite is missing) |
 //!
 //! Clients get the code, the status and a fixed short text, as an RFC 9457
@@ -62,13 +63,15 @@ pub enum ErrorCode {
     QuotaExceeded,
     /// `quota_unavailable`, 503.
     QuotaUnavailable,
+    /// `cost_invalid`, 400.
+    CostInvalid,
     /// `internal_error`, 500.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in table order.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         Self::TenantMissing,
         Self::TenantInvalid,
         Self::TenantConflict,
@@ -81,6 +84,7 @@ impl ErrorCode {
         Self::PolicyUnavailable,
         Self::QuotaExceeded,
         Self::QuotaUnavailable,
+        Self::CostInvalid,
         Self::Internal,
     ];
 
@@ -99,6 +103,7 @@ impl ErrorCode {
             Self::PolicyUnavailable => "policy_unavailable",
             Self::QuotaExceeded => "quota_exceeded",
             Self::QuotaUnavailable => "quota_unavailable",
+            Self::CostInvalid => "cost_invalid",
             Self::Internal => "internal_error",
         }
     }
@@ -107,7 +112,7 @@ impl ErrorCode {
     pub const fn status(self) -> StatusCode {
         match self {
             Self::TenantMissing | Self::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Self::TenantInvalid => StatusCode::BAD_REQUEST,
+            Self::TenantInvalid | Self::CostInvalid => StatusCode::BAD_REQUEST,
             Self::TenantConflict
             | Self::TenantForbidden
             | Self::TenantReadOnly
@@ -136,6 +141,7 @@ impl ErrorCode {
             Self::PolicyUnavailable => "Policy temporarily unavailable",
             Self::QuotaExceeded => "Quota exceeded",
             Self::QuotaUnavailable => "Quota temporarily unavailable",
+            Self::CostInvalid => "Invalid request cost",
             Self::Internal => "Internal server error",
         }
     }
@@ -212,6 +218,11 @@ pub enum TenancyError {
         /// Why, for logs.
         reason: Cow<'static, str>,
     },
+    /// The request's declared cost is malformed (negative, not a number, too large).
+    CostInvalid {
+        /// Why, for logs.
+        reason: Cow<'static, str>,
+    },
     /// The application is wired wrongly: a stage ran without its prerequisite.
     Misconfigured(&'static str),
 }
@@ -232,6 +243,7 @@ impl TenancyError {
             Self::PolicyUnavailable { .. } => ErrorCode::PolicyUnavailable,
             Self::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
             Self::QuotaUnavailable { .. } => ErrorCode::QuotaUnavailable,
+            Self::CostInvalid { .. } => ErrorCode::CostInvalid,
             Self::Misconfigured(_) => ErrorCode::Internal,
         }
     }
@@ -246,6 +258,17 @@ impl TenancyError {
         match self {
             Self::TenantUnavailable { retry_after, .. } | Self::QuotaExceeded { retry_after } => {
                 *retry_after
+            }
+            _ => None,
+        }
+    }
+
+    /// A fixed public explanation, for the few rejections where the title alone would
+    /// mislead the client. Never contains request data.
+    pub fn detail(&self) -> Option<&'static str> {
+        match self {
+            Self::QuotaExceeded { retry_after: None } => {
+                Some("This request can never be admitted by the quota; retrying will not help.")
             }
             _ => None,
         }
@@ -267,7 +290,8 @@ impl TenancyError {
             | Self::Unauthenticated { reason }
             | Self::PolicyDenied { reason }
             | Self::PolicyUnavailable { reason }
-            | Self::QuotaUnavailable { reason } => reason.clone(),
+            | Self::QuotaUnavailable { reason }
+            | Self::CostInvalid { reason } => reason.clone(),
             Self::Misconfigured(what) => Cow::Borrowed(what),
             other => Cow::Borrowed(other.code().title()),
         }
@@ -356,8 +380,12 @@ impl ProblemJson {
             Some(base) => serde_json::Value::String(format!("{base}{}", code.as_str())).to_string(),
             None => "\"about:blank\"".to_owned(),
         };
+        let detail = match err.detail() {
+            Some(d) => format!(r#","detail":"{d}""#),
+            None => String::new(),
+        };
         let body = format!(
-            r#"{{"type":{ty},"title":"{}","status":{},"code":"{}"}}"#,
+            r#"{{"type":{ty},"title":"{}","status":{},"code":"{}"{detail}}}"#,
             code.title(),
             status.as_u16(),
             code.as_str()
@@ -408,6 +436,8 @@ pub enum ConfigError {
     Missing(&'static str),
     /// A registry file or document could not be loaded.
     Registry(String),
+    /// A quota plan is invalid.
+    Quota(String),
 }
 
 impl fmt::Display for ConfigError {
@@ -428,6 +458,7 @@ impl fmt::Display for ConfigError {
             Self::DuplicateSource(s) => write!(f, "the source {s} was added twice"),
             Self::Missing(what) => write!(f, "{what} is required"),
             Self::Registry(msg) => write!(f, "registry: {msg}"),
+            Self::Quota(msg) => write!(f, "quota: {msg}"),
         }
     }
 }
@@ -503,6 +534,7 @@ mod tests {
             ErrorCode::PolicyUnavailable => TenancyError::PolicyUnavailable { reason: reason() },
             ErrorCode::QuotaExceeded => TenancyError::QuotaExceeded { retry_after: None },
             ErrorCode::QuotaUnavailable => TenancyError::QuotaUnavailable { reason: reason() },
+            ErrorCode::CostInvalid => TenancyError::CostInvalid { reason: reason() },
             ErrorCode::Internal => TenancyError::Misconfigured("internal detail"),
         }
     }

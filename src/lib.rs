@@ -92,6 +92,7 @@
 pub mod error;
 pub mod observe;
 mod pipeline;
+pub mod quota;
 pub mod registry;
 pub mod resolve;
 pub mod session;

@@ -30,6 +30,8 @@ use crate::{error::ErrorCode, resolve::SourceKind, tenant::TenantId};
 pub enum Stage {
     /// Tenant resolution and registry validation.
     Resolution,
+    /// Quota checks.
+    Quota,
 }
 
 impl Stage {
@@ -37,6 +39,7 @@ impl Stage {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Resolution => "resolution",
+            Self::Quota => "quota",
         }
     }
 }

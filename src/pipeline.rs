@@ -21,7 +21,8 @@ use std::{
 
 use actix_web::{
     body::{EitherBody, MessageBody},
-    dev::{forward_ready, Service, ServiceRequest, ServiceResponse},
+    dev::{Service, ServiceRequest, ServiceResponse},
+    http::header::HeaderMap,
     HttpMessage as _,
 };
 use futures_util::future::LocalBoxFuture;
@@ -29,6 +30,7 @@ use tracing::Instrument as _;
 
 use crate::{
     error::{ErrorResponder, TenancyError},
+    quota::{ActualCost, QuotaAfter, QuotaStage, QuotaStep},
     resolve::{ResolveStage, Resolved},
     tenant::{Resolution, TenantContext},
 };
@@ -36,14 +38,14 @@ use crate::{
 /// The stages of one configured pipeline.
 pub(crate) struct Pipeline {
     pub(crate) resolve: Option<Arc<ResolveStage>>,
+    pub(crate) quota: Option<Arc<QuotaStage>>,
     pub(crate) responder: Arc<dyn ErrorResponder>,
 }
 
 /// The middleware service produced by [`TenantResolver`](crate::resolve::TenantResolver)
 /// and [`Tenancy`](crate::Tenancy).
 pub struct PipelineService<S> {
-    service: Rc<S>,
-    pipeline: Arc<Pipeline>,
+    chain: Chain<S>,
 }
 
 impl<S> fmt::Debug for PipelineService<S> {
@@ -55,8 +57,10 @@ impl<S> fmt::Debug for PipelineService<S> {
 impl<S> PipelineService<S> {
     pub(crate) fn new(service: S, pipeline: Arc<Pipeline>) -> Self {
         Self {
-            service: Rc::new(service),
-            pipeline,
+            chain: Chain {
+                service: Rc::new(service),
+                pipeline,
+            },
         }
     }
 }
@@ -74,8 +78,9 @@ pin_project_lite::pin_project! {
 pin_project_lite::pin_project! {
     #[project = StateProj]
     enum State<F, B> {
-        // Every stage decided without waiting: the inner service's own future.
-        Inner { #[pin] fut: F },
+        // Every stage decided without waiting: the inner service's own future, and
+        // what the quota stage does with its response.
+        Inner { #[pin] fut: F, after: Option<QuotaAfter> },
         // Rejected without waiting.
         Rejected { res: Option<ServiceResponse<EitherBody<B>>> },
         // A stage had to wait.
@@ -97,9 +102,15 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            StateProj::Inner { fut } => fut
-                .poll(cx)
-                .map(|res| res.map(ServiceResponse::map_into_left_body)),
+            StateProj::Inner { fut, after } => match fut.poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(res) => Poll::Ready(res.map(|mut res| {
+                    if let Some(after) = after.take() {
+                        finish(&mut res, after);
+                    }
+                    res.map_into_left_body()
+                })),
+            },
             StateProj::Rejected { res } => Poll::Ready(res.take().ok_or_else(|| {
                 actix_web::error::ErrorInternalServerError("response future polled twice")
             })),
@@ -108,95 +119,189 @@ where
     }
 }
 
+/// Applies the quota stage's after-step: headers, and the cost correction.
+fn finish<B>(res: &mut ServiceResponse<B>, after: QuotaAfter) {
+    let actual = res.request().extensions().get::<ActualCost>().map(|c| c.0);
+    after.apply(res.response_mut(), actual);
+}
+
 impl<S, B> Service<ServiceRequest> for PipelineService<S>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    S::Future: 'static,
     B: MessageBody + 'static,
 {
     type Response = ServiceResponse<EitherBody<B>>;
     type Error = actix_web::Error;
     type Future = PipelineFuture<S::Future, B>;
 
-    forward_ready!(service);
+    fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.chain.service.poll_ready(cx)
+    }
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
-        let state = match self.pipeline.resolve.as_deref().map(|s| s.run_now(&req)) {
-            // No resolution stage, or it decided without waiting.
-            None => self.proceed(req, Ok(None)),
-            Some(Some(resolved)) => self.proceed(req, resolved),
-            Some(None) => self.slow(req),
-        };
-        PipelineFuture { state }
+        PipelineFuture {
+            state: self.chain.start(req),
+        }
     }
 }
 
-impl<S, B> PipelineService<S>
+/// The inner service and the stages; cloned only onto the slow path.
+struct Chain<S> {
+    service: Rc<S>,
+    pipeline: Arc<Pipeline>,
+}
+
+impl<S> Clone for Chain<S> {
+    fn clone(&self) -> Self {
+        Self {
+            service: Rc::clone(&self.service),
+            pipeline: Arc::clone(&self.pipeline),
+        }
+    }
+}
+
+impl<S, B> Chain<S>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    S::Future: 'static,
     B: MessageBody + 'static,
 {
-    /// Stores the resolution and calls the inner service, or answers the rejection.
-    fn proceed(&self, req: ServiceRequest, resolved: Resolved) -> State<S::Future, B> {
-        match settle(&self.pipeline, &req, resolved) {
-            Err(err) => State::Rejected {
-                res: Some(reject(req, &err, &*self.pipeline.responder)),
-            },
-            Ok(None) => State::Inner {
-                fut: self.service.call(req),
-            },
-            Ok(Some(span)) => {
-                let fut = self.service.call(req).instrument(span);
-                State::Boxed {
-                    fut: Box::pin(async move { Ok(fut.await?.map_into_left_body()) }),
+    /// Resolution: here, or (for a pipeline of later stages only) the one an outer
+    /// resolver stored.
+    fn start(&self, req: ServiceRequest) -> State<S::Future, B> {
+        let Some(stage) = &self.pipeline.resolve else {
+            let outer = req
+                .extensions()
+                .get::<Resolution>()
+                .map(|r| r.tenant.clone());
+            return match outer {
+                Some(tenant) => self.charge(req, tenant, None),
+                None => {
+                    tracing::error!(
+                        target: "actix_tenancy",
+                        "a tenancy stage ran with no tenant resolution: wrap it inside a \
+                         TenantResolver, or use Tenancy::builder()"
+                    );
+                    let err = TenancyError::Misconfigured("TenantResolver middleware missing");
+                    self.rejected(req, &err, None)
                 }
+            };
+        };
+        match stage.run_now(&req) {
+            Some(resolved) => self.resolved(req, resolved),
+            None => {
+                let (me, stage) = (self.clone(), Arc::clone(stage));
+                boxed(async move {
+                    let resolved = stage.run(&req).await;
+                    PipelineFuture {
+                        state: me.resolved(req, resolved),
+                    }
+                    .await
+                })
             }
         }
     }
 
-    /// The path for a request a stage must wait for.
-    fn slow(&self, req: ServiceRequest) -> State<S::Future, B> {
-        let service = Rc::clone(&self.service);
-        let pipeline = Arc::clone(&self.pipeline);
-        State::Boxed {
-            fut: Box::pin(async move {
-                let resolved = match &pipeline.resolve {
-                    Some(stage) => stage.run(&req).await,
-                    None => Ok(None),
-                };
-                match settle(&pipeline, &req, resolved) {
-                    Err(err) => Ok(reject(req, &err, &*pipeline.responder)),
-                    Ok(None) => Ok(service.call(req).await?.map_into_left_body()),
-                    Ok(Some(span)) => Ok(service
-                        .call(req)
-                        .instrument(span)
-                        .await?
-                        .map_into_left_body()),
-                }
-            }),
+    /// Stores the resolution for the `Tenant` extractor, then goes on.
+    fn resolved(&self, req: ServiceRequest, resolved: Resolved) -> State<S::Future, B> {
+        let tenant = match resolved {
+            Ok(tenant) => tenant,
+            Err(err) => return self.rejected(req, &err, None),
+        };
+        let span = tenant.as_deref().and_then(tenant_span);
+        req.extensions_mut().insert(Resolution {
+            tenant: tenant.clone(),
+            responder: Arc::clone(&self.pipeline.responder),
+        });
+        self.charge(req, tenant, span)
+    }
+
+    /// The quota stage, for requests that have a tenant.
+    fn charge(
+        &self,
+        req: ServiceRequest,
+        tenant: Option<Arc<TenantContext>>,
+        span: Option<tracing::Span>,
+    ) -> State<S::Future, B> {
+        let (Some(quota), Some(tenant)) = (&self.pipeline.quota, tenant) else {
+            return self.inner(req, span, None);
+        };
+        match quota.prepare(&req, &tenant) {
+            QuotaStep::Wait(cost) => {
+                let (me, quota) = (self.clone(), Arc::clone(quota));
+                boxed(async move {
+                    let step = quota.check(&req, &tenant, cost).await;
+                    PipelineFuture {
+                        state: me.charged(req, span, step),
+                    }
+                    .await
+                })
+            }
+            step => self.charged(req, span, step),
+        }
+    }
+
+    fn charged(
+        &self,
+        req: ServiceRequest,
+        span: Option<tracing::Span>,
+        step: QuotaStep,
+    ) -> State<S::Future, B> {
+        match step {
+            QuotaStep::Pass(after) => self.inner(req, span, after),
+            QuotaStep::Refuse(err, headers) => self.rejected(req, &err, headers),
+            QuotaStep::Wait(_) => {
+                let err = TenancyError::Misconfigured("the quota manager asked to wait twice");
+                self.rejected(req, &err, None)
+            }
+        }
+    }
+
+    /// Every stage passed: the inner service.
+    fn inner(
+        &self,
+        req: ServiceRequest,
+        span: Option<tracing::Span>,
+        after: Option<QuotaAfter>,
+    ) -> State<S::Future, B> {
+        match span {
+            None => State::Inner {
+                fut: self.service.call(req),
+                after,
+            },
+            Some(span) => {
+                let fut = self.service.call(req).instrument(span);
+                boxed(async move {
+                    let mut res = fut.await?;
+                    if let Some(after) = after {
+                        finish(&mut res, after);
+                    }
+                    Ok(res.map_into_left_body())
+                })
+            }
+        }
+    }
+
+    fn rejected(
+        &self,
+        req: ServiceRequest,
+        err: &TenancyError,
+        headers: Option<HeaderMap>,
+    ) -> State<S::Future, B> {
+        let (http_req, _payload) = req.into_parts();
+        let mut res = self.pipeline.responder.respond(err, &http_req);
+        for (name, value) in headers.into_iter().flatten() {
+            res.headers_mut().insert(name, value);
+        }
+        State::Rejected {
+            res: Some(ServiceResponse::new(http_req, res).map_into_right_body()),
         }
     }
 }
 
-/// Puts the resolution into the request (for the `Tenant` extractor) and returns the
-/// span to run the rest of the request in; or the rejection to answer with.
-fn settle(
-    pipeline: &Pipeline,
-    req: &ServiceRequest,
-    resolved: Resolved,
-) -> Result<Option<tracing::Span>, TenancyError> {
-    match resolved {
-        Ok(tenant) => {
-            let span = tenant.as_deref().and_then(tenant_span);
-            if pipeline.resolve.is_some() {
-                req.extensions_mut().insert(Resolution {
-                    tenant,
-                    responder: Arc::clone(&pipeline.responder),
-                });
-            }
-            Ok(span)
-        }
-        Err(err) => Err(err),
-    }
+fn boxed<F, B>(fut: impl Future<Output = Output<B>> + 'static) -> State<F, B> {
+    State::Boxed { fut: Box::pin(fut) }
 }
 
 /// The `tenant` span the rest of the request runs in, with `tenant.id` and
@@ -217,14 +322,4 @@ fn tenant_span(ctx: &TenantContext) -> Option<tracing::Span> {
         tenant.id = ctx.id().as_str(),
         tenant.tier = ctx.tier(),
     ))
-}
-
-fn reject<B>(
-    req: ServiceRequest,
-    err: &TenancyError,
-    responder: &dyn ErrorResponder,
-) -> ServiceResponse<EitherBody<B>> {
-    let (http_req, _payload) = req.into_parts();
-    let res = responder.respond(err, &http_req);
-    ServiceResponse::new(http_req, res).map_into_right_body()
 }

@@ -11,6 +11,7 @@ use std::future::{ready, Ready};
 use crate::{
     error::{ConfigError, ErrorResponder},
     pipeline::{Pipeline, PipelineService},
+    quota::TenantQuota,
     resolve::TenantResolver,
 };
 
@@ -63,6 +64,7 @@ impl Tenancy {
     pub fn builder() -> TenancyBuilder {
         TenancyBuilder {
             resolver: None,
+            quota: None,
             responder: None,
         }
     }
@@ -72,6 +74,7 @@ impl Tenancy {
 #[must_use]
 pub struct TenancyBuilder {
     resolver: Option<TenantResolver>,
+    quota: Option<TenantQuota>,
     responder: Option<Arc<dyn ErrorResponder>>,
 }
 
@@ -90,6 +93,12 @@ impl TenancyBuilder {
         self
     }
 
+    /// The quota stage: runs after resolution, on requests that have a tenant.
+    pub fn quota(mut self, quota: TenantQuota) -> Self {
+        self.quota = Some(quota);
+        self
+    }
+
     /// How every stage's rejections are answered. Default: the resolver's responder.
     pub fn responder(mut self, responder: impl ErrorResponder) -> Self {
         self.responder = Some(Arc::new(responder));
@@ -105,6 +114,7 @@ impl TenancyBuilder {
         Ok(Tenancy {
             pipeline: Arc::new(Pipeline {
                 resolve: Some(resolver.stage),
+                quota: self.quota.map(TenantQuota::into_stage),
                 responder,
             }),
         })
@@ -114,6 +124,7 @@ impl TenancyBuilder {
 impl<S, B> Transform<S, ServiceRequest> for Tenancy
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    S::Future: 'static,
     B: MessageBody + 'static,
 {
     type Response = ServiceResponse<EitherBody<B>>;

@@ -278,6 +278,7 @@ impl TenantResolverBuilder {
         });
         let pipeline = Arc::new(Pipeline {
             resolve: Some(Arc::clone(&stage)),
+            quota: None,
             responder: self.responder,
         });
         Ok(TenantResolver { stage, pipeline })
@@ -619,6 +620,7 @@ impl ResolveStage {
 impl<S, B> Transform<S, ServiceRequest> for TenantResolver
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    S::Future: 'static,
     B: MessageBody + 'static,
 {
     type Response = ServiceResponse<EitherBody<B>>;

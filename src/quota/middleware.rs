@@ -1,0 +1,401 @@
+use std::{fmt, sync::Arc, time::Duration};
+
+use actix_web::{
+    dev::ServiceRequest,
+    http::header::{HeaderMap, HeaderName, HeaderValue},
+};
+
+use super::{QuotaDecision, QuotaError, QuotaManager};
+use crate::{
+    error::{retry_after_secs, ConfigError, TenancyError},
+    observe::{emit, AuditEvent, AuditSink, Outcome, Stage, TracingAudit},
+    tenant::TenantContext,
+};
+
+/// `X-Quota-Remaining`: units that could pass now (rate and budgets).
+pub const QUOTA_REMAINING: HeaderName = HeaderName::from_static("x-quota-remaining");
+/// `X-Quota-Shadow: would-deny`, on requests a shadow plan would have refused.
+pub const QUOTA_SHADOW: HeaderName = HeaderName::from_static("x-quota-shadow");
+/// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers-10).
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit` (draft-ietf-httpapi-ratelimit-headers-10).
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// How many units a request costs.
+///
+/// A closure `Fn(&ServiceRequest) -> u32` is an estimator; [`HeaderCost`] reads a
+/// header. Returning an error rejects the request (`400 cost_invalid`): a cost the
+/// client sends is input like any other, and a bad one is never a credit.
+pub trait CostEstimator: Send + Sync + 'static {
+    /// The cost of `req`.
+    fn estimate(&self, req: &ServiceRequest) -> Result<u32, TenancyError>;
+}
+
+impl<F> CostEstimator for F
+where
+    F: Fn(&ServiceRequest) -> u32 + Send + Sync + 'static,
+{
+    fn estimate(&self, req: &ServiceRequest) -> Result<u32, TenancyError> {
+        Ok(self(req))
+    }
+}
+
+/// A cost read from a header such as `X-Token-Count`: a decimal integer from 0 to
+/// `max`. A missing header costs `default`; a negative, non-numeric, repeated or
+/// larger-than-`max` value is a `400 cost_invalid`.
+///
+/// ```
+/// use actix_tenancy::quota::HeaderCost;
+///
+/// let tokens = HeaderCost::new("x-token-count").unwrap().max(100_000).default_cost(1);
+/// ```
+#[derive(Debug, Clone)]
+pub struct HeaderCost {
+    name: HeaderName,
+    max: u32,
+    default: u32,
+}
+
+impl HeaderCost {
+    /// Reads `name`; at most 1,000,000 units, 1 when absent.
+    pub fn new(name: &str) -> Result<Self, ConfigError> {
+        Ok(Self {
+            name: HeaderName::try_from(name)
+                .map_err(|_| ConfigError::InvalidHeaderName(name.to_owned()))?,
+            max: 1_000_000,
+            default: 1,
+        })
+    }
+
+    /// The largest cost accepted.
+    #[must_use]
+    pub fn max(mut self, max: u32) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// The cost of a request without the header.
+    #[must_use]
+    pub fn default_cost(mut self, cost: u32) -> Self {
+        self.default = cost;
+        self
+    }
+}
+
+impl CostEstimator for HeaderCost {
+    fn estimate(&self, req: &ServiceRequest) -> Result<u32, TenancyError> {
+        let bad = |why: &'static str| TenancyError::CostInvalid { reason: why.into() };
+        let mut values = req.headers().get_all(&self.name);
+        let Some(value) = values.next() else {
+            return Ok(self.default);
+        };
+        if values.next().is_some() {
+            return Err(bad("the cost header is repeated"));
+        }
+        let text = value.to_str().map_err(|_| bad("the cost is not ASCII"))?;
+        if text.is_empty() || text.len() > 10 || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("the cost is not a non-negative integer"));
+        }
+        let cost: u64 = text.parse().map_err(|_| bad("the cost is not a number"))?;
+        u32::try_from(cost)
+            .ok()
+            .filter(|c| *c <= self.max)
+            .ok_or_else(|| bad("the cost is larger than allowed"))
+    }
+}
+
+/// The quota stage. Give it to [`Tenancy::builder().quota(...)`](crate::TenancyBuilder::quota);
+/// it runs after resolution (and policy), on every request that has a tenant.
+///
+/// A request with no tenant (an exempt path, or `allow_missing`) is not charged. A
+/// pipeline with a quota stage but no resolver is a misconfiguration, refused at build.
+#[derive(Clone)]
+#[must_use]
+pub struct TenantQuota {
+    manager: Arc<dyn QuotaManager>,
+    estimator: Arc<dyn CostEstimator>,
+    headers_on_success: bool,
+    refund_server_errors: bool,
+    audit: Arc<dyn AuditSink>,
+    per_tenant_metrics: bool,
+}
+
+impl fmt::Debug for TenantQuota {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantQuota")
+            .field("headers_on_success", &self.headers_on_success)
+            .field("refund_server_errors", &self.refund_server_errors)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TenantQuota {
+    /// The stage for `manager`: one unit per request, quota headers on every response.
+    pub fn new(manager: impl QuotaManager) -> Self {
+        Self {
+            manager: Arc::new(manager),
+            estimator: Arc::new(|_: &ServiceRequest| 1),
+            headers_on_success: true,
+            refund_server_errors: false,
+            audit: Arc::new(TracingAudit),
+            per_tenant_metrics: false,
+        }
+    }
+
+    /// How much a request costs (default: 1).
+    pub fn cost(mut self, estimator: impl CostEstimator) -> Self {
+        self.estimator = Arc::new(estimator);
+        self
+    }
+
+    /// Whether allowed responses carry `X-Quota-Remaining` and the `RateLimit` fields
+    /// (default: yes). Refusals always carry them.
+    pub fn headers_on_success(mut self, on: bool) -> Self {
+        self.headers_on_success = on;
+        self
+    }
+
+    /// Refund the charged units when the handler answers with a 5xx (default: no).
+    /// Budgets get the units back; a rate limiter cannot un-admit a request.
+    pub fn refund_server_errors(mut self, on: bool) -> Self {
+        self.refund_server_errors = on;
+        self
+    }
+
+    /// Where decisions are reported (default: [`TracingAudit`]).
+    pub fn audit(mut self, sink: impl AuditSink) -> Self {
+        self.audit = Arc::new(sink);
+        self
+    }
+
+    /// Adds a `tenant` label to the decision counter (feature `metrics`).
+    pub fn per_tenant_metrics(mut self, on: bool) -> Self {
+        self.per_tenant_metrics = on;
+        self
+    }
+
+    pub(crate) fn into_stage(self) -> Arc<QuotaStage> {
+        Arc::new(QuotaStage(self))
+    }
+}
+
+/// The actual cost of a request, known only once the handler ran (e.g. the tokens an
+/// AI call used). Put it in the request extensions from the handler; the quota stage
+/// corrects the charge after the response:
+///
+/// ```
+/// use actix_tenancy::quota::ActualCost;
+/// use actix_web::{HttpMessage, HttpRequest, HttpResponse};
+///
+/// async fn complete(req: HttpRequest) -> HttpResponse {
+///     let used_tokens = 734; // from the model's answer
+///     req.extensions_mut().insert(ActualCost(used_tokens));
+///     HttpResponse::Ok().finish()
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActualCost(pub u32);
+
+pub(crate) struct QuotaStage(TenantQuota);
+
+/// What to do once the response is ready: the headers to add, and the charge to
+/// correct.
+pub(crate) struct QuotaAfter {
+    stage: Arc<QuotaStage>,
+    tenant: Arc<TenantContext>,
+    charged: u32,
+    headers: Option<HeaderMap>,
+}
+
+/// Whether the quota decided, or must wait for the manager.
+pub(crate) enum QuotaStep {
+    /// Go on, and apply this once the response is ready.
+    Pass(Option<QuotaAfter>),
+    /// Refuse, with these headers on the refusal.
+    Refuse(TenancyError, Option<HeaderMap>),
+    /// The manager must be awaited with this cost.
+    Wait(u32),
+}
+
+impl QuotaStage {
+    /// Estimates the cost and checks without waiting when the manager can.
+    pub(crate) fn prepare(
+        self: &Arc<Self>,
+        req: &ServiceRequest,
+        tenant: &Arc<TenantContext>,
+    ) -> QuotaStep {
+        let cost = match self.0.estimator.estimate(req) {
+            Ok(cost) => cost,
+            Err(err) => {
+                self.report(req, tenant, Outcome::Rejected(err.code()), &err.reason());
+                return QuotaStep::Refuse(err, None);
+            }
+        };
+        match self.0.manager.check_now(tenant, cost) {
+            Some(answer) => self.decided(req, tenant, cost, answer),
+            None => QuotaStep::Wait(cost),
+        }
+    }
+
+    /// Asks the manager, waiting.
+    pub(crate) async fn check(
+        self: &Arc<Self>,
+        req: &ServiceRequest,
+        tenant: &Arc<TenantContext>,
+        cost: u32,
+    ) -> QuotaStep {
+        let answer = self.0.manager.check(tenant, cost).await;
+        self.decided(req, tenant, cost, answer)
+    }
+
+    fn decided(
+        self: &Arc<Self>,
+        req: &ServiceRequest,
+        tenant: &Arc<TenantContext>,
+        cost: u32,
+        answer: Result<QuotaDecision, QuotaError>,
+    ) -> QuotaStep {
+        let decision = match answer {
+            Ok(decision) => decision,
+            Err(err) => {
+                let err = TenancyError::QuotaUnavailable {
+                    reason: err.to_string().into(),
+                };
+                self.report(req, tenant, Outcome::Rejected(err.code()), &err.reason());
+                return QuotaStep::Refuse(err, None);
+            }
+        };
+        if !decision.allowed {
+            let err = TenancyError::QuotaExceeded {
+                retry_after: decision.retry_after,
+            };
+            let why = if decision.retry_after.is_some() {
+                "over quota"
+            } else {
+                "the cost can never be admitted"
+            };
+            self.report(req, tenant, Outcome::Rejected(err.code()), why);
+            return QuotaStep::Refuse(err, Some(headers(&decision, true)));
+        }
+        if decision.would_deny {
+            self.report(req, tenant, Outcome::Allowed, "shadow: would deny");
+        } else {
+            self.report(req, tenant, Outcome::Allowed, "within quota");
+        }
+        let headers =
+            (self.0.headers_on_success || decision.would_deny).then(|| headers(&decision, false));
+        QuotaStep::Pass(Some(QuotaAfter {
+            stage: Arc::clone(self),
+            tenant: Arc::clone(tenant),
+            charged: cost,
+            headers,
+        }))
+    }
+
+    fn report(&self, req: &ServiceRequest, tenant: &TenantContext, outcome: Outcome, why: &str) {
+        emit(
+            &*self.0.audit,
+            self.0.per_tenant_metrics,
+            &AuditEvent {
+                stage: Stage::Quota,
+                outcome,
+                tenant: Some(tenant.id()),
+                tier: Some(tenant.tier()),
+                source: Some(tenant.source()),
+                method: req.method(),
+                path: req.match_info().as_str(),
+                reason: why,
+            },
+        );
+    }
+}
+
+impl QuotaAfter {
+    /// Adds the headers and corrects the charge: to the handler's [`ActualCost`], or
+    /// to zero for a 5xx when refunds are on.
+    pub(crate) fn apply(self, res: &mut actix_web::HttpResponse<impl Sized>, actual: Option<u32>) {
+        let QuotaAfter {
+            stage,
+            tenant,
+            charged,
+            headers,
+        } = self;
+        if let Some(headers) = headers {
+            for (name, value) in headers {
+                res.headers_mut().insert(name, value);
+            }
+        }
+        let actual = if stage.0.refund_server_errors && res.status().is_server_error() {
+            Some(0)
+        } else {
+            actual
+        };
+        let Some(actual) = actual.filter(|a| *a != charged) else {
+            return;
+        };
+        if stage
+            .0
+            .manager
+            .settle_now(&tenant, charged, actual)
+            .is_none()
+        {
+            actix_web::rt::spawn(async move {
+                if let Err(err) = stage.0.manager.settle(&tenant, charged, actual).await {
+                    tracing::warn!(target: "actix_tenancy::quota", error = %err, "quota correction failed");
+                }
+            });
+        }
+    }
+}
+
+fn secs(d: Duration) -> u64 {
+    if d.is_zero() {
+        0
+    } else {
+        retry_after_secs(d)
+    }
+}
+
+/// The quota headers for a decision.
+fn headers(d: &QuotaDecision, refused: bool) -> HeaderMap {
+    let mut policy = Vec::new();
+    let mut state = Vec::new();
+    if let Some(r) = &d.rate {
+        policy.push(format!(
+            "\"rate\";q={};w={}",
+            r.limit,
+            secs(r.window).max(1)
+        ));
+        state.push(format!("\"rate\";r={};t={}", r.remaining, secs(r.reset)));
+    }
+    if let Some(b) = &d.budget {
+        let name = b.period.as_str();
+        policy.push(format!(
+            "\"{name}\";q={};w={}",
+            b.limit,
+            b.period.nominal_secs()
+        ));
+        state.push(format!("\"{name}\";r={};t={}", b.remaining, secs(b.reset)));
+    }
+    let mut map = HeaderMap::new();
+    let remaining = if refused {
+        0
+    } else {
+        d.remaining().unwrap_or(u64::MAX)
+    };
+    if refused || d.remaining().is_some() {
+        map.insert(QUOTA_REMAINING, HeaderValue::from(remaining));
+    }
+    if !policy.is_empty() {
+        if let Ok(v) = HeaderValue::try_from(policy.join(", ")) {
+            map.insert(RATELIMIT_POLICY, v);
+        }
+        if let Ok(v) = HeaderValue::try_from(state.join(", ")) {
+            map.insert(RATELIMIT, v);
+        }
+    }
+    if d.would_deny {
+        map.insert(QUOTA_SHADOW, HeaderValue::from_static("would-deny"));
+    }
+    map
+}

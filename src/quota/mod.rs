@@ -1,0 +1,210 @@
+//! Per-tenant quotas: a rate with a burst, and budgets per calendar period.
+//!
+//! - [`QuotaPlan`] says what one tenant may consume; [`QuotaPlans`] maps tiers to plans,
+//!   with per-tenant overrides, tuned in code.
+//! - A [`QuotaManager`] checks and consumes units; [`LocalQuota`] keeps one `governor`
+//!   rate limiter per tenant in a sharded map.
+//! - [`TenantQuota`] is the middleware stage: after resolution, it charges the
+//!   request's cost (a [`CostEstimator`], one unit by default) and answers
+//!   `429 quota_exceeded` with `Retry-After`, `X-Quota-Remaining: 0` and the IETF
+//!   `RateLimit-Policy` / `RateLimit` fields (draft-ietf-httpapi-ratelimit-headers-10)
+//!   when the tenant is over. Allowed responses carry the same fields.
+//!
+//! Rate and budgets are admitted together or not at all: a request refused by a budget
+//! consumes no rate, and a request refused by the rate consumes no budget.
+//!
+//! ```
+//! use actix_tenancy::prelude::*;
+//! use actix_tenancy::quota::{LocalQuota, Period, QuotaPlan, QuotaPlans, TenantQuota};
+//! use actix_web::{test, web, App};
+//!
+//! # actix_web::rt::System::new().block_on(async {
+//! let plans = QuotaPlans::builder()
+//!     .tier("free", QuotaPlan::per_second(2).budget(1_000, Period::Day))
+//!     .tier("pro", QuotaPlan::per_second(50).budget(100_000, Period::Day))
+//!     .build()
+//!     .unwrap();
+//! let registry = InMemoryRegistry::new()
+//!     .with(TenantRecord::new(TenantId::parse("globex").unwrap(), "free"));
+//! let tenancy = Tenancy::builder()
+//!     .resolver(TenantResolver::builder(registry).source(Source::header()).build().unwrap())
+//!     .quota(TenantQuota::new(LocalQuota::new(plans)))
+//!     .build()
+//!     .unwrap();
+//! let app = test::init_service(
+//!     App::new().wrap(tenancy).route("/", web::get().to(|| async { "ok" })),
+//! )
+//! .await;
+//!
+//! let get = || test::TestRequest::get().uri("/").insert_header(("x-tenant-id", "globex")).to_request();
+//! assert_eq!(test::call_service(&app, get()).await.status(), 200);
+//! assert_eq!(test::call_service(&app, get()).await.status(), 200);
+//! let res = test::call_service(&app, get()).await;
+//! assert_eq!(res.status(), 429);
+//! assert_eq!(res.headers().get("x-quota-remaining").unwrap(), "0");
+//! assert!(res.headers().contains_key("retry-after"));
+//! # });
+//! ```
+
+mod local;
+mod middleware;
+mod plan;
+
+use std::{borrow::Cow, fmt, time::Duration};
+
+pub use local::LocalQuota;
+pub use middleware::{
+    ActualCost, CostEstimator, HeaderCost, TenantQuota, QUOTA_REMAINING, QUOTA_SHADOW, RATELIMIT,
+    RATELIMIT_POLICY,
+};
+pub(crate) use middleware::{QuotaAfter, QuotaStage, QuotaStep};
+pub use plan::{Budget, Period, QuotaPlan, QuotaPlans, QuotaPlansBuilder, Rate, UnknownTier};
+
+use crate::tenant::TenantContext;
+
+/// The state of the rate limit after a check, for the response headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateState {
+    /// The burst: how many units can pass at once.
+    pub limit: u32,
+    /// Units that could pass right now.
+    pub remaining: u32,
+    /// Time to replenish a full burst.
+    pub window: Duration,
+    /// Time until the burst is full again.
+    pub reset: Duration,
+}
+
+/// The state of the tightest budget after a check, for the response headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetState {
+    /// The budget's units per period.
+    pub limit: u64,
+    /// Units left in this period.
+    pub remaining: u64,
+    /// The period.
+    pub period: Period,
+    /// Time until the period ends.
+    pub reset: Duration,
+}
+
+/// The answer to a quota check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QuotaDecision {
+    /// Whether the request may go on. In shadow mode this is `true` even when
+    /// [`would_deny`](Self::would_deny) is set.
+    pub allowed: bool,
+    /// Shadow mode: the quota would have refused the request.
+    pub would_deny: bool,
+    /// When the client may retry. `None` on a refusal means never: the cost exceeds
+    /// what the plan can ever admit.
+    pub retry_after: Option<Duration>,
+    /// The rate limit's state, when the plan has one.
+    pub rate: Option<RateState>,
+    /// The tightest budget's state, when the plan has budgets.
+    pub budget: Option<BudgetState>,
+}
+
+impl QuotaDecision {
+    /// The units that could pass now: the smaller of the rate's and the budget's.
+    pub fn remaining(&self) -> Option<u64> {
+        let rate = self.rate.map(|r| u64::from(r.remaining));
+        let budget = self.budget.map(|b| b.remaining);
+        match (rate, budget) {
+            (Some(r), Some(b)) => Some(r.min(b)),
+            (r, b) => r.or(b),
+        }
+    }
+}
+
+/// The quota backend could not answer. The message is for logs only.
+#[derive(Debug, Clone)]
+pub struct QuotaError(Cow<'static, str>);
+
+impl QuotaError {
+    /// A failure with a message for the logs.
+    pub fn new(message: impl Into<Cow<'static, str>>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl fmt::Display for QuotaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "quota backend unavailable: {}", self.0)
+    }
+}
+
+impl std::error::Error for QuotaError {}
+
+/// Checks and consumes quota for tenants.
+///
+/// [`check`](Self::check) consumes `cost` units when it allows the request;
+/// [`settle`](Self::settle) corrects the charge once the real cost is known (AI
+/// endpoints learn the token count at the end: the estimate is charged up front and
+/// corrected afterwards). Managers that can answer without waiting also implement the
+/// `_now` variants, which the middleware prefers.
+#[async_trait::async_trait]
+pub trait QuotaManager: Send + Sync + 'static {
+    /// Checks `cost` units for `tenant`, consuming them if allowed.
+    async fn check(&self, tenant: &TenantContext, cost: u32) -> Result<QuotaDecision, QuotaError>;
+
+    /// Corrects a charge of `charged` units to `actual` units (a refund when smaller).
+    async fn settle(
+        &self,
+        tenant: &TenantContext,
+        charged: u32,
+        actual: u32,
+    ) -> Result<(), QuotaError>;
+
+    /// [`check`](Self::check) without waiting, when possible (`None`: call `check`).
+    fn check_now(
+        &self,
+        tenant: &TenantContext,
+        cost: u32,
+    ) -> Option<Result<QuotaDecision, QuotaError>> {
+        let _ = (tenant, cost);
+        None
+    }
+
+    /// [`settle`](Self::settle) without waiting, when possible (`None`: call `settle`).
+    fn settle_now(
+        &self,
+        tenant: &TenantContext,
+        charged: u32,
+        actual: u32,
+    ) -> Option<Result<(), QuotaError>> {
+        let _ = (tenant, charged, actual);
+        None
+    }
+}
+
+#[async_trait::async_trait]
+impl<Q: QuotaManager + ?Sized> QuotaManager for std::sync::Arc<Q> {
+    async fn check(&self, tenant: &TenantContext, cost: u32) -> Result<QuotaDecision, QuotaError> {
+        (**self).check(tenant, cost).await
+    }
+    async fn settle(
+        &self,
+        tenant: &TenantContext,
+        charged: u32,
+        actual: u32,
+    ) -> Result<(), QuotaError> {
+        (**self).settle(tenant, charged, actual).await
+    }
+    fn check_now(
+        &self,
+        tenant: &TenantContext,
+        cost: u32,
+    ) -> Option<Result<QuotaDecision, QuotaError>> {
+        (**self).check_now(tenant, cost)
+    }
+    fn settle_now(
+        &self,
+        tenant: &TenantContext,
+        charged: u32,
+        actual: u32,
+    ) -> Option<Result<(), QuotaError>> {
+        (**self).settle_now(tenant, charged, actual)
+    }
+}
