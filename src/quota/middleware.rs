@@ -107,8 +107,14 @@ impl CostEstimator for HeaderCost {
 /// The quota stage. Give it to [`Tenancy::builder().quota(...)`](crate::TenancyBuilder::quota);
 /// it runs after resolution (and policy), on every request that has a tenant.
 ///
-/// A request with no tenant (an exempt path, or `allow_missing`) is not charged. A
-/// pipeline with a quota stage but no resolver is a misconfiguration, refused at build.
+/// A request with no tenant (an exempt path, or `allow_missing`) is not charged.
+/// `TenantQuota` is also an actix `Transform` of its own: wrapped *inside* a
+/// [`TenantResolver`](crate::TenantResolver) (registered before it with `.wrap()`), it
+/// reads the tenant the resolver settled. Wrapped where no resolver ran, it answers
+/// every request with `500 internal_error` and logs the misconfiguration: it never
+/// lets a request through uncounted. Standalone, it answers rejections with
+/// [`ProblemJson`](crate::ProblemJson); [`Tenancy`](crate::Tenancy) shares one
+/// responder across stages.
 #[derive(Clone)]
 #[must_use]
 pub struct TenantQuota {
@@ -397,5 +403,38 @@ fn headers(d: &QuotaDecision, refused: bool) -> HeaderMap {
     if d.would_deny {
         map.insert(QUOTA_SHADOW, HeaderValue::from_static("would-deny"));
     }
+    // On the refusal whatever the responder: a custom body must not lose it.
+    if let (true, Some(after)) = (refused, d.retry_after) {
+        map.insert(
+            actix_web::http::header::RETRY_AFTER,
+            HeaderValue::from(retry_after_secs(after)),
+        );
+    }
     map
+}
+
+impl<S, B> actix_web::dev::Transform<S, ServiceRequest> for TenantQuota
+where
+    S: actix_web::dev::Service<
+            ServiceRequest,
+            Response = actix_web::dev::ServiceResponse<B>,
+            Error = actix_web::Error,
+        > + 'static,
+    S::Future: 'static,
+    B: actix_web::body::MessageBody + 'static,
+{
+    type Response = actix_web::dev::ServiceResponse<actix_web::body::EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Transform = crate::pipeline::PipelineService<S>;
+    type InitError = ();
+    type Future = std::future::Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        let pipeline = Arc::new(crate::pipeline::Pipeline {
+            resolve: None,
+            quota: Some(self.clone().into_stage()),
+            responder: Arc::new(crate::ProblemJson::default()),
+        });
+        std::future::ready(Ok(crate::pipeline::PipelineService::new(service, pipeline)))
+    }
 }

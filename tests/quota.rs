@@ -1,0 +1,404 @@
+//! The quota stage through a real `App`: refusals and their headers, costs, shadow
+//! mode, corrections, refunds, and the stage's place in the pipeline.
+
+use std::sync::Arc;
+
+use actix_tenancy::{
+    prelude::*,
+    quota::{ActualCost, HeaderCost, LocalQuota, Period, QuotaPlan, QuotaPlans, TenantQuota},
+};
+use actix_web::{
+    dev::{Service, ServiceResponse},
+    http::StatusCode,
+    test, web, App, HttpMessage, HttpRequest, HttpResponse,
+};
+use serde_json::Value;
+
+fn tid(s: &str) -> TenantId {
+    TenantId::parse(s).unwrap()
+}
+
+fn registry() -> Arc<InMemoryRegistry> {
+    Arc::new(
+        InMemoryRegistry::new()
+            .with(TenantRecord::new(tid("globex"), "free"))
+            .with(TenantRecord::new(tid("hooli"), "free"))
+            .with(TenantRecord::new(tid("acme"), "pro"))
+            .with(TenantRecord::new(tid("wonka"), "platinum"))
+            .with(TenantRecord::new(tid("shadowy"), "trial")),
+    )
+}
+
+fn plans() -> QuotaPlans {
+    QuotaPlans::builder()
+        .tier("free", QuotaPlan::per_minute(5).budget(1_000, Period::Day))
+        .tier("pro", QuotaPlan::per_minute(50).budget(100, Period::Day))
+        .tier("trial", QuotaPlan::per_minute(1).shadow(true))
+        .build()
+        .unwrap()
+}
+
+fn tenancy(registry: Arc<InMemoryRegistry>, quota: TenantQuota) -> Tenancy {
+    Tenancy::builder()
+        .resolver(
+            TenantResolver::builder(registry)
+                .source(Source::header())
+                .exempt("/health")
+                .build()
+                .unwrap(),
+        )
+        .quota(quota)
+        .build()
+        .unwrap()
+}
+
+async fn handler(req: HttpRequest) -> HttpResponse {
+    if let Some(used) = req.headers().get("x-test-actual") {
+        let used: u32 = used.to_str().unwrap().parse().unwrap();
+        req.extensions_mut().insert(ActualCost(used));
+    }
+    if req.headers().contains_key("x-test-fail") {
+        return HttpResponse::InternalServerError().finish();
+    }
+    HttpResponse::Ok().body("ok")
+}
+
+macro_rules! app {
+    ($tenancy:expr) => {
+        test::init_service(
+            App::new()
+                .wrap($tenancy)
+                .route("/health", web::get().to(HttpResponse::Ok))
+                .default_service(web::to(handler)),
+        )
+        .await
+    };
+}
+
+fn req(tenant: &str) -> test::TestRequest {
+    test::TestRequest::get()
+        .uri("/x")
+        .insert_header(("x-tenant-id", tenant.to_owned()))
+}
+
+fn header(res: &ServiceResponse<impl actix_web::body::MessageBody>, name: &str) -> Option<String> {
+    res.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+async fn code<B: actix_web::body::MessageBody>(res: ServiceResponse<B>) -> Value {
+    let body = test::read_body(res).await;
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[actix_web::test]
+async fn the_burst_passes_then_429_with_every_header() {
+    let app = app!(tenancy(
+        registry(),
+        TenantQuota::new(LocalQuota::new(plans()))
+    ));
+    for i in 0..5 {
+        let res = test::call_service(&app, req("globex").to_request()).await;
+        assert_eq!(res.status(), 200, "request {i}");
+        assert_eq!(
+            header(&res, "x-quota-remaining").unwrap(),
+            (4 - i).to_string()
+        );
+        assert_eq!(
+            header(&res, "ratelimit-policy").unwrap(),
+            "\"rate\";q=5;w=60, \"day\";q=1000;w=86400"
+        );
+        let state = header(&res, "ratelimit").unwrap();
+        assert!(
+            state.starts_with(&format!("\"rate\";r={};t=", 4 - i)),
+            "{state}"
+        );
+        assert!(
+            state.contains(&format!("\"day\";r={};t=", 999 - i)),
+            "{state}"
+        );
+    }
+    let res = test::call_service(&app, req("globex").to_request()).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = header(&res, "retry-after").unwrap().parse().unwrap();
+    assert!(
+        (1..=12).contains(&retry),
+        "one unit comes back every 12 s: {retry}"
+    );
+    assert_eq!(header(&res, "x-quota-remaining").unwrap(), "0");
+    assert!(header(&res, "ratelimit")
+        .unwrap()
+        .starts_with("\"rate\";r=0;t="));
+    let policy = header(&res, "ratelimit-policy").unwrap();
+    assert!(!policy.contains("globex"), "no tenant id in the fields");
+    let body = code(res).await;
+    assert_eq!(body["code"], "quota_exceeded");
+    assert_eq!(body["status"], 429);
+
+    // Another tenant on the same tier has its own limiter.
+    let res = test::call_service(&app, req("hooli").to_request()).await;
+    assert_eq!(res.status(), 200);
+}
+
+#[actix_web::test]
+async fn success_headers_can_be_turned_off_but_refusals_keep_them() {
+    let quota = TenantQuota::new(LocalQuota::new(plans())).headers_on_success(false);
+    let app = app!(tenancy(registry(), quota));
+    for _ in 0..5 {
+        let res = test::call_service(&app, req("globex").to_request()).await;
+        assert_eq!(res.status(), 200);
+        assert!(header(&res, "x-quota-remaining").is_none());
+        assert!(header(&res, "ratelimit").is_none());
+    }
+    let res = test::call_service(&app, req("globex").to_request()).await;
+    assert_eq!(res.status(), 429);
+    assert_eq!(header(&res, "x-quota-remaining").unwrap(), "0");
+}
+
+#[actix_web::test]
+async fn header_costs_are_charged_and_hostile_ones_refused() {
+    let quota = TenantQuota::new(LocalQuota::new(plans()))
+        .cost(HeaderCost::new("x-token-count").unwrap().max(50));
+    let app = app!(tenancy(registry(), quota));
+    for bad in [
+        "-1",
+        "abc",
+        "1e3",
+        "99999999999",
+        "51",
+        "",
+        " 5",
+        "5 ",
+        "+5",
+        "0x10",
+    ] {
+        let res = test::call_service(
+            &app,
+            req("acme")
+                .insert_header(("x-token-count", bad))
+                .to_request(),
+        )
+        .await;
+        assert_eq!(res.status(), 400, "{bad:?}");
+        assert_eq!(code(res).await["code"], "cost_invalid", "{bad:?}");
+    }
+    let twice = req("acme")
+        .append_header(("x-token-count", "1"))
+        .append_header(("x-token-count", "1"))
+        .to_request();
+    assert_eq!(test::call_service(&app, twice).await.status(), 400);
+
+    // Nothing was charged by the refusals: the budget of 100 is whole.
+    let res = test::call_service(
+        &app,
+        req("acme")
+            .insert_header(("x-token-count", "30"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert!(header(&res, "ratelimit").unwrap().contains("\"day\";r=70;"));
+    // No header: the default cost of 1.
+    let res = test::call_service(&app, req("acme").to_request()).await;
+    assert!(header(&res, "ratelimit").unwrap().contains("\"day\";r=69;"));
+}
+
+#[actix_web::test]
+async fn a_cost_above_the_burst_can_never_pass() {
+    let quota =
+        TenantQuota::new(LocalQuota::new(plans())).cost(HeaderCost::new("x-token-count").unwrap());
+    let app = app!(tenancy(registry(), quota));
+    let res = test::call_service(
+        &app,
+        req("globex")
+            .insert_header(("x-token-count", "6"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), 429);
+    assert!(
+        header(&res, "retry-after").is_none(),
+        "retrying cannot help"
+    );
+    let body = code(res).await;
+    assert_eq!(body["code"], "quota_exceeded");
+    assert!(body["detail"].as_str().unwrap().contains("never"));
+    // And it consumed nothing.
+    let res = test::call_service(
+        &app,
+        req("globex")
+            .insert_header(("x-token-count", "5"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+}
+
+#[actix_web::test]
+async fn the_charge_is_corrected_after_the_handler() {
+    let app = app!(tenancy(
+        registry(),
+        TenantQuota::new(LocalQuota::new(plans()))
+    ));
+    // Charged 1 up front, 60 actually used.
+    let res = test::call_service(
+        &app,
+        req("acme")
+            .insert_header(("x-test-actual", "60"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let res = test::call_service(&app, req("acme").to_request()).await;
+    assert!(
+        header(&res, "ratelimit").unwrap().contains("\"day\";r=39;"),
+        "100 - 60 - 1: {:?}",
+        header(&res, "ratelimit")
+    );
+}
+
+#[actix_web::test]
+async fn server_errors_are_refunded_when_asked() {
+    for (refund, left) in [(true, 99), (false, 98)] {
+        let quota = TenantQuota::new(LocalQuota::new(plans())).refund_server_errors(refund);
+        let app = app!(tenancy(registry(), quota));
+        let res = test::call_service(
+            &app,
+            req("acme").insert_header(("x-test-fail", "1")).to_request(),
+        )
+        .await;
+        assert_eq!(res.status(), 500);
+        let res = test::call_service(&app, req("acme").to_request()).await;
+        assert!(
+            header(&res, "ratelimit")
+                .unwrap()
+                .contains(&format!("\"day\";r={left};")),
+            "refund={refund}: {:?}",
+            header(&res, "ratelimit")
+        );
+    }
+}
+
+#[actix_web::test]
+async fn shadow_plans_pass_and_mark() {
+    let app = app!(tenancy(
+        registry(),
+        TenantQuota::new(LocalQuota::new(plans()))
+    ));
+    let first = test::call_service(&app, req("shadowy").to_request()).await;
+    assert_eq!(first.status(), 200);
+    assert!(header(&first, "x-quota-shadow").is_none());
+    for _ in 0..3 {
+        let res = test::call_service(&app, req("shadowy").to_request()).await;
+        assert_eq!(res.status(), 200, "shadow mode never refuses");
+        assert_eq!(header(&res, "x-quota-shadow").unwrap(), "would-deny");
+    }
+}
+
+#[actix_web::test]
+async fn a_tier_without_a_plan_is_refused() {
+    let app = app!(tenancy(
+        registry(),
+        TenantQuota::new(LocalQuota::new(plans()))
+    ));
+    let res = test::call_service(&app, req("wonka").to_request()).await;
+    assert_eq!(res.status(), 429);
+    assert!(header(&res, "retry-after").is_none());
+}
+
+#[actix_web::test]
+async fn a_plan_change_takes_effect_on_the_next_request() {
+    let registry = registry();
+    let app = app!(tenancy(
+        Arc::clone(&registry),
+        TenantQuota::new(LocalQuota::new(plans()))
+    ));
+    for _ in 0..5 {
+        test::call_service(&app, req("globex").to_request()).await;
+    }
+    assert_eq!(
+        test::call_service(&app, req("globex").to_request())
+            .await
+            .status(),
+        429
+    );
+    // globex upgrades to pro.
+    registry.insert(TenantRecord::new(tid("globex"), "pro"));
+    let res = test::call_service(&app, req("globex").to_request()).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        header(&res, "ratelimit-policy").unwrap(),
+        "\"rate\";q=50;w=60, \"day\";q=100;w=86400"
+    );
+}
+
+#[actix_web::test]
+async fn requests_without_a_tenant_are_not_charged() {
+    let app = app!(tenancy(
+        registry(),
+        TenantQuota::new(LocalQuota::new(plans()))
+    ));
+    for _ in 0..20 {
+        let res =
+            test::call_service(&app, test::TestRequest::get().uri("/health").to_request()).await;
+        assert_eq!(res.status(), 200);
+        assert!(header(&res, "x-quota-remaining").is_none());
+    }
+}
+
+#[actix_web::test]
+async fn standalone_stage_reads_the_resolvers_tenant_and_fails_closed_without_one() {
+    let quota = TenantQuota::new(LocalQuota::new(plans()));
+    let resolver = TenantResolver::builder(registry())
+        .source(Source::header())
+        .build()
+        .unwrap();
+    // `.wrap()` order: the last wrap is outermost, so the resolver runs first.
+    let app = test::init_service(
+        App::new()
+            .wrap(quota.clone())
+            .wrap(resolver)
+            .default_service(web::to(handler)),
+    )
+    .await;
+    for _ in 0..5 {
+        let res = app.call(req("globex").to_request()).await.unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let res = app.call(req("globex").to_request()).await.unwrap();
+    assert_eq!(res.status(), 429);
+
+    // No resolver at all: never a pass.
+    let app = test::init_service(App::new().wrap(quota).default_service(web::to(handler))).await;
+    let res = test::call_service(&app, req("globex").to_request()).await;
+    assert_eq!(res.status(), 500);
+    assert_eq!(code(res).await["code"], "internal_error");
+}
+
+#[actix_web::test]
+async fn quota_rejections_use_the_pipeline_responder() {
+    let tenancy = Tenancy::builder()
+        .resolver(
+            TenantResolver::builder(registry())
+                .source(Source::header())
+                .build()
+                .unwrap(),
+        )
+        .quota(TenantQuota::new(LocalQuota::new(plans())))
+        .responder(|err: &TenancyError, _: &HttpRequest| {
+            HttpResponse::build(err.status()).body(format!("mine:{}", err.code()))
+        })
+        .build()
+        .unwrap();
+    let app = app!(tenancy);
+    for _ in 0..5 {
+        test::call_service(&app, req("globex").to_request()).await;
+    }
+    let res = test::call_service(&app, req("globex").to_request()).await;
+    assert_eq!(res.status(), 429);
+    let retry: u64 = header(&res, "retry-after").unwrap().parse().unwrap();
+    assert!(retry >= 1, "kept whatever the responder");
+    assert_eq!(header(&res, "x-quota-remaining").unwrap(), "0");
+    assert_eq!(test::read_body(res).await, "mine:quota_exceeded");
+}
