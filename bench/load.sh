@@ -20,7 +20,7 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk 
 cargo build --release --example bench_server -q
 BIN=target/release/examples/bench_server
 MODES=("$@")
-[ ${#MODES[@]} -gt 0 ] || MODES=(bare resolve cached)
+[ ${#MODES[@]} -gt 0 ] || MODES=(bare resolve cached quota quota-quiet)
 rest=(); for m in "${MODES[@]}"; do [ "$m" = bare ] || rest+=("$m"); done
 MODES=(bare "${rest[@]}") # the baseline, measured first
 OUT=$(mktemp -d)

@@ -9,7 +9,10 @@
 //! - `bare`: actix-web with no middleware;
 //! - `resolve`: the resolver on `X-Tenant-ID`, an in-memory registry of 10,000 tenants;
 //! - `cached`: the same registry behind `CachedRegistry`, as a remote store would be
-//!   (warm: every request is a cache hit).
+//!   (warm: every request is a cache hit);
+//! - `quota`: `cached` plus the local quota stage (a rate far above the load, and a
+//!   daily budget), with its response headers;
+//! - `quota-quiet`: the same without quota headers on allowed responses.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -18,6 +21,7 @@ use std::{
 
 use actix_tenancy::{
     prelude::*,
+    quota::{LocalQuota, Period, QuotaPlan, QuotaPlans, TenantQuota},
     registry::{Lookup, RegistryError, TenantRegistry},
 };
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -48,30 +52,40 @@ async fn hello() -> HttpResponse {
     HttpResponse::Ok().body("ok")
 }
 
-fn resolver(mode: &str) -> Option<TenantResolver> {
+fn tenancy(mode: &str) -> Option<Tenancy> {
     let builder = match mode {
         "bare" => return None,
         "resolve" => TenantResolver::builder(registry()),
-        "cached" => TenantResolver::builder(CachedRegistry::new(
+        "cached" | "quota" | "quota-quiet" => TenantResolver::builder(CachedRegistry::new(
             Remote(registry()),
             CacheConfig::default(),
         )),
-        other => panic!("unknown mode {other:?}; modes: bare resolve cached"),
+        other => panic!("unknown mode {other:?}; modes: bare resolve cached quota quota-quiet"),
     };
-    Some(
-        builder
-            .source(Source::header())
+    let resolver = builder
+        .source(Source::header())
+        .build()
+        .expect("valid configuration");
+    let mut tenancy = Tenancy::builder().resolver(resolver);
+    if mode.starts_with("quota") {
+        let plan = || QuotaPlan::per_second(1_000_000).budget(1_000_000_000, Period::Day);
+        let plans = QuotaPlans::builder()
+            .tier("pro", plan())
+            .tier("free", plan())
             .build()
-            .expect("valid configuration"),
-    )
+            .expect("valid plans");
+        let quota = TenantQuota::new(LocalQuota::new(plans)).headers_on_success(mode == "quota");
+        tenancy = tenancy.quota(quota);
+    }
+    Some(tenancy.build().expect("valid configuration"))
 }
 
 fn serve(mode: &str, addr: &str) -> std::io::Result<()> {
     eprintln!("bench_server: {mode} on {addr}");
     let addr = addr.to_owned();
-    let resolver = resolver(mode);
+    let tenancy = tenancy(mode);
     actix_web::rt::System::new().block_on(async move {
-        match resolver {
+        match tenancy {
             None => {
                 HttpServer::new(|| App::new().route("/hello", web::get().to(hello)))
                     .workers(1)
@@ -79,10 +93,10 @@ fn serve(mode: &str, addr: &str) -> std::io::Result<()> {
                     .run()
                     .await
             }
-            Some(resolver) => {
+            Some(tenancy) => {
                 HttpServer::new(move || {
                     App::new()
-                        .wrap(resolver.clone())
+                        .wrap(tenancy.clone())
                         .route("/hello", web::get().to(hello))
                 })
                 .workers(1)

@@ -22,7 +22,6 @@ use std::{
 use actix_web::{
     body::{EitherBody, MessageBody},
     dev::{Service, ServiceRequest, ServiceResponse},
-    http::header::HeaderMap,
     HttpMessage as _,
 };
 use futures_util::future::LocalBoxFuture;
@@ -30,7 +29,7 @@ use tracing::Instrument as _;
 
 use crate::{
     error::{ErrorResponder, TenancyError},
-    quota::{ActualCost, QuotaAfter, QuotaStage, QuotaStep},
+    quota::{ActualCost, QuotaAfter, QuotaHeaders, QuotaStage, QuotaStep},
     resolve::{ResolveStage, Resolved},
     tenant::{Resolution, TenantContext},
 };
@@ -287,12 +286,12 @@ where
         &self,
         req: ServiceRequest,
         err: &TenancyError,
-        headers: Option<HeaderMap>,
+        headers: Option<QuotaHeaders>,
     ) -> State<S::Future, B> {
         let (http_req, _payload) = req.into_parts();
         let mut res = self.pipeline.responder.respond(err, &http_req);
-        for (name, value) in headers.into_iter().flatten() {
-            res.headers_mut().insert(name, value);
+        if let Some(headers) = headers {
+            headers.write(res.headers_mut());
         }
         State::Rejected {
             res: Some(ServiceResponse::new(http_req, res).map_into_right_body()),

@@ -180,7 +180,7 @@ where
 
     fn decide(&self, tenant: &TenantContext, cost: u32) -> QuotaDecision {
         let Some(plan) = self.plans.plan_for(tenant) else {
-            return refuse(None, None, None);
+            return refuse(None, None, None, None);
         };
         let entry = self.entry(tenant.id(), plan);
         entry.last_seen.store(self.now_nanos(), Ordering::Relaxed);
@@ -207,7 +207,7 @@ where
                     .limiter
                     .as_ref()
                     .map(|l| rate_state(plan, l, 0, Duration::ZERO));
-                return self.shadowed(plan, refuse(retry, rate, Some(state)));
+                return self.shadowed(plan, refuse(retry, rate, Some(state), Some(plan)));
             }
             if tightest.map_or(true, |t| state.remaining < t.remaining) {
                 tightest = Some(state);
@@ -228,11 +228,12 @@ where
                 Ok(Err(not_until)) => {
                     let wait = not_until.wait_time_from(self.clock.now());
                     let state = rate_state(plan, limiter, 0, wait);
-                    return self.shadowed(plan, refuse(Some(wait), Some(state), tightest));
+                    return self
+                        .shadowed(plan, refuse(Some(wait), Some(state), tightest, Some(plan)));
                 }
                 Err(_insufficient) => {
                     let state = rate_state(plan, limiter, 0, Duration::ZERO);
-                    return self.shadowed(plan, refuse(None, Some(state), tightest));
+                    return self.shadowed(plan, refuse(None, Some(state), tightest, Some(plan)));
                 }
             }
         }
@@ -248,6 +249,7 @@ where
             retry_after: None,
             rate,
             budget: tightest,
+            plan: Some(Arc::clone(plan)),
         }
     }
 
@@ -314,6 +316,7 @@ fn refuse(
     retry_after: Option<Duration>,
     rate: Option<RateState>,
     budget: Option<BudgetState>,
+    plan: Option<&Arc<QuotaPlan>>,
 ) -> QuotaDecision {
     QuotaDecision {
         allowed: false,
@@ -321,6 +324,7 @@ fn refuse(
         retry_after,
         rate,
         budget,
+        plan: plan.map(Arc::clone),
     }
 }
 

@@ -205,12 +205,47 @@ pub struct ActualCost(pub u32);
 pub(crate) struct QuotaStage(TenantQuota);
 
 /// What to do once the response is ready: the headers to add, and the charge to
-/// correct.
-pub(crate) struct QuotaAfter {
+/// correct. Boxed, so the response future stays small to move.
+pub(crate) struct QuotaAfter(Box<After>);
+
+struct After {
     stage: Arc<QuotaStage>,
     tenant: Arc<TenantContext>,
     charged: u32,
-    headers: Option<HeaderMap>,
+    headers: Option<QuotaHeaders>,
+}
+
+/// The quota fields of one response.
+pub(crate) struct QuotaHeaders {
+    remaining: Option<u64>,
+    policy: Option<HeaderValue>,
+    state: Option<HeaderValue>,
+    retry_after: Option<u64>,
+    shadow: bool,
+}
+
+impl QuotaHeaders {
+    /// Writes the fields into `map`, replacing any the responder set.
+    pub(crate) fn write(self, map: &mut HeaderMap) {
+        if let Some(remaining) = self.remaining {
+            map.insert(QUOTA_REMAINING, HeaderValue::from(remaining));
+        }
+        if let Some(policy) = self.policy {
+            map.insert(RATELIMIT_POLICY, policy);
+        }
+        if let Some(state) = self.state {
+            map.insert(RATELIMIT, state);
+        }
+        if let Some(secs) = self.retry_after {
+            map.insert(
+                actix_web::http::header::RETRY_AFTER,
+                HeaderValue::from(secs),
+            );
+        }
+        if self.shadow {
+            map.insert(QUOTA_SHADOW, HeaderValue::from_static("would-deny"));
+        }
+    }
 }
 
 /// Whether the quota decided, or must wait for the manager.
@@ -218,7 +253,7 @@ pub(crate) enum QuotaStep {
     /// Go on, and apply this once the response is ready.
     Pass(Option<QuotaAfter>),
     /// Refuse, with these headers on the refusal.
-    Refuse(TenancyError, Option<HeaderMap>),
+    Refuse(TenancyError, Option<QuotaHeaders>),
     /// The manager must be awaited with this cost.
     Wait(u32),
 }
@@ -290,12 +325,12 @@ impl QuotaStage {
         }
         let headers =
             (self.0.headers_on_success || decision.would_deny).then(|| headers(&decision, false));
-        QuotaStep::Pass(Some(QuotaAfter {
+        QuotaStep::Pass(Some(QuotaAfter(Box::new(After {
             stage: Arc::clone(self),
             tenant: Arc::clone(tenant),
             charged: cost,
             headers,
-        }))
+        }))))
     }
 
     fn report(&self, req: &ServiceRequest, tenant: &TenantContext, outcome: Outcome, why: &str) {
@@ -320,16 +355,14 @@ impl QuotaAfter {
     /// Adds the headers and corrects the charge: to the handler's [`ActualCost`], or
     /// to zero for a 5xx when refunds are on.
     pub(crate) fn apply(self, res: &mut actix_web::HttpResponse<impl Sized>, actual: Option<u32>) {
-        let QuotaAfter {
+        let After {
             stage,
             tenant,
             charged,
             headers,
-        } = self;
+        } = *self.0;
         if let Some(headers) = headers {
-            for (name, value) in headers {
-                res.headers_mut().insert(name, value);
-            }
+            headers.write(res.headers_mut());
         }
         let actual = if stage.0.refund_server_errors && res.status().is_server_error() {
             Some(0)
@@ -362,55 +395,54 @@ fn secs(d: Duration) -> u64 {
     }
 }
 
-/// The quota headers for a decision.
-fn headers(d: &QuotaDecision, refused: bool) -> HeaderMap {
-    let mut policy = Vec::new();
-    let mut state = Vec::new();
+/// Appends `n` in decimal.
+fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[i..]);
+}
+
+fn push_item(buf: &mut Vec<u8>, name: &str, remaining: u64, reset: Duration) {
+    if !buf.is_empty() {
+        buf.extend_from_slice(b", ");
+    }
+    buf.push(b'"');
+    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(b"\";r=");
+    push_u64(buf, remaining);
+    buf.extend_from_slice(b";t=");
+    push_u64(buf, secs(reset));
+}
+
+/// The quota fields for a decision: `RateLimit-Policy` comes precomputed with the
+/// plan; `RateLimit` is written without the formatting machinery.
+fn headers(d: &QuotaDecision, refused: bool) -> QuotaHeaders {
+    let mut state = Vec::with_capacity(64);
     if let Some(r) = &d.rate {
-        policy.push(format!(
-            "\"rate\";q={};w={}",
-            r.limit,
-            secs(r.window).max(1)
-        ));
-        state.push(format!("\"rate\";r={};t={}", r.remaining, secs(r.reset)));
+        push_item(&mut state, "rate", u64::from(r.remaining), r.reset);
     }
     if let Some(b) = &d.budget {
-        let name = b.period.as_str();
-        policy.push(format!(
-            "\"{name}\";q={};w={}",
-            b.limit,
-            b.period.nominal_secs()
-        ));
-        state.push(format!("\"{name}\";r={};t={}", b.remaining, secs(b.reset)));
+        push_item(&mut state, b.period.as_str(), b.remaining, b.reset);
     }
-    let mut map = HeaderMap::new();
-    let remaining = if refused {
-        0
-    } else {
-        d.remaining().unwrap_or(u64::MAX)
-    };
-    if refused || d.remaining().is_some() {
-        map.insert(QUOTA_REMAINING, HeaderValue::from(remaining));
+    let state = (!state.is_empty())
+        .then(|| HeaderValue::from_maybe_shared(actix_web::web::Bytes::from(state)).ok())
+        .flatten();
+    QuotaHeaders {
+        remaining: if refused { Some(0) } else { d.remaining() },
+        policy: d.plan.as_ref().and_then(|p| p.policy_header().cloned()),
+        state,
+        // On the refusal whatever the responder: a custom body must not lose it.
+        retry_after: d.retry_after.filter(|_| refused).map(retry_after_secs),
+        shadow: d.would_deny,
     }
-    if !policy.is_empty() {
-        if let Ok(v) = HeaderValue::try_from(policy.join(", ")) {
-            map.insert(RATELIMIT_POLICY, v);
-        }
-        if let Ok(v) = HeaderValue::try_from(state.join(", ")) {
-            map.insert(RATELIMIT, v);
-        }
-    }
-    if d.would_deny {
-        map.insert(QUOTA_SHADOW, HeaderValue::from_static("would-deny"));
-    }
-    // On the refusal whatever the responder: a custom body must not lose it.
-    if let (true, Some(after)) = (refused, d.retry_after) {
-        map.insert(
-            actix_web::http::header::RETRY_AFTER,
-            HeaderValue::from(retry_after_secs(after)),
-        );
-    }
-    map
 }
 
 impl<S, B> actix_web::dev::Transform<S, ServiceRequest> for TenantQuota

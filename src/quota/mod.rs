@@ -57,7 +57,7 @@ pub use middleware::{
     ActualCost, CostEstimator, HeaderCost, TenantQuota, QUOTA_REMAINING, QUOTA_SHADOW, RATELIMIT,
     RATELIMIT_POLICY,
 };
-pub(crate) use middleware::{QuotaAfter, QuotaStage, QuotaStep};
+pub(crate) use middleware::{QuotaAfter, QuotaHeaders, QuotaStage, QuotaStep};
 pub use plan::{Budget, Period, QuotaPlan, QuotaPlans, QuotaPlansBuilder, Rate, UnknownTier};
 
 use crate::tenant::TenantContext;
@@ -104,6 +104,8 @@ pub struct QuotaDecision {
     pub rate: Option<RateState>,
     /// The tightest budget's state, when the plan has budgets.
     pub budget: Option<BudgetState>,
+    /// The plan that decided, when there is one (its `RateLimit-Policy` is sent).
+    pub plan: Option<std::sync::Arc<QuotaPlan>>,
 }
 
 impl QuotaDecision {

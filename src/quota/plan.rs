@@ -1,5 +1,6 @@
 use std::{collections::HashMap, fmt, num::NonZeroU32, sync::Arc, time::Duration};
 
+use actix_web::http::header::HeaderValue;
 use foldhash::fast::RandomState;
 
 use crate::{error::ConfigError, tenant::TenantContext, TenantId};
@@ -132,6 +133,8 @@ pub struct QuotaPlan {
     rate: Option<Rate>,
     budgets: Vec<Budget>,
     shadow: bool,
+    /// The `RateLimit-Policy` value, computed once when the plans are built.
+    policy_header: Option<HeaderValue>,
 }
 
 impl QuotaPlan {
@@ -141,6 +144,7 @@ impl QuotaPlan {
             rate: None,
             budgets: Vec::new(),
             shadow: false,
+            policy_header: None,
         }
     }
 
@@ -204,6 +208,35 @@ impl QuotaPlan {
     /// Whether the plan is in shadow mode.
     pub fn is_shadow(&self) -> bool {
         self.shadow
+    }
+
+    /// The `RateLimit-Policy` field for this plan (draft-ietf-httpapi-ratelimit-headers-10):
+    /// `"rate";q=<burst>;w=<seconds to refill the burst>`, then `"<period>";q=<units>;w=<seconds>`
+    /// per budget. `None` for an unlimited plan.
+    pub fn policy_header(&self) -> Option<&HeaderValue> {
+        self.policy_header.as_ref()
+    }
+
+    fn with_policy_header(mut self) -> Self {
+        let mut items = Vec::new();
+        if let Some(r) = &self.rate {
+            let w = r.window().as_secs_f64().ceil().max(1.0) as u64;
+            items.push(format!("\"rate\";q={};w={w}", r.burst));
+        }
+        for b in &self.budgets {
+            items.push(format!(
+                "\"{}\";q={};w={}",
+                b.period.as_str(),
+                b.units,
+                b.period.nominal_secs()
+            ));
+        }
+        self.policy_header = if items.is_empty() {
+            None
+        } else {
+            HeaderValue::try_from(items.join(", ")).ok()
+        };
+        self
     }
 
     fn validate(&self, name: &str) -> Result<(), ConfigError> {
@@ -301,19 +334,26 @@ pub struct QuotaPlansBuilder {
 impl QuotaPlansBuilder {
     /// The plan of every tenant on `tier`.
     pub fn tier(mut self, tier: impl Into<String>, plan: QuotaPlan) -> Self {
-        self.plans.tiers.insert(tier.into(), Arc::new(plan));
+        let plan = Arc::new(plan.with_policy_header());
+        self.plans.tiers.insert(tier.into(), plan);
         self
     }
 
     /// A plan for one tenant, overriding its tier's.
     pub fn tenant(mut self, tenant: TenantId, plan: QuotaPlan) -> Self {
-        self.plans.tenants.insert(tenant, Arc::new(plan));
+        let plan = Arc::new(plan.with_policy_header());
+        self.plans.tenants.insert(tenant, plan);
         self
     }
 
     /// What tenants on a tier with no plan get (default: [`UnknownTier::Reject`]).
     pub fn unknown_tier(mut self, rule: UnknownTier) -> Self {
-        self.plans.unknown = rule;
+        self.plans.unknown = match rule {
+            UnknownTier::Plan(plan) => {
+                UnknownTier::Plan(Arc::new((*plan).clone().with_policy_header()))
+            }
+            reject => reject,
+        };
         self
     }
 
