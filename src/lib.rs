@@ -73,6 +73,7 @@
 //! | *(none, default)* | resolution, registry (in memory, cached), extractor, errors, audit |
 //! | `toml` | [`InMemoryRegistry::from_toml_str`](registry::InMemoryRegistry) and `from_toml_file` |
 //! | `metrics` | decision counters through the `metrics` facade (see [`observe`]) |
+//! | `redis` | `RedisQuota`: one quota shared by every replica (see [`quota`]) |
 //!
 //! # Invariants
 //!

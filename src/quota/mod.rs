@@ -49,6 +49,8 @@
 mod local;
 mod middleware;
 mod plan;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::{borrow::Cow, fmt, time::Duration};
 
@@ -59,6 +61,8 @@ pub use middleware::{
 };
 pub(crate) use middleware::{QuotaAfter, QuotaHeaders, QuotaStage, QuotaStep};
 pub use plan::{Budget, Period, QuotaPlan, QuotaPlans, QuotaPlansBuilder, Rate, UnknownTier};
+#[cfg(feature = "redis")]
+pub use redis::{FailureMode, RedisQuota, RedisQuotaBuilder};
 
 use crate::tenant::TenantContext;
 

@@ -239,6 +239,32 @@ impl QuotaPlan {
         self
     }
 
+    /// This plan shared by `n` peers: rate, burst and budgets divided by `n` (at
+    /// least 1 each).
+    pub fn divided(&self, n: u32) -> QuotaPlan {
+        let n = n.max(1);
+        let rate = self.rate.map(|r| Rate {
+            amount: (r.amount / n).max(1),
+            per: r.per,
+            burst: (r.burst / n).max(1),
+        });
+        let budgets = self
+            .budgets
+            .iter()
+            .map(|b| Budget {
+                units: (b.units / u64::from(n)).max(1),
+                period: b.period,
+            })
+            .collect();
+        QuotaPlan {
+            rate,
+            budgets,
+            shadow: self.shadow,
+            policy_header: None,
+        }
+        .with_policy_header()
+    }
+
     fn validate(&self, name: &str) -> Result<(), ConfigError> {
         let bad = |what: &str| ConfigError::Quota(format!("plan {name}: {what}"));
         if let Some(rate) = &self.rate {
@@ -321,6 +347,30 @@ impl QuotaPlans {
                 UnknownTier::Reject => None,
                 UnknownTier::Plan(plan) => Some(plan),
             })
+    }
+}
+
+impl QuotaPlans {
+    /// Every plan divided by `n` (see [`QuotaPlan::divided`]): what one of `n` peers
+    /// may admit on its own.
+    pub fn divided(&self, n: u32) -> QuotaPlans {
+        let div = |p: &Arc<QuotaPlan>| Arc::new(p.divided(n));
+        QuotaPlans {
+            tiers: self
+                .tiers
+                .iter()
+                .map(|(k, p)| (k.clone(), div(p)))
+                .collect(),
+            tenants: self
+                .tenants
+                .iter()
+                .map(|(k, p)| (k.clone(), div(p)))
+                .collect(),
+            unknown: match &self.unknown {
+                UnknownTier::Reject => UnknownTier::Reject,
+                UnknownTier::Plan(p) => UnknownTier::Plan(div(p)),
+            },
+        }
     }
 }
 

@@ -1,0 +1,464 @@
+use std::{
+    fmt,
+    num::NonZeroU32,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use redis::{aio::ConnectionManager, aio::ConnectionManagerConfig, Script};
+
+use super::{
+    BudgetState, LocalQuota, Period, QuotaDecision, QuotaError, QuotaManager, QuotaPlan,
+    QuotaPlans, RateState,
+};
+use crate::{error::ConfigError, tenant::TenantContext};
+
+/// One check: budgets first (read only), then GCRA for the rate on Redis's own clock,
+/// then the budgets are charged; all or nothing, atomically. Calendar periods are
+/// computed from Redis's `TIME` too, so replicas with skewed clocks agree.
+/// Redis's clock, and the calendar period (index, seconds left) of a budget code:
+/// 1 hour, 2 day, 3 month (UTC). Shared by both scripts.
+const PRELUDE: &str = r#"
+local t = redis.call('TIME')
+local now_s = tonumber(t[1])
+local now_us = now_s * 1000000 + tonumber(t[2])
+local function fl(x) return math.floor(x) end
+local function locate(code)
+  if code == 1 then return fl(now_s / 3600), 3600 - now_s % 3600 end
+  if code == 2 then return fl(now_s / 86400), 86400 - now_s % 86400 end
+  local z = fl(now_s / 86400) + 719468
+  local era = fl(z / 146097)
+  local doe = z - era * 146097
+  local yoe = fl((doe - fl(doe / 1460) + fl(doe / 36524) - fl(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + fl(yoe / 4) - fl(yoe / 100))
+  local mp = fl((5 * doy + 2) / 153)
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+  local ny, nm = y, m + 1
+  if m == 12 then ny, nm = y + 1, 1 end
+  local yy = nm <= 2 and ny - 1 or ny
+  local era2 = fl(yy / 400)
+  local yoe2 = yy - era2 * 400
+  local mp2 = nm > 2 and nm - 3 or nm + 9
+  local doe2 = yoe2 * 365 + fl(yoe2 / 4) - fl(yoe2 / 100) + fl((153 * mp2 + 2) / 5)
+  local next_day = era2 * 146097 + doe2 - 719468
+  return y * 12 + (m - 1), next_day * 86400 - now_s
+end
+"#;
+
+/// One check: budgets first (read only), then GCRA for the rate on Redis's own clock,
+/// then the budgets are charged; all or nothing, atomically. Calendar periods come
+/// from Redis's `TIME` too, so replicas with skewed clocks agree.
+const CHECK: &str = r#"
+local base = KEYS[1]
+local T = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local nb = tonumber(ARGV[4])
+local keys, lefts, units = {}, {}, {}
+for i = 1, nb do
+  units[i] = tonumber(ARGV[3 + 2 * i])
+  local idx, left = locate(tonumber(ARGV[4 + 2 * i]))
+  keys[i] = base .. ':b:' .. ARGV[4 + 2 * i] .. ':' .. string.format('%.0f', idx)
+  lefts[i] = left
+  local used = tonumber(redis.call('GET', keys[i]) or '0')
+  if used + cost > units[i] then
+    return {0, 1, i, units[i] - used, left}
+  end
+end
+local rrem, rreset = -1, 0
+if T > 0 then
+  local tat = tonumber(redis.call('GET', base .. ':r') or '0')
+  if tat < now_us then tat = now_us end
+  local new_tat = tat + cost * T
+  if new_tat - now_us > limit then
+    return {0, 2, 0, fl((limit - (tat - now_us)) / T), new_tat - now_us - limit}
+  end
+  redis.call('SET', base .. ':r', string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now_us) / 1000) + 1)
+  rrem = fl((limit - (new_tat - now_us)) / T)
+  rreset = new_tat - now_us
+end
+local out = {1, rrem, rreset}
+for i = 1, nb do
+  local used = redis.call('INCRBY', keys[i], cost)
+  redis.call('EXPIRE', keys[i], lefts[i] + 60)
+  out[#out + 1] = units[i] - used
+  out[#out + 1] = lefts[i]
+end
+return out
+"#;
+
+/// Corrects the budgets of the current periods by ARGV[1] units (negative: a refund),
+/// never below zero.
+const SETTLE: &str = r#"
+local delta = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  local idx = locate(tonumber(ARGV[i]))
+  local key = KEYS[1] .. ':b:' .. ARGV[i] .. ':' .. string.format('%.0f', idx)
+  if redis.call('EXISTS', key) == 1 then
+    local v = redis.call('INCRBY', key, delta)
+    if v < 0 then redis.call('SET', key, 0, 'KEEPTTL') end
+  end
+end
+return 1
+"#;
+
+/// What to do when Redis does not answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureMode {
+    /// Refuse with `503 quota_unavailable` (the default: never a pass by accident).
+    FailClosed,
+    /// Decide locally until Redis answers again, with every plan divided by
+    /// `replicas`: peers that each fell back to the full plan would together admit
+    /// `replicas` times the quota during the outage.
+    FallbackLocal {
+        /// How many replicas share the quota.
+        replicas: NonZeroU32,
+    },
+}
+
+type ModeHook = Arc<dyn Fn(bool) + Send + Sync>;
+
+/// Quotas shared by every replica through Redis (feature `redis`).
+///
+/// The same semantics as [`LocalQuota`]: a GCRA rate with a burst and calendar
+/// budgets, admitted together or not at all; but the state lives in Redis, so N
+/// replicas enforce one quota. Each check is one round trip (an atomic Lua script) on
+/// Redis's own clock, bounded by a timeout (default 50 ms). The connection is made
+/// lazily and re-made automatically; the app starts even while Redis is down.
+///
+/// When Redis fails or is slow, the [`FailureMode`] decides: `503 quota_unavailable`
+/// (the default), or a local limiter on a divided plan. Switching into and out of
+/// degraded mode is logged (`WARN` / `INFO`), counted (`tenancy_quota_degraded_total`,
+/// feature `metrics`), visible with [`is_degraded`](Self::is_degraded), and reported
+/// to the [`on_mode_change`](RedisQuotaBuilder::on_mode_change) hook.
+///
+/// ```no_run
+/// # async fn demo(plans: actix_tenancy::quota::QuotaPlans) -> Result<(), Box<dyn std::error::Error>> {
+/// use std::num::NonZeroU32;
+/// use actix_tenancy::quota::{FailureMode, RedisQuota, TenantQuota};
+///
+/// let quota = RedisQuota::builder("redis://127.0.0.1:6379", plans)
+///     .failure_mode(FailureMode::FallbackLocal { replicas: NonZeroU32::new(3).unwrap() })
+///     .on_mode_change(|degraded| eprintln!("quota degraded: {degraded}"))
+///     .build()?;
+/// let stage = TenantQuota::new(quota);
+/// # Ok(()) }
+/// ```
+pub struct RedisQuota {
+    plans: QuotaPlans,
+    conn: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+    mode: FailureMode,
+    fallback: Option<LocalQuota>,
+    degraded: AtomicBool,
+    hook: Option<ModeHook>,
+    check: Script,
+    settle: Script,
+}
+
+impl fmt::Debug for RedisQuota {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisQuota")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("mode", &self.mode)
+            .field("degraded", &self.is_degraded())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`RedisQuota`].
+#[must_use]
+pub struct RedisQuotaBuilder {
+    url: String,
+    plans: QuotaPlans,
+    prefix: String,
+    timeout: Duration,
+    mode: FailureMode,
+    hook: Option<ModeHook>,
+}
+
+impl fmt::Debug for RedisQuotaBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisQuotaBuilder")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisQuota {
+    /// A builder for the Redis at `url` (e.g. `redis://127.0.0.1:6379`).
+    pub fn builder(url: impl Into<String>, plans: QuotaPlans) -> RedisQuotaBuilder {
+        RedisQuotaBuilder {
+            url: url.into(),
+            plans,
+            prefix: "tenancy:quota".to_owned(),
+            timeout: Duration::from_millis(50),
+            mode: FailureMode::FailClosed,
+            hook: None,
+        }
+    }
+
+    /// Whether Redis is failing now and the failure mode is in force.
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::Acquire)
+    }
+
+    fn set_degraded(&self, degraded: bool, why: &str) {
+        if self.degraded.swap(degraded, Ordering::AcqRel) == degraded {
+            return;
+        }
+        if degraded {
+            tracing::warn!(target: "actix_tenancy::quota", mode = ?self.mode, error = why,
+                "Redis quota backend unavailable: degraded mode");
+        } else {
+            tracing::info!(target: "actix_tenancy::quota", "Redis quota backend answering again");
+        }
+        #[cfg(feature = "metrics")]
+        metrics::counter!("tenancy_quota_degraded_total",
+            "to" => if degraded { "degraded" } else { "normal" })
+        .increment(1);
+        if let Some(hook) = &self.hook {
+            hook(degraded);
+        }
+    }
+
+    fn key(&self, tenant: &TenantContext) -> String {
+        // A hash tag keeps one tenant's keys in one cluster slot.
+        format!("{}:{{{}}}", self.prefix, tenant.id())
+    }
+
+    fn failed(
+        &self,
+        tenant: &TenantContext,
+        cost: u32,
+        why: String,
+    ) -> Result<QuotaDecision, QuotaError> {
+        self.set_degraded(true, &why);
+        match &self.fallback {
+            Some(local) => match local.check_now(tenant, cost) {
+                Some(answer) => answer,
+                None => Err(QuotaError::new(why)),
+            },
+            None => Err(QuotaError::new(why)),
+        }
+    }
+}
+
+impl RedisQuotaBuilder {
+    /// The prefix of every key (default `tenancy:quota`).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long one check may take (default 50 ms).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// What to do while Redis fails (default [`FailureMode::FailClosed`]).
+    pub fn failure_mode(mut self, mode: FailureMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Called with `true` when the manager enters degraded mode, `false` when it leaves.
+    pub fn on_mode_change(mut self, hook: impl Fn(bool) + Send + Sync + 'static) -> Self {
+        self.hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// Checks the URL and builds the manager; it connects on first use.
+    pub fn build(self) -> Result<RedisQuota, ConfigError> {
+        let client = redis::Client::open(self.url.as_str())
+            .map_err(|e| ConfigError::Quota(format!("Redis URL: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(250))))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| ConfigError::Quota(format!("Redis: {e}")))?;
+        let fallback = match self.mode {
+            FailureMode::FailClosed => None,
+            FailureMode::FallbackLocal { replicas } => {
+                Some(LocalQuota::new(self.plans.divided(replicas.get())))
+            }
+        };
+        Ok(RedisQuota {
+            plans: self.plans,
+            conn,
+            prefix: self.prefix,
+            timeout: self.timeout,
+            mode: self.mode,
+            fallback,
+            degraded: AtomicBool::new(false),
+            hook: self.hook,
+            check: Script::new(&format!("{PRELUDE}{CHECK}")),
+            settle: Script::new(&format!("{PRELUDE}{SETTLE}")),
+        })
+    }
+}
+
+fn period_code(p: Period) -> u8 {
+    match p {
+        Period::Hour => 1,
+        Period::Day => 2,
+        Period::Month => 3,
+    }
+}
+
+/// Nanosecond-precise GCRA parameters in microseconds: emission interval and the
+/// window (interval x burst).
+fn gcra(plan: &QuotaPlan) -> (i64, i64) {
+    match plan.rate_limit() {
+        Some(r) => {
+            let t = r
+                .per
+                .checked_div(r.amount)
+                .unwrap_or(r.per)
+                .as_micros()
+                .max(1);
+            let t = i64::try_from(t).unwrap_or(i64::MAX);
+            (t, t.saturating_mul(i64::from(r.burst)))
+        }
+        None => (0, 0),
+    }
+}
+
+fn decision_from(plan: &Arc<QuotaPlan>, cost: u32, reply: &[i64]) -> Option<QuotaDecision> {
+    let secs = |n: i64| Duration::from_secs(u64::try_from(n).unwrap_or(0));
+    let micros = |n: i64| Duration::from_micros(u64::try_from(n).unwrap_or(0));
+    let rate_of = |remaining: i64, reset: Duration| {
+        plan.rate_limit().map(|r| RateState {
+            limit: r.burst,
+            remaining: u32::try_from(remaining.max(0)).unwrap_or(u32::MAX),
+            window: r.window(),
+            reset,
+        })
+    };
+    let budget_of = |i: usize, remaining: i64, left: i64| {
+        plan.budgets().get(i).map(|b| BudgetState {
+            limit: b.units,
+            remaining: u64::try_from(remaining.max(0)).unwrap_or(0),
+            period: b.period,
+            reset: secs(left),
+        })
+    };
+    let mut d = QuotaDecision {
+        allowed: false,
+        would_deny: false,
+        retry_after: None,
+        rate: None,
+        budget: None,
+        plan: Some(Arc::clone(plan)),
+    };
+    match *reply.first()? {
+        1 => {
+            d.allowed = true;
+            let (rrem, rreset) = (*reply.get(1)?, *reply.get(2)?);
+            if rrem >= 0 {
+                d.rate = rate_of(rrem, micros(rreset));
+            }
+            for (i, pair) in reply.get(3..)?.chunks(2).enumerate() {
+                let b = budget_of(i, *pair.first()?, *pair.get(1)?)?;
+                if d.budget.map_or(true, |t| b.remaining < t.remaining) {
+                    d.budget = Some(b);
+                }
+            }
+        }
+        0 if *reply.get(1)? == 1 => {
+            let i = usize::try_from(*reply.get(2)?).ok()?.checked_sub(1)?;
+            let b = budget_of(i, *reply.get(3)?, *reply.get(4)?)?;
+            d.retry_after = (u64::from(cost) <= b.limit).then_some(b.reset);
+            d.budget = Some(b);
+        }
+        0 => {
+            let wait = micros(*reply.get(4)?);
+            let never = plan.rate_limit().is_some_and(|r| cost > r.burst);
+            d.retry_after = (!never).then_some(wait);
+            d.rate = rate_of(0, wait);
+        }
+        _ => return None,
+    }
+    if !d.allowed && plan.is_shadow() {
+        d.allowed = true;
+        d.would_deny = true;
+    }
+    Some(d)
+}
+
+#[async_trait::async_trait]
+impl QuotaManager for RedisQuota {
+    async fn check(&self, tenant: &TenantContext, cost: u32) -> Result<QuotaDecision, QuotaError> {
+        let Some(plan) = self.plans.plan_for(tenant) else {
+            return Ok(QuotaDecision {
+                allowed: false,
+                would_deny: false,
+                retry_after: None,
+                rate: None,
+                budget: None,
+                plan: None,
+            });
+        };
+        let (t, limit) = gcra(plan);
+        let mut invocation = self.check.key(self.key(tenant));
+        invocation
+            .arg(t)
+            .arg(limit)
+            .arg(cost)
+            .arg(plan.budgets().len());
+        for b in plan.budgets() {
+            invocation.arg(b.units).arg(period_code(b.period));
+        }
+        let mut conn = self.conn.clone();
+        let reply =
+            tokio::time::timeout(self.timeout, invocation.invoke_async::<Vec<i64>>(&mut conn))
+                .await;
+        match reply {
+            Ok(Ok(reply)) => match decision_from(plan, cost, &reply) {
+                Some(decision) => {
+                    self.set_degraded(false, "");
+                    Ok(decision)
+                }
+                None => self.failed(tenant, cost, format!("unexpected reply {reply:?}")),
+            },
+            Ok(Err(err)) => self.failed(tenant, cost, err.to_string()),
+            Err(_) => self.failed(tenant, cost, "Redis did not answer in time".to_owned()),
+        }
+    }
+
+    async fn settle(
+        &self,
+        tenant: &TenantContext,
+        charged: u32,
+        actual: u32,
+    ) -> Result<(), QuotaError> {
+        let Some(plan) = self.plans.plan_for(tenant) else {
+            return Ok(());
+        };
+        if plan.budgets().is_empty() {
+            return Ok(());
+        }
+        let mut invocation = self.settle.key(self.key(tenant));
+        invocation.arg(i64::from(actual) - i64::from(charged));
+        for b in plan.budgets() {
+            invocation.arg(period_code(b.period));
+        }
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, invocation.invoke_async::<i64>(&mut conn)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(QuotaError::new(err.to_string())),
+            Err(_) => Err(QuotaError::new("Redis did not answer in time")),
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! `RedisQuota` (feature `redis`). Tests that need a Redis run when `REDIS_URL` is set
+//! (CI sets it); the outage tests point at a closed port and always run.
+
+use std::{
+    num::NonZeroU32,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use actix_tenancy::{
+    prelude::*,
+    quota::{FailureMode, Period, QuotaManager, QuotaPlan, QuotaPlans, RedisQuota, TenantQuota},
+    resolve::SourceKind,
+    TenantContext,
+};
+use actix_web::{test, web, App};
+use futures_util::future::join_all;
+
+fn redis_url() -> Option<String> {
+    let url = std::env::var("REDIS_URL").ok();
+    if url.is_none() {
+        eprintln!("REDIS_URL is not set: skipping a test that needs Redis");
+    }
+    url
+}
+
+/// A key prefix no other test or run shares.
+fn prefix(test: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("tenancy-test:{test}:{nanos}")
+}
+
+fn ctx(id: &str, tier: &str) -> TenantContext {
+    let id = TenantId::parse(id).unwrap();
+    TenantContext::new(
+        id.clone(),
+        SourceKind::Header,
+        Arc::new(TenantRecord::new(id, tier)),
+        None,
+    )
+}
+
+fn plans(plan: QuotaPlan) -> QuotaPlans {
+    QuotaPlans::builder().tier("pro", plan).build().unwrap()
+}
+
+#[actix_web::test]
+async fn exactly_the_burst_passes_under_concurrency() {
+    let Some(url) = redis_url() else { return };
+    let q = RedisQuota::builder(url, plans(QuotaPlan::per_minute(20)))
+        .prefix(prefix("burst"))
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let t = ctx("acme", "pro");
+    let answers = join_all((0..100).map(|_| q.check(&t, 1))).await;
+    let passed = answers
+        .into_iter()
+        .filter(|a| a.as_ref().unwrap().allowed)
+        .count();
+    assert_eq!(passed, 20);
+    let refused = q.check(&t, 1).await.unwrap();
+    let wait = refused.retry_after.unwrap();
+    assert!(
+        wait > Duration::ZERO && wait <= Duration::from_secs(3),
+        "{wait:?}"
+    );
+    // Another tenant is untouched.
+    assert!(q.check(&ctx("globex", "pro"), 1).await.unwrap().allowed);
+}
+
+#[actix_web::test]
+async fn two_apps_sharing_redis_enforce_one_quota() {
+    let Some(url) = redis_url() else { return };
+    let shared = prefix("two-apps");
+    let app = |url: String, prefix: String| async move {
+        let registry = InMemoryRegistry::new()
+            .with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"));
+        let quota = RedisQuota::builder(url, plans(QuotaPlan::per_minute(10)))
+            .prefix(prefix)
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let tenancy = Tenancy::builder()
+            .resolver(
+                TenantResolver::builder(registry)
+                    .source(Source::header())
+                    .build()
+                    .unwrap(),
+            )
+            .quota(TenantQuota::new(quota))
+            .build()
+            .unwrap();
+        test::init_service(
+            App::new()
+                .wrap(tenancy)
+                .route("/", web::get().to(|| async { "ok" })),
+        )
+        .await
+    };
+    let a = app(url.clone(), shared.clone()).await;
+    let b = app(url, shared).await;
+    let mut passed = 0;
+    for i in 0..30 {
+        let req = test::TestRequest::get()
+            .uri("/")
+            .insert_header(("x-tenant-id", "acme"))
+            .to_request();
+        let res = if i % 2 == 0 {
+            test::call_service(&a, req).await
+        } else {
+            test::call_service(&b, req).await
+        };
+        if res.status() == 200 {
+            passed += 1;
+        } else {
+            assert_eq!(res.status(), 429);
+        }
+    }
+    assert_eq!(passed, 10, "one quota for both replicas, not 10 each");
+}
+
+#[actix_web::test]
+async fn budgets_admit_with_the_rate_and_settle_corrects_them() {
+    let Some(url) = redis_url() else { return };
+    let q = RedisQuota::builder(url, plans(QuotaPlan::per_minute(3).budget(10, Period::Day)))
+        .prefix(prefix("budget"))
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let t = ctx("acme", "pro");
+    let first = q.check(&t, 3).await.unwrap();
+    assert!(first.allowed);
+    assert_eq!(first.budget.unwrap().remaining, 7);
+    assert_eq!(first.rate.unwrap().remaining, 0);
+    // Refused by the rate: the budget keeps its units.
+    assert!(!q.check(&t, 1).await.unwrap().allowed);
+    // Refused by the budget (cost 8 > 7 left), without consuming rate: never mind the
+    // rate, it is exhausted anyway; the budget state says why.
+    let over = q.check(&t, 8).await.unwrap();
+    assert!(!over.allowed);
+    assert_eq!(over.budget.unwrap().remaining, 7);
+    let reset = over.retry_after.unwrap();
+    assert!(reset <= Duration::from_secs(86_400));
+    // Charged 3, actually used 1: two units back.
+    q.settle(&t, 3, 1).await.unwrap();
+    let more = q.check(&t, 11).await.unwrap();
+    assert!(
+        !more.allowed && more.retry_after.is_none(),
+        "more than the budget: never"
+    );
+    assert_eq!(more.budget.unwrap().remaining, 9);
+}
+
+#[actix_web::test]
+async fn redis_down_fails_closed_within_the_timeout() {
+    let modes: Arc<Mutex<Vec<bool>>> = Arc::default();
+    let seen = Arc::clone(&modes);
+    let q = RedisQuota::builder("redis://127.0.0.1:1", plans(QuotaPlan::per_minute(10)))
+        .prefix(prefix("down"))
+        .on_mode_change(move |degraded| seen.lock().unwrap().push(degraded))
+        .build()
+        .unwrap();
+    let registry =
+        InMemoryRegistry::new().with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"));
+    let tenancy = Tenancy::builder()
+        .resolver(
+            TenantResolver::builder(registry)
+                .source(Source::header())
+                .build()
+                .unwrap(),
+        )
+        .quota(TenantQuota::new(q))
+        .build()
+        .unwrap();
+    let app = test::init_service(
+        App::new()
+            .wrap(tenancy)
+            .route("/", web::get().to(|| async { "ok" })),
+    )
+    .await;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let req = test::TestRequest::get()
+            .uri("/")
+            .insert_header(("x-tenant-id", "acme"))
+            .to_request();
+        let res = test::call_service(&app, req).await;
+        assert_eq!(res.status(), 503);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        let body: serde_json::Value = serde_json::from_slice(&test::read_body(res).await).unwrap();
+        assert_eq!(body["code"], "quota_unavailable");
+    }
+    assert_eq!(
+        *modes.lock().unwrap(),
+        vec![true],
+        "one switch, logged once"
+    );
+}
+
+#[actix_web::test]
+async fn redis_down_falls_back_to_a_divided_local_plan() {
+    let q = RedisQuota::builder("redis://127.0.0.1:1", plans(QuotaPlan::per_minute(10)))
+        .prefix(prefix("fallback"))
+        .failure_mode(FailureMode::FallbackLocal {
+            replicas: NonZeroU32::new(2).unwrap(),
+        })
+        .build()
+        .unwrap();
+    let t = ctx("acme", "pro");
+    let mut passed = 0;
+    for _ in 0..20 {
+        if q.check(&t, 1).await.unwrap().allowed {
+            passed += 1;
+        }
+    }
+    assert_eq!(passed, 5, "10 per minute shared by 2 replicas");
+    assert!(q.is_degraded());
+}
+
+#[actix_web::test]
+async fn recovers_when_redis_comes_back() {
+    if std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("redis-server is not installed: skipping");
+        return;
+    }
+    // A port nobody listens on now.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let modes: Arc<Mutex<Vec<bool>>> = Arc::default();
+    let seen = Arc::clone(&modes);
+    let q = RedisQuota::builder(
+        format!("redis://127.0.0.1:{port}"),
+        plans(QuotaPlan::per_minute(100)),
+    )
+    .prefix(prefix("recover"))
+    .timeout(Duration::from_millis(500))
+    .on_mode_change(move |degraded| seen.lock().unwrap().push(degraded))
+    .build()
+    .unwrap();
+    let t = ctx("acme", "pro");
+    assert!(q.check(&t, 1).await.is_err(), "down: fail closed");
+    assert!(q.is_degraded());
+
+    let mut server = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut recovered = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if q.check(&t, 1).await.is_ok() {
+            recovered = true;
+            break;
+        }
+    }
+    server.kill().ok();
+    server.wait().ok();
+    assert!(recovered, "the manager reconnects on its own");
+    assert!(!q.is_degraded());
+    assert_eq!(*modes.lock().unwrap(), vec![true, false]);
+}
