@@ -402,3 +402,31 @@ async fn quota_rejections_use_the_pipeline_responder() {
     assert_eq!(header(&res, "x-quota-remaining").unwrap(), "0");
     assert_eq!(test::read_body(res).await, "mine:quota_exceeded");
 }
+
+#[actix_web::test]
+async fn abandoned_requests_are_refunded_when_asked() {
+    for (refund, left) in [(true, 99), (false, 98)] {
+        let quota = TenantQuota::new(LocalQuota::new(plans())).refund_server_errors(refund);
+        let app = test::init_service(
+            App::new()
+                .wrap(tenancy(registry(), quota))
+                .route("/hang", web::get().to(std::future::pending::<HttpResponse>))
+                .default_service(web::to(handler)),
+        )
+        .await;
+        let hanging = test::TestRequest::get()
+            .uri("/hang")
+            .insert_header(("x-tenant-id", "acme"))
+            .to_request();
+        // The client goes away: the response future is dropped unfinished.
+        drop(app.call(hanging));
+        let res = test::call_service(&app, req("acme").to_request()).await;
+        assert!(
+            header(&res, "ratelimit")
+                .unwrap()
+                .contains(&format!("\"day\";r={left};")),
+            "refund={refund}: {:?}",
+            header(&res, "ratelimit")
+        );
+    }
+}

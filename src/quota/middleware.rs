@@ -161,8 +161,9 @@ impl TenantQuota {
         self
     }
 
-    /// Refund the charged units when the handler answers with a 5xx (default: no).
-    /// Budgets get the units back; a rate limiter cannot un-admit a request.
+    /// Refund the charged units when the handler answers with a 5xx, or when the
+    /// client goes away before the response is ready (default: no). Budgets get the
+    /// units back; a local rate limiter cannot un-admit a request.
     pub fn refund_server_errors(mut self, on: bool) -> Self {
         self.refund_server_errors = on;
         self
@@ -205,8 +206,19 @@ pub struct ActualCost(pub u32);
 pub(crate) struct QuotaStage(TenantQuota);
 
 /// What to do once the response is ready: the headers to add, and the charge to
-/// correct. Boxed, so the response future stays small to move.
-pub(crate) struct QuotaAfter(Box<After>);
+/// correct. Boxed, so the response future stays small to move. Dropped unapplied
+/// (the client went away before the response), it refunds when refunds are on.
+pub(crate) struct QuotaAfter(Option<Box<After>>);
+
+impl Drop for QuotaAfter {
+    fn drop(&mut self) {
+        let Some(after) = self.0.take() else { return };
+        if after.stage.0.refund_server_errors {
+            tracing::debug!(target: "actix_tenancy::quota", "request abandoned: refunding");
+            correct(after.stage, after.tenant, after.charged, 0);
+        }
+    }
+}
 
 struct After {
     stage: Arc<QuotaStage>,
@@ -325,12 +337,12 @@ impl QuotaStage {
         }
         let headers =
             (self.0.headers_on_success || decision.would_deny).then(|| headers(&decision, false));
-        QuotaStep::Pass(Some(QuotaAfter(Box::new(After {
+        QuotaStep::Pass(Some(QuotaAfter(Some(Box::new(After {
             stage: Arc::clone(self),
             tenant: Arc::clone(tenant),
             charged: cost,
             headers,
-        }))))
+        })))))
     }
 
     fn report(&self, req: &ServiceRequest, tenant: &TenantContext, outcome: Outcome, why: &str) {
@@ -354,13 +366,18 @@ impl QuotaStage {
 impl QuotaAfter {
     /// Adds the headers and corrects the charge: to the handler's [`ActualCost`], or
     /// to zero for a 5xx when refunds are on.
-    pub(crate) fn apply(self, res: &mut actix_web::HttpResponse<impl Sized>, actual: Option<u32>) {
+    pub(crate) fn apply(
+        mut self,
+        res: &mut actix_web::HttpResponse<impl Sized>,
+        actual: Option<u32>,
+    ) {
+        let Some(after) = self.0.take() else { return };
         let After {
             stage,
             tenant,
             charged,
             headers,
-        } = *self.0;
+        } = *after;
         if let Some(headers) = headers {
             headers.write(res.headers_mut());
         }
@@ -369,22 +386,27 @@ impl QuotaAfter {
         } else {
             actual
         };
-        let Some(actual) = actual.filter(|a| *a != charged) else {
-            return;
-        };
-        if stage
-            .0
-            .manager
-            .settle_now(&tenant, charged, actual)
-            .is_none()
-        {
-            actix_web::rt::spawn(async move {
-                if let Err(err) = stage.0.manager.settle(&tenant, charged, actual).await {
-                    tracing::warn!(target: "actix_tenancy::quota", error = %err, "quota correction failed");
-                }
-            });
+        if let Some(actual) = actual.filter(|a| *a != charged) {
+            correct(stage, tenant, charged, actual);
         }
     }
+}
+
+/// Corrects a charge, without waiting when the manager can.
+fn correct(stage: Arc<QuotaStage>, tenant: Arc<TenantContext>, charged: u32, actual: u32) {
+    if stage
+        .0
+        .manager
+        .settle_now(&tenant, charged, actual)
+        .is_some()
+    {
+        return;
+    }
+    actix_web::rt::spawn(async move {
+        if let Err(err) = stage.0.manager.settle(&tenant, charged, actual).await {
+            tracing::warn!(target: "actix_tenancy::quota", error = %err, "quota correction failed");
+        }
+    });
 }
 
 fn secs(d: Duration) -> u64 {
