@@ -9,7 +9,8 @@
 //!
 //! With the `metrics` feature, every decision also increments the counter
 //! `tenancy_decisions_total` through the [`metrics`](https://docs.rs/metrics) facade,
-//! labelled `stage`, `outcome` (`allowed`, `skipped`, `rejected`), `code` (the
+//! labelled `stage`, `outcome` (`allowed`, `skipped`, `rejected`, `would_deny` for
+//! shadow-mode refusals), `code` (the
 //! rejection's code, or `none`) and `tier` (or `none` when no record was found).
 //! Tenant ids are not labels by default: with many tenants they would make one time
 //! series each. Opt in with [`TenantResolverBuilder::per_tenant_metrics`], which adds
@@ -55,15 +56,19 @@ pub enum Outcome {
     Skipped,
     /// The request was answered with this rejection.
     Rejected(ErrorCode),
+    /// Shadow mode: the request goes on, but this rejection would have answered it.
+    WouldDeny(ErrorCode),
 }
 
 impl Outcome {
-    /// `allowed`, `skipped`, or the rejection's code.
+    /// `allowed`, `skipped`, `would_deny` (a shadow-mode refusal), or the rejection's
+    /// code.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Allowed => "allowed",
             Self::Skipped => "skipped",
             Self::Rejected(code) => code.as_str(),
+            Self::WouldDeny(_) => "would_deny",
         }
     }
 }
@@ -141,6 +146,7 @@ impl AuditSink for TracingAudit {
         }
         match e.outcome {
             Outcome::Allowed | Outcome::Skipped => emit!(tracing::Level::DEBUG),
+            Outcome::WouldDeny(_) => emit!(tracing::Level::INFO),
             Outcome::Rejected(ErrorCode::Internal) => emit!(tracing::Level::ERROR),
             Outcome::Rejected(code) if code.status().is_server_error() => {
                 emit!(tracing::Level::WARN)
@@ -169,6 +175,7 @@ fn count(per_tenant: bool, e: &AuditEvent<'_>) {
         Outcome::Allowed => ("allowed", "none"),
         Outcome::Skipped => ("skipped", "none"),
         Outcome::Rejected(code) => ("rejected", code.as_str()),
+        Outcome::WouldDeny(code) => ("would_deny", code.as_str()),
     };
     let tier = e.tier.unwrap_or("none").to_owned();
     let stage = e.stage.as_str();

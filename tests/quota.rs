@@ -282,10 +282,14 @@ async fn server_errors_are_refunded_when_asked() {
 
 #[actix_web::test]
 async fn shadow_plans_pass_and_mark() {
-    let app = app!(tenancy(
-        registry(),
-        TenantQuota::new(LocalQuota::new(plans()))
-    ));
+    let outcomes: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let seen = Arc::clone(&outcomes);
+    let quota = TenantQuota::new(LocalQuota::new(plans())).audit(
+        move |e: &actix_tenancy::observe::AuditEvent<'_>| {
+            seen.lock().unwrap().push(e.outcome.as_str().to_owned())
+        },
+    );
+    let app = app!(tenancy(registry(), quota));
     let first = test::call_service(&app, req("shadowy").to_request()).await;
     assert_eq!(first.status(), 200);
     assert!(header(&first, "x-quota-shadow").is_none());
@@ -294,6 +298,11 @@ async fn shadow_plans_pass_and_mark() {
         assert_eq!(res.status(), 200, "shadow mode never refuses");
         assert_eq!(header(&res, "x-quota-shadow").unwrap(), "would-deny");
     }
+    assert_eq!(
+        *outcomes.lock().unwrap(),
+        ["allowed", "would_deny", "would_deny", "would_deny"],
+        "would-deny decisions are reported as such"
+    );
 }
 
 #[actix_web::test]

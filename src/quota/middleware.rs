@@ -331,7 +331,8 @@ impl QuotaStage {
             return QuotaStep::Refuse(err, Some(headers(&decision, true)));
         }
         if decision.would_deny {
-            self.report(req, tenant, Outcome::Allowed, "shadow: would deny");
+            let code = TenancyError::QuotaExceeded { retry_after: None }.code();
+            self.report(req, tenant, Outcome::WouldDeny(code), "shadow: over quota");
         } else {
             self.report(req, tenant, Outcome::Allowed, "within quota");
         }
