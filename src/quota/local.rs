@@ -18,7 +18,7 @@ use governor::{
 };
 
 use super::{
-    BudgetState, QuotaDecision, QuotaError, QuotaManager, QuotaPlan, QuotaPlans, RateState,
+    refuse, BudgetState, QuotaDecision, QuotaError, QuotaManager, QuotaPlan, QuotaPlans, RateState,
 };
 use crate::tenant::{TenantContext, TenantId};
 
@@ -309,22 +309,6 @@ fn rate_state<C: Clock>(
         remaining,
         window: rate.window(),
         reset: wait.max(interval * missing),
-    }
-}
-
-fn refuse(
-    retry_after: Option<Duration>,
-    rate: Option<RateState>,
-    budget: Option<BudgetState>,
-    plan: Option<&Arc<QuotaPlan>>,
-) -> QuotaDecision {
-    QuotaDecision {
-        allowed: false,
-        would_deny: false,
-        retry_after,
-        rate,
-        budget,
-        plan: plan.map(Arc::clone),
     }
 }
 

@@ -124,6 +124,23 @@ impl QuotaDecision {
     }
 }
 
+/// A refusal; `retry_after: None` means the request can never pass.
+pub(crate) fn refuse(
+    retry_after: Option<Duration>,
+    rate: Option<RateState>,
+    budget: Option<BudgetState>,
+    plan: Option<&std::sync::Arc<QuotaPlan>>,
+) -> QuotaDecision {
+    QuotaDecision {
+        allowed: false,
+        would_deny: false,
+        retry_after,
+        rate,
+        budget,
+        plan: plan.cloned(),
+    }
+}
+
 /// The quota backend could not answer. The message is for logs only.
 #[derive(Debug, Clone)]
 pub struct QuotaError(Cow<'static, str>);

@@ -11,7 +11,7 @@ use std::{
 use redis::{aio::ConnectionManager, aio::ConnectionManagerConfig, Script};
 
 use super::{
-    BudgetState, LocalQuota, Period, QuotaDecision, QuotaError, QuotaManager, QuotaPlan,
+    refuse, BudgetState, LocalQuota, Period, QuotaDecision, QuotaError, QuotaManager, QuotaPlan,
     QuotaPlans, RateState,
 };
 use crate::{error::ConfigError, tenant::TenantContext};
@@ -354,14 +354,7 @@ fn decision_from(plan: &Arc<QuotaPlan>, cost: u32, reply: &[i64]) -> Option<Quot
             reset: secs(left),
         })
     };
-    let mut d = QuotaDecision {
-        allowed: false,
-        would_deny: false,
-        retry_after: None,
-        rate: None,
-        budget: None,
-        plan: Some(Arc::clone(plan)),
-    };
+    let mut d = refuse(None, None, None, Some(plan));
     match *reply.first()? {
         1 => {
             d.allowed = true;
@@ -401,14 +394,7 @@ fn decision_from(plan: &Arc<QuotaPlan>, cost: u32, reply: &[i64]) -> Option<Quot
 impl QuotaManager for RedisQuota {
     async fn check(&self, tenant: &TenantContext, cost: u32) -> Result<QuotaDecision, QuotaError> {
         let Some(plan) = self.plans.plan_for(tenant) else {
-            return Ok(QuotaDecision {
-                allowed: false,
-                would_deny: false,
-                retry_after: None,
-                rate: None,
-                budget: None,
-                plan: None,
-            });
+            return Ok(refuse(None, None, None, None));
         };
         let (t, limit) = gcra(plan);
         let mut invocation = self.check.key(self.key(tenant));
