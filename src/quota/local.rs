@@ -153,7 +153,7 @@ where
     }
 
     /// The tenant's entry, built from `plan` or rebuilt when the plan changed.
-    fn entry(&self, id: &TenantId, plan: &Arc<QuotaPlan>) -> Arc<Entry<C>> {
+    fn entry(&self, id: &TenantId, plan: &Arc<QuotaPlan>, now: u64) -> Arc<Entry<C>> {
         if let Some(e) = self.entries.get(id.as_str()) {
             if Arc::ptr_eq(&e.plan, plan) {
                 return Arc::clone(e.value());
@@ -166,7 +166,7 @@ where
                     .with_middleware::<StateInformationMiddleware>()
             }),
             budgets: Mutex::new(vec![Used { period: 0, used: 0 }; plan.budgets().len()]),
-            last_seen: AtomicU64::new(self.now_nanos()),
+            last_seen: AtomicU64::new(now),
         });
         let mut slot = self
             .entries
@@ -182,9 +182,15 @@ where
         let Some(plan) = self.plans.plan_for(tenant) else {
             return refuse(None, None, None, None);
         };
-        let entry = self.entry(tenant.id(), plan);
-        entry.last_seen.store(self.now_nanos(), Ordering::Relaxed);
-        let now_secs = self.unix_secs();
+        let now = self.now_nanos();
+        let entry = self.entry(tenant.id(), plan, now);
+        entry.last_seen.store(now, Ordering::Relaxed);
+        // The wall clock only matters to budgets.
+        let now_secs = if plan.budgets().is_empty() {
+            0
+        } else {
+            self.unix_secs()
+        };
 
         // Budgets and rate are admitted together: the budget lock is held while the
         // rate limiter decides, and budget units are committed only if it admits.
