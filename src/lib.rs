@@ -93,6 +93,7 @@
 pub mod error;
 pub mod observe;
 mod pipeline;
+pub mod policy;
 pub mod quota;
 pub mod registry;
 pub mod resolve;
@@ -121,7 +122,7 @@ pub mod prelude {
         registry::{CacheConfig, CachedRegistry, InMemoryRegistry, TenantRecord, TenantStatus},
         resolve::{Source, TenantResolver},
         session::Principal,
-        Tenancy, Tenant, TenantId,
+        Tenancy, Tenant, TenantContext, TenantId,
     };
 }
 

@@ -31,6 +31,8 @@ use crate::{error::ErrorCode, resolve::SourceKind, tenant::TenantId};
 pub enum Stage {
     /// Tenant resolution and registry validation.
     Resolution,
+    /// Policy evaluation.
+    Policy,
     /// Quota checks.
     Quota,
 }
@@ -40,6 +42,7 @@ impl Stage {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Resolution => "resolution",
+            Self::Policy => "policy",
             Self::Quota => "quota",
         }
     }
@@ -93,6 +96,10 @@ pub struct AuditEvent<'a> {
     pub path: &'a str,
     /// Why, in words, for operators. May name internal details; never sent to clients.
     pub reason: &'a str,
+    /// The policy rule that decided (policy stage).
+    pub rule: Option<&'a str>,
+    /// The policy version that decided (policy stage).
+    pub policy_version: Option<u64>,
 }
 
 /// Receives every decision. Keep it fast: it runs on the request path (send to a
@@ -140,6 +147,8 @@ impl AuditSink for TracingAudit {
                     method = %e.method,
                     path = e.path,
                     reason = e.reason,
+                    rule = e.rule,
+                    policy.version = e.policy_version,
                     "tenancy decision"
                 )
             };

@@ -29,6 +29,7 @@ use tracing::Instrument as _;
 
 use crate::{
     error::{ErrorResponder, TenancyError},
+    policy::{PolicyStage, PolicyStep},
     quota::{ActualCost, QuotaAfter, QuotaHeaders, QuotaStage, QuotaStep},
     resolve::{ResolveStage, Resolved},
     tenant::{Resolution, TenantContext},
@@ -37,6 +38,7 @@ use crate::{
 /// The stages of one configured pipeline.
 pub(crate) struct Pipeline {
     pub(crate) resolve: Option<Arc<ResolveStage>>,
+    pub(crate) policy: Option<Arc<PolicyStage>>,
     pub(crate) quota: Option<Arc<QuotaStage>>,
     pub(crate) responder: Arc<dyn ErrorResponder>,
 }
@@ -173,9 +175,9 @@ where
             let outer = req
                 .extensions()
                 .get::<Resolution>()
-                .map(|r| r.tenant.clone());
+                .map(|r| (r.tenant.clone(), r.exempt));
             return match outer {
-                Some(tenant) => self.charge(req, tenant, None),
+                Some((tenant, exempt)) => self.authorize(req, tenant, exempt, None),
                 None => {
                     tracing::error!(
                         target: "actix_tenancy",
@@ -209,11 +211,55 @@ where
             Err(err) => return self.rejected(req, &err, None),
         };
         let span = tenant.as_deref().and_then(tenant_span);
+        let exempt = tenant.is_none()
+            && self
+                .pipeline
+                .resolve
+                .as_ref()
+                .is_some_and(|r| r.is_exempt(req.match_info().as_str()));
         req.extensions_mut().insert(Resolution {
             tenant: tenant.clone(),
+            exempt,
             responder: Arc::clone(&self.pipeline.responder),
         });
-        self.charge(req, tenant, span)
+        self.authorize(req, tenant, exempt, span)
+    }
+
+    /// The policy stage.
+    fn authorize(
+        &self,
+        req: ServiceRequest,
+        tenant: Option<Arc<TenantContext>>,
+        exempt: bool,
+        span: Option<tracing::Span>,
+    ) -> State<S::Future, B> {
+        let Some(policy) = &self.pipeline.policy else {
+            return self.charge(req, tenant, span);
+        };
+        match policy.prepare(&req, tenant.as_ref(), exempt) {
+            PolicyStep::Pass => self.charge(req, tenant, span),
+            PolicyStep::Refuse(err) => self.rejected(req, &err, None),
+            PolicyStep::Wait(question) => {
+                let (me, policy) = (self.clone(), Arc::clone(policy));
+                let Some(ctx) = tenant.clone() else {
+                    let err = TenancyError::Misconfigured("policy waited without a tenant");
+                    return self.rejected(req, &err, None);
+                };
+                boxed(async move {
+                    let step = policy.evaluate(&req, &ctx, &question).await;
+                    let state = match step {
+                        PolicyStep::Pass => me.charge(req, tenant, span),
+                        PolicyStep::Refuse(err) => me.rejected(req, &err, None),
+                        PolicyStep::Wait(_) => {
+                            let err =
+                                TenancyError::Misconfigured("the evaluator asked to wait twice");
+                            me.rejected(req, &err, None)
+                        }
+                    };
+                    PipelineFuture { state }.await
+                })
+            }
+        }
     }
 
     /// The quota stage, for requests that have a tenant.
@@ -223,6 +269,7 @@ where
         tenant: Option<Arc<TenantContext>>,
         span: Option<tracing::Span>,
     ) -> State<S::Future, B> {
+        // A request without a tenant (exempt, or allowed missing) is not charged.
         let (Some(quota), Some(tenant)) = (&self.pipeline.quota, tenant) else {
             return self.inner(req, span, None);
         };

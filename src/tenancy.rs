@@ -11,6 +11,7 @@ use std::future::{ready, Ready};
 use crate::{
     error::{ConfigError, ErrorResponder},
     pipeline::{Pipeline, PipelineService},
+    policy::TenantPolicy,
     quota::TenantQuota,
     resolve::TenantResolver,
 };
@@ -64,6 +65,7 @@ impl Tenancy {
     pub fn builder() -> TenancyBuilder {
         TenancyBuilder {
             resolver: None,
+            policy: None,
             quota: None,
             responder: None,
         }
@@ -74,6 +76,7 @@ impl Tenancy {
 #[must_use]
 pub struct TenancyBuilder {
     resolver: Option<TenantResolver>,
+    policy: Option<TenantPolicy>,
     quota: Option<TenantQuota>,
     responder: Option<Arc<dyn ErrorResponder>>,
 }
@@ -93,7 +96,14 @@ impl TenancyBuilder {
         self
     }
 
-    /// The quota stage: runs after resolution, on requests that have a tenant.
+    /// The policy stage: runs after resolution, before quota.
+    pub fn policy(mut self, policy: TenantPolicy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// The quota stage: runs after resolution and policy, on requests that have a
+    /// tenant.
     pub fn quota(mut self, quota: TenantQuota) -> Self {
         self.quota = Some(quota);
         self
@@ -114,6 +124,7 @@ impl TenancyBuilder {
         Ok(Tenancy {
             pipeline: Arc::new(Pipeline {
                 resolve: Some(resolver.stage),
+                policy: self.policy.map(TenantPolicy::into_stage),
                 quota: self.quota.map(TenantQuota::into_stage),
                 responder,
             }),

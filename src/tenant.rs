@@ -322,6 +322,8 @@ impl TenantContext {
 #[derive(Clone)]
 pub(crate) struct Resolution {
     pub(crate) tenant: Option<Arc<TenantContext>>,
+    /// The path is exempt: later stages skip it too.
+    pub(crate) exempt: bool,
     pub(crate) responder: Arc<dyn ErrorResponder>,
 }
 
@@ -386,6 +388,7 @@ impl FromRequest for Tenant {
             Some(Resolution {
                 tenant: None,
                 responder,
+                ..
             }) => Err(respond_err(TenancyError::TenantMissing, &*responder, req)),
             None => {
                 tracing::error!(

@@ -359,6 +359,8 @@ impl QuotaStage {
                 method: req.method(),
                 path: req.match_info().as_str(),
                 reason: why,
+                rule: None,
+                policy_version: None,
             },
         );
     }
@@ -487,6 +489,7 @@ where
     fn new_transform(&self, service: S) -> Self::Future {
         let pipeline = Arc::new(crate::pipeline::Pipeline {
             resolve: None,
+            policy: None,
             quota: Some(self.clone().into_stage()),
             responder: Arc::new(crate::ProblemJson::default()),
         });

@@ -278,6 +278,7 @@ impl TenantResolverBuilder {
         });
         let pipeline = Arc::new(Pipeline {
             resolve: Some(Arc::clone(&stage)),
+            policy: None,
             quota: None,
             responder: self.responder,
         });
@@ -372,7 +373,7 @@ fn is_safe(method: &Method) -> bool {
 }
 
 impl ResolveStage {
-    fn is_exempt(&self, path: &str) -> bool {
+    pub(crate) fn is_exempt(&self, path: &str) -> bool {
         self.exempt.iter().any(|p| p == path)
             || self
                 .exempt_prefixes
@@ -612,6 +613,8 @@ impl ResolveStage {
                 method: req.method(),
                 path: req.match_info().as_str(),
                 reason,
+                rule: None,
+                policy_version: None,
             },
         );
     }

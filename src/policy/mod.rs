@@ -1,0 +1,269 @@
+//! Tenant policy: may this tenant make this request?
+//!
+//! A [`PolicyEvaluator`] answers with a [`Decision`]; the [`TenantPolicy`] stage runs it
+//! after resolution and before quota:
+//!
+//! | evaluator answer | response |
+//! | --- | --- |
+//! | allowed | the request goes on |
+//! | denied | `403 policy_denied` |
+//! | an error, a timeout (default 100 ms) or a panic | `503 policy_unavailable`; the server keeps serving |
+//! | no tenant (`allow_missing` let one through) | `403 policy_denied`: no tenant, no permission |
+//!
+//! Exempt paths skip policy like every stage. Every decision goes to the audit sink
+//! with the rule and the policy version that made it.
+//!
+//! The evaluator sees a [`PolicyRequest`]: the method, the path, the matched route
+//! pattern (`/items/{id}`, so rules never depend on ids), the principal's scopes, and
+//! the capabilities asked for, read from the `X-Model` and `X-Tool` headers (names
+//! configurable) as `model:<value>` and `tool:<value>`.
+//!
+//! ```
+//! use actix_tenancy::policy::{Decision, PolicyRequest, TenantPolicy};
+//! use actix_tenancy::prelude::*;
+//! use actix_web::{test, web, App};
+//!
+//! # actix_web::rt::System::new().block_on(async {
+//! // Reports are for pro and enterprise tenants.
+//! let policy = TenantPolicy::new(|tenant: &TenantContext, req: &PolicyRequest| {
+//!     Ok(if req.route() == Some("/reports") && tenant.tier() == "free" {
+//!         Decision::deny("reports need a paid tier").with_rule("reports-paid")
+//!     } else {
+//!         Decision::allow("default")
+//!     })
+//! });
+//! let registry = InMemoryRegistry::new()
+//!     .with(TenantRecord::new(TenantId::parse("globex").unwrap(), "free"))
+//!     .with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"));
+//! let tenancy = Tenancy::builder()
+//!     .resolver(TenantResolver::builder(registry).source(Source::header()).build().unwrap())
+//!     .policy(policy)
+//!     .build()
+//!     .unwrap();
+//! let app = test::init_service(
+//!     App::new().wrap(tenancy).route("/reports", web::get().to(|| async { "report" })),
+//! )
+//! .await;
+//! let get = |t: &str| test::TestRequest::get().uri("/reports").insert_header(("x-tenant-id", t.to_owned())).to_request();
+//! assert_eq!(test::call_service(&app, get("acme")).await.status(), 200);
+//! assert_eq!(test::call_service(&app, get("globex")).await.status(), 403);
+//! # });
+//! ```
+
+mod stage;
+
+use std::{borrow::Cow, fmt};
+
+use actix_web::http::Method;
+
+pub use stage::TenantPolicy;
+pub(crate) use stage::{PolicyStage, PolicyStep};
+
+use crate::tenant::TenantContext;
+
+/// What the evaluator is asked about.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PolicyRequest {
+    method: Method,
+    path: String,
+    route: Option<String>,
+    scopes: Vec<String>,
+    capabilities: Vec<String>,
+}
+
+impl PolicyRequest {
+    /// A request, for evaluators tested on their own.
+    pub fn new(method: Method, path: impl Into<String>) -> Self {
+        Self {
+            method,
+            path: path.into(),
+            route: None,
+            scopes: Vec::new(),
+            capabilities: Vec::new(),
+        }
+    }
+
+    /// Sets the matched route pattern.
+    #[must_use]
+    pub fn with_route(mut self, route: impl Into<String>) -> Self {
+        self.route = Some(route.into());
+        self
+    }
+
+    /// Adds a capability asked for (`model:gpt-4o`, `tool:web_search`).
+    #[must_use]
+    pub fn with_capability(mut self, capability: impl Into<String>) -> Self {
+        self.capabilities.push(capability.into());
+        self
+    }
+
+    /// Sets the principal's scopes.
+    #[must_use]
+    pub fn with_scopes(mut self, scopes: Vec<String>) -> Self {
+        self.scopes = scopes;
+        self
+    }
+
+    /// The method.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The path as actix routes it (percent-decoded except reserved characters).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The route pattern actix matched (`/items/{id}`), when a route matched. Write rules
+    /// against it: a concrete path carries ids a rule should not depend on.
+    pub fn route(&self) -> Option<&str> {
+        self.route.as_deref()
+    }
+
+    /// The principal's scopes (empty without a principal).
+    pub fn scopes(&self) -> &[String] {
+        &self.scopes
+    }
+
+    /// The capabilities asked for.
+    pub fn capabilities(&self) -> &[String] {
+        &self.capabilities
+    }
+}
+
+/// An evaluator's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Decision {
+    /// Whether the request may go on.
+    pub allowed: bool,
+    /// Why, for the audit log (never sent to clients).
+    pub reason: Cow<'static, str>,
+    /// The id of the rule that decided, if the evaluator has rules.
+    pub rule: Option<Cow<'static, str>>,
+    /// The version of the policy that decided.
+    pub version: u64,
+}
+
+impl Decision {
+    /// Allowed, because of `reason`.
+    pub fn allow(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            allowed: true,
+            reason: reason.into(),
+            rule: None,
+            version: 0,
+        }
+    }
+
+    /// Denied, because of `reason`.
+    pub fn deny(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            allowed: false,
+            ..Self::allow(reason)
+        }
+    }
+
+    /// Names the rule that decided.
+    #[must_use]
+    pub fn with_rule(mut self, rule: impl Into<Cow<'static, str>>) -> Self {
+        self.rule = Some(rule.into());
+        self
+    }
+
+    /// Names the policy version that decided.
+    #[must_use]
+    pub fn with_version(mut self, version: u64) -> Self {
+        self.version = version;
+        self
+    }
+}
+
+/// The evaluator could not decide. The message is for logs only; the client gets
+/// `503 policy_unavailable`.
+#[derive(Debug, Clone)]
+pub struct PolicyError(Cow<'static, str>);
+
+impl PolicyError {
+    /// A failure with a message for the logs.
+    pub fn new(message: impl Into<Cow<'static, str>>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "policy evaluation failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+/// Decides whether a tenant may make a request. Usable as `Arc<dyn PolicyEvaluator>`.
+///
+/// Implement [`evaluate`](Self::evaluate) for an evaluator that waits (a policy
+/// service, a database). An evaluator that decides in memory also implements
+/// [`evaluate_now`](Self::evaluate_now), which the stage prefers: no future, no timer.
+/// A closure `Fn(&TenantContext, &PolicyRequest) -> Result<Decision, PolicyError>` is
+/// such an evaluator.
+#[async_trait::async_trait]
+pub trait PolicyEvaluator: Send + Sync + 'static {
+    /// Decides.
+    async fn evaluate(
+        &self,
+        tenant: &TenantContext,
+        req: &PolicyRequest,
+    ) -> Result<Decision, PolicyError>;
+
+    /// Decides without waiting, when possible (`None`: call `evaluate`).
+    fn evaluate_now(
+        &self,
+        tenant: &TenantContext,
+        req: &PolicyRequest,
+    ) -> Option<Result<Decision, PolicyError>> {
+        let _ = (tenant, req);
+        None
+    }
+}
+
+#[async_trait::async_trait]
+impl<F> PolicyEvaluator for F
+where
+    F: Fn(&TenantContext, &PolicyRequest) -> Result<Decision, PolicyError> + Send + Sync + 'static,
+{
+    async fn evaluate(
+        &self,
+        tenant: &TenantContext,
+        req: &PolicyRequest,
+    ) -> Result<Decision, PolicyError> {
+        self(tenant, req)
+    }
+
+    fn evaluate_now(
+        &self,
+        tenant: &TenantContext,
+        req: &PolicyRequest,
+    ) -> Option<Result<Decision, PolicyError>> {
+        Some(self(tenant, req))
+    }
+}
+
+#[async_trait::async_trait]
+impl<P: PolicyEvaluator + ?Sized> PolicyEvaluator for std::sync::Arc<P> {
+    async fn evaluate(
+        &self,
+        tenant: &TenantContext,
+        req: &PolicyRequest,
+    ) -> Result<Decision, PolicyError> {
+        (**self).evaluate(tenant, req).await
+    }
+
+    fn evaluate_now(
+        &self,
+        tenant: &TenantContext,
+        req: &PolicyRequest,
+    ) -> Option<Result<Decision, PolicyError>> {
+        (**self).evaluate_now(tenant, req)
+    }
+}

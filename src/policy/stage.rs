@@ -1,0 +1,300 @@
+use std::{
+    fmt,
+    panic::{catch_unwind, AssertUnwindSafe},
+    sync::Arc,
+    time::Duration,
+};
+
+use actix_web::{dev::ServiceRequest, http::header::HeaderName};
+use futures_util::FutureExt as _;
+
+use super::{Decision, PolicyError, PolicyEvaluator, PolicyRequest};
+use crate::{
+    error::TenancyError,
+    observe::{emit, AuditEvent, AuditSink, Outcome, Stage, TracingAudit},
+    tenant::TenantContext,
+};
+
+/// The policy stage. Give it to [`Tenancy::builder().policy(...)`](crate::TenancyBuilder::policy);
+/// it runs after resolution and before quota.
+#[derive(Clone)]
+#[must_use]
+pub struct TenantPolicy {
+    evaluator: Arc<dyn PolicyEvaluator>,
+    timeout: Duration,
+    model_header: Option<HeaderName>,
+    tool_header: Option<HeaderName>,
+    audit: Arc<dyn AuditSink>,
+    per_tenant_metrics: bool,
+}
+
+impl fmt::Debug for TenantPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantPolicy")
+            .field("timeout", &self.timeout)
+            .field("model_header", &self.model_header)
+            .field("tool_header", &self.tool_header)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TenantPolicy {
+    /// The stage for `evaluator`: a 100 ms timeout, capabilities from `X-Model` and
+    /// `X-Tool`.
+    pub fn new(evaluator: impl PolicyEvaluator) -> Self {
+        Self {
+            evaluator: Arc::new(evaluator),
+            timeout: Duration::from_millis(100),
+            model_header: Some(HeaderName::from_static("x-model")),
+            tool_header: Some(HeaderName::from_static("x-tool")),
+            audit: Arc::new(TracingAudit),
+            per_tenant_metrics: false,
+        }
+    }
+
+    /// How long the evaluator may take before the request fails closed with
+    /// `503 policy_unavailable` (default 100 ms).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The header naming the model asked for (`model:<value>`); `None` to ignore.
+    pub fn model_header(mut self, name: Option<HeaderName>) -> Self {
+        self.model_header = name;
+        self
+    }
+
+    /// The header naming the tool asked for (`tool:<value>`); `None` to ignore.
+    pub fn tool_header(mut self, name: Option<HeaderName>) -> Self {
+        self.tool_header = name;
+        self
+    }
+
+    /// Where decisions are reported (default: [`TracingAudit`]).
+    pub fn audit(mut self, sink: impl AuditSink) -> Self {
+        self.audit = Arc::new(sink);
+        self
+    }
+
+    /// Adds a `tenant` label to the decision counter (feature `metrics`).
+    pub fn per_tenant_metrics(mut self, on: bool) -> Self {
+        self.per_tenant_metrics = on;
+        self
+    }
+
+    pub(crate) fn into_stage(self) -> Arc<PolicyStage> {
+        Arc::new(PolicyStage(self))
+    }
+}
+
+pub(crate) struct PolicyStage(TenantPolicy);
+
+/// Whether policy decided, or must wait for the evaluator.
+pub(crate) enum PolicyStep {
+    Pass,
+    Refuse(TenancyError),
+    Wait(Box<PolicyRequest>),
+}
+
+/// The longest capability value read from a header.
+const MAX_CAPABILITY_LEN: usize = 128;
+
+impl PolicyStage {
+    /// Builds the question and answers it without waiting when the evaluator can.
+    pub(crate) fn prepare(
+        &self,
+        req: &ServiceRequest,
+        tenant: Option<&Arc<TenantContext>>,
+        exempt: bool,
+    ) -> PolicyStep {
+        if exempt {
+            return PolicyStep::Pass;
+        }
+        let Some(tenant) = tenant else {
+            let err = TenancyError::PolicyDenied {
+                reason: "no tenant: policy denies by default".into(),
+            };
+            self.report(
+                req,
+                None,
+                Outcome::Rejected(err.code()),
+                &err.reason(),
+                None,
+            );
+            return PolicyStep::Refuse(err);
+        };
+        let question = match self.question(req, tenant) {
+            Ok(q) => q,
+            Err(err) => {
+                self.report(
+                    req,
+                    Some(tenant),
+                    Outcome::Rejected(err.code()),
+                    &err.reason(),
+                    None,
+                );
+                return PolicyStep::Refuse(err);
+            }
+        };
+        let evaluator = &self.0.evaluator;
+        match catch_unwind(AssertUnwindSafe(|| {
+            evaluator.evaluate_now(tenant, &question)
+        })) {
+            Ok(Some(answer)) => self.decided(req, tenant, answer),
+            Ok(None) => PolicyStep::Wait(Box::new(question)),
+            Err(_) => self.decided(req, tenant, Err(PolicyError::new("the evaluator panicked"))),
+        }
+    }
+
+    /// Asks the evaluator, waiting at most the timeout; a panic is caught.
+    pub(crate) async fn evaluate(
+        &self,
+        req: &ServiceRequest,
+        tenant: &Arc<TenantContext>,
+        question: &PolicyRequest,
+    ) -> PolicyStep {
+        let call = AssertUnwindSafe(self.0.evaluator.evaluate(tenant, question)).catch_unwind();
+        let answer = match tokio::time::timeout(self.0.timeout, call).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_panic)) => Err(PolicyError::new("the evaluator panicked")),
+            Err(_) => Err(PolicyError::new("the evaluator timed out")),
+        };
+        self.decided(req, tenant, answer)
+    }
+
+    fn question(
+        &self,
+        req: &ServiceRequest,
+        tenant: &TenantContext,
+    ) -> Result<PolicyRequest, TenancyError> {
+        // The path and pattern the router uses (decoded), so `/%72eports` cannot
+        // dodge a rule written for `/reports`.
+        let path = req.match_info().as_str();
+        let route = req.request().resource_map().match_pattern(path);
+        let mut question = PolicyRequest::new(req.method().clone(), path);
+        question.route = route;
+        if let Some(p) = tenant.principal() {
+            question.scopes = p.scopes().to_vec();
+        }
+        for (prefix, name) in [
+            ("model:", &self.0.model_header),
+            ("tool:", &self.0.tool_header),
+        ] {
+            let Some(name) = name else { continue };
+            let mut values = req.headers().get_all(name);
+            let Some(value) = values.next() else { continue };
+            let bad = || TenancyError::PolicyDenied {
+                reason: format!("malformed {name} header").into(),
+            };
+            if values.next().is_some() {
+                return Err(bad());
+            }
+            let value = value.to_str().map_err(|_| bad())?;
+            if value.is_empty()
+                || value.len() > MAX_CAPABILITY_LEN
+                || !value.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(bad());
+            }
+            question.capabilities.push(format!("{prefix}{value}"));
+        }
+        Ok(question)
+    }
+
+    fn decided(
+        &self,
+        req: &ServiceRequest,
+        tenant: &TenantContext,
+        answer: Result<Decision, PolicyError>,
+    ) -> PolicyStep {
+        match answer {
+            Ok(d) if d.allowed => {
+                self.report(req, Some(tenant), Outcome::Allowed, &d.reason, Some(&d));
+                PolicyStep::Pass
+            }
+            Ok(d) => {
+                let err = TenancyError::PolicyDenied {
+                    reason: d.reason.clone(),
+                };
+                self.report(
+                    req,
+                    Some(tenant),
+                    Outcome::Rejected(err.code()),
+                    &d.reason,
+                    Some(&d),
+                );
+                PolicyStep::Refuse(err)
+            }
+            Err(e) => {
+                let err = TenancyError::PolicyUnavailable {
+                    reason: e.to_string().into(),
+                };
+                self.report(
+                    req,
+                    Some(tenant),
+                    Outcome::Rejected(err.code()),
+                    &err.reason(),
+                    None,
+                );
+                PolicyStep::Refuse(err)
+            }
+        }
+    }
+
+    fn report(
+        &self,
+        req: &ServiceRequest,
+        tenant: Option<&TenantContext>,
+        outcome: Outcome,
+        why: &str,
+        decision: Option<&Decision>,
+    ) {
+        emit(
+            &*self.0.audit,
+            self.0.per_tenant_metrics,
+            &AuditEvent {
+                stage: Stage::Policy,
+                outcome,
+                tenant: tenant.map(TenantContext::id),
+                tier: tenant.map(TenantContext::tier),
+                source: tenant.map(TenantContext::source),
+                method: req.method(),
+                path: req.match_info().as_str(),
+                reason: why,
+                rule: decision.and_then(|d| d.rule.as_deref()),
+                policy_version: decision.map(|d| d.version),
+            },
+        );
+    }
+}
+
+/// Standalone, `TenantPolicy` reads the tenant a [`TenantResolver`](crate::TenantResolver)
+/// wrapped outside it settled; with no resolver, it answers `500 internal_error` and
+/// logs the misconfiguration. Never a pass.
+impl<S, B> actix_web::dev::Transform<S, ServiceRequest> for TenantPolicy
+where
+    S: actix_web::dev::Service<
+            ServiceRequest,
+            Response = actix_web::dev::ServiceResponse<B>,
+            Error = actix_web::Error,
+        > + 'static,
+    S::Future: 'static,
+    B: actix_web::body::MessageBody + 'static,
+{
+    type Response = actix_web::dev::ServiceResponse<actix_web::body::EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Transform = crate::pipeline::PipelineService<S>;
+    type InitError = ();
+    type Future = std::future::Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        let pipeline = Arc::new(crate::pipeline::Pipeline {
+            resolve: None,
+            policy: Some(self.clone().into_stage()),
+            quota: None,
+            responder: Arc::new(crate::ProblemJson::default()),
+        });
+        std::future::ready(Ok(crate::pipeline::PipelineService::new(service, pipeline)))
+    }
+}
