@@ -91,6 +91,7 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod guard;
 pub mod observe;
 mod pipeline;
 pub mod policy;

@@ -328,3 +328,53 @@ async fn decisions_are_audited_with_rule_and_version_and_denials_are_not_charged
     );
     assert_eq!(seen[3], ("allowed".to_owned(), None, Some(7)));
 }
+
+#[actix_web::test]
+async fn guards_route_by_tenant_and_match_nothing_without_one() {
+    use actix_tenancy::guard;
+    let registry = InMemoryRegistry::new()
+        .with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro").with_region("eu"))
+        .with(TenantRecord::new(
+            TenantId::parse("globex").unwrap(),
+            "free",
+        ))
+        .with(TenantRecord::new(
+            TenantId::parse("beta-co").unwrap(),
+            "free",
+        ));
+    let resolver = TenantResolver::builder(registry)
+        .source(Source::header())
+        .allow_missing(true)
+        .build()
+        .unwrap();
+    let app = test::init_service(
+        App::new()
+            .wrap(resolver)
+            .service(
+                web::scope("/r")
+                    .guard(guard::region("eu"))
+                    .route("", web::get().to(|| async { "eu" })),
+            )
+            .service(
+                web::scope("/r")
+                    .guard(guard::id("beta-co"))
+                    .route("", web::get().to(|| async { "beta" })),
+            )
+            .service(
+                web::scope("/r")
+                    .guard(guard::tenant(|t| t.id().starts_with('g')))
+                    .route("", web::get().to(|| async { "g" })),
+            )
+            .service(web::scope("/r").route("", web::get().to(|| async { "default" }))),
+    )
+    .await;
+    for (tenant, want) in [
+        (Some("acme"), "eu"),
+        (Some("beta-co"), "beta"),
+        (Some("globex"), "g"),
+        (None, "default"),
+    ] {
+        let body = test::call_and_read_body(&app, get("/r", tenant).to_request()).await;
+        assert_eq!(body, want, "{tenant:?}");
+    }
+}
