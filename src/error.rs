@@ -438,6 +438,9 @@ pub enum ConfigError {
     Registry(String),
     /// A quota plan is invalid.
     Quota(String),
+    /// A policy is invalid; the message names the line and column, or the level and
+    /// rule, at fault.
+    Policy(String),
 }
 
 impl fmt::Display for ConfigError {
@@ -459,6 +462,7 @@ impl fmt::Display for ConfigError {
             Self::Missing(what) => write!(f, "{what} is required"),
             Self::Registry(msg) => write!(f, "registry: {msg}"),
             Self::Quota(msg) => write!(f, "quota: {msg}"),
+            Self::Policy(msg) => write!(f, "policy: {msg}"),
         }
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! With the resolver (or [`Tenancy`](crate::Tenancy)) wrapped at `App` level, the tenant
 //! is settled before routing, so guards can send tenants to different scopes or
-//! handler versions. A request without a tenant matches no tenant guard.
+//! handler versions: by [`tier`], [`region`], [`id`], any predicate ([`tenant`]), or
+//! by the policy's feature flags and capabilities ([`feature`], [`capability`]). A
+//! request without a tenant matches no tenant guard.
 //!
 //! ```
 //! use actix_tenancy::{guard, prelude::*};
@@ -51,6 +53,37 @@ pub fn region(region: &'static str) -> TenantGuard<impl Fn(&TenantContext) -> bo
 /// One tenant, by id.
 pub fn id(id: &'static str) -> TenantGuard<impl Fn(&TenantContext) -> bool> {
     tenant(move |t| t.id() == id)
+}
+
+/// Tenants for which the feature flag `name` is on (the capability `feature:<name>`,
+/// see [`Tenant::can`](crate::Tenant::can)). Needs a policy stage that answers
+/// capability checks, such as [`RulePolicy`](crate::policy::RulePolicy); without one,
+/// no tenant matches.
+pub fn feature(name: &str) -> CapabilityGuard {
+    CapabilityGuard(format!("feature:{name}").into())
+}
+
+/// Tenants that have `capability` (`"tool:web_search"`), by the policy's rules; see
+/// [`feature`].
+pub fn capability(capability: &str) -> CapabilityGuard {
+    CapabilityGuard(capability.into())
+}
+
+/// A guard matching tenants that have a capability; see [`capability`].
+#[derive(Debug, Clone)]
+pub struct CapabilityGuard(Box<str>);
+
+impl Guard for CapabilityGuard {
+    fn check(&self, ctx: &GuardContext<'_>) -> bool {
+        let ext = ctx.req_data();
+        let Some(r) = ext.get::<Resolution>() else {
+            return false;
+        };
+        match (&r.tenant, &r.policy) {
+            (Some(t), Some(p)) => p.can(t, &self.0),
+            _ => false,
+        }
+    }
 }
 
 /// A guard over the resolved tenant; see [`tenant`].

@@ -9,8 +9,8 @@
 //!
 //! With the `metrics` feature, every decision also increments the counter
 //! `tenancy_decisions_total` through the [`metrics`](https://docs.rs/metrics) facade,
-//! labelled `stage`, `outcome` (`allowed`, `skipped`, `rejected`, `would_deny` for
-//! shadow-mode refusals), `code` (the
+//! labelled `stage`, `outcome` (`allowed`, `skipped`, `rejected`, and `would_deny` /
+//! `would_allow` for shadow decisions), `code` (the
 //! rejection's code, or `none`) and `tier` (or `none` when no record was found).
 //! Tenant ids are not labels by default: with many tenants they would make one time
 //! series each. Opt in with [`TenantResolverBuilder::per_tenant_metrics`], which adds
@@ -61,6 +61,8 @@ pub enum Outcome {
     Rejected(ErrorCode),
     /// Shadow mode: the request goes on, but this rejection would have answered it.
     WouldDeny(ErrorCode),
+    /// Shadow mode: a shadow policy version would have let the request on.
+    WouldAllow,
 }
 
 impl Outcome {
@@ -72,6 +74,7 @@ impl Outcome {
             Self::Skipped => "skipped",
             Self::Rejected(code) => code.as_str(),
             Self::WouldDeny(_) => "would_deny",
+            Self::WouldAllow => "would_allow",
         }
     }
 }
@@ -155,7 +158,7 @@ impl AuditSink for TracingAudit {
         }
         match e.outcome {
             Outcome::Allowed | Outcome::Skipped => emit!(tracing::Level::DEBUG),
-            Outcome::WouldDeny(_) => emit!(tracing::Level::INFO),
+            Outcome::WouldDeny(_) | Outcome::WouldAllow => emit!(tracing::Level::INFO),
             Outcome::Rejected(ErrorCode::Internal) => emit!(tracing::Level::ERROR),
             Outcome::Rejected(code) if code.status().is_server_error() => {
                 emit!(tracing::Level::WARN)
@@ -185,6 +188,7 @@ fn count(per_tenant: bool, e: &AuditEvent<'_>) {
         Outcome::Skipped => ("skipped", "none"),
         Outcome::Rejected(code) => ("rejected", code.as_str()),
         Outcome::WouldDeny(code) => ("would_deny", code.as_str()),
+        Outcome::WouldAllow => ("would_allow", "none"),
     };
     let tier = e.tier.unwrap_or("none").to_owned();
     let stage = e.stage.as_str();

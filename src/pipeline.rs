@@ -172,10 +172,13 @@ where
     /// resolver stored.
     fn start(&self, req: ServiceRequest) -> State<S::Future, B> {
         let Some(stage) = &self.pipeline.resolve else {
-            let outer = req
-                .extensions()
-                .get::<Resolution>()
-                .map(|r| (r.tenant.clone(), r.exempt));
+            let outer = req.extensions_mut().get_mut::<Resolution>().map(|r| {
+                // Capability checks downstream ask this pipeline's policy.
+                if let Some(policy) = &self.pipeline.policy {
+                    r.policy = Some(Arc::clone(policy));
+                }
+                (r.tenant.clone(), r.exempt)
+            });
             return match outer {
                 Some((tenant, exempt)) => self.authorize(req, tenant, exempt, None),
                 None => {
@@ -221,6 +224,7 @@ where
             tenant: tenant.clone(),
             exempt,
             responder: Arc::clone(&self.pipeline.responder),
+            policy: self.pipeline.policy.clone(),
         });
         self.authorize(req, tenant, exempt, span)
     }

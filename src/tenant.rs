@@ -8,6 +8,7 @@ use std::future::{ready, Ready};
 
 use crate::{
     error::{ErrorResponder, ProblemJson, TenancyError},
+    policy::PolicyStage,
     registry::TenantRecord,
     resolve::SourceKind,
     session::Principal,
@@ -325,6 +326,8 @@ pub(crate) struct Resolution {
     /// The path is exempt: later stages skip it too.
     pub(crate) exempt: bool,
     pub(crate) responder: Arc<dyn ErrorResponder>,
+    /// The policy stage, for capability checks in handlers and guards.
+    pub(crate) policy: Option<Arc<PolicyStage>>,
 }
 
 impl Resolution {
@@ -352,18 +355,60 @@ impl Resolution {
 /// - No resolver ran (the middleware is not wrapped around this route): `500`, and an
 ///   error log line naming the missing middleware. This is a bug in the application,
 ///   and it fails closed.
-#[derive(Debug, Clone)]
-pub struct Tenant(Arc<TenantContext>);
+#[derive(Clone)]
+pub struct Tenant {
+    ctx: Arc<TenantContext>,
+    policy: Option<Arc<PolicyStage>>,
+}
+
+impl fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Tenant").field(&self.ctx).finish()
+    }
+}
 
 impl Tenant {
     /// The shared context.
     pub fn context(&self) -> &Arc<TenantContext> {
-        &self.0
+        &self.ctx
     }
 
     /// Unwraps the shared context.
     pub fn into_inner(self) -> Arc<TenantContext> {
-        self.0
+        self.ctx
+    }
+
+    /// Whether the tenant has `capability` (`"tool:web_search"`, `"model:gpt-4o"`,
+    /// `"feature:beta"`) under the policy the request passed, by the same rules (see
+    /// [`RulePolicy`](crate::policy::RulePolicy)). Without a policy stage, or with an
+    /// evaluator that does not answer capability checks, nothing is granted.
+    ///
+    /// ```
+    /// use actix_tenancy::Tenant;
+    ///
+    /// async fn search(tenant: Tenant) -> actix_web::Result<&'static str> {
+    ///     tenant.require("tool:web_search")?;
+    ///     Ok("results")
+    /// }
+    /// ```
+    pub fn can(&self, capability: &str) -> bool {
+        self.policy
+            .as_ref()
+            .is_some_and(|p| p.can(&self.ctx, capability))
+    }
+
+    /// `Ok` when the tenant [`can`](Self::can) use `capability`; otherwise the
+    /// [`TenancyError`] that answers `403 policy_denied` (as `application/problem+json`,
+    /// through its `ResponseError` impl; with a custom responder, check
+    /// [`can`](Self::can) and answer in your own shape). The capability is not echoed
+    /// to the client.
+    pub fn require(&self, capability: &str) -> Result<(), TenancyError> {
+        if self.can(capability) {
+            return Ok(());
+        }
+        Err(TenancyError::PolicyDenied {
+            reason: format!("capability {capability:?} not granted").into(),
+        })
     }
 }
 
@@ -371,7 +416,7 @@ impl Deref for Tenant {
     type Target = TenantContext;
     #[inline]
     fn deref(&self) -> &TenantContext {
-        &self.0
+        &self.ctx
     }
 }
 
@@ -383,8 +428,10 @@ impl FromRequest for Tenant {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(match Resolution::of(req) {
             Some(Resolution {
-                tenant: Some(ctx), ..
-            }) => Ok(Tenant(ctx)),
+                tenant: Some(ctx),
+                policy,
+                ..
+            }) => Ok(Tenant { ctx, policy }),
             Some(Resolution {
                 tenant: None,
                 responder,

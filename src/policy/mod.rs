@@ -50,12 +50,16 @@
 //! # });
 //! ```
 
+mod cache;
+mod rules;
 mod stage;
 
-use std::{borrow::Cow, fmt};
+use std::{borrow::Cow, fmt, sync::Arc};
 
 use actix_web::http::Method;
 
+pub use cache::CachedPolicy;
+pub use rules::{PolicySet, RulePolicy, Rules, DEFAULT_KEEP_VERSIONS};
 pub use stage::TenantPolicy;
 pub(crate) use stage::{PolicyStage, PolicyStep};
 
@@ -141,7 +145,7 @@ pub struct Decision {
     /// Why, for the audit log (never sent to clients).
     pub reason: Cow<'static, str>,
     /// The id of the rule that decided, if the evaluator has rules.
-    pub rule: Option<Cow<'static, str>>,
+    pub rule: Option<Arc<str>>,
     /// The version of the policy that decided.
     pub version: u64,
 }
@@ -167,7 +171,7 @@ impl Decision {
 
     /// Names the rule that decided.
     #[must_use]
-    pub fn with_rule(mut self, rule: impl Into<Cow<'static, str>>) -> Self {
+    pub fn with_rule(mut self, rule: impl Into<Arc<str>>) -> Self {
         self.rule = Some(rule.into());
         self
     }
@@ -225,6 +229,28 @@ pub trait PolicyEvaluator: Send + Sync + 'static {
         let _ = (tenant, req);
         None
     }
+
+    /// The decision of a shadow version running beside the active one, if there is one
+    /// and it can decide without waiting. The stage audits it as would-allow or
+    /// would-deny; it never changes the response.
+    fn shadow_now(&self, tenant: &TenantContext, req: &PolicyRequest) -> Option<Decision> {
+        let _ = (tenant, req);
+        None
+    }
+
+    /// Whether `tenant` has `capability` (`"tool:web_search"`, `"feature:beta"`), for
+    /// [`Tenant::can`](crate::Tenant::can) and the capability guards. The default
+    /// grants nothing: an evaluator that cannot answer fails closed.
+    fn can(&self, tenant: &TenantContext, capability: &str) -> bool {
+        let _ = (tenant, capability);
+        false
+    }
+
+    /// The version decisions are made by now, if the evaluator is versioned; a
+    /// [`CachedPolicy`] keys its entries by it.
+    fn version(&self) -> Option<u64> {
+        None
+    }
 }
 
 #[async_trait::async_trait]
@@ -265,5 +291,17 @@ impl<P: PolicyEvaluator + ?Sized> PolicyEvaluator for std::sync::Arc<P> {
         req: &PolicyRequest,
     ) -> Option<Result<Decision, PolicyError>> {
         (**self).evaluate_now(tenant, req)
+    }
+
+    fn shadow_now(&self, tenant: &TenantContext, req: &PolicyRequest) -> Option<Decision> {
+        (**self).shadow_now(tenant, req)
+    }
+
+    fn can(&self, tenant: &TenantContext, capability: &str) -> bool {
+        (**self).can(tenant, capability)
+    }
+
+    fn version(&self) -> Option<u64> {
+        (**self).version()
     }
 }

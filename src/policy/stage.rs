@@ -141,9 +141,14 @@ impl PolicyStage {
         match catch_unwind(AssertUnwindSafe(|| {
             evaluator.evaluate_now(tenant, &question)
         })) {
-            Ok(Some(answer)) => self.decided(req, tenant, answer),
+            Ok(Some(answer)) => self.decided(req, tenant, &question, answer),
             Ok(None) => PolicyStep::Wait(Box::new(question)),
-            Err(_) => self.decided(req, tenant, Err(PolicyError::new("the evaluator panicked"))),
+            Err(_) => self.decided(
+                req,
+                tenant,
+                &question,
+                Err(PolicyError::new("the evaluator panicked")),
+            ),
         }
     }
 
@@ -160,7 +165,27 @@ impl PolicyStage {
             Ok(Err(_panic)) => Err(PolicyError::new("the evaluator panicked")),
             Err(_) => Err(PolicyError::new("the evaluator timed out")),
         };
-        self.decided(req, tenant, answer)
+        self.decided(req, tenant, question, answer)
+    }
+
+    /// Whether `tenant` has `capability`; a panicking evaluator grants nothing.
+    pub(crate) fn can(&self, tenant: &TenantContext, capability: &str) -> bool {
+        let evaluator = &self.0.evaluator;
+        catch_unwind(AssertUnwindSafe(|| evaluator.can(tenant, capability))).unwrap_or(false)
+    }
+
+    /// Audits what a shadow version would have decided; never changes the answer.
+    fn shadow(&self, req: &ServiceRequest, tenant: &TenantContext, question: &PolicyRequest) {
+        let evaluator = &self.0.evaluator;
+        let shadow = catch_unwind(AssertUnwindSafe(|| evaluator.shadow_now(tenant, question)));
+        if let Ok(Some(d)) = shadow {
+            let outcome = if d.allowed {
+                Outcome::WouldAllow
+            } else {
+                Outcome::WouldDeny(crate::error::ErrorCode::PolicyDenied)
+            };
+            self.report(req, Some(tenant), outcome, &d.reason, Some(&d));
+        }
     }
 
     fn question(
@@ -206,8 +231,10 @@ impl PolicyStage {
         &self,
         req: &ServiceRequest,
         tenant: &TenantContext,
+        question: &PolicyRequest,
         answer: Result<Decision, PolicyError>,
     ) -> PolicyStep {
+        self.shadow(req, tenant, question);
         match answer {
             Ok(d) if d.allowed => {
                 self.report(req, Some(tenant), Outcome::Allowed, &d.reason, Some(&d));

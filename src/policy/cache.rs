@@ -1,0 +1,167 @@
+//! A decision cache in front of a slow evaluator.
+
+use std::{
+    fmt,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use actix_web::http::Method;
+use dashmap::DashMap;
+
+use super::{Decision, PolicyError, PolicyEvaluator, PolicyRequest};
+use crate::tenant::{TenantContext, TenantId};
+
+/// Caches the decisions of a slow evaluator (a policy service, a database) for a TTL.
+///
+/// Entries are keyed by tenant, method, matched route pattern, capabilities, scopes and
+/// the evaluator's [`version`](PolicyEvaluator::version), so a new policy version is
+/// never answered from the old one's entries. Only decisions are cached, never errors;
+/// requests that matched no route are not cached (their paths would carry ids). A hit
+/// is answered without waiting, so the request stays on the pipeline's fast path.
+///
+/// ```
+/// use std::time::Duration;
+/// use actix_tenancy::policy::{CachedPolicy, Decision, TenantPolicy};
+///
+/// let slow = |_: &actix_tenancy::TenantContext, _: &actix_tenancy::policy::PolicyRequest| {
+///     Ok(Decision::allow("asked the policy service"))
+/// };
+/// let stage = TenantPolicy::new(CachedPolicy::new(slow, Duration::from_secs(30)));
+/// # let _ = stage;
+/// ```
+pub struct CachedPolicy<E> {
+    inner: E,
+    ttl: Duration,
+    max_entries: usize,
+    entries: Arc<DashMap<Key, (Decision, Instant), foldhash::fast::RandomState>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    tenant: TenantId,
+    method: Method,
+    route: String,
+    capabilities: Vec<String>,
+    scopes: Vec<String>,
+    version: Option<u64>,
+}
+
+impl<E> fmt::Debug for CachedPolicy<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedPolicy")
+            .field("ttl", &self.ttl)
+            .field("max_entries", &self.max_entries)
+            .field("entries", &self.entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: PolicyEvaluator> CachedPolicy<E> {
+    /// Caches `inner`'s decisions for `ttl`, at most 10 000 of them.
+    pub fn new(inner: E, ttl: Duration) -> Self {
+        Self {
+            inner,
+            ttl,
+            max_entries: 10_000,
+            entries: Arc::default(),
+        }
+    }
+
+    /// The most decisions kept; when full, expired entries are dropped, and if none
+    /// had expired, all of them.
+    #[must_use]
+    pub fn max_entries(mut self, n: usize) -> Self {
+        self.max_entries = n.max(1);
+        self
+    }
+
+    /// Forgets every cached decision (e.g. after the policy service changed).
+    pub fn clear(&self) {
+        self.entries.clear();
+    }
+
+    /// How many decisions are cached.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no decision is cached.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn key(&self, tenant: &TenantContext, req: &PolicyRequest) -> Option<Key> {
+        Some(Key {
+            tenant: tenant.id().clone(),
+            method: req.method().clone(),
+            route: req.route()?.to_owned(),
+            capabilities: req.capabilities().to_vec(),
+            scopes: req.scopes().to_vec(),
+            version: self.inner.version(),
+        })
+    }
+
+    fn hit(&self, key: &Key) -> Option<Decision> {
+        let entry = self.entries.get(key)?;
+        let (decision, at) = &*entry;
+        (at.elapsed() < self.ttl).then(|| decision.clone())
+    }
+
+    fn store(&self, key: Option<Key>, answer: &Result<Decision, PolicyError>) {
+        let (Some(key), Ok(decision)) = (key, answer) else {
+            return;
+        };
+        if self.entries.len() >= self.max_entries {
+            let ttl = self.ttl;
+            self.entries.retain(|_, (_, at)| at.elapsed() < ttl);
+            if self.entries.len() >= self.max_entries {
+                self.entries.clear();
+            }
+        }
+        self.entries.insert(key, (decision.clone(), Instant::now()));
+    }
+}
+
+#[async_trait::async_trait]
+impl<E: PolicyEvaluator> PolicyEvaluator for CachedPolicy<E> {
+    async fn evaluate(
+        &self,
+        tenant: &TenantContext,
+        req: &PolicyRequest,
+    ) -> Result<Decision, PolicyError> {
+        let key = self.key(tenant, req);
+        if let Some(hit) = key.as_ref().and_then(|k| self.hit(k)) {
+            return Ok(hit);
+        }
+        let answer = self.inner.evaluate(tenant, req).await;
+        self.store(key, &answer);
+        answer
+    }
+
+    fn evaluate_now(
+        &self,
+        tenant: &TenantContext,
+        req: &PolicyRequest,
+    ) -> Option<Result<Decision, PolicyError>> {
+        let key = self.key(tenant, req);
+        if let Some(hit) = key.as_ref().and_then(|k| self.hit(k)) {
+            return Some(Ok(hit));
+        }
+        let answer = self.inner.evaluate_now(tenant, req)?;
+        self.store(key, &answer);
+        Some(answer)
+    }
+
+    fn shadow_now(&self, tenant: &TenantContext, req: &PolicyRequest) -> Option<Decision> {
+        self.inner.shadow_now(tenant, req)
+    }
+
+    fn can(&self, tenant: &TenantContext, capability: &str) -> bool {
+        self.inner.can(tenant, capability)
+    }
+
+    fn version(&self) -> Option<u64> {
+        self.inner.version()
+    }
+}

@@ -1,0 +1,908 @@
+//! The built-in rule evaluator: [`RulePolicy`].
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use actix_web::http::Method;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use serde::Deserialize;
+
+use super::{Decision, PolicyError, PolicyEvaluator, PolicyRequest};
+use crate::{error::ConfigError, tenant::TenantContext};
+
+/// How many versions a [`RulePolicy`] keeps for [`rollback`](RulePolicy::rollback) by
+/// default (the active one included).
+pub const DEFAULT_KEEP_VERSIONS: usize = 10;
+
+/// The longest capability, feature, tier or tenant name a policy accepts.
+const MAX_NAME_LEN: usize = 128;
+
+/// A whole policy, as written in code or loaded from JSON or TOML: the rules of the
+/// default level, of each tier and of each tenant.
+///
+/// ```json
+/// {
+///   "version": 7,
+///   "default_allow": false,
+///   "default": { "routes": { "allow": ["GET /health"] } },
+///   "tiers": {
+///     "free": {
+///       "routes": { "allow": ["GET /items/**"], "deny": ["* /reports/**"] },
+///       "capabilities": { "allow": ["model:gpt-4o-mini"] }
+///     },
+///     "pro": {
+///       "routes": { "allow": ["* /**"] },
+///       "capabilities": { "allow": ["model:*", "tool:web_search"] },
+///       "features": { "beta": true }
+///     }
+///   },
+///   "tenants": {
+///     "acme": { "capabilities": { "deny": ["tool:web_search"] } }
+///   }
+/// }
+/// ```
+///
+/// Every field is optional. `version` must be larger than every version the
+/// [`RulePolicy`] has loaded; without it the next number is taken.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[must_use]
+pub struct PolicySet {
+    #[serde(default)]
+    version: Option<u64>,
+    #[serde(default)]
+    default_allow: bool,
+    #[serde(default)]
+    default: Rules,
+    #[serde(default)]
+    tiers: BTreeMap<Name, Rules>,
+    #[serde(default)]
+    tenants: BTreeMap<Name, Rules>,
+}
+
+impl PolicySet {
+    /// An empty policy: everything denied.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Parses a policy from JSON. Errors name the line and column.
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        serde_json::from_str(text).map_err(|e| ConfigError::Policy(e.to_string()))
+    }
+
+    /// Parses a policy from TOML (feature `toml`). Errors name the line and column.
+    #[cfg(feature = "toml")]
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Policy(e.to_string()))
+    }
+
+    /// Sets the version this policy will carry.
+    pub fn version(mut self, version: u64) -> Self {
+        self.version = Some(version);
+        self
+    }
+
+    /// What happens when no level has a rule for a route or capability: deny (the
+    /// default) or allow.
+    pub fn default_allow(mut self, allow: bool) -> Self {
+        self.default_allow = allow;
+        self
+    }
+
+    /// The rules every tenant falls back to.
+    pub fn default_rules(mut self, rules: Rules) -> Self {
+        self.default = rules;
+        self
+    }
+
+    /// The rules of tenants on `tier`.
+    pub fn tier(mut self, tier: &str, rules: Rules) -> Self {
+        self.tiers.insert(Name(tier.into()), rules);
+        self
+    }
+
+    /// The rules of one tenant; they also apply to its child tenants (those whose
+    /// record names it as parent) unless the child's own rules decide.
+    pub fn tenant(mut self, tenant: &str, rules: Rules) -> Self {
+        self.tenants.insert(Name(tenant.into()), rules);
+        self
+    }
+}
+
+/// The rules of one level (the default, a tier or a tenant).
+///
+/// Routes are written `METHOD /path`, where the method is one of the standard HTTP
+/// methods or `*` (any; also what a path alone means), and the path is matched segment
+/// by segment against the route pattern actix matched (`/items/{id}`): a `*` segment
+/// matches any one segment, and a trailing `**` matches the rest, zero segments or
+/// more. Capabilities are `kind:name` (`model:gpt-4o`, `tool:web_search`), `kind:*`,
+/// or `*`; a feature flag `beta` is the capability `feature:beta`.
+///
+/// Within a level, a deny beats an allow.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[must_use]
+pub struct Rules {
+    #[serde(default)]
+    routes: Lists<RouteRule>,
+    #[serde(default)]
+    capabilities: Lists<CapabilityRule>,
+    #[serde(default)]
+    features: BTreeMap<Name, bool>,
+    /// Rules given in code that did not parse, reported when the policy is built.
+    #[serde(skip)]
+    errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, bound(deserialize = "T: Deserialize<'de>"))]
+struct Lists<T> {
+    #[serde(default)]
+    allow: Vec<T>,
+    #[serde(default)]
+    deny: Vec<T>,
+}
+
+impl<T> Default for Lists<T> {
+    fn default() -> Self {
+        Self {
+            allow: Vec::new(),
+            deny: Vec::new(),
+        }
+    }
+}
+
+impl Rules {
+    /// No rules.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Allows a route (`"GET /items/*"`).
+    pub fn allow(mut self, route: &str) -> Self {
+        match RouteRule::parse(route) {
+            Ok(r) => self.routes.allow.push(r),
+            Err(e) => self.errors.push(e),
+        }
+        self
+    }
+
+    /// Denies a route (`"DELETE /items/*"`).
+    pub fn deny(mut self, route: &str) -> Self {
+        match RouteRule::parse(route) {
+            Ok(r) => self.routes.deny.push(r),
+            Err(e) => self.errors.push(e),
+        }
+        self
+    }
+
+    /// Grants a capability (`"model:gpt-4o"`, `"tool:*"`).
+    pub fn allow_capability(mut self, capability: &str) -> Self {
+        match CapabilityRule::parse(capability) {
+            Ok(c) => self.capabilities.allow.push(c),
+            Err(e) => self.errors.push(e),
+        }
+        self
+    }
+
+    /// Withholds a capability.
+    pub fn deny_capability(mut self, capability: &str) -> Self {
+        match CapabilityRule::parse(capability) {
+            Ok(c) => self.capabilities.deny.push(c),
+            Err(e) => self.errors.push(e),
+        }
+        self
+    }
+
+    /// Turns a feature flag on or off at this level.
+    pub fn feature(mut self, name: &str, on: bool) -> Self {
+        match Name::parse(name) {
+            Ok(n) => {
+                self.features.insert(n, on);
+            }
+            Err(e) => self.errors.push(e),
+        }
+        self
+    }
+}
+
+/// A tier, tenant or feature name: non-empty printable ASCII, at most 128 bytes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
+struct Name(Box<str>);
+
+impl Name {
+    fn parse(raw: &str) -> Result<Self, String> {
+        if raw.is_empty() || raw.len() > MAX_NAME_LEN || !raw.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(format!(
+                "invalid name {raw:?}: 1 to {MAX_NAME_LEN} printable ASCII characters"
+            ));
+        }
+        Ok(Self(raw.into()))
+    }
+}
+
+impl TryFrom<String> for Name {
+    type Error = String;
+    fn try_from(raw: String) -> Result<Self, String> {
+        Self::parse(&raw)
+    }
+}
+
+/// A route rule: `[METHOD ]/seg/*/**`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "String")]
+struct RouteRule {
+    raw: Box<str>,
+    method: Option<Method>,
+    segments: Box<[Segment]>,
+    /// Ends in `**`.
+    rest: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Segment {
+    Any,
+    Literal(Box<str>),
+}
+
+const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+impl RouteRule {
+    fn parse(raw: &str) -> Result<Self, String> {
+        let bad = |why: &str| Err(format!("invalid route rule {raw:?}: {why}"));
+        let (method, path) = match raw.split_once(' ') {
+            Some((m, p)) => (Some(m), p),
+            None => (None, raw),
+        };
+        let method = match method {
+            None | Some("*") => None,
+            Some(m) if METHODS.contains(&m) => Method::from_bytes(m.as_bytes()).ok(),
+            Some(m) => {
+                return bad(&format!(
+                    "unknown method {m:?} (use one of {} or *)",
+                    METHODS.join(", ")
+                ))
+            }
+        };
+        if !path.starts_with('/') {
+            return bad("the path must start with '/'");
+        }
+        if !path.bytes().all(|b| b.is_ascii_graphic()) {
+            return bad("the path must be printable ASCII without spaces");
+        }
+        let mut parts: Vec<&str> = path[1..].split('/').collect();
+        let rest = parts.last() == Some(&"**");
+        if rest {
+            parts.pop();
+        }
+        let mut segments = Vec::with_capacity(parts.len());
+        for part in parts {
+            segments.push(match part {
+                "*" => Segment::Any,
+                "**" => return bad("'**' may only end a path"),
+                p if p.contains('*') => return bad("'*' must be a whole segment"),
+                p => Segment::Literal(p.into()),
+            });
+        }
+        Ok(Self {
+            raw: raw.into(),
+            method,
+            segments: segments.into(),
+            rest,
+        })
+    }
+
+    /// Whether `method` and the route pattern (or path) `target` match; allocates
+    /// nothing.
+    fn matches(&self, method: &Method, target: &str) -> bool {
+        if self.method.as_ref().is_some_and(|m| m != method) {
+            return false;
+        }
+        let Some(target) = target.strip_prefix('/') else {
+            return false;
+        };
+        let mut parts = target.split('/');
+        for segment in &*self.segments {
+            match (segment, parts.next()) {
+                (_, None) => return false,
+                (Segment::Any, Some(p)) if !p.is_empty() => {}
+                (Segment::Literal(l), Some(p)) if **l == *p => {}
+                _ => return false,
+            }
+        }
+        self.rest || parts.next().is_none()
+    }
+}
+
+impl TryFrom<String> for RouteRule {
+    type Error = String;
+    fn try_from(raw: String) -> Result<Self, String> {
+        Self::parse(&raw)
+    }
+}
+
+/// A capability rule: `kind:name`, `kind:*` or `*`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "String")]
+struct CapabilityRule {
+    raw: Box<str>,
+    /// Everything up to and including the `:` for `kind:*`; `None` for `*`.
+    kind: Option<Box<str>>,
+    /// `None` for `kind:*` and `*`.
+    name: Option<Box<str>>,
+}
+
+impl CapabilityRule {
+    fn parse(raw: &str) -> Result<Self, String> {
+        if raw == "*" {
+            return Ok(Self {
+                raw: raw.into(),
+                kind: None,
+                name: None,
+            });
+        }
+        let bad = || {
+            Err(format!(
+                "invalid capability {raw:?}: write kind:name (e.g. model:gpt-4o), kind:* or *"
+            ))
+        };
+        let Some((kind, name)) = raw.split_once(':') else {
+            return bad();
+        };
+        let kind_ok = !kind.is_empty()
+            && kind
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        let name_ok = !name.is_empty()
+            && raw.len() <= MAX_NAME_LEN
+            && name.bytes().all(|b| b.is_ascii_graphic())
+            && (name == "*" || !name.contains('*'));
+        if !kind_ok || !name_ok {
+            return bad();
+        }
+        Ok(Self {
+            raw: raw.into(),
+            kind: Some(raw[..=kind.len()].into()),
+            name: (name != "*").then(|| raw.into()),
+        })
+    }
+
+    fn matches(&self, capability: &str) -> bool {
+        match (&self.kind, &self.name) {
+            (_, Some(exact)) => **exact == *capability,
+            (Some(kind), None) => capability.len() > kind.len() && capability.starts_with(&**kind),
+            (None, None) => true,
+        }
+    }
+}
+
+impl TryFrom<String> for CapabilityRule {
+    type Error = String;
+    fn try_from(raw: String) -> Result<Self, String> {
+        Self::parse(&raw)
+    }
+}
+
+/// One level, compiled: each rule with its id.
+#[derive(Debug, Default)]
+struct Level {
+    route_deny: Vec<(RouteRule, Arc<str>)>,
+    route_allow: Vec<(RouteRule, Arc<str>)>,
+    cap_deny: Vec<(CapabilityRule, Arc<str>)>,
+    cap_allow: Vec<(CapabilityRule, Arc<str>)>,
+}
+
+impl Level {
+    fn compile(name: &str, rules: Rules) -> Result<Self, ConfigError> {
+        if let Some(e) = rules.errors.into_iter().next() {
+            return Err(ConfigError::Policy(format!("{name}: {e}")));
+        }
+        let id = |list: &str, raw: &str| -> Arc<str> { format!("{name} {list} {raw}").into() };
+        let routes = |list: Vec<RouteRule>, kind: &str| {
+            list.into_iter()
+                .map(|r| {
+                    let id = id(kind, &r.raw);
+                    (r, id)
+                })
+                .collect()
+        };
+        let caps = |list: Vec<CapabilityRule>, kind: &str| -> Vec<_> {
+            list.into_iter()
+                .map(|c| {
+                    let id = id(kind, &c.raw);
+                    (c, id)
+                })
+                .collect()
+        };
+        let mut level = Self {
+            route_deny: routes(rules.routes.deny, "deny"),
+            route_allow: routes(rules.routes.allow, "allow"),
+            cap_deny: caps(rules.capabilities.deny, "deny"),
+            cap_allow: caps(rules.capabilities.allow, "allow"),
+        };
+        for (feature, on) in rules.features {
+            let raw = format!("feature:{}", feature.0);
+            let rule = CapabilityRule::parse(&raw)
+                .map_err(|e| ConfigError::Policy(format!("{name}: {e}")))?;
+            let id = id(if on { "feature-on" } else { "feature-off" }, &feature.0);
+            if on {
+                level.cap_allow.push((rule, id));
+            } else {
+                level.cap_deny.push((rule, id));
+            }
+        }
+        Ok(level)
+    }
+
+    fn route(&self, method: &Method, target: &str) -> Option<(bool, &Arc<str>)> {
+        if let Some((_, id)) = self
+            .route_deny
+            .iter()
+            .find(|(r, _)| r.matches(method, target))
+        {
+            return Some((false, id));
+        }
+        self.route_allow
+            .iter()
+            .find(|(r, _)| r.matches(method, target))
+            .map(|(_, id)| (true, id))
+    }
+
+    fn capability(&self, capability: &str) -> Option<(bool, &Arc<str>)> {
+        if let Some((_, id)) = self.cap_deny.iter().find(|(c, _)| c.matches(capability)) {
+            return Some((false, id));
+        }
+        self.cap_allow
+            .iter()
+            .find(|(c, _)| c.matches(capability))
+            .map(|(_, id)| (true, id))
+    }
+}
+
+type Map = HashMap<Box<str>, Level, foldhash::fast::RandomState>;
+
+/// A policy version, compiled.
+#[derive(Debug)]
+struct Compiled {
+    version: u64,
+    default_allow: bool,
+    default_rule: Arc<str>,
+    default: Level,
+    tiers: Map,
+    tenants: Map,
+}
+
+impl Compiled {
+    fn compile(set: PolicySet, version: u64) -> Result<Self, ConfigError> {
+        let mut tiers = Map::default();
+        for (tier, rules) in set.tiers {
+            let level = Level::compile(&format!("tier:{}", tier.0), rules)?;
+            tiers.insert(tier.0, level);
+        }
+        let mut tenants = Map::default();
+        for (tenant, rules) in set.tenants {
+            let level = Level::compile(&format!("tenant:{}", tenant.0), rules)?;
+            tenants.insert(tenant.0, level);
+        }
+        Ok(Self {
+            version,
+            default_allow: set.default_allow,
+            default_rule: if set.default_allow {
+                "default-allow".into()
+            } else {
+                "default-deny".into()
+            },
+            default: Level::compile("default", set.default)?,
+            tiers,
+            tenants,
+        })
+    }
+
+    /// The levels that apply to `tenant`, most specific first.
+    fn levels<'a>(&'a self, tenant: &TenantContext) -> [Option<&'a Level>; 4] {
+        let record = tenant.record();
+        [
+            self.tenants.get(tenant.id().as_str()),
+            record.parent().and_then(|p| self.tenants.get(p.as_str())),
+            self.tiers.get(record.tier()),
+            Some(&self.default),
+        ]
+    }
+
+    fn first<'a>(
+        &'a self,
+        tenant: &TenantContext,
+        mut ask: impl FnMut(&'a Level) -> Option<(bool, &'a Arc<str>)>,
+    ) -> (bool, &'a Arc<str>) {
+        self.levels(tenant)
+            .into_iter()
+            .flatten()
+            .find_map(&mut ask)
+            .unwrap_or((self.default_allow, &self.default_rule))
+    }
+
+    fn decide(&self, tenant: &TenantContext, req: &PolicyRequest) -> Decision {
+        let target = req.route().unwrap_or(req.path());
+        let (allowed, rule) = self.first(tenant, |l| l.route(req.method(), target));
+        if !allowed {
+            return self.decision(false, "no rule allows this route", rule);
+        }
+        for capability in req.capabilities() {
+            let (granted, cap_rule) = self.first(tenant, |l| l.capability(capability));
+            if !granted {
+                return self.decision(false, "a capability asked for is not granted", cap_rule);
+            }
+        }
+        self.decision(true, "allowed by rule", rule)
+    }
+
+    fn decision(&self, allowed: bool, reason: &'static str, rule: &Arc<str>) -> Decision {
+        Decision {
+            allowed,
+            reason: reason.into(),
+            rule: Some(Arc::clone(rule)),
+            version: self.version,
+        }
+    }
+}
+
+/// The built-in evaluator: routes, capabilities and feature flags per tier and per
+/// tenant, with inheritance, versions, rollback and a shadow version.
+///
+/// For a request, the levels are asked in order, most specific first: the tenant, its
+/// parent tenant, its tier, the default. The first level with a rule that matches
+/// decides, and within a level a deny beats an allow. When no level has a matching
+/// rule, the policy's `default_allow` decides (deny unless configured otherwise). The
+/// route (matched as the pattern actix routed, so an id in the path cannot escape a
+/// rule) and every capability asked for must be allowed.
+///
+/// Evaluation is synchronous and allocates nothing: rules are compiled when loaded.
+/// Loading validates the whole policy first, so a bad file changes nothing; a valid one
+/// replaces the active version atomically, without blocking requests. Clones share the
+/// same versions: keep one to reload, give one to [`TenantPolicy`](super::TenantPolicy).
+///
+/// ```
+/// use actix_tenancy::policy::{PolicySet, RulePolicy, Rules};
+///
+/// let policy = RulePolicy::new(
+///     PolicySet::new()
+///         .default_rules(Rules::new().allow("GET /health"))
+///         .tier("free", Rules::new().allow("GET /items/**").allow_capability("model:gpt-4o-mini"))
+///         .tier("pro", Rules::new().allow("* /**").allow_capability("model:*").feature("beta", true)),
+/// )
+/// .unwrap();
+/// assert_eq!(policy.version(), 1);
+/// let v2 = policy.load(PolicySet::new().default_allow(true)).unwrap();
+/// assert_eq!((v2, policy.version()), (2, 2));
+/// assert_eq!(policy.rollback().unwrap(), 1);
+/// ```
+#[derive(Clone)]
+pub struct RulePolicy {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    active: ArcSwap<Compiled>,
+    shadow: ArcSwapOption<Compiled>,
+    history: Mutex<History>,
+}
+
+struct History {
+    /// The versions kept, oldest first; the active one is among them.
+    kept: Vec<Arc<Compiled>>,
+    keep: usize,
+    /// The highest version ever given out.
+    highest: u64,
+}
+
+impl fmt::Debug for RulePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RulePolicy")
+            .field("version", &self.version())
+            .field("shadow", &self.shadow_version())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RulePolicy {
+    /// A policy whose first version is `set` (version 1 unless `set` names one).
+    pub fn new(set: PolicySet) -> Result<Self, ConfigError> {
+        let version = set.version.unwrap_or(1);
+        let compiled = Arc::new(Compiled::compile(set, version)?);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                active: ArcSwap::new(Arc::clone(&compiled)),
+                shadow: ArcSwapOption::empty(),
+                history: Mutex::new(History {
+                    kept: vec![compiled],
+                    keep: DEFAULT_KEEP_VERSIONS,
+                    highest: version,
+                }),
+            }),
+        })
+    }
+
+    /// A policy from a JSON document (see [`PolicySet`]).
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        Self::new(PolicySet::from_json(text)?)
+    }
+
+    /// A policy from a TOML document (feature `toml`).
+    #[cfg(feature = "toml")]
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::new(PolicySet::from_toml(text)?)
+    }
+
+    /// How many versions to keep for rollback, the active one included (default
+    /// [`DEFAULT_KEEP_VERSIONS`], at least 1).
+    #[must_use]
+    pub fn keep_versions(self, keep: usize) -> Self {
+        let mut h = self.history();
+        h.keep = keep.max(1);
+        h.trim();
+        drop(h);
+        self
+    }
+
+    fn history(&self) -> std::sync::MutexGuard<'_, History> {
+        // The lock guards plain data that every path leaves consistent.
+        self.shared
+            .history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The active version.
+    pub fn version(&self) -> u64 {
+        self.shared.active.load().version
+    }
+
+    /// The versions kept for rollback, oldest first (the active one included).
+    pub fn versions(&self) -> Vec<u64> {
+        self.history().kept.iter().map(|c| c.version).collect()
+    }
+
+    /// Validates and compiles `set`, then makes it the active version; returns its
+    /// version. On error nothing changes.
+    pub fn load(&self, set: PolicySet) -> Result<u64, ConfigError> {
+        let mut h = self.history();
+        let compiled = Arc::new(h.compile(set)?);
+        let version = compiled.version;
+        h.kept.push(Arc::clone(&compiled));
+        self.shared.active.store(compiled);
+        h.trim_around(version);
+        Ok(version)
+    }
+
+    /// [`load`](Self::load) from JSON.
+    pub fn load_json(&self, text: &str) -> Result<u64, ConfigError> {
+        self.load(PolicySet::from_json(text)?)
+    }
+
+    /// [`load`](Self::load) from TOML (feature `toml`).
+    #[cfg(feature = "toml")]
+    pub fn load_toml(&self, text: &str) -> Result<u64, ConfigError> {
+        self.load(PolicySet::from_toml(text)?)
+    }
+
+    /// Makes the version loaded before the active one active again; returns it.
+    pub fn rollback(&self) -> Result<u64, ConfigError> {
+        let h = self.history();
+        let active = self.version();
+        let pos = h.kept.iter().position(|c| c.version == active);
+        match pos.and_then(|p| p.checked_sub(1)).map(|p| &h.kept[p]) {
+            Some(previous) => {
+                self.shared.active.store(Arc::clone(previous));
+                Ok(previous.version)
+            }
+            None => Err(ConfigError::Policy(format!(
+                "no version before {active} is kept to roll back to"
+            ))),
+        }
+    }
+
+    /// Makes a kept `version` active again.
+    pub fn rollback_to(&self, version: u64) -> Result<u64, ConfigError> {
+        let h = self.history();
+        match h.kept.iter().find(|c| c.version == version) {
+            Some(kept) => {
+                self.shared.active.store(Arc::clone(kept));
+                Ok(version)
+            }
+            None => Err(ConfigError::Policy(format!(
+                "version {version} is not kept (kept: {:?})",
+                h.kept.iter().map(|c| c.version).collect::<Vec<_>>()
+            ))),
+        }
+    }
+
+    /// Runs `set` in shadow beside the active version: its decisions are audited as
+    /// would-allow / would-deny and change no response. Returns its version.
+    pub fn load_shadow(&self, set: PolicySet) -> Result<u64, ConfigError> {
+        let mut h = self.history();
+        let compiled = Arc::new(h.compile(set)?);
+        let version = compiled.version;
+        self.shared.shadow.store(Some(compiled));
+        Ok(version)
+    }
+
+    /// The shadow version, if one runs.
+    pub fn shadow_version(&self) -> Option<u64> {
+        self.shared.shadow.load().as_ref().map(|c| c.version)
+    }
+
+    /// Makes the shadow version the active one; returns its version.
+    pub fn promote_shadow(&self) -> Result<u64, ConfigError> {
+        let mut h = self.history();
+        let Some(shadow) = self.shared.shadow.swap(None) else {
+            return Err(ConfigError::Policy("no shadow version to promote".into()));
+        };
+        let version = shadow.version;
+        h.kept.push(Arc::clone(&shadow));
+        self.shared.active.store(shadow);
+        h.trim_around(version);
+        Ok(version)
+    }
+
+    /// Stops the shadow version.
+    pub fn clear_shadow(&self) {
+        self.shared.shadow.store(None);
+    }
+
+    /// Decides `req` for `tenant` with the active version.
+    pub fn decide(&self, tenant: &TenantContext, req: &PolicyRequest) -> Decision {
+        self.shared.active.load().decide(tenant, req)
+    }
+
+    /// Whether `tenant` has `capability` (`"tool:web_search"`, `"feature:beta"`) under
+    /// the active version, by the same levels and defaults as requests.
+    pub fn can(&self, tenant: &TenantContext, capability: &str) -> bool {
+        let active = self.shared.active.load();
+        active.first(tenant, |l| l.capability(capability)).0
+    }
+}
+
+impl History {
+    fn compile(&mut self, set: PolicySet) -> Result<Compiled, ConfigError> {
+        let version = match set.version {
+            Some(v) if v <= self.highest => {
+                return Err(ConfigError::Policy(format!(
+                    "version {v} is not newer than version {} already loaded",
+                    self.highest
+                )))
+            }
+            Some(v) => v,
+            None => self
+                .highest
+                .checked_add(1)
+                .ok_or_else(|| ConfigError::Policy("no version number is left".into()))?,
+        };
+        let compiled = Compiled::compile(set, version)?;
+        self.highest = version;
+        Ok(compiled)
+    }
+
+    fn trim(&mut self) {
+        let excess = self.kept.len().saturating_sub(self.keep);
+        self.kept.drain(..excess);
+    }
+
+    /// Trims, never dropping the active version.
+    fn trim_around(&mut self, active: u64) {
+        while self.kept.len() > self.keep {
+            let Some(pos) = self.kept.iter().position(|c| c.version != active) else {
+                break;
+            };
+            self.kept.remove(pos);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl PolicyEvaluator for RulePolicy {
+    async fn evaluate(
+        &self,
+        tenant: &TenantContext,
+        req: &PolicyRequest,
+    ) -> Result<Decision, PolicyError> {
+        Ok(self.decide(tenant, req))
+    }
+
+    fn evaluate_now(
+        &self,
+        tenant: &TenantContext,
+        req: &PolicyRequest,
+    ) -> Option<Result<Decision, PolicyError>> {
+        Some(Ok(self.decide(tenant, req)))
+    }
+
+    fn shadow_now(&self, tenant: &TenantContext, req: &PolicyRequest) -> Option<Decision> {
+        let shadow = self.shared.shadow.load();
+        shadow.as_ref().map(|s| s.decide(tenant, req))
+    }
+
+    fn can(&self, tenant: &TenantContext, capability: &str) -> bool {
+        RulePolicy::can(self, tenant, capability)
+    }
+
+    fn version(&self) -> Option<u64> {
+        Some(RulePolicy::version(self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_rules_match_by_segment() {
+        let r = RouteRule::parse("GET /items/*").unwrap();
+        assert!(r.matches(&Method::GET, "/items/{id}"));
+        assert!(r.matches(&Method::GET, "/items/42"));
+        assert!(!r.matches(&Method::POST, "/items/42"));
+        assert!(!r.matches(&Method::GET, "/items"));
+        assert!(!r.matches(&Method::GET, "/items/"));
+        assert!(!r.matches(&Method::GET, "/items/42/parts"));
+        assert!(!r.matches(&Method::GET, "items/42"));
+
+        let r = RouteRule::parse("/admin/**").unwrap();
+        for p in ["/admin", "/admin/", "/admin/users/{id}"] {
+            assert!(r.matches(&Method::DELETE, p), "{p}");
+        }
+        assert!(!r.matches(&Method::GET, "/administrator"));
+
+        let all = RouteRule::parse("* /**").unwrap();
+        assert!(all.matches(&Method::PATCH, "/"));
+        let root = RouteRule::parse("/").unwrap();
+        assert!(root.matches(&Method::GET, "/"));
+        assert!(!root.matches(&Method::GET, "/x"));
+    }
+
+    #[test]
+    fn bad_route_rules_are_rejected_with_the_reason() {
+        for (raw, why) in [
+            ("GETT /x", "unknown method"),
+            ("get /x", "unknown method"),
+            ("GET x", "start with '/'"),
+            ("GET /a/**/b", "'**' may only end"),
+            ("GET /a*", "whole segment"),
+            ("GET /a b", "printable"),
+            ("", "start with '/'"),
+        ] {
+            let err = RouteRule::parse(raw).unwrap_err();
+            assert!(err.contains(why), "{raw:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn capability_rules() {
+        let exact = CapabilityRule::parse("model:gpt-4o").unwrap();
+        assert!(exact.matches("model:gpt-4o"));
+        assert!(!exact.matches("model:gpt-4o-mini"));
+        let kind = CapabilityRule::parse("tool:*").unwrap();
+        assert!(kind.matches("tool:web_search"));
+        assert!(!kind.matches("tool:"));
+        assert!(!kind.matches("toolbox:x"));
+        assert!(!kind.matches("model:x"));
+        assert!(CapabilityRule::parse("*").unwrap().matches("anything:x"));
+        for bad in [
+            "model",
+            ":x",
+            "model:",
+            "Model:x",
+            "model:gpt*",
+            "model:a b",
+            "m:*x",
+        ] {
+            assert!(CapabilityRule::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,706 @@
+//! `RulePolicy`: inheritance, deny-over-allow, route patterns, versions, rollback,
+//! invalid files, shadow mode, capability checks in handlers and guards, and the
+//! decision cache, through a real `App` where it matters.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use actix_tenancy::{
+    guard,
+    observe::{AuditEvent, Stage},
+    policy::{
+        CachedPolicy, Decision, PolicyError, PolicyEvaluator, PolicyRequest, PolicySet, RulePolicy,
+        Rules, TenantPolicy,
+    },
+    prelude::*,
+    resolve::SourceKind,
+};
+use actix_web::{http::Method, test, web, App, HttpResponse};
+use serde_json::Value;
+
+fn id(s: &str) -> TenantId {
+    TenantId::parse(s).unwrap()
+}
+
+fn registry() -> InMemoryRegistry {
+    InMemoryRegistry::new()
+        .with(TenantRecord::new(id("acme"), "pro"))
+        .with(TenantRecord::new(id("acme-eu"), "pro").with_parent(id("acme")))
+        .with(TenantRecord::new(id("globex"), "free"))
+        .with(TenantRecord::new(id("initech"), "free"))
+}
+
+fn ctx(tenant: &str, tier: &str, parent: Option<&str>) -> TenantContext {
+    let mut record = TenantRecord::new(id(tenant), tier);
+    if let Some(p) = parent {
+        record = record.with_parent(id(p));
+    }
+    TenantContext::new(id(tenant), SourceKind::Header, Arc::new(record), None)
+}
+
+fn ask(method: Method, route: &str) -> PolicyRequest {
+    PolicyRequest::new(method, route).with_route(route)
+}
+
+/// The tiered policy the README shows, plus tenant and parent overrides.
+fn tiered() -> PolicySet {
+    PolicySet::new()
+        .default_rules(Rules::new().allow("GET /health").deny("* /admin/**"))
+        .tier(
+            "free",
+            Rules::new()
+                .allow("GET /items/*")
+                .deny("* /reports/**")
+                .allow_capability("model:gpt-4o-mini"),
+        )
+        .tier(
+            "pro",
+            Rules::new()
+                .allow("* /items/**")
+                .allow("GET /reports/**")
+                .allow_capability("model:*")
+                .allow_capability("tool:*")
+                .feature("beta", true),
+        )
+        .tenant(
+            "acme",
+            Rules::new()
+                .deny_capability("tool:web_search")
+                .deny("DELETE /items/*")
+                .allow("DELETE /items/*"),
+        )
+        .tenant("acme-eu", Rules::new().feature("beta", false))
+        .tenant("initech", Rules::new().allow("GET /reports/**"))
+}
+
+#[actix_web::test]
+async fn levels_are_asked_tenant_parent_tier_default_and_deny_beats_allow() {
+    let p = RulePolicy::new(tiered()).unwrap();
+    let acme = ctx("acme", "pro", None);
+    let eu = ctx("acme-eu", "pro", Some("acme"));
+    let globex = ctx("globex", "free", None);
+    let initech = ctx("initech", "free", None);
+
+    // Tier rules.
+    let d = p.decide(&globex, &ask(Method::GET, "/items/{id}"));
+    assert!(d.allowed);
+    assert_eq!(d.rule.as_deref(), Some("tier:free allow GET /items/*"));
+    assert_eq!(d.version, 1);
+    let d = p.decide(&globex, &ask(Method::GET, "/reports/q3"));
+    assert!(!d.allowed);
+    assert_eq!(d.rule.as_deref(), Some("tier:free deny * /reports/**"));
+    // The tenant's own rule beats its tier's deny.
+    assert!(p.decide(&initech, &ask(Method::GET, "/reports/q3")).allowed);
+    // Deny beats allow on the same level.
+    let d = p.decide(&acme, &ask(Method::DELETE, "/items/{id}"));
+    assert!(!d.allowed);
+    assert_eq!(d.rule.as_deref(), Some("tenant:acme deny DELETE /items/*"));
+    // The parent's rules apply to the child, ahead of the tier's.
+    assert!(!p.decide(&eu, &ask(Method::DELETE, "/items/{id}")).allowed);
+    assert!(p.decide(&eu, &ask(Method::POST, "/items/{id}")).allowed);
+    // Default level, then the default answer (deny).
+    assert!(p.decide(&globex, &ask(Method::GET, "/health")).allowed);
+    assert!(!p.decide(&acme, &ask(Method::GET, "/admin/users")).allowed);
+    let d = p.decide(&globex, &ask(Method::GET, "/unlisted"));
+    assert!(!d.allowed);
+    assert_eq!(d.rule.as_deref(), Some("default-deny"));
+
+    // Capabilities and features by the same order.
+    assert!(p.can(&globex, "model:gpt-4o-mini"));
+    assert!(!p.can(&globex, "model:gpt-4o"));
+    assert!(p.can(&acme, "model:gpt-4o"));
+    assert!(
+        !p.can(&acme, "tool:web_search"),
+        "tenant deny beats tier allow"
+    );
+    assert!(!p.can(&eu, "tool:web_search"), "inherited from the parent");
+    assert!(p.can(&eu, "tool:code_interpreter"));
+    assert!(p.can(&acme, "feature:beta"));
+    assert!(!p.can(&eu, "feature:beta"), "the child turned it off");
+    assert!(!p.can(&globex, "feature:beta"));
+    // Every capability asked for must be granted.
+    let q = ask(Method::GET, "/items/{id}").with_capability("model:gpt-4o");
+    let d = p.decide(&globex, &q);
+    assert!(!d.allowed);
+    assert_eq!(d.rule.as_deref(), Some("default-deny"));
+    let q = ask(Method::GET, "/items/{id}")
+        .with_capability("model:gpt-4o")
+        .with_capability("tool:web_search");
+    let d = p.decide(&acme, &q);
+    assert!(!d.allowed);
+    assert_eq!(d.rule.as_deref(), Some("tenant:acme deny tool:web_search"));
+
+    // An unknown tier falls to the default level.
+    let odd = ctx("initech", "legacy", None);
+    assert!(p.decide(&odd, &ask(Method::GET, "/health")).allowed);
+    // default_allow flips only what no rule decides.
+    let open = RulePolicy::new(tiered().default_allow(true)).unwrap();
+    assert!(open.decide(&globex, &ask(Method::GET, "/unlisted")).allowed);
+    assert!(
+        !open
+            .decide(&globex, &ask(Method::GET, "/reports/x"))
+            .allowed
+    );
+}
+
+fn resolver() -> TenantResolver {
+    TenantResolver::builder(registry())
+        .source(Source::header())
+        .build()
+        .unwrap()
+}
+
+fn get(path: &str, tenant: &str) -> actix_http::Request {
+    test::TestRequest::get()
+        .uri(path)
+        .insert_header(("x-tenant-id", tenant.to_owned()))
+        .to_request()
+}
+
+async fn status_and_code(
+    res: actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+) -> (u16, String) {
+    let status = res.status().as_u16();
+    let body = test::read_body(res).await;
+    let code = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["code"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+    (status, code)
+}
+
+#[actix_web::test]
+async fn an_id_in_the_path_cannot_escape_a_rule() {
+    let policy = RulePolicy::new(
+        PolicySet::new()
+            .tier(
+                "free",
+                Rules::new().allow("GET /items/*").allow("GET /t/*/items/*"),
+            )
+            .default_rules(Rules::new().deny("* /admin/**")),
+    )
+    .unwrap();
+    let tenancy = Tenancy::builder()
+        .resolver(resolver())
+        .policy(TenantPolicy::new(policy))
+        .build()
+        .unwrap();
+    let app = test::init_service(
+        App::new()
+            .wrap(tenancy)
+            .route("/items/{id}", web::get().to(|| async { "item" }))
+            .route("/admin/{what}", web::get().to(|| async { "admin" }))
+            .route(
+                "/admin/{what}/{more:.*}",
+                web::get().to(|| async { "admin" }),
+            ),
+    )
+    .await;
+    let call = |p: &'static str| {
+        let app = &app;
+        async move { test::call_service(app, get(p, "globex")).await.status() }
+    };
+    assert_eq!(call("/items/42").await, 200);
+    // Ids that look like other routes are still the `{id}` of `/items/{id}`.
+    for hostile in [
+        "/items/..%2Fadmin",
+        "/items/%2e%2e",
+        "/items/*",
+        "/items/%2A",
+    ] {
+        assert_eq!(call(hostile).await, 200, "{hostile}");
+    }
+    // And nothing reaches /admin by encoding or extra slashes.
+    for hostile in [
+        "/admin/users",
+        "/%61dmin/users",
+        "/admin/users/../../items/1",
+        "/admin/x/y/z",
+    ] {
+        assert_eq!(call(hostile).await, 403, "{hostile}");
+    }
+    // A path that matched no route is judged on the path itself: denied, not a 404
+    // that would reveal which routes exist.
+    assert_eq!(call("/items/1/extra").await, 403);
+}
+
+#[actix_web::test]
+async fn versions_swap_atomically_under_concurrent_requests() {
+    // Two versions that disagree on everything: in each, route and capability
+    // answers must come from the same version as the decision names.
+    let v = |allow_route: bool| {
+        let rules = if allow_route {
+            Rules::new().allow("GET /a").allow_capability("tool:x")
+        } else {
+            Rules::new().deny("GET /a").deny_capability("tool:x")
+        };
+        PolicySet::new().tier("free", rules)
+    };
+    let policy = RulePolicy::new(v(true)).unwrap();
+    let t = ctx("globex", "free", None);
+    let q = ask(Method::GET, "/a").with_capability("tool:x");
+    let stop = AtomicBool::new(false);
+    let decided = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let d = policy.decide(&t, &q);
+                    // Odd versions allow, even ones deny: a half-loaded policy would
+                    // pair one version's number with the other's answer.
+                    assert_eq!(d.allowed, d.version % 2 == 1, "{d:?}");
+                    decided.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        for i in 0..2000u64 {
+            let version = policy.load(v(i % 2 == 1)).unwrap();
+            assert_eq!(version, i + 2);
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert!(decided.load(Ordering::Relaxed) > 0);
+    assert_eq!(policy.version(), 2001);
+    assert_eq!(policy.versions().len(), 10, "only the last ten are kept");
+}
+
+#[actix_web::test]
+async fn a_reload_and_a_rollback_take_effect_for_the_next_request() {
+    let policy = RulePolicy::new(PolicySet::new().tier("free", Rules::new().allow("GET /x")))
+        .unwrap()
+        .keep_versions(3);
+    let tenancy = Tenancy::builder()
+        .resolver(resolver())
+        .policy(TenantPolicy::new(policy.clone()))
+        .build()
+        .unwrap();
+    let app = test::init_service(
+        App::new()
+            .wrap(tenancy)
+            .route("/x", web::get().to(|| async { "x" })),
+    )
+    .await;
+    assert_eq!(
+        test::call_service(&app, get("/x", "globex")).await.status(),
+        200
+    );
+    assert_eq!(policy.load(PolicySet::new()).unwrap(), 2);
+    assert_eq!(
+        test::call_service(&app, get("/x", "globex")).await.status(),
+        403
+    );
+    assert_eq!(policy.rollback().unwrap(), 1);
+    assert_eq!(
+        test::call_service(&app, get("/x", "globex")).await.status(),
+        200
+    );
+    assert_eq!(policy.versions(), [1, 2]);
+    assert_eq!(policy.rollback_to(2).unwrap(), 2);
+    assert!(policy
+        .rollback_to(9)
+        .unwrap_err()
+        .to_string()
+        .contains("not kept"));
+    // Versions only go up, even after a rollback.
+    let err = policy.load(PolicySet::new().version(2)).unwrap_err();
+    assert!(err.to_string().contains("not newer"), "{err}");
+    assert_eq!(policy.load(PolicySet::new().version(10)).unwrap(), 10);
+    assert_eq!(policy.load(PolicySet::new()).unwrap(), 11);
+    assert_eq!(policy.versions(), [2, 10, 11]);
+    policy.rollback_to(2).unwrap();
+    policy.rollback().unwrap_err();
+}
+
+#[actix_web::test]
+async fn invalid_policy_files_are_rejected_naming_the_line_and_change_nothing() {
+    let policy =
+        RulePolicy::from_json(r#"{"tiers": {"free": {"routes": {"allow": ["GET /x"]}}}}"#).unwrap();
+    let cases = [
+        (
+            "{\n  \"tiers\": {\n    \"free\": {\n      \"routes\": { \"allow\": [\"GETT /x\"] }\n    }\n  }\n}",
+            "line 4",
+            "unknown method \"GETT\"",
+        ),
+        (
+            "{\n  \"tiers\": {\n    \"free\": {\n      \"routes\": { \"alow\": [] }\n    }\n  }\n}",
+            "line 4",
+            "unknown field `alow`",
+        ),
+        (
+            "{\n  \"default\": {\n    \"capabilities\": { \"allow\": [\"gpt-4o\"] }\n  }\n}",
+            "line 3",
+            "invalid capability \"gpt-4o\"",
+        ),
+        ("{\n  \"version\": \"seven\"\n}", "line 2", "invalid type"),
+        ("{\"tiers\": {\"free\": ", "line 1", "EOF"),
+    ];
+    for (text, line, what) in cases {
+        let err = policy.load_json(text).unwrap_err().to_string();
+        assert!(err.contains(line) && err.contains(what), "{err}");
+        assert!(err.starts_with("policy: "), "{err}");
+    }
+    assert_eq!(policy.version(), 1);
+    assert_eq!(policy.versions(), [1]);
+    // Rules given in code are checked when the policy is built, naming the level.
+    let err = RulePolicy::new(PolicySet::new().tier("pro", Rules::new().allow("GET /a/**/b")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tier:pro") && err.contains("'**' may only end"),
+        "{err}"
+    );
+    let err = policy
+        .load(PolicySet::new().default_rules(Rules::new().allow_capability("tool")))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("default: invalid capability"),
+        "{err}"
+    );
+    assert_eq!(policy.version(), 1);
+}
+
+#[cfg(feature = "toml")]
+#[actix_web::test]
+async fn toml_policies_load_and_errors_name_the_line() {
+    let policy = RulePolicy::from_toml(
+        r#"
+version = 3
+[default.routes]
+allow = ["GET /health"]
+
+[tiers.free.routes]
+allow = ["GET /items/*"]
+
+[tiers.pro.features]
+beta = true
+"#,
+    )
+    .unwrap();
+    assert_eq!(policy.version(), 3);
+    assert!(policy.can(&ctx("acme", "pro", None), "feature:beta"));
+    let err = policy
+        .load_toml("[tiers.free.routes]\nallow = [\"GET /ok\"]\ndeny = [\"FETCH /x\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("line 3") && err.contains("unknown method"),
+        "{err}"
+    );
+    assert_eq!(policy.version(), 3);
+}
+
+#[actix_web::test]
+async fn handlers_and_guards_check_capabilities_with_the_same_rules() {
+    let every_tier = Rules::new().allow("GET /items/*/can");
+    let policy = RulePolicy::new(tiered().default_rules(every_tier.clone())).unwrap();
+    let tenancy = Tenancy::builder()
+        .resolver(resolver())
+        .policy(TenantPolicy::new(policy.clone()))
+        .build()
+        .unwrap();
+    let app = test::init_service(
+        App::new()
+            .wrap(tenancy)
+            .service(
+                web::resource("/items/{id}")
+                    .guard(guard::feature("beta"))
+                    .route(web::get().to(|| async { "beta items" })),
+            )
+            .route("/items/{id}", web::get().to(|| async { "items" }))
+            .route(
+                "/items/{id}/search",
+                web::get().to(|t: Tenant| async move {
+                    t.require("tool:web_search")?;
+                    Ok::<_, actix_web::Error>(HttpResponse::Ok().body("results"))
+                }),
+            )
+            .route(
+                "/items/{id}/can",
+                web::get().to(|t: Tenant| async move {
+                    format!("{} {}", t.can("model:gpt-4o"), t.can("feature:beta"))
+                }),
+            ),
+    )
+    .await;
+    let body = |p: &'static str, t: &'static str| {
+        let app = &app;
+        async move { test::call_and_read_body(app, get(p, t)).await }
+    };
+    assert_eq!(body("/items/1", "acme").await, "beta items");
+    assert_eq!(
+        body("/items/1", "acme-eu").await,
+        "items",
+        "beta off for the child"
+    );
+    assert_eq!(body("/items/1", "globex").await, "items");
+    assert_eq!(body("/items/1/can", "acme").await, "true true");
+    assert_eq!(body("/items/1/can", "globex").await, "false false");
+
+    let (status, code) =
+        status_and_code(test::call_service(&app, get("/items/1/search", "acme")).await).await;
+    assert_eq!((status, code.as_str()), (403, "policy_denied"));
+    let res = test::call_service(&app, get("/items/1/search", "acme")).await;
+    let body = test::read_body(res).await;
+    assert!(
+        !String::from_utf8_lossy(&body).contains("web_search"),
+        "nothing echoed"
+    );
+    // A reload changes what handlers and guards see at once.
+    policy
+        .load(
+            tiered()
+                .default_rules(every_tier)
+                .tenant("acme", Rules::new().feature("beta", false)),
+        )
+        .unwrap();
+    assert_eq!(body_of(&app, "/items/1", "acme").await, "items");
+    assert_eq!(body_of(&app, "/items/1/search", "acme").await, "results");
+}
+
+async fn body_of<S, B>(app: &S, path: &str, tenant: &str) -> String
+where
+    S: actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+    B: actix_web::body::MessageBody,
+{
+    let res = test::call_service(app, get(path, tenant)).await;
+    String::from_utf8_lossy(&test::read_body(res).await).into_owned()
+}
+
+#[actix_web::test]
+async fn without_a_rule_policy_no_capability_is_granted() {
+    let closure = |_: &TenantContext, _: &PolicyRequest| Ok(Decision::allow("all"));
+    let app = test::init_service(
+        App::new()
+            .wrap(
+                Tenancy::builder()
+                    .resolver(resolver())
+                    .policy(TenantPolicy::new(closure))
+                    .build()
+                    .unwrap(),
+            )
+            .route(
+                "/c",
+                web::get().to(|t: Tenant| async move { format!("{}", t.can("feature:beta")) }),
+            ),
+    )
+    .await;
+    assert_eq!(body_of(&app, "/c", "acme").await, "false");
+    // With the resolver alone there is no policy to ask either.
+    let app = test::init_service(App::new().wrap(resolver()).route(
+        "/c",
+        web::get().to(|t: Tenant| async move { format!("{}", t.can("feature:beta")) }),
+    ))
+    .await;
+    assert_eq!(body_of(&app, "/c", "acme").await, "false");
+}
+
+type Seen = Vec<(String, Option<String>, Option<u64>)>;
+
+#[actix_web::test]
+async fn a_shadow_version_is_audited_and_changes_no_response() {
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let sink = {
+        let seen = Arc::clone(&seen);
+        move |e: &AuditEvent<'_>| {
+            if e.stage == Stage::Policy {
+                seen.lock().unwrap().push((
+                    e.outcome.as_str().to_owned(),
+                    e.rule.map(str::to_owned),
+                    e.policy_version,
+                ));
+            }
+        }
+    };
+    let policy = RulePolicy::new(tiered()).unwrap();
+    let app = test::init_service(
+        App::new()
+            .wrap(
+                Tenancy::builder()
+                    .resolver(resolver())
+                    .policy(TenantPolicy::new(policy.clone()).audit(sink))
+                    .build()
+                    .unwrap(),
+            )
+            .route("/items/{id}", web::get().to(|| async { "item" })),
+    )
+    .await;
+    // The candidate takes /items away from the free tier.
+    let candidate = policy
+        .load_shadow(tiered().tier("free", Rules::new().deny("GET /items/*")))
+        .unwrap();
+    assert_eq!((candidate, policy.shadow_version()), (2, Some(2)));
+    assert_eq!(
+        test::call_service(&app, get("/items/1", "globex"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        test::call_service(&app, get("/items/1", "acme"))
+            .await
+            .status(),
+        200
+    );
+    {
+        let seen = seen.lock().unwrap();
+        let want: Seen = vec![
+            (
+                "would_deny".into(),
+                Some("tier:free deny GET /items/*".into()),
+                Some(2),
+            ),
+            (
+                "allowed".into(),
+                Some("tier:free allow GET /items/*".into()),
+                Some(1),
+            ),
+            (
+                "would_allow".into(),
+                Some("tier:pro allow * /items/**".into()),
+                Some(2),
+            ),
+            (
+                "allowed".into(),
+                Some("tier:pro allow * /items/**".into()),
+                Some(1),
+            ),
+        ];
+        assert_eq!(*seen, want);
+    }
+    assert_eq!(policy.promote_shadow().unwrap(), 2);
+    assert_eq!(policy.shadow_version(), None);
+    assert_eq!(
+        test::call_service(&app, get("/items/1", "globex"))
+            .await
+            .status(),
+        403
+    );
+    assert!(policy.promote_shadow().is_err());
+    assert_eq!(policy.rollback().unwrap(), 1);
+    assert_eq!(
+        test::call_service(&app, get("/items/1", "globex"))
+            .await
+            .status(),
+        200
+    );
+}
+
+/// A slow evaluator that counts its calls and follows a version number.
+struct Remote {
+    calls: AtomicUsize,
+    version: AtomicUsize,
+    fail: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl PolicyEvaluator for Remote {
+    async fn evaluate(
+        &self,
+        tenant: &TenantContext,
+        _: &PolicyRequest,
+    ) -> Result<Decision, PolicyError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(PolicyError::new("policy service down"));
+        }
+        let v = self.version.load(Ordering::SeqCst) as u64;
+        Ok(if tenant.tier() == "pro" {
+            Decision::allow("pro").with_version(v)
+        } else {
+            Decision::deny("not pro").with_version(v)
+        })
+    }
+
+    fn version(&self) -> Option<u64> {
+        Some(self.version.load(Ordering::SeqCst) as u64)
+    }
+}
+
+#[actix_web::test]
+async fn the_decision_cache_answers_repeats_and_follows_versions() {
+    let remote = Arc::new(Remote {
+        calls: AtomicUsize::new(0),
+        version: AtomicUsize::new(1),
+        fail: AtomicBool::new(false),
+    });
+    let cached = Arc::new(CachedPolicy::new(
+        Arc::clone(&remote),
+        Duration::from_secs(60),
+    ));
+    let app = test::init_service(
+        App::new()
+            .wrap(
+                Tenancy::builder()
+                    .resolver(resolver())
+                    .policy(TenantPolicy::new(Arc::clone(&cached)))
+                    .build()
+                    .unwrap(),
+            )
+            .route("/items/{id}", web::get().to(|| async { "item" })),
+    )
+    .await;
+    let status = |p: &'static str, t: &'static str| {
+        let app = &app;
+        async move { test::call_service(app, get(p, t)).await.status().as_u16() }
+    };
+    assert_eq!(status("/items/1", "acme").await, 200);
+    assert_eq!(status("/items/2", "acme").await, 200, "same route pattern");
+    assert_eq!(status("/items/3", "globex").await, 403);
+    assert_eq!(status("/items/4", "globex").await, 403);
+    assert_eq!(
+        remote.calls.load(Ordering::SeqCst),
+        2,
+        "one call per tenant"
+    );
+    assert_eq!(cached.len(), 2);
+    // A new version is never answered from the old one's entries.
+    remote.version.store(2, Ordering::SeqCst);
+    assert_eq!(status("/items/5", "acme").await, 200);
+    assert_eq!(remote.calls.load(Ordering::SeqCst), 3);
+    // Errors are not cached and fail closed.
+    remote.version.store(3, Ordering::SeqCst);
+    remote.fail.store(true, Ordering::SeqCst);
+    assert_eq!(status("/items/6", "acme").await, 503);
+    remote.fail.store(false, Ordering::SeqCst);
+    assert_eq!(status("/items/7", "acme").await, 200);
+    assert_eq!(remote.calls.load(Ordering::SeqCst), 5);
+    // A path that matched no route is not cached.
+    assert_eq!(status("/nope/1", "acme").await, 404);
+    assert_eq!(status("/nope/1", "acme").await, 404);
+    assert_eq!(remote.calls.load(Ordering::SeqCst), 7);
+}
+
+#[actix_web::test]
+async fn cached_entries_expire() {
+    let remote = Arc::new(Remote {
+        calls: AtomicUsize::new(0),
+        version: AtomicUsize::new(1),
+        fail: AtomicBool::new(false),
+    });
+    let cached = CachedPolicy::new(Arc::clone(&remote), Duration::from_millis(30));
+    let t = ctx("acme", "pro", None);
+    let q = ask(Method::GET, "/items/{id}");
+    assert!(cached.evaluate(&t, &q).await.unwrap().allowed);
+    assert!(
+        cached.evaluate_now(&t, &q).unwrap().unwrap().allowed,
+        "a hit needs no wait"
+    );
+    assert_eq!(remote.calls.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    assert!(
+        cached.evaluate_now(&t, &q).is_none(),
+        "expired: ask the evaluator"
+    );
+    cached.clear();
+    assert!(cached.is_empty());
+}
