@@ -71,7 +71,7 @@
 //! | feature | adds |
 //! | --- | --- |
 //! | *(none, default)* | resolution, registry (in memory, cached), extractor, errors, audit |
-//! | `toml` | [`InMemoryRegistry::from_toml_str`](registry::InMemoryRegistry) and `from_toml_file` |
+//! | `toml` | [`InMemoryRegistry::from_toml_str`](registry::InMemoryRegistry), `from_toml_file`, and TOML policies ([`RulePolicy::from_toml`](policy::RulePolicy)) |
 //! | `metrics` | decision counters through the `metrics` facade (see [`observe`]) |
 //! | `redis` | `RedisQuota`: one quota shared by every replica (see [`quota`]) |
 //!

@@ -13,6 +13,12 @@
 //! Exempt paths skip policy like every stage. Every decision goes to the audit sink
 //! with the rule and the policy version that made it.
 //!
+//! [`RulePolicy`] is the built-in evaluator (routes, capabilities and feature flags
+//! per tier and tenant, versions, rollback, shadow mode); [`CachedPolicy`] puts a TTL
+//! cache in front of a slow one. Handlers ask the same rules with
+//! [`Tenant::can`](crate::Tenant::can), routes with
+//! [`guard::feature`](crate::guard::feature).
+//!
 //! The evaluator sees a [`PolicyRequest`]: the method, the path, the matched route
 //! pattern (`/items/{id}`, so rules never depend on ids), the principal's scopes, and
 //! the capabilities asked for, read from the `X-Model` and `X-Tool` headers (names
