@@ -55,6 +55,8 @@ pub enum ErrorCode {
     TenantReadOnly,
     /// `unauthenticated`, 401.
     Unauthenticated,
+    /// `auth_unavailable`, 503.
+    AuthUnavailable,
     /// `policy_denied`, 403.
     PolicyDenied,
     /// `policy_unavailable`, 503.
@@ -71,7 +73,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in table order.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         Self::TenantMissing,
         Self::TenantInvalid,
         Self::TenantConflict,
@@ -80,6 +82,7 @@ impl ErrorCode {
         Self::TenantUnavailable,
         Self::TenantReadOnly,
         Self::Unauthenticated,
+        Self::AuthUnavailable,
         Self::PolicyDenied,
         Self::PolicyUnavailable,
         Self::QuotaExceeded,
@@ -99,6 +102,7 @@ impl ErrorCode {
             Self::TenantUnavailable => "tenant_unavailable",
             Self::TenantReadOnly => "tenant_read_only",
             Self::Unauthenticated => "unauthenticated",
+            Self::AuthUnavailable => "auth_unavailable",
             Self::PolicyDenied => "policy_denied",
             Self::PolicyUnavailable => "policy_unavailable",
             Self::QuotaExceeded => "quota_exceeded",
@@ -118,7 +122,10 @@ impl ErrorCode {
             | Self::TenantReadOnly
             | Self::PolicyDenied => StatusCode::FORBIDDEN,
             Self::TenantMisdirected => StatusCode::MISDIRECTED_REQUEST,
-            Self::TenantUnavailable | Self::PolicyUnavailable | Self::QuotaUnavailable => {
+            Self::TenantUnavailable
+            | Self::AuthUnavailable
+            | Self::PolicyUnavailable
+            | Self::QuotaUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
@@ -137,6 +144,7 @@ impl ErrorCode {
             Self::TenantUnavailable => "Tenant temporarily unavailable",
             Self::TenantReadOnly => "Tenant is read-only",
             Self::Unauthenticated => "Authentication required",
+            Self::AuthUnavailable => "Authentication temporarily unavailable",
             Self::PolicyDenied => "Denied by tenant policy",
             Self::PolicyUnavailable => "Policy temporarily unavailable",
             Self::QuotaExceeded => "Quota exceeded",
@@ -198,6 +206,11 @@ pub enum TenancyError {
         /// Why, for logs.
         reason: Cow<'static, str>,
     },
+    /// The credential could not be checked (the revocation store failed): fail closed.
+    AuthUnavailable {
+        /// Why, for logs.
+        reason: Cow<'static, str>,
+    },
     /// The policy evaluator denied the request.
     PolicyDenied {
         /// Why, for logs.
@@ -239,6 +252,7 @@ impl TenancyError {
             Self::TenantUnavailable { .. } => ErrorCode::TenantUnavailable,
             Self::TenantReadOnly => ErrorCode::TenantReadOnly,
             Self::Unauthenticated { .. } => ErrorCode::Unauthenticated,
+            Self::AuthUnavailable { .. } => ErrorCode::AuthUnavailable,
             Self::PolicyDenied { .. } => ErrorCode::PolicyDenied,
             Self::PolicyUnavailable { .. } => ErrorCode::PolicyUnavailable,
             Self::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
@@ -288,6 +302,7 @@ impl TenancyError {
             Self::TenantForbidden { reason }
             | Self::TenantUnavailable { reason, .. }
             | Self::Unauthenticated { reason }
+            | Self::AuthUnavailable { reason }
             | Self::PolicyDenied { reason }
             | Self::PolicyUnavailable { reason }
             | Self::QuotaUnavailable { reason }
@@ -306,13 +321,43 @@ impl fmt::Display for TenancyError {
 
 impl std::error::Error for TenancyError {}
 
+/// The reason of an `Unauthenticated` rejection for a request that carried no
+/// credential at all: its challenge names no error (RFC 6750, section 3.1).
+pub(crate) const NO_CREDENTIAL: &str = "no bearer token";
+
+/// The `WWW-Authenticate` challenge a rejection carries, if any.
+pub(crate) fn challenge(err: &TenancyError) -> Option<actix_web::http::header::HeaderValue> {
+    use actix_web::http::header::HeaderValue;
+    match err {
+        TenancyError::Unauthenticated { reason } if reason == NO_CREDENTIAL => {
+            Some(HeaderValue::from_static("Bearer"))
+        }
+        TenancyError::Unauthenticated { .. } => Some(HeaderValue::from_static(
+            "Bearer error=\"invalid_token\"",
+        )),
+        _ => None,
+    }
+}
+
+/// Adds the `WWW-Authenticate` challenge of `err`, unless the responder set one.
+pub(crate) fn add_challenge(err: &TenancyError, res: &mut HttpResponse) {
+    use actix_web::http::header::WWW_AUTHENTICATE;
+    if let Some(value) = challenge(err) {
+        if !res.headers().contains_key(WWW_AUTHENTICATE) {
+            res.headers_mut().insert(WWW_AUTHENTICATE, value);
+        }
+    }
+}
+
 impl ResponseError for TenancyError {
     fn status_code(&self) -> StatusCode {
         self.status()
     }
 
     fn error_response(&self) -> HttpResponse {
-        ProblemJson::default().body(self)
+        let mut res = ProblemJson::default().body(self);
+        add_challenge(self, &mut res);
+        res
     }
 }
 
@@ -441,6 +486,8 @@ pub enum ConfigError {
     /// A policy is invalid; the message names the line and column, or the level and
     /// rule, at fault.
     Policy(String),
+    /// A session store or key could not be set up.
+    Session(String),
 }
 
 impl fmt::Display for ConfigError {
@@ -463,6 +510,7 @@ impl fmt::Display for ConfigError {
             Self::Registry(msg) => write!(f, "registry: {msg}"),
             Self::Quota(msg) => write!(f, "quota: {msg}"),
             Self::Policy(msg) => write!(f, "policy: {msg}"),
+            Self::Session(msg) => write!(f, "session: {msg}"),
         }
     }
 }
@@ -534,6 +582,7 @@ mod tests {
             },
             ErrorCode::TenantReadOnly => TenancyError::TenantReadOnly,
             ErrorCode::Unauthenticated => TenancyError::Unauthenticated { reason: reason() },
+            ErrorCode::AuthUnavailable => TenancyError::AuthUnavailable { reason: reason() },
             ErrorCode::PolicyDenied => TenancyError::PolicyDenied { reason: reason() },
             ErrorCode::PolicyUnavailable => TenancyError::PolicyUnavailable { reason: reason() },
             ErrorCode::QuotaExceeded => TenancyError::QuotaExceeded { retry_after: None },

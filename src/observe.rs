@@ -29,6 +29,8 @@ use crate::{error::ErrorCode, resolve::SourceKind, tenant::TenantId};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Stage {
+    /// Authentication (a bearer token).
+    Authentication,
     /// Tenant resolution and registry validation.
     Resolution,
     /// Policy evaluation.
@@ -41,6 +43,7 @@ impl Stage {
     /// The stage as text.
     pub const fn as_str(self) -> &'static str {
         match self {
+            Self::Authentication => "authentication",
             Self::Resolution => "resolution",
             Self::Policy => "policy",
             Self::Quota => "quota",

@@ -37,6 +37,15 @@ use crate::{
 
 /// The stages of one configured pipeline.
 pub(crate) struct Pipeline {
+    /// Authentication, ahead of everything (feature `jwt`).
+    #[cfg(feature = "jwt")]
+    pub(crate) auth: Option<Arc<crate::session::AuthStage>>,
+    #[cfg(not(feature = "jwt"))]
+    #[allow(dead_code)]
+    pub(crate) auth: Option<std::convert::Infallible>,
+    /// A standalone authentication stage: no resolution follows in this service.
+    #[cfg_attr(not(feature = "jwt"), allow(dead_code))]
+    pub(crate) auth_only: bool,
     pub(crate) resolve: Option<Arc<ResolveStage>>,
     pub(crate) policy: Option<Arc<PolicyStage>>,
     pub(crate) quota: Option<Arc<QuotaStage>>,
@@ -168,9 +177,61 @@ where
     S::Future: 'static,
     B: MessageBody + 'static,
 {
+    /// Authentication, when configured, then resolution.
+    #[cfg(feature = "jwt")]
+    fn start(&self, req: ServiceRequest) -> State<S::Future, B> {
+        use crate::session::AuthStep;
+        let Some(auth) = &self.pipeline.auth else {
+            return self.resolve(req);
+        };
+        // Paths the resolver exempts (health checks, a login route) need no token.
+        let path = req.match_info().as_str();
+        if self.pipeline.resolve.as_ref().is_some_and(|r| r.is_exempt(path)) {
+            return self.resolve(req);
+        }
+        match auth.prepare(&req) {
+            AuthStep::Pass(principal) => self.authenticated(req, principal),
+            AuthStep::Refuse(err) => self.rejected(req, &err, None),
+            AuthStep::Wait(verified) => {
+                let (me, auth) = (self.clone(), Arc::clone(auth));
+                boxed(async move {
+                    let state = match auth.finish(&req, verified).await {
+                        AuthStep::Pass(principal) => me.authenticated(req, principal),
+                        AuthStep::Refuse(err) => me.rejected(req, &err, None),
+                        AuthStep::Wait(_) => {
+                            let err = TenancyError::Misconfigured("authentication waited twice");
+                            me.rejected(req, &err, None)
+                        }
+                    };
+                    PipelineFuture { state }.await
+                })
+            }
+        }
+    }
+
+    #[cfg(feature = "jwt")]
+    fn authenticated(
+        &self,
+        req: ServiceRequest,
+        principal: Option<crate::session::Principal>,
+    ) -> State<S::Future, B> {
+        if let Some(p) = principal {
+            p.attach(&req);
+        }
+        if self.pipeline.auth_only {
+            return self.inner(req, None, None);
+        }
+        self.resolve(req)
+    }
+
+    #[cfg(not(feature = "jwt"))]
+    fn start(&self, req: ServiceRequest) -> State<S::Future, B> {
+        self.resolve(req)
+    }
+
     /// Resolution: here, or (for a pipeline of later stages only) the one an outer
     /// resolver stored.
-    fn start(&self, req: ServiceRequest) -> State<S::Future, B> {
+    fn resolve(&self, req: ServiceRequest) -> State<S::Future, B> {
         let Some(stage) = &self.pipeline.resolve else {
             let outer = req.extensions_mut().get_mut::<Resolution>().map(|r| {
                 // Capability checks downstream ask this pipeline's policy.
@@ -341,6 +402,7 @@ where
     ) -> State<S::Future, B> {
         let (http_req, _payload) = req.into_parts();
         let mut res = self.pipeline.responder.respond(err, &http_req);
+        crate::error::add_challenge(err, &mut res);
         if let Some(headers) = headers {
             headers.write(res.headers_mut());
         }

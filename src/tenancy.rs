@@ -18,7 +18,7 @@ use crate::{
 
 /// The composed pipeline: authentication, resolution, policy and quota in the only
 /// correct order, as a single `.wrap()`, so actix's reversed wrap order cannot be got
-/// wrong. Today it runs resolution; the other stages plug in as they land.
+/// wrong.
 ///
 /// Like every stage, build it once, outside `HttpServer::new`'s closure, and clone it
 /// into each worker: clones share the registry, its cache and every other piece of
@@ -64,6 +64,8 @@ impl Tenancy {
     /// A builder for the composed pipeline.
     pub fn builder() -> TenancyBuilder {
         TenancyBuilder {
+            #[cfg(feature = "jwt")]
+            auth: None,
             resolver: None,
             policy: None,
             quota: None,
@@ -75,6 +77,8 @@ impl Tenancy {
 /// Builds a [`Tenancy`].
 #[must_use]
 pub struct TenancyBuilder {
+    #[cfg(feature = "jwt")]
+    auth: Option<crate::session::JwtAuth>,
     resolver: Option<TenantResolver>,
     policy: Option<TenantPolicy>,
     quota: Option<TenantQuota>,
@@ -90,6 +94,16 @@ impl fmt::Debug for TenancyBuilder {
 }
 
 impl TenancyBuilder {
+    /// The authentication stage (feature `jwt`): runs first, on every path the
+    /// resolver does not exempt. The resolver must then read the token's tenant with
+    /// [`Source::claim`](crate::resolve::Source::claim), or `build` fails: a token for
+    /// tenant A must never be served as tenant B because a header said so.
+    #[cfg(feature = "jwt")]
+    pub fn auth(mut self, auth: crate::session::JwtAuth) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
     /// The resolution stage (required).
     pub fn resolver(mut self, resolver: TenantResolver) -> Self {
         self.resolver = Some(resolver);
@@ -121,8 +135,21 @@ impl TenancyBuilder {
         let responder = self
             .responder
             .unwrap_or_else(|| Arc::clone(&resolver.pipeline.responder));
+        #[cfg(feature = "jwt")]
+        let auth = match self.auth {
+            Some(_) if !resolver.stage.reads_claims() => {
+                return Err(ConfigError::Missing(
+                    "Source::claim() in the resolver, so that the token's tenant wins",
+                ))
+            }
+            auth => auth.map(crate::session::JwtAuth::into_stage),
+        };
+        #[cfg(not(feature = "jwt"))]
+        let auth = None;
         Ok(Tenancy {
             pipeline: Arc::new(Pipeline {
+                auth,
+                auth_only: false,
                 resolve: Some(resolver.stage),
                 policy: self.policy.map(TenantPolicy::into_stage),
                 quota: self.quota.map(TenantQuota::into_stage),

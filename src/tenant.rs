@@ -459,6 +459,7 @@ pub(crate) fn respond_err(
     responder: &dyn ErrorResponder,
     req: &HttpRequest,
 ) -> actix_web::Error {
-    let res = responder.respond(&err, req);
+    let mut res = responder.respond(&err, req);
+    crate::error::add_challenge(&err, &mut res);
     actix_web::error::InternalError::from_response(err, res).into()
 }

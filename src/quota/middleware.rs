@@ -488,6 +488,8 @@ where
 
     fn new_transform(&self, service: S) -> Self::Future {
         let pipeline = Arc::new(crate::pipeline::Pipeline {
+            auth: None,
+            auth_only: false,
             resolve: None,
             policy: None,
             quota: Some(self.clone().into_stage()),

@@ -277,12 +277,24 @@ impl TenantResolverBuilder {
             per_tenant_metrics: self.per_tenant_metrics,
         });
         let pipeline = Arc::new(Pipeline {
+            auth: None,
+            auth_only: false,
             resolve: Some(Arc::clone(&stage)),
             policy: None,
             quota: None,
             responder: self.responder,
         });
         Ok(TenantResolver { stage, pipeline })
+    }
+}
+
+impl ResolveStage {
+    /// Whether a verified principal's tenant is read (and so wins over other sources).
+    #[cfg_attr(not(feature = "jwt"), allow(dead_code))]
+    pub(crate) fn reads_claims(&self) -> bool {
+        self.sync_sources
+            .iter()
+            .any(|(_, kind, _)| *kind == SourceKind::Claim)
     }
 }
 

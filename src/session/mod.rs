@@ -1,6 +1,40 @@
-//! Verified identities. Today: the [`Principal`] an authentication middleware puts in
-//! the request extensions, which the resolver's claim source reads.
+//! Verified identities: the [`Principal`] that authentication puts in the request
+//! extensions (the resolver's claim source reads it), and, with the `jwt` feature,
+//! JWT-backed tenant sessions: [`KeySet`], [`SessionManager`], [`JwtAuth`] and the
+//! [`RevocationStore`]s.
 
 mod principal;
 
 pub use principal::Principal;
+
+#[cfg(feature = "jwt")]
+mod auth;
+#[cfg(feature = "jwt")]
+mod keys;
+#[cfg(feature = "jwt")]
+mod manager;
+#[cfg(all(feature = "jwt", feature = "redis"))]
+mod redis;
+#[cfg(feature = "jwt")]
+mod revocation;
+
+#[cfg(feature = "jwt")]
+pub use auth::JwtAuth;
+#[cfg(feature = "jwt")]
+pub(crate) use auth::{AuthStage, AuthStep};
+#[cfg(feature = "jwt")]
+pub use keys::{Key, KeyError, KeySet};
+#[cfg(feature = "jwt")]
+pub use manager::{Grant, SessionConfig, SessionError, SessionManager, TokenPair, MAX_TOKEN_LEN};
+#[cfg(all(feature = "jwt", feature = "redis"))]
+pub use redis::RedisRevocations;
+#[cfg(feature = "jwt")]
+pub use revocation::{InMemoryRevocations, Revocation, RevocationError, RevocationStore, TokenFacts};
+
+/// Now, in unix seconds.
+#[cfg(feature = "jwt")]
+pub(crate) fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,6 +1,6 @@
 use std::{fmt, sync::Arc, time::SystemTime};
 
-use actix_web::HttpMessage;
+use actix_web::{dev::Payload, FromRequest, HttpMessage, HttpRequest};
 
 use crate::tenant::TenantId;
 
@@ -153,5 +153,36 @@ impl fmt::Debug for Principal {
             .field("scopes", &self.0.scopes)
             .field("token_id", &self.0.token_id)
             .finish_non_exhaustive()
+    }
+}
+
+/// The verified principal, as a handler argument: `401 unauthenticated` (with a
+/// `WWW-Authenticate: Bearer` challenge) when no authentication stage attached one.
+/// Take `Option<Principal>` where a principal is optional.
+///
+/// ```
+/// use actix_tenancy::Principal;
+///
+/// async fn me(p: Principal) -> String {
+///     p.subject().to_owned()
+/// }
+/// ```
+impl FromRequest for Principal {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(match Principal::of(req) {
+            Some(p) => Ok(p),
+            None => {
+                let err = crate::error::TenancyError::Unauthenticated {
+                    reason: crate::error::NO_CREDENTIAL.into(),
+                };
+                let responder = crate::tenant::Resolution::of(req).map(|r| r.responder);
+                let responder: std::sync::Arc<dyn crate::error::ErrorResponder> =
+                    responder.unwrap_or_else(|| std::sync::Arc::new(crate::error::ProblemJson::default()));
+                Err(crate::tenant::respond_err(err, &*responder, req))
+            }
+        })
     }
 }

@@ -1,0 +1,156 @@
+//! A revocation store in Redis, shared by every replica.
+
+use std::{fmt, time::Duration};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::{now, Revocation, RevocationError, RevocationStore, TokenFacts};
+use crate::error::ConfigError;
+
+/// Keeps revocations in Redis so that every replica sees a revocation at once (feature
+/// `redis` with `jwt`).
+///
+/// Each entry is one key with an expiry (`SET .. EX`): the store never outgrows the
+/// tokens alive. A check is one `MGET` round trip; a refresh token is marked used
+/// with `SET NX`, atomically across replicas. Every call is bounded by a timeout
+/// (default 100 ms); a failure answers `503 auth_unavailable`, never a pass.
+///
+/// ```no_run
+/// # async fn demo(sessions: actix_tenancy::session::SessionManager) -> Result<(), actix_tenancy::error::ConfigError> {
+/// use actix_tenancy::session::RedisRevocations;
+///
+/// let store = RedisRevocations::new("redis://127.0.0.1:6379")?;
+/// let sessions = sessions.with_store(store);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisRevocations {
+    conn: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+}
+
+impl fmt::Debug for RedisRevocations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisRevocations")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisRevocations {
+    /// A store at `url`, keys prefixed `tenancy:rev:`; it connects on first use.
+    pub fn new(url: &str) -> Result<Self, ConfigError> {
+        Self::with_options(url, "tenancy:rev:", Duration::from_millis(100))
+    }
+
+    /// A store with its own key prefix and per-call timeout.
+    pub fn with_options(url: &str, prefix: &str, timeout: Duration) -> Result<Self, ConfigError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| ConfigError::Session(format!("Redis URL: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout.max(Duration::from_millis(250))))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| ConfigError::Session(format!("Redis: {e}")))?;
+        Ok(Self {
+            conn,
+            prefix: prefix.to_owned(),
+            timeout,
+        })
+    }
+
+    /// Key parts are length-prefixed, so no tenant or subject can forge another's key.
+    fn key(&self, kind: &str, parts: &[&str]) -> String {
+        let mut key = format!("{}{kind}", self.prefix);
+        for p in parts {
+            key.push(':');
+            key.push_str(&p.len().to_string());
+            key.push(':');
+            key.push_str(p);
+        }
+        key
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, RevocationError> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(RevocationError::new(e.to_string())),
+            Err(_) => Err(RevocationError::new("Redis did not answer in time")),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl RevocationStore for RedisRevocations {
+    async fn revoke(&self, what: Revocation<'_>, until: u64) -> Result<(), RevocationError> {
+        let ttl = until.saturating_sub(now()).max(1);
+        let (key, value) = match what {
+            Revocation::Token(jti) => (self.key("jti", &[jti]), 0),
+            Revocation::Family(f) => (self.key("fam", &[f]), 0),
+            Revocation::Subject {
+                tenant,
+                subject,
+                before,
+            } => (self.key("sub", &[tenant, subject]), before),
+            Revocation::Tenant { tenant, before } => (self.key("ten", &[tenant]), before),
+        };
+        // A cut-off only moves forward: keep the later one if two revocations race.
+        let script = redis::Script::new(
+            "local old = tonumber(redis.call('GET', KEYS[1]) or '-1') \
+             local new = tonumber(ARGV[1]) \
+             if new < old then new = old end \
+             redis.call('SET', KEYS[1], new, 'EX', ARGV[2]) return 1",
+        );
+        let mut invocation = script.key(key);
+        invocation.arg(value).arg(ttl);
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, invocation.invoke_async::<i64>(&mut conn)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(RevocationError::new(e.to_string())),
+            Err(_) => Err(RevocationError::new("Redis did not answer in time")),
+        }
+    }
+
+    async fn is_revoked(&self, t: &TokenFacts<'_>) -> Result<bool, RevocationError> {
+        let mut keys = Vec::with_capacity(4);
+        keys.push(t.jti.map(|j| self.key("jti", &[j])));
+        keys.push(t.family.map(|f| self.key("fam", &[f])));
+        keys.push(t.tenant.map(|tenant| self.key("ten", &[tenant])));
+        keys.push(t.tenant.map(|tenant| self.key("sub", &[tenant, t.subject])));
+        let present: Vec<String> = keys.iter().flatten().cloned().collect();
+        if present.is_empty() {
+            return Ok(false);
+        }
+        let values: Vec<Option<i64>> = self.run(redis::cmd("MGET").arg(&present)).await?;
+        if values.len() != present.len() {
+            return Err(RevocationError::new("unexpected MGET reply"));
+        }
+        let mut values = values.into_iter();
+        let mut next = |exists: bool| if exists { values.next().flatten() } else { None };
+        let cut = |before: i64| t.issued_at.map_or(true, |iat| (iat as i64) <= before);
+        let jti = next(keys[0].is_some());
+        let fam = next(keys[1].is_some());
+        let tenant = next(keys[2].is_some());
+        let subject = next(keys[3].is_some());
+        Ok(jti.is_some() || fam.is_some() || tenant.is_some_and(cut) || subject.is_some_and(cut))
+    }
+
+    async fn consume(&self, jti: &str, until: u64) -> Result<bool, RevocationError> {
+        let ttl = until.saturating_sub(now()).max(1);
+        let reply: Option<String> = self
+            .run(
+                redis::cmd("SET")
+                    .arg(self.key("used", &[jti]))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(ttl),
+            )
+            .await?;
+        Ok(reply.is_some())
+    }
+}

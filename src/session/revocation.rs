@@ -1,0 +1,259 @@
+//! Revoked tokens, subjects and tenants.
+
+use std::{
+    borrow::Cow,
+    fmt,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use dashmap::DashMap;
+
+/// What a revocation applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Revocation<'a> {
+    /// One token, by `jti`.
+    Token(&'a str),
+    /// Every token of a refresh family (a login and all its refreshes).
+    Family(&'a str),
+    /// Every token of `subject` in `tenant` issued at or before `before` (unix seconds).
+    Subject {
+        /// The tenant.
+        tenant: &'a str,
+        /// The subject.
+        subject: &'a str,
+        /// The cut-off, in unix seconds.
+        before: u64,
+    },
+    /// Every token of `tenant` issued at or before `before` (unix seconds).
+    Tenant {
+        /// The tenant.
+        tenant: &'a str,
+        /// The cut-off, in unix seconds.
+        before: u64,
+    },
+}
+
+/// The facts about a verified token that revocation is checked against.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct TokenFacts<'a> {
+    /// The token's `jti`.
+    pub jti: Option<&'a str>,
+    /// The refresh family the token belongs to.
+    pub family: Option<&'a str>,
+    /// The tenant claim.
+    pub tenant: Option<&'a str>,
+    /// The `sub` claim.
+    pub subject: &'a str,
+    /// The `iat` claim, unix seconds. A token without one counts as issued before any
+    /// cut-off: it fails closed.
+    pub issued_at: Option<u64>,
+}
+
+/// The revocation store could not answer. Verification fails closed on it.
+#[derive(Debug, Clone)]
+pub struct RevocationError(Cow<'static, str>);
+
+impl RevocationError {
+    /// A failure with a message for the logs.
+    pub fn new(message: impl Into<Cow<'static, str>>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl fmt::Display for RevocationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "revocation store unavailable: {}", self.0)
+    }
+}
+
+impl std::error::Error for RevocationError {}
+
+/// Where revocations are kept, and refresh tokens are marked used.
+///
+/// Every entry carries `until` (unix seconds): the moment no token it could apply to
+/// is still unexpired, after which the store may forget it. Memory stays bounded by
+/// the tokens alive, not by every revocation ever made.
+#[async_trait::async_trait]
+pub trait RevocationStore: Send + Sync + 'static {
+    /// Records a revocation, kept until `until`.
+    async fn revoke(&self, what: Revocation<'_>, until: u64) -> Result<(), RevocationError>;
+
+    /// Whether any revocation applies to the token.
+    async fn is_revoked(&self, token: &TokenFacts<'_>) -> Result<bool, RevocationError>;
+
+    /// The answer without waiting, when the store can give one (in memory); `None`
+    /// means "call [`is_revoked`](Self::is_revoked)".
+    fn is_revoked_now(&self, token: &TokenFacts<'_>) -> Option<Result<bool, RevocationError>> {
+        let _ = token;
+        None
+    }
+
+    /// Marks the refresh token `jti` used, atomically: `true` the first time, `false`
+    /// on every later call (a replay).
+    async fn consume(&self, jti: &str, until: u64) -> Result<bool, RevocationError>;
+}
+
+#[async_trait::async_trait]
+impl<S: RevocationStore + ?Sized> RevocationStore for std::sync::Arc<S> {
+    async fn revoke(&self, what: Revocation<'_>, until: u64) -> Result<(), RevocationError> {
+        (**self).revoke(what, until).await
+    }
+
+    async fn is_revoked(&self, token: &TokenFacts<'_>) -> Result<bool, RevocationError> {
+        (**self).is_revoked(token).await
+    }
+
+    fn is_revoked_now(&self, token: &TokenFacts<'_>) -> Option<Result<bool, RevocationError>> {
+        (**self).is_revoked_now(token)
+    }
+
+    async fn consume(&self, jti: &str, until: u64) -> Result<bool, RevocationError> {
+        (**self).consume(jti, until).await
+    }
+}
+
+type Map<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
+
+/// The in-memory [`RevocationStore`] of one process. Use a shared store
+/// ([`RedisRevocations`](super::RedisRevocations), feature `redis`) when several
+/// replicas serve the same tokens: a revocation here is not seen by the others.
+#[derive(Debug, Default)]
+pub struct InMemoryRevocations {
+    tokens: Map<Box<str>, u64>,
+    families: Map<Box<str>, u64>,
+    /// Tenant → its cut-off and until.
+    tenants: Map<Box<str>, (u64, u64)>,
+    /// Tenant → subject → its cut-off and until.
+    subjects: Map<Box<str>, Vec<(Box<str>, u64, u64)>>,
+    used: Map<Box<str>, u64>,
+    writes: AtomicU64,
+}
+
+impl InMemoryRevocations {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many entries are kept (expired ones go on later writes).
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+            + self.families.len()
+            + self.tenants.len()
+            + self.subjects.iter().map(|e| e.value().len()).sum::<usize>()
+            + self.used.len()
+    }
+
+    /// Whether nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops every entry whose `until` has passed.
+    pub fn purge(&self) {
+        let now = super::now();
+        self.tokens.retain(|_, until| *until > now);
+        self.families.retain(|_, until| *until > now);
+        self.used.retain(|_, until| *until > now);
+        self.tenants.retain(|_, (_, until)| *until > now);
+        self.subjects.retain(|_, list| {
+            list.retain(|(_, _, until)| *until > now);
+            !list.is_empty()
+        });
+    }
+
+    fn wrote(&self) {
+        // Expired entries are swept every 1024 writes: the cost is spread, and the
+        // store never holds more than the live entries plus 1024.
+        if self.writes.fetch_add(1, Ordering::Relaxed) % 1024 == 1023 {
+            self.purge();
+        }
+    }
+
+    fn check(&self, t: &TokenFacts<'_>) -> bool {
+        let now = super::now();
+        let live = |until: u64| until > now;
+        let cut = |before: u64| t.issued_at.map_or(true, |iat| iat <= before);
+        if let Some(jti) = t.jti {
+            if self.tokens.get(jti).is_some_and(|u| live(*u)) {
+                return true;
+            }
+        }
+        if let Some(family) = t.family {
+            if self.families.get(family).is_some_and(|u| live(*u)) {
+                return true;
+            }
+        }
+        let Some(tenant) = t.tenant else {
+            return false;
+        };
+        if let Some(e) = self.tenants.get(tenant) {
+            let (before, until) = *e;
+            if live(until) && cut(before) {
+                return true;
+            }
+        }
+        if let Some(list) = self.subjects.get(tenant) {
+            return list
+                .iter()
+                .any(|(s, before, until)| **s == *t.subject && live(*until) && cut(*before));
+        }
+        false
+    }
+}
+
+#[async_trait::async_trait]
+impl RevocationStore for InMemoryRevocations {
+    async fn revoke(&self, what: Revocation<'_>, until: u64) -> Result<(), RevocationError> {
+        let keep = |old: u64| old.max(until);
+        match what {
+            Revocation::Token(jti) => {
+                let mut e = self.tokens.entry(jti.into()).or_insert(until);
+                *e = keep(*e);
+            }
+            Revocation::Family(f) => {
+                let mut e = self.families.entry(f.into()).or_insert(until);
+                *e = keep(*e);
+            }
+            Revocation::Tenant { tenant, before } => {
+                let mut e = self.tenants.entry(tenant.into()).or_insert((before, until));
+                *e = (e.0.max(before), keep(e.1));
+            }
+            Revocation::Subject {
+                tenant,
+                subject,
+                before,
+            } => {
+                let mut list = self.subjects.entry(tenant.into()).or_default();
+                match list.iter_mut().find(|(s, _, _)| **s == *subject) {
+                    Some(e) => *e = (e.0.clone(), e.1.max(before), keep(e.2)),
+                    None => list.push((subject.into(), before, until)),
+                }
+            }
+        }
+        self.wrote();
+        Ok(())
+    }
+
+    async fn is_revoked(&self, token: &TokenFacts<'_>) -> Result<bool, RevocationError> {
+        Ok(self.check(token))
+    }
+
+    fn is_revoked_now(&self, token: &TokenFacts<'_>) -> Option<Result<bool, RevocationError>> {
+        Some(Ok(self.check(token)))
+    }
+
+    async fn consume(&self, jti: &str, until: u64) -> Result<bool, RevocationError> {
+        let first = match self.used.entry(jti.into()) {
+            dashmap::Entry::Occupied(_) => false,
+            dashmap::Entry::Vacant(v) => {
+                v.insert(until);
+                true
+            }
+        };
+        self.wrote();
+        Ok(first)
+    }
+}
