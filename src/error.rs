@@ -125,9 +125,7 @@ impl ErrorCode {
             Self::TenantUnavailable
             | Self::AuthUnavailable
             | Self::PolicyUnavailable
-            | Self::QuotaUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            | Self::QuotaUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -332,9 +330,9 @@ pub(crate) fn challenge(err: &TenancyError) -> Option<actix_web::http::header::H
         TenancyError::Unauthenticated { reason } if reason == NO_CREDENTIAL => {
             Some(HeaderValue::from_static("Bearer"))
         }
-        TenancyError::Unauthenticated { .. } => Some(HeaderValue::from_static(
-            "Bearer error=\"invalid_token\"",
-        )),
+        TenancyError::Unauthenticated { .. } => {
+            Some(HeaderValue::from_static("Bearer error=\"invalid_token\""))
+        }
         _ => None,
     }
 }

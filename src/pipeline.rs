@@ -186,7 +186,12 @@ where
         };
         // Paths the resolver exempts (health checks, a login route) need no token.
         let path = req.match_info().as_str();
-        if self.pipeline.resolve.as_ref().is_some_and(|r| r.is_exempt(path)) {
+        if self
+            .pipeline
+            .resolve
+            .as_ref()
+            .is_some_and(|r| r.is_exempt(path))
+        {
             return self.resolve(req);
         }
         match auth.prepare(&req) {

@@ -1,0 +1,564 @@
+//! JWT sessions through a real `App`: the tamper corpus, refresh rotation and reuse,
+//! revocation, key rotation, tokens minted by another implementation (PyJWT), and
+//! the crypto backend.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix_tenancy::{
+    prelude::*,
+    session::{Grant, JwtAuth, Key, KeySet, SessionConfig, SessionError, SessionManager},
+};
+use actix_web::{http::header, test, web, App, HttpResponse};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+const ISS: &str = "https://auth.test";
+const AUD: &str = "api";
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test";
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/tests/fixtures/jwt/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn id(s: &str) -> TenantId {
+    TenantId::parse(s).unwrap()
+}
+
+/// Signs with the HMAC key `k1`; also verifies RS256 tokens of kid `rsa`.
+fn sessions() -> SessionManager {
+    let keys = KeySet::signing(Key::hmac("k1", Algorithm::HS256, SECRET).unwrap())
+        .unwrap()
+        .with(Key::public_pem("rsa", Algorithm::RS256, &fixture("rsa_public.pem")).unwrap())
+        .unwrap();
+    SessionManager::new(SessionConfig::new(ISS, AUD), keys)
+}
+
+fn tenancy(sessions: &SessionManager) -> Tenancy {
+    let registry = InMemoryRegistry::new()
+        .with(TenantRecord::new(id("acme"), "pro"))
+        .with(TenantRecord::new(id("globex"), "free"));
+    Tenancy::builder()
+        .auth(JwtAuth::new(sessions.clone()))
+        .resolver(
+            TenantResolver::builder(registry)
+                .source(Source::claim())
+                .source(Source::header())
+                .exempt("/health")
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+}
+
+macro_rules! app {
+    ($sessions:expr) => {
+        test::init_service(
+            App::new()
+                .wrap(tenancy($sessions))
+                .route("/health", web::get().to(HttpResponse::Ok))
+                .route(
+                    "/me",
+                    web::get().to(|p: Principal, t: Tenant| async move {
+                        format!("{} {} {}", p.subject(), t.id(), p.scopes().join(","))
+                    }),
+                ),
+        )
+        .await
+    };
+}
+
+fn get(token: Option<&str>) -> test::TestRequest {
+    let req = test::TestRequest::get().uri("/me");
+    match token {
+        Some(t) => req.insert_header((header::AUTHORIZATION, format!("Bearer {t}"))),
+        None => req,
+    }
+}
+
+/// Status, `WWW-Authenticate`, and the body.
+async fn call<S, B>(app: &S, req: test::TestRequest) -> (u16, Option<String>, String)
+where
+    S: actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+    B: actix_web::body::MessageBody,
+{
+    let res = test::call_service(app, req.to_request()).await;
+    let status = res.status().as_u16();
+    let challenge = res
+        .headers()
+        .get(header::WWW_AUTHENTICATE)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = String::from_utf8(test::read_body(res).await.to_vec()).unwrap();
+    (status, challenge, body)
+}
+
+fn claims(tenant: &str) -> Value {
+    let now = now();
+    json!({
+        "iss": ISS, "aud": AUD, "sub": "user-1", "tenant_id": tenant,
+        "iat": now, "nbf": now, "exp": now + 600, "jti": format!("j-{now}-{tenant}"),
+    })
+}
+
+fn mint(claims: &Value, kid: &str) -> String {
+    let mut h = Header::new(Algorithm::HS256);
+    h.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&h, claims, &EncodingKey::from_secret(SECRET)).unwrap()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[actix_web::test]
+async fn a_valid_token_resolves_its_tenant_and_principal() {
+    let s = sessions();
+    let app = app!(&s);
+    let pair = s
+        .issue(
+            &id("acme"),
+            "user-1",
+            Grant::new().scopes(["reports:read", "items:write"]),
+        )
+        .unwrap();
+    let (status, _, body) = call(&app, get(Some(&pair.access_token))).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "user-1 acme reports:read,items:write")
+    );
+    // The same tenant named by a header as well is fine.
+    let req = get(Some(&pair.access_token)).insert_header(("x-tenant-id", "acme"));
+    assert_eq!(call(&app, req).await.0, 200);
+    // Exempt paths need no token.
+    let health = test::TestRequest::get().uri("/health");
+    assert_eq!(call(&app, health).await.0, 200);
+    // `bearer` is case-insensitive.
+    let req = test::TestRequest::get().uri("/me").insert_header((
+        header::AUTHORIZATION,
+        format!("bearer {}", pair.access_token),
+    ));
+    assert_eq!(call(&app, req).await.0, 200);
+}
+
+#[actix_web::test]
+async fn no_token_is_401_with_a_bare_challenge() {
+    let s = sessions();
+    let app = app!(&s);
+    let (status, challenge, body) = call(&app, get(None)).await;
+    assert_eq!((status, challenge.as_deref()), (401, Some("Bearer")));
+    assert!(body.contains("\"code\":\"unauthenticated\""), "{body}");
+}
+
+#[actix_web::test]
+async fn the_tamper_corpus_is_401_and_reveals_nothing() {
+    let s = sessions();
+    let app = app!(&s);
+    let good = s.issue(&id("acme"), "user-1", Grant::new()).unwrap();
+    let now = now();
+    let with = |patch: Value| {
+        let mut c = claims("acme");
+        for (k, v) in patch.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        mint(&c, "k1")
+    };
+    let parts: Vec<&str> = good.access_token.split('.').collect();
+    let none = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none","kid":"k1","typ":"JWT"}"#),
+        parts[1]
+    );
+    // Algorithm confusion: HS256 "signed" with the RSA public key's bytes, under the
+    // RSA key's kid.
+    let confused = {
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some("rsa".into());
+        let key = EncodingKey::from_secret(&fixture("rsa_public.pem"));
+        jsonwebtoken::encode(&h, &claims("acme"), &key).unwrap()
+    };
+    let mut bad_sig = good.access_token.clone();
+    let last = bad_sig.pop().unwrap();
+    bad_sig.push(if last == 'A' { 'B' } else { 'A' });
+    let unknown_kid = mint(&claims("acme"), "k9");
+    let revoked = s.issue(&id("acme"), "user-1", Grant::new()).unwrap();
+    let jti = s
+        .verify(&revoked.access_token)
+        .await
+        .unwrap()
+        .token_id()
+        .unwrap()
+        .to_owned();
+    s.revoke(&jti).await.unwrap();
+
+    let corpus: Vec<(&str, String)> = vec![
+        ("alg none", none),
+        ("algorithm confusion", confused),
+        ("bad signature", bad_sig),
+        (
+            "truncated",
+            good.access_token[..good.access_token.len() - 12].to_owned(),
+        ),
+        ("extra segment", format!("{}.e30", good.access_token)),
+        ("two segments", format!("{}.{}", parts[0], parts[1])),
+        ("expired", with(json!({"exp": now - 3600}))),
+        ("nbf in the future", with(json!({"nbf": now + 3600}))),
+        ("wrong iss", with(json!({"iss": "https://evil.test"}))),
+        ("wrong aud", with(json!({"aud": "other-api"}))),
+        ("no exp", with(json!({"exp": null}))),
+        ("no iss", with(json!({"iss": null}))),
+        ("no aud", with(json!({"aud": null}))),
+        ("no sub", with(json!({"sub": null}))),
+        (
+            "exp as a string",
+            with(json!({"exp": (now + 600).to_string()})),
+        ),
+        (
+            "exp as a float",
+            with(json!({"exp": (now + 600) as f64 + 0.5})),
+        ),
+        ("iss as a number", with(json!({"iss": 7}))),
+        ("malformed tenant", with(json!({"tenant_id": "ACME; drop"}))),
+        ("tenant as an array", with(json!({"tenant_id": ["acme"]}))),
+        ("unknown token_use", with(json!({"token_use": "id"}))),
+        ("unknown kid", unknown_kid),
+        ("refresh token as access", good.refresh_token.clone()),
+        ("revoked jti", revoked.access_token.clone()),
+        ("over 8 KiB", "a".repeat(9000)),
+        ("not base64", "a.b!.c".into()),
+        ("empty", String::new()),
+    ];
+    for (what, token) in corpus {
+        let (status, challenge, body) = call(&app, get(Some(&token))).await;
+        assert_eq!(status, 401, "{what}: {body}");
+        assert_eq!(
+            challenge.as_deref(),
+            Some("Bearer error=\"invalid_token\""),
+            "{what}"
+        );
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["code"], "unauthenticated", "{what}");
+        assert_eq!(v.as_object().unwrap().len(), 4, "{what}: no detail: {body}");
+    }
+    // Other header shapes.
+    for value in [
+        "Basic dXNlcjpwdw==",
+        "Bearer",
+        "Bearer  two spaces",
+        "Token abc",
+    ] {
+        let req = test::TestRequest::get()
+            .uri("/me")
+            .insert_header((header::AUTHORIZATION, value));
+        assert_eq!(call(&app, req).await.0, 401, "{value}");
+    }
+    let twice = get(Some(&good.access_token)).append_header((
+        header::AUTHORIZATION,
+        format!("Bearer {}", good.access_token),
+    ));
+    assert_eq!(call(&app, twice).await.0, 401);
+    // And the untampered token still works.
+    assert_eq!(call(&app, get(Some(&good.access_token))).await.0, 200);
+}
+
+#[actix_web::test]
+async fn a_token_for_one_tenant_cannot_be_used_for_another() {
+    let s = sessions();
+    let app = app!(&s);
+    let pair = s.issue(&id("acme"), "user-1", Grant::new()).unwrap();
+    let req = get(Some(&pair.access_token)).insert_header(("x-tenant-id", "globex"));
+    let (status, _, body) = call(&app, req).await;
+    assert_eq!(status, 403);
+    assert!(body.contains("tenant_conflict"), "{body}");
+}
+
+#[actix_web::test]
+async fn refresh_rotates_and_reuse_revokes_the_family() {
+    let s = sessions();
+    let app = app!(&s);
+    let first = s
+        .issue(
+            &id("acme"),
+            "user-1",
+            Grant::new().scopes(["a"]).claim("plan", "x"),
+        )
+        .unwrap();
+    let second = s.refresh(&first.refresh_token).await.unwrap();
+    assert_ne!(second.refresh_token, first.refresh_token);
+    let p = s.verify(&second.access_token).await.unwrap();
+    assert_eq!((p.subject(), p.scopes()), ("user-1", &["a".to_owned()][..]));
+    assert_eq!(p.claims()["plan"], "x", "extra claims carry over");
+    assert_eq!(call(&app, get(Some(&second.access_token))).await.0, 200);
+    // An access token cannot refresh.
+    assert!(matches!(
+        s.refresh(&second.access_token).await,
+        Err(SessionError::Invalid(_))
+    ));
+    // The first refresh token again: theft. Every token of the family dies.
+    assert!(matches!(
+        s.refresh(&first.refresh_token).await,
+        Err(SessionError::RefreshReused)
+    ));
+    assert_eq!(call(&app, get(Some(&second.access_token))).await.0, 401);
+    assert_eq!(call(&app, get(Some(&first.access_token))).await.0, 401);
+    assert!(s.refresh(&second.refresh_token).await.is_err());
+    // Another login of the same user is a new family, untouched.
+    let other = s.issue(&id("acme"), "user-1", Grant::new()).unwrap();
+    assert_eq!(call(&app, get(Some(&other.access_token))).await.0, 200);
+}
+
+#[actix_web::test]
+async fn revoking_a_tenant_or_subject_stops_older_tokens() {
+    let s = sessions();
+    let app = app!(&s);
+    let acme = s.issue(&id("acme"), "user-1", Grant::new()).unwrap();
+    let acme2 = s.issue(&id("acme"), "user-2", Grant::new()).unwrap();
+    let globex = s.issue(&id("globex"), "user-1", Grant::new()).unwrap();
+    s.revoke_subject(&id("acme"), "user-2").await.unwrap();
+    assert_eq!(call(&app, get(Some(&acme2.access_token))).await.0, 401);
+    assert_eq!(call(&app, get(Some(&acme.access_token))).await.0, 200);
+    s.revoke_tenant(&id("acme")).await.unwrap();
+    assert_eq!(call(&app, get(Some(&acme.access_token))).await.0, 401);
+    assert!(s.refresh(&acme.refresh_token).await.is_err());
+    assert_eq!(call(&app, get(Some(&globex.access_token))).await.0, 200);
+    // A token without `iat` cannot prove it is newer than the cut-off: revoked.
+    let mut c = claims("acme");
+    c.as_object_mut().unwrap().remove("iat");
+    assert_eq!(call(&app, get(Some(&mint(&c, "k1")))).await.0, 401);
+    // Tokens issued after the cut-off (next second) work.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let fresh = s.issue(&id("acme"), "user-1", Grant::new()).unwrap();
+    assert_eq!(call(&app, get(Some(&fresh.access_token))).await.0, 200);
+}
+
+#[actix_web::test]
+async fn key_rotation_keeps_old_tokens_during_the_overlap_only() {
+    let s = sessions();
+    let app = app!(&s);
+    let old = s.issue(&id("acme"), "user-1", Grant::new()).unwrap();
+    s.rotate(Key::hmac("k2", Algorithm::HS512, &[42u8; 64]).unwrap())
+        .unwrap();
+    let new = s.issue(&id("acme"), "user-1", Grant::new()).unwrap();
+    let kid = jsonwebtoken::decode_header(&new.access_token).unwrap().kid;
+    assert_eq!(kid.as_deref(), Some("k2"));
+    assert_eq!(
+        call(&app, get(Some(&old.access_token))).await.0,
+        200,
+        "overlap"
+    );
+    assert_eq!(call(&app, get(Some(&new.access_token))).await.0, 200);
+    assert!(s.retire("k2").is_err(), "the signing key cannot be retired");
+    s.retire("k1").unwrap();
+    assert_eq!(
+        call(&app, get(Some(&old.access_token))).await.0,
+        401,
+        "after"
+    );
+    assert_eq!(call(&app, get(Some(&new.access_token))).await.0, 200);
+}
+
+#[actix_web::test]
+async fn tokens_minted_by_pyjwt_verify() {
+    let vectors: Vec<Value> = serde_json::from_slice(&fixture("vectors.json")).unwrap();
+    let hs = Key::hmac("hs", Algorithm::HS256, &fixture("hmac.secret")).unwrap();
+    let rsa = fixture("rsa_public.pem");
+    let keys = KeySet::signing(hs)
+        .unwrap()
+        .with(Key::public_pem("rsa", Algorithm::RS256, &rsa).unwrap())
+        .unwrap()
+        .with(Key::public_pem("rsa-pss", Algorithm::PS256, &rsa).unwrap())
+        .unwrap()
+        .with(Key::public_pem("ec", Algorithm::ES256, &fixture("ec_public.pem")).unwrap())
+        .unwrap()
+        .with(Key::public_pem("ed", Algorithm::EdDSA, &fixture("ed25519_public.pem")).unwrap())
+        .unwrap();
+    let config = SessionConfig::new("https://issuer.test", "api");
+    let pem = SessionManager::new(config.clone(), keys);
+    let jwks = std::str::from_utf8(&fixture("jwks.json"))
+        .unwrap()
+        .to_owned();
+    let from_jwks = SessionManager::new(config, KeySet::verify_only().with_jwks(&jwks).unwrap());
+    assert_eq!(vectors.len(), 5);
+    for v in &vectors {
+        let token = v["token"].as_str().unwrap();
+        let p = pem
+            .verify(token)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", v["alg"]));
+        assert_eq!(p.subject(), "user-7");
+        assert_eq!(p.tenant().map(TenantId::as_str), Some("acme"));
+        assert_eq!(p.scopes(), ["reports:read", "items:write"]);
+        assert_eq!(p.token_id(), Some("pyjwt-vector"));
+        if v["alg"] != "HS256" {
+            from_jwks
+                .verify(token)
+                .await
+                .unwrap_or_else(|e| panic!("{} via JWKS: {e}", v["alg"]));
+        }
+        // One changed byte in the payload breaks each of them.
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        parts[1] = parts[1].replacen("dXNlci03", "dXNlci04", 1);
+        assert!(pem.verify(&parts.join(".")).await.is_err(), "{}", v["alg"]);
+    }
+}
+
+#[actix_web::test]
+async fn keys_are_checked_when_loaded() {
+    let err = Key::hmac("k", Algorithm::HS256, b"short").unwrap_err();
+    assert!(err.to_string().contains("at least 32 bytes"), "{err}");
+    assert!(Key::hmac("k", Algorithm::RS256, SECRET).is_err());
+    assert!(Key::hmac("", Algorithm::HS256, SECRET).is_err());
+    // A private key with another key's public half is caught by the self-test.
+    let err = Key::pem_pair(
+        "ec",
+        Algorithm::ES256,
+        &fixture("ec_private.pem"),
+        &fixture("other_ec_public.pem"),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("does not verify"), "{err}");
+    let ok = Key::pem_pair(
+        "ed",
+        Algorithm::EdDSA,
+        &fixture("ed25519_private.pem"),
+        &fixture("ed25519_public.pem"),
+    )
+    .unwrap();
+    assert!(ok.can_sign());
+    assert!(Key::public_pem("x", Algorithm::RS256, b"not a pem").is_err());
+    assert!(KeySet::verify_only().with_jwks("{\"keys\": []}").is_err());
+    assert!(KeySet::verify_only()
+        .with_jwks(r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#)
+        .is_err());
+}
+
+/// Signs and verifies with every algorithm family through jsonwebtoken's process-wide
+/// crypto provider. Built with jsonwebtoken's `rust_crypto` feature enabled as well
+/// (`.ci/run` does), jsonwebtoken alone would panic here ("no or two providers");
+/// the crate installs its provider first, so it must not.
+#[actix_web::test]
+async fn crypto_backend_is_installed_whatever_features_are_unified() {
+    let keys = KeySet::signing(
+        Key::pem_pair(
+            "es",
+            Algorithm::ES256,
+            &fixture("ec_private.pem"),
+            &fixture("ec_public.pem"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let s = SessionManager::new(SessionConfig::new(ISS, AUD), keys);
+    let pair = s.issue(&id("acme"), "user-1", Grant::new()).unwrap();
+    assert!(s.verify(&pair.access_token).await.is_ok());
+    s.rotate(
+        Key::pem_pair(
+            "rs",
+            Algorithm::RS256,
+            &fixture("rsa_private.pem"),
+            &fixture("rsa_public.pem"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let pair = s.issue(&id("acme"), "user-1", Grant::new()).unwrap();
+    assert!(s.verify(&pair.access_token).await.is_ok());
+}
+
+#[actix_web::test]
+async fn allow_missing_lets_the_resolver_decide_and_principal_is_optional() {
+    let s = sessions();
+    let registry = InMemoryRegistry::new().with(TenantRecord::new(id("acme"), "pro"));
+    let tenancy = Tenancy::builder()
+        .auth(JwtAuth::new(s.clone()).allow_missing(true))
+        .resolver(
+            TenantResolver::builder(registry)
+                .source(Source::claim())
+                .source(Source::header())
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let app = test::init_service(
+        App::new()
+            .wrap(tenancy)
+            .route(
+                "/who",
+                web::get().to(|p: Option<Principal>, t: Tenant| async move {
+                    format!(
+                        "{} {}",
+                        p.map_or("anonymous".into(), |p| p.subject().to_owned()),
+                        t.id()
+                    )
+                }),
+            )
+            .route(
+                "/me",
+                web::get().to(|p: Principal| async move { p.subject().to_owned() }),
+            ),
+    )
+    .await;
+    let anon = test::TestRequest::get()
+        .uri("/who")
+        .insert_header(("x-tenant-id", "acme"));
+    assert_eq!(call(&app, anon).await.2, "anonymous acme");
+    let (status, challenge, _) = call(
+        &app,
+        test::TestRequest::get()
+            .uri("/me")
+            .insert_header(("x-tenant-id", "acme")),
+    )
+    .await;
+    assert_eq!((status, challenge.as_deref()), (401, Some("Bearer")));
+    // A token that is present is still checked.
+    let req = test::TestRequest::get()
+        .uri("/who")
+        .insert_header((header::AUTHORIZATION, "Bearer x.y.z"));
+    assert_eq!(call(&app, req).await.0, 401);
+}
+
+#[actix_web::test]
+async fn jwt_auth_without_a_claim_source_is_a_config_error() {
+    let registry = InMemoryRegistry::new();
+    let err = Tenancy::builder()
+        .auth(JwtAuth::new(sessions()))
+        .resolver(
+            TenantResolver::builder(registry)
+                .source(Source::header())
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("Source::claim()"), "{err}");
+}

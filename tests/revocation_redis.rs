@@ -1,0 +1,202 @@
+//! `RedisRevocations` (features `jwt` and `redis`): every replica sees a revocation
+//! at once. Tests that need Redis run when `REDIS_URL` is set (CI sets it, and with
+//! `CI=true` an unset `REDIS_URL` fails them); the outage test always runs.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_tenancy::{
+    prelude::*,
+    session::{
+        Grant, JwtAuth, Key, KeySet, RedisRevocations, SessionConfig, SessionError, SessionManager,
+    },
+};
+use actix_web::{http::header, test, web, App};
+use futures_util::future::join;
+use jsonwebtoken::Algorithm;
+
+fn redis_url() -> Option<String> {
+    match std::env::var("REDIS_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI must set REDIS_URL: the Redis revocation tests would not run")
+        }
+        Err(_) => {
+            eprintln!("REDIS_URL is not set: skipping a test that needs Redis");
+            None
+        }
+    }
+}
+
+/// A key prefix no other test or run shares.
+fn prefix(test: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("tenancy-test:rev:{test}:{nanos}:")
+}
+
+/// Two replicas: the same keys, each with its own connection to the same store.
+fn replicas(url: &str, prefix: &str) -> (SessionManager, SessionManager) {
+    let make = || {
+        let keys = KeySet::signing(Key::hmac("k1", Algorithm::HS256, &[3u8; 32]).unwrap()).unwrap();
+        let store = RedisRevocations::with_options(url, prefix, Duration::from_secs(2)).unwrap();
+        SessionManager::new(SessionConfig::new("https://auth.test", "api"), keys).with_store(store)
+    };
+    (make(), make())
+}
+
+fn acme() -> TenantId {
+    TenantId::parse("acme").unwrap()
+}
+
+#[actix_web::test]
+async fn a_revocation_on_one_replica_is_seen_by_the_other_at_once() {
+    let Some(url) = redis_url() else { return };
+    let (a, b) = replicas(&url, &prefix("jti"));
+    let pair = a.issue(&acme(), "user-1", Grant::new()).unwrap();
+    let p = b.verify(&pair.access_token).await.unwrap();
+    a.revoke(p.token_id().unwrap()).await.unwrap();
+    assert!(matches!(
+        b.verify(&pair.access_token).await,
+        Err(SessionError::Revoked)
+    ));
+
+    let other = a.issue(&acme(), "user-2", Grant::new()).unwrap();
+    b.revoke_subject(&acme(), "user-2").await.unwrap();
+    assert!(a.verify(&other.access_token).await.is_err());
+    assert!(a
+        .verify(
+            &a.issue(&acme(), "user-3", Grant::new())
+                .unwrap()
+                .access_token
+        )
+        .await
+        .is_ok());
+}
+
+#[actix_web::test]
+async fn a_refresh_token_is_used_once_across_replicas() {
+    let Some(url) = redis_url() else { return };
+    let (a, b) = replicas(&url, &prefix("refresh"));
+    let pair = a.issue(&acme(), "user-1", Grant::new()).unwrap();
+    // Both replicas at once: exactly one wins, the other sees a replay.
+    let (x, y) = join(
+        a.refresh(&pair.refresh_token),
+        b.refresh(&pair.refresh_token),
+    )
+    .await;
+    let winners = [&x, &y].iter().filter(|r| r.is_ok()).count();
+    assert_eq!(winners, 1, "{x:?} {y:?}");
+    let loser = if x.is_err() { &x } else { &y };
+    assert!(
+        matches!(loser, Err(SessionError::RefreshReused)),
+        "{loser:?}"
+    );
+    // The replay revoked the family everywhere, the winner's new tokens included.
+    let won = x.or(y).unwrap();
+    assert!(a.verify(&won.access_token).await.is_err());
+    assert!(b.verify(&won.access_token).await.is_err());
+}
+
+#[actix_web::test]
+async fn revoke_tenant_through_the_app_of_another_replica() {
+    let Some(url) = redis_url() else { return };
+    let (a, b) = replicas(&url, &prefix("tenant"));
+    let registry = InMemoryRegistry::new().with(TenantRecord::new(acme(), "pro"));
+    let tenancy = Tenancy::builder()
+        .auth(JwtAuth::new(b.clone()))
+        .resolver(
+            TenantResolver::builder(registry)
+                .source(Source::claim())
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let app = test::init_service(App::new().wrap(tenancy).route(
+        "/me",
+        web::get().to(|t: Tenant| async move { t.id().to_string() }),
+    ))
+    .await;
+    let pair = a.issue(&acme(), "user-1", Grant::new()).unwrap();
+    let req = || {
+        test::TestRequest::get()
+            .uri("/me")
+            .insert_header((
+                header::AUTHORIZATION,
+                format!("Bearer {}", pair.access_token),
+            ))
+            .to_request()
+    };
+    assert_eq!(test::call_service(&app, req()).await.status(), 200);
+    a.revoke_tenant(&acme()).await.unwrap();
+    assert_eq!(test::call_service(&app, req()).await.status(), 401);
+}
+
+#[actix_web::test]
+async fn entries_expire_with_the_tokens_they_revoke() {
+    let Some(url) = redis_url() else { return };
+    let prefix = prefix("ttl");
+    let (a, _) = replicas(&url, &prefix);
+    a.revoke("some-jti").await.unwrap();
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{prefix}jti:8:some-jti");
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let max_life = 30 * 24 * 3600 + 30;
+    assert!(ttl > 0 && ttl <= max_life, "TTL {ttl}");
+}
+
+#[actix_web::test]
+async fn redis_down_fails_closed_with_503() {
+    let keys = KeySet::signing(Key::hmac("k1", Algorithm::HS256, &[3u8; 32]).unwrap()).unwrap();
+    let store = RedisRevocations::with_options(
+        "redis://127.0.0.1:1",
+        "tenancy-test:down:",
+        Duration::from_millis(100),
+    )
+    .unwrap();
+    let s =
+        SessionManager::new(SessionConfig::new("https://auth.test", "api"), keys).with_store(store);
+    let pair = s.issue(&acme(), "user-1", Grant::new()).unwrap();
+    assert!(matches!(
+        s.verify(&pair.access_token).await,
+        Err(SessionError::Store(_))
+    ));
+    assert!(matches!(
+        s.refresh(&pair.refresh_token).await,
+        Err(SessionError::Store(_))
+    ));
+    let registry = InMemoryRegistry::new().with(TenantRecord::new(acme(), "pro"));
+    let tenancy = Tenancy::builder()
+        .auth(JwtAuth::new(s.clone()))
+        .resolver(
+            TenantResolver::builder(registry)
+                .source(Source::claim())
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let app = test::init_service(App::new().wrap(tenancy).route(
+        "/me",
+        web::get().to(|t: Tenant| async move { t.id().to_string() }),
+    ))
+    .await;
+    let req = test::TestRequest::get()
+        .uri("/me")
+        .insert_header((
+            header::AUTHORIZATION,
+            format!("Bearer {}", pair.access_token),
+        ))
+        .to_request();
+    let res = test::call_service(&app, req).await;
+    assert_eq!(res.status(), 503);
+    let body = test::read_body(res).await;
+    assert!(String::from_utf8_lossy(&body).contains("auth_unavailable"));
+}

@@ -92,7 +92,9 @@ fn bearer(req: &ServiceRequest) -> Result<Option<&str>, &'static str> {
     if value.len() > MAX_TOKEN_LEN + 7 {
         return Err("the token is too large");
     }
-    let value = value.to_str().map_err(|_| "a non-ASCII Authorization header")?;
+    let value = value
+        .to_str()
+        .map_err(|_| "a non-ASCII Authorization header")?;
     let (scheme, token) = value.split_once(' ').ok_or("not a bearer credential")?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err("not a bearer credential");

@@ -167,9 +167,15 @@ impl Key {
         check_alg(alg)?;
         let err = || pem_err(kid);
         let decoding = match alg.family() {
-            jsonwebtoken::AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(public_pem).map_err(err())?,
-            jsonwebtoken::AlgorithmFamily::Ec => DecodingKey::from_ec_pem(public_pem).map_err(err())?,
-            jsonwebtoken::AlgorithmFamily::Ed => DecodingKey::from_ed_pem(public_pem).map_err(err())?,
+            jsonwebtoken::AlgorithmFamily::Rsa => {
+                DecodingKey::from_rsa_pem(public_pem).map_err(err())?
+            }
+            jsonwebtoken::AlgorithmFamily::Ec => {
+                DecodingKey::from_ec_pem(public_pem).map_err(err())?
+            }
+            jsonwebtoken::AlgorithmFamily::Ed => {
+                DecodingKey::from_ed_pem(public_pem).map_err(err())?
+            }
             jsonwebtoken::AlgorithmFamily::Hmac => {
                 return Err(KeyError::new("use Key::hmac for HMAC secrets"))
             }
@@ -299,7 +305,10 @@ impl KeySet {
     /// Adds a key that verifies only. A `kid` already present is an error.
     pub fn with(mut self, key: Key) -> Result<Self, KeyError> {
         if self.keys.contains_key(key.kid()) {
-            return Err(KeyError::new(format!("kid {:?} is already in the set", key.kid())));
+            return Err(KeyError::new(format!(
+                "kid {:?} is already in the set",
+                key.kid()
+            )));
         }
         let key = Key {
             encoding: None,
@@ -318,7 +327,10 @@ impl KeySet {
             )));
         }
         if self.keys.contains_key(key.kid()) {
-            return Err(KeyError::new(format!("kid {:?} is already in the set", key.kid())));
+            return Err(KeyError::new(format!(
+                "kid {:?} is already in the set",
+                key.kid()
+            )));
         }
         self.keys.insert(Arc::clone(&key.kid), key.clone());
         self.signing = Some(key);

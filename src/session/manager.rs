@@ -14,8 +14,7 @@ use serde_json::{Map, Value};
 
 use super::{
     keys::{install_crypto, Key, KeyError, KeySet},
-    now, InMemoryRevocations, Principal, Revocation, RevocationError, RevocationStore,
-    TokenFacts,
+    now, InMemoryRevocations, Principal, Revocation, RevocationError, RevocationStore, TokenFacts,
 };
 use crate::tenant::{TenantId, TenantIdRule};
 
@@ -161,9 +160,7 @@ impl fmt::Display for SessionError {
         match self {
             Self::Invalid(why) => write!(f, "invalid token: {why}"),
             Self::Revoked => f.write_str("token revoked"),
-            Self::RefreshReused => {
-                f.write_str("refresh token reused: its whole family is revoked")
-            }
+            Self::RefreshReused => f.write_str("refresh token reused: its whole family is revoked"),
             Self::Store(e) => e.fmt(f),
             Self::Key(e) => e.fmt(f),
         }
@@ -207,9 +204,17 @@ impl Verified {
     }
 
     pub(crate) fn into_principal(self) -> Principal {
-        let scopes: Vec<String> = match self.claims.get("scope").or_else(|| self.claims.get("scp")) {
-            Some(Value::String(s)) => s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
-            Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+        let scopes: Vec<String> = match self.claims.get("scope").or_else(|| self.claims.get("scp"))
+        {
+            Some(Value::String(s)) => s
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
             _ => Vec::new(),
         };
         let mut p = Principal::new(self.subject)
@@ -452,7 +457,10 @@ impl SessionManager {
         let number = |name: &'static str| -> Result<Option<u64>, SessionError> {
             match claims.get(name) {
                 None => Ok(None),
-                Some(v) => v.as_u64().map(Some).ok_or(invalid("a time claim is not a whole number")),
+                Some(v) => v
+                    .as_u64()
+                    .map(Some)
+                    .ok_or(invalid("a time claim is not a whole number")),
             }
         };
         let text = |name: &str| -> Result<Option<&str>, SessionError> {
@@ -468,7 +476,9 @@ impl SessionManager {
         if text("iss")? != Some(c.issuer.as_str()) {
             return Err(invalid("wrong issuer"));
         }
-        let subject = text("sub")?.filter(|s| !s.is_empty()).ok_or(invalid("no subject"))?;
+        let subject = text("sub")?
+            .filter(|s| !s.is_empty())
+            .ok_or(invalid("no subject"))?;
         let usage = match text(TOKEN_USE)? {
             None | Some("access") => Use::Access,
             Some("refresh") => Use::Refresh,
@@ -482,7 +492,11 @@ impl SessionManager {
         }
         let tenant = match text(&c.tenant_claim)? {
             None => None,
-            Some(t) => Some(c.id_rule.parse(t).map_err(|_| invalid("malformed tenant claim"))?),
+            Some(t) => Some(
+                c.id_rule
+                    .parse(t)
+                    .map_err(|_| invalid("malformed tenant claim"))?,
+            ),
         };
         let jti = text("jti")?.map(str::to_owned);
         let family = text(FAMILY)?.map(str::to_owned);
@@ -530,7 +544,12 @@ impl SessionManager {
             return Err(invalid("a refresh token needs jti, fam and a tenant"));
         };
         let until = v.expires_at + self.inner.config.leeway.as_secs();
-        let first = self.inner.store.consume(jti, until).await.map_err(SessionError::Store)?;
+        let first = self
+            .inner
+            .store
+            .consume(jti, until)
+            .await
+            .map_err(SessionError::Store)?;
         if !first {
             let until = now() + self.inner.config.max_life();
             self.inner
@@ -546,7 +565,11 @@ impl SessionManager {
             return Err(SessionError::RefreshReused);
         }
         let scopes: Vec<String> = match v.claims.get("scope") {
-            Some(Value::String(s)) => s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+            Some(Value::String(s)) => s
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
             _ => Vec::new(),
         };
         let extra = v
@@ -570,7 +593,11 @@ impl SessionManager {
 
     /// Revokes every token of `subject` in `tenant` issued until now (tokens issued
     /// within the same second are revoked too: the cut-off fails closed).
-    pub async fn revoke_subject(&self, tenant: &TenantId, subject: &str) -> Result<(), SessionError> {
+    pub async fn revoke_subject(
+        &self,
+        tenant: &TenantId,
+        subject: &str,
+    ) -> Result<(), SessionError> {
         let now = now();
         let what = Revocation::Subject {
             tenant: tenant.as_str(),

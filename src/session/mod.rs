@@ -29,7 +29,9 @@ pub use manager::{Grant, SessionConfig, SessionError, SessionManager, TokenPair,
 #[cfg(all(feature = "jwt", feature = "redis"))]
 pub use redis::RedisRevocations;
 #[cfg(feature = "jwt")]
-pub use revocation::{InMemoryRevocations, Revocation, RevocationError, RevocationStore, TokenFacts};
+pub use revocation::{
+    InMemoryRevocations, Revocation, RevocationError, RevocationStore, TokenFacts,
+};
 
 /// Now, in unix seconds.
 #[cfg(feature = "jwt")]

@@ -179,8 +179,8 @@ impl FromRequest for Principal {
                     reason: crate::error::NO_CREDENTIAL.into(),
                 };
                 let responder = crate::tenant::Resolution::of(req).map(|r| r.responder);
-                let responder: std::sync::Arc<dyn crate::error::ErrorResponder> =
-                    responder.unwrap_or_else(|| std::sync::Arc::new(crate::error::ProblemJson::default()));
+                let responder: std::sync::Arc<dyn crate::error::ErrorResponder> = responder
+                    .unwrap_or_else(|| std::sync::Arc::new(crate::error::ProblemJson::default()));
                 Err(crate::tenant::respond_err(err, &*responder, req))
             }
         })

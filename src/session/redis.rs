@@ -116,11 +116,12 @@ impl RevocationStore for RedisRevocations {
     }
 
     async fn is_revoked(&self, t: &TokenFacts<'_>) -> Result<bool, RevocationError> {
-        let mut keys = Vec::with_capacity(4);
-        keys.push(t.jti.map(|j| self.key("jti", &[j])));
-        keys.push(t.family.map(|f| self.key("fam", &[f])));
-        keys.push(t.tenant.map(|tenant| self.key("ten", &[tenant])));
-        keys.push(t.tenant.map(|tenant| self.key("sub", &[tenant, t.subject])));
+        let keys = [
+            t.jti.map(|j| self.key("jti", &[j])),
+            t.family.map(|f| self.key("fam", &[f])),
+            t.tenant.map(|tenant| self.key("ten", &[tenant])),
+            t.tenant.map(|tenant| self.key("sub", &[tenant, t.subject])),
+        ];
         let present: Vec<String> = keys.iter().flatten().cloned().collect();
         if present.is_empty() {
             return Ok(false);
@@ -130,7 +131,13 @@ impl RevocationStore for RedisRevocations {
             return Err(RevocationError::new("unexpected MGET reply"));
         }
         let mut values = values.into_iter();
-        let mut next = |exists: bool| if exists { values.next().flatten() } else { None };
+        let mut next = |exists: bool| {
+            if exists {
+                values.next().flatten()
+            } else {
+                None
+            }
+        };
         let cut = |before: i64| t.issued_at.map_or(true, |iat| (iat as i64) <= before);
         let jti = next(keys[0].is_some());
         let fam = next(keys[1].is_some());

@@ -116,6 +116,9 @@ impl<S: RevocationStore + ?Sized> RevocationStore for std::sync::Arc<S> {
 
 type Map<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
 
+/// A subject's cut-off: the subject, the cut-off and until, in unix seconds.
+type SubjectCut = (Box<str>, u64, u64);
+
 /// The in-memory [`RevocationStore`] of one process. Use a shared store
 /// ([`RedisRevocations`](super::RedisRevocations), feature `redis`) when several
 /// replicas serve the same tokens: a revocation here is not seen by the others.
@@ -126,7 +129,7 @@ pub struct InMemoryRevocations {
     /// Tenant → its cut-off and until.
     tenants: Map<Box<str>, (u64, u64)>,
     /// Tenant → subject → its cut-off and until.
-    subjects: Map<Box<str>, Vec<(Box<str>, u64, u64)>>,
+    subjects: Map<Box<str>, Vec<SubjectCut>>,
     used: Map<Box<str>, u64>,
     writes: AtomicU64,
 }
