@@ -73,7 +73,8 @@
 //! | *(none, default)* | resolution, registry (in memory, cached), extractor, errors, audit |
 //! | `toml` | [`InMemoryRegistry::from_toml_str`](registry::InMemoryRegistry), `from_toml_file`, and TOML policies ([`RulePolicy::from_toml`](policy::RulePolicy)) |
 //! | `metrics` | decision counters through the `metrics` facade (see [`observe`]) |
-//! | `redis` | `RedisQuota`: one quota shared by every replica (see [`quota`]) |
+//! | `redis` | `RedisQuota`: one quota shared by every replica (see [`quota`]); with `jwt`, `RedisRevocations` |
+//! | `jwt` | JWT sessions: `KeySet`, `SessionManager`, `JwtAuth` (see [`session`]; Rust 1.88+) |
 //!
 //! # Invariants
 //!
