@@ -249,6 +249,7 @@ async fn the_tamper_corpus_is_401_and_reveals_nothing() {
         ("iss as a number", with(json!({"iss": 7}))),
         ("malformed tenant", with(json!({"tenant_id": "ACME; drop"}))),
         ("tenant as an array", with(json!({"tenant_id": ["acme"]}))),
+        ("no tenant", with(json!({"tenant_id": null}))),
         ("unknown token_use", with(json!({"token_use": "id"}))),
         ("unknown kid", unknown_kid),
         ("refresh token as access", good.refresh_token.clone()),
@@ -545,6 +546,17 @@ async fn allow_missing_lets_the_resolver_decide_and_principal_is_optional() {
         .uri("/who")
         .insert_header((header::AUTHORIZATION, "Bearer x.y.z"));
     assert_eq!(call(&app, req).await.0, 401);
+}
+
+#[actix_web::test]
+async fn tokens_without_a_tenant_only_when_allowed() {
+    let keys = KeySet::signing(Key::hmac("k1", Algorithm::HS256, SECRET).unwrap()).unwrap();
+    let lenient = SessionManager::new(SessionConfig::new(ISS, AUD).require_tenant(false), keys);
+    let mut c = claims("acme");
+    c.as_object_mut().unwrap().remove("tenant_id");
+    let p = lenient.verify(&mint(&c, "k1")).await.unwrap();
+    assert_eq!(p.tenant(), None);
+    assert!(sessions().verify(&mint(&c, "k1")).await.is_err());
 }
 
 #[actix_web::test]

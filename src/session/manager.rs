@@ -37,6 +37,7 @@ pub struct SessionConfig {
     leeway: Duration,
     tenant_claim: String,
     id_rule: TenantIdRule,
+    require_tenant: bool,
 }
 
 impl SessionConfig {
@@ -51,6 +52,7 @@ impl SessionConfig {
             leeway: Duration::from_secs(30),
             tenant_claim: "tenant_id".into(),
             id_rule: TenantIdRule::Default,
+            require_tenant: true,
         }
     }
 
@@ -82,6 +84,15 @@ impl SessionConfig {
     /// crate's default rule).
     pub fn id_rule(mut self, rule: TenantIdRule) -> Self {
         self.id_rule = rule;
+        self
+    }
+
+    /// Whether a token must name a tenant (default: yes). A token without the tenant
+    /// claim would let its bearer pick any tenant through the other sources; turn
+    /// this off only for identities that are not tied to one tenant (and guard
+    /// those routes yourself).
+    pub fn require_tenant(mut self, require: bool) -> Self {
+        self.require_tenant = require;
         self
     }
 
@@ -498,6 +509,9 @@ impl SessionManager {
                     .map_err(|_| invalid("malformed tenant claim"))?,
             ),
         };
+        if tenant.is_none() && c.require_tenant {
+            return Err(invalid("the token names no tenant"));
+        }
         let jti = text("jti")?.map(str::to_owned);
         let family = text(FAMILY)?.map(str::to_owned);
         if usage == Use::Refresh && (jti.is_none() || family.is_none() || tenant.is_none()) {
