@@ -15,12 +15,16 @@
 
 mod cache;
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod record;
 
 use std::{borrow::Cow, fmt, sync::Arc};
 
 pub use cache::{CacheConfig, CachedRegistry};
 pub use memory::InMemoryRegistry;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresRegistry;
 pub use record::{Access, StatusRules, TenantRecord, TenantStatus};
 
 use crate::tenant::TenantId;
