@@ -74,6 +74,7 @@
 //! | `toml` | [`InMemoryRegistry::from_toml_str`](registry::InMemoryRegistry) and `from_toml_file` |
 //! | `metrics` | decision counters through the `metrics` facade (see [`observe`]) |
 //! | `redis` | `RedisQuota`: one quota shared by every replica (see [`quota`]) |
+//! | `postgres` | `PostgresRegistry`: tenants in PostgreSQL, kept fresh on every replica by `NOTIFY`; a row-level security helper (see `registry::postgres`) |
 //!
 //! # Invariants
 //!

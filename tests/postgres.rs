@@ -120,10 +120,33 @@ impl TestDb {
     }
 
     async fn cleanup(self) {
-        sqlx::query(&format!("drop schema {} cascade", self.schema))
-            .execute(&self.admin)
-            .await
-            .unwrap();
+        self.admin.close().await;
+        // `Drop` drops the schema.
+    }
+}
+
+/// Drops the test's schema, also when the test fails (on a thread of its own: this may
+/// run while the test's runtime unwinds).
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let options = self.base.clone();
+        let sql = format!("drop schema if exists {} cascade", self.schema);
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                use sqlx::Connection as _;
+                let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+                sqlx::query(&sql).execute(&mut conn).await?;
+                conn.close().await
+            })
+            .map_err(std::io::Error::other)
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop schema {}", self.schema);
+        }
     }
 }
 
