@@ -11,7 +11,9 @@
 //!
 //! Ships with [`InMemoryRegistry`] (built in code, or loaded from JSON or TOML) and
 //! [`CachedRegistry`], a caching wrapper for any registry with a TTL, a short negative
-//! TTL, single-flight misses and a bounded stale-if-error window.
+//! TTL, single-flight misses and a bounded stale-if-error window. With the `postgres`
+//! feature, `postgres::PostgresRegistry` keeps tenants in PostgreSQL and its listener
+//! keeps every replica's cache in step.
 
 mod cache;
 mod memory;

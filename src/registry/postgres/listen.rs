@@ -30,7 +30,8 @@ struct State {
 /// It holds one dedicated connection (not one of the pool's) that `LISTEN`s on the
 /// registry's channel, and calls [`CachedRegistry::invalidate`] with the id each
 /// notification carries. When that connection drops it reconnects with exponential
-/// backoff (see [`reconnect_backoff`](super::PostgresRegistryBuilder::reconnect_backoff));
+/// backoff and jitter
+/// (see [`reconnect_backoff`](super::PostgresRegistryBuilder::reconnect_backoff));
 /// in the meantime the cache's TTL still bounds how stale an answer can be. Each time
 /// it (re)starts listening it calls [`CachedRegistry::invalidate_all`], since changes
 /// made while it was not listening were not announced to it.
@@ -182,7 +183,7 @@ impl<R: TenantRegistry> Worker<R> {
             if self.cache.strong_count() == 0 {
                 return;
             }
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep(jitter(delay)).await;
             delay = (delay * 2).min(max);
         }
     }
@@ -203,5 +204,28 @@ impl<R: TenantRegistry> Worker<R> {
         listener.eager_reconnect(false);
         listener.listen(&self.channel).await?;
         Ok(listener)
+    }
+}
+
+/// `delay` plus up to a quarter more, so replicas that lost the database together do
+/// not all reconnect in the same instant.
+fn jitter(delay: Duration) -> Duration {
+    use std::hash::BuildHasher as _;
+    // A fresh `RandomState` is keyed differently each time: a cheap random number.
+    let r = std::collections::hash_map::RandomState::new().hash_one(0u8) % 1024;
+    delay + delay.mul_f64(r as f64 / 4096.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_adds_at_most_a_quarter() {
+        let base = Duration::from_millis(400);
+        for _ in 0..100 {
+            let d = jitter(base);
+            assert!(d >= base && d <= base + base / 4, "{d:?}");
+        }
     }
 }
