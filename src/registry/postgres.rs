@@ -218,7 +218,8 @@ impl PostgresRegistry {
 
     /// Wraps the registry in a [`CachedRegistry`] and starts the
     /// [`InvalidationListener`] that keeps it fresh. Keep the listener for as long as
-    /// the cache is used: dropping it stops the task.
+    /// the cache is used: dropping it stops the task. Bind it to a name
+    /// (`let (cache, _listener) = ...`); `let (cache, _) = ...` drops it at once.
     ///
     /// Must be called inside a Tokio runtime (for instance in `#[actix_web::main]`);
     /// otherwise this is a [`ConfigError`]. It does not wait for the database: the

@@ -42,6 +42,7 @@ struct State {
 /// Dropping the handle, or calling [`stop`](Self::stop), ends the task. The task also
 /// ends by itself when the cache is dropped. Start it with
 /// [`PostgresRegistry::cached`] or [`PostgresRegistry::listen`].
+#[must_use = "dropping the listener stops it: keep it for as long as the cache is used"]
 pub struct InvalidationListener {
     task: JoinHandle<()>,
     state: watch::Receiver<State>,
