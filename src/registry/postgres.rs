@@ -74,8 +74,19 @@ pub const DEFAULT_CHANNEL: &str = "actix_tenancy_tenants";
 /// Serialises concurrent [`PostgresRegistry::migrate`] calls (an advisory lock key).
 const MIGRATION_LOCK: i64 = 0x6163_7469_785f_746e; // "actix_tn"
 
-/// The columns every query returns, in the order [`record_from_row`] reads them.
-const COLUMNS: &str = "id, status, tier, region, parent, attributes";
+/// A statement that ends with the columns [`record_from_row`] reads, so every query is
+/// a `&'static str` (and each connection prepares it once).
+macro_rules! returning_record {
+    ($($sql:literal)+) => {
+        concat!($($sql,)+ " id, status, tier, region, parent, attributes")
+    };
+}
+pub(crate) use returning_record;
+
+const LOOKUP: &str = concat!(
+    "select id, status, tier, region, parent, attributes",
+    " from tenants where id = $1"
+);
 
 /// A [`TenantRegistry`] backed by the `tenants` table of a PostgreSQL database.
 ///
@@ -255,8 +266,7 @@ impl TenantRegistry for PostgresRegistry {
         if self.shared.id_rule.check(id).is_err() {
             return Ok(None);
         }
-        let sql = format!("select {COLUMNS} from tenants where id = $1");
-        let row = sqlx::query(&sql)
+        let row = sqlx::query(LOOKUP)
             .bind(id.as_str())
             .fetch_optional(&self.shared.pool)
             .await
@@ -270,7 +280,7 @@ impl TenantRegistry for PostgresRegistry {
     }
 }
 
-/// Reads a row of [`COLUMNS`]. Anything unexpected is an error, never a guess.
+/// Reads a tenant row. Anything unexpected is an error, never a guess.
 fn record_from_row(row: &PgRow, rule: &TenantIdRule) -> Result<TenantRecord, String> {
     let text = |col: &str| -> Result<String, String> {
         row.try_get::<String, _>(col).map_err(|e| e.to_string())

@@ -10,7 +10,7 @@ use sqlx::{
     Postgres,
 };
 
-use super::{is_label, record_from_row, PostgresRegistry, COLUMNS};
+use super::{is_label, record_from_row, returning_record, PostgresRegistry};
 use crate::{
     registry::{TenantRecord, TenantStatus},
     InvalidTenantId,
@@ -115,17 +115,16 @@ impl PostgresRegistry {
                 return Err(AdminError::InvalidParent(None));
             }
         }
-        let sql = format!(
-            "insert into tenants (id, status, tier, region, parent, attributes) \
-             values ($1, $2, $3, $4, $5, $6) on conflict (id) do nothing returning {COLUMNS}"
-        );
-        let query = sqlx::query(&sql)
-            .bind(id)
-            .bind(record.status().as_str())
-            .bind(record.tier())
-            .bind(record.region())
-            .bind(record.parent().map(|p| p.as_str()))
-            .bind(Json(record.attributes()));
+        let query = sqlx::query(returning_record!(
+            "insert into tenants (id, status, tier, region, parent, attributes)"
+            " values ($1, $2, $3, $4, $5, $6) on conflict (id) do nothing returning"
+        ))
+        .bind(id)
+        .bind(record.status().as_str())
+        .bind(record.tier())
+        .bind(record.region())
+        .bind(record.parent().map(|p| p.as_str()))
+        .bind(Json(record.attributes()));
         match self.write(id, query).await {
             Err(AdminError::NotFound) => Err(AdminError::AlreadyExists),
             Err(AdminError::Database(e))
@@ -156,10 +155,10 @@ impl PostgresRegistry {
         status: TenantStatus,
     ) -> Result<TenantRecord, AdminError> {
         let id = self.valid_id(id)?;
-        let sql = format!(
-            "update tenants set status = $2, updated_at = now() where id = $1 returning {COLUMNS}"
+        let sql = returning_record!(
+            "update tenants set status = $2, updated_at = now() where id = $1 returning"
         );
-        let query = sqlx::query(&sql).bind(id).bind(status.as_str());
+        let query = sqlx::query(sql).bind(id).bind(status.as_str());
         self.write(id, query).await
     }
 
@@ -169,10 +168,10 @@ impl PostgresRegistry {
         if !is_label(tier) {
             return Err(AdminError::InvalidTier);
         }
-        let sql = format!(
-            "update tenants set tier = $2, updated_at = now() where id = $1 returning {COLUMNS}"
+        let sql = returning_record!(
+            "update tenants set tier = $2, updated_at = now() where id = $1 returning"
         );
-        self.write(id, sqlx::query(&sql).bind(id).bind(tier)).await
+        self.write(id, sqlx::query(sql).bind(id).bind(tier)).await
     }
 
     /// Pins the tenant to a region, or unpins it with `None`.
@@ -185,11 +184,10 @@ impl PostgresRegistry {
         if region.is_some_and(|r| !is_label(r)) {
             return Err(AdminError::InvalidRegion);
         }
-        let sql = format!(
-            "update tenants set region = $2, updated_at = now() where id = $1 returning {COLUMNS}"
+        let sql = returning_record!(
+            "update tenants set region = $2, updated_at = now() where id = $1 returning"
         );
-        self.write(id, sqlx::query(&sql).bind(id).bind(region))
-            .await
+        self.write(id, sqlx::query(sql).bind(id).bind(region)).await
     }
 
     /// Replaces the tenant's attributes.
@@ -199,10 +197,10 @@ impl PostgresRegistry {
         attributes: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<TenantRecord, AdminError> {
         let id = self.valid_id(id)?;
-        let sql = format!(
-            "update tenants set attributes = $2, updated_at = now() where id = $1 returning {COLUMNS}"
+        let sql = returning_record!(
+            "update tenants set attributes = $2, updated_at = now() where id = $1 returning"
         );
-        self.write(id, sqlx::query(&sql).bind(id).bind(Json(attributes)))
+        self.write(id, sqlx::query(sql).bind(id).bind(Json(attributes)))
             .await
     }
 
@@ -212,8 +210,8 @@ impl PostgresRegistry {
     /// tenants name it as their parent.
     pub async fn delete(&self, id: &str) -> Result<TenantRecord, AdminError> {
         let id = self.valid_id(id)?;
-        let sql = format!("delete from tenants where id = $1 returning {COLUMNS}");
-        match self.write(id, sqlx::query(&sql).bind(id)).await {
+        let sql = returning_record!("delete from tenants where id = $1 returning");
+        match self.write(id, sqlx::query(sql).bind(id)).await {
             Err(AdminError::Database(e))
                 if sqlstate(&e).as_deref() == Some(FOREIGN_KEY_VIOLATION) =>
             {
