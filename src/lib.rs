@@ -75,6 +75,7 @@
 //! | `metrics` | decision counters through the `metrics` facade (see [`observe`]) |
 //! | `redis` | `RedisQuota`: one quota shared by every replica (see [`quota`]); with `jwt`, `RedisRevocations` |
 //! | `jwt` | JWT sessions: `KeySet`, `SessionManager`, `JwtAuth` (see [`session`]; Rust 1.88+) |
+//! | `postgres` | `PostgresRegistry`: tenants in PostgreSQL, kept fresh on every replica by `NOTIFY`; a row-level security helper (see `registry::postgres`) |
 //!
 //! # Invariants
 //!

@@ -11,16 +11,22 @@
 //!
 //! Ships with [`InMemoryRegistry`] (built in code, or loaded from JSON or TOML) and
 //! [`CachedRegistry`], a caching wrapper for any registry with a TTL, a short negative
-//! TTL, single-flight misses and a bounded stale-if-error window.
+//! TTL, single-flight misses and a bounded stale-if-error window. With the `postgres`
+//! feature, `postgres::PostgresRegistry` keeps tenants in PostgreSQL and its listener
+//! keeps every replica's cache in step.
 
 mod cache;
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod record;
 
 use std::{borrow::Cow, fmt, sync::Arc};
 
 pub use cache::{CacheConfig, CachedRegistry};
 pub use memory::InMemoryRegistry;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresRegistry;
 pub use record::{Access, StatusRules, TenantRecord, TenantStatus};
 
 use crate::tenant::TenantId;
