@@ -533,6 +533,32 @@ async fn a_notification_is_sent_only_when_the_change_commits() {
     db.cleanup().await;
 }
 
+#[cfg(feature = "jwt")]
+#[actix_web::test]
+async fn suspend_and_revoke_stops_the_tenants_tokens_in_one_call() {
+    use actix_tenancy::session::{Grant, Key, KeySet, SessionConfig, SessionManager};
+    let Some(db) = TestDb::new("revoke").await else {
+        return;
+    };
+    let reg = db.migrated().await;
+    reg.create(&rec("acme", "pro")).await.unwrap();
+    reg.create(&rec("globex", "free")).await.unwrap();
+    let key = Key::hmac("k1", jsonwebtoken::Algorithm::HS256, &[5u8; 32]).unwrap();
+    let sessions = SessionManager::new(
+        SessionConfig::new("https://auth.test", "api"),
+        KeySet::signing(key).unwrap(),
+    );
+    let acme = sessions.issue(&tid("acme"), "u", Grant::new()).unwrap();
+    let globex = sessions.issue(&tid("globex"), "u", Grant::new()).unwrap();
+    let record = reg.suspend_and_revoke("acme", &sessions).await.unwrap();
+    assert_eq!(record.status(), TenantStatus::Suspended);
+    assert!(sessions.verify(&acme.access_token).await.is_err());
+    assert!(sessions.refresh(&acme.refresh_token).await.is_err());
+    assert!(sessions.verify(&globex.access_token).await.is_ok());
+    assert!(reg.suspend_and_revoke("nobody", &sessions).await.is_err());
+    db.cleanup().await;
+}
+
 // ---------------------------------------------------------------------------------
 // Hostile ids
 // ---------------------------------------------------------------------------------

@@ -40,6 +40,10 @@ pub enum AdminError {
     HasChildren,
     /// The database failed; nothing was changed.
     Database(sqlx::Error),
+    /// [`suspend_and_revoke`](PostgresRegistry::suspend_and_revoke): the tenant *is*
+    /// suspended, but revoking its sessions failed; retry the call (feature `jwt`).
+    #[cfg(feature = "jwt")]
+    Sessions(crate::session::SessionError),
 }
 
 impl fmt::Display for AdminError {
@@ -59,6 +63,8 @@ impl fmt::Display for AdminError {
             Self::ParentNotFound => f.write_str("the parent tenant does not exist"),
             Self::HasChildren => f.write_str("the tenant has child tenants"),
             Self::Database(e) => write!(f, "database error: {e}"),
+            #[cfg(feature = "jwt")]
+            Self::Sessions(e) => write!(f, "suspended, but its sessions were not revoked: {e}"),
         }
     }
 }
@@ -69,6 +75,8 @@ impl std::error::Error for AdminError {
             Self::InvalidId(e) => Some(e),
             Self::InvalidParent(Some(e)) => Some(e),
             Self::Database(e) => Some(e),
+            #[cfg(feature = "jwt")]
+            Self::Sessions(e) => Some(e),
             _ => None,
         }
     }
@@ -140,6 +148,24 @@ impl PostgresRegistry {
     /// `403 tenant_forbidden`, as for an unknown tenant.
     pub async fn suspend(&self, id: &str) -> Result<TenantRecord, AdminError> {
         self.set_status(id, TenantStatus::Suspended).await
+    }
+
+    /// Suspends the tenant and revokes every session token issued to it until now
+    /// ([`SessionManager::revoke_tenant`](crate::session::SessionManager::revoke_tenant)),
+    /// in one call (feature `jwt`). The suspension commits first: if the revocation
+    /// then fails, the tenant is still refused everywhere, and the error says to retry.
+    #[cfg(feature = "jwt")]
+    pub async fn suspend_and_revoke(
+        &self,
+        id: &str,
+        sessions: &crate::session::SessionManager,
+    ) -> Result<TenantRecord, AdminError> {
+        let record = self.suspend(id).await?;
+        sessions
+            .revoke_tenant(record.id())
+            .await
+            .map_err(AdminError::Sessions)?;
+        Ok(record)
     }
 
     /// Sets the status back to [`TenantStatus::Active`].
@@ -234,24 +260,39 @@ impl PostgresRegistry {
     /// transaction is rolled back.
     async fn write(&self, id: &str, query: PgQuery<'_>) -> Result<TenantRecord, AdminError> {
         let mut tx = self.shared.pool.begin().await?;
-        let row: Option<PgRow> = query.fetch_optional(&mut *tx).await.map_err(|e| {
-            if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) {
-                AdminError::AlreadyExists
-            } else {
-                AdminError::Database(e)
+        let changed = async {
+            let row: Option<PgRow> = query.fetch_optional(&mut *tx).await.map_err(|e| {
+                if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) {
+                    AdminError::AlreadyExists
+                } else {
+                    AdminError::Database(e)
+                }
+            })?;
+            let Some(row) = row else {
+                return Err(AdminError::NotFound);
+            };
+            let record = record_from_row(&row, &self.shared.id_rule)
+                .map_err(|e| AdminError::Database(sqlx::Error::Decode(e.into())))?;
+            sqlx::query("select pg_notify($1, $2)")
+                .bind(&self.shared.channel)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            Ok(record)
+        }
+        .await;
+        match changed {
+            Ok(record) => {
+                tx.commit().await?;
+                Ok(record)
             }
-        })?;
-        let Some(row) = row else {
-            return Err(AdminError::NotFound);
-        };
-        let record = record_from_row(&row, &self.shared.id_rule)
-            .map_err(|e| AdminError::Database(sqlx::Error::Decode(e.into())))?;
-        sqlx::query("select pg_notify($1, $2)")
-            .bind(&self.shared.channel)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(record)
+            Err(e) => {
+                // Roll back now: a dropped transaction is rolled back later, by a task
+                // of the runtime; until that runs, the connection sits idle in
+                // transaction holding its locks (a blocked runtime never runs it).
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
     }
 }
