@@ -74,6 +74,7 @@
 //! | `toml` | [`InMemoryRegistry::from_toml_str`](registry::InMemoryRegistry), `from_toml_file`, and TOML policies ([`RulePolicy::from_toml`](policy::RulePolicy)) |
 //! | `metrics` | decision counters through the `metrics` facade (see [`observe`]) |
 //! | `redis` | `RedisQuota`: one quota shared by every replica (see [`quota`]) |
+//! | `tls` | `Source::certificate`: the tenant from a verified TLS client certificate (see `tls`) |
 //!
 //! # Invariants
 //!
@@ -101,6 +102,8 @@ pub mod resolve;
 pub mod session;
 mod tenancy;
 mod tenant;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use error::{ErrorCode, ErrorResponder, ProblemJson, TenancyError};
 pub use resolve::{Source, TenantResolver};
