@@ -92,26 +92,48 @@ const MAX_NAMES: usize = 64;
 /// `HttpServer::on_connect`.
 ///
 /// On a rustls 0.23 connection (`actix_tls::accept::rustls_0_23::TlsStream<TcpStream>`)
-/// whose client presented a certificate, it inserts a [`PeerCertificate`]; on any other
+/// whose client presented a certificate, it stores a [`PeerCertificate`]; on any other
 /// connection (plain TCP, or a client without a certificate when the verifier allows
-/// that) it inserts nothing, and [`Source::certificate`] yields no tenant.
+/// that) it records that there is none, and [`Source::certificate`] yields no tenant.
 ///
 /// rustls only completes a handshake whose client certificate its verifier accepted, so
 /// the certificate captured here is a verified one, provided the server configuration
 /// verifies client certificates (see the [module docs](self)).
 ///
-/// Handlers can read it too: `req.conn_data::<PeerCertificate>()`.
+/// Without this hook, [`Source::certificate`] cannot tell "no certificate" from "not
+/// captured", so it fails closed: every request is a `500` and the audit log names the
+/// missing hook, rather than letting the other sources decide alone.
+///
+/// Handlers can read the certificate too: `req.conn_data::<PeerCertificate>()`.
 ///
 /// [`Source::certificate`]: crate::resolve::Source::certificate
 pub fn capture_peer_certificate(conn: &dyn Any, data: &mut Extensions) {
-    let Some(stream) = conn.downcast_ref::<TlsStream<TcpStream>>() else {
-        return;
-    };
-    let (_, session) = stream.get_ref();
-    if let Some(leaf) = session.peer_certificates().and_then(<[_]>::first) {
-        data.insert(PeerCertificate::from_der(leaf.as_ref()));
+    let leaf = conn
+        .downcast_ref::<TlsStream<TcpStream>>()
+        .and_then(|stream| stream.get_ref().1.peer_certificates())
+        .and_then(<[_]>::first)
+        .map(|leaf| PeerCertificate::from_der(leaf.as_ref()));
+    store_peer_certificate(data, leaf);
+}
+
+/// Stores what your own `on_connect` hook found (for a transport
+/// [`capture_peer_certificate`] does not know): the client's verified leaf certificate,
+/// or `None` when the connection has none. Call it once per connection, always, so that
+/// [`Source::certificate`] knows the hook ran.
+///
+/// Only pass a certificate the TLS layer has verified: the resolver trusts it.
+///
+/// [`Source::certificate`]: crate::resolve::Source::certificate
+pub fn store_peer_certificate(data: &mut Extensions, cert: Option<PeerCertificate>) {
+    data.insert(Captured);
+    if let Some(cert) = cert {
+        data.insert(cert);
     }
 }
+
+/// Marks a connection whose certificate, if any, was captured.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Captured;
 
 /// A client's leaf certificate, as captured by [`capture_peer_certificate`]: its DER
 /// bytes and the names read from it, parsed once per connection.

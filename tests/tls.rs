@@ -8,7 +8,7 @@ use std::{io, net::TcpListener, sync::Arc, time::Duration};
 use actix_tenancy::{
     error::ConfigError,
     prelude::*,
-    tls::{capture_peer_certificate, CertificateRule, PeerCertificate},
+    tls::{capture_peer_certificate, store_peer_certificate, CertificateRule, PeerCertificate},
 };
 use actix_web::{
     body::MessageBody,
@@ -168,6 +168,12 @@ async fn peer(req: HttpRequest) -> String {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
+enum Transport {
+    Tls,
+    Plain,
+}
+
 struct Server {
     port: u16,
     handle: ServerHandle,
@@ -179,6 +185,16 @@ impl Server {
     /// certificates must chain to `ca`; with `optional_client_auth`, a client may present
     /// none.
     fn start(ca: Arc<Ca>, resolver: TenantResolver, optional_client_auth: bool) -> Self {
+        Self::start_with(ca, resolver, optional_client_auth, Transport::Tls, true)
+    }
+
+    fn start_with(
+        ca: Arc<Ca>,
+        resolver: TenantResolver,
+        optional_client_auth: bool,
+        transport: Transport,
+        hook: bool,
+    ) -> Self {
         let server_id = ca.server_identity();
         let verifier = WebPkiClientVerifier::builder(ca.roots());
         let verifier = if optional_client_auth {
@@ -195,7 +211,7 @@ impl Server {
 
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let server = HttpServer::new(move || {
+        let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(resolver.clone())
                 .wrap(from_fn(attach_test_principal))
@@ -204,9 +220,14 @@ impl Server {
         })
         .workers(1)
         .disable_signals()
-        .shutdown_timeout(1)
-        .on_connect(capture_peer_certificate)
-        .listen_rustls_0_23(listener, config)
+        .shutdown_timeout(1);
+        if hook {
+            server = server.on_connect(capture_peer_certificate);
+        }
+        let server = match transport {
+            Transport::Tls => server.listen_rustls_0_23(listener, config),
+            Transport::Plain => server.listen(listener),
+        }
         .unwrap()
         .run();
         let handle = server.handle();
@@ -252,30 +273,48 @@ impl Server {
         let connector = TlsConnector::from(Arc::new(config));
         let exchange = async {
             let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
-            let mut tls = connector
+            let tls = connector
                 .connect(ServerName::try_from("localhost").unwrap(), tcp)
                 .await?;
-            let mut request =
-                format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n");
-            for (name, value) in headers {
-                request.push_str(&format!("{name}: {value}\r\n"));
-            }
-            request.push_str("\r\n");
-            tls.write_all(request.as_bytes()).await?;
-            tls.flush().await?;
-            let mut raw = Vec::new();
-            // The server may close without a TLS close_notify; what arrived counts.
-            match tls.read_to_end(&mut raw).await {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
-                Err(e) => return Err(e),
-            }
-            Reply::parse(&raw)
+            exchange(tls, path, headers).await
         };
         tokio::time::timeout(Duration::from_secs(10), exchange)
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "request timed out"))?
     }
+
+    /// `GET path` over plain TCP.
+    async fn get_plain(&self, path: &str, headers: &[(&str, &str)]) -> io::Result<Reply> {
+        let exchange = async {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
+            exchange(tcp, path, headers).await
+        };
+        tokio::time::timeout(Duration::from_secs(10), exchange)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "request timed out"))?
+    }
+}
+
+/// One HTTP/1.1 request and its response, on a connection that then closes.
+async fn exchange<S>(mut stream: S, path: &str, headers: &[(&str, &str)]) -> io::Result<Reply>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    stream.flush().await?;
+    let mut raw = Vec::new();
+    // The server may close without a TLS close_notify; what arrived counts.
+    match stream.read_to_end(&mut raw).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    Reply::parse(&raw)
 }
 
 #[derive(Debug)]
@@ -507,9 +546,10 @@ async fn unknown_and_suspended_tenants_are_403() {
 #[actix_web::test]
 async fn a_client_without_a_certificate_gets_no_tenant_from_it() {
     let ca = Arc::new(Ca::new("Test CA"));
+    // The header comes first in the configuration; the verified source still wins.
     let resolver = TenantResolver::builder(registry())
-        .source(Source::certificate(san_rule()))
         .source(Source::header())
+        .source(Source::certificate(san_rule()))
         .build()
         .unwrap();
     let server = Server::start(ca, resolver, true);
@@ -526,6 +566,16 @@ async fn a_client_without_a_certificate_gets_no_tenant_from_it() {
     let globex = server.ca.client(&[spiffe("globex")], None);
     let reply = server.get(Some(&globex), "/whoami", &[]).await.unwrap();
     reply.assert_ok("globex certificate");
+    let reply = server
+        .get(Some(&globex), "/whoami", &[("x-tenant-id", "globex")])
+        .await
+        .unwrap();
+    reply.assert_ok("globex certificate");
+    let reply = server
+        .get(Some(&globex), "/whoami", &[("x-tenant-id", "acme")])
+        .await
+        .unwrap();
+    reply.assert_rejected(403, "tenant_conflict");
     server.stop().await;
 }
 
@@ -585,6 +635,43 @@ async fn a_custom_rule_reads_the_certificate() {
     server.stop().await;
 }
 
+#[actix_web::test]
+async fn a_server_without_the_hook_fails_closed() {
+    let ca = Arc::new(Ca::new("Test CA"));
+    let resolver = TenantResolver::builder(registry())
+        .source(Source::certificate(san_rule()))
+        .source(Source::header())
+        .build()
+        .unwrap();
+    let server = Server::start_with(ca, resolver, false, Transport::Tls, false);
+    let acme = server.ca.client(&[spiffe("acme")], None);
+    // Neither the certificate nor, silently, the header alone decides.
+    for headers in [&[][..], &[("x-tenant-id", "globex")][..]] {
+        let reply = server.get(Some(&acme), "/whoami", headers).await.unwrap();
+        reply.assert_rejected(500, "internal_error");
+    }
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn plain_connections_with_the_hook_have_no_certificate() {
+    let ca = Arc::new(Ca::new("Test CA"));
+    let resolver = TenantResolver::builder(registry())
+        .source(Source::certificate(san_rule()))
+        .source(Source::header())
+        .build()
+        .unwrap();
+    let server = Server::start_with(ca, resolver, false, Transport::Plain, true);
+    let reply = server.get_plain("/whoami", &[]).await.unwrap();
+    reply.assert_rejected(401, "tenant_missing");
+    let reply = server
+        .get_plain("/whoami", &[("x-tenant-id", "acme")])
+        .await
+        .unwrap();
+    reply.assert_ok("acme header");
+    server.stop().await;
+}
+
 #[test]
 fn bad_rules_fail_at_build() {
     for prefix in [
@@ -610,6 +697,13 @@ fn capture_ignores_connections_that_are_not_rustls() {
     capture_peer_certificate(&42_u32, &mut data);
     capture_peer_certificate(&"plain", &mut data);
     assert!(data.get::<PeerCertificate>().is_none());
+
+    let cert = PeerCertificate::from_der(b"not a certificate");
+    store_peer_certificate(&mut data, Some(cert));
+    assert_eq!(
+        data.get::<PeerCertificate>().unwrap().der(),
+        b"not a certificate"
+    );
 }
 
 #[test]

@@ -280,8 +280,10 @@ impl Source {
     /// like [`Source::claim`]: it wins over every unverified source, and a claim naming
     /// another tenant is a `403 tenant_conflict`.
     ///
-    /// A connection without a captured certificate yields no tenant. A certificate the
-    /// rule cannot read, or that names several tenants, is a `400 tenant_invalid`.
+    /// A connection without a client certificate yields no tenant. A certificate the
+    /// rule cannot read, or that names several tenants, is a `400 tenant_invalid`. A
+    /// server without the [`capture_peer_certificate`](crate::tls::capture_peer_certificate)
+    /// hook fails closed: `500`, with the missing hook named in the audit log.
     ///
     /// ```
     /// use actix_tenancy::{tls::CertificateRule, Source};
@@ -399,6 +401,11 @@ impl Imp {
             #[cfg(feature = "tls")]
             Imp::Certificate(cert_rule) => {
                 let Some(cert) = req.conn_data::<crate::tls::PeerCertificate>() else {
+                    if req.conn_data::<crate::tls::Captured>().is_none() {
+                        return Err(TenancyError::Misconfigured(
+                            "Source::certificate needs HttpServer::on_connect(capture_peer_certificate)",
+                        ));
+                    }
                     return Ok(None);
                 };
                 match cert_rule.tenant(cert) {
