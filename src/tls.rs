@@ -385,6 +385,52 @@ mod tests {
         }
     }
 
+    fn with_names(san_uris: &[&str], common_names: &[&str]) -> PeerCertificate {
+        let own = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect();
+        PeerCertificate(Arc::new(Parsed {
+            der: Box::default(),
+            san_uris: Ok(own(san_uris)),
+            common_names: Ok(own(common_names)),
+        }))
+    }
+
+    fn read(rule: CertificateRule, cert: &PeerCertificate) -> Result<Option<String>, String> {
+        rule.0
+            .unwrap()
+            .tenant(cert)
+            .map(|t| t.map(Cow::into_owned))
+            .map_err(Cow::into_owned)
+    }
+
+    #[test]
+    fn several_common_names_must_agree() {
+        let cn = CertificateRule::subject_cn;
+        assert_eq!(read(cn(), &with_names(&[], &[])), Ok(None));
+        let same = with_names(&[], &["acme", "acme"]);
+        assert_eq!(read(cn(), &same), Ok(Some("acme".to_owned())));
+        assert!(read(cn(), &with_names(&[], &["acme", "globex"])).is_err());
+    }
+
+    #[test]
+    fn san_uris_must_agree_and_be_one_segment() {
+        let san = || CertificateRule::san_uri_prefix("spiffe://e.org/t/");
+        let cert = with_names(&["https://x/", "spiffe://e.org/t/acme"], &["globex"]);
+        assert_eq!(read(san(), &cert), Ok(Some("acme".to_owned())));
+        assert_eq!(
+            read(san(), &with_names(&["spiffe://e.org/tx/acme"], &[])),
+            Ok(None)
+        );
+        for bad in [
+            &["spiffe://e.org/t/"][..],
+            &["spiffe://e.org/t/a/b"],
+            &["spiffe://e.org/t/a?b"],
+            &["spiffe://e.org/t/a#b"],
+            &["spiffe://e.org/t/acme", "spiffe://e.org/t/globex"],
+        ] {
+            assert!(read(san(), &with_names(bad, &[])).is_err(), "{bad:?}");
+        }
+    }
+
     #[test]
     fn prefixes_are_checked() {
         assert!(
