@@ -471,6 +471,9 @@ pub enum ConfigError {
     InvalidBaseDomain(String),
     /// A path prefix must start and end with `/`, e.g. `/t/`.
     InvalidPathPrefix(String),
+    /// A certificate rule's SAN URI prefix must be visible ASCII, contain `:` and end
+    /// with `/`, e.g. `spiffe://example.org/tenant/`.
+    InvalidCertificateRule(String),
     /// An exempt path must start with `/`.
     InvalidExemptPath(String),
     /// Two sources of the same kind and configuration were added.
@@ -500,6 +503,10 @@ impl fmt::Display for ConfigError {
                     "invalid path prefix {p:?}: it must start and end with '/'"
                 )
             }
+            Self::InvalidCertificateRule(p) => write!(
+                f,
+                "invalid SAN URI prefix {p:?}: it must contain ':' and end with '/'"
+            ),
             Self::InvalidExemptPath(p) => {
                 write!(f, "invalid exempt path {p:?}: it must start with '/'")
             }

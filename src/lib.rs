@@ -76,6 +76,7 @@
 //! | `redis` | `RedisQuota`: one quota shared by every replica (see [`quota`]); with `jwt`, `RedisRevocations` |
 //! | `jwt` | JWT sessions: `KeySet`, `SessionManager`, `JwtAuth` (see [`session`]; Rust 1.88+) |
 //! | `postgres` | `PostgresRegistry`: tenants in PostgreSQL, kept fresh on every replica by `NOTIFY`; a row-level security helper (see `registry::postgres`) |
+//! | `tls` | `Source::certificate`: the tenant from a verified TLS client certificate (see `tls`) |
 //!
 //! # Invariants
 //!
@@ -103,6 +104,8 @@ pub mod resolve;
 pub mod session;
 mod tenancy;
 mod tenant;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use error::{ErrorCode, ErrorResponder, ProblemJson, TenancyError};
 pub use resolve::{Source, TenantResolver};

@@ -245,6 +245,9 @@ impl TenantResolverBuilder {
                 Imp::Claim | Imp::Host(_) | Imp::Path(_) => Some(s.kind.as_str().to_owned()),
                 Imp::Header(name) => Some(format!("header {name}")),
                 Imp::Custom(_) | Imp::CustomAsync(_) => None,
+                // Several certificate rules (a SAN URI and the CN) may check each other.
+                #[cfg(feature = "tls")]
+                Imp::Certificate(_) => None,
             };
             if let Some(key) = key {
                 if seen.contains(&key) {

@@ -100,6 +100,7 @@ pub(crate) type AsyncFn =
 /// | [`Source::path_prefix`] | `/t/acme/...` → `acme` |
 /// | [`Source::custom`] | your function over the request |
 /// | [`Source::custom_async`] | your async function over the request |
+/// | `Source::certificate` | the verified TLS client certificate (feature `tls`) |
 ///
 /// Every source's answer is validated by the resolver's [`TenantIdRule`]; a source
 /// whose input is present but malformed rejects the request (`400 tenant_invalid`),
@@ -118,6 +119,8 @@ pub(crate) enum Imp {
     Path(String),
     Custom(SyncFn),
     CustomAsync(AsyncFn),
+    #[cfg(feature = "tls")]
+    Certificate(crate::tls::RuleImp),
 }
 
 impl fmt::Debug for Source {
@@ -128,6 +131,10 @@ impl fmt::Debug for Source {
             Ok(Imp::Header(h)) => d.field("header", h),
             Ok(Imp::Host(bases)) => d.field("base_domains", bases),
             Ok(Imp::Path(p)) => d.field("prefix", p),
+            #[cfg(feature = "tls")]
+            Ok(Imp::Certificate(rule)) => {
+                d.field("rule", &crate::tls::CertificateRule(Ok(rule.clone())))
+            }
             Err(e) => d.field("error", e),
             Ok(_) => &mut d,
         };
@@ -268,6 +275,30 @@ impl Source {
         }
     }
 
+    /// The tenant from the client's verified TLS certificate, read by `rule`
+    /// (feature `tls`; see the [`tls`](crate::tls) module for the server set-up). Ranks
+    /// like [`Source::claim`]: it wins over every unverified source, and a claim naming
+    /// another tenant is a `403 tenant_conflict`.
+    ///
+    /// A connection without a client certificate yields no tenant. A certificate the
+    /// rule cannot read, or that names several tenants, is a `400 tenant_invalid`. A
+    /// server without the [`capture_peer_certificate`](crate::tls::capture_peer_certificate)
+    /// hook fails closed: `500`, with the missing hook named in the audit log.
+    ///
+    /// ```
+    /// use actix_tenancy::{tls::CertificateRule, Source};
+    ///
+    /// let by_spiffe_id = Source::certificate(CertificateRule::san_uri_prefix("spiffe://example.org/tenant/"));
+    /// let by_common_name = Source::certificate(CertificateRule::subject_cn());
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn certificate(rule: crate::tls::CertificateRule) -> Self {
+        Self {
+            kind: SourceKind::Certificate,
+            imp: rule.0.map(Imp::Certificate),
+        }
+    }
+
     /// The kind of this source.
     pub fn kind(&self) -> SourceKind {
         self.kind
@@ -367,6 +398,22 @@ impl Imp {
                 Err(e) => Err(invalid(kind, e.0)),
             },
             Imp::CustomAsync(_) => Ok(None),
+            #[cfg(feature = "tls")]
+            Imp::Certificate(cert_rule) => {
+                let Some(cert) = req.conn_data::<crate::tls::PeerCertificate>() else {
+                    if req.conn_data::<crate::tls::Captured>().is_none() {
+                        return Err(TenancyError::Misconfigured(
+                            "Source::certificate needs HttpServer::on_connect(capture_peer_certificate)",
+                        ));
+                    }
+                    return Ok(None);
+                };
+                match cert_rule.tenant(cert) {
+                    Ok(Some(raw)) => check(kind, rule, raw).map(Some),
+                    Ok(None) => Ok(None),
+                    Err(reason) => Err(invalid(kind, reason)),
+                }
+            }
         }
     }
 }
