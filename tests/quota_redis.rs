@@ -156,6 +156,27 @@ async fn budgets_admit_with_the_rate_and_settle_corrects_them() {
 }
 
 #[actix_web::test]
+async fn a_rate_of_requests_beside_a_budget_of_units() {
+    let Some(url) = redis_url() else { return };
+    let plan = QuotaPlan::per_minute(2)
+        .rate_counts_requests(true)
+        .budget(1_000, Period::Day);
+    let q = RedisQuota::builder(url, plans(plan))
+        .prefix(prefix("per-request"))
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let t = ctx("acme", "pro");
+    assert!(q.check(&t, 400).await.unwrap().allowed);
+    let d = q.check(&t, 400).await.unwrap();
+    assert!(d.allowed);
+    assert_eq!(d.budget.unwrap().remaining, 200);
+    let d = q.check(&t, 1).await.unwrap();
+    assert!(!d.allowed, "two requests used the rate");
+    assert!(d.retry_after.is_some());
+}
+
+#[actix_web::test]
 async fn redis_down_fails_closed_within_the_timeout() {
     let modes: Arc<Mutex<Vec<bool>>> = Arc::default();
     let seen = Arc::clone(&modes);

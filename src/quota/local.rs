@@ -221,7 +221,7 @@ where
         }
 
         let mut rate = None;
-        if let (Some(limiter), Some(n)) = (&entry.limiter, NonZeroU32::new(cost)) {
+        if let (Some(limiter), Some(n)) = (&entry.limiter, NonZeroU32::new(plan.rate_cost(cost))) {
             match limiter.check_n(n) {
                 Ok(Ok(snapshot)) => {
                     rate = Some(rate_state(
@@ -428,6 +428,35 @@ mod tests {
         clock.advance(Duration::from_millis(200));
         assert!(q.decide(&t, 1).allowed);
         assert!(!q.decide(&t, 1).allowed);
+    }
+
+    #[test]
+    fn a_rate_of_requests_beside_a_budget_of_units() {
+        let plans = QuotaPlans::builder()
+            .tier(
+                "free",
+                QuotaPlan::per_second(2)
+                    .rate_counts_requests(true)
+                    .budget(1_000, Period::Day),
+            )
+            .build()
+            .unwrap();
+        let (q, clock, _) = manager(plans);
+        let t = ctx("globex", "free");
+        // 400 units cost one request each of the rate.
+        assert!(q.decide(&t, 400).allowed);
+        let d = q.decide(&t, 400);
+        assert!(d.allowed);
+        assert_eq!(d.budget.unwrap().remaining, 200);
+        assert_eq!(d.rate.unwrap().remaining, 0);
+        // The rate is used up by two requests, whatever their cost.
+        assert!(!q.decide(&t, 1).allowed);
+        clock.advance(Duration::from_secs(1));
+        // Over the budget: refused, and the rate is not charged for it.
+        let d = q.decide(&t, 201);
+        assert!(!d.allowed);
+        assert!(q.decide(&t, 200).allowed);
+        assert!(!q.decide(&t, 1).allowed, "budget empty");
     }
 
     #[test]

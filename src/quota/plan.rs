@@ -126,13 +126,15 @@ pub struct Budget {
 /// ```
 ///
 /// One request costs one unit unless a [cost estimator](super::CostEstimator) says
-/// otherwise; the same units count against the rate and every budget.
+/// otherwise; the same units count against the rate and every budget, unless
+/// [`rate_counts_requests`](Self::rate_counts_requests) makes the rate count requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 pub struct QuotaPlan {
     rate: Option<Rate>,
     budgets: Vec<Budget>,
     shadow: bool,
+    rate_per_request: bool,
     /// The `RateLimit-Policy` value, computed once when the plans are built.
     policy_header: Option<HeaderValue>,
 }
@@ -144,6 +146,7 @@ impl QuotaPlan {
             rate: None,
             budgets: Vec::new(),
             shadow: false,
+            rate_per_request: false,
             policy_header: None,
         }
     }
@@ -185,6 +188,23 @@ impl QuotaPlan {
     pub fn budget(mut self, units: u64, period: Period) -> Self {
         self.budgets.push(Budget { units, period });
         self
+    }
+
+    /// Whether the rate counts requests (one each) instead of the request's cost, which
+    /// then counts against the budgets only: "5 requests a second, and 1,000 tokens a
+    /// day" for an API whose requests cost tokens.
+    pub fn rate_counts_requests(mut self, on: bool) -> Self {
+        self.rate_per_request = on;
+        self
+    }
+
+    /// What a request of `cost` units takes from the rate.
+    pub(crate) fn rate_cost(&self, cost: u32) -> u32 {
+        if self.rate_per_request {
+            1
+        } else {
+            cost
+        }
     }
 
     /// Shadow mode: the quota is computed, would-deny decisions are logged, counted and
@@ -260,6 +280,7 @@ impl QuotaPlan {
             rate,
             budgets,
             shadow: self.shadow,
+            rate_per_request: self.rate_per_request,
             policy_header: None,
         }
         .with_policy_header()

@@ -58,6 +58,7 @@ local T = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
 local nb = tonumber(ARGV[4])
+local rcost = tonumber(ARGV[5 + 2 * nb])
 local keys, lefts, units = {}, {}, {}
 for i = 1, nb do
   units[i] = tonumber(ARGV[3 + 2 * i])
@@ -73,7 +74,7 @@ local rrem, rreset = -1, 0
 if T > 0 then
   local tat = tonumber(redis.call('GET', base .. ':r') or '0')
   if tat < now_us then tat = now_us end
-  local new_tat = tat + cost * T
+  local new_tat = tat + rcost * T
   if new_tat - now_us > limit then
     return {0, 2, 0, fl((limit - (tat - now_us)) / T), new_tat - now_us - limit}
   end
@@ -377,7 +378,9 @@ fn decision_from(plan: &Arc<QuotaPlan>, cost: u32, reply: &[i64]) -> Option<Quot
         }
         0 => {
             let wait = micros(*reply.get(4)?);
-            let never = plan.rate_limit().is_some_and(|r| cost > r.burst);
+            let never = plan
+                .rate_limit()
+                .is_some_and(|r| plan.rate_cost(cost) > r.burst);
             d.retry_after = (!never).then_some(wait);
             d.rate = rate_of(0, wait);
         }
@@ -406,6 +409,7 @@ impl QuotaManager for RedisQuota {
         for b in plan.budgets() {
             invocation.arg(b.units).arg(period_code(b.period));
         }
+        invocation.arg(plan.rate_cost(cost));
         let mut conn = self.conn.clone();
         let reply =
             tokio::time::timeout(self.timeout, invocation.invoke_async::<Vec<i64>>(&mut conn))
