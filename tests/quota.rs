@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use actix_tenancy::{
     prelude::*,
-    quota::{ActualCost, HeaderCost, LocalQuota, Period, QuotaPlan, QuotaPlans, TenantQuota},
+    quota::{ActualCost, HeaderCost, LocalQuota, QueryCost, Period, QuotaPlan, QuotaPlans, TenantQuota},
 };
 use actix_web::{
     dev::{Service, ServiceResponse},
@@ -154,6 +154,41 @@ async fn success_headers_can_be_turned_off_but_refusals_keep_them() {
     let res = test::call_service(&app, req("globex").to_request()).await;
     assert_eq!(res.status(), 429);
     assert_eq!(header(&res, "x-quota-remaining").unwrap(), "0");
+}
+
+#[actix_web::test]
+async fn query_costs_are_charged_and_hostile_ones_refused() {
+    let quota = TenantQuota::new(LocalQuota::new(plans()))
+        .cost(QueryCost::new("max_tokens").max(60));
+    let app = app!(tenancy(registry(), quota));
+    let call = |query: &'static str| {
+        let app = &app;
+        async move {
+            let r = test::TestRequest::get()
+                .uri(&format!("/x?{query}"))
+                .insert_header(("x-tenant-id", "acme"))
+                .to_request();
+            let res = test::call_service(app, r).await;
+            (res.status().as_u16(), header(&res, "x-quota-remaining"))
+        }
+    };
+    for bad in [
+        "max_tokens=-1",
+        "max_tokens=abc",
+        "max_tokens=",
+        "max_tokens",
+        "max_tokens=61",
+        "max_tokens=%35",
+        "max_tokens=5&max_tokens=5",
+        "max_tokens=99999999999",
+    ] {
+        assert_eq!(call(bad).await.0, 400, "{bad:?}");
+    }
+    // The pro rate is 50 units a minute: 30 + 20 pass, one more unit does not.
+    assert_eq!(call("max_tokens=30").await.0, 200);
+    assert_eq!(call("max_tokens=0").await.0, 200, "costless requests pass");
+    assert_eq!(call("other=1&max_tokens=20").await.0, 200);
+    assert_eq!(call("max_tokens=1").await.0, 429);
 }
 
 #[actix_web::test]

@@ -84,23 +84,97 @@ impl HeaderCost {
 
 impl CostEstimator for HeaderCost {
     fn estimate(&self, req: &ServiceRequest) -> Result<u32, TenancyError> {
-        let bad = |why: &'static str| TenancyError::CostInvalid { reason: why.into() };
         let mut values = req.headers().get_all(&self.name);
         let Some(value) = values.next() else {
             return Ok(self.default);
         };
         if values.next().is_some() {
-            return Err(bad("the cost header is repeated"));
+            return Err(bad_cost("the cost header is repeated"));
         }
-        let text = value.to_str().map_err(|_| bad("the cost is not ASCII"))?;
-        if text.is_empty() || text.len() > 10 || !text.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad("the cost is not a non-negative integer"));
+        let text = value
+            .to_str()
+            .map_err(|_| bad_cost("the cost is not ASCII"))?;
+        parse_cost(text, self.max)
+    }
+}
+
+fn bad_cost(why: &'static str) -> TenancyError {
+    TenancyError::CostInvalid { reason: why.into() }
+}
+
+/// A decimal integer from 0 to `max`, nothing else (no sign, no spaces, no exponent).
+fn parse_cost(text: &str, max: u32) -> Result<u32, TenancyError> {
+    if text.is_empty() || text.len() > 10 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad_cost("the cost is not a non-negative integer"));
+    }
+    let cost: u64 = text
+        .parse()
+        .map_err(|_| bad_cost("the cost is not a number"))?;
+    u32::try_from(cost)
+        .ok()
+        .filter(|c| *c <= max)
+        .ok_or_else(|| bad_cost("the cost is larger than allowed"))
+}
+
+/// A cost read from a query parameter such as `?max_tokens=500`: a decimal integer
+/// from 0 to `max`. A missing parameter costs `default`; an empty, negative,
+/// non-numeric, percent-encoded, repeated or larger-than-`max` value is a
+/// `400 cost_invalid`.
+///
+/// ```
+/// use actix_tenancy::quota::QueryCost;
+///
+/// let tokens = QueryCost::new("max_tokens").max(32_000).default_cost(1);
+/// ```
+#[derive(Debug, Clone)]
+pub struct QueryCost {
+    name: String,
+    max: u32,
+    default: u32,
+}
+
+impl QueryCost {
+    /// Reads the query parameter `name`; at most 1,000,000 units, 1 when absent.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            max: 1_000_000,
+            default: 1,
         }
-        let cost: u64 = text.parse().map_err(|_| bad("the cost is not a number"))?;
-        u32::try_from(cost)
-            .ok()
-            .filter(|c| *c <= self.max)
-            .ok_or_else(|| bad("the cost is larger than allowed"))
+    }
+
+    /// The largest cost accepted.
+    #[must_use]
+    pub fn max(mut self, max: u32) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// The cost of a request without the parameter.
+    #[must_use]
+    pub fn default_cost(mut self, cost: u32) -> Self {
+        self.default = cost;
+        self
+    }
+}
+
+impl CostEstimator for QueryCost {
+    fn estimate(&self, req: &ServiceRequest) -> Result<u32, TenancyError> {
+        let mut found = None;
+        for pair in req.query_string().split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if key != self.name {
+                continue;
+            }
+            if found.is_some() {
+                return Err(bad_cost("the cost parameter is repeated"));
+            }
+            found = Some(value);
+        }
+        match found {
+            None => Ok(self.default),
+            Some(text) => parse_cost(text, self.max),
+        }
     }
 }
 

@@ -56,8 +56,8 @@ use std::{borrow::Cow, fmt, time::Duration};
 
 pub use local::LocalQuota;
 pub use middleware::{
-    ActualCost, CostEstimator, HeaderCost, TenantQuota, QUOTA_REMAINING, QUOTA_SHADOW, RATELIMIT,
-    RATELIMIT_POLICY,
+    ActualCost, CostEstimator, HeaderCost, QueryCost, TenantQuota, QUOTA_REMAINING, QUOTA_SHADOW,
+    RATELIMIT, RATELIMIT_POLICY,
 };
 pub(crate) use middleware::{QuotaAfter, QuotaHeaders, QuotaStage, QuotaStep};
 pub use plan::{Budget, Period, QuotaPlan, QuotaPlans, QuotaPlansBuilder, Rate, UnknownTier};
