@@ -67,13 +67,15 @@ pub enum ErrorCode {
     QuotaUnavailable,
     /// `cost_invalid`, 400.
     CostInvalid,
+    /// `invalid_request`, 400.
+    InvalidRequest,
     /// `internal_error`, 500.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in table order.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         Self::TenantMissing,
         Self::TenantInvalid,
         Self::TenantConflict,
@@ -88,6 +90,7 @@ impl ErrorCode {
         Self::QuotaExceeded,
         Self::QuotaUnavailable,
         Self::CostInvalid,
+        Self::InvalidRequest,
         Self::Internal,
     ];
 
@@ -108,6 +111,7 @@ impl ErrorCode {
             Self::QuotaExceeded => "quota_exceeded",
             Self::QuotaUnavailable => "quota_unavailable",
             Self::CostInvalid => "cost_invalid",
+            Self::InvalidRequest => "invalid_request",
             Self::Internal => "internal_error",
         }
     }
@@ -116,7 +120,9 @@ impl ErrorCode {
     pub const fn status(self) -> StatusCode {
         match self {
             Self::TenantMissing | Self::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Self::TenantInvalid | Self::CostInvalid => StatusCode::BAD_REQUEST,
+            Self::TenantInvalid | Self::CostInvalid | Self::InvalidRequest => {
+                StatusCode::BAD_REQUEST
+            }
             Self::TenantConflict
             | Self::TenantForbidden
             | Self::TenantReadOnly
@@ -148,6 +154,7 @@ impl ErrorCode {
             Self::QuotaExceeded => "Quota exceeded",
             Self::QuotaUnavailable => "Quota temporarily unavailable",
             Self::CostInvalid => "Invalid request cost",
+            Self::InvalidRequest => "Invalid request",
             Self::Internal => "Internal server error",
         }
     }
@@ -234,6 +241,12 @@ pub enum TenancyError {
         /// Why, for logs.
         reason: Cow<'static, str>,
     },
+    /// A handler refused a malformed request (a body it cannot read): for
+    /// applications that answer every rejection in the crate's shape.
+    InvalidRequest {
+        /// Why, for logs.
+        reason: Cow<'static, str>,
+    },
     /// The application is wired wrongly: a stage ran without its prerequisite.
     Misconfigured(&'static str),
 }
@@ -256,6 +269,7 @@ impl TenancyError {
             Self::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
             Self::QuotaUnavailable { .. } => ErrorCode::QuotaUnavailable,
             Self::CostInvalid { .. } => ErrorCode::CostInvalid,
+            Self::InvalidRequest { .. } => ErrorCode::InvalidRequest,
             Self::Misconfigured(_) => ErrorCode::Internal,
         }
     }
@@ -304,7 +318,8 @@ impl TenancyError {
             | Self::PolicyDenied { reason }
             | Self::PolicyUnavailable { reason }
             | Self::QuotaUnavailable { reason }
-            | Self::CostInvalid { reason } => reason.clone(),
+            | Self::CostInvalid { reason }
+            | Self::InvalidRequest { reason } => reason.clone(),
             Self::Misconfigured(what) => Cow::Borrowed(what),
             other => Cow::Borrowed(other.code().title()),
         }
@@ -593,6 +608,7 @@ mod tests {
             ErrorCode::QuotaExceeded => TenancyError::QuotaExceeded { retry_after: None },
             ErrorCode::QuotaUnavailable => TenancyError::QuotaUnavailable { reason: reason() },
             ErrorCode::CostInvalid => TenancyError::CostInvalid { reason: reason() },
+            ErrorCode::InvalidRequest => TenancyError::InvalidRequest { reason: reason() },
             ErrorCode::Internal => TenancyError::Misconfigured("internal detail"),
         }
     }

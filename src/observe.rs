@@ -174,6 +174,37 @@ impl AuditSink for TracingAudit {
 /// The metric every decision counts in (feature `metrics`).
 pub const DECISIONS_METRIC: &str = "tenancy_decisions_total";
 
+/// The histogram of how long the policy and quota stages take to decide, in seconds,
+/// labelled `stage` (feature `metrics`). A decision that waited (an async evaluator,
+/// a Redis round trip) is measured from the start of its wait to its answer.
+pub const DURATION_METRIC: &str = "tenancy_stage_duration_seconds";
+
+/// Times a stage for [`DURATION_METRIC`]; without the `metrics` feature it is empty
+/// and costs nothing.
+pub(crate) struct Timer {
+    #[cfg(feature = "metrics")]
+    start: std::time::Instant,
+}
+
+impl Timer {
+    #[inline]
+    pub(crate) fn start() -> Self {
+        Self {
+            #[cfg(feature = "metrics")]
+            start: std::time::Instant::now(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn stop(self, stage: Stage) {
+        #[cfg(feature = "metrics")]
+        metrics::histogram!(DURATION_METRIC, "stage" => stage.as_str())
+            .record(self.start.elapsed().as_secs_f64());
+        #[cfg(not(feature = "metrics"))]
+        let _ = stage;
+    }
+}
+
 /// Reports a decision: to the audit sink, and, with the `metrics` feature, to the
 /// decision counter (with a `tenant` label only when `per_tenant` is set).
 pub(crate) fn emit(audit: &dyn AuditSink, per_tenant: bool, event: &AuditEvent<'_>) {

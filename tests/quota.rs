@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use actix_tenancy::{
     prelude::*,
-    quota::{ActualCost, HeaderCost, LocalQuota, QueryCost, Period, QuotaPlan, QuotaPlans, TenantQuota},
+    quota::{
+        ActualCost, HeaderCost, LocalQuota, Period, QueryCost, QuotaPlan, QuotaPlans, TenantQuota,
+    },
 };
 use actix_web::{
     dev::{Service, ServiceResponse},
@@ -158,8 +160,8 @@ async fn success_headers_can_be_turned_off_but_refusals_keep_them() {
 
 #[actix_web::test]
 async fn query_costs_are_charged_and_hostile_ones_refused() {
-    let quota = TenantQuota::new(LocalQuota::new(plans()))
-        .cost(QueryCost::new("max_tokens").max(60));
+    let quota =
+        TenantQuota::new(LocalQuota::new(plans())).cost(QueryCost::new("max_tokens").max(60));
     let app = app!(tenancy(registry(), quota));
     let call = |query: &'static str| {
         let app = &app;

@@ -11,7 +11,7 @@ use futures_util::FutureExt as _;
 use super::{Decision, PolicyError, PolicyEvaluator, PolicyRequest};
 use crate::{
     error::TenancyError,
-    observe::{emit, AuditEvent, AuditSink, Outcome, Stage, TracingAudit},
+    observe::{emit, AuditEvent, AuditSink, Outcome, Stage, Timer, TracingAudit},
     tenant::TenantContext,
 };
 
@@ -138,7 +138,8 @@ impl PolicyStage {
             }
         };
         let evaluator = &self.0.evaluator;
-        match catch_unwind(AssertUnwindSafe(|| {
+        let timer = Timer::start();
+        let step = match catch_unwind(AssertUnwindSafe(|| {
             evaluator.evaluate_now(tenant, &question)
         })) {
             Ok(Some(answer)) => self.decided(req, tenant, &question, answer),
@@ -149,7 +150,11 @@ impl PolicyStage {
                 &question,
                 Err(PolicyError::new("the evaluator panicked")),
             ),
+        };
+        if !matches!(step, PolicyStep::Wait(_)) {
+            timer.stop(Stage::Policy);
         }
+        step
     }
 
     /// Asks the evaluator, waiting at most the timeout; a panic is caught.
@@ -159,13 +164,16 @@ impl PolicyStage {
         tenant: &Arc<TenantContext>,
         question: &PolicyRequest,
     ) -> PolicyStep {
+        let timer = Timer::start();
         let call = AssertUnwindSafe(self.0.evaluator.evaluate(tenant, question)).catch_unwind();
         let answer = match tokio::time::timeout(self.0.timeout, call).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_panic)) => Err(PolicyError::new("the evaluator panicked")),
             Err(_) => Err(PolicyError::new("the evaluator timed out")),
         };
-        self.decided(req, tenant, question, answer)
+        let step = self.decided(req, tenant, question, answer);
+        timer.stop(Stage::Policy);
+        step
     }
 
     /// Whether `tenant` has `capability`; a panicking evaluator grants nothing.

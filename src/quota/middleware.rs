@@ -8,7 +8,7 @@ use actix_web::{
 use super::{QuotaDecision, QuotaError, QuotaManager};
 use crate::{
     error::{retry_after_secs, ConfigError, TenancyError},
-    observe::{emit, AuditEvent, AuditSink, Outcome, Stage, TracingAudit},
+    observe::{emit, AuditEvent, AuditSink, Outcome, Stage, Timer, TracingAudit},
     tenant::TenantContext,
 };
 
@@ -351,6 +351,7 @@ impl QuotaStage {
         req: &ServiceRequest,
         tenant: &Arc<TenantContext>,
     ) -> QuotaStep {
+        let timer = Timer::start();
         let cost = match self.0.estimator.estimate(req) {
             Ok(cost) => cost,
             Err(err) => {
@@ -359,7 +360,11 @@ impl QuotaStage {
             }
         };
         match self.0.manager.check_now(tenant, cost) {
-            Some(answer) => self.decided(req, tenant, cost, answer),
+            Some(answer) => {
+                let step = self.decided(req, tenant, cost, answer);
+                timer.stop(Stage::Quota);
+                step
+            }
             None => QuotaStep::Wait(cost),
         }
     }
@@ -371,8 +376,11 @@ impl QuotaStage {
         tenant: &Arc<TenantContext>,
         cost: u32,
     ) -> QuotaStep {
+        let timer = Timer::start();
         let answer = self.0.manager.check(tenant, cost).await;
-        self.decided(req, tenant, cost, answer)
+        let step = self.decided(req, tenant, cost, answer);
+        timer.stop(Stage::Quota);
+        step
     }
 
     fn decided(

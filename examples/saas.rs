@@ -1,0 +1,353 @@
+// The SaaS demo: every stage through `Tenancy::builder()`, with no services needed.
+//
+//     cargo run --example saas --features jwt,metrics
+//     curl -s localhost:8080/api/whoami -H 'X-Tenant-ID: acme'
+//
+// Tenants: acme (pro), globex (free), initech (suspended), umbrella (enterprise, region
+// eu; this deployment is `us`). Sources: a bearer token's `tenant_id`, then
+// `X-Tenant-ID`, then the subdomain of `localhost`. With `REDIS_URL` set, quotas and
+// revocations live in Redis. `tests/saas.rs` checks every behaviour listed in the
+// README against this file (it includes it, which is why these are `//` comments).
+
+use std::{
+    error::Error,
+    sync::{Arc, OnceLock},
+};
+
+use actix_tenancy::{
+    policy::{PolicySet, RulePolicy, Rules, TenantPolicy},
+    prelude::*,
+    quota::{CostEstimator, LocalQuota, Period, QueryCost, QuotaPlan, QuotaPlans, TenantQuota},
+    session::{Grant, JwtAuth, Key, KeySet, SessionConfig, SessionError, SessionManager},
+};
+use actix_web::{dev::ServiceRequest, web, App, HttpResponse, HttpServer};
+use jsonwebtoken::Algorithm;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::Deserialize;
+
+/// The secret used when `TENANCY_DEMO_SECRET` is unset. Never in production.
+pub const DEFAULT_SECRET: &str = "actix-tenancy-demo-secret-change-me!";
+/// The deployment's region.
+pub const REGION: &str = "us";
+
+/// Everything the demo's app needs, built once and shared by every worker.
+#[derive(Debug, Clone)]
+pub struct Demo {
+    /// The pipeline.
+    pub tenancy: Tenancy,
+    /// Sessions: login, refresh, logout.
+    pub sessions: SessionManager,
+    /// The tenants, for the login route.
+    pub registry: Arc<InMemoryRegistry>,
+    /// The active policy (reloadable).
+    pub policy: RulePolicy,
+    /// Where quotas and revocations live: `memory` or `redis`.
+    pub backend: &'static str,
+}
+
+fn tenant(id: &str, tier: &str) -> Result<TenantRecord, Box<dyn Error>> {
+    Ok(TenantRecord::new(TenantId::parse(id)?, tier))
+}
+
+/// The demo's tenants.
+pub fn registry() -> Result<InMemoryRegistry, Box<dyn Error>> {
+    Ok(InMemoryRegistry::new()
+        .with(tenant("acme", "pro")?)
+        .with(tenant("globex", "free")?)
+        .with(tenant("initech", "pro")?.with_status(TenantStatus::Suspended))
+        .with(tenant("umbrella", "enterprise")?.with_region("eu")))
+}
+
+/// Reports are for pro and enterprise; everyone may ask who they are, complete and
+/// log out. Anything else is denied.
+pub fn policy() -> Result<RulePolicy, Box<dyn Error>> {
+    let paid = || Rules::new().allow("GET /api/reports");
+    Ok(RulePolicy::new(
+        PolicySet::new()
+            .default_rules(
+                Rules::new()
+                    .allow("GET /api/whoami")
+                    .allow("POST /api/complete")
+                    .allow("POST /auth/logout"),
+            )
+            .tier("pro", paid())
+            .tier("enterprise", paid()),
+    )?)
+}
+
+/// Rates count requests; `POST /api/complete?max_tokens=N` also takes N units of the
+/// daily token budget.
+pub fn plans() -> Result<QuotaPlans, Box<dyn Error>> {
+    let rate = |per_second: u32, burst: u32| {
+        QuotaPlan::per_second(per_second)
+            .burst(burst)
+            .rate_counts_requests(true)
+    };
+    Ok(QuotaPlans::builder()
+        .tier("free", rate(5, 5).budget(1_000, Period::Day))
+        .tier("pro", rate(50, 50).budget(100_000, Period::Day))
+        .tier("enterprise", rate(500, 1_000))
+        .build()?)
+}
+
+/// `max_tokens` on the completion route; nothing elsewhere.
+struct Tokens(QueryCost);
+
+impl CostEstimator for Tokens {
+    fn estimate(&self, req: &ServiceRequest) -> Result<u32, TenancyError> {
+        if req.path() == "/api/complete" {
+            self.0.estimate(req)
+        } else {
+            Ok(0)
+        }
+    }
+}
+
+fn secret() -> Vec<u8> {
+    match std::env::var("TENANCY_DEMO_SECRET") {
+        Ok(s) => s.into_bytes(),
+        Err(_) => {
+            tracing::warn!("TENANCY_DEMO_SECRET is unset: using the built-in demo secret");
+            DEFAULT_SECRET.as_bytes().to_vec()
+        }
+    }
+}
+
+/// Builds the demo: in memory, or on Redis when `redis_url` is given.
+pub fn build(redis_url: Option<&str>) -> Result<Demo, Box<dyn Error>> {
+    let keys = KeySet::signing(Key::hmac("demo", Algorithm::HS256, &secret())?)?;
+    #[allow(unused_mut)]
+    let mut sessions =
+        SessionManager::new(SessionConfig::new("actix-tenancy-demo", "demo-api"), keys);
+    let registry = Arc::new(registry()?);
+    let policy = policy()?;
+    let (quota, backend) = match redis_url {
+        #[cfg(feature = "redis")]
+        Some(url) => {
+            let store = actix_tenancy::session::RedisRevocations::new(url)?;
+            sessions = sessions.with_store(store);
+            let quota = actix_tenancy::quota::RedisQuota::builder(url, plans()?)
+                .prefix("tenancy-demo")
+                .build()?;
+            (TenantQuota::new(quota), "redis")
+        }
+        #[cfg(not(feature = "redis"))]
+        Some(_) => {
+            tracing::warn!("REDIS_URL is set, but the demo was built without the `redis` feature");
+            (TenantQuota::new(LocalQuota::new(plans()?)), "memory")
+        }
+        None => (TenantQuota::new(LocalQuota::new(plans()?)), "memory"),
+    };
+    let resolver = TenantResolver::builder(Arc::clone(&registry))
+        .source(Source::claim())
+        .source(Source::header())
+        .source(Source::subdomain(["localhost"]))
+        .exempt("/health")
+        .exempt("/metrics")
+        .exempt("/auth/login")
+        .exempt("/auth/refresh")
+        .region(REGION)
+        .build()?;
+    let tenancy = Tenancy::builder()
+        .auth(JwtAuth::new(sessions.clone()).allow_missing(true))
+        .resolver(resolver)
+        .policy(TenantPolicy::new(policy.clone()))
+        .quota(quota.cost(Tokens(QueryCost::new("max_tokens"))))
+        .build()?;
+    Ok(Demo {
+        tenancy,
+        sessions,
+        registry,
+        policy,
+        backend,
+    })
+}
+
+/// The process-wide Prometheus recorder (installed on first use).
+pub fn metrics() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Another recorder already installed (a test harness): keep it.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+#[derive(Deserialize)]
+struct Login {
+    tenant: String,
+    user: String,
+}
+
+#[derive(Deserialize)]
+struct Refresh {
+    refresh_token: String,
+}
+
+fn pair_body(pair: &actix_tenancy::session::TokenPair) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "access_token": pair.access_token,
+        "refresh_token": pair.refresh_token,
+        "expires_in": pair.expires_in,
+    }))
+}
+
+fn session_error(e: &SessionError) -> TenancyError {
+    match e {
+        SessionError::Store(_) => TenancyError::AuthUnavailable {
+            reason: "revocation store".into(),
+        },
+        _ => TenancyError::Unauthenticated {
+            reason: "bad refresh token".into(),
+        },
+    }
+}
+
+/// Demo login: no password. Unknown and suspended tenants get the resolver's 403.
+async fn login(
+    demo: web::Data<Demo>,
+    body: web::Json<Login>,
+) -> Result<HttpResponse, TenancyError> {
+    let forbidden = || TenancyError::TenantForbidden {
+        reason: "login for an unknown or inactive tenant".into(),
+    };
+    let id = TenantId::parse(&body.tenant).map_err(|_| forbidden())?;
+    let user = body.user.as_str();
+    if user.is_empty() || user.len() > 64 || !user.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(TenancyError::InvalidRequest {
+            reason: "user must be 1 to 64 printable ASCII characters".into(),
+        });
+    }
+    let record = demo.registry.get(id.as_str()).ok_or_else(forbidden)?;
+    if record.status() != TenantStatus::Active {
+        return Err(forbidden());
+    }
+    if record.region().is_some_and(|r| r != REGION) {
+        return Err(TenancyError::TenantMisdirected);
+    }
+    let pair = demo
+        .sessions
+        .issue(&id, user, Grant::new())
+        .map_err(|e| session_error(&e))?;
+    Ok(pair_body(&pair))
+}
+
+async fn refresh(
+    demo: web::Data<Demo>,
+    body: web::Json<Refresh>,
+) -> Result<HttpResponse, TenancyError> {
+    let pair = demo
+        .sessions
+        .refresh(&body.refresh_token)
+        .await
+        .map_err(|e| session_error(&e))?;
+    Ok(pair_body(&pair))
+}
+
+async fn logout(demo: web::Data<Demo>, user: Principal) -> Result<HttpResponse, TenancyError> {
+    let jti = user.token_id().ok_or(TenancyError::Unauthenticated {
+        reason: "a token without jti cannot be revoked".into(),
+    })?;
+    demo.sessions
+        .revoke(jti)
+        .await
+        .map_err(|e| session_error(&e))?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn whoami(tenant: Tenant) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "tenant": tenant.id(),
+        "tier": tenant.tier(),
+        "source": tenant.source().as_str(),
+    }))
+}
+
+async fn reports(tenant: Tenant) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "tenant": tenant.id(),
+        "reports": ["usage", "billing"],
+    }))
+}
+
+async fn complete(tenant: Tenant) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "tenant": tenant.id(),
+        "completion": "Hello from the demo model.",
+    }))
+}
+
+async fn prometheus() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(metrics().render())
+}
+
+/// A malformed JSON body is a problem+json `400 invalid_request` too.
+fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(4096)
+        .error_handler(|err, _req| {
+            TenancyError::InvalidRequest {
+                reason: err.to_string().into(),
+            }
+            .into()
+        })
+}
+
+/// The demo's routes; the app data must hold the [`Demo`].
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(json_config())
+        .route("/health", web::get().to(health))
+        .route("/metrics", web::get().to(prometheus))
+        .route("/auth/login", web::post().to(login))
+        .route("/auth/refresh", web::post().to(refresh))
+        .route("/auth/logout", web::post().to(logout))
+        .route("/api/whoami", web::get().to(whoami))
+        .route("/api/reports", web::get().to(reports))
+        .route("/api/complete", web::post().to(complete));
+}
+
+fn init_logging() {
+    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt().with_max_level(tracing::Level::INFO);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+#[actix_web::main]
+pub async fn main() -> Result<(), Box<dyn Error>> {
+    init_logging();
+    metrics();
+    let redis = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty());
+    let demo = build(redis.as_deref())?;
+    let addr = std::env::var("BIND_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
+    match demo.backend {
+        "redis" => tracing::info!(
+            redis = redis.as_deref().unwrap_or(""),
+            "quotas and revocations in Redis"
+        ),
+        _ => tracing::info!("quotas and revocations in memory (set REDIS_URL to share them)"),
+    }
+    tracing::info!(%addr, region = REGION, "actix-tenancy demo listening");
+    let data = web::Data::new(demo.clone());
+    HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .wrap(demo.tenancy.clone())
+            .configure(routes)
+    })
+    .bind(addr)?
+    .run()
+    .await?;
+    Ok(())
+}

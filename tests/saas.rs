@@ -1,0 +1,342 @@
+//! The SaaS demo's contract (`examples/saas.rs`), bullet by bullet, in process.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix_tenancy::{policy::PolicyRequest, prelude::*, resolve::SourceKind};
+use actix_web::{
+    body::MessageBody,
+    dev::{Service, ServiceResponse},
+    http::{header, Method},
+    test, web, App,
+};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+#[allow(dead_code, unreachable_pub)]
+mod common {
+    pub mod curl;
+}
+
+#[allow(dead_code, unreachable_pub)]
+mod saas {
+    include!("../examples/saas.rs");
+}
+
+async fn app() -> impl Service<
+    actix_http::Request,
+    Response = ServiceResponse<impl MessageBody>,
+    Error = actix_web::Error,
+> {
+    let demo = saas::build(None).unwrap();
+    saas::metrics();
+    test::init_service(
+        App::new()
+            .app_data(web::Data::new(demo.clone()))
+            .wrap(demo.tenancy.clone())
+            .configure(saas::routes),
+    )
+    .await
+}
+
+/// Status, content type and JSON body (or the text, as a string).
+async fn call<S, B>(app: &S, req: test::TestRequest) -> (u16, String, Value)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let res = test::call_service(app, req.to_request()).await;
+    let status = res.status().as_u16();
+    let ct = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = test::read_body(res).await;
+    let value = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    (status, ct, value)
+}
+
+fn get(path: &str) -> test::TestRequest {
+    test::TestRequest::get().uri(path)
+}
+
+fn as_tenant(req: test::TestRequest, tenant: &str) -> test::TestRequest {
+    req.insert_header(("x-tenant-id", tenant.to_owned()))
+}
+
+fn bearer(req: test::TestRequest, token: &str) -> test::TestRequest {
+    req.insert_header((header::AUTHORIZATION, format!("Bearer {token}")))
+}
+
+/// A problem+json rejection with `code`.
+fn problem(r: &(u16, String, Value), status: u16, code: &str) {
+    assert_eq!(r.0, status, "{r:?}");
+    assert_eq!(r.1, "application/problem+json", "{r:?}");
+    assert_eq!(r.2["code"], code, "{r:?}");
+}
+
+async fn login<S, B>(app: &S, tenant: &str) -> (u16, String, Value)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let req = test::TestRequest::post()
+        .uri("/auth/login")
+        .set_json(json!({"tenant": tenant, "user": "ada"}));
+    call(app, req).await
+}
+
+#[actix_web::test]
+async fn health_and_whoami_from_every_source() {
+    let app = app().await;
+    assert_eq!(call(&app, get("/health")).await.0, 200);
+    let r = call(&app, as_tenant(get("/api/whoami"), "acme")).await;
+    assert_eq!(
+        r.2,
+        json!({"tenant": "acme", "tier": "pro", "source": "header"})
+    );
+    let host = get("/api/whoami").insert_header((header::HOST, "globex.localhost:8080"));
+    let r = call(&app, host).await;
+    assert_eq!(
+        r.2,
+        json!({"tenant": "globex", "tier": "free", "source": "host"})
+    );
+    let token = login(&app, "acme").await.2["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = call(&app, bearer(get("/api/whoami"), &token)).await;
+    assert_eq!(
+        r.2,
+        json!({"tenant": "acme", "tier": "pro", "source": "claim"})
+    );
+    // Every rejection is problem+json with its code.
+    problem(&call(&app, get("/api/whoami")).await, 401, "tenant_missing");
+    problem(
+        &call(&app, as_tenant(get("/api/whoami"), "initech")).await,
+        403,
+        "tenant_forbidden",
+    );
+    problem(
+        &call(&app, as_tenant(get("/api/whoami"), "nobody")).await,
+        403,
+        "tenant_forbidden",
+    );
+    problem(
+        &call(&app, as_tenant(get("/api/whoami"), "umbrella")).await,
+        421,
+        "tenant_misdirected",
+    );
+    problem(
+        &call(&app, as_tenant(get("/api/whoami"), "../x")).await,
+        400,
+        "tenant_invalid",
+    );
+    let conflict = as_tenant(bearer(get("/api/whoami"), &token), "globex");
+    problem(&call(&app, conflict).await, 403, "tenant_conflict");
+}
+
+#[actix_web::test]
+async fn reports_are_for_pro_and_enterprise() {
+    let app = app().await;
+    assert_eq!(
+        call(&app, as_tenant(get("/api/reports"), "acme")).await.0,
+        200
+    );
+    problem(
+        &call(&app, as_tenant(get("/api/reports"), "globex")).await,
+        403,
+        "policy_denied",
+    );
+    // umbrella (enterprise) is served by the eu deployment; the policy itself allows it.
+    let demo = saas::build(None).unwrap();
+    let umbrella = demo.registry.get("umbrella").unwrap();
+    let ctx = TenantContext::new(umbrella.id().clone(), SourceKind::Header, umbrella, None);
+    let ask = PolicyRequest::new(Method::GET, "/api/reports").with_route("/api/reports");
+    assert!(demo.policy.decide(&ctx, &ask).allowed);
+}
+
+#[actix_web::test]
+async fn complete_charges_the_daily_token_budget_and_one_request_of_rate() {
+    let app = app().await;
+    let complete = |n: u32| {
+        as_tenant(
+            test::TestRequest::post().uri(&format!("/api/complete?max_tokens={n}")),
+            "globex",
+        )
+    };
+    // free: 1,000 tokens a day, 5 requests a second with a burst of 5.
+    assert_eq!(call(&app, complete(600)).await.0, 200);
+    let res = test::call_service(&app, complete(600).to_request()).await;
+    assert_eq!(res.status(), 429, "over the token budget");
+    assert!(res.headers().contains_key(header::RETRY_AFTER));
+    assert_eq!(call(&app, complete(400)).await.0, 200);
+    // Two requests so far took rate (the refused one took none); three more pass,
+    // the sixth does not.
+    for _ in 0..3 {
+        assert_eq!(
+            call(&app, as_tenant(get("/api/whoami"), "globex")).await.0,
+            200
+        );
+    }
+    let r = call(&app, as_tenant(get("/api/whoami"), "globex")).await;
+    problem(&r, 429, "quota_exceeded");
+    problem(
+        &call(&app, complete(0).uri("/api/complete?max_tokens=-5")).await,
+        400,
+        "cost_invalid",
+    );
+    // pro: 100,000 tokens.
+    let pro = |n: u32| {
+        as_tenant(
+            test::TestRequest::post().uri(&format!("/api/complete?max_tokens={n}")),
+            "acme",
+        )
+    };
+    assert_eq!(call(&app, pro(60_000)).await.0, 200);
+    assert_eq!(call(&app, pro(40_000)).await.0, 200);
+    problem(&call(&app, pro(1)).await, 429, "quota_exceeded");
+}
+
+#[actix_web::test]
+async fn rate_quotas_per_tier() {
+    let app = app().await;
+    let count = |tenant: &'static str, n: usize| {
+        let app = &app;
+        async move {
+            let mut ok = 0;
+            for _ in 0..n {
+                if call(app, as_tenant(get("/api/whoami"), tenant)).await.0 == 200 {
+                    ok += 1;
+                }
+            }
+            ok
+        }
+    };
+    assert_eq!(count("globex", 8).await, 5, "free: burst 5");
+    assert_eq!(count("acme", 60).await, 50, "pro: burst 50");
+    // enterprise's burst of 1,000 is checked on the plan: umbrella is not served here.
+    let plans = saas::plans().unwrap();
+    let demo = saas::build(None).unwrap();
+    let umbrella = demo.registry.get("umbrella").unwrap();
+    let ctx = TenantContext::new(umbrella.id().clone(), SourceKind::Header, umbrella, None);
+    let rate = *plans.plan_for(&ctx).unwrap().rate_limit().unwrap();
+    assert_eq!((rate.amount, rate.burst), (500, 1_000));
+    assert!(
+        plans.plan_for(&ctx).unwrap().budgets().is_empty(),
+        "no token budget"
+    );
+}
+
+#[actix_web::test]
+async fn login_refresh_logout() {
+    let app = app().await;
+    let r = login(&app, "acme").await;
+    assert_eq!(r.0, 200);
+    let keys: Vec<&str> =
+        r.2.as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+    assert_eq!(keys, ["access_token", "expires_in", "refresh_token"]);
+    // Unknown and suspended tenants: the same 403 as everywhere.
+    let unknown = login(&app, "nobody").await;
+    let suspended = login(&app, "initech").await;
+    problem(&unknown, 403, "tenant_forbidden");
+    assert_eq!(unknown, suspended);
+    problem(&login(&app, "umbrella").await, 421, "tenant_misdirected");
+    let bad = test::TestRequest::post()
+        .uri("/auth/login")
+        .insert_header((header::CONTENT_TYPE, "application/json"))
+        .set_payload("{not json");
+    problem(&call(&app, bad).await, 400, "invalid_request");
+
+    let refresh = |t: &str| {
+        test::TestRequest::post()
+            .uri("/auth/refresh")
+            .set_json(json!({"refresh_token": t}))
+    };
+    let next = call(&app, refresh(r.2["refresh_token"].as_str().unwrap())).await;
+    assert_eq!(next.0, 200);
+    let access = next.2["access_token"].as_str().unwrap().to_owned();
+    problem(&call(&app, refresh(&access)).await, 401, "unauthenticated");
+    let logout = bearer(test::TestRequest::post().uri("/auth/logout"), &access);
+    assert_eq!(call(&app, logout).await.0, 204);
+    problem(
+        &call(&app, bearer(get("/api/whoami"), &access)).await,
+        401,
+        "unauthenticated",
+    );
+}
+
+#[actix_web::test]
+async fn tokens_from_any_jwt_library_with_the_demo_values_are_accepted() {
+    let app = app().await;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mint = |extra: Value| {
+        let mut claims = json!({
+            "iss": "actix-tenancy-demo", "aud": "demo-api", "sub": "ext-user",
+            "tenant_id": "globex", "iat": now, "exp": now + 300, "jti": format!("ext-{now}"),
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some("demo".into());
+        jsonwebtoken::encode(
+            &h,
+            &claims,
+            &EncodingKey::from_secret(saas::DEFAULT_SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let r = call(&app, bearer(get("/api/whoami"), &mint(json!({})))).await;
+    assert_eq!(
+        r.2,
+        json!({"tenant": "globex", "tier": "free", "source": "claim"})
+    );
+    let refresh = mint(json!({"token_use": "refresh"}));
+    problem(
+        &call(&app, bearer(get("/api/whoami"), &refresh)).await,
+        401,
+        "unauthenticated",
+    );
+}
+
+#[actix_web::test]
+async fn metrics_are_served_without_a_tenant() {
+    let app = app().await;
+    assert_eq!(
+        call(&app, as_tenant(get("/api/whoami"), "acme")).await.0,
+        200
+    );
+    assert_eq!(
+        call(&app, as_tenant(get("/api/reports"), "globex")).await.0,
+        403
+    );
+    let (status, ct, body) = call(&app, get("/metrics")).await;
+    assert_eq!(status, 200);
+    assert!(ct.starts_with("text/plain"), "{ct}");
+    let text = body.as_str().unwrap();
+    assert!(text.contains("tenancy_decisions_total{"), "{text}");
+    assert!(text.contains(r#"stage="policy""#), "{text}");
+    assert!(text.contains(r#"code="policy_denied""#), "{text}");
+    assert!(text.contains("tenancy_stage_duration_seconds"), "{text}");
+}
+
+#[actix_web::test]
+async fn the_readme_session_answers_as_shown() {
+    let readme = include_str!("../README.md");
+    let session = common::curl::exchanges(readme, "Try it");
+    assert!(session.len() >= 8, "the README's demo session went missing");
+    let app = app().await;
+    for ex in session {
+        let body = test::call_and_read_body(&app, common::curl::request(&ex).to_request()).await;
+        assert_eq!(std::str::from_utf8(&body).unwrap(), ex.expected, "{ex:?}");
+    }
+}
