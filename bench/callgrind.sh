@@ -14,13 +14,14 @@ N2=${N2:-12000}
 PORT=${PORT:-18099}
 ADDR=127.0.0.1:$PORT
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
-cargo build --release --example bench_server -q
+cargo build --release --features jwt --example bench_server -q
 BIN=target/release/examples/bench_server
 MODES=("$@")
-[ ${#MODES[@]} -gt 0 ] || MODES=(bare resolve cached quota quota-quiet)
+[ ${#MODES[@]} -gt 0 ] || MODES=(bare resolve cached policy full full-headers full-jwt peer)
 rest=(); for m in "${MODES[@]}"; do [ "$m" = bare ] || rest+=("$m"); done
 MODES=(bare "${rest[@]}") # the baseline, measured first
 OUT=$(mktemp -d)
+TOKEN=$("$BIN" token t42) # for full-jwt; the other modes ignore it
 trap 'rm -rf "$OUT"' EXIT
 
 ir_for() { # mode n -> total Ir of one server run serving n requests
@@ -28,7 +29,7 @@ ir_for() { # mode n -> total Ir of one server run serving n requests
   valgrind --tool=callgrind --callgrind-out-file="$file" "$BIN" serve "$mode" "$ADDR" 2>"$OUT/vg.log" &
   local pid=$!
   for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
-  "$BIN" client "$ADDR" "$n" t42
+  if [ "$mode" = full-jwt ]; then "$BIN" client "$ADDR" "$n" t42 "$TOKEN"; else "$BIN" client "$ADDR" "$n" t42; fi
   kill -INT "$pid"; wait "$pid" || true
   grep -E '^(summary|totals):' "$file" | head -n1 | awk '{print $2}'
 }

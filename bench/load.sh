@@ -17,13 +17,14 @@ CONNECTIONS=${CONNECTIONS:-32}
 PORT=${PORT:-18097}
 ADDR=127.0.0.1:$PORT
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-cargo build --release --example bench_server -q
+cargo build --release --features jwt --example bench_server -q
 BIN=target/release/examples/bench_server
 MODES=("$@")
-[ ${#MODES[@]} -gt 0 ] || MODES=(bare resolve cached quota quota-quiet)
+[ ${#MODES[@]} -gt 0 ] || MODES=(bare resolve cached policy full full-headers full-jwt peer)
 rest=(); for m in "${MODES[@]}"; do [ "$m" = bare ] || rest+=("$m"); done
 MODES=(bare "${rest[@]}") # the baseline, measured first
 OUT=$(mktemp -d)
+TOKEN=$("$BIN" token t42) # for full-jwt; the other modes ignore it
 trap 'rm -rf "$OUT"' EXIT
 
 # wrk reports latency as e.g. 312.00us, 1.20ms, 2.00s: print microseconds.
@@ -34,8 +35,9 @@ run_one() { # mode round
   taskset -c 1 "$BIN" serve "$mode" "$ADDR" 2>/dev/null &
   local pid=$!
   for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.05; done
-  taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d1s -H 'X-Tenant-ID: t42' "http://$ADDR/hello" >/dev/null # warm-up
-  taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H 'X-Tenant-ID: t42' \
+  local auth=(); [ "$mode" != full-jwt ] || auth=(-H "Authorization: Bearer $TOKEN")
+  taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d1s -H 'X-Tenant-ID: t42' "${auth[@]}" "http://$ADDR/hello" >/dev/null # warm-up
+  taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H 'X-Tenant-ID: t42' "${auth[@]}" \
     "http://$ADDR/hello" > "$OUT/$mode.$round.txt"
   kill "$pid"; wait "$pid" 2>/dev/null || true
   if grep -q "Non-2xx" "$OUT/$mode.$round.txt"; then echo "mode $mode answered non-2xx" >&2; exit 1; fi

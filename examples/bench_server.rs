@@ -10,9 +10,16 @@
 //! - `resolve`: the resolver on `X-Tenant-ID`, an in-memory registry of 10,000 tenants;
 //! - `cached`: the same registry behind `CachedRegistry`, as a remote store would be
 //!   (warm: every request is a cache hit);
-//! - `quota`: `cached` plus the local quota stage (a rate far above the load, and a
-//!   daily budget), with its response headers;
-//! - `quota-quiet`: the same without quota headers on allowed responses.
+//! - `policy`: `cached` plus a tiered `RulePolicy`;
+//! - `full`: `policy` plus the local quota stage (a rate far above the load, and a daily
+//!   budget), without quota headers on allowed responses: the full stack;
+//! - `full-headers`: the same with the quota headers on every response;
+//! - `full-jwt`: `full` behind `JwtAuth` (HS256); the client sends a bearer token
+//!   (`bench_server token TENANT` prints one) and the resolver reads its claim;
+//! - `peer`: the same handler behind `actix-extensible-rate-limit` (in-memory backend,
+//!   keyed by `X-Tenant-ID`), a peer crate's per-key limit, as a baseline.
+//!
+//! `bench_server client ADDR N TENANT [TOKEN]` sends the bearer token too when given.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -20,9 +27,11 @@ use std::{
 };
 
 use actix_tenancy::{
+    policy::{PolicySet, RulePolicy, Rules, TenantPolicy},
     prelude::*,
     quota::{LocalQuota, Period, QuotaPlan, QuotaPlans, TenantQuota},
     registry::{Lookup, RegistryError, TenantRegistry},
+    session::{Grant, JwtAuth, Key, KeySet, SessionConfig, SessionManager},
 };
 use actix_web::{web, App, HttpResponse, HttpServer};
 
@@ -52,30 +61,62 @@ async fn hello() -> HttpResponse {
     HttpResponse::Ok().body("ok")
 }
 
+const MODES: &str = "bare resolve cached policy full full-headers full-jwt peer";
+
+/// The sessions of `full-jwt`: a fixed key, so `token` and `serve` agree.
+fn sessions() -> SessionManager {
+    let key = Key::hmac("bench", jsonwebtoken::Algorithm::HS256, &[7u8; 32]).expect("valid key");
+    SessionManager::new(
+        SessionConfig::new("bench", "bench").access_ttl(std::time::Duration::from_secs(3600)),
+        KeySet::signing(key).expect("signing key"),
+    )
+}
+
 fn tenancy(mode: &str) -> Option<Tenancy> {
     let builder = match mode {
-        "bare" => return None,
+        "bare" | "peer" => return None,
         "resolve" => TenantResolver::builder(registry()),
-        "cached" | "quota" | "quota-quiet" => TenantResolver::builder(CachedRegistry::new(
-            Remote(registry()),
-            CacheConfig::default(),
-        )),
-        other => panic!("unknown mode {other:?}; modes: bare resolve cached quota quota-quiet"),
+        "cached" | "policy" | "full" | "full-headers" | "full-jwt" => TenantResolver::builder(
+            CachedRegistry::new(Remote(registry()), CacheConfig::default()),
+        ),
+        other => panic!("unknown mode {other:?}; modes: {MODES}"),
+    };
+    let builder = if mode == "full-jwt" {
+        builder.source(Source::claim())
+    } else {
+        builder
     };
     let resolver = builder
         .source(Source::header())
         .build()
         .expect("valid configuration");
     let mut tenancy = Tenancy::builder().resolver(resolver);
-    if mode.starts_with("quota") {
+    if matches!(mode, "policy" | "full" | "full-headers" | "full-jwt") {
+        let rules = RulePolicy::new(
+            PolicySet::new()
+                .default_rules(Rules::new().deny("* /admin/**"))
+                .tier(
+                    "pro",
+                    Rules::new().allow("GET /hello").allow_capability("model:*"),
+                )
+                .tier("free", Rules::new().allow("GET /hello")),
+        )
+        .expect("valid policy");
+        tenancy = tenancy.policy(TenantPolicy::new(rules));
+    }
+    if mode.starts_with("full") {
         let plan = || QuotaPlan::per_second(1_000_000).budget(1_000_000_000, Period::Day);
         let plans = QuotaPlans::builder()
             .tier("pro", plan())
             .tier("free", plan())
             .build()
             .expect("valid plans");
-        let quota = TenantQuota::new(LocalQuota::new(plans)).headers_on_success(mode == "quota");
+        let quota =
+            TenantQuota::new(LocalQuota::new(plans)).headers_on_success(mode == "full-headers");
         tenancy = tenancy.quota(quota);
+    }
+    if mode == "full-jwt" {
+        tenancy = tenancy.auth(JwtAuth::new(sessions()));
     }
     Some(tenancy.build().expect("valid configuration"))
 }
@@ -84,7 +125,35 @@ fn serve(mode: &str, addr: &str) -> std::io::Result<()> {
     eprintln!("bench_server: {mode} on {addr}");
     let addr = addr.to_owned();
     let tenancy = tenancy(mode);
+    let peer = mode == "peer";
     actix_web::rt::System::new().block_on(async move {
+        if peer {
+            use actix_extensible_rate_limit::{
+                backend::{memory::InMemoryBackend, SimpleInputFunctionBuilder},
+                RateLimiter,
+            };
+            let backend = InMemoryBackend::builder().build();
+            return HttpServer::new(move || {
+                let input =
+                    SimpleInputFunctionBuilder::new(std::time::Duration::from_secs(1), 1_000_000)
+                        .custom_fn(|req| {
+                            Ok(req
+                                .headers()
+                                .get("x-tenant-id")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_owned())
+                        })
+                        .build();
+                App::new()
+                    .wrap(RateLimiter::builder(backend.clone(), input).build())
+                    .route("/hello", web::get().to(hello))
+            })
+            .workers(1)
+            .bind(addr)?
+            .run()
+            .await;
+        }
         match tenancy {
             None => {
                 HttpServer::new(|| App::new().route("/hello", web::get().to(hello)))
@@ -109,12 +178,14 @@ fn serve(mode: &str, addr: &str) -> std::io::Result<()> {
 }
 
 /// Sends `n` requests over one keep-alive connection and checks every answer.
-fn client(addr: &str, n: usize, tenant: &str) -> std::io::Result<()> {
+fn client(addr: &str, n: usize, tenant: &str, token: Option<&str>) -> std::io::Result<()> {
     let stream = TcpStream::connect(addr)?;
     stream.set_nodelay(true)?;
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
-    let request = format!("GET /hello HTTP/1.1\r\nHost: {addr}\r\nX-Tenant-ID: {tenant}\r\n\r\n");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request =
+        format!("GET /hello HTTP/1.1\r\nHost: {addr}\r\nX-Tenant-ID: {tenant}\r\n{auth}\r\n");
     let mut line = String::new();
     for i in 0..n {
         writer.write_all(request.as_bytes())?;
@@ -149,7 +220,16 @@ fn main() -> std::io::Result<()> {
             &arg(1, "127.0.0.1:8088"),
             arg(2, "1000").parse().map_err(std::io::Error::other)?,
             &arg(3, "t42"),
+            args.get(4).map(String::as_str),
         ),
+        "token" => {
+            let tenant = TenantId::parse(&arg(1, "t42")).map_err(std::io::Error::other)?;
+            let pair = sessions()
+                .issue(&tenant, "bench", Grant::new())
+                .map_err(std::io::Error::other)?;
+            println!("{}", pair.access_token);
+            Ok(())
+        }
         other => Err(std::io::Error::other(format!("unknown command {other:?}"))),
     }
 }
