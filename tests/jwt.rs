@@ -549,6 +549,42 @@ async fn allow_missing_lets_the_resolver_decide_and_principal_is_optional() {
 }
 
 #[actix_web::test]
+async fn a_cached_token_still_expires_and_still_gets_revoked() {
+    let keys = KeySet::signing(Key::hmac("k1", Algorithm::HS256, SECRET).unwrap()).unwrap();
+    let s = SessionManager::new(
+        SessionConfig::new(ISS, AUD).leeway(std::time::Duration::ZERO),
+        keys,
+    );
+    let mut c = claims("acme");
+    c["exp"] = json!(now() + 2);
+    let short = mint(&c, "k1");
+    assert!(s.verify(&short).await.is_ok());
+    assert!(s.verify(&short).await.is_ok(), "from the cache");
+    let long = s.issue(&id("acme"), "user-1", Grant::new()).unwrap();
+    let jti = s
+        .verify(&long.access_token)
+        .await
+        .unwrap()
+        .token_id()
+        .unwrap()
+        .to_owned();
+    s.revoke(&jti).await.unwrap();
+    assert!(matches!(
+        s.verify(&long.access_token).await,
+        Err(SessionError::Revoked)
+    ));
+    std::thread::sleep(std::time::Duration::from_millis(3100));
+    assert!(s.verify(&short).await.is_err(), "expired, cache or not");
+    // Without the cache, the same answers.
+    let keys = KeySet::signing(Key::hmac("k1", Algorithm::HS256, SECRET).unwrap()).unwrap();
+    let config = SessionConfig::new(ISS, AUD).leeway(std::time::Duration::ZERO);
+    let uncached = SessionManager::new(config.verified_cache(0), keys);
+    let pair = uncached.issue(&id("acme"), "user-1", Grant::new()).unwrap();
+    assert!(uncached.verify(&pair.access_token).await.is_ok());
+    assert!(uncached.verify(&short).await.is_err());
+}
+
+#[actix_web::test]
 async fn tokens_without_a_tenant_only_when_allowed() {
     let keys = KeySet::signing(Key::hmac("k1", Algorithm::HS256, SECRET).unwrap()).unwrap();
     let lenient = SessionManager::new(SessionConfig::new(ISS, AUD).require_tenant(false), keys);

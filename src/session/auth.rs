@@ -4,7 +4,7 @@ use std::{fmt, sync::Arc};
 
 use actix_web::{dev::ServiceRequest, http::header::AUTHORIZATION};
 
-use super::{manager::Verified, SessionError, SessionManager, MAX_TOKEN_LEN};
+use super::{manager::Checked, SessionError, SessionManager, MAX_TOKEN_LEN};
 use crate::{
     error::{TenancyError, NO_CREDENTIAL},
     observe::{emit, AuditEvent, AuditSink, Outcome, Stage, TracingAudit},
@@ -76,7 +76,7 @@ pub(crate) struct AuthStage(JwtAuth);
 pub(crate) enum AuthStep {
     Pass(Option<Principal>),
     Refuse(TenancyError),
-    Wait(Box<Verified>),
+    Wait(Arc<Checked>),
 }
 
 /// Reads the bearer token; `Ok(None)` when there is no `Authorization` header.
@@ -124,16 +124,16 @@ impl AuthStage {
             Err(e) => return self.failed(req, e),
         };
         match self.0.sessions.store().is_revoked_now(&verified.facts()) {
-            Some(Ok(false)) => AuthStep::Pass(Some(verified.into_principal())),
+            Some(Ok(false)) => AuthStep::Pass(Some(verified.principal())),
             Some(Ok(true)) => self.failed(req, SessionError::Revoked),
             Some(Err(e)) => self.failed(req, SessionError::Store(e)),
-            None => AuthStep::Wait(Box::new(verified)),
+            None => AuthStep::Wait(verified),
         }
     }
 
-    pub(crate) async fn finish(&self, req: &ServiceRequest, verified: Box<Verified>) -> AuthStep {
-        match self.0.sessions.not_revoked(&verified).await {
-            Ok(()) => AuthStep::Pass(Some(verified.into_principal())),
+    pub(crate) async fn finish(&self, req: &ServiceRequest, verified: Arc<Checked>) -> AuthStep {
+        match self.0.sessions.not_revoked(&verified.facts()).await {
+            Ok(()) => AuthStep::Pass(Some(verified.principal())),
             Err(e) => self.failed(req, e),
         }
     }
