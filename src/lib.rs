@@ -11,10 +11,16 @@
 //! - It validates the tenant against a [`TenantRegistry`](registry::TenantRegistry)
 //!   (in memory, or your own behind a [cache](registry::CachedRegistry)), which
 //!   distinguishes *not found* from *unavailable* so an outage is a `503`, never a pass.
-//! - Handlers take a [`Tenant`] argument; the [error model](error) answers every
-//!   rejection with a stable code in an RFC 9457 `application/problem+json` body that
-//!   reveals nothing internal.
-//! - [`Tenancy::builder()`] composes the stages as one `.wrap()`.
+//! - [Sessions](session) (feature `jwt`) issue, verify, refresh and revoke JWT-backed
+//!   tenant sessions; their `JwtAuth` stage runs ahead of resolution.
+//! - [Policy](policy) decides whether the tenant may make the request: your async
+//!   evaluator, or the built-in [`RulePolicy`](policy::RulePolicy).
+//! - [Quotas](quota) charge each tenant's rate and budgets, locally or in Redis.
+//! - Handlers take a [`Tenant`] argument, and [guards](guard) route by tenant; the
+//!   [error model](error) answers every rejection with a stable code in an RFC 9457
+//!   `application/problem+json` body that reveals nothing internal.
+//! - [`Tenancy::builder()`] composes the stages as one `.wrap()`, in the one correct
+//!   order: authentication, resolution, policy, quota.
 //!
 //! ```
 //! use actix_tenancy::prelude::*;
