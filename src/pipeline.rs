@@ -52,6 +52,52 @@ pub(crate) struct Pipeline {
     pub(crate) responder: Arc<dyn ErrorResponder>,
 }
 
+impl Pipeline {
+    /// No stage, and the default responder: the base of a standalone stage's pipeline.
+    pub(crate) fn standalone() -> Self {
+        Self {
+            auth: None,
+            auth_only: false,
+            resolve: None,
+            policy: None,
+            quota: None,
+            responder: Arc::new(crate::ProblemJson::default()),
+        }
+    }
+}
+
+/// Implements actix's `Transform` for a stage that is middleware of its own: every
+/// worker's service runs the pipeline that `$pipeline` (an `Arc<Pipeline>`) gives.
+macro_rules! transform {
+    ($(#[$doc:meta])* $ty:ty => |$this:ident| $pipeline:expr) => {
+        $(#[$doc])*
+        impl<S, B> actix_web::dev::Transform<S, actix_web::dev::ServiceRequest> for $ty
+        where
+            S: actix_web::dev::Service<
+                    actix_web::dev::ServiceRequest,
+                    Response = actix_web::dev::ServiceResponse<B>,
+                    Error = actix_web::Error,
+                > + 'static,
+            S::Future: 'static,
+            B: actix_web::body::MessageBody + 'static,
+        {
+            type Response = actix_web::dev::ServiceResponse<actix_web::body::EitherBody<B>>;
+            type Error = actix_web::Error;
+            type Transform = crate::pipeline::PipelineService<S>;
+            type InitError = ();
+            type Future = std::future::Ready<Result<Self::Transform, Self::InitError>>;
+
+            fn new_transform(&self, service: S) -> Self::Future {
+                let $this = self;
+                std::future::ready(Ok(crate::pipeline::PipelineService::new(
+                    service, $pipeline,
+                )))
+            }
+        }
+    };
+}
+pub(crate) use transform;
+
 /// The middleware service produced by [`TenantResolver`](crate::resolve::TenantResolver)
 /// and [`Tenancy`](crate::Tenancy).
 pub struct PipelineService<S> {

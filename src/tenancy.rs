@@ -2,15 +2,9 @@
 
 use std::{fmt, sync::Arc};
 
-use actix_web::{
-    body::{EitherBody, MessageBody},
-    dev::{Service, ServiceRequest, ServiceResponse, Transform},
-};
-use std::future::{ready, Ready};
-
 use crate::{
     error::{ConfigError, ErrorResponder},
-    pipeline::{Pipeline, PipelineService},
+    pipeline::Pipeline,
     policy::TenantPolicy,
     quota::TenantQuota,
     resolve::TenantResolver,
@@ -159,22 +153,6 @@ impl TenancyBuilder {
     }
 }
 
-impl<S, B> Transform<S, ServiceRequest> for Tenancy
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
-    S::Future: 'static,
-    B: MessageBody + 'static,
-{
-    type Response = ServiceResponse<EitherBody<B>>;
-    type Error = actix_web::Error;
-    type Transform = PipelineService<S>;
-    type InitError = ();
-    type Future = Ready<Result<Self::Transform, Self::InitError>>;
-
-    fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(PipelineService::new(
-            service,
-            Arc::clone(&self.pipeline),
-        )))
-    }
-}
+crate::pipeline::transform!(
+    Tenancy => |tenancy| Arc::clone(&tenancy.pipeline)
+);

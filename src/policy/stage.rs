@@ -304,34 +304,12 @@ impl PolicyStage {
     }
 }
 
-/// Standalone, `TenantPolicy` reads the tenant a [`TenantResolver`](crate::TenantResolver)
-/// wrapped outside it settled; with no resolver, it answers `500 internal_error` and
-/// logs the misconfiguration. Never a pass.
-impl<S, B> actix_web::dev::Transform<S, ServiceRequest> for TenantPolicy
-where
-    S: actix_web::dev::Service<
-            ServiceRequest,
-            Response = actix_web::dev::ServiceResponse<B>,
-            Error = actix_web::Error,
-        > + 'static,
-    S::Future: 'static,
-    B: actix_web::body::MessageBody + 'static,
-{
-    type Response = actix_web::dev::ServiceResponse<actix_web::body::EitherBody<B>>;
-    type Error = actix_web::Error;
-    type Transform = crate::pipeline::PipelineService<S>;
-    type InitError = ();
-    type Future = std::future::Ready<Result<Self::Transform, Self::InitError>>;
-
-    fn new_transform(&self, service: S) -> Self::Future {
-        let pipeline = Arc::new(crate::pipeline::Pipeline {
-            auth: None,
-            auth_only: false,
-            resolve: None,
-            policy: Some(self.clone().into_stage()),
-            quota: None,
-            responder: Arc::new(crate::ProblemJson::default()),
-        });
-        std::future::ready(Ok(crate::pipeline::PipelineService::new(service, pipeline)))
-    }
-}
+crate::pipeline::transform!(
+    /// Standalone, `TenantPolicy` reads the tenant a [`TenantResolver`](crate::TenantResolver)
+    /// wrapped outside it settled; with no resolver, it answers `500 internal_error` and
+    /// logs the misconfiguration. Never a pass.
+    TenantPolicy => |stage| Arc::new(crate::pipeline::Pipeline {
+        policy: Some(stage.clone().into_stage()),
+        ..crate::pipeline::Pipeline::standalone()
+    })
+);

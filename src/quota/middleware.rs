@@ -552,31 +552,9 @@ fn headers(d: &QuotaDecision, refused: bool) -> QuotaHeaders {
     }
 }
 
-impl<S, B> actix_web::dev::Transform<S, ServiceRequest> for TenantQuota
-where
-    S: actix_web::dev::Service<
-            ServiceRequest,
-            Response = actix_web::dev::ServiceResponse<B>,
-            Error = actix_web::Error,
-        > + 'static,
-    S::Future: 'static,
-    B: actix_web::body::MessageBody + 'static,
-{
-    type Response = actix_web::dev::ServiceResponse<actix_web::body::EitherBody<B>>;
-    type Error = actix_web::Error;
-    type Transform = crate::pipeline::PipelineService<S>;
-    type InitError = ();
-    type Future = std::future::Ready<Result<Self::Transform, Self::InitError>>;
-
-    fn new_transform(&self, service: S) -> Self::Future {
-        let pipeline = Arc::new(crate::pipeline::Pipeline {
-            auth: None,
-            auth_only: false,
-            resolve: None,
-            policy: None,
-            quota: Some(self.clone().into_stage()),
-            responder: Arc::new(crate::ProblemJson::default()),
-        });
-        std::future::ready(Ok(crate::pipeline::PipelineService::new(service, pipeline)))
-    }
-}
+crate::pipeline::transform!(
+    TenantQuota => |stage| Arc::new(crate::pipeline::Pipeline {
+        quota: Some(stage.clone().into_stage()),
+        ..crate::pipeline::Pipeline::standalone()
+    })
+);

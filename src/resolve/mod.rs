@@ -59,19 +59,14 @@ mod source;
 
 use std::{borrow::Cow, fmt, sync::Arc, time::Duration};
 
-use actix_web::{
-    body::{EitherBody, MessageBody},
-    dev::{Service, ServiceRequest, ServiceResponse, Transform},
-    http::Method,
-};
-use std::future::{ready, Ready};
+use actix_web::{dev::ServiceRequest, http::Method};
 
 pub use source::{Source, SourceError, SourceKind, SourceResult, TENANT_HEADER};
 
 use crate::{
     error::{ConfigError, ErrorResponder, ProblemJson, TenancyError},
     observe::{emit, AuditEvent, AuditSink, Outcome, Stage, TracingAudit},
-    pipeline::{Pipeline, PipelineService},
+    pipeline::Pipeline,
     registry::{Access, Lookup, StatusRules, TenantRecord, TenantRegistry},
     session::Principal,
     tenant::{TenantContext, TenantId, TenantIdRule},
@@ -635,22 +630,6 @@ impl ResolveStage {
     }
 }
 
-impl<S, B> Transform<S, ServiceRequest> for TenantResolver
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
-    S::Future: 'static,
-    B: MessageBody + 'static,
-{
-    type Response = ServiceResponse<EitherBody<B>>;
-    type Error = actix_web::Error;
-    type Transform = PipelineService<S>;
-    type InitError = ();
-    type Future = Ready<Result<Self::Transform, Self::InitError>>;
-
-    fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(PipelineService::new(
-            service,
-            Arc::clone(&self.pipeline),
-        )))
-    }
-}
+crate::pipeline::transform!(
+    TenantResolver => |resolver| Arc::clone(&resolver.pipeline)
+);

@@ -177,35 +177,14 @@ impl AuthStage {
     }
 }
 
-/// Standalone, `JwtAuth` only attaches the principal; wrap it outside a
-/// [`TenantResolver`](crate::TenantResolver) (actix runs the last `.wrap()` first), or
-/// better, use [`Tenancy::builder().auth(..)`](crate::TenancyBuilder::auth), which
-/// puts every stage in the right order.
-impl<S, B> actix_web::dev::Transform<S, ServiceRequest> for JwtAuth
-where
-    S: actix_web::dev::Service<
-            ServiceRequest,
-            Response = actix_web::dev::ServiceResponse<B>,
-            Error = actix_web::Error,
-        > + 'static,
-    S::Future: 'static,
-    B: actix_web::body::MessageBody + 'static,
-{
-    type Response = actix_web::dev::ServiceResponse<actix_web::body::EitherBody<B>>;
-    type Error = actix_web::Error;
-    type Transform = crate::pipeline::PipelineService<S>;
-    type InitError = ();
-    type Future = std::future::Ready<Result<Self::Transform, Self::InitError>>;
-
-    fn new_transform(&self, service: S) -> Self::Future {
-        let pipeline = Arc::new(crate::pipeline::Pipeline {
-            auth: Some(self.clone().into_stage()),
-            auth_only: true,
-            resolve: None,
-            policy: None,
-            quota: None,
-            responder: Arc::new(crate::ProblemJson::default()),
-        });
-        std::future::ready(Ok(crate::pipeline::PipelineService::new(service, pipeline)))
-    }
-}
+crate::pipeline::transform!(
+    /// Standalone, `JwtAuth` only attaches the principal; wrap it outside a
+    /// [`TenantResolver`](crate::TenantResolver) (actix runs the last `.wrap()` first), or
+    /// better, use [`Tenancy::builder().auth(..)`](crate::TenancyBuilder::auth), which
+    /// puts every stage in the right order.
+    JwtAuth => |stage| Arc::new(crate::pipeline::Pipeline {
+        auth: Some(stage.clone().into_stage()),
+        auth_only: true,
+        ..crate::pipeline::Pipeline::standalone()
+    })
+);
