@@ -124,10 +124,17 @@ pub fn build(redis_url: Option<&str>) -> Result<Demo, Box<dyn Error>> {
     let (quota, backend) = match redis_url {
         #[cfg(feature = "redis")]
         Some(url) => {
-            let store = actix_tenancy::session::RedisRevocations::new(url)?;
+            // A demo on a busy laptop: generous timeouts. Production keeps them tight.
+            let timeout = std::time::Duration::from_millis(250);
+            let store = actix_tenancy::session::RedisRevocations::with_options(
+                url,
+                "tenancy-demo:rev:",
+                timeout,
+            )?;
             sessions = sessions.with_store(store);
             let quota = actix_tenancy::quota::RedisQuota::builder(url, plans()?)
                 .prefix("tenancy-demo")
+                .timeout(timeout)
                 .build()?;
             (TenantQuota::new(quota), "redis")
         }

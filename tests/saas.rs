@@ -340,3 +340,79 @@ async fn the_readme_session_answers_as_shown() {
         assert_eq!(std::str::from_utf8(&body).unwrap(), ex.expected, "{ex:?}");
     }
 }
+
+/// With `REDIS_URL` (and the `redis` feature), two demo instances share one quota and
+/// one revocation store, as two replicas would.
+#[cfg(feature = "redis")]
+#[actix_web::test]
+async fn with_redis_two_instances_share_quotas_and_revocations() {
+    let Ok(url) = std::env::var("REDIS_URL") else {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI must set REDIS_URL"
+        );
+        eprintln!("REDIS_URL is not set: skipping");
+        return;
+    };
+    // A fresh quota window: the demo's keys are per tenant, so clear globex's first.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("tenancy-demo*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let make = || {
+        let demo = saas::build(Some(&url)).unwrap();
+        assert_eq!(demo.backend, "redis");
+        demo
+    };
+    let (a, b) = (make(), make());
+    let app_a = test::init_service(
+        App::new()
+            .app_data(web::Data::new(a.clone()))
+            .wrap(a.tenancy.clone())
+            .configure(saas::routes),
+    )
+    .await;
+    let app_b = test::init_service(
+        App::new()
+            .app_data(web::Data::new(b.clone()))
+            .wrap(b.tenancy.clone())
+            .configure(saas::routes),
+    )
+    .await;
+    // globex's burst of 5, across both instances.
+    let mut ok = 0;
+    for i in 0..8 {
+        let app = if i % 2 == 0 { &app_a } else { &app_b };
+        if call(app, as_tenant(get("/api/whoami"), "globex")).await.0 == 200 {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 5, "one quota for both instances");
+    // Log out on one instance: the token stops working on the other.
+    let token = login(&app_a, "acme").await.2["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        call(&app_b, bearer(get("/api/whoami"), &token)).await.0,
+        200
+    );
+    let logout = bearer(test::TestRequest::post().uri("/auth/logout"), &token);
+    assert_eq!(call(&app_a, logout).await.0, 204);
+    problem(
+        &call(&app_b, bearer(get("/api/whoami"), &token)).await,
+        401,
+        "unauthenticated",
+    );
+}
