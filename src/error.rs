@@ -338,28 +338,22 @@ impl std::error::Error for TenancyError {}
 /// credential at all: its challenge names no error (RFC 6750, section 3.1).
 pub(crate) const NO_CREDENTIAL: &str = "no bearer token";
 
-/// The `WWW-Authenticate` challenge a rejection carries, if any.
-pub(crate) fn challenge(err: &TenancyError) -> Option<actix_web::http::header::HeaderValue> {
-    use actix_web::http::header::HeaderValue;
-    match err {
-        TenancyError::Unauthenticated { reason } if reason == NO_CREDENTIAL => {
-            Some(HeaderValue::from_static("Bearer"))
-        }
-        TenancyError::Unauthenticated { .. } => {
-            Some(HeaderValue::from_static("Bearer error=\"invalid_token\""))
-        }
-        _ => None,
-    }
-}
-
-/// Adds the `WWW-Authenticate` challenge of `err`, unless the responder set one.
+/// Adds the `WWW-Authenticate` challenge of an `Unauthenticated` rejection, unless the
+/// responder set one.
 pub(crate) fn add_challenge(err: &TenancyError, res: &mut HttpResponse) {
-    use actix_web::http::header::WWW_AUTHENTICATE;
-    if let Some(value) = challenge(err) {
-        if !res.headers().contains_key(WWW_AUTHENTICATE) {
-            res.headers_mut().insert(WWW_AUTHENTICATE, value);
-        }
+    use actix_web::http::header::{HeaderValue, WWW_AUTHENTICATE};
+    let TenancyError::Unauthenticated { reason } = err else {
+        return;
+    };
+    if res.headers().contains_key(WWW_AUTHENTICATE) {
+        return;
     }
+    let value = if reason == NO_CREDENTIAL {
+        HeaderValue::from_static("Bearer")
+    } else {
+        HeaderValue::from_static("Bearer error=\"invalid_token\"")
+    };
+    res.headers_mut().insert(WWW_AUTHENTICATE, value);
 }
 
 impl ResponseError for TenancyError {

@@ -43,9 +43,6 @@ pub(crate) struct Pipeline {
     #[cfg(not(feature = "jwt"))]
     #[allow(dead_code)]
     pub(crate) auth: Option<std::convert::Infallible>,
-    /// A standalone authentication stage: no resolution follows in this service.
-    #[cfg_attr(not(feature = "jwt"), allow(dead_code))]
-    pub(crate) auth_only: bool,
     pub(crate) resolve: Option<Arc<ResolveStage>>,
     pub(crate) policy: Option<Arc<PolicyStage>>,
     pub(crate) quota: Option<Arc<QuotaStage>>,
@@ -57,7 +54,6 @@ impl Pipeline {
     pub(crate) fn standalone() -> Self {
         Self {
             auth: None,
-            auth_only: false,
             resolve: None,
             policy: None,
             quota: None,
@@ -266,11 +262,27 @@ where
         req: ServiceRequest,
         principal: Option<crate::session::Principal>,
     ) -> State<S::Future, B> {
+        let p = &self.pipeline;
+        if p.resolve.is_none() && p.policy.is_none() && p.quota.is_none() {
+            // A standalone `JwtAuth`: a resolver must run after it, never before, or
+            // the resolver decided without the token's tenant (a token for tenant A
+            // served as tenant B because a header said so). Fail closed.
+            if req.extensions().contains::<Resolution>() {
+                tracing::error!(
+                    target: "actix_tenancy",
+                    "JwtAuth ran after the TenantResolver: wrap it outside the resolver \
+                     (register it with .wrap() after), or use Tenancy::builder().auth()"
+                );
+                let err = TenancyError::Misconfigured("JwtAuth wrapped inside the resolver");
+                return self.rejected(req, &err, None);
+            }
+            if let Some(p) = principal {
+                p.attach(&req);
+            }
+            return self.inner(req, None, None);
+        }
         if let Some(p) = principal {
             p.attach(&req);
-        }
-        if self.pipeline.auth_only {
-            return self.inner(req, None, None);
         }
         self.resolve(req)
     }

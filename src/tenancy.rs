@@ -143,7 +143,6 @@ impl TenancyBuilder {
         Ok(Tenancy {
             pipeline: Arc::new(Pipeline {
                 auth,
-                auth_only: false,
                 resolve: Some(resolver.stage),
                 policy: self.policy.map(TenantPolicy::into_stage),
                 quota: self.quota.map(TenantQuota::into_stage),

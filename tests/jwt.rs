@@ -596,6 +596,43 @@ async fn tokens_without_a_tenant_only_when_allowed() {
 }
 
 #[actix_web::test]
+async fn standalone_jwt_auth_must_run_before_the_resolver() {
+    let s = sessions();
+    let resolver = || {
+        TenantResolver::builder(InMemoryRegistry::new().with(TenantRecord::new(id("acme"), "pro")))
+            .source(Source::claim())
+            .source(Source::header())
+            .build()
+            .unwrap()
+    };
+    let me = || {
+        web::get()
+            .to(|t: Tenant, p: Principal| async move { format!("{} {}", p.subject(), t.id()) })
+    };
+    let pair = s.issue(&id("acme"), "user-1", Grant::new()).unwrap();
+    // Registered last, JwtAuth runs first: the resolver sees the token's tenant.
+    let right = test::init_service(
+        App::new()
+            .wrap(resolver())
+            .wrap(JwtAuth::new(s.clone()))
+            .route("/me", me()),
+    )
+    .await;
+    let (status, _, body) = call(&right, get(Some(&pair.access_token))).await;
+    assert_eq!((status, body.as_str()), (200, "user-1 acme"));
+    // The other way round the resolver decided without it: fail closed.
+    let wrong = test::init_service(
+        App::new()
+            .wrap(JwtAuth::new(s.clone()))
+            .wrap(resolver())
+            .route("/me", me()),
+    )
+    .await;
+    let req = get(Some(&pair.access_token)).insert_header(("x-tenant-id", "acme"));
+    assert_eq!(call(&wrong, req).await.0, 500);
+}
+
+#[actix_web::test]
 async fn jwt_auth_without_a_claim_source_is_a_config_error() {
     let registry = InMemoryRegistry::new();
     let err = Tenancy::builder()

@@ -276,7 +276,6 @@ impl TenantResolverBuilder {
         });
         let pipeline = Arc::new(Pipeline {
             auth: None,
-            auth_only: false,
             resolve: Some(Arc::clone(&stage)),
             policy: None,
             quota: None,

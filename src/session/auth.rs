@@ -184,7 +184,6 @@ crate::pipeline::transform!(
     /// puts every stage in the right order.
     JwtAuth => |stage| Arc::new(crate::pipeline::Pipeline {
         auth: Some(stage.clone().into_stage()),
-        auth_only: true,
         ..crate::pipeline::Pipeline::standalone()
     })
 );
