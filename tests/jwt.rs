@@ -460,6 +460,11 @@ async fn keys_are_checked_when_loaded() {
     assert!(KeySet::verify_only()
         .with_jwks(r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#)
         .is_err());
+    // A shared secret in a JWK set is held to the same floor as `Key::hmac`.
+    let err = KeySet::verify_only()
+        .with_jwks(r#"{"keys":[{"kty":"oct","kid":"s","alg":"HS256","k":"c2VjcmV0"}]}"#)
+        .unwrap_err();
+    assert!(err.to_string().contains("at least 32 bytes"), "{err}");
 }
 
 /// Signs and verifies with every algorithm family through jsonwebtoken's process-wide

@@ -4,7 +4,7 @@ use std::{collections::HashMap, fmt, str::FromStr, sync::Arc};
 
 use jsonwebtoken::{
     jwk::{JwkSet, PublicKeyUse},
-    Algorithm, DecodingKey, EncodingKey, Header,
+    Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header,
 };
 
 /// Installs this crate's crypto backend (aws-lc-rs) as jsonwebtoken's process default
@@ -40,7 +40,7 @@ impl fmt::Display for KeyError {
 impl std::error::Error for KeyError {}
 
 /// The algorithms a key may be pinned to.
-const SUPPORTED: [Algorithm; 10] = [
+pub(crate) const SUPPORTED: [Algorithm; 10] = [
     Algorithm::HS256,
     Algorithm::HS384,
     Algorithm::HS512,
@@ -94,8 +94,30 @@ fn check_alg(alg: Algorithm) -> Result<(), KeyError> {
     }
 }
 
-fn pem_err(kid: &str) -> impl FnOnce(jsonwebtoken::errors::Error) -> KeyError + '_ {
-    move |e| KeyError::new(format!("key {kid:?}: {e}"))
+/// What a PEM or DER constructor says when given an HMAC algorithm.
+const NOT_HMAC: &str = "use Key::hmac for HMAC secrets";
+
+/// The shortest secret for an HMAC algorithm: the hash's length.
+fn hmac_min_len(alg: Algorithm) -> Option<usize> {
+    match alg {
+        Algorithm::HS256 => Some(32),
+        Algorithm::HS384 => Some(48),
+        Algorithm::HS512 => Some(64),
+        _ => None,
+    }
+}
+
+/// The verification half of a key from a PEM public key of `alg`'s key type.
+fn public_from_pem(kid: &str, alg: Algorithm, pem: &[u8]) -> Result<DecodingKey, KeyError> {
+    check_kid(kid)?;
+    check_alg(alg)?;
+    let key = match alg.family() {
+        AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(pem),
+        AlgorithmFamily::Ec => DecodingKey::from_ec_pem(pem),
+        AlgorithmFamily::Ed => DecodingKey::from_ed_pem(pem),
+        AlgorithmFamily::Hmac => return Err(KeyError::new(NOT_HMAC)),
+    };
+    key.map_err(|e| KeyError::new(format!("key {kid:?}: {e}")))
 }
 
 impl Key {
@@ -104,24 +126,20 @@ impl Key {
     /// guessable offline from any token.
     pub fn hmac(kid: &str, alg: Algorithm, secret: &[u8]) -> Result<Self, KeyError> {
         check_kid(kid)?;
-        let min = match alg {
-            Algorithm::HS256 => 32,
-            Algorithm::HS384 => 48,
-            Algorithm::HS512 => 64,
-            other => return Err(KeyError::new(format!("{other:?} is not an HMAC algorithm"))),
-        };
+        let min = hmac_min_len(alg)
+            .ok_or_else(|| KeyError::new(format!("{alg:?} is not an HMAC algorithm")))?;
         if secret.len() < min {
             return Err(KeyError::new(format!(
                 "key {kid:?}: a {alg:?} secret needs at least {min} bytes"
             )));
         }
-        Ok(Self {
+        Self {
             kid: kid.into(),
             alg,
             encoding: Some(EncodingKey::from_secret(secret)),
             decoding: DecodingKey::from_secret(secret),
-        })
-        .and_then(Self::self_test)
+        }
+        .self_test()
     }
 
     /// A key pair from PEM: the private key signs, the public key verifies. RSA (RS*,
@@ -132,26 +150,14 @@ impl Key {
         private_pem: &[u8],
         public_pem: &[u8],
     ) -> Result<Self, KeyError> {
-        check_kid(kid)?;
-        check_alg(alg)?;
-        let err = || pem_err(kid);
-        let (encoding, decoding) = match alg.family() {
-            jsonwebtoken::AlgorithmFamily::Rsa => (
-                EncodingKey::from_rsa_pem(private_pem).map_err(err())?,
-                DecodingKey::from_rsa_pem(public_pem).map_err(err())?,
-            ),
-            jsonwebtoken::AlgorithmFamily::Ec => (
-                EncodingKey::from_ec_pem(private_pem).map_err(err())?,
-                DecodingKey::from_ec_pem(public_pem).map_err(err())?,
-            ),
-            jsonwebtoken::AlgorithmFamily::Ed => (
-                EncodingKey::from_ed_pem(private_pem).map_err(err())?,
-                DecodingKey::from_ed_pem(public_pem).map_err(err())?,
-            ),
-            jsonwebtoken::AlgorithmFamily::Hmac => {
-                return Err(KeyError::new("use Key::hmac for HMAC secrets"))
-            }
-        };
+        let decoding = public_from_pem(kid, alg, public_pem)?;
+        let encoding = match alg.family() {
+            AlgorithmFamily::Rsa => EncodingKey::from_rsa_pem(private_pem),
+            AlgorithmFamily::Ec => EncodingKey::from_ec_pem(private_pem),
+            AlgorithmFamily::Ed => EncodingKey::from_ed_pem(private_pem),
+            AlgorithmFamily::Hmac => return Err(KeyError::new(NOT_HMAC)),
+        }
+        .map_err(|e| KeyError::new(format!("key {kid:?}: {e}")))?;
         Self {
             kid: kid.into(),
             alg,
@@ -163,28 +169,11 @@ impl Key {
 
     /// A public key from PEM, for verification only.
     pub fn public_pem(kid: &str, alg: Algorithm, public_pem: &[u8]) -> Result<Self, KeyError> {
-        check_kid(kid)?;
-        check_alg(alg)?;
-        let err = || pem_err(kid);
-        let decoding = match alg.family() {
-            jsonwebtoken::AlgorithmFamily::Rsa => {
-                DecodingKey::from_rsa_pem(public_pem).map_err(err())?
-            }
-            jsonwebtoken::AlgorithmFamily::Ec => {
-                DecodingKey::from_ec_pem(public_pem).map_err(err())?
-            }
-            jsonwebtoken::AlgorithmFamily::Ed => {
-                DecodingKey::from_ed_pem(public_pem).map_err(err())?
-            }
-            jsonwebtoken::AlgorithmFamily::Hmac => {
-                return Err(KeyError::new("use Key::hmac for HMAC secrets"))
-            }
-        };
         Ok(Self {
             kid: kid.into(),
             alg,
             encoding: None,
-            decoding,
+            decoding: public_from_pem(kid, alg, public_pem)?,
         })
     }
 
@@ -194,12 +183,10 @@ impl Key {
         check_kid(kid)?;
         check_alg(alg)?;
         let decoding = match alg.family() {
-            jsonwebtoken::AlgorithmFamily::Rsa => DecodingKey::from_rsa_der(der),
-            jsonwebtoken::AlgorithmFamily::Ec => DecodingKey::from_ec_der(der),
-            jsonwebtoken::AlgorithmFamily::Ed => DecodingKey::from_ed_der(der),
-            jsonwebtoken::AlgorithmFamily::Hmac => {
-                return Err(KeyError::new("use Key::hmac for HMAC secrets"))
-            }
+            AlgorithmFamily::Rsa => DecodingKey::from_rsa_der(der),
+            AlgorithmFamily::Ec => DecodingKey::from_ec_der(der),
+            AlgorithmFamily::Ed => DecodingKey::from_ed_der(der),
+            AlgorithmFamily::Hmac => return Err(KeyError::new(NOT_HMAC)),
         };
         Ok(Self {
             kid: kid.into(),
@@ -383,6 +370,15 @@ impl KeySet {
                 return Err(KeyError::new(format!(
                     "JWK {kid:?}: its key type does not fit alg {alg:?}"
                 )));
+            }
+            // A shared secret in a key set is held to the same floor as `Key::hmac`.
+            if let Some(min) = hmac_min_len(alg) {
+                let len = decoding.try_get_as_bytes().map_or(0, <[u8]>::len);
+                if len < min {
+                    return Err(KeyError::new(format!(
+                        "JWK {kid:?}: a {alg:?} secret needs at least {min} bytes"
+                    )));
+                }
             }
             self = self.with(Key {
                 kid: kid.into(),

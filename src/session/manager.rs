@@ -9,12 +9,12 @@ use std::{
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
-use jsonwebtoken::{Header, Validation};
+use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{
-    keys::{install_crypto, Key, KeyError, KeySet},
+    keys::{install_crypto, Key, KeyError, KeySet, SUPPORTED},
     now, InMemoryRevocations, Principal, Revocation, RevocationError, RevocationStore, TokenFacts,
 };
 use crate::tenant::{TenantId, TenantIdRule};
@@ -226,9 +226,9 @@ impl Verified {
         }
     }
 
-    pub(crate) fn into_principal(self) -> Principal {
-        let scopes: Vec<String> = match self.claims.get("scope").or_else(|| self.claims.get("scp"))
-        {
+    /// The granted scopes: `scope` (space-separated) or `scp` (an array).
+    fn scopes(&self) -> Vec<String> {
+        match self.claims.get("scope").or_else(|| self.claims.get("scp")) {
             Some(Value::String(s)) => s
                 .split(' ')
                 .filter(|s| !s.is_empty())
@@ -239,7 +239,11 @@ impl Verified {
                 .filter_map(|v| v.as_str().map(str::to_owned))
                 .collect(),
             _ => Vec::new(),
-        };
+        }
+    }
+
+    pub(crate) fn into_principal(self) -> Principal {
+        let scopes = self.scopes();
         let mut p = Principal::new(self.subject)
             .with_scopes(scopes)
             .with_expiry(UNIX_EPOCH + Duration::from_secs(self.expires_at));
@@ -292,10 +296,38 @@ impl From<Verified> for Checked {
 }
 
 /// Verified access tokens by their exact bytes, until they expire: a token seen again
-/// skips the signature and the claims parse. Cleared whenever the keys change.
+/// skips the signature and the claims parse. Each entry remembers the key set that
+/// verified it and is only used while that set is the current one, so a token checked
+/// while a key was being retired can never outlive the key.
 struct TokenCache {
-    map: DashMap<Box<str>, Arc<Checked>, foldhash::fast::RandomState>,
+    map: DashMap<Box<str>, (Arc<KeySet>, Arc<Checked>), foldhash::fast::RandomState>,
     max: usize,
+}
+
+impl TokenCache {
+    fn new(max: usize) -> Self {
+        Self {
+            map: DashMap::default(),
+            max,
+        }
+    }
+}
+
+/// One `Validation` per algorithm, built once: `iss`, `aud`, `exp`, `nbf` and the
+/// leeway come from the configuration, which never changes.
+fn validations(c: &SessionConfig) -> Vec<(Algorithm, Validation)> {
+    SUPPORTED
+        .iter()
+        .map(|&alg| {
+            let mut v = Validation::new(alg);
+            v.leeway = c.leeway.as_secs();
+            v.validate_nbf = true;
+            v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            v.set_issuer(&[&c.issuer]);
+            v.set_audience(&[&c.audience]);
+            (alg, v)
+        })
+        .collect()
 }
 
 /// Issues, verifies, refreshes and revokes JWT-backed tenant sessions.
@@ -335,6 +367,7 @@ pub struct SessionManager {
 
 struct Inner {
     config: SessionConfig,
+    validations: Vec<(Algorithm, Validation)>,
     keys: ArcSwap<KeySet>,
     store: Arc<dyn RevocationStore>,
     cache: TokenCache,
@@ -353,7 +386,12 @@ fn random_id() -> Result<String, SessionError> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes)
         .map_err(|e| SessionError::Key(KeyError::new(format!("no randomness: {e}"))))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    Ok(bytes
+        .iter()
+        .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]])
+        .map(char::from)
+        .collect())
 }
 
 impl SessionManager {
@@ -362,10 +400,8 @@ impl SessionManager {
         install_crypto();
         Self {
             inner: Arc::new(Inner {
-                cache: TokenCache {
-                    map: DashMap::default(),
-                    max: config.verified_cache,
-                },
+                cache: TokenCache::new(config.verified_cache),
+                validations: validations(&config),
                 config,
                 keys: ArcSwap::from_pointee(keys),
                 store: Arc::new(InMemoryRevocations::new()),
@@ -378,12 +414,10 @@ impl SessionManager {
     pub fn with_store(self, store: impl RevocationStore) -> Self {
         let inner = Inner {
             config: self.inner.config.clone(),
+            validations: self.inner.validations.clone(),
             keys: ArcSwap::new(self.inner.keys.load_full()),
             store: Arc::new(store),
-            cache: TokenCache {
-                map: DashMap::default(),
-                max: self.inner.config.verified_cache,
-            },
+            cache: TokenCache::new(self.inner.config.verified_cache),
         };
         Self {
             inner: Arc::new(inner),
@@ -404,7 +438,7 @@ impl SessionManager {
     /// every clone of this manager.
     pub fn set_keys(&self, keys: KeySet) {
         self.inner.keys.store(Arc::new(keys));
-        // A retired key's tokens must not verify from the cache.
+        // Entries of the old set are never used again (see `TokenCache`): free them.
         self.inner.cache.map.clear();
     }
 
@@ -509,31 +543,33 @@ impl SessionManager {
     /// never waits. A token verified before and not yet expired comes from the cache.
     pub(crate) fn check(&self, token: &str) -> Result<Arc<Checked>, SessionError> {
         let cache = &self.inner.cache;
+        let keys = self.inner.keys.load_full();
         if cache.max == 0 || token.len() > MAX_TOKEN_LEN {
             return self
-                .check_as(token, Use::Access)
+                .check_as(token, Use::Access, &keys)
                 .map(|v| Arc::new(v.into()));
         }
         let now = now();
         let leeway = self.inner.config.leeway.as_secs();
         if let Some(hit) = cache.map.get(token) {
-            if hit.expires_at.saturating_add(leeway) >= now {
-                return Ok(Arc::clone(&hit));
+            let (verified_by, checked) = &*hit;
+            if Arc::ptr_eq(verified_by, &keys) && checked.expires_at.saturating_add(leeway) >= now {
+                return Ok(Arc::clone(checked));
             }
         }
-        let checked: Arc<Checked> = Arc::new(self.check_as(token, Use::Access)?.into());
+        let checked: Arc<Checked> = Arc::new(self.check_as(token, Use::Access, &keys)?.into());
         if cache.map.len() >= cache.max {
-            cache
-                .map
-                .retain(|_, c| c.expires_at.saturating_add(leeway) >= now);
+            cache.map.retain(|_, (verified_by, c)| {
+                Arc::ptr_eq(verified_by, &keys) && c.expires_at.saturating_add(leeway) >= now
+            });
         }
         if cache.map.len() < cache.max {
-            cache.map.insert(token.into(), Arc::clone(&checked));
+            cache.map.insert(token.into(), (keys, Arc::clone(&checked)));
         }
         Ok(checked)
     }
 
-    fn check_as(&self, token: &str, want: Use) -> Result<Verified, SessionError> {
+    fn check_as(&self, token: &str, want: Use, keys: &KeySet) -> Result<Verified, SessionError> {
         let c = &self.inner.config;
         if token.len() > MAX_TOKEN_LEN {
             return Err(invalid("the token is too large"));
@@ -543,15 +579,14 @@ impl SessionManager {
         }
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| invalid("malformed token header"))?;
-        let keys = self.inner.keys.load();
         let key = keys.verifier(&header).map_err(invalid)?;
-        let mut v = Validation::new(key.algorithm());
-        v.leeway = c.leeway.as_secs();
-        v.validate_nbf = true;
-        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        v.set_issuer(&[&c.issuer]);
-        v.set_audience(&[&c.audience]);
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key.decoding(), &v)
+        let (_, v) = self
+            .inner
+            .validations
+            .iter()
+            .find(|(alg, _)| *alg == key.algorithm())
+            .ok_or(invalid("the key's algorithm is not supported"))?;
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key.decoding(), v)
             .map_err(|e| SessionError::Invalid(Cow::Owned(e.to_string())))?;
         let claims = data.claims;
 
@@ -643,7 +678,7 @@ impl SessionManager {
     /// refresh token is used up. Presenting a used one again is treated as theft: the
     /// whole family (every token issued from that login) is revoked.
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, SessionError> {
-        let v = self.check_as(refresh_token, Use::Refresh)?;
+        let v = self.check_as(refresh_token, Use::Refresh, &self.inner.keys.load())?;
         self.not_revoked(&v.facts()).await?;
         let (Some(jti), Some(family), Some(tenant)) = (&v.jti, &v.family, &v.tenant) else {
             return Err(invalid("a refresh token needs jti, fam and a tenant"));
@@ -656,12 +691,7 @@ impl SessionManager {
             .await
             .map_err(SessionError::Store)?;
         if !first {
-            let until = now() + self.inner.config.max_life();
-            self.inner
-                .store
-                .revoke(Revocation::Family(family), until)
-                .await
-                .map_err(SessionError::Store)?;
+            self.record(Revocation::Family(family)).await?;
             tracing::warn!(
                 target: "actix_tenancy::session",
                 tenant = tenant.as_str(),
@@ -669,14 +699,7 @@ impl SessionManager {
             );
             return Err(SessionError::RefreshReused);
         }
-        let scopes: Vec<String> = match v.claims.get("scope") {
-            Some(Value::String(s)) => s
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            _ => Vec::new(),
-        };
+        let scopes = v.scopes();
         let extra = v
             .claims
             .iter()
@@ -686,14 +709,19 @@ impl SessionManager {
         self.pair(tenant, &v.subject, &scopes, extra, family)
     }
 
-    /// Revokes one token by `jti`.
-    pub async fn revoke(&self, jti: &str) -> Result<(), SessionError> {
+    /// Records `what` for as long as any token it could apply to may live.
+    async fn record(&self, what: Revocation<'_>) -> Result<(), SessionError> {
         let until = now() + self.inner.config.max_life();
         self.inner
             .store
-            .revoke(Revocation::Token(jti), until)
+            .revoke(what, until)
             .await
             .map_err(SessionError::Store)
+    }
+
+    /// Revokes one token by `jti`.
+    pub async fn revoke(&self, jti: &str) -> Result<(), SessionError> {
+        self.record(Revocation::Token(jti)).await
     }
 
     /// Revokes every token of `subject` in `tenant` issued until now (tokens issued
@@ -703,31 +731,21 @@ impl SessionManager {
         tenant: &TenantId,
         subject: &str,
     ) -> Result<(), SessionError> {
-        let now = now();
-        let what = Revocation::Subject {
+        self.record(Revocation::Subject {
             tenant: tenant.as_str(),
             subject,
-            before: now,
-        };
-        self.inner
-            .store
-            .revoke(what, now + self.inner.config.max_life())
-            .await
-            .map_err(SessionError::Store)
+            before: now(),
+        })
+        .await
     }
 
     /// Revokes every token of `tenant` issued until now, e.g. when it is suspended.
     pub async fn revoke_tenant(&self, tenant: &TenantId) -> Result<(), SessionError> {
-        let now = now();
-        let what = Revocation::Tenant {
+        self.record(Revocation::Tenant {
             tenant: tenant.as_str(),
-            before: now,
-        };
-        self.inner
-            .store
-            .revoke(what, now + self.inner.config.max_life())
-            .await
-            .map_err(SessionError::Store)
+            before: now(),
+        })
+        .await
     }
 }
 

@@ -28,6 +28,8 @@ pub struct RedisRevocations {
     conn: ConnectionManager,
     prefix: String,
     timeout: Duration,
+    /// Sets a key unless it holds a later cut-off; loaded once, run by its hash.
+    revoke: redis::Script,
 }
 
 impl fmt::Debug for RedisRevocations {
@@ -59,17 +61,22 @@ impl RedisRevocations {
             conn,
             prefix: prefix.to_owned(),
             timeout,
+            revoke: redis::Script::new(
+                "local old = tonumber(redis.call('GET', KEYS[1]) or '-1') \
+                 local new = tonumber(ARGV[1]) \
+                 if new < old then new = old end \
+                 redis.call('SET', KEYS[1], new, 'EX', ARGV[2]) return 1",
+            ),
         })
     }
 
     /// Key parts are length-prefixed, so no tenant or subject can forge another's key.
     fn key(&self, kind: &str, parts: &[&str]) -> String {
+        use std::fmt::Write as _;
         let mut key = format!("{}{kind}", self.prefix);
         for p in parts {
-            key.push(':');
-            key.push_str(&p.len().to_string());
-            key.push(':');
-            key.push_str(p);
+            // Writing to a String cannot fail.
+            let _ = write!(key, ":{}:{p}", p.len());
         }
         key
     }
@@ -99,13 +106,7 @@ impl RevocationStore for RedisRevocations {
             Revocation::Tenant { tenant, before } => (self.key("ten", &[tenant]), before),
         };
         // A cut-off only moves forward: keep the later one if two revocations race.
-        let script = redis::Script::new(
-            "local old = tonumber(redis.call('GET', KEYS[1]) or '-1') \
-             local new = tonumber(ARGV[1]) \
-             if new < old then new = old end \
-             redis.call('SET', KEYS[1], new, 'EX', ARGV[2]) return 1",
-        );
-        let mut invocation = script.key(key);
+        let mut invocation = self.revoke.key(key);
         invocation.arg(value).arg(ttl);
         let mut conn = self.conn.clone();
         match tokio::time::timeout(self.timeout, invocation.invoke_async::<i64>(&mut conn)).await {
@@ -122,7 +123,7 @@ impl RevocationStore for RedisRevocations {
             t.tenant.map(|tenant| self.key("ten", &[tenant])),
             t.tenant.map(|tenant| self.key("sub", &[tenant, t.subject])),
         ];
-        let present: Vec<String> = keys.iter().flatten().cloned().collect();
+        let present: Vec<&String> = keys.iter().flatten().collect();
         if present.is_empty() {
             return Ok(false);
         }

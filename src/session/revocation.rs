@@ -168,8 +168,8 @@ impl InMemoryRevocations {
     }
 
     fn wrote(&self) {
-        // Expired entries are swept every 1024 writes: the cost is spread, and the
-        // store never holds more than the live entries plus 1024.
+        // Expired entries are swept every 1024 writes, so the cost is spread and the
+        // store holds the live entries plus those expired since the last sweep.
         if self.writes.fetch_add(1, Ordering::Relaxed) % 1024 == 1023 {
             self.purge();
         }
@@ -231,7 +231,10 @@ impl RevocationStore for InMemoryRevocations {
             } => {
                 let mut list = self.subjects.entry(tenant.into()).or_default();
                 match list.iter_mut().find(|(s, _, _)| **s == *subject) {
-                    Some(e) => *e = (e.0.clone(), e.1.max(before), keep(e.2)),
+                    Some((_, b, u)) => {
+                        *b = (*b).max(before);
+                        *u = keep(*u);
+                    }
                     None => list.push((subject.into(), before, until)),
                 }
             }
@@ -258,5 +261,68 @@ impl RevocationStore for InMemoryRevocations {
         };
         self.wrote();
         Ok(first)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts<'a>(jti: &'a str, tenant: &'a str, subject: &'a str, iat: u64) -> TokenFacts<'a> {
+        TokenFacts {
+            jti: Some(jti),
+            family: None,
+            tenant: Some(tenant),
+            subject,
+            issued_at: Some(iat),
+        }
+    }
+
+    #[actix_web::test]
+    async fn entries_go_once_their_tokens_have_expired() {
+        let store = InMemoryRevocations::new();
+        let now = super::super::now();
+        store
+            .revoke(Revocation::Token("old"), now - 1)
+            .await
+            .unwrap();
+        store
+            .revoke(Revocation::Token("live"), now + 600)
+            .await
+            .unwrap();
+        let cut = Revocation::Subject {
+            tenant: "acme",
+            subject: "u",
+            before: now - 10,
+        };
+        store.revoke(cut, now - 1).await.unwrap();
+        assert!(store.consume("used", now - 1).await.unwrap());
+        assert_eq!(store.len(), 4);
+        // An expired entry no longer revokes anything, swept or not.
+        assert!(!store.check(&facts("old", "acme", "u", now - 20)));
+        assert!(store.check(&facts("live", "acme", "u", now)));
+        store.purge();
+        assert_eq!(store.len(), 1, "only the live revocation is kept");
+        assert!(store.check(&facts("live", "acme", "u", now)));
+    }
+
+    #[actix_web::test]
+    async fn a_later_cut_off_wins_and_the_earlier_never_comes_back() {
+        let store = InMemoryRevocations::new();
+        let now = super::super::now();
+        for before in [now - 5, now - 50] {
+            let cut = Revocation::Subject {
+                tenant: "acme",
+                subject: "u",
+                before,
+            };
+            store.revoke(cut, now + 600).await.unwrap();
+        }
+        assert!(store.check(&facts("a", "acme", "u", now - 5)));
+        assert!(!store.check(&facts("b", "acme", "u", now - 4)));
+        assert!(
+            !store.check(&facts("c", "acme", "v", now - 60)),
+            "another subject"
+        );
     }
 }
