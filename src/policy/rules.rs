@@ -264,13 +264,19 @@ impl RouteRule {
         };
         let method = match method {
             None | Some("*") => None,
-            Some(m) if METHODS.contains(&m) => Method::from_bytes(m.as_bytes()).ok(),
-            Some(m) => {
-                return bad(&format!(
-                    "unknown method {m:?} (use one of {} or *)",
-                    METHODS.join(", ")
-                ))
-            }
+            // A named method that did not parse must never widen to "any method".
+            Some(m) => match METHODS
+                .contains(&m)
+                .then(|| Method::from_bytes(m.as_bytes()))
+            {
+                Some(Ok(m)) => Some(m),
+                _ => {
+                    return bad(&format!(
+                        "unknown method {m:?} (use one of {} or *)",
+                        METHODS.join(", ")
+                    ))
+                }
+            },
         };
         if !path.starts_with('/') {
             return bad("the path must start with '/'");
@@ -406,27 +412,11 @@ impl Level {
             return Err(ConfigError::Policy(format!("{name}: {e}")));
         }
         let id = |list: &str, raw: &str| -> Arc<str> { format!("{name} {list} {raw}").into() };
-        let routes = |list: Vec<RouteRule>, kind: &str| {
-            list.into_iter()
-                .map(|r| {
-                    let id = id(kind, &r.raw);
-                    (r, id)
-                })
-                .collect()
-        };
-        let caps = |list: Vec<CapabilityRule>, kind: &str| -> Vec<_> {
-            list.into_iter()
-                .map(|c| {
-                    let id = id(kind, &c.raw);
-                    (c, id)
-                })
-                .collect()
-        };
         let mut level = Self {
-            route_deny: routes(rules.routes.deny, "deny"),
-            route_allow: routes(rules.routes.allow, "allow"),
-            cap_deny: caps(rules.capabilities.deny, "deny"),
-            cap_allow: caps(rules.capabilities.allow, "allow"),
+            route_deny: named(rules.routes.deny, |r| id("deny", &r.raw)),
+            route_allow: named(rules.routes.allow, |r| id("allow", &r.raw)),
+            cap_deny: named(rules.capabilities.deny, |c| id("deny", &c.raw)),
+            cap_allow: named(rules.capabilities.allow, |c| id("allow", &c.raw)),
         };
         for (feature, on) in rules.features {
             let raw = format!("feature:{}", feature.0);
@@ -465,6 +455,17 @@ impl Level {
             .find(|(c, _)| c.matches(capability))
             .map(|(_, id)| (true, id))
     }
+}
+
+/// Pairs each rule with its id.
+fn named<T>(rules: Vec<T>, id: impl Fn(&T) -> Arc<str>) -> Vec<(T, Arc<str>)> {
+    rules
+        .into_iter()
+        .map(|r| {
+            let id = id(&r);
+            (r, id)
+        })
+        .collect()
 }
 
 type Map = HashMap<Box<str>, Level, foldhash::fast::RandomState>;
@@ -645,9 +646,10 @@ impl RulePolicy {
     /// [`DEFAULT_KEEP_VERSIONS`], at least 1).
     #[must_use]
     pub fn keep_versions(self, keep: usize) -> Self {
+        let active = self.version();
         let mut h = self.history();
         h.keep = keep.max(1);
-        h.trim();
+        h.trim_around(active);
         drop(h);
         self
     }
@@ -788,11 +790,6 @@ impl History {
         let compiled = Compiled::compile(set, version)?;
         self.highest = version;
         Ok(compiled)
-    }
-
-    fn trim(&mut self) {
-        let excess = self.kept.len().saturating_sub(self.keep);
-        self.kept.drain(..excess);
     }
 
     /// Trims, never dropping the active version.
