@@ -183,6 +183,9 @@ async fn query_costs_are_charged_and_hostile_ones_refused() {
         "max_tokens=%35",
         "max_tokens=5&max_tokens=5",
         "max_tokens=99999999999",
+        "max%5Ftokens=60",
+        "max%5ftokens=1&max_tokens=1",
+        "%6Dax_tokens=5",
     ] {
         assert_eq!(call(bad).await.0, 400, "{bad:?}");
     }

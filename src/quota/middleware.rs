@@ -116,9 +116,38 @@ fn parse_cost(text: &str, max: u32) -> Result<u32, TenancyError> {
         .ok_or_else(|| bad_cost("the cost is larger than allowed"))
 }
 
+/// Whether the form-urlencoded `raw` decodes to `name`.
+fn decodes_to(raw: &str, name: &str) -> bool {
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let raw = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let escaped = match raw[i..] {
+            [b'%', hi, lo, ..] => hex(hi).zip(hex(lo)).map(|(hi, lo)| hi * 16 + lo),
+            _ => None,
+        };
+        match (raw[i], escaped) {
+            (_, Some(byte)) => {
+                decoded.push(byte as u8);
+                i += 3;
+            }
+            (b'+', None) => {
+                decoded.push(b' ');
+                i += 1;
+            }
+            (other, None) => {
+                decoded.push(other);
+                i += 1;
+            }
+        }
+    }
+    decoded == name.as_bytes()
+}
+
 /// A cost read from a query parameter such as `?max_tokens=500`: a decimal integer
 /// from 0 to `max`. A missing parameter costs `default`; an empty, negative,
-/// non-numeric, percent-encoded, repeated or larger-than-`max` value is a
+/// non-numeric, percent-encoded (value or name), repeated or larger-than-`max` value is a
 /// `400 cost_invalid`.
 ///
 /// ```
@@ -164,6 +193,11 @@ impl CostEstimator for QueryCost {
         for pair in req.query_string().split('&') {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             if key != self.name {
+                // `max%5Ftokens` is `max_tokens` to the handler's `web::Query`: never let
+                // an encoded name dodge the charge.
+                if key.contains(['%', '+']) && decodes_to(key, &self.name) {
+                    return Err(bad_cost("the cost parameter's name is encoded"));
+                }
                 continue;
             }
             if found.is_some() {
