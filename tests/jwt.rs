@@ -6,7 +6,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_tenancy::{
     prelude::*,
-    session::{Grant, JwtAuth, Key, KeySet, SessionConfig, SessionError, SessionManager},
+    session::{
+        Grant, JwtAuth, Key, KeySet, SessionConfig, SessionError, SessionManager, TokenPair,
+    },
 };
 use actix_web::{http::header, test, web, App, HttpResponse};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -115,6 +117,14 @@ fn claims(tenant: &str) -> Value {
     })
 }
 
+/// A fresh pair for acme's user-1 whose access token is then revoked by its `jti`.
+async fn revoked_pair(s: &SessionManager) -> TokenPair {
+    let pair = s.issue(&id("acme"), "user-1", Grant::new()).unwrap();
+    let p = s.verify(&pair.access_token).await.unwrap();
+    s.revoke(p.token_id().unwrap()).await.unwrap();
+    pair
+}
+
 fn mint(claims: &Value, kid: &str) -> String {
     let mut h = Header::new(Algorithm::HS256);
     h.kid = Some(kid.to_owned());
@@ -210,15 +220,7 @@ async fn the_tamper_corpus_is_401_and_reveals_nothing() {
     let last = bad_sig.pop().unwrap();
     bad_sig.push(if last == 'A' { 'B' } else { 'A' });
     let unknown_kid = mint(&claims("acme"), "k9");
-    let revoked = s.issue(&id("acme"), "user-1", Grant::new()).unwrap();
-    let jti = s
-        .verify(&revoked.access_token)
-        .await
-        .unwrap()
-        .token_id()
-        .unwrap()
-        .to_owned();
-    s.revoke(&jti).await.unwrap();
+    let revoked = revoked_pair(&s).await;
 
     let corpus: Vec<(&str, String)> = vec![
         ("alg none", none),
@@ -565,15 +567,7 @@ async fn a_cached_token_still_expires_and_still_gets_revoked() {
     let short = mint(&c, "k1");
     assert!(s.verify(&short).await.is_ok());
     assert!(s.verify(&short).await.is_ok(), "from the cache");
-    let long = s.issue(&id("acme"), "user-1", Grant::new()).unwrap();
-    let jti = s
-        .verify(&long.access_token)
-        .await
-        .unwrap()
-        .token_id()
-        .unwrap()
-        .to_owned();
-    s.revoke(&jti).await.unwrap();
+    let long = revoked_pair(&s).await;
     assert!(matches!(
         s.verify(&long.access_token).await,
         Err(SessionError::Revoked)

@@ -46,6 +46,35 @@ fn replicas(url: &str, prefix: &str) -> (SessionManager, SessionManager) {
     (make(), make())
 }
 
+/// An app behind `sessions`, whose tenant comes from the token.
+fn app(
+    sessions: &SessionManager,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let registry = InMemoryRegistry::new().with(TenantRecord::new(acme(), "pro"));
+    let tenancy = Tenancy::builder()
+        .auth(JwtAuth::new(sessions.clone()))
+        .resolver(
+            TenantResolver::builder(registry)
+                .source(Source::claim())
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    App::new().wrap(tenancy).route(
+        "/me",
+        web::get().to(|t: Tenant| async move { t.id().to_string() }),
+    )
+}
+
 fn acme() -> TenantId {
     TenantId::parse("acme").unwrap()
 }
@@ -103,22 +132,7 @@ async fn a_refresh_token_is_used_once_across_replicas() {
 async fn revoke_tenant_through_the_app_of_another_replica() {
     let Some(url) = redis_url() else { return };
     let (a, b) = replicas(&url, &prefix("tenant"));
-    let registry = InMemoryRegistry::new().with(TenantRecord::new(acme(), "pro"));
-    let tenancy = Tenancy::builder()
-        .auth(JwtAuth::new(b.clone()))
-        .resolver(
-            TenantResolver::builder(registry)
-                .source(Source::claim())
-                .build()
-                .unwrap(),
-        )
-        .build()
-        .unwrap();
-    let app = test::init_service(App::new().wrap(tenancy).route(
-        "/me",
-        web::get().to(|t: Tenant| async move { t.id().to_string() }),
-    ))
-    .await;
+    let app = test::init_service(app(&b)).await;
     let pair = a.issue(&acme(), "user-1", Grant::new()).unwrap();
     let req = || {
         test::TestRequest::get()
@@ -172,22 +186,7 @@ async fn redis_down_fails_closed_with_503() {
         s.refresh(&pair.refresh_token).await,
         Err(SessionError::Store(_))
     ));
-    let registry = InMemoryRegistry::new().with(TenantRecord::new(acme(), "pro"));
-    let tenancy = Tenancy::builder()
-        .auth(JwtAuth::new(s.clone()))
-        .resolver(
-            TenantResolver::builder(registry)
-                .source(Source::claim())
-                .build()
-                .unwrap(),
-        )
-        .build()
-        .unwrap();
-    let app = test::init_service(App::new().wrap(tenancy).route(
-        "/me",
-        web::get().to(|t: Tenant| async move { t.id().to_string() }),
-    ))
-    .await;
+    let app = test::init_service(app(&s)).await;
     let req = test::TestRequest::get()
         .uri("/me")
         .insert_header((

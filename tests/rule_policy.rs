@@ -155,6 +155,15 @@ fn resolver() -> TenantResolver {
         .unwrap()
 }
 
+/// Resolution on `X-Tenant-ID`, then `policy`.
+fn tenancy(policy: TenantPolicy) -> Tenancy {
+    Tenancy::builder()
+        .resolver(resolver())
+        .policy(policy)
+        .build()
+        .unwrap()
+}
+
 fn get(path: &str, tenant: &str) -> actix_http::Request {
     test::TestRequest::get()
         .uri(path)
@@ -185,11 +194,7 @@ async fn an_id_in_the_path_cannot_escape_a_rule() {
             .default_rules(Rules::new().deny("* /admin/**")),
     )
     .unwrap();
-    let tenancy = Tenancy::builder()
-        .resolver(resolver())
-        .policy(TenantPolicy::new(policy))
-        .build()
-        .unwrap();
+    let tenancy = tenancy(TenantPolicy::new(policy));
     let app = test::init_service(
         App::new()
             .wrap(tenancy)
@@ -274,11 +279,7 @@ async fn a_reload_and_a_rollback_take_effect_for_the_next_request() {
     let policy = RulePolicy::new(PolicySet::new().tier("free", Rules::new().allow("GET /x")))
         .unwrap()
         .keep_versions(3);
-    let tenancy = Tenancy::builder()
-        .resolver(resolver())
-        .policy(TenantPolicy::new(policy.clone()))
-        .build()
-        .unwrap();
+    let tenancy = tenancy(TenantPolicy::new(policy.clone()));
     let app = test::init_service(
         App::new()
             .wrap(tenancy)
@@ -398,11 +399,7 @@ beta = true
 async fn handlers_and_guards_check_capabilities_with_the_same_rules() {
     let every_tier = Rules::new().allow("GET /items/*/can");
     let policy = RulePolicy::new(tiered().default_rules(every_tier.clone())).unwrap();
-    let tenancy = Tenancy::builder()
-        .resolver(resolver())
-        .policy(TenantPolicy::new(policy.clone()))
-        .build()
-        .unwrap();
+    let tenancy = tenancy(TenantPolicy::new(policy.clone()));
     let app = test::init_service(
         App::new()
             .wrap(tenancy)
@@ -478,20 +475,10 @@ where
 #[actix_web::test]
 async fn without_a_rule_policy_no_capability_is_granted() {
     let closure = |_: &TenantContext, _: &PolicyRequest| Ok(Decision::allow("all"));
-    let app = test::init_service(
-        App::new()
-            .wrap(
-                Tenancy::builder()
-                    .resolver(resolver())
-                    .policy(TenantPolicy::new(closure))
-                    .build()
-                    .unwrap(),
-            )
-            .route(
-                "/c",
-                web::get().to(|t: Tenant| async move { format!("{}", t.can("feature:beta")) }),
-            ),
-    )
+    let app = test::init_service(App::new().wrap(tenancy(TenantPolicy::new(closure))).route(
+        "/c",
+        web::get().to(|t: Tenant| async move { format!("{}", t.can("feature:beta")) }),
+    ))
     .await;
     assert_eq!(body_of(&app, "/c", "acme").await, "false");
     // With the resolver alone there is no policy to ask either.
@@ -523,13 +510,7 @@ async fn a_shadow_version_is_audited_and_changes_no_response() {
     let policy = RulePolicy::new(tiered()).unwrap();
     let app = test::init_service(
         App::new()
-            .wrap(
-                Tenancy::builder()
-                    .resolver(resolver())
-                    .policy(TenantPolicy::new(policy.clone()).audit(sink))
-                    .build()
-                    .unwrap(),
-            )
+            .wrap(tenancy(TenantPolicy::new(policy.clone()).audit(sink)))
             .route("/items/{id}", web::get().to(|| async { "item" })),
     )
     .await;
@@ -639,13 +620,7 @@ async fn the_decision_cache_answers_repeats_and_follows_versions() {
     ));
     let app = test::init_service(
         App::new()
-            .wrap(
-                Tenancy::builder()
-                    .resolver(resolver())
-                    .policy(TenantPolicy::new(Arc::clone(&cached)))
-                    .build()
-                    .unwrap(),
-            )
+            .wrap(tenancy(TenantPolicy::new(Arc::clone(&cached))))
             .route("/items/{id}", web::get().to(|| async { "item" })),
     )
     .await;
