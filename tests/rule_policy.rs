@@ -671,6 +671,11 @@ async fn cached_entries_expire() {
         "a hit needs no wait"
     );
     assert_eq!(remote.calls.load(Ordering::SeqCst), 1);
+    // The same tenant on another tier is asked again, never answered from the cache.
+    let downgraded = ctx("acme", "free", None);
+    assert!(cached.evaluate_now(&downgraded, &q).is_none());
+    assert!(!cached.evaluate(&downgraded, &q).await.unwrap().allowed);
+    assert_eq!(remote.calls.load(Ordering::SeqCst), 2);
     tokio::time::sleep(Duration::from_millis(40)).await;
     assert!(
         cached.evaluate_now(&t, &q).is_none(),

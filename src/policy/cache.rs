@@ -14,9 +14,10 @@ use crate::tenant::{TenantContext, TenantId};
 
 /// Caches the decisions of a slow evaluator (a policy service, a database) for a TTL.
 ///
-/// Entries are keyed by tenant, method, matched route pattern, capabilities, scopes and
-/// the evaluator's [`version`](PolicyEvaluator::version), so a new policy version is
-/// never answered from the old one's entries. Only decisions are cached, never errors;
+/// Entries are keyed by tenant, its tier and parent, method, matched route pattern,
+/// capabilities, scopes and the evaluator's [`version`](PolicyEvaluator::version), so a
+/// new policy version, or a tenant moved to another tier, is never answered from the
+/// old entries. Only decisions are cached, never errors;
 /// requests that matched no route are not cached (their paths would carry ids). A hit
 /// is answered without waiting, so the request stays on the pipeline's fast path.
 ///
@@ -40,6 +41,8 @@ pub struct CachedPolicy<E> {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     tenant: TenantId,
+    tier: Box<str>,
+    parent: Option<TenantId>,
     method: Method,
     route: String,
     capabilities: Vec<String>,
@@ -94,6 +97,8 @@ impl<E: PolicyEvaluator> CachedPolicy<E> {
     fn key(&self, tenant: &TenantContext, req: &PolicyRequest) -> Option<Key> {
         Some(Key {
             tenant: tenant.id().clone(),
+            tier: tenant.tier().into(),
+            parent: tenant.record().parent().cloned(),
             method: req.method().clone(),
             route: req.route()?.to_owned(),
             capabilities: req.capabilities().to_vec(),
