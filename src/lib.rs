@@ -107,6 +107,7 @@ pub mod policy;
 pub mod quota;
 pub mod registry;
 pub mod resolve;
+mod routes;
 pub mod session;
 mod tenancy;
 mod tenant;

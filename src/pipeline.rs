@@ -32,6 +32,7 @@ use crate::{
     policy::{PolicyStage, PolicyStep},
     quota::{ActualCost, QuotaAfter, QuotaHeaders, QuotaStage, QuotaStep},
     resolve::{ResolveStage, Resolved},
+    routes::RouteCache,
     tenant::{Resolution, TenantContext},
 };
 
@@ -112,6 +113,7 @@ impl<S> PipelineService<S> {
             chain: Chain {
                 service: Rc::new(service),
                 pipeline,
+                routes: Rc::default(),
             },
         }
     }
@@ -202,6 +204,8 @@ where
 struct Chain<S> {
     service: Rc<S>,
     pipeline: Arc<Pipeline>,
+    /// This worker's route patterns, for the policy stage.
+    routes: Rc<RouteCache>,
 }
 
 impl<S> Clone for Chain<S> {
@@ -209,6 +213,7 @@ impl<S> Clone for Chain<S> {
         Self {
             service: Rc::clone(&self.service),
             pipeline: Arc::clone(&self.pipeline),
+            routes: Rc::clone(&self.routes),
         }
     }
 }
@@ -364,7 +369,7 @@ where
         let Some(policy) = &self.pipeline.policy else {
             return self.charge(req, tenant, span);
         };
-        match policy.prepare(&req, tenant.as_ref(), exempt) {
+        match policy.prepare(&req, tenant.as_ref(), exempt, &self.routes) {
             PolicyStep::Pass => self.charge(req, tenant, span),
             PolicyStep::Refuse(err) => self.rejected(req, &err, None),
             PolicyStep::Wait(question) => {

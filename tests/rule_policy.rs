@@ -232,6 +232,53 @@ async fn an_id_in_the_path_cannot_escape_a_rule() {
     // A path that matched no route is judged on the path itself: denied, not a 404
     // that would reveal which routes exist.
     assert_eq!(call("/items/1/extra").await, 403);
+
+    // Patterns are remembered per path: repeats, and a flood of distinct paths past
+    // the bound, answer the same.
+    for round in 0..2 {
+        assert_eq!(call("/items/42").await, 200, "round {round}");
+        assert_eq!(call("/admin/users").await, 403, "round {round}");
+    }
+    for i in 0..1_500 {
+        let status = test::call_service(&app, get(&format!("/items/{i}"), "globex"))
+            .await
+            .status();
+        assert_eq!(status, 200, "/items/{i}");
+    }
+    assert_eq!(call("/admin/users").await, 403);
+    assert_eq!(call("/items/1/extra").await, 403);
+}
+
+#[actix_web::test]
+async fn apps_sharing_one_tenancy_are_judged_on_their_own_routes() {
+    let policy =
+        RulePolicy::new(PolicySet::new().tier("free", Rules::new().allow("GET /items/*"))).unwrap();
+    let tenancy = tenancy(TenantPolicy::new(policy));
+    let items = test::init_service(
+        App::new()
+            .wrap(tenancy.clone())
+            .route("/items/{id}", web::get().to(|| async { "item" })),
+    )
+    .await;
+    let sections = test::init_service(
+        App::new()
+            .wrap(tenancy)
+            .route("/{section}/{id}", web::get().to(|| async { "section" })),
+    )
+    .await;
+    for _ in 0..2 {
+        let status = test::call_service(&items, get("/items/42", "globex"))
+            .await
+            .status();
+        assert_eq!(status, 200, "routed as /items/{{id}}");
+        let status = test::call_service(&sections, get("/items/42", "globex"))
+            .await
+            .status();
+        assert_eq!(
+            status, 403,
+            "routed as /{{section}}/{{id}}: no rule allows it"
+        );
+    }
 }
 
 #[actix_web::test]

@@ -76,15 +76,15 @@ use crate::tenant::TenantContext;
 #[non_exhaustive]
 pub struct PolicyRequest {
     method: Method,
-    path: String,
-    route: Option<String>,
+    path: Arc<str>,
+    route: Option<Arc<str>>,
     scopes: Vec<String>,
     capabilities: Vec<String>,
 }
 
 impl PolicyRequest {
     /// A request, for evaluators tested on their own.
-    pub fn new(method: Method, path: impl Into<String>) -> Self {
+    pub fn new(method: Method, path: impl Into<Arc<str>>) -> Self {
         Self {
             method,
             path: path.into(),
@@ -96,7 +96,7 @@ impl PolicyRequest {
 
     /// Sets the matched route pattern.
     #[must_use]
-    pub fn with_route(mut self, route: impl Into<String>) -> Self {
+    pub fn with_route(mut self, route: impl Into<Arc<str>>) -> Self {
         self.route = Some(route.into());
         self
     }

@@ -12,6 +12,7 @@ use super::{Decision, PolicyError, PolicyEvaluator, PolicyRequest};
 use crate::{
     error::TenancyError,
     observe::{emit, AuditEvent, AuditSink, Outcome, Stage, Timer, TracingAudit},
+    routes::{RouteCache, RoutedPath},
     tenant::TenantContext,
 };
 
@@ -107,6 +108,7 @@ impl PolicyStage {
         req: &ServiceRequest,
         tenant: Option<&Arc<TenantContext>>,
         exempt: bool,
+        routes: &RouteCache,
     ) -> PolicyStep {
         if exempt {
             return PolicyStep::Pass;
@@ -124,7 +126,7 @@ impl PolicyStage {
             );
             return PolicyStep::Refuse(err);
         };
-        let question = match self.question(req, tenant) {
+        let question = match self.question(req, tenant, routes) {
             Ok(q) => q,
             Err(err) => {
                 self.report(
@@ -200,11 +202,11 @@ impl PolicyStage {
         &self,
         req: &ServiceRequest,
         tenant: &TenantContext,
+        routes: &RouteCache,
     ) -> Result<PolicyRequest, TenancyError> {
         // The path and pattern the router uses (decoded), so `/%72eports` cannot
         // dodge a rule written for `/reports`.
-        let path = req.match_info().as_str();
-        let route = req.request().resource_map().match_pattern(path);
+        let RoutedPath { path, route } = routes.lookup(req);
         let mut question = PolicyRequest::new(req.method().clone(), path);
         question.route = route;
         if let Some(p) = tenant.principal() {
