@@ -3,7 +3,10 @@
 use std::{
     collections::{BTreeMap, HashMap},
     fmt,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, PoisonError,
+    },
 };
 
 use actix_web::http::Method;
@@ -243,6 +246,8 @@ struct RouteRule {
     segments: Box<[Segment]>,
     /// Ends in `**`.
     rest: bool,
+    /// The whole path, when the rule has no wildcard: matched by one comparison.
+    literal: Option<Box<str>>,
 }
 
 #[derive(Debug, Clone)]
@@ -298,11 +303,13 @@ impl RouteRule {
                 p => Segment::Literal(p.into()),
             });
         }
+        let wild = rest || segments.iter().any(|s| matches!(s, Segment::Any));
         Ok(Self {
             raw: raw.into(),
             method,
             segments: segments.into(),
             rest,
+            literal: (!wild).then(|| path.into()),
         })
     }
 
@@ -311,6 +318,11 @@ impl RouteRule {
     fn matches(&self, method: &Method, target: &str) -> bool {
         if self.method.as_ref().is_some_and(|m| m != method) {
             return false;
+        }
+        if let Some(literal) = &self.literal {
+            // Segment by segment, literal segments match exactly when the whole
+            // strings are equal.
+            return **literal == *target;
         }
         let Some(target) = target.strip_prefix('/') else {
             return false;
@@ -593,6 +605,10 @@ pub struct RulePolicy {
 struct Shared {
     active: ArcSwap<Compiled>,
     shadow: ArcSwapOption<Compiled>,
+    /// Whether `shadow` holds a version: one relaxed load on the request path instead
+    /// of an `ArcSwap` load when none runs. Written only under the `history` lock,
+    /// after `shadow`.
+    has_shadow: AtomicBool,
     history: Mutex<History>,
 }
 
@@ -622,6 +638,7 @@ impl RulePolicy {
             shared: Arc::new(Shared {
                 active: ArcSwap::new(Arc::clone(&compiled)),
                 shadow: ArcSwapOption::empty(),
+                has_shadow: AtomicBool::new(false),
                 history: Mutex::new(History {
                     kept: vec![compiled],
                     keep: DEFAULT_KEEP_VERSIONS,
@@ -733,6 +750,7 @@ impl RulePolicy {
         let compiled = Arc::new(h.compile(set)?);
         let version = compiled.version;
         self.shared.shadow.store(Some(compiled));
+        self.shared.has_shadow.store(true, Ordering::Release);
         Ok(version)
     }
 
@@ -747,6 +765,7 @@ impl RulePolicy {
         let Some(shadow) = self.shared.shadow.swap(None) else {
             return Err(ConfigError::Policy("no shadow version to promote".into()));
         };
+        self.shared.has_shadow.store(false, Ordering::Release);
         let version = shadow.version;
         h.kept.push(Arc::clone(&shadow));
         self.shared.active.store(shadow);
@@ -756,7 +775,9 @@ impl RulePolicy {
 
     /// Stops the shadow version.
     pub fn clear_shadow(&self) {
+        let _h = self.history();
         self.shared.shadow.store(None);
+        self.shared.has_shadow.store(false, Ordering::Release);
     }
 
     /// Decides `req` for `tenant` with the active version.
@@ -822,6 +843,9 @@ impl PolicyEvaluator for RulePolicy {
     }
 
     fn shadow_now(&self, tenant: &TenantContext, req: &PolicyRequest) -> Option<Decision> {
+        if !self.shared.has_shadow.load(Ordering::Acquire) {
+            return None;
+        }
         let shadow = self.shared.shadow.load();
         shadow.as_ref().map(|s| s.decide(tenant, req))
     }
@@ -861,6 +885,42 @@ mod tests {
         let root = RouteRule::parse("/").unwrap();
         assert!(root.matches(&Method::GET, "/"));
         assert!(!root.matches(&Method::GET, "/x"));
+    }
+
+    #[test]
+    fn literal_rules_match_exactly_as_the_segment_walk_does() {
+        let targets = [
+            "",
+            "/",
+            "//",
+            "/a",
+            "/a/",
+            "/a//",
+            "/a/b",
+            "/a/b/",
+            "/ab",
+            "/a/bc",
+            "a/b",
+            "/A/b",
+            "/a/b/c",
+            "/items/{id}",
+        ];
+        for raw in ["/", "/a", "/a/", "/a/b", "/a//", "GET /a/b", "/items/{id}"] {
+            let fast = RouteRule::parse(raw).unwrap();
+            assert!(fast.literal.is_some(), "{raw}");
+            let walk = RouteRule {
+                literal: None,
+                ..fast.clone()
+            };
+            for t in targets {
+                for m in [Method::GET, Method::POST] {
+                    assert_eq!(fast.matches(&m, t), walk.matches(&m, t), "{raw} vs {t}");
+                }
+            }
+        }
+        for wild in ["/a/*", "/a/**", "* /**"] {
+            assert!(RouteRule::parse(wild).unwrap().literal.is_none(), "{wild}");
+        }
     }
 
     #[test]
