@@ -303,17 +303,15 @@ fn rate_state<C: Clock>(
     wait: Duration,
 ) -> RateState {
     let _ = limiter;
-    let rate = plan.rate_limit().copied().unwrap_or(super::Rate {
-        amount: 1,
-        per: Duration::from_secs(1),
-        burst: 1,
-    });
-    let interval = rate.per.checked_div(rate.amount).unwrap_or(rate.per);
-    let missing = rate.burst.saturating_sub(remaining);
+    let (burst, interval, window) = match (plan.rate_limit(), plan.rate_timing()) {
+        (Some(rate), Some((interval, window))) => (rate.burst, interval, window),
+        _ => (1, Duration::from_secs(1), Duration::from_secs(1)),
+    };
+    let missing = burst.saturating_sub(remaining);
     RateState {
-        limit: rate.burst,
+        limit: burst,
         remaining,
-        window: rate.window(),
+        window,
         reset: wait.max(interval * missing),
     }
 }

@@ -314,9 +314,10 @@ pub struct ActualCost(pub u32);
 pub(crate) struct QuotaStage(TenantQuota);
 
 /// What to do once the response is ready: the headers to add, and the charge to
-/// correct. Boxed, so the response future stays small to move. Dropped unapplied
-/// (the client went away before the response), it refunds when refunds are on.
-pub(crate) struct QuotaAfter(Option<Box<After>>);
+/// correct. Small (the headers, when there are any, are boxed), so the response
+/// future stays small to move and a pass allocates nothing. Dropped unapplied (the
+/// client went away before the response), it refunds when refunds are on.
+pub(crate) struct QuotaAfter(Option<After>);
 
 impl Drop for QuotaAfter {
     fn drop(&mut self) {
@@ -332,7 +333,7 @@ struct After {
     stage: Arc<QuotaStage>,
     tenant: Arc<TenantContext>,
     charged: u32,
-    headers: Option<QuotaHeaders>,
+    headers: Option<Box<QuotaHeaders>>,
 }
 
 /// The quota fields of one response.
@@ -452,14 +453,14 @@ impl QuotaStage {
         } else {
             self.report(req, tenant, Outcome::Allowed, "within quota");
         }
-        let headers =
-            (self.0.headers_on_success || decision.would_deny).then(|| headers(&decision, false));
-        QuotaStep::Pass(Some(QuotaAfter(Some(Box::new(After {
+        let headers = (self.0.headers_on_success || decision.would_deny)
+            .then(|| Box::new(headers(&decision, false)));
+        QuotaStep::Pass(Some(QuotaAfter(Some(After {
             stage: Arc::clone(self),
             tenant: Arc::clone(tenant),
             charged: cost,
             headers,
-        })))))
+        }))))
     }
 
     fn report(&self, req: &ServiceRequest, tenant: &TenantContext, outcome: Outcome, why: &str) {
@@ -496,7 +497,7 @@ impl QuotaAfter {
             tenant,
             charged,
             headers,
-        } = *after;
+        } = after;
         if let Some(headers) = headers {
             headers.write(res.headers_mut());
         }

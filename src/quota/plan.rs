@@ -137,6 +137,8 @@ pub struct QuotaPlan {
     rate_per_request: bool,
     /// The `RateLimit-Policy` value, computed once when the plans are built.
     policy_header: Option<HeaderValue>,
+    /// The rate's emission interval and window, computed once when the plans are built.
+    timing: Option<(Duration, Duration)>,
 }
 
 impl QuotaPlan {
@@ -148,6 +150,7 @@ impl QuotaPlan {
             shadow: false,
             rate_per_request: false,
             policy_header: None,
+            timing: None,
         }
     }
 
@@ -237,7 +240,17 @@ impl QuotaPlan {
         self.policy_header.as_ref()
     }
 
+    /// The rate's emission interval (`per / amount`) and window (`interval * burst`).
+    pub(crate) fn rate_timing(&self) -> Option<(Duration, Duration)> {
+        self.timing.or_else(|| {
+            self.rate
+                .map(|r| (r.per.checked_div(r.amount).unwrap_or(r.per), r.window()))
+        })
+    }
+
     fn with_policy_header(mut self) -> Self {
+        self.timing = None;
+        self.timing = self.rate_timing();
         let mut items = Vec::new();
         if let Some(r) = &self.rate {
             let w = r.window().as_secs_f64().ceil().max(1.0) as u64;
@@ -282,6 +295,7 @@ impl QuotaPlan {
             shadow: self.shadow,
             rate_per_request: self.rate_per_request,
             policy_header: None,
+            timing: None,
         }
         .with_policy_header()
     }
