@@ -18,6 +18,10 @@
 //!   (`bench_server token TENANT` prints one) and the resolver reads its claim;
 //! - `peer`: the same handler behind `actix-extensible-rate-limit` (in-memory backend,
 //!   keyed by `X-Tenant-ID`), a peer crate's per-key limit, as a baseline.
+//! - `floor`: a hand-written middleware doing only what any design of this crate must
+//!   do per request: read the header, find the tenant's entry in a `DashMap`, check its
+//!   `governor` limiter, put the tenant into the request extensions for the handler.
+//!   No validation, policy, audit or error responses: the lower bound to compare with.
 //!
 //! `bench_server client ADDR N TENANT [TOKEN]` sends the bearer token too when given.
 
@@ -61,7 +65,7 @@ async fn hello() -> HttpResponse {
     HttpResponse::Ok().body("ok")
 }
 
-const MODES: &str = "bare resolve cached policy full full-headers full-jwt peer";
+const MODES: &str = "bare resolve cached policy full full-headers full-jwt peer floor";
 
 /// The sessions of `full-jwt`: a fixed key, so `token` and `serve` agree.
 fn sessions() -> SessionManager {
@@ -74,7 +78,7 @@ fn sessions() -> SessionManager {
 
 fn tenancy(mode: &str) -> Option<Tenancy> {
     let builder = match mode {
-        "bare" | "peer" => return None,
+        "bare" | "peer" | "floor" => return None,
         "resolve" => TenantResolver::builder(registry()),
         "cached" | "policy" | "full" | "full-headers" | "full-jwt" => TenantResolver::builder(
             CachedRegistry::new(Remote(registry()), CacheConfig::default()),
@@ -126,6 +130,7 @@ fn serve(mode: &str, addr: &str) -> std::io::Result<()> {
     let addr = addr.to_owned();
     let tenancy = tenancy(mode);
     let peer = mode == "peer";
+    let floor = mode == "floor";
     actix_web::rt::System::new().block_on(async move {
         if peer {
             use actix_extensible_rate_limit::{
@@ -147,6 +152,18 @@ fn serve(mode: &str, addr: &str) -> std::io::Result<()> {
                         .build();
                 App::new()
                     .wrap(RateLimiter::builder(backend.clone(), input).build())
+                    .route("/hello", web::get().to(hello))
+            })
+            .workers(1)
+            .bind(addr)?
+            .run()
+            .await;
+        }
+        if floor {
+            let floor = floor::Floor::new(TENANTS);
+            return HttpServer::new(move || {
+                App::new()
+                    .wrap(floor.clone())
                     .route("/hello", web::get().to(hello))
             })
             .workers(1)
@@ -231,5 +248,125 @@ fn main() -> std::io::Result<()> {
             Ok(())
         }
         other => Err(std::io::Error::other(format!("unknown command {other:?}"))),
+    }
+}
+
+/// The `floor` mode's middleware: the irreducible per-request work, nothing else.
+mod floor {
+    use std::{
+        future::{ready, Future, Ready},
+        num::NonZeroU32,
+        pin::Pin,
+        rc::Rc,
+        sync::Arc,
+        task::{Context, Poll},
+    };
+
+    use actix_web::{
+        body::EitherBody,
+        dev::{Service, ServiceRequest, ServiceResponse, Transform},
+        HttpMessage as _, HttpResponse,
+    };
+    use dashmap::DashMap;
+    use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+    pub(crate) struct Entry {
+        limiter: DefaultDirectRateLimiter,
+    }
+
+    #[derive(Clone)]
+    pub(crate) struct Floor(Arc<DashMap<Box<str>, Arc<Entry>, foldhash::fast::RandomState>>);
+
+    impl Floor {
+        pub(crate) fn new(tenants: usize) -> Self {
+            let map = DashMap::default();
+            let quota = Quota::per_second(NonZeroU32::new(1_000_000).expect("non-zero"));
+            for i in 0..tenants {
+                let entry = Entry {
+                    limiter: RateLimiter::direct(quota),
+                };
+                map.insert(format!("t{i}").into_boxed_str(), Arc::new(entry));
+            }
+            Self(Arc::new(map))
+        }
+    }
+
+    impl<S, B> Transform<S, ServiceRequest> for Floor
+    where
+        S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>
+            + 'static,
+    {
+        type Response = ServiceResponse<EitherBody<B>>;
+        type Error = actix_web::Error;
+        type Transform = FloorService<S>;
+        type InitError = ();
+        type Future = Ready<Result<Self::Transform, ()>>;
+
+        fn new_transform(&self, service: S) -> Self::Future {
+            ready(Ok(FloorService {
+                service: Rc::new(service),
+                map: self.clone(),
+            }))
+        }
+    }
+
+    pub(crate) struct FloorService<S> {
+        service: Rc<S>,
+        map: Floor,
+    }
+
+    pin_project_lite::pin_project! {
+        #[project = FutProj]
+        pub(crate) enum FloorFuture<F, B> {
+            Inner { #[pin] fut: F },
+            Refused { res: Option<ServiceResponse<EitherBody<B>>> },
+        }
+    }
+
+    impl<F, B> Future for FloorFuture<F, B>
+    where
+        F: Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
+    {
+        type Output = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>;
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            match self.project() {
+                FutProj::Inner { fut } => fut.poll(cx).map_ok(ServiceResponse::map_into_left_body),
+                FutProj::Refused { res } => Poll::Ready(Ok(res.take().expect("polled once"))),
+            }
+        }
+    }
+
+    impl<S, B> Service<ServiceRequest> for FloorService<S>
+    where
+        S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>
+            + 'static,
+    {
+        type Response = ServiceResponse<EitherBody<B>>;
+        type Error = actix_web::Error;
+        type Future = FloorFuture<S::Future, B>;
+
+        actix_web::dev::forward_ready!(service);
+
+        fn call(&self, req: ServiceRequest) -> Self::Future {
+            let entry = req
+                .headers()
+                .get("x-tenant-id")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|id| self.map.0.get(id).map(|e| Arc::clone(e.value())));
+            match entry {
+                Some(entry) if entry.limiter.check().is_ok() => {
+                    req.extensions_mut().insert(entry);
+                    FloorFuture::Inner {
+                        fut: self.service.call(req),
+                    }
+                }
+                _ => {
+                    let res = req.into_response(HttpResponse::Forbidden().finish());
+                    FloorFuture::Refused {
+                        res: Some(res.map_into_right_body()),
+                    }
+                }
+            }
+        }
     }
 }
