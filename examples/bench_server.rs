@@ -265,6 +265,7 @@ mod floor {
     use actix_web::{
         body::EitherBody,
         dev::{Service, ServiceRequest, ServiceResponse, Transform},
+        http::header::HeaderName,
         HttpMessage as _, HttpResponse,
     };
     use dashmap::DashMap;
@@ -306,6 +307,8 @@ mod floor {
             ready(Ok(FloorService {
                 service: Rc::new(service),
                 map: self.clone(),
+                // Parsed once, as the crate's sources do.
+                header: HeaderName::from_static("x-tenant-id"),
             }))
         }
     }
@@ -313,6 +316,7 @@ mod floor {
     pub(crate) struct FloorService<S> {
         service: Rc<S>,
         map: Floor,
+        header: HeaderName,
     }
 
     pin_project_lite::pin_project! {
@@ -350,7 +354,7 @@ mod floor {
         fn call(&self, req: ServiceRequest) -> Self::Future {
             let entry = req
                 .headers()
-                .get("x-tenant-id")
+                .get(&self.header)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|id| self.map.0.get(id).map(|e| Arc::clone(e.value())));
             match entry {
