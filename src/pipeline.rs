@@ -31,7 +31,7 @@ use crate::{
     error::{ErrorResponder, TenancyError},
     policy::{PolicyStage, PolicyStep},
     quota::{ActualCost, QuotaAfter, QuotaHeaders, QuotaStage, QuotaStep},
-    resolve::{ResolveStage, Resolved},
+    resolve::{ContextCache, ResolveStage, Resolved},
     routes::RouteCache,
     tenant::{Resolution, TenantContext},
 };
@@ -114,6 +114,7 @@ impl<S> PipelineService<S> {
                 service: Rc::new(service),
                 pipeline,
                 routes: Rc::default(),
+                contexts: Rc::default(),
             },
         }
     }
@@ -206,6 +207,8 @@ struct Chain<S> {
     pipeline: Arc<Pipeline>,
     /// This worker's route patterns, for the policy stage.
     routes: Rc<RouteCache>,
+    /// This worker's tenant contexts, for the resolution stage.
+    contexts: Rc<ContextCache>,
 }
 
 impl<S> Clone for Chain<S> {
@@ -214,6 +217,7 @@ impl<S> Clone for Chain<S> {
             service: Rc::clone(&self.service),
             pipeline: Arc::clone(&self.pipeline),
             routes: Rc::clone(&self.routes),
+            contexts: Rc::clone(&self.contexts),
         }
     }
 }
@@ -321,12 +325,12 @@ where
                 }
             };
         };
-        match stage.run_now(&req) {
+        match stage.run_now(&req, &self.contexts) {
             Some(resolved) => self.resolved(req, resolved),
             None => {
                 let (me, stage) = (self.clone(), Arc::clone(stage));
                 boxed(async move {
-                    let resolved = stage.run(&req).await;
+                    let resolved = stage.run(&req, &me.contexts).await;
                     PipelineFuture {
                         state: me.resolved(req, resolved),
                     }

@@ -57,7 +57,7 @@
 
 mod source;
 
-use std::{borrow::Cow, fmt, sync::Arc, time::Duration};
+use std::{borrow::Cow, cell::RefCell, collections::HashMap, fmt, sync::Arc, time::Duration};
 
 use actix_web::{dev::ServiceRequest, http::Method};
 
@@ -488,7 +488,11 @@ impl ResolveStage {
     /// Resolves the request's tenant without waiting, when it can: `None` means an
     /// async source or a registry miss needs [`run`](Self::run). The outcome, when there
     /// is one, has been reported; `Ok(None)` means the request goes on without a tenant.
-    pub(crate) fn run_now(&self, req: &ServiceRequest) -> Option<Resolved> {
+    pub(crate) fn run_now(
+        &self,
+        req: &ServiceRequest,
+        contexts: &ContextCache,
+    ) -> Option<Resolved> {
         if self.is_exempt(req.match_info().as_str()) {
             return Some(self.skip(req, "exempt path"));
         }
@@ -507,11 +511,11 @@ impl ResolveStage {
             return Some(self.missing(req));
         };
         let answer = self.registry.lookup_ready(&named.id)?;
-        Some(self.conclude(req, named, Ok(answer)))
+        Some(self.conclude(req, named, Ok(answer), contexts))
     }
 
     /// Resolves the request's tenant, waiting for async sources and the registry.
-    pub(crate) async fn run(&self, req: &ServiceRequest) -> Resolved {
+    pub(crate) async fn run(&self, req: &ServiceRequest, contexts: &ContextCache) -> Resolved {
         if self.is_exempt(req.match_info().as_str()) {
             return self.skip(req, "exempt path");
         }
@@ -527,7 +531,7 @@ impl ResolveStage {
                 Err(_) => unreachable_invalid(),
             },
         };
-        self.conclude(req, named, answer)
+        self.conclude(req, named, answer, contexts)
     }
 
     fn skip(&self, req: &ServiceRequest, why: &str) -> Resolved {
@@ -564,6 +568,7 @@ impl ResolveStage {
         req: &ServiceRequest,
         named: Named<'_>,
         answer: Result<Lookup, TenancyError>,
+        contexts: &ContextCache,
     ) -> Resolved {
         let record = match answer {
             Ok(Some(record)) if record.id().as_str() == named.id => record,
@@ -595,10 +600,12 @@ impl ResolveStage {
             Some(named.kind),
             "resolved",
         );
-        let principal = Principal::of(req);
-        Ok(Some(Arc::new(TenantContext::new(
-            id, named.kind, record, principal,
-        ))))
+        match Principal::of(req) {
+            None => Ok(Some(contexts.get(id, named.kind, record))),
+            principal => Ok(Some(Arc::new(TenantContext::new(
+                id, named.kind, record, principal,
+            )))),
+        }
     }
 
     fn report(
@@ -629,6 +636,73 @@ impl ResolveStage {
     }
 }
 
+/// The contexts of tenants without a principal, per worker: a request for a tenant
+/// whose record and source were seen before shares that context instead of
+/// allocating one. Keyed by the record's address, which cannot be reused while the
+/// entry holds the record; a record the registry replaced gets a new entry. At most
+/// [`ContextCache::MAX_ENTRIES`] entries; a full cache starts over.
+#[derive(Default)]
+pub(crate) struct ContextCache {
+    entries: RefCell<HashMap<(usize, SourceKind), Arc<TenantContext>, foldhash::fast::RandomState>>,
+}
+
+impl ContextCache {
+    const MAX_ENTRIES: usize = 1024;
+
+    fn get(&self, id: TenantId, kind: SourceKind, record: Arc<TenantRecord>) -> Arc<TenantContext> {
+        let key = (Arc::as_ptr(&record) as usize, kind);
+        let mut entries = self.entries.borrow_mut();
+        if let Some(ctx) = entries.get(&key) {
+            return Arc::clone(ctx);
+        }
+        let ctx = Arc::new(TenantContext::new(id, kind, record, None));
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(key, Arc::clone(&ctx));
+        ctx
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.borrow().len()
+    }
+}
+
 crate::pipeline::transform!(
     TenantResolver => |resolver| Arc::clone(&resolver.pipeline)
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contexts_are_shared_per_record_and_source_within_bounds() {
+        let cache = ContextCache::default();
+        let id = TenantId::parse("acme").unwrap();
+        let record = Arc::new(TenantRecord::new(id.clone(), "pro"));
+        let a = cache.get(id.clone(), SourceKind::Header, Arc::clone(&record));
+        let b = cache.get(id.clone(), SourceKind::Header, Arc::clone(&record));
+        assert!(Arc::ptr_eq(&a, &b));
+        let by_host = cache.get(id.clone(), SourceKind::Host, Arc::clone(&record));
+        assert_eq!(
+            by_host.source(),
+            SourceKind::Host,
+            "the source is part of the key"
+        );
+
+        // The registry replaced the record (a tier change): a new context.
+        let moved = Arc::new(TenantRecord::new(id.clone(), "enterprise"));
+        let c = cache.get(id.clone(), SourceKind::Header, moved);
+        assert_eq!((c.tier(), a.tier()), ("enterprise", "pro"));
+
+        for i in 0..ContextCache::MAX_ENTRIES + 5 {
+            let id = TenantId::parse(&format!("t{i}")).unwrap();
+            let record = Arc::new(TenantRecord::new(id.clone(), "free"));
+            let ctx = cache.get(id.clone(), SourceKind::Header, record);
+            assert_eq!(ctx.id(), &id);
+            assert!(cache.len() <= ContextCache::MAX_ENTRIES);
+        }
+    }
+}
