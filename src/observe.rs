@@ -140,6 +140,16 @@ pub struct TracingAudit;
 
 impl AuditSink for TracingAudit {
     fn record(&self, e: &AuditEvent<'_>) {
+        let level = match e.outcome {
+            Outcome::Allowed | Outcome::Skipped => tracing::Level::DEBUG,
+            Outcome::WouldDeny(_) | Outcome::WouldAllow => tracing::Level::INFO,
+            Outcome::Rejected(ErrorCode::Internal) => tracing::Level::ERROR,
+            Outcome::Rejected(code) if code.status().is_server_error() => tracing::Level::WARN,
+            Outcome::Rejected(_) => tracing::Level::INFO,
+        };
+        if !wanted(level) {
+            return;
+        }
         macro_rules! emit {
             ($lvl:expr) => {
                 tracing::event!(
@@ -159,16 +169,33 @@ impl AuditSink for TracingAudit {
                 )
             };
         }
-        match e.outcome {
-            Outcome::Allowed | Outcome::Skipped => emit!(tracing::Level::DEBUG),
-            Outcome::WouldDeny(_) | Outcome::WouldAllow => emit!(tracing::Level::INFO),
-            Outcome::Rejected(ErrorCode::Internal) => emit!(tracing::Level::ERROR),
-            Outcome::Rejected(code) if code.status().is_server_error() => {
-                emit!(tracing::Level::WARN)
-            }
-            Outcome::Rejected(_) => emit!(tracing::Level::INFO),
+        match level {
+            tracing::Level::DEBUG => emit!(tracing::Level::DEBUG),
+            tracing::Level::INFO => emit!(tracing::Level::INFO),
+            tracing::Level::WARN => emit!(tracing::Level::WARN),
+            _ => emit!(tracing::Level::ERROR),
         }
     }
+}
+
+/// Whether an event at `level` could reach anyone: a tracing subscriber that enables
+/// the level, or a `log` logger that does (tracing's `log` fallback, which actix-web
+/// builds with). A superset of what `tracing::event!` checks itself, whatever
+/// tracing's features, so nothing it would emit is skipped; the common case, nobody
+/// listening at `DEBUG`, costs two atomic loads instead of building the event.
+#[inline]
+fn wanted(level: tracing::Level) -> bool {
+    if tracing::level_enabled!(level) {
+        return true;
+    }
+    let log_level = match level {
+        tracing::Level::ERROR => log::Level::Error,
+        tracing::Level::WARN => log::Level::Warn,
+        tracing::Level::INFO => log::Level::Info,
+        tracing::Level::DEBUG => log::Level::Debug,
+        _ => log::Level::Trace,
+    };
+    log_level <= log::max_level()
 }
 
 /// The metric every decision counts in (feature `metrics`).

@@ -1,0 +1,87 @@
+//! The default sink, `TracingAudit`, writes each decision as a tracing event: `DEBUG`
+//! for passes, `INFO` for rejections, and nothing is lost to its fast "nobody
+//! listens" check. (Its own test binary: it installs a subscriber.)
+
+use std::{
+    io::Write,
+    sync::{Arc, Mutex},
+};
+
+use actix_tenancy::prelude::*;
+use actix_web::{test as atest, web, App};
+
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn two_requests() {
+    let registry =
+        InMemoryRegistry::new().with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"));
+    let resolver = TenantResolver::builder(registry)
+        .source(Source::header())
+        .build()
+        .unwrap();
+    let app = atest::init_service(
+        App::new()
+            .wrap(resolver)
+            .route("/x", web::get().to(|_: Tenant| async { "ok" })),
+    )
+    .await;
+    for tenant in ["acme", "nobody"] {
+        let req = atest::TestRequest::get()
+            .uri("/x")
+            .insert_header(("x-tenant-id", tenant))
+            .to_request();
+        atest::call_service(&app, req).await;
+    }
+}
+
+fn captured(level: tracing::Level) -> String {
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        actix_web::rt::System::new().block_on(two_requests());
+    });
+    let bytes = buffer.0.lock().unwrap().clone();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn decisions_reach_a_subscriber_at_their_level() {
+    let debug = captured(tracing::Level::DEBUG);
+    let decisions: Vec<&str> = debug
+        .lines()
+        .filter(|l| l.contains("tenancy decision"))
+        .collect();
+    assert_eq!(decisions.len(), 2, "{debug}");
+    assert!(decisions[0].contains("DEBUG") && decisions[0].contains("outcome=\"allowed\""));
+    assert!(
+        decisions[0].contains("tenant.id=\"acme\""),
+        "{}",
+        decisions[0]
+    );
+    assert!(decisions[1].contains("INFO") && decisions[1].contains("tenant_forbidden"));
+
+    // At INFO, the pass is filtered out and the rejection still arrives.
+    let info = captured(tracing::Level::INFO);
+    let decisions: Vec<&str> = info
+        .lines()
+        .filter(|l| l.contains("tenancy decision"))
+        .collect();
+    assert_eq!(decisions.len(), 1, "{info}");
+    assert!(decisions[0].contains("tenant_forbidden"));
+}
