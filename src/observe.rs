@@ -147,34 +147,40 @@ impl AuditSink for TracingAudit {
             Outcome::Rejected(code) if code.status().is_server_error() => tracing::Level::WARN,
             Outcome::Rejected(_) => tracing::Level::INFO,
         };
-        if !wanted(level) {
-            return;
+        if wanted(level) {
+            event(e, level);
         }
-        macro_rules! emit {
-            ($lvl:expr) => {
-                tracing::event!(
-                    target: "actix_tenancy::audit",
-                    $lvl,
-                    stage = e.stage.as_str(),
-                    outcome = e.outcome.as_str(),
-                    tenant.id = e.tenant.map(TenantId::as_str),
-                    tenant.tier = e.tier,
-                    source = e.source.map(SourceKind::as_str),
-                    method = %e.method,
-                    path = e.path,
-                    reason = e.reason,
-                    rule = e.rule,
-                    policy.version = e.policy_version,
-                    "tenancy decision"
-                )
-            };
-        }
-        match level {
-            tracing::Level::DEBUG => emit!(tracing::Level::DEBUG),
-            tracing::Level::INFO => emit!(tracing::Level::INFO),
-            tracing::Level::WARN => emit!(tracing::Level::WARN),
-            _ => emit!(tracing::Level::ERROR),
-        }
+    }
+}
+
+/// Writes the event; out of line, so the common "nobody listens" path stays small.
+#[cold]
+#[inline(never)]
+fn event(e: &AuditEvent<'_>, level: tracing::Level) {
+    macro_rules! emit {
+        ($lvl:expr) => {
+            tracing::event!(
+                target: "actix_tenancy::audit",
+                $lvl,
+                stage = e.stage.as_str(),
+                outcome = e.outcome.as_str(),
+                tenant.id = e.tenant.map(TenantId::as_str),
+                tenant.tier = e.tier,
+                source = e.source.map(SourceKind::as_str),
+                method = %e.method,
+                path = e.path,
+                reason = e.reason,
+                rule = e.rule,
+                policy.version = e.policy_version,
+                "tenancy decision"
+            )
+        };
+    }
+    match level {
+        tracing::Level::DEBUG => emit!(tracing::Level::DEBUG),
+        tracing::Level::INFO => emit!(tracing::Level::INFO),
+        tracing::Level::WARN => emit!(tracing::Level::WARN),
+        _ => emit!(tracing::Level::ERROR),
     }
 }
 
