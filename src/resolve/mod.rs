@@ -637,29 +637,30 @@ impl ResolveStage {
 }
 
 /// The contexts of tenants without a principal, per worker: a request for a tenant
-/// whose record and source were seen before shares that context instead of
-/// allocating one. Keyed by the record's address, which cannot be reused while the
-/// entry holds the record; a record the registry replaced gets a new entry. At most
-/// [`ContextCache::MAX_ENTRIES`] entries; a full cache starts over.
+/// whose current record was seen before, from the same source, shares that context
+/// instead of allocating one. One entry per tenant, replaced when the registry hands
+/// out another record (a refresh, a tier change) or the source differs; at most
+/// [`ContextCache::MAX_ENTRIES`] tenants, and a full cache starts over. Only tenants
+/// the registry accepted get here, so clients cannot fill it with made-up ids.
 #[derive(Default)]
 pub(crate) struct ContextCache {
-    entries: RefCell<HashMap<(usize, SourceKind), Arc<TenantContext>, foldhash::fast::RandomState>>,
+    entries: RefCell<HashMap<TenantId, Arc<TenantContext>, foldhash::fast::RandomState>>,
 }
 
 impl ContextCache {
     const MAX_ENTRIES: usize = 1024;
 
     fn get(&self, id: TenantId, kind: SourceKind, record: Arc<TenantRecord>) -> Arc<TenantContext> {
-        let key = (Arc::as_ptr(&record) as usize, kind);
         let mut entries = self.entries.borrow_mut();
-        if let Some(ctx) = entries.get(&key) {
-            return Arc::clone(ctx);
-        }
-        let ctx = Arc::new(TenantContext::new(id, kind, record, None));
-        if entries.len() >= Self::MAX_ENTRIES {
+        if let Some(ctx) = entries.get(id.as_str()) {
+            if ctx.source() == kind && Arc::ptr_eq(ctx.record_arc(), &record) {
+                return Arc::clone(ctx);
+            }
+        } else if entries.len() >= Self::MAX_ENTRIES {
             entries.clear();
         }
-        entries.insert(key, Arc::clone(&ctx));
+        let ctx = Arc::new(TenantContext::new(id.clone(), kind, record, None));
+        entries.insert(id, Arc::clone(&ctx));
         ctx
     }
 
@@ -686,16 +687,14 @@ mod tests {
         let b = cache.get(id.clone(), SourceKind::Header, Arc::clone(&record));
         assert!(Arc::ptr_eq(&a, &b));
         let by_host = cache.get(id.clone(), SourceKind::Host, Arc::clone(&record));
-        assert_eq!(
-            by_host.source(),
-            SourceKind::Host,
-            "the source is part of the key"
-        );
+        assert_eq!(by_host.source(), SourceKind::Host, "the source must match");
+        assert_eq!(cache.len(), 1, "one entry per tenant");
 
         // The registry replaced the record (a tier change): a new context.
         let moved = Arc::new(TenantRecord::new(id.clone(), "enterprise"));
         let c = cache.get(id.clone(), SourceKind::Header, moved);
         assert_eq!((c.tier(), a.tier()), ("enterprise", "pro"));
+        assert_eq!(cache.len(), 1, "the old record is let go");
 
         for i in 0..ContextCache::MAX_ENTRIES + 5 {
             let id = TenantId::parse(&format!("t{i}")).unwrap();
