@@ -35,7 +35,7 @@ pub struct CachedPolicy<E> {
     inner: E,
     ttl: Duration,
     max_entries: usize,
-    entries: Arc<DashMap<Key, (Decision, Instant), foldhash::fast::RandomState>>,
+    entries: DashMap<Key, (Decision, Instant), foldhash::fast::RandomState>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -67,7 +67,7 @@ impl<E: PolicyEvaluator> CachedPolicy<E> {
             inner,
             ttl,
             max_entries: 10_000,
-            entries: Arc::default(),
+            entries: DashMap::default(),
         }
     }
 
