@@ -167,37 +167,41 @@ impl Rules {
 
     /// Allows a route (`"GET /items/*"`).
     pub fn allow(mut self, route: &str) -> Self {
-        match RouteRule::parse(route) {
-            Ok(r) => self.routes.allow.push(r),
-            Err(e) => self.errors.push(e),
-        }
+        keep(
+            RouteRule::parse(route),
+            &mut self.routes.allow,
+            &mut self.errors,
+        );
         self
     }
 
     /// Denies a route (`"DELETE /items/*"`).
     pub fn deny(mut self, route: &str) -> Self {
-        match RouteRule::parse(route) {
-            Ok(r) => self.routes.deny.push(r),
-            Err(e) => self.errors.push(e),
-        }
+        keep(
+            RouteRule::parse(route),
+            &mut self.routes.deny,
+            &mut self.errors,
+        );
         self
     }
 
     /// Grants a capability (`"model:gpt-4o"`, `"tool:*"`).
     pub fn allow_capability(mut self, capability: &str) -> Self {
-        match CapabilityRule::parse(capability) {
-            Ok(c) => self.capabilities.allow.push(c),
-            Err(e) => self.errors.push(e),
-        }
+        keep(
+            CapabilityRule::parse(capability),
+            &mut self.capabilities.allow,
+            &mut self.errors,
+        );
         self
     }
 
     /// Withholds a capability.
     pub fn deny_capability(mut self, capability: &str) -> Self {
-        match CapabilityRule::parse(capability) {
-            Ok(c) => self.capabilities.deny.push(c),
-            Err(e) => self.errors.push(e),
-        }
+        keep(
+            CapabilityRule::parse(capability),
+            &mut self.capabilities.deny,
+            &mut self.errors,
+        );
         self
     }
 
@@ -210,6 +214,15 @@ impl Rules {
             Err(e) => self.errors.push(e),
         }
         self
+    }
+}
+
+/// Adds a parsed rule to `list`, or its error to `errors` (reported when the policy is
+/// built).
+fn keep<T>(rule: Result<T, String>, list: &mut Vec<T>, errors: &mut Vec<String>) {
+    match rule {
+        Ok(r) => list.push(r),
+        Err(e) => errors.push(e),
     }
 }
 
@@ -246,8 +259,10 @@ struct RouteRule {
     segments: Box<[Segment]>,
     /// Ends in `**`.
     rest: bool,
-    /// The whole path, when the rule has no wildcard: matched by one comparison.
-    literal: Option<Box<str>>,
+    /// Where the path starts in `raw` (after `METHOD `, if any).
+    path_at: usize,
+    /// The rule has no wildcard: its path is matched by one comparison.
+    literal: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -309,7 +324,8 @@ impl RouteRule {
             method,
             segments: segments.into(),
             rest,
-            literal: (!wild).then(|| path.into()),
+            path_at: raw.len() - path.len(),
+            literal: !wild,
         })
     }
 
@@ -319,10 +335,10 @@ impl RouteRule {
         if self.method.as_ref().is_some_and(|m| m != method) {
             return false;
         }
-        if let Some(literal) = &self.literal {
+        if self.literal {
             // Segment by segment, literal segments match exactly when the whole
             // strings are equal.
-            return **literal == *target;
+            return self.raw[self.path_at..] == *target;
         }
         let Some(target) = target.strip_prefix('/') else {
             return false;
@@ -352,10 +368,18 @@ impl TryFrom<String> for RouteRule {
 #[serde(try_from = "String")]
 struct CapabilityRule {
     raw: Box<str>,
-    /// Everything up to and including the `:` for `kind:*`; `None` for `*`.
-    kind: Option<Box<str>>,
-    /// `None` for `kind:*` and `*`.
-    name: Option<Box<str>>,
+    matching: Matching,
+}
+
+/// How a [`CapabilityRule`] matches, as read from its text.
+#[derive(Debug, Clone, Copy)]
+enum Matching {
+    /// `*`: everything.
+    Any,
+    /// `kind:*`: a name of the kind; the length of `kind:`.
+    Kind(usize),
+    /// `kind:name`: exactly the rule's text.
+    Exact,
 }
 
 impl CapabilityRule {
@@ -363,8 +387,7 @@ impl CapabilityRule {
         if raw == "*" {
             return Ok(Self {
                 raw: raw.into(),
-                kind: None,
-                name: None,
+                matching: Matching::Any,
             });
         }
         let bad = || {
@@ -388,16 +411,21 @@ impl CapabilityRule {
         }
         Ok(Self {
             raw: raw.into(),
-            kind: Some(raw[..=kind.len()].into()),
-            name: (name != "*").then(|| raw.into()),
+            matching: if name == "*" {
+                Matching::Kind(kind.len() + 1)
+            } else {
+                Matching::Exact
+            },
         })
     }
 
     fn matches(&self, capability: &str) -> bool {
-        match (&self.kind, &self.name) {
-            (_, Some(exact)) => **exact == *capability,
-            (Some(kind), None) => capability.len() > kind.len() && capability.starts_with(&**kind),
-            (None, None) => true,
+        match self.matching {
+            Matching::Exact => *self.raw == *capability,
+            Matching::Kind(len) => {
+                capability.len() > len && capability.starts_with(&self.raw[..len])
+            }
+            Matching::Any => true,
         }
     }
 }
@@ -907,9 +935,9 @@ mod tests {
         ];
         for raw in ["/", "/a", "/a/", "/a/b", "/a//", "GET /a/b", "/items/{id}"] {
             let fast = RouteRule::parse(raw).unwrap();
-            assert!(fast.literal.is_some(), "{raw}");
+            assert!(fast.literal, "{raw}");
             let walk = RouteRule {
-                literal: None,
+                literal: false,
                 ..fast.clone()
             };
             for t in targets {
@@ -919,7 +947,7 @@ mod tests {
             }
         }
         for wild in ["/a/*", "/a/**", "* /**"] {
-            assert!(RouteRule::parse(wild).unwrap().literal.is_none(), "{wild}");
+            assert!(!RouteRule::parse(wild).unwrap().literal, "{wild}");
         }
     }
 
