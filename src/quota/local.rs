@@ -212,7 +212,7 @@ where
                 let rate = entry
                     .limiter
                     .as_ref()
-                    .map(|l| rate_state(plan, l, 0, Duration::ZERO));
+                    .map(|_| rate_state(plan, 0, Duration::ZERO));
                 return self.shadowed(plan, refuse(retry, rate, Some(state), Some(plan)));
             }
             if tightest.map_or(true, |t| state.remaining < t.remaining) {
@@ -226,19 +226,18 @@ where
                 Ok(Ok(snapshot)) => {
                     rate = Some(rate_state(
                         plan,
-                        limiter,
                         snapshot.remaining_burst_capacity(),
                         Duration::ZERO,
                     ));
                 }
                 Ok(Err(not_until)) => {
                     let wait = not_until.wait_time_from(self.clock.now());
-                    let state = rate_state(plan, limiter, 0, wait);
+                    let state = rate_state(plan, 0, wait);
                     return self
                         .shadowed(plan, refuse(Some(wait), Some(state), tightest, Some(plan)));
                 }
                 Err(_insufficient) => {
-                    let state = rate_state(plan, limiter, 0, Duration::ZERO);
+                    let state = rate_state(plan, 0, Duration::ZERO);
                     return self.shadowed(plan, refuse(None, Some(state), tightest, Some(plan)));
                 }
             }
@@ -296,13 +295,7 @@ where
     }
 }
 
-fn rate_state<C: Clock>(
-    plan: &QuotaPlan,
-    limiter: &Limiter<C>,
-    remaining: u32,
-    wait: Duration,
-) -> RateState {
-    let _ = limiter;
+fn rate_state(plan: &QuotaPlan, remaining: u32, wait: Duration) -> RateState {
     let (burst, interval, window) = match (plan.rate_limit(), plan.rate_timing()) {
         (Some(rate), Some((interval, window))) => (rate.burst, interval, window),
         _ => (1, Duration::from_secs(1), Duration::from_secs(1)),

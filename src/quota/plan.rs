@@ -97,9 +97,16 @@ impl Rate {
         Some(governor::Quota::with_period(interval)?.allow_burst(burst))
     }
 
-    /// Time to replenish a full burst: the window `w` of `RateLimit-Policy`.
+    /// The emission interval, `per / amount` (`per` for a zero amount), and the time
+    /// to replenish a full burst: the window `w` of `RateLimit-Policy`.
+    fn timing(&self) -> (Duration, Duration) {
+        let interval = self.per.checked_div(self.amount).unwrap_or(self.per);
+        (interval, interval * self.burst)
+    }
+
+    /// The window `w` of `RateLimit-Policy`.
     pub(crate) fn window(&self) -> Duration {
-        self.per.checked_div(self.amount).unwrap_or(self.per) * self.burst
+        self.timing().1
     }
 }
 
@@ -242,15 +249,11 @@ impl QuotaPlan {
 
     /// The rate's emission interval (`per / amount`) and window (`interval * burst`).
     pub(crate) fn rate_timing(&self) -> Option<(Duration, Duration)> {
-        self.timing.or_else(|| {
-            self.rate
-                .map(|r| (r.per.checked_div(r.amount).unwrap_or(r.per), r.window()))
-        })
+        self.timing.or_else(|| self.rate.as_ref().map(Rate::timing))
     }
 
     fn with_policy_header(mut self) -> Self {
-        self.timing = None;
-        self.timing = self.rate_timing();
+        self.timing = self.rate.as_ref().map(Rate::timing);
         let mut items = Vec::new();
         if let Some(r) = &self.rate {
             let w = r.window().as_secs_f64().ceil().max(1.0) as u64;
