@@ -291,18 +291,23 @@ impl KeySet {
 
     /// Adds a key that verifies only. A `kid` already present is an error.
     pub fn with(mut self, key: Key) -> Result<Self, KeyError> {
+        self.add(Key {
+            encoding: None,
+            ..key
+        })?;
+        Ok(self)
+    }
+
+    /// Adds `key` under its `kid`, which must be new to the set.
+    fn add(&mut self, key: Key) -> Result<(), KeyError> {
         if self.keys.contains_key(key.kid()) {
             return Err(KeyError::new(format!(
                 "kid {:?} is already in the set",
                 key.kid()
             )));
         }
-        let key = Key {
-            encoding: None,
-            ..key
-        };
         self.keys.insert(Arc::clone(&key.kid), key);
-        Ok(self)
+        Ok(())
     }
 
     /// Makes `key` the signing key; the previous signing key keeps verifying.
@@ -313,13 +318,7 @@ impl KeySet {
                 key.kid()
             )));
         }
-        if self.keys.contains_key(key.kid()) {
-            return Err(KeyError::new(format!(
-                "kid {:?} is already in the set",
-                key.kid()
-            )));
-        }
-        self.keys.insert(Arc::clone(&key.kid), key.clone());
+        self.add(key.clone())?;
         self.signing = Some(key);
         Ok(self)
     }

@@ -543,7 +543,7 @@ impl SessionManager {
     /// never waits. A token verified before and not yet expired comes from the cache.
     pub(crate) fn check(&self, token: &str) -> Result<Arc<Checked>, SessionError> {
         let cache = &self.inner.cache;
-        let keys = self.inner.keys.load_full();
+        let keys = self.inner.keys.load();
         if cache.max == 0 || token.len() > MAX_TOKEN_LEN {
             return self
                 .check_as(token, Use::Access, &keys)
@@ -557,6 +557,8 @@ impl SessionManager {
                 return Ok(Arc::clone(checked));
             }
         }
+        // A miss: the entry keeps the set that verified it.
+        let keys = arc_swap::Guard::into_inner(keys);
         let checked: Arc<Checked> = Arc::new(self.check_as(token, Use::Access, &keys)?.into());
         if cache.map.len() >= cache.max {
             cache.map.retain(|_, (verified_by, c)| {

@@ -83,7 +83,15 @@ impl RedisRevocations {
 
     async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, RevocationError> {
         let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
+        self.bounded(cmd.query_async::<T>(&mut conn)).await
+    }
+
+    /// Waits for a Redis call at most the timeout; every failure is an error.
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, RevocationError> {
+        match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(RevocationError::new(e.to_string())),
             Err(_) => Err(RevocationError::new("Redis did not answer in time")),
@@ -109,11 +117,9 @@ impl RevocationStore for RedisRevocations {
         let mut invocation = self.revoke.key(key);
         invocation.arg(value).arg(ttl);
         let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, invocation.invoke_async::<i64>(&mut conn)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(RevocationError::new(e.to_string())),
-            Err(_) => Err(RevocationError::new("Redis did not answer in time")),
-        }
+        self.bounded(invocation.invoke_async::<i64>(&mut conn))
+            .await
+            .map(drop)
     }
 
     async fn is_revoked(&self, t: &TokenFacts<'_>) -> Result<bool, RevocationError> {
