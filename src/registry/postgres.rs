@@ -83,10 +83,7 @@ macro_rules! returning_record {
 }
 pub(crate) use returning_record;
 
-const LOOKUP: &str = concat!(
-    "select id, status, tier, region, parent, attributes",
-    " from tenants where id = $1"
-);
+const LOOKUP: &str = concat!(returning_record!("select"), " from tenants where id = $1");
 
 /// A [`TenantRegistry`] backed by the `tenants` table of a PostgreSQL database.
 ///
@@ -165,28 +162,26 @@ impl PostgresRegistryBuilder {
                 "reconnect backoff: min must be positive and at most max".to_owned(),
             ));
         }
-        Ok(PostgresRegistry {
+        Ok(self.unchecked())
+    }
+
+    fn unchecked(self) -> PostgresRegistry {
+        PostgresRegistry {
             shared: Arc::new(Shared {
                 pool: self.pool,
                 channel: self.channel,
                 id_rule: self.id_rule,
                 backoff: self.backoff,
             }),
-        })
+        }
     }
 }
 
 impl PostgresRegistry {
     /// A registry on `pool` with the default channel and id rule.
     pub fn new(pool: PgPool) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                pool,
-                channel: DEFAULT_CHANNEL.to_owned(),
-                id_rule: TenantIdRule::Default,
-                backoff: DEFAULT_BACKOFF,
-            }),
-        }
+        // The defaults are valid settings.
+        Self::builder(pool).unchecked()
     }
 
     /// A builder, for another channel, id rule or reconnect backoff.

@@ -21,19 +21,11 @@ pub async fn begin_for_tenant(
     tenant: &TenantId,
 ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    set_tenant(&mut tx, tenant).await?;
-    Ok(tx)
-}
-
-async fn set_tenant(
-    tx: &mut Transaction<'static, Postgres>,
-    tenant: &TenantId,
-) -> Result<(), sqlx::Error> {
     sqlx::query("select set_config('app.tenant_id', $1, true)")
         .bind(tenant.as_str())
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
-    Ok(())
+    Ok(tx)
 }
 
 /// A pool whose transactions are scoped to one tenant for row-level security; cheap to
@@ -99,14 +91,13 @@ impl TenantDb {
         &self,
         tenant: &TenantId,
     ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_for_tenant(&self.pool, tenant).await?;
         if let Some(role) = &self.role {
             // `role` is a checked identifier; quoted all the same.
             sqlx::query(&format!("set local role \"{role}\""))
                 .execute(&mut *tx)
                 .await?;
         }
-        set_tenant(&mut tx, tenant).await?;
         Ok(tx)
     }
 }
