@@ -5,6 +5,11 @@
 //! with a `NOTIFY` channel of its own, so they run in parallel. The outage tests point
 //! at a closed port and always run.
 
+#[allow(dead_code, unreachable_pub)]
+mod common {
+    pub mod services;
+}
+
 use std::{
     sync::{
         atomic::{AtomicU32, Ordering},
@@ -37,17 +42,7 @@ const APP_ROLE: &str = "tenancy_app";
 // ---------------------------------------------------------------------------------
 
 fn database_url() -> Option<String> {
-    match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true but DATABASE_URL is not set: the PostgreSQL tests cannot be skipped in CI"
-            );
-            eprintln!("DATABASE_URL is not set: skipping a test that needs PostgreSQL");
-            None
-        }
-    }
+    common::services::service_url("DATABASE_URL")
 }
 
 /// A schema of its own for one test (and a channel of the same name).

@@ -4,7 +4,7 @@
 use std::{
     num::NonZeroU32,
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use actix_tenancy::{
@@ -16,21 +16,20 @@ use actix_tenancy::{
 use actix_web::{test, web, App};
 use futures_util::future::join_all;
 
+#[allow(dead_code, unreachable_pub)]
+mod common {
+    pub mod services;
+}
+
+use common::services::service_url;
+
 fn redis_url() -> Option<String> {
-    let url = std::env::var("REDIS_URL").ok();
-    if url.is_none() {
-        eprintln!("REDIS_URL is not set: skipping a test that needs Redis");
-    }
-    url
+    service_url("REDIS_URL")
 }
 
 /// A key prefix no other test or run shares.
 fn prefix(test: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("tenancy-test:{test}:{nanos}")
+    common::services::unique_prefix("", test)
 }
 
 fn ctx(id: &str, tier: &str) -> TenantContext {
