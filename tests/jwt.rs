@@ -8,6 +8,7 @@ use actix_tenancy::{
     prelude::*,
     session::{
         Grant, JwtAuth, Key, KeySet, SessionConfig, SessionError, SessionManager, TokenPair,
+        MAX_TOKEN_LEN,
     },
 };
 use actix_web::{http::header, test, web, App, HttpResponse};
@@ -131,20 +132,8 @@ fn mint(claims: &Value, kid: &str) -> String {
     jsonwebtoken::encode(&h, claims, &EncodingKey::from_secret(SECRET)).unwrap()
 }
 
-fn b64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..=chunk.len() {
-            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
-}
+/// `{"alg":"none","kid":"k1","typ":"JWT"}`, base64url.
+const NONE_HEADER: &str = "eyJhbGciOiJub25lIiwia2lkIjoiazEiLCJ0eXAiOiJKV1QifQ";
 
 #[actix_web::test]
 async fn a_valid_token_resolves_its_tenant_and_principal() {
@@ -203,11 +192,7 @@ async fn the_tamper_corpus_is_401_and_reveals_nothing() {
         mint(&c, "k1")
     };
     let parts: Vec<&str> = good.access_token.split('.').collect();
-    let none = format!(
-        "{}.{}.",
-        b64(br#"{"alg":"none","kid":"k1","typ":"JWT"}"#),
-        parts[1]
-    );
+    let none = format!("{NONE_HEADER}.{}.", parts[1]);
     // Algorithm confusion: HS256 "signed" with the RSA public key's bytes, under the
     // RSA key's kid.
     let confused = {
@@ -216,9 +201,18 @@ async fn the_tamper_corpus_is_401_and_reveals_nothing() {
         let key = EncodingKey::from_secret(&fixture("rsa_public.pem"));
         jsonwebtoken::encode(&h, &claims("acme"), &key).unwrap()
     };
-    let mut bad_sig = good.access_token.clone();
-    let last = bad_sig.pop().unwrap();
-    bad_sig.push(if last == 'A' { 'B' } else { 'A' });
+    // A character inside the signature: the last one also carries padding bits, which
+    // a strict decoder may refuse before any signature check.
+    let mut bad_sig = good.access_token.clone().into_bytes();
+    let i = bad_sig.len() - 10;
+    bad_sig[i] = if bad_sig[i] == b'A' { b'B' } else { b'A' };
+    let bad_sig = String::from_utf8(bad_sig).unwrap();
+    let no_kid = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims("acme"),
+        &EncodingKey::from_secret(SECRET),
+    )
+    .unwrap();
     let unknown_kid = mint(&claims("acme"), "k9");
     let revoked = revoked_pair(&s).await;
 
@@ -256,7 +250,11 @@ async fn the_tamper_corpus_is_401_and_reveals_nothing() {
         ("unknown kid", unknown_kid),
         ("refresh token as access", good.refresh_token.clone()),
         ("revoked jti", revoked.access_token.clone()),
-        ("over 8 KiB", "a".repeat(9000)),
+        ("no kid", no_kid),
+        (
+            "over 8 KiB, signed",
+            with(json!({"pad": "x".repeat(MAX_TOKEN_LEN)})),
+        ),
         ("not base64", "a.b!.c".into()),
         ("empty", String::new()),
     ];
@@ -289,8 +287,15 @@ async fn the_tamper_corpus_is_401_and_reveals_nothing() {
         format!("Bearer {}", good.access_token),
     ));
     assert_eq!(call(&app, twice).await.0, 401);
-    // And the untampered token still works.
+    // And the untampered token still works, as does one just under the size limit.
     assert_eq!(call(&app, get(Some(&good.access_token))).await.0, 200);
+    let big = with(json!({"pad": "x".repeat(MAX_TOKEN_LEN * 3 / 4 - 400)}));
+    assert!(
+        (MAX_TOKEN_LEN - 256..=MAX_TOKEN_LEN).contains(&big.len()),
+        "{}",
+        big.len()
+    );
+    assert_eq!(call(&app, get(Some(&big))).await.0, 200);
 }
 
 #[actix_web::test]
@@ -459,14 +464,64 @@ async fn keys_are_checked_when_loaded() {
     assert!(ok.can_sign());
     assert!(Key::public_pem("x", Algorithm::RS256, b"not a pem").is_err());
     assert!(KeySet::verify_only().with_jwks("{\"keys\": []}").is_err());
-    assert!(KeySet::verify_only()
-        .with_jwks(r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#)
-        .is_err());
+    // A long enough secret, so only the missing kid or alg can be the reason.
+    let err = KeySet::verify_only()
+        .with_jwks(r#"{"keys":[{"kty":"oct","k":"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"}]}"#)
+        .unwrap_err();
+    assert!(err.to_string().contains("no kid"), "{err}");
+    let err = KeySet::verify_only()
+        .with_jwks(r#"{"keys":[{"kty":"oct","kid":"s","k":"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"}]}"#)
+        .unwrap_err();
+    assert!(err.to_string().contains("no alg"), "{err}");
     // A shared secret in a JWK set is held to the same floor as `Key::hmac`.
     let err = KeySet::verify_only()
         .with_jwks(r#"{"keys":[{"kty":"oct","kid":"s","alg":"HS256","k":"c2VjcmV0"}]}"#)
         .unwrap_err();
     assert!(err.to_string().contains("at least 32 bytes"), "{err}");
+}
+
+/// A public key given as DER (here Ed25519's 32 raw bytes) verifies what its private
+/// half signs, and nothing else.
+#[actix_web::test]
+async fn a_der_public_key_verifies() {
+    // The key inside `ed25519_public.pem` (its last 32 bytes).
+    const ED25519_RAW: &str = "b727ac8c0f5ce352c2412b21c6ea2dfa706034c646a0a37baba4bbe2bf05328b";
+    let raw: Vec<u8> = (0..ED25519_RAW.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&ED25519_RAW[i..i + 2], 16).unwrap())
+        .collect();
+    let signer = Key::pem_pair(
+        "ed",
+        Algorithm::EdDSA,
+        &fixture("ed25519_private.pem"),
+        &fixture("ed25519_public.pem"),
+    )
+    .unwrap();
+    let issuer = SessionManager::new(
+        SessionConfig::new(ISS, AUD),
+        KeySet::signing(signer).unwrap(),
+    );
+    let verifier = SessionManager::new(
+        SessionConfig::new(ISS, AUD),
+        KeySet::verify_only()
+            .with(Key::public_der("ed", Algorithm::EdDSA, &raw).unwrap())
+            .unwrap(),
+    );
+    let pair = issuer.issue(&id("acme"), "user-1", Grant::new()).unwrap();
+    let p = verifier.verify(&pair.access_token).await.unwrap();
+    assert_eq!(p.tenant(), Some(&id("acme")));
+    let mut other = raw.clone();
+    other[0] ^= 1;
+    let wrong = SessionManager::new(
+        SessionConfig::new(ISS, AUD),
+        KeySet::verify_only()
+            .with(Key::public_der("ed", Algorithm::EdDSA, &other).unwrap())
+            .unwrap(),
+    );
+    assert!(matches!(
+        wrong.verify(&pair.access_token).await,
+        Err(SessionError::Invalid(_))
+    ));
 }
 
 /// Signs and verifies with every algorithm family through jsonwebtoken's process-wide
