@@ -56,4 +56,12 @@ fn deciding_and_capability_checks_allocate_nothing() {
     });
     assert_eq!(answers, [true, false, true, false]);
     assert_eq!(info.count_total, 0, "RulePolicy allocated while deciding");
+    // And the counter does count, here.
+    let control = allocation_counter::measure(|| {
+        std::hint::black_box(vec![0u8; 8]);
+    });
+    assert!(
+        control.count_total > 0,
+        "the allocation counter counts nothing"
+    );
 }

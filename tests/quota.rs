@@ -189,10 +189,18 @@ async fn query_costs_are_charged_and_hostile_ones_refused() {
     ] {
         assert_eq!(call(bad).await.0, 400, "{bad:?}");
     }
-    // The pro rate is 50 units a minute: 30 + 20 pass, one more unit does not.
-    assert_eq!(call("max_tokens=30").await.0, 200);
-    assert_eq!(call("max_tokens=0").await.0, 200, "costless requests pass");
-    assert_eq!(call("other=1&max_tokens=20").await.0, 200);
+    // The pro rate is 50 units a minute: 30 + 20 pass, one more unit does not. The
+    // refusals above charged nothing: what remains (the tighter of the rate and the
+    // budget) falls by exactly 30 and 20.
+    let ok = |left: &str| (200, Some(left.to_owned()));
+    assert_eq!(call("max_tokens=30").await, ok("20"));
+    // A costless request passes without touching the rate: the budget's 70 remain.
+    assert_eq!(
+        call("max_tokens=0").await,
+        ok("70"),
+        "costless requests pass"
+    );
+    assert_eq!(call("other=1&max_tokens=20").await, ok("0"));
     assert_eq!(call("max_tokens=1").await.0, 429);
 }
 

@@ -199,6 +199,7 @@ async fn an_id_in_the_path_cannot_escape_a_rule() {
         App::new()
             .wrap(tenancy)
             .route("/items/{id}", web::get().to(|| async { "item" }))
+            .route("/t/{t}/items/{id}", web::get().to(|| async { "item" }))
             .route("/admin/{what}", web::get().to(|| async { "admin" }))
             .route(
                 "/admin/{what}/{more:.*}",
@@ -211,6 +212,8 @@ async fn an_id_in_the_path_cannot_escape_a_rule() {
         async move { test::call_service(app, get(p, "globex")).await.status() }
     };
     assert_eq!(call("/items/42").await, 200);
+    assert_eq!(call("/t/x/items/42").await, 200, "a '*' in the middle");
+    assert_eq!(call("/t/x/y/items/42").await, 403, "is one segment");
     // Ids that look like other routes are still the `{id}` of `/items/{id}`.
     for hostile in [
         "/items/..%2Fadmin",
@@ -298,6 +301,17 @@ async fn versions_swap_atomically_under_concurrent_requests() {
     let q = ask(Method::GET, "/a").with_capability("tool:x");
     let stop = AtomicBool::new(false);
     let decided = AtomicUsize::new(0);
+    let seen = [AtomicBool::new(false), AtomicBool::new(false)]; // even, odd
+                                                                 // Waits until the readers decided after the last swap: each of the 3 may finish
+                                                                 // one decision begun before it, so 4 more decisions include a fresh one.
+    let fresh = || {
+        let start = decided.load(Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while decided.load(Ordering::SeqCst) < start + 4 {
+            assert!(std::time::Instant::now() < deadline, "the readers stopped");
+            std::thread::yield_now();
+        }
+    };
     std::thread::scope(|s| {
         for _ in 0..3 {
             s.spawn(|| {
@@ -306,17 +320,23 @@ async fn versions_swap_atomically_under_concurrent_requests() {
                     // Odd versions allow, even ones deny: a half-loaded policy would
                     // pair one version's number with the other's answer.
                     assert_eq!(d.allowed, d.version % 2 == 1, "{d:?}");
-                    decided.fetch_add(1, Ordering::Relaxed);
+                    seen[(d.version % 2) as usize].store(true, Ordering::Relaxed);
+                    decided.fetch_add(1, Ordering::SeqCst);
                 }
             });
         }
+        fresh();
         for i in 0..2000u64 {
             let version = policy.load(v(i % 2 == 1)).unwrap();
             assert_eq!(version, i + 2);
+            if i % 100 == 0 {
+                fresh();
+            }
         }
         stop.store(true, Ordering::Relaxed);
     });
-    assert!(decided.load(Ordering::Relaxed) > 0);
+    // The readers decided under both kinds of version, across the swaps.
+    assert!(seen.iter().all(|s| s.load(Ordering::Relaxed)));
     assert_eq!(policy.version(), 2001);
     assert_eq!(policy.versions().len(), 10, "only the last ten are kept");
 }
@@ -728,6 +748,7 @@ async fn cached_entries_expire() {
         cached.evaluate_now(&t, &q).is_none(),
         "expired: ask the evaluator"
     );
+    assert!(!cached.is_empty());
     cached.clear();
     assert!(cached.is_empty());
 }

@@ -275,7 +275,8 @@ async fn login_refresh_logout() {
             .uri("/auth/refresh")
             .set_json(json!({"refresh_token": t}))
     };
-    let next = call(&app, refresh(r.2["refresh_token"].as_str().unwrap())).await;
+    let first = r.2["refresh_token"].as_str().unwrap();
+    let next = call(&app, refresh(first)).await;
     assert_eq!(next.0, 200);
     let access = next.2["access_token"].as_str().unwrap().to_owned();
     problem(&call(&app, refresh(&access)).await, 401, "unauthenticated");
@@ -286,6 +287,8 @@ async fn login_refresh_logout() {
         401,
         "unauthenticated",
     );
+    // The first refresh token was used up by the refresh.
+    problem(&call(&app, refresh(first)).await, 401, "unauthenticated");
 }
 
 #[actix_web::test]
