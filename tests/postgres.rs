@@ -31,7 +31,7 @@ use actix_tenancy::{
 use actix_web::{body::MessageBody, dev::ServiceResponse, test, web, App};
 use sqlx::{
     postgres::{PgConnectOptions, PgListener, PgPoolOptions},
-    PgPool, Row,
+    PgPool,
 };
 
 const NOTES_RLS: &str = include_str!("../examples/notes_rls.sql");
@@ -696,7 +696,9 @@ async fn a_suspension_reaches_another_replica_within_a_second() {
 }
 
 /// Kills the listen connection of the replica whose connections carry `db`'s name.
-async fn kill_listener(db: &TestDb) {
+/// Kills the listener's connection and waits until the listener has noticed: from
+/// then on, until it reconnects, no notification reaches it.
+async fn kill_listener(db: &TestDb, listener: &InvalidationListener) {
     let killed: Vec<bool> = sqlx::query_scalar(
         "select pg_terminate_backend(pid) from pg_stat_activity \
          where application_name = $1 and query like 'LISTEN %'",
@@ -706,6 +708,14 @@ async fn kill_listener(db: &TestDb) {
     .await
     .unwrap();
     assert_eq!(killed, [true], "exactly one listen connection");
+    let start = Instant::now();
+    while listener.is_listening() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the listener notices its connection is gone"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 async fn until_connections(listener: &InvalidationListener, n: u64) {
@@ -740,7 +750,7 @@ async fn while_the_listener_is_down_the_ttl_still_bounds_staleness() {
     assert_eq!(get!(app, "acme").0, 200);
     let cached_at = Instant::now();
 
-    kill_listener(&db).await;
+    kill_listener(&db, &listener).await;
     a.suspend("acme").await.unwrap(); // announced to nobody on B
     tokio::time::sleep((cached_at + ttl).saturating_duration_since(Instant::now())).await;
     assert!(!listener.is_listening(), "still disconnected");
@@ -775,13 +785,14 @@ async fn a_killed_listener_reconnects_and_forgets_what_it_may_have_missed() {
     let app = app!(resolver(Arc::clone(&cache)));
     assert_eq!(get!(app, "acme").0, 200);
 
-    kill_listener(&db).await;
-    // A change while it is down: its notification is lost.
+    kill_listener(&db, &listener).await;
+    // A change while it is down: its notification is lost, and the cache still holds
+    // the old record (unless a slow machine already reconnected, which clears it).
     a.suspend("acme").await.unwrap();
-    assert!(
-        !listener.is_listening() || listener.connections() == 1,
-        "not yet reconnected"
-    );
+    let stale = get!(app, "acme").0;
+    if listener.connections() == 1 {
+        assert_eq!(stale, 200, "the notification was lost: the entry is stale");
+    }
 
     // On reconnecting it drops the whole cache, so the change shows at once.
     until_connections(&listener, 2).await;
@@ -1060,11 +1071,6 @@ async fn begin_for_tenant_sets_the_tenant_for_one_transaction() {
 
     assert!(TenantDb::new(one.clone()).with_role("x\"; drop").is_err());
     assert!(TenantDb::new(one.clone()).with_role("").is_err());
-    let row = sqlx::query("select 1 as one")
-        .fetch_one(&one)
-        .await
-        .unwrap();
-    assert_eq!(row.get::<i32, _>("one"), 1);
     db.cleanup().await;
 }
 
