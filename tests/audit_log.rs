@@ -5,8 +5,10 @@
 
 use std::sync::Mutex;
 
-use actix_tenancy::prelude::*;
-use actix_web::{test as atest, web, App};
+#[allow(unreachable_pub)]
+mod common {
+    pub mod audit;
+}
 
 static LINES: Mutex<Vec<(log::Level, String)>> = Mutex::new(Vec::new());
 
@@ -30,25 +32,7 @@ async fn decisions_reach_a_log_logger_without_a_subscriber() {
     log::set_logger(&Capture).unwrap();
     log::set_max_level(log::LevelFilter::Debug);
 
-    let registry =
-        InMemoryRegistry::new().with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"));
-    let resolver = TenantResolver::builder(registry)
-        .source(Source::header())
-        .build()
-        .unwrap();
-    let app = atest::init_service(
-        App::new()
-            .wrap(resolver)
-            .route("/x", web::get().to(|_: Tenant| async { "ok" })),
-    )
-    .await;
-    for tenant in ["acme", "nobody"] {
-        let req = atest::TestRequest::get()
-            .uri("/x")
-            .insert_header(("x-tenant-id", tenant))
-            .to_request();
-        atest::call_service(&app, req).await;
-    }
+    common::audit::one_pass_and_one_rejection().await;
 
     let lines = LINES.lock().unwrap().clone();
     let decisions: Vec<_> = lines

@@ -7,8 +7,10 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use actix_tenancy::prelude::*;
-use actix_web::{test as atest, web, App};
+#[allow(unreachable_pub)]
+mod common {
+    pub mod audit;
+}
 
 #[derive(Clone, Default)]
 struct Buffer(Arc<Mutex<Vec<u8>>>);
@@ -23,28 +25,6 @@ impl Write for Buffer {
     }
 }
 
-async fn two_requests() {
-    let registry =
-        InMemoryRegistry::new().with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"));
-    let resolver = TenantResolver::builder(registry)
-        .source(Source::header())
-        .build()
-        .unwrap();
-    let app = atest::init_service(
-        App::new()
-            .wrap(resolver)
-            .route("/x", web::get().to(|_: Tenant| async { "ok" })),
-    )
-    .await;
-    for tenant in ["acme", "nobody"] {
-        let req = atest::TestRequest::get()
-            .uri("/x")
-            .insert_header(("x-tenant-id", tenant))
-            .to_request();
-        atest::call_service(&app, req).await;
-    }
-}
-
 fn captured(level: tracing::Level) -> String {
     let buffer = Buffer::default();
     let writer = buffer.clone();
@@ -54,7 +34,7 @@ fn captured(level: tracing::Level) -> String {
         .with_writer(move || writer.clone())
         .finish();
     tracing::subscriber::with_default(subscriber, || {
-        actix_web::rt::System::new().block_on(two_requests());
+        actix_web::rt::System::new().block_on(common::audit::one_pass_and_one_rejection());
     });
     let bytes = buffer.0.lock().unwrap().clone();
     String::from_utf8(bytes).unwrap()

@@ -4,7 +4,6 @@
 /// One exchange.
 #[derive(Debug)]
 pub struct Exchange {
-    pub section: String,
     pub method: String,
     pub host: String,
     pub path: String,
@@ -48,7 +47,6 @@ pub fn exchanges(readme: &str, section: &str) -> Vec<Exchange> {
         assert!(rest.trim().is_empty(), "unparsed curl arguments: {rest:?}");
         if current == section {
             out.push(Exchange {
-                section: current.clone(),
                 method,
                 host: host.to_owned(),
                 path: path.to_owned(),
