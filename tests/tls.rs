@@ -177,24 +177,24 @@ enum Transport {
 struct Server {
     port: u16,
     handle: ServerHandle,
-    ca: Arc<Ca>,
+    ca: Ca,
 }
 
 impl Server {
-    /// Starts a one-worker rustls server on an ephemeral loopback port. Client
-    /// certificates must chain to `ca`; with `optional_client_auth`, a client may present
-    /// none.
-    fn start(ca: Arc<Ca>, resolver: TenantResolver, optional_client_auth: bool) -> Self {
-        Self::start_with(ca, resolver, optional_client_auth, Transport::Tls, true)
+    /// Starts a one-worker rustls server on an ephemeral loopback port, with a fresh
+    /// test CA (`server.ca`) that client certificates must chain to; with
+    /// `optional_client_auth`, a client may present none.
+    fn start(resolver: TenantResolver, optional_client_auth: bool) -> Self {
+        Self::start_with(resolver, optional_client_auth, Transport::Tls, true)
     }
 
     fn start_with(
-        ca: Arc<Ca>,
         resolver: TenantResolver,
         optional_client_auth: bool,
         transport: Transport,
         hook: bool,
     ) -> Self {
+        let ca = Ca::new("Test CA");
         let server_id = ca.server_identity();
         let verifier = WebPkiClientVerifier::builder(ca.roots());
         let verifier = if optional_client_auth {
@@ -242,11 +242,7 @@ impl Server {
         if header_too {
             builder = builder.source(Source::header());
         }
-        Self::start(
-            Arc::new(Ca::new("Test CA")),
-            builder.build().unwrap(),
-            false,
-        )
+        Self::start(builder.build().unwrap(), false)
     }
 
     async fn stop(self) {
@@ -545,14 +541,13 @@ async fn unknown_and_suspended_tenants_are_403() {
 
 #[actix_web::test]
 async fn a_client_without_a_certificate_gets_no_tenant_from_it() {
-    let ca = Arc::new(Ca::new("Test CA"));
     // The header comes first in the configuration; the verified source still wins.
     let resolver = TenantResolver::builder(registry())
         .source(Source::header())
         .source(Source::certificate(san_rule()))
         .build()
         .unwrap();
-    let server = Server::start(ca, resolver, true);
+    let server = Server::start(resolver, true);
 
     let reply = server.get(None, "/whoami", &[]).await.unwrap();
     reply.assert_rejected(401, "tenant_missing");
@@ -581,13 +576,12 @@ async fn a_client_without_a_certificate_gets_no_tenant_from_it() {
 
 #[actix_web::test]
 async fn handlers_read_the_captured_certificate() {
-    let ca = Arc::new(Ca::new("Test CA"));
     let resolver = TenantResolver::builder(registry())
         .source(Source::certificate(san_rule()))
         .allow_missing(true)
         .build()
         .unwrap();
-    let server = Server::start(ca, resolver, true);
+    let server = Server::start(resolver, true);
     let acme = server.ca.client(&[spiffe("acme")], None);
     let expected = format!("{} bytes", acme.chain[0].len());
     let reply = server.get(Some(&acme), "/peer", &[]).await.unwrap();
@@ -637,31 +631,46 @@ async fn a_custom_rule_reads_the_certificate() {
 
 #[actix_web::test]
 async fn a_server_without_the_hook_fails_closed() {
-    let ca = Arc::new(Ca::new("Test CA"));
+    let reasons: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let sink = {
+        let reasons = Arc::clone(&reasons);
+        move |e: &actix_tenancy::observe::AuditEvent<'_>| {
+            reasons.lock().unwrap().push(e.reason.to_owned())
+        }
+    };
     let resolver = TenantResolver::builder(registry())
         .source(Source::certificate(san_rule()))
         .source(Source::header())
+        .audit(sink)
         .build()
         .unwrap();
-    let server = Server::start_with(ca, resolver, false, Transport::Tls, false);
+    let server = Server::start_with(resolver, false, Transport::Tls, false);
     let acme = server.ca.client(&[spiffe("acme")], None);
     // Neither the certificate nor, silently, the header alone decides.
     for headers in [&[][..], &[("x-tenant-id", "globex")][..]] {
         let reply = server.get(Some(&acme), "/whoami", headers).await.unwrap();
         reply.assert_rejected(500, "internal_error");
     }
+    // The audit log names the missing hook, for each request.
+    let reasons = reasons.lock().unwrap().clone();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .all(|r| r.contains("on_connect(capture_peer_certificate)")),
+        "{reasons:?}"
+    );
     server.stop().await;
 }
 
 #[actix_web::test]
 async fn plain_connections_with_the_hook_have_no_certificate() {
-    let ca = Arc::new(Ca::new("Test CA"));
     let resolver = TenantResolver::builder(registry())
         .source(Source::certificate(san_rule()))
         .source(Source::header())
         .build()
         .unwrap();
-    let server = Server::start_with(ca, resolver, false, Transport::Plain, true);
+    let server = Server::start_with(resolver, false, Transport::Plain, true);
     let reply = server.get_plain("/whoami", &[]).await.unwrap();
     reply.assert_rejected(401, "tenant_missing");
     let reply = server
