@@ -29,15 +29,21 @@ ir_for() { # mode n -> total Ir of one server run serving n requests
   valgrind --tool=callgrind --callgrind-out-file="$file" "$BIN" serve "$mode" "$ADDR" 2>"$OUT/vg.log" &
   local pid=$!
   for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
-  if [ "$mode" = full-jwt ]; then "$BIN" client "$ADDR" "$n" t42 "$TOKEN"; else "$BIN" client "$ADDR" "$n" t42; fi
+  local ok=1 token=(); [ "$mode" != full-jwt ] || token=("$TOKEN")
+  "$BIN" client "$ADDR" "$n" t42 "${token[@]}" || ok=0
   kill -INT "$pid"; wait "$pid" || true
-  grep -E '^(summary|totals):' "$file" | head -n1 | awk '{print $2}'
+  # Called in $(...), where `set -e` does not apply: a failed client must fail here.
+  [ "$ok" = 1 ] || { echo "mode $mode: the client failed; no figure" >&2; return 1; }
+  local ir; ir=$(grep -E '^(summary|totals):' "$file" | head -n1 | awk '{print $2}')
+  [ -n "$ir" ] || { echo "mode $mode: no callgrind total" >&2; return 1; }
+  echo "$ir"
 }
 
 printf '| mode | Ir/request | ratio to bare |\n| --- | ---: | ---: |\n'
 bare=""
 for mode in "${MODES[@]}"; do
-  a=$(ir_for "$mode" "$N1"); b=$(ir_for "$mode" "$N2")
+  a=$(ir_for "$mode" "$N1") || exit 1
+  b=$(ir_for "$mode" "$N2") || exit 1
   per=$(( (b - a) / (N2 - N1) ))
   [ -n "$bare" ] || { [ "$mode" = bare ] && bare=$per; }
   if [ -n "$bare" ]; then ratio=$(awk -v p="$per" -v b="$bare" 'BEGIN{printf "%.3f", p/b}'); else ratio="-"; fi

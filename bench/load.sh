@@ -41,6 +41,10 @@ run_one() { # mode round
     "http://$ADDR/hello" > "$OUT/$mode.$round.txt"
   kill "$pid"; wait "$pid" 2>/dev/null || true
   if grep -q "Non-2xx" "$OUT/$mode.$round.txt"; then echo "mode $mode answered non-2xx" >&2; exit 1; fi
+  if grep -q "Socket errors" "$OUT/$mode.$round.txt"; then
+    echo "mode $mode: wrk saw socket errors (a crash or timeouts); its figures would mislead" >&2
+    grep "Socket errors" "$OUT/$mode.$round.txt" >&2; exit 1
+  fi
 }
 
 for round in $(seq 1 "$ROUNDS"); do
