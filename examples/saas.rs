@@ -18,6 +18,7 @@ use actix_tenancy::{
     policy::{PolicySet, RulePolicy, Rules, TenantPolicy},
     prelude::*,
     quota::{CostEstimator, LocalQuota, Period, QueryCost, QuotaPlan, QuotaPlans, TenantQuota},
+    registry::{Access, StatusRules},
     session::{Grant, JwtAuth, Key, KeySet, SessionConfig, SessionError, SessionManager},
 };
 use actix_web::{dev::ServiceRequest, web, App, HttpResponse, HttpServer};
@@ -228,7 +229,9 @@ async fn login(
         });
     }
     let record = demo.registry.get(id.as_str()).ok_or_else(forbidden)?;
-    if record.status() != TenantStatus::Active {
+    // The resolver's own rules (the defaults): a session only for a tenant it serves
+    // in full.
+    if StatusRules::default().access(record.status()) != Access::Allow {
         return Err(forbidden());
     }
     if record.region().is_some_and(|r| r != REGION) {

@@ -28,8 +28,18 @@ async fn app() -> impl Service<
     Response = ServiceResponse<impl MessageBody>,
     Error = actix_web::Error,
 > {
-    let demo = saas::build(None).unwrap();
     saas::metrics();
+    app_for(saas::build(None).unwrap()).await
+}
+
+/// The demo's app, as its `main` builds it, around `demo`.
+async fn app_for(
+    demo: saas::Demo,
+) -> impl Service<
+    actix_http::Request,
+    Response = ServiceResponse<impl MessageBody>,
+    Error = actix_web::Error,
+> {
     test::init_service(
         App::new()
             .app_data(web::Data::new(demo.clone()))
@@ -390,20 +400,7 @@ async fn with_redis_two_instances_share_quotas_and_revocations() {
         demo
     };
     let (a, b) = (make(), make());
-    let app_a = test::init_service(
-        App::new()
-            .app_data(web::Data::new(a.clone()))
-            .wrap(a.tenancy.clone())
-            .configure(saas::routes),
-    )
-    .await;
-    let app_b = test::init_service(
-        App::new()
-            .app_data(web::Data::new(b.clone()))
-            .wrap(b.tenancy.clone())
-            .configure(saas::routes),
-    )
-    .await;
+    let (app_a, app_b) = (app_for(a).await, app_for(b).await);
     // globex's burst of 5, across both instances (plus what the rate refills while
     // the loop runs, one every 200 ms; two separate quotas would pass 8).
     let start = std::time::Instant::now();
