@@ -199,6 +199,7 @@ async fn complete_charges_the_daily_token_budget_and_one_request_of_rate() {
         problem(&r, 429, "quota_exceeded");
     } else {
         eprintln!("slow run ({:?}): the rate refilled", start.elapsed());
+        assert!(matches!(r.0, 200 | 429), "{r:?}");
     }
     problem(
         &call(&app, complete(0).uri("/api/complete?max_tokens=-5")).await,
@@ -238,7 +239,8 @@ async fn rate_quotas_per_tier() {
                 (burst..=burst + earned).contains(&ok),
                 "{tenant}: {ok} passed, burst {burst}, {earned} earned"
             );
-            assert!(ok < n, "{tenant}: nothing was refused");
+            // Unless the loop was slow enough to earn every request, some were refused.
+            assert!(ok < n || burst + earned >= n, "{tenant}: nothing was refused");
         }
     };
     count("globex", 8, 5.0, 5).await;
