@@ -22,7 +22,8 @@ use actix_tenancy::{
     prelude::*,
     registry::{
         postgres::{
-            begin_for_tenant, AdminError, InvalidationListener, PostgresRegistry, TenantDb,
+            begin_for_tenant, AdminError, InvalidationListener, PostgresRegistry,
+            PostgresRegistryBuilder, TenantDb,
         },
         TenantRegistry,
     },
@@ -99,12 +100,15 @@ impl TestDb {
             .unwrap()
     }
 
+    /// A registry builder on a pool of its own (one replica), on this test's own
+    /// NOTIFY channel: parallel tests never hear each other.
+    async fn builder(&self) -> PostgresRegistryBuilder {
+        PostgresRegistry::builder(self.pool().await).channel(self.schema.as_str())
+    }
+
     /// A registry on a pool of its own: one replica.
     async fn registry(&self) -> PostgresRegistry {
-        PostgresRegistry::builder(self.pool().await)
-            .channel(self.schema.as_str())
-            .build()
-            .unwrap()
+        self.builder().await.build().unwrap()
     }
 
     /// A migrated registry.
@@ -618,9 +622,10 @@ async fn quotes_and_semicolons_are_data_not_sql() {
     db.migrated().await;
     // A permissive rule (the hard floor allows `'` and `;`): the values are bound
     // parameters, stored and found as they are, and the table survives.
-    let reg = PostgresRegistry::builder(db.pool().await)
+    let reg = db
+        .builder()
+        .await
         .id_rule(TenantIdRule::custom(|_| true))
-        .channel(db.schema.as_str())
         .build()
         .unwrap();
     let rule = TenantIdRule::custom(|_| true);
@@ -739,8 +744,9 @@ async fn while_the_listener_is_down_the_ttl_still_bounds_staleness() {
 
     // B reconnects only after 4 s: long enough to see the TTL act alone.
     let ttl = Duration::from_secs(1);
-    let b = PostgresRegistry::builder(db.pool().await)
-        .channel(db.schema.as_str())
+    let b = db
+        .builder()
+        .await
         .reconnect_backoff(Duration::from_secs(4), Duration::from_secs(8))
         .build()
         .unwrap();
@@ -772,8 +778,9 @@ async fn a_killed_listener_reconnects_and_forgets_what_it_may_have_missed() {
     a.create(&rec("acme", "pro")).await.unwrap();
 
     // A long TTL: only the listener can explain a change seen in time.
-    let b = PostgresRegistry::builder(db.pool().await)
-        .channel(db.schema.as_str())
+    let b = db
+        .builder()
+        .await
         .reconnect_backoff(Duration::from_secs(1), Duration::from_secs(2))
         .build()
         .unwrap();

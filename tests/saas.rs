@@ -240,7 +240,10 @@ async fn rate_quotas_per_tier() {
                 "{tenant}: {ok} passed, burst {burst}, {earned} earned"
             );
             // Unless the loop was slow enough to earn every request, some were refused.
-            assert!(ok < n || burst + earned >= n, "{tenant}: nothing was refused");
+            assert!(
+                ok < n || burst + earned >= n,
+                "{tenant}: nothing was refused"
+            );
         }
     };
     count("globex", 8, 5.0, 5).await;
