@@ -353,20 +353,11 @@ async fn a_reload_and_a_rollback_take_effect_for_the_next_request() {
             .route("/x", web::get().to(|| async { "x" })),
     )
     .await;
-    assert_eq!(
-        test::call_service(&app, get("/x", "globex")).await.status(),
-        200
-    );
+    assert_eq!(status_of(&app, "/x", "globex").await, 200);
     assert_eq!(policy.load(PolicySet::new()).unwrap(), 2);
-    assert_eq!(
-        test::call_service(&app, get("/x", "globex")).await.status(),
-        403
-    );
+    assert_eq!(status_of(&app, "/x", "globex").await, 403);
     assert_eq!(policy.rollback().unwrap(), 1);
-    assert_eq!(
-        test::call_service(&app, get("/x", "globex")).await.status(),
-        200
-    );
+    assert_eq!(status_of(&app, "/x", "globex").await, 200);
     assert_eq!(policy.versions(), [1, 2]);
     assert_eq!(policy.rollback_to(2).unwrap(), 2);
     assert!(policy
@@ -491,27 +482,23 @@ async fn handlers_and_guards_check_capabilities_with_the_same_rules() {
             ),
     )
     .await;
-    let body = |p: &'static str, t: &'static str| {
-        let app = &app;
-        async move { test::call_and_read_body(app, get(p, t)).await }
-    };
-    assert_eq!(body("/items/1", "acme").await, "beta items");
+    assert_eq!(body_of(&app, "/items/1", "acme").await, "beta items");
     assert_eq!(
-        body("/items/1", "acme-eu").await,
+        body_of(&app, "/items/1", "acme-eu").await,
         "items",
         "beta off for the child"
     );
-    assert_eq!(body("/items/1", "globex").await, "items");
-    assert_eq!(body("/items/1/can", "acme").await, "true true");
-    assert_eq!(body("/items/1/can", "globex").await, "false false");
+    assert_eq!(body_of(&app, "/items/1", "globex").await, "items");
+    assert_eq!(body_of(&app, "/items/1/can", "acme").await, "true true");
+    assert_eq!(body_of(&app, "/items/1/can", "globex").await, "false false");
 
     let (status, code) =
         status_and_code(test::call_service(&app, get("/items/1/search", "acme")).await).await;
     assert_eq!((status, code.as_str()), (403, "policy_denied"));
-    let res = test::call_service(&app, get("/items/1/search", "acme")).await;
-    let body = test::read_body(res).await;
     assert!(
-        !String::from_utf8_lossy(&body).contains("web_search"),
+        !body_of(&app, "/items/1/search", "acme")
+            .await
+            .contains("web_search"),
         "nothing echoed"
     );
     // A reload changes what handlers and guards see at once.
@@ -537,6 +524,20 @@ where
 {
     let res = test::call_service(app, get(path, tenant)).await;
     String::from_utf8_lossy(&test::read_body(res).await).into_owned()
+}
+
+async fn status_of<S, B>(app: &S, path: &str, tenant: &str) -> u16
+where
+    S: actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+{
+    test::call_service(app, get(path, tenant))
+        .await
+        .status()
+        .as_u16()
 }
 
 #[actix_web::test]
@@ -586,18 +587,8 @@ async fn a_shadow_version_is_audited_and_changes_no_response() {
         .load_shadow(tiered().tier("free", Rules::new().deny("GET /items/*")))
         .unwrap();
     assert_eq!((candidate, policy.shadow_version()), (2, Some(2)));
-    assert_eq!(
-        test::call_service(&app, get("/items/1", "globex"))
-            .await
-            .status(),
-        200
-    );
-    assert_eq!(
-        test::call_service(&app, get("/items/1", "acme"))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(status_of(&app, "/items/1", "globex").await, 200);
+    assert_eq!(status_of(&app, "/items/1", "acme").await, 200);
     {
         let seen = seen.lock().unwrap();
         let want: Seen = vec![
@@ -626,20 +617,10 @@ async fn a_shadow_version_is_audited_and_changes_no_response() {
     }
     assert_eq!(policy.promote_shadow().unwrap(), 2);
     assert_eq!(policy.shadow_version(), None);
-    assert_eq!(
-        test::call_service(&app, get("/items/1", "globex"))
-            .await
-            .status(),
-        403
-    );
+    assert_eq!(status_of(&app, "/items/1", "globex").await, 403);
     assert!(policy.promote_shadow().is_err());
     assert_eq!(policy.rollback().unwrap(), 1);
-    assert_eq!(
-        test::call_service(&app, get("/items/1", "globex"))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(status_of(&app, "/items/1", "globex").await, 200);
 }
 
 /// A slow evaluator that counts its calls and follows a version number.
@@ -691,14 +672,14 @@ async fn the_decision_cache_answers_repeats_and_follows_versions() {
             .route("/items/{id}", web::get().to(|| async { "item" })),
     )
     .await;
-    let status = |p: &'static str, t: &'static str| {
-        let app = &app;
-        async move { test::call_service(app, get(p, t)).await.status().as_u16() }
-    };
-    assert_eq!(status("/items/1", "acme").await, 200);
-    assert_eq!(status("/items/2", "acme").await, 200, "same route pattern");
-    assert_eq!(status("/items/3", "globex").await, 403);
-    assert_eq!(status("/items/4", "globex").await, 403);
+    assert_eq!(status_of(&app, "/items/1", "acme").await, 200);
+    assert_eq!(
+        status_of(&app, "/items/2", "acme").await,
+        200,
+        "same route pattern"
+    );
+    assert_eq!(status_of(&app, "/items/3", "globex").await, 403);
+    assert_eq!(status_of(&app, "/items/4", "globex").await, 403);
     assert_eq!(
         remote.calls.load(Ordering::SeqCst),
         2,
@@ -707,18 +688,18 @@ async fn the_decision_cache_answers_repeats_and_follows_versions() {
     assert_eq!(cached.len(), 2);
     // A new version is never answered from the old one's entries.
     remote.version.store(2, Ordering::SeqCst);
-    assert_eq!(status("/items/5", "acme").await, 200);
+    assert_eq!(status_of(&app, "/items/5", "acme").await, 200);
     assert_eq!(remote.calls.load(Ordering::SeqCst), 3);
     // Errors are not cached and fail closed.
     remote.version.store(3, Ordering::SeqCst);
     remote.fail.store(true, Ordering::SeqCst);
-    assert_eq!(status("/items/6", "acme").await, 503);
+    assert_eq!(status_of(&app, "/items/6", "acme").await, 503);
     remote.fail.store(false, Ordering::SeqCst);
-    assert_eq!(status("/items/7", "acme").await, 200);
+    assert_eq!(status_of(&app, "/items/7", "acme").await, 200);
     assert_eq!(remote.calls.load(Ordering::SeqCst), 5);
     // A path that matched no route is not cached.
-    assert_eq!(status("/nope/1", "acme").await, 404);
-    assert_eq!(status("/nope/1", "acme").await, 404);
+    assert_eq!(status_of(&app, "/nope/1", "acme").await, 404);
+    assert_eq!(status_of(&app, "/nope/1", "acme").await, 404);
     assert_eq!(remote.calls.load(Ordering::SeqCst), 7);
 }
 
