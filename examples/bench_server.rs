@@ -129,67 +129,49 @@ fn serve(mode: &str, addr: &str) -> std::io::Result<()> {
     eprintln!("bench_server: {mode} on {addr}");
     let addr = addr.to_owned();
     let tenancy = tenancy(mode);
-    let peer = mode == "peer";
-    let floor = mode == "floor";
+    // Every mode: one worker, `GET /hello`, the mode's middleware (if any) around it.
+    macro_rules! run {
+        ($make:expr) => {
+            HttpServer::new($make).workers(1).bind(addr)?.run().await
+        };
+    }
     actix_web::rt::System::new().block_on(async move {
-        if peer {
-            use actix_extensible_rate_limit::{
-                backend::{memory::InMemoryBackend, SimpleInputFunctionBuilder},
-                RateLimiter,
-            };
-            let backend = InMemoryBackend::builder().build();
-            return HttpServer::new(move || {
-                let input =
-                    SimpleInputFunctionBuilder::new(std::time::Duration::from_secs(1), 1_000_000)
-                        .custom_fn(|req| {
-                            Ok(req
-                                .headers()
-                                .get("x-tenant-id")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("")
-                                .to_owned())
-                        })
-                        .build();
-                App::new()
-                    .wrap(RateLimiter::builder(backend.clone(), input).build())
-                    .route("/hello", web::get().to(hello))
-            })
-            .workers(1)
-            .bind(addr)?
-            .run()
-            .await;
-        }
-        if floor {
-            let floor = floor::Floor::new(TENANTS);
-            return HttpServer::new(move || {
-                App::new()
-                    .wrap(floor.clone())
-                    .route("/hello", web::get().to(hello))
-            })
-            .workers(1)
-            .bind(addr)?
-            .run()
-            .await;
-        }
-        match tenancy {
-            None => {
-                HttpServer::new(|| App::new().route("/hello", web::get().to(hello)))
-                    .workers(1)
-                    .bind(addr)?
-                    .run()
-                    .await
-            }
-            Some(tenancy) => {
-                HttpServer::new(move || {
+        match (mode, tenancy) {
+            ("peer", _) => {
+                use actix_extensible_rate_limit::{
+                    backend::{memory::InMemoryBackend, SimpleInputFunctionBuilder},
+                    RateLimiter,
+                };
+                let backend = InMemoryBackend::builder().build();
+                run!(move || {
+                    let input = SimpleInputFunctionBuilder::new(
+                        std::time::Duration::from_secs(1),
+                        1_000_000,
+                    )
+                    .custom_fn(|req| {
+                        Ok(req
+                            .headers()
+                            .get("x-tenant-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned())
+                    })
+                    .build();
                     App::new()
-                        .wrap(tenancy.clone())
+                        .wrap(RateLimiter::builder(backend.clone(), input).build())
                         .route("/hello", web::get().to(hello))
                 })
-                .workers(1)
-                .bind(addr)?
-                .run()
-                .await
             }
+            ("floor", _) => {
+                let floor = floor::Floor::new(TENANTS);
+                run!(move || App::new()
+                    .wrap(floor.clone())
+                    .route("/hello", web::get().to(hello)))
+            }
+            (_, Some(tenancy)) => run!(move || App::new()
+                .wrap(tenancy.clone())
+                .route("/hello", web::get().to(hello))),
+            (_, None) => run!(|| App::new().route("/hello", web::get().to(hello))),
         }
     })
 }
