@@ -324,14 +324,39 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/complete", web::post().to(complete));
 }
 
+/// The demo's log subscriber, at `INFO`: one JSON object per line when `json`
+/// (`LOG_FORMAT=json`), readable text otherwise.
+pub fn log_subscriber<W>(json: bool, writer: W) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(writer);
+    if json {
+        Box::new(builder.json().finish())
+    } else {
+        Box::new(builder.finish())
+    }
+}
+
 fn init_logging() {
     let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json");
-    let builder = tracing_subscriber::fmt().with_max_level(tracing::Level::INFO);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    // Ignored if the application set one already.
+    let _ = tracing::subscriber::set_global_default(log_subscriber(json, std::io::stdout));
+}
+
+/// What the demo says at start-up: where quotas and revocations live, and where it
+/// listens.
+pub fn announce(demo: &Demo, redis: Option<&str>, addr: &str) {
+    match demo.backend {
+        "redis" => tracing::info!(
+            redis = redis.unwrap_or(""),
+            "quotas and revocations in Redis"
+        ),
+        _ => tracing::info!("quotas and revocations in memory (set REDIS_URL to share them)"),
+    }
+    tracing::info!(%addr, region = REGION, "actix-tenancy demo listening");
 }
 
 #[actix_web::main]
@@ -341,14 +366,7 @@ pub async fn main() -> Result<(), Box<dyn Error>> {
     let redis = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty());
     let demo = build(redis.as_deref())?;
     let addr = std::env::var("BIND_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
-    match demo.backend {
-        "redis" => tracing::info!(
-            redis = redis.as_deref().unwrap_or(""),
-            "quotas and revocations in Redis"
-        ),
-        _ => tracing::info!("quotas and revocations in memory (set REDIS_URL to share them)"),
-    }
-    tracing::info!(%addr, region = REGION, "actix-tenancy demo listening");
+    announce(&demo, redis.as_deref(), &addr);
     let data = web::Data::new(demo.clone());
     HttpServer::new(move || {
         App::new()

@@ -2,28 +2,13 @@
 //! for passes, `INFO` for rejections, and nothing is lost to its fast "nobody
 //! listens" check. (Its own test binary: it installs a subscriber.)
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-};
-
 #[allow(unreachable_pub)]
 mod common {
     pub mod audit;
+    pub mod buffer;
 }
 
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use common::buffer::Buffer;
 
 fn captured(level: tracing::Level) -> String {
     let buffer = Buffer::default();
@@ -36,8 +21,7 @@ fn captured(level: tracing::Level) -> String {
     tracing::subscriber::with_default(subscriber, || {
         actix_web::rt::System::new().block_on(common::audit::one_pass_and_one_rejection());
     });
-    let bytes = buffer.0.lock().unwrap().clone();
-    String::from_utf8(bytes).unwrap()
+    buffer.text()
 }
 
 #[test]

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 #[allow(dead_code, unreachable_pub)]
 mod common {
+    pub mod buffer;
     pub mod curl;
     pub mod services;
 }
@@ -437,4 +438,30 @@ async fn with_redis_two_instances_share_quotas_and_revocations() {
         401,
         "unauthenticated",
     );
+}
+
+/// The start-up lines the README promises, as JSON lines with `LOG_FORMAT=json`: where
+/// quotas and revocations live, and where the demo listens.
+#[actix_web::test]
+async fn start_up_is_announced_in_json_lines() {
+    let buffer = common::buffer::Buffer::default();
+    let writer = buffer.clone();
+    tracing::subscriber::with_default(saas::log_subscriber(true, move || writer.clone()), || {
+        let demo = saas::build(None).unwrap();
+        saas::announce(&demo, None, "127.0.0.1:8080");
+    });
+    let lines: Vec<Value> = buffer
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every log line is one JSON object"))
+        .collect();
+    let message = |m: &str| lines.iter().find(|l| l["fields"]["message"] == m).cloned();
+    assert!(
+        message("quotas and revocations in memory (set REDIS_URL to share them)").is_some(),
+        "{lines:?}"
+    );
+    let listening = message("actix-tenancy demo listening").expect("the listening line");
+    assert_eq!(listening["fields"]["addr"], "127.0.0.1:8080");
+    assert_eq!(listening["fields"]["region"], "us");
+    assert_eq!(listening["level"], "INFO");
 }
