@@ -30,7 +30,7 @@
 
 use actix_web::guard::{Guard, GuardContext};
 
-use crate::tenant::{Resolution, TenantContext};
+use crate::core::{Resolution, TenantContext};
 
 /// A guard matching the tenants for which `pred` holds.
 pub fn tenant<F>(pred: F) -> TenantGuard<F>
@@ -79,7 +79,7 @@ impl Guard for CapabilityGuard {
         let Some(r) = ext.get::<Resolution>() else {
             return false;
         };
-        match (&r.tenant, &r.policy) {
+        match (&r.tenant, &r.capabilities) {
             (Some(t), Some(p)) => p.can(t, &self.0),
             _ => false,
         }

@@ -95,33 +95,46 @@
 //! 4. One tenant, one spelling: ids are validated, not normalised.
 //! 5. Errors reveal nothing: unknown and suspended tenants look the same from outside.
 //! 6. Every decision is reported to the [`AuditSink`](observe::AuditSink).
+//!
+//! # Layout
+//!
+//! Layers only look down; `tests/layers.rs` reads the sources and fails on an import
+//! from a layer above.
+//!
+//! | module | holds | imports |
+//! | --- | --- | --- |
+//! | `core/` | tenant ids and their rule, [`SourceKind`](resolve::SourceKind), records, [`TenantContext`], [`Principal`], [`TenancyError`] with its codes and responder, the [audit](observe) sink and events, what resolution leaves in the request extensions, and the capability trait handlers ask through | nothing of the crate |
+//! | `pipeline/` | the one middleware service and its named future; the stage protocol (`prepare` → pass, refuse, or wait once: the wait's output has no "wait" arm); the response-side step; the settings every stage shares (responder, audit sink, per-tenant metrics); the per-worker route cache | `core` |
+//! | `extract.rs`, [`guard`] | the [`Tenant`] and [`Principal`] extractors, route guards: they read what the core holds | `core` |
+//! | [`registry`] | the resolver's backends (in memory, cached, PostgreSQL) | `core` |
+//! | [`resolve`], [`policy`], [`quota`], [`session`] | one stage each: its public builder or config, its stage (the protocol's implementation), its backends one file each | `core`, `pipeline` (and the resolver its `registry`); never another stage |
+//! | `tenancy.rs` | [`Tenancy`], the composition root: the one module that names every stage | all of the above |
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod error;
+mod core;
+mod extract;
 pub mod guard;
-pub mod observe;
 mod pipeline;
 pub mod policy;
 pub mod quota;
 pub mod registry;
 pub mod resolve;
-mod routes;
 pub mod session;
 mod tenancy;
-mod tenant;
-#[cfg(feature = "tls")]
-pub mod tls;
 
-pub use error::{ErrorCode, ErrorResponder, ProblemJson, TenancyError};
-pub use resolve::{Source, TenantResolver};
-pub use session::Principal;
-pub use tenancy::{Tenancy, TenancyBuilder};
-pub use tenant::{
-    InvalidTenantId, Tenant, TenantContext, TenantId, TenantIdRule, HARD_MAX_TENANT_ID_LEN,
+pub use crate::core::{error, observe};
+pub use crate::core::{
+    InvalidTenantId, Principal, TenantContext, TenantId, TenantIdRule, HARD_MAX_TENANT_ID_LEN,
     MAX_TENANT_ID_LEN,
 };
+pub use error::{ErrorCode, ErrorResponder, ProblemJson, TenancyError};
+pub use extract::Tenant;
+#[cfg(feature = "tls")]
+pub use resolve::tls;
+pub use resolve::{Source, TenantResolver};
+pub use tenancy::{Tenancy, TenancyBuilder};
 
 /// Types that appear in middleware signatures; rarely named directly.
 pub mod dev {

@@ -1,10 +1,12 @@
-//! [`Tenancy`]: every stage composed as one `.wrap()`.
+//! [`Tenancy`]: every stage composed as one `.wrap()`. The composition root: the one
+//! module that names every stage; the stages themselves know only the core and the
+//! pipeline's protocol.
 
 use std::{fmt, sync::Arc};
 
 use crate::{
-    error::{ConfigError, ErrorResponder},
-    pipeline::Pipeline,
+    core::error::ConfigError,
+    pipeline::{common_setters, Common, Composed, Pipeline, Stage},
     policy::TenantPolicy,
     quota::TenantQuota,
     resolve::TenantResolver,
@@ -49,7 +51,7 @@ pub struct Tenancy {
 impl fmt::Debug for Tenancy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tenancy")
-            .field("resolver", &self.pipeline.resolve)
+            .field("stages", &self.pipeline.stages.len())
             .finish_non_exhaustive()
     }
 }
@@ -63,7 +65,7 @@ impl Tenancy {
             resolver: None,
             policy: None,
             quota: None,
-            responder: None,
+            common: Common::default(),
         }
     }
 }
@@ -76,7 +78,7 @@ pub struct TenancyBuilder {
     resolver: Option<TenantResolver>,
     policy: Option<TenantPolicy>,
     quota: Option<TenantQuota>,
-    responder: Option<Arc<dyn ErrorResponder>>,
+    common: Common,
 }
 
 impl fmt::Debug for TenancyBuilder {
@@ -117,41 +119,46 @@ impl TenancyBuilder {
         self
     }
 
-    /// How every stage's rejections are answered. Default: the resolver's responder.
-    pub fn responder(mut self, responder: impl ErrorResponder) -> Self {
-        self.responder = Some(Arc::new(responder));
-        self
-    }
+    common_setters!();
 
-    /// Checks the configuration and builds the pipeline.
+    /// Checks the configuration and builds the pipeline. The responder, the audit sink
+    /// and per-tenant metrics are shared by every stage: each may be set once, here or
+    /// on one of the stages; set twice, `build` fails rather than pick one.
     pub fn build(self) -> Result<Tenancy, ConfigError> {
         let resolver = self.resolver.ok_or(ConfigError::Missing("a resolver"))?;
-        let responder = self
-            .responder
-            .unwrap_or_else(|| Arc::clone(&resolver.pipeline.responder));
+        let twice = |setting| ConfigError::SettingTwice(setting);
+        let mut common = self.common.merge(resolver.common).map_err(twice)?;
+        let mut stages: Vec<Arc<dyn Stage>> = Vec::with_capacity(4);
         #[cfg(feature = "jwt")]
-        let auth = match self.auth {
-            Some(_) if !resolver.stage.reads_claims() => {
-                return Err(ConfigError::Missing(
-                    "Source::claim() in the resolver, so that the token's tenant wins",
-                ))
+        if let Some(auth) = self.auth {
+            if !resolver.stage.reads_claims() {
+                return Err(ConfigError::AuthWithoutClaim);
             }
-            auth => auth.map(crate::session::JwtAuth::into_stage),
-        };
-        #[cfg(not(feature = "jwt"))]
-        let auth = None;
+            let (stage, own) = auth.into_parts();
+            common = common.merge(own).map_err(twice)?;
+            stages.push(stage);
+        }
+        stages.push(resolver.stage);
+        if let Some(policy) = self.policy {
+            let (stage, own) = policy.into_parts();
+            common = common.merge(own).map_err(twice)?;
+            stages.push(stage);
+        }
+        if let Some(quota) = self.quota {
+            let (stage, own) = quota.into_parts();
+            common = common.merge(own).map_err(twice)?;
+            stages.push(stage);
+        }
         Ok(Tenancy {
-            pipeline: Arc::new(Pipeline {
-                auth,
-                resolve: Some(resolver.stage),
-                policy: self.policy.map(TenantPolicy::into_stage),
-                quota: self.quota.map(TenantQuota::into_stage),
-                responder,
-            }),
+            pipeline: Arc::new(Pipeline::new(stages, common)),
         })
     }
 }
 
-crate::pipeline::transform!(
-    Tenancy => |tenancy| Arc::clone(&tenancy.pipeline)
-);
+impl Composed for Tenancy {
+    fn pipeline(&self) -> Arc<Pipeline> {
+        Arc::clone(&self.pipeline)
+    }
+}
+
+crate::pipeline::transform!(Tenancy);

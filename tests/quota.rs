@@ -330,13 +330,15 @@ async fn server_errors_are_refunded_when_asked() {
 
 #[actix_web::test]
 async fn shadow_plans_pass_and_mark() {
-    let outcomes: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    use actix_tenancy::observe::{AuditEvent, Stage};
+    let outcomes: Arc<std::sync::Mutex<Vec<(Stage, String)>>> = Arc::default();
     let seen = Arc::clone(&outcomes);
-    let quota = TenantQuota::new(LocalQuota::new(plans())).audit(
-        move |e: &actix_tenancy::observe::AuditEvent<'_>| {
-            seen.lock().unwrap().push(e.outcome.as_str().to_owned())
-        },
-    );
+    // Set on the quota stage, the sink is the whole pipeline's: it hears every stage.
+    let quota = TenantQuota::new(LocalQuota::new(plans())).audit(move |e: &AuditEvent<'_>| {
+        seen.lock()
+            .unwrap()
+            .push((e.stage, e.outcome.as_str().to_owned()))
+    });
     let app = app!(tenancy(registry(), quota));
     let first = test::call_service(&app, req("shadowy").to_request()).await;
     assert_eq!(first.status(), 200);
@@ -346,10 +348,23 @@ async fn shadow_plans_pass_and_mark() {
         assert_eq!(res.status(), 200, "shadow mode never refuses");
         assert_eq!(header(&res, "x-quota-shadow").unwrap(), "would-deny");
     }
+    let of = |stage: Stage| -> Vec<String> {
+        let outcomes = outcomes.lock().unwrap();
+        outcomes
+            .iter()
+            .filter(|(s, _)| *s == stage)
+            .map(|(_, o)| o.clone())
+            .collect()
+    };
     assert_eq!(
-        *outcomes.lock().unwrap(),
+        of(Stage::Quota),
         ["allowed", "would_deny", "would_deny", "would_deny"],
         "would-deny decisions are reported as such"
+    );
+    assert_eq!(
+        of(Stage::Resolution),
+        ["allowed"; 4],
+        "one sink for every stage"
     );
 }
 

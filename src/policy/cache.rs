@@ -10,7 +10,7 @@ use actix_web::http::Method;
 use dashmap::DashMap;
 
 use super::{Decision, PolicyError, PolicyEvaluator, PolicyRequest};
-use crate::tenant::{TenantContext, TenantId};
+use crate::core::{TenantContext, TenantId};
 
 /// Caches the decisions of a slow evaluator (a policy service, a database) for a TTL.
 ///

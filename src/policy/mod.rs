@@ -67,9 +67,8 @@ use actix_web::http::Method;
 pub use cache::CachedPolicy;
 pub use rules::{PolicySet, RulePolicy, Rules, DEFAULT_KEEP_VERSIONS};
 pub use stage::TenantPolicy;
-pub(crate) use stage::{PolicyStage, PolicyStep};
 
-use crate::tenant::TenantContext;
+use crate::core::TenantContext;
 
 /// What the evaluator is asked about.
 #[derive(Debug, Clone)]

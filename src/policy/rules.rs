@@ -14,7 +14,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Deserialize;
 
 use super::{Decision, PolicyError, PolicyEvaluator, PolicyRequest};
-use crate::{error::ConfigError, tenant::TenantContext};
+use crate::core::{error::ConfigError, TenantContext};
 
 /// How many versions a [`RulePolicy`] keeps for [`rollback`](RulePolicy::rollback) by
 /// default (the active one included).
@@ -633,9 +633,9 @@ pub struct RulePolicy {
 struct Shared {
     active: ArcSwap<Compiled>,
     shadow: ArcSwapOption<Compiled>,
-    /// Whether `shadow` holds a version: one relaxed load on the request path instead
-    /// of an `ArcSwap` load when none runs. Written only under the `history` lock,
-    /// after `shadow`.
+    /// Whether `shadow` holds a version: one `Acquire` load on the request path instead
+    /// of an `ArcSwap` load when none runs. Written (`Release`) only under the
+    /// `history` lock, after `shadow`, so a reader that sees `true` sees the version.
     has_shadow: AtomicBool,
     history: Mutex<History>,
 }

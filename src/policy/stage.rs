@@ -1,6 +1,7 @@
 use std::{
     fmt,
     panic::{catch_unwind, AssertUnwindSafe},
+    rc::Rc,
     sync::Arc,
     time::Duration,
 };
@@ -10,10 +11,15 @@ use futures_util::FutureExt as _;
 
 use super::{Decision, PolicyError, PolicyEvaluator, PolicyRequest};
 use crate::{
-    error::TenancyError,
-    observe::{emit, AuditEvent, AuditSink, Outcome, Stage, Timer, TracingAudit},
-    routes::{RouteCache, RoutedPath},
-    tenant::TenantContext,
+    core::{
+        error::{ErrorCode, TenancyError},
+        observe::{AuditEvent, Outcome, Stage as StageName, Timer},
+        Capabilities, TenantContext,
+    },
+    pipeline::{
+        common_setters, wait, Common, Composed, Decision as Next, Flow, Pipeline, RouteCache,
+        RoutedPath, Settings, Stage, Step, Worker, WorkerCx,
+    },
 };
 
 /// The policy stage. Give it to [`Tenancy::builder().policy(...)`](crate::TenancyBuilder::policy);
@@ -25,8 +31,7 @@ pub struct TenantPolicy {
     timeout: Duration,
     model_header: Option<HeaderName>,
     tool_header: Option<HeaderName>,
-    audit: Arc<dyn AuditSink>,
-    per_tenant_metrics: bool,
+    common: Common,
 }
 
 impl fmt::Debug for TenantPolicy {
@@ -48,8 +53,7 @@ impl TenantPolicy {
             timeout: Duration::from_millis(100),
             model_header: Some(HeaderName::from_static("x-model")),
             tool_header: Some(HeaderName::from_static("x-tool")),
-            audit: Arc::new(TracingAudit),
-            per_tenant_metrics: false,
+            common: Common::default(),
         }
     }
 
@@ -72,30 +76,56 @@ impl TenantPolicy {
         self
     }
 
-    /// Where decisions are reported (default: [`TracingAudit`]).
-    pub fn audit(mut self, sink: impl AuditSink) -> Self {
-        self.audit = Arc::new(sink);
-        self
-    }
+    common_setters!();
 
-    /// Adds a `tenant` label to the decision counter (feature `metrics`).
-    pub fn per_tenant_metrics(mut self, on: bool) -> Self {
-        self.per_tenant_metrics = on;
-        self
-    }
-
-    pub(crate) fn into_stage(self) -> Arc<PolicyStage> {
-        Arc::new(PolicyStage(self))
+    /// The stage, and the shared settings given to this builder.
+    pub(crate) fn into_parts(mut self) -> (Arc<PolicyStage>, Common) {
+        let common = std::mem::take(&mut self.common);
+        (Arc::new(PolicyStage(self)), common)
     }
 }
 
 pub(crate) struct PolicyStage(TenantPolicy);
 
-/// Whether policy decided, or must wait for the evaluator.
-pub(crate) enum PolicyStep {
-    Pass,
-    Refuse(TenancyError),
-    Wait(Box<PolicyRequest>),
+impl Stage for PolicyStage {
+    fn worker(self: Arc<Self>, cx: &WorkerCx) -> Box<dyn Worker> {
+        Box::new(PolicyWorker {
+            stage: self,
+            settings: Arc::clone(&cx.settings),
+            routes: Rc::clone(&cx.routes),
+        })
+    }
+
+    fn capabilities(self: Arc<Self>) -> Option<Arc<dyn Capabilities>> {
+        Some(self)
+    }
+}
+
+impl Capabilities for PolicyStage {
+    /// Whether `tenant` has `capability`; a panicking evaluator grants nothing.
+    fn can(&self, tenant: &TenantContext, capability: &str) -> bool {
+        let evaluator = &self.0.evaluator;
+        catch_unwind(AssertUnwindSafe(|| evaluator.can(tenant, capability))).unwrap_or(false)
+    }
+}
+
+/// The policy stage on one worker.
+struct PolicyWorker {
+    stage: Arc<PolicyStage>,
+    settings: Arc<Settings>,
+    routes: Rc<RouteCache>,
+}
+
+impl Worker for PolicyWorker {
+    fn prepare(&self, req: &ServiceRequest, flow: &mut Flow) -> Step {
+        match flow.tenant() {
+            Ok(tenant) => {
+                self.stage
+                    .prepare(req, tenant, flow.exempt, &self.routes, &self.settings)
+            }
+            Err(err) => err.into(),
+        }
+    }
 }
 
 /// The longest capability value read from a header.
@@ -103,69 +133,75 @@ const MAX_CAPABILITY_LEN: usize = 128;
 
 impl PolicyStage {
     /// Builds the question and answers it without waiting when the evaluator can.
-    pub(crate) fn prepare(
-        &self,
+    fn prepare(
+        self: &Arc<Self>,
         req: &ServiceRequest,
         tenant: Option<&Arc<TenantContext>>,
         exempt: bool,
         routes: &RouteCache,
-    ) -> PolicyStep {
+        settings: &Arc<Settings>,
+    ) -> Step {
         if exempt {
-            return PolicyStep::Pass;
+            return Step::Pass;
         }
         let Some(tenant) = tenant else {
             let err = TenancyError::PolicyDenied {
                 reason: "no tenant: policy denies by default".into(),
             };
             self.report(
+                settings,
                 req,
                 None,
                 Outcome::Rejected(err.code()),
                 &err.reason(),
                 None,
             );
-            return PolicyStep::Refuse(err);
+            return err.into();
         };
         let question = match self.question(req, tenant, routes) {
             Ok(q) => q,
             Err(err) => {
                 self.report(
+                    settings,
                     req,
                     Some(tenant),
                     Outcome::Rejected(err.code()),
                     &err.reason(),
                     None,
                 );
-                return PolicyStep::Refuse(err);
+                return err.into();
             }
         };
         let evaluator = &self.0.evaluator;
         let timer = Timer::start();
-        let step = match catch_unwind(AssertUnwindSafe(|| {
+        let answer = match catch_unwind(AssertUnwindSafe(|| {
             evaluator.evaluate_now(tenant, &question)
         })) {
-            Ok(Some(answer)) => self.decided(req, tenant, &question, answer),
-            Ok(None) => PolicyStep::Wait(Box::new(question)),
-            Err(_) => self.decided(
-                req,
-                tenant,
-                &question,
-                Err(PolicyError::new("the evaluator panicked")),
-            ),
+            Ok(Some(answer)) => answer,
+            Ok(None) => {
+                let (me, settings) = (Arc::clone(self), Arc::clone(settings));
+                let tenant = Arc::clone(tenant);
+                return wait(move |req, _flow| {
+                    Box::pin(async move { me.evaluate(&settings, req, &tenant, &question).await })
+                });
+            }
+            Err(_) => Err(PolicyError::new("the evaluator panicked")),
         };
-        if !matches!(step, PolicyStep::Wait(_)) {
-            timer.stop(Stage::Policy);
-        }
+        let step = self
+            .decided(settings, req, tenant, &question, answer)
+            .into();
+        timer.stop(StageName::Policy);
         step
     }
 
     /// Asks the evaluator, waiting at most the timeout; a panic is caught.
-    pub(crate) async fn evaluate(
+    async fn evaluate(
         &self,
+        settings: &Settings,
         req: &ServiceRequest,
         tenant: &Arc<TenantContext>,
         question: &PolicyRequest,
-    ) -> PolicyStep {
+    ) -> Next {
         let timer = Timer::start();
         let call = AssertUnwindSafe(self.0.evaluator.evaluate(tenant, question)).catch_unwind();
         let answer = match tokio::time::timeout(self.0.timeout, call).await {
@@ -173,28 +209,28 @@ impl PolicyStage {
             Ok(Err(_panic)) => Err(PolicyError::new("the evaluator panicked")),
             Err(_) => Err(PolicyError::new("the evaluator timed out")),
         };
-        let step = self.decided(req, tenant, question, answer);
-        timer.stop(Stage::Policy);
+        let step = self.decided(settings, req, tenant, question, answer);
+        timer.stop(StageName::Policy);
         step
     }
 
-    /// Whether `tenant` has `capability`; a panicking evaluator grants nothing.
-    pub(crate) fn can(&self, tenant: &TenantContext, capability: &str) -> bool {
-        let evaluator = &self.0.evaluator;
-        catch_unwind(AssertUnwindSafe(|| evaluator.can(tenant, capability))).unwrap_or(false)
-    }
-
     /// Audits what a shadow version would have decided; never changes the answer.
-    fn shadow(&self, req: &ServiceRequest, tenant: &TenantContext, question: &PolicyRequest) {
+    fn shadow(
+        &self,
+        settings: &Settings,
+        req: &ServiceRequest,
+        tenant: &TenantContext,
+        question: &PolicyRequest,
+    ) {
         let evaluator = &self.0.evaluator;
         let shadow = catch_unwind(AssertUnwindSafe(|| evaluator.shadow_now(tenant, question)));
         if let Ok(Some(d)) = shadow {
             let outcome = if d.allowed {
                 Outcome::WouldAllow
             } else {
-                Outcome::WouldDeny(crate::error::ErrorCode::PolicyDenied)
+                Outcome::WouldDeny(ErrorCode::PolicyDenied)
             };
-            self.report(req, Some(tenant), outcome, &d.reason, Some(&d));
+            self.report(settings, req, Some(tenant), outcome, &d.reason, Some(&d));
         }
     }
 
@@ -239,70 +275,77 @@ impl PolicyStage {
 
     fn decided(
         &self,
+        settings: &Settings,
         req: &ServiceRequest,
         tenant: &TenantContext,
         question: &PolicyRequest,
         answer: Result<Decision, PolicyError>,
-    ) -> PolicyStep {
-        self.shadow(req, tenant, question);
+    ) -> Next {
+        self.shadow(settings, req, tenant, question);
         match answer {
             Ok(d) if d.allowed => {
-                self.report(req, Some(tenant), Outcome::Allowed, &d.reason, Some(&d));
-                PolicyStep::Pass
+                self.report(
+                    settings,
+                    req,
+                    Some(tenant),
+                    Outcome::Allowed,
+                    &d.reason,
+                    Some(&d),
+                );
+                Next::Pass
             }
             Ok(d) => {
                 let err = TenancyError::PolicyDenied {
                     reason: d.reason.clone(),
                 };
                 self.report(
+                    settings,
                     req,
                     Some(tenant),
                     Outcome::Rejected(err.code()),
                     &d.reason,
                     Some(&d),
                 );
-                PolicyStep::Refuse(err)
+                err.into()
             }
             Err(e) => {
                 let err = TenancyError::PolicyUnavailable {
                     reason: e.to_string().into(),
                 };
                 self.report(
+                    settings,
                     req,
                     Some(tenant),
                     Outcome::Rejected(err.code()),
                     &err.reason(),
                     None,
                 );
-                PolicyStep::Refuse(err)
+                err.into()
             }
         }
     }
 
     fn report(
         &self,
+        settings: &Settings,
         req: &ServiceRequest,
         tenant: Option<&TenantContext>,
         outcome: Outcome,
         why: &str,
         decision: Option<&Decision>,
     ) {
-        emit(
-            &*self.0.audit,
-            self.0.per_tenant_metrics,
-            &AuditEvent {
-                stage: Stage::Policy,
-                outcome,
-                tenant: tenant.map(TenantContext::id),
-                tier: tenant.map(TenantContext::tier),
-                source: tenant.map(TenantContext::source),
-                method: req.method(),
-                path: req.match_info().as_str(),
-                reason: why,
-                rule: decision.and_then(|d| d.rule.as_deref()),
-                policy_version: decision.map(|d| d.version),
-            },
-        );
+        settings.report(&AuditEvent {
+            stage: StageName::Policy,
+            outcome,
+            tenant: tenant.map(TenantContext::id),
+            tier: tenant.map(TenantContext::tier),
+            source: tenant.map(TenantContext::source),
+            method: req.method(),
+            path: req.match_info().as_str(),
+            reason: why,
+            rule: decision.and_then(|d| d.rule.as_deref()),
+            policy_version: decision.map(|d| d.version),
+        });
     }
 }
 
@@ -310,8 +353,12 @@ crate::pipeline::transform!(
     /// Standalone, `TenantPolicy` reads the tenant a [`TenantResolver`](crate::TenantResolver)
     /// wrapped outside it settled; with no resolver, it answers `500 internal_error` and
     /// logs the misconfiguration. Never a pass.
-    TenantPolicy => |stage| Arc::new(crate::pipeline::Pipeline {
-        policy: Some(stage.clone().into_stage()),
-        ..crate::pipeline::Pipeline::standalone()
-    })
+    TenantPolicy
 );
+
+impl Composed for TenantPolicy {
+    fn pipeline(&self) -> Arc<Pipeline> {
+        let (stage, common) = self.clone().into_parts();
+        Arc::new(Pipeline::new(vec![stage], common))
+    }
+}

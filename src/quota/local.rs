@@ -20,7 +20,7 @@ use governor::{
 use super::{
     refuse, BudgetState, QuotaDecision, QuotaError, QuotaManager, QuotaPlan, QuotaPlans, RateState,
 };
-use crate::tenant::{TenantContext, TenantId};
+use crate::core::{TenantContext, TenantId};
 
 type Limiter<C> = RateLimiter<NotKeyed, InMemoryState, C, StateInformationMiddleware>;
 

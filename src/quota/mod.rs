@@ -46,25 +46,25 @@
 //! # });
 //! ```
 
+mod cost;
+mod headers;
 mod local;
-mod middleware;
 mod plan;
 #[cfg(feature = "redis")]
 mod redis;
+mod stage;
 
 use std::{borrow::Cow, fmt, time::Duration};
 
+pub use cost::{CostEstimator, HeaderCost, QueryCost};
+pub use headers::{QUOTA_REMAINING, QUOTA_SHADOW, RATELIMIT, RATELIMIT_POLICY};
 pub use local::LocalQuota;
-pub use middleware::{
-    ActualCost, CostEstimator, HeaderCost, QueryCost, TenantQuota, QUOTA_REMAINING, QUOTA_SHADOW,
-    RATELIMIT, RATELIMIT_POLICY,
-};
-pub(crate) use middleware::{QuotaAfter, QuotaHeaders, QuotaStage, QuotaStep};
 pub use plan::{Budget, Period, QuotaPlan, QuotaPlans, QuotaPlansBuilder, Rate, UnknownTier};
 #[cfg(feature = "redis")]
 pub use redis::{FailureMode, RedisQuota, RedisQuotaBuilder};
+pub use stage::{ActualCost, TenantQuota};
 
-use crate::tenant::TenantContext;
+use crate::core::TenantContext;
 
 /// The state of the rate limit after a check, for the response headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,7 +3,7 @@ use std::{collections::HashMap, fmt, num::NonZeroU32, sync::Arc, time::Duration}
 use actix_web::http::header::HeaderValue;
 use foldhash::fast::RandomState;
 
-use crate::{error::ConfigError, tenant::TenantContext, TenantId};
+use crate::core::{error::ConfigError, TenantContext, TenantId};
 
 /// A budget period. Budgets are **calendar-aligned in UTC**: a daily budget resets at
 /// 00:00 UTC, a monthly one on the 1st. That is what tenants are billed by and what

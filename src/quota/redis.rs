@@ -14,7 +14,7 @@ use super::{
     refuse, BudgetState, LocalQuota, Period, QuotaDecision, QuotaError, QuotaManager, QuotaPlan,
     QuotaPlans, RateState,
 };
-use crate::{error::ConfigError, tenant::TenantContext};
+use crate::core::{error::ConfigError, TenantContext};
 
 /// One check: budgets first (read only), then GCRA for the rate on Redis's own clock,
 /// then the budgets are charged; all or nothing, atomically. Calendar periods are

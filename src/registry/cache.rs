@@ -14,7 +14,7 @@ use foldhash::fast::RandomState;
 use tokio::{sync::OnceCell, time::Instant};
 
 use super::{Lookup, RegistryError, TenantRegistry};
-use crate::tenant::TenantId;
+use crate::core::TenantId;
 
 /// How [`CachedRegistry`] keeps answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

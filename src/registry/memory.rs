@@ -5,7 +5,7 @@ use foldhash::fast::RandomState;
 use serde::Deserialize;
 
 use super::{Lookup, RegistryError, TenantRecord, TenantRegistry};
-use crate::{error::ConfigError, tenant::TenantId};
+use crate::core::{error::ConfigError, TenantId};
 
 /// A registry held in memory: built in code, or loaded from a JSON or TOML document.
 ///

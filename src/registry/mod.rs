@@ -19,17 +19,16 @@ mod cache;
 mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
-mod record;
 
 use std::{borrow::Cow, fmt, sync::Arc};
 
+pub use crate::core::{Access, StatusRules, TenantRecord, TenantStatus};
 pub use cache::{CacheConfig, CachedRegistry};
 pub use memory::InMemoryRegistry;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresRegistry;
-pub use record::{Access, StatusRules, TenantRecord, TenantStatus};
 
-use crate::tenant::TenantId;
+use crate::core::TenantId;
 
 /// The outcome of a lookup that answered: the record, or `None` for an unknown id.
 pub type Lookup = Option<Arc<TenantRecord>>;

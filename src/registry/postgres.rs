@@ -59,10 +59,7 @@ pub use listen::InvalidationListener;
 pub use rls::{begin_for_tenant, TenantDb};
 
 use super::{CacheConfig, CachedRegistry, Lookup, RegistryError, TenantRecord, TenantRegistry};
-use crate::{
-    error::ConfigError,
-    tenant::{TenantId, TenantIdRule},
-};
+use crate::core::{error::ConfigError, TenantId, TenantIdRule};
 
 /// The registry schema: table `tenants`. [`PostgresRegistry::migrate`] applies it; it
 /// is idempotent, and creates its objects in the first schema of the `search_path`.

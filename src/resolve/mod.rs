@@ -56,20 +56,29 @@
 //! [`StatusRules`]: crate::registry::StatusRules
 
 mod source;
+#[cfg(feature = "tls")]
+pub mod tls;
 
-use std::{borrow::Cow, cell::RefCell, collections::HashMap, fmt, sync::Arc, time::Duration};
+use std::{
+    borrow::Cow, cell::RefCell, collections::HashMap, fmt, rc::Rc, sync::Arc, time::Duration,
+};
 
 use actix_web::{dev::ServiceRequest, http::Method};
 
-pub use source::{Source, SourceError, SourceKind, SourceResult, TENANT_HEADER};
+pub use crate::core::SourceKind;
+pub use source::{Source, SourceError, SourceResult, TENANT_HEADER};
 
 use crate::{
-    error::{ConfigError, ErrorResponder, ProblemJson, TenancyError},
-    observe::{emit, AuditEvent, AuditSink, Outcome, Stage, TracingAudit},
-    pipeline::Pipeline,
-    registry::{Access, Lookup, StatusRules, TenantRecord, TenantRegistry},
-    session::Principal,
-    tenant::{TenantContext, TenantId, TenantIdRule},
+    core::{
+        error::{ConfigError, TenancyError},
+        observe::{AuditEvent, Outcome, Stage as StageName},
+        Access, Principal, StatusRules, TenantContext, TenantId, TenantIdRule, TenantRecord,
+    },
+    pipeline::{
+        common_setters, wait, Common, Composed, Decision, Exempt, Flow, Pipeline, Settings, Stage,
+        Step, Worker, WorkerCx,
+    },
+    registry::{Lookup, TenantRegistry},
 };
 use source::{AsyncFn, Imp};
 
@@ -79,7 +88,9 @@ use source::{AsyncFn, Imp};
 #[derive(Clone)]
 pub struct TenantResolver {
     pub(crate) stage: Arc<ResolveStage>,
-    pub(crate) pipeline: Arc<Pipeline>,
+    /// The shared settings given to the builder, for a [`Tenancy`](crate::Tenancy).
+    pub(crate) common: Common,
+    pipeline: Arc<Pipeline>,
 }
 
 impl fmt::Debug for TenantResolver {
@@ -117,9 +128,7 @@ impl TenantResolver {
             status_rules: StatusRules::default(),
             region: None,
             registry_timeout: Duration::from_secs(2),
-            responder: Arc::new(ProblemJson::default()),
-            audit: Arc::new(TracingAudit),
-            per_tenant_metrics: false,
+            common: Common::default(),
         }
     }
 }
@@ -137,9 +146,7 @@ pub struct TenantResolverBuilder {
     status_rules: StatusRules,
     region: Option<String>,
     registry_timeout: Duration,
-    responder: Arc<dyn ErrorResponder>,
-    audit: Arc<dyn AuditSink>,
-    per_tenant_metrics: bool,
+    common: Common,
 }
 
 impl fmt::Debug for TenantResolverBuilder {
@@ -206,24 +213,7 @@ impl TenantResolverBuilder {
         self
     }
 
-    /// How rejections are answered (default: [`ProblemJson`]).
-    pub fn responder(mut self, responder: impl ErrorResponder) -> Self {
-        self.responder = Arc::new(responder);
-        self
-    }
-
-    /// Where decisions are reported (default: [`TracingAudit`]).
-    pub fn audit(mut self, sink: impl AuditSink) -> Self {
-        self.audit = Arc::new(sink);
-        self
-    }
-
-    /// Adds a `tenant` label to the decision counter (feature `metrics`). Off by
-    /// default: one time series per tenant can overwhelm a metrics backend.
-    pub fn per_tenant_metrics(mut self, on: bool) -> Self {
-        self.per_tenant_metrics = on;
-        self
-    }
+    common_setters!();
 
     /// Checks the configuration and builds the resolver.
     pub fn build(self) -> Result<TenantResolver, ConfigError> {
@@ -266,22 +256,23 @@ impl TenantResolverBuilder {
             async_sources,
             rule: self.rule,
             allow_missing: self.allow_missing,
-            exempt: self.exempt,
-            exempt_prefixes: self.exempt_prefixes,
+            exempt: Exempt {
+                paths: self.exempt,
+                prefixes: self.exempt_prefixes,
+            },
             status_rules: self.status_rules,
             region: self.region,
             registry_timeout: self.registry_timeout,
-            audit: self.audit,
-            per_tenant_metrics: self.per_tenant_metrics,
         });
-        let pipeline = Arc::new(Pipeline {
-            auth: None,
-            resolve: Some(Arc::clone(&stage)),
-            policy: None,
-            quota: None,
-            responder: self.responder,
-        });
-        Ok(TenantResolver { stage, pipeline })
+        let pipeline = Arc::new(Pipeline::new(
+            vec![Arc::clone(&stage) as Arc<dyn Stage>],
+            self.common.clone(),
+        ));
+        Ok(TenantResolver {
+            stage,
+            common: self.common,
+            pipeline,
+        })
     }
 }
 
@@ -302,13 +293,10 @@ pub(crate) struct ResolveStage {
     async_sources: Vec<(usize, SourceKind, AsyncFn)>,
     rule: TenantIdRule,
     allow_missing: bool,
-    exempt: Vec<String>,
-    exempt_prefixes: Vec<String>,
+    exempt: Exempt,
     status_rules: StatusRules,
     region: Option<String>,
     registry_timeout: Duration,
-    pub(crate) audit: Arc<dyn AuditSink>,
-    per_tenant_metrics: bool,
 }
 
 impl fmt::Debug for ResolveStage {
@@ -322,8 +310,8 @@ impl fmt::Debug for ResolveStage {
         f.debug_struct("TenantResolver")
             .field("sources", &kinds)
             .field("allow_missing", &self.allow_missing)
-            .field("exempt", &self.exempt)
-            .field("exempt_prefixes", &self.exempt_prefixes)
+            .field("exempt", &self.exempt.paths)
+            .field("exempt_prefixes", &self.exempt.prefixes)
             .field("region", &self.region)
             .finish_non_exhaustive()
     }
@@ -381,15 +369,81 @@ fn is_safe(method: &Method) -> bool {
     )
 }
 
-impl ResolveStage {
-    pub(crate) fn is_exempt(&self, path: &str) -> bool {
-        self.exempt.iter().any(|p| p == path)
-            || self
-                .exempt_prefixes
-                .iter()
-                .any(|p| path.starts_with(p.as_str()))
+impl Stage for ResolveStage {
+    fn worker(self: Arc<Self>, cx: &WorkerCx) -> Box<dyn Worker> {
+        Box::new(ResolveWorker {
+            stage: self,
+            settings: Arc::clone(&cx.settings),
+            contexts: Rc::default(),
+        })
     }
 
+    fn resolves(&self) -> bool {
+        true
+    }
+
+    fn exempt(&self) -> Option<&Exempt> {
+        Some(&self.exempt)
+    }
+}
+
+/// The resolution stage on one worker, with its contexts.
+#[derive(Clone)]
+struct ResolveWorker {
+    stage: Arc<ResolveStage>,
+    settings: Arc<Settings>,
+    contexts: Rc<ContextCache>,
+}
+
+impl Worker for ResolveWorker {
+    fn prepare(&self, req: &ServiceRequest, flow: &mut Flow) -> Step {
+        let at = At {
+            settings: &self.settings,
+            contexts: &self.contexts,
+            exempt: flow.exempt,
+        };
+        match self.stage.run_now(req, &at) {
+            Some(resolved) => self.settle(req, flow, resolved).into(),
+            None => {
+                let me = self.clone();
+                wait(move |req, flow| {
+                    Box::pin(async move {
+                        let at = At {
+                            settings: &me.settings,
+                            contexts: &me.contexts,
+                            exempt: flow.exempt,
+                        };
+                        let resolved = me.stage.run(req, &at).await;
+                        me.settle(req, flow, resolved)
+                    })
+                })
+            }
+        }
+    }
+}
+
+impl ResolveWorker {
+    /// Stores the resolution for the extractors, or refuses.
+    fn settle(&self, req: &ServiceRequest, flow: &mut Flow, resolved: Resolved) -> Decision {
+        match resolved {
+            Ok(tenant) => {
+                flow.settle(req, &self.settings, tenant);
+                Decision::Pass
+            }
+            Err(err) => err.into(),
+        }
+    }
+}
+
+/// What one resolution runs with: the pipeline's settings, the worker's contexts, and
+/// whether the path is exempt.
+struct At<'a> {
+    settings: &'a Settings,
+    contexts: &'a ContextCache,
+    exempt: bool,
+}
+
+impl ResolveStage {
     /// Runs the synchronous sources, in order.
     fn identify_sync<'a>(
         &self,
@@ -488,13 +542,9 @@ impl ResolveStage {
     /// Resolves the request's tenant without waiting, when it can: `None` means an
     /// async source or a registry miss needs [`run`](Self::run). The outcome, when there
     /// is one, has been reported; `Ok(None)` means the request goes on without a tenant.
-    pub(crate) fn run_now(
-        &self,
-        req: &ServiceRequest,
-        contexts: &ContextCache,
-    ) -> Option<Resolved> {
-        if self.is_exempt(req.match_info().as_str()) {
-            return Some(self.skip(req, "exempt path"));
+    fn run_now(&self, req: &ServiceRequest, at: &At<'_>) -> Option<Resolved> {
+        if at.exempt {
+            return Some(self.skip(req, at, "exempt path"));
         }
         if !self.async_sources.is_empty() {
             return None;
@@ -502,27 +552,27 @@ impl ResolveStage {
         let mut named = None;
         let mut conflict = None;
         if let Err(err) = self.identify_sync(req, &mut named, &mut conflict) {
-            return Some(self.fail(req, err, None));
+            return Some(self.fail(req, at, err, None));
         }
         if let Some(err) = conflict {
-            return Some(self.fail(req, err, None));
+            return Some(self.fail(req, at, err, None));
         }
         let Some(named) = named else {
-            return Some(self.missing(req));
+            return Some(self.missing(req, at));
         };
         let answer = self.registry.lookup_ready(&named.id)?;
-        Some(self.conclude(req, named, Ok(answer), contexts))
+        Some(self.conclude(req, at, named, Ok(answer)))
     }
 
     /// Resolves the request's tenant, waiting for async sources and the registry.
-    pub(crate) async fn run(&self, req: &ServiceRequest, contexts: &ContextCache) -> Resolved {
-        if self.is_exempt(req.match_info().as_str()) {
-            return self.skip(req, "exempt path");
+    async fn run(&self, req: &ServiceRequest, at: &At<'_>) -> Resolved {
+        if at.exempt {
+            return self.skip(req, at, "exempt path");
         }
         let named = match self.identify(req).await {
             Ok(Some(named)) => named,
-            Ok(None) => return self.missing(req),
-            Err(err) => return self.fail(req, err, None),
+            Ok(None) => return self.missing(req, at),
+            Err(err) => return self.fail(req, at, err, None),
         };
         let answer = match self.registry.lookup_ready(&named.id) {
             Some(answer) => Ok(answer),
@@ -531,20 +581,27 @@ impl ResolveStage {
                 Err(_) => unreachable_invalid(),
             },
         };
-        self.conclude(req, named, answer, contexts)
+        self.conclude(req, at, named, answer)
     }
 
-    fn skip(&self, req: &ServiceRequest, why: &str) -> Resolved {
-        self.report(req, Outcome::Skipped, None, None, None, why);
+    fn skip(&self, req: &ServiceRequest, at: &At<'_>, why: &str) -> Resolved {
+        self.report(req, at, Outcome::Skipped, None, None, None, why);
         Ok(None)
     }
 
-    fn fail(&self, req: &ServiceRequest, err: TenancyError, named: Option<&Named<'_>>) -> Resolved {
+    fn fail(
+        &self,
+        req: &ServiceRequest,
+        at: &At<'_>,
+        err: TenancyError,
+        named: Option<&Named<'_>>,
+    ) -> Resolved {
         let reason = err.reason();
         // The rejection path may allocate: the id named in the audit event.
         let id = named.and_then(|n| self.rule.parse(&n.id).ok());
         self.report(
             req,
+            at,
             Outcome::Rejected(err.code()),
             id.as_ref(),
             None,
@@ -554,11 +611,11 @@ impl ResolveStage {
         Err(err)
     }
 
-    fn missing(&self, req: &ServiceRequest) -> Resolved {
+    fn missing(&self, req: &ServiceRequest, at: &At<'_>) -> Resolved {
         if self.allow_missing {
-            self.skip(req, "no tenant named")
+            self.skip(req, at, "no tenant named")
         } else {
-            self.fail(req, TenancyError::TenantMissing, None)
+            self.fail(req, at, TenancyError::TenantMissing, None)
         }
     }
 
@@ -566,9 +623,9 @@ impl ResolveStage {
     fn conclude(
         &self,
         req: &ServiceRequest,
+        at: &At<'_>,
         named: Named<'_>,
         answer: Result<Lookup, TenancyError>,
-        contexts: &ContextCache,
     ) -> Resolved {
         let record = match answer {
             Ok(Some(record)) if record.id().as_str() == named.id => record,
@@ -577,23 +634,24 @@ impl ResolveStage {
                     retry_after: None,
                     reason: "the registry answered with another tenant's record".into(),
                 };
-                return self.fail(req, err, Some(&named));
+                return self.fail(req, at, err, Some(&named));
             }
             Ok(None) => {
                 let err = TenancyError::TenantForbidden {
                     reason: "unknown tenant".into(),
                 };
-                return self.fail(req, err, Some(&named));
+                return self.fail(req, at, err, Some(&named));
             }
-            Err(err) => return self.fail(req, err, Some(&named)),
+            Err(err) => return self.fail(req, at, err, Some(&named)),
         };
         if let Err(err) = self.admit(&record, req.method()) {
-            return self.fail(req, err, Some(&named));
+            return self.fail(req, at, err, Some(&named));
         }
         // The record's own id: an `Arc` clone, no allocation for the id.
         let id = record.id().clone();
         self.report(
             req,
+            at,
             Outcome::Allowed,
             Some(&id),
             Some(record.tier()),
@@ -601,38 +659,36 @@ impl ResolveStage {
             "resolved",
         );
         match Principal::of(req) {
-            None => Ok(Some(contexts.get(id, named.kind, record))),
+            None => Ok(Some(at.contexts.get(id, named.kind, record))),
             principal => Ok(Some(Arc::new(TenantContext::new(
                 id, named.kind, record, principal,
             )))),
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn report(
         &self,
         req: &ServiceRequest,
+        at: &At<'_>,
         outcome: Outcome,
         tenant: Option<&TenantId>,
         tier: Option<&str>,
         source: Option<SourceKind>,
         reason: &str,
     ) {
-        emit(
-            &*self.audit,
-            self.per_tenant_metrics,
-            &AuditEvent {
-                stage: Stage::Resolution,
-                outcome,
-                tenant,
-                tier,
-                source,
-                method: req.method(),
-                path: req.match_info().as_str(),
-                reason,
-                rule: None,
-                policy_version: None,
-            },
-        );
+        at.settings.report(&AuditEvent {
+            stage: StageName::Resolution,
+            outcome,
+            tenant,
+            tier,
+            source,
+            method: req.method(),
+            path: req.match_info().as_str(),
+            reason,
+            rule: None,
+            policy_version: None,
+        });
     }
 }
 
@@ -670,9 +726,13 @@ impl ContextCache {
     }
 }
 
-crate::pipeline::transform!(
-    TenantResolver => |resolver| Arc::clone(&resolver.pipeline)
-);
+impl Composed for TenantResolver {
+    fn pipeline(&self) -> Arc<Pipeline> {
+        Arc::clone(&self.pipeline)
+    }
+}
+
+crate::pipeline::transform!(TenantResolver);
 
 #[cfg(test)]
 mod tests {

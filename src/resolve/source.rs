@@ -7,61 +7,13 @@ use actix_web::{
 };
 use futures_util::future::LocalBoxFuture;
 
-use crate::{
+use crate::core::{
     error::{ConfigError, TenancyError},
-    session::Principal,
-    tenant::{InvalidTenantId, TenantIdRule},
+    InvalidTenantId, Principal, SourceKind, TenantIdRule,
 };
 
 /// The header [`Source::header`] reads.
 pub const TENANT_HEADER: &str = "x-tenant-id";
-
-/// Which kind of source named the tenant; recorded in [`TenantContext::source`],
-/// audit events and logs.
-///
-/// [`TenantContext::source`]: crate::TenantContext::source
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum SourceKind {
-    /// The tenant claim of a verified [`Principal`].
-    Claim,
-    /// A verified TLS client certificate.
-    Certificate,
-    /// A user function.
-    Custom,
-    /// A request header (`X-Tenant-ID` by default).
-    Header,
-    /// The host's subdomain.
-    Host,
-    /// A path prefix (`/t/{tenant}/...`).
-    Path,
-}
-
-impl SourceKind {
-    /// The kind as text (`claim`, `header`, ...).
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Claim => "claim",
-            Self::Certificate => "certificate",
-            Self::Custom => "custom",
-            Self::Header => "header",
-            Self::Host => "host",
-            Self::Path => "path",
-        }
-    }
-
-    /// Whether this source carries a verified identity. A verified source wins over
-    /// the others, and they must agree with it.
-    pub const fn is_verified(self) -> bool {
-        matches!(self, Self::Claim | Self::Certificate)
-    }
-}
-
-impl fmt::Display for SourceKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A custom source refused the request's input. The reason is for logs; the client
 /// gets `400 tenant_invalid`.
@@ -120,7 +72,7 @@ pub(crate) enum Imp {
     Custom(SyncFn),
     CustomAsync(AsyncFn),
     #[cfg(feature = "tls")]
-    Certificate(crate::tls::RuleImp),
+    Certificate(super::tls::RuleImp),
 }
 
 impl fmt::Debug for Source {
@@ -133,7 +85,7 @@ impl fmt::Debug for Source {
             Ok(Imp::Path(p)) => d.field("prefix", p),
             #[cfg(feature = "tls")]
             Ok(Imp::Certificate(rule)) => {
-                d.field("rule", &crate::tls::CertificateRule(Ok(rule.clone())))
+                d.field("rule", &super::tls::CertificateRule(Ok(rule.clone())))
             }
             Err(e) => d.field("error", e),
             Ok(_) => &mut d,
@@ -282,7 +234,7 @@ impl Source {
     ///
     /// A connection without a client certificate yields no tenant. A certificate the
     /// rule cannot read, or that names several tenants, is a `400 tenant_invalid`. A
-    /// server without the [`capture_peer_certificate`](crate::tls::capture_peer_certificate)
+    /// server without the [`capture_peer_certificate`](super::tls::capture_peer_certificate)
     /// hook fails closed: `500`, with the missing hook named in the audit log.
     ///
     /// ```
@@ -292,7 +244,7 @@ impl Source {
     /// let by_common_name = Source::certificate(CertificateRule::subject_cn());
     /// ```
     #[cfg(feature = "tls")]
-    pub fn certificate(rule: crate::tls::CertificateRule) -> Self {
+    pub fn certificate(rule: super::tls::CertificateRule) -> Self {
         Self {
             kind: SourceKind::Certificate,
             imp: rule.0.map(Imp::Certificate),
@@ -400,8 +352,8 @@ impl Imp {
             Imp::CustomAsync(_) => Ok(None),
             #[cfg(feature = "tls")]
             Imp::Certificate(cert_rule) => {
-                let Some(cert) = req.conn_data::<crate::tls::PeerCertificate>() else {
-                    if req.conn_data::<crate::tls::Captured>().is_none() {
+                let Some(cert) = req.conn_data::<super::tls::PeerCertificate>() else {
+                    if req.conn_data::<super::tls::Captured>().is_none() {
                         return Err(TenancyError::Misconfigured(
                             "Source::certificate needs HttpServer::on_connect(capture_peer_certificate)",
                         ));

@@ -1,14 +1,19 @@
-//! The `JwtAuth` stage: `Authorization: Bearer` → a verified [`Principal`].
+//! The `JwtAuth` stage: `Authorization: Bearer` → a verified [`Principal`](crate::Principal).
 
 use std::{fmt, sync::Arc};
 
 use actix_web::{dev::ServiceRequest, http::header::AUTHORIZATION};
 
-use super::{manager::Checked, SessionError, SessionManager, MAX_TOKEN_LEN};
+use super::{SessionError, SessionManager, MAX_TOKEN_LEN};
 use crate::{
-    error::{TenancyError, NO_CREDENTIAL},
-    observe::{emit, AuditEvent, AuditSink, Outcome, Stage, TracingAudit},
-    session::Principal,
+    core::{
+        error::TenancyError,
+        observe::{AuditEvent, Outcome, Stage as StageName},
+    },
+    pipeline::{
+        common_setters, wait, Common, Composed, Decision, Flow, Pipeline, Settings, Stage, Step,
+        Worker, WorkerCx,
+    },
 };
 
 /// Authenticates requests with the bearer tokens of a [`SessionManager`] (or an
@@ -21,7 +26,7 @@ use crate::{
 ///
 /// | request | answer |
 /// | --- | --- |
-/// | a valid access token | the [`Principal`] goes into the request extensions |
+/// | a valid access token | the [`Principal`](crate::Principal) goes into the request extensions |
 /// | no `Authorization` header | `401 unauthenticated` with `WWW-Authenticate: Bearer`, or on without a principal when [`allow_missing`](Self::allow_missing) |
 /// | anything else: malformed, over 8 KiB, bad signature, expired, wrong `iss` / `aud`, a refresh token, revoked | `401 unauthenticated` with `WWW-Authenticate: Bearer error="invalid_token"`; no detail in the body |
 /// | the revocation store fails | `503 auth_unavailable` (fail closed) |
@@ -30,7 +35,7 @@ use crate::{
 pub struct JwtAuth {
     sessions: SessionManager,
     allow_missing: bool,
-    audit: Arc<dyn AuditSink>,
+    common: Common,
 }
 
 impl fmt::Debug for JwtAuth {
@@ -47,7 +52,7 @@ impl JwtAuth {
         Self {
             sessions,
             allow_missing: false,
-            audit: Arc::new(TracingAudit),
+            common: Common::default(),
         }
     }
 
@@ -59,24 +64,44 @@ impl JwtAuth {
         self
     }
 
-    /// Where rejections are reported (default: [`TracingAudit`]).
-    pub fn audit(mut self, sink: impl AuditSink) -> Self {
-        self.audit = Arc::new(sink);
-        self
-    }
+    common_setters!();
 
-    pub(crate) fn into_stage(self) -> Arc<AuthStage> {
-        Arc::new(AuthStage(self))
+    /// The stage, and the shared settings given to this builder.
+    pub(crate) fn into_parts(mut self) -> (Arc<AuthStage>, Common) {
+        let common = std::mem::take(&mut self.common);
+        (Arc::new(AuthStage(self)), common)
     }
 }
 
 pub(crate) struct AuthStage(JwtAuth);
 
-/// Whether authentication decided, or must wait for the revocation store.
-pub(crate) enum AuthStep {
-    Pass(Option<Principal>),
-    Refuse(TenancyError),
-    Wait(Arc<Checked>),
+impl Stage for AuthStage {
+    fn worker(self: Arc<Self>, cx: &WorkerCx) -> Box<dyn Worker> {
+        Box::new(AuthWorker {
+            stage: self,
+            settings: Arc::clone(&cx.settings),
+        })
+    }
+
+    fn precedes_resolution(&self) -> bool {
+        true
+    }
+}
+
+/// The authentication stage on one worker.
+struct AuthWorker {
+    stage: Arc<AuthStage>,
+    settings: Arc<Settings>,
+}
+
+impl Worker for AuthWorker {
+    fn prepare(&self, req: &ServiceRequest, flow: &mut Flow) -> Step {
+        // Paths the resolver exempts (health checks, a login route) need no token.
+        if flow.exempt {
+            return Step::Pass;
+        }
+        self.stage.prepare(&self.settings, req)
+    }
 }
 
 /// Reads the bearer token; `Ok(None)` when there is no `Authorization` header.
@@ -112,68 +137,84 @@ fn bearer(req: &ServiceRequest) -> Result<Option<&str>, &'static str> {
 }
 
 impl AuthStage {
-    pub(crate) fn prepare(&self, req: &ServiceRequest) -> AuthStep {
+    fn prepare(self: &Arc<Self>, settings: &Arc<Settings>, req: &ServiceRequest) -> Step {
         let token = match bearer(req) {
             Ok(Some(token)) => token,
-            Ok(None) if self.0.allow_missing => return AuthStep::Pass(None),
-            Ok(None) => return self.refuse(req, NO_CREDENTIAL.into()),
-            Err(why) => return self.refuse(req, why.into()),
+            Ok(None) if self.0.allow_missing => return Step::Pass,
+            Ok(None) => {
+                return self
+                    .refuse(settings, req, TenancyError::CredentialMissing)
+                    .into()
+            }
+            Err(why) => {
+                let err = TenancyError::Unauthenticated { reason: why.into() };
+                return self.refuse(settings, req, err).into();
+            }
         };
         let verified = match self.0.sessions.check(token) {
             Ok(v) => v,
-            Err(e) => return self.failed(req, e),
+            Err(e) => return self.failed(settings, req, e).into(),
         };
         match self.0.sessions.store().is_revoked_now(&verified.facts()) {
-            Some(Ok(false)) => AuthStep::Pass(Some(verified.principal())),
-            Some(Ok(true)) => self.failed(req, SessionError::Revoked),
-            Some(Err(e)) => self.failed(req, SessionError::Store(e)),
-            None => AuthStep::Wait(verified),
+            Some(Ok(false)) => {
+                verified.principal().attach(req);
+                Step::Pass
+            }
+            Some(Ok(true)) => self.failed(settings, req, SessionError::Revoked).into(),
+            Some(Err(e)) => self.failed(settings, req, SessionError::Store(e)).into(),
+            None => {
+                let (me, settings) = (Arc::clone(self), Arc::clone(settings));
+                wait(move |req, _flow| {
+                    Box::pin(async move {
+                        match me.0.sessions.not_revoked(&verified.facts()).await {
+                            Ok(()) => {
+                                verified.principal().attach(req);
+                                Decision::Pass
+                            }
+                            Err(e) => me.failed(&settings, req, e),
+                        }
+                    })
+                })
+            }
         }
     }
 
-    pub(crate) async fn finish(&self, req: &ServiceRequest, verified: Arc<Checked>) -> AuthStep {
-        match self.0.sessions.not_revoked(&verified.facts()).await {
-            Ok(()) => AuthStep::Pass(Some(verified.principal())),
-            Err(e) => self.failed(req, e),
-        }
-    }
-
-    fn failed(&self, req: &ServiceRequest, e: SessionError) -> AuthStep {
+    fn failed(&self, settings: &Settings, req: &ServiceRequest, e: SessionError) -> Decision {
         match e {
             SessionError::Store(e) => {
                 let err = TenancyError::AuthUnavailable {
                     reason: e.to_string().into(),
                 };
-                self.report(req, &err);
-                AuthStep::Refuse(err)
+                self.report(settings, req, &err);
+                err.into()
             }
-            other => self.refuse(req, other.to_string().into()),
+            other => {
+                let err = TenancyError::Unauthenticated {
+                    reason: other.to_string().into(),
+                };
+                self.refuse(settings, req, err)
+            }
         }
     }
 
-    fn refuse(&self, req: &ServiceRequest, reason: std::borrow::Cow<'static, str>) -> AuthStep {
-        let err = TenancyError::Unauthenticated { reason };
-        self.report(req, &err);
-        AuthStep::Refuse(err)
+    fn refuse(&self, settings: &Settings, req: &ServiceRequest, err: TenancyError) -> Decision {
+        self.report(settings, req, &err);
+        err.into()
     }
 
-    fn report(&self, req: &ServiceRequest, err: &TenancyError) {
-        emit(
-            &*self.0.audit,
-            false,
-            &AuditEvent {
-                stage: Stage::Authentication,
-                outcome: Outcome::Rejected(err.code()),
-                tenant: None,
-                tier: None,
-                source: None,
-                method: req.method(),
-                path: req.match_info().as_str(),
-                reason: &err.reason(),
-                rule: None,
-                policy_version: None,
-            },
-        );
+    fn report(&self, settings: &Settings, req: &ServiceRequest, err: &TenancyError) {
+        settings.report(&AuditEvent {
+            stage: StageName::Authentication,
+            outcome: Outcome::Rejected(err.code()),
+            tenant: None,
+            tier: None,
+            source: None,
+            method: req.method(),
+            path: req.match_info().as_str(),
+            reason: &err.reason(),
+            rule: None,
+            policy_version: None,
+        });
     }
 }
 
@@ -182,8 +223,12 @@ crate::pipeline::transform!(
     /// [`TenantResolver`](crate::TenantResolver) (actix runs the last `.wrap()` first), or
     /// better, use [`Tenancy::builder().auth(..)`](crate::TenancyBuilder::auth), which
     /// puts every stage in the right order.
-    JwtAuth => |stage| Arc::new(crate::pipeline::Pipeline {
-        auth: Some(stage.clone().into_stage()),
-        ..crate::pipeline::Pipeline::standalone()
-    })
+    JwtAuth
 );
+
+impl Composed for JwtAuth {
+    fn pipeline(&self) -> Arc<Pipeline> {
+        let (stage, common) = self.clone().into_parts();
+        Arc::new(Pipeline::new(vec![stage as Arc<dyn Stage>], common))
+    }
+}

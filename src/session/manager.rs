@@ -17,7 +17,7 @@ use super::{
     keys::{install_crypto, Key, KeyError, KeySet, SUPPORTED},
     now, InMemoryRevocations, Principal, Revocation, RevocationError, RevocationStore, TokenFacts,
 };
-use crate::tenant::{TenantId, TenantIdRule};
+use crate::core::{TenantId, TenantIdRule};
 
 /// The longest token accepted, in bytes; longer ones are rejected before parsing.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
@@ -757,4 +757,14 @@ fn is_session_claim(name: &str, tenant_claim: &str) -> bool {
             name,
             "iss" | "aud" | "sub" | "iat" | "nbf" | "exp" | "jti" | "scope" | FAMILY | TOKEN_USE
         )
+}
+
+#[async_trait::async_trait]
+impl crate::core::RevokeSessions for SessionManager {
+    async fn revoke_sessions(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.revoke_tenant(tenant).await?)
+    }
 }

@@ -3,9 +3,7 @@
 //! JWT-backed tenant sessions: [`KeySet`], [`SessionManager`], [`JwtAuth`] and the
 //! [`RevocationStore`]s.
 
-mod principal;
-
-pub use principal::Principal;
+pub use crate::core::{Principal, RevokeSessions};
 
 #[cfg(feature = "jwt")]
 mod auth;
@@ -20,8 +18,6 @@ mod revocation;
 
 #[cfg(feature = "jwt")]
 pub use auth::JwtAuth;
-#[cfg(feature = "jwt")]
-pub(crate) use auth::{AuthStage, AuthStep};
 #[cfg(feature = "jwt")]
 pub use keys::{Key, KeyError, KeySet};
 #[cfg(feature = "jwt")]

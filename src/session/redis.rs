@@ -5,7 +5,7 @@ use std::{fmt, time::Duration};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{now, Revocation, RevocationError, RevocationStore, TokenFacts};
-use crate::error::ConfigError;
+use crate::core::error::ConfigError;
 
 /// Keeps revocations in Redis so that every replica sees a revocation at once (feature
 /// `redis` with `jwt`).

@@ -11,10 +11,7 @@ use sqlx::{
 };
 
 use super::{is_label, record_from_row, returning_record, PostgresRegistry};
-use crate::{
-    registry::{TenantRecord, TenantStatus},
-    InvalidTenantId,
-};
+use crate::core::{InvalidTenantId, RevokeSessions, TenantRecord, TenantStatus};
 
 /// Why an admin operation on a [`PostgresRegistry`] did not happen.
 ///
@@ -41,9 +38,8 @@ pub enum AdminError {
     /// The database failed; nothing was changed.
     Database(sqlx::Error),
     /// [`suspend_and_revoke`](PostgresRegistry::suspend_and_revoke): the tenant *is*
-    /// suspended, but revoking its sessions failed; retry the call (feature `jwt`).
-    #[cfg(feature = "jwt")]
-    Sessions(crate::session::SessionError),
+    /// suspended, but revoking its sessions failed; retry the call.
+    Sessions(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl fmt::Display for AdminError {
@@ -63,7 +59,6 @@ impl fmt::Display for AdminError {
             Self::ParentNotFound => f.write_str("the parent tenant does not exist"),
             Self::HasChildren => f.write_str("the tenant has child tenants"),
             Self::Database(e) => write!(f, "database error: {e}"),
-            #[cfg(feature = "jwt")]
             Self::Sessions(e) => write!(f, "suspended, but its sessions were not revoked: {e}"),
         }
     }
@@ -75,8 +70,7 @@ impl std::error::Error for AdminError {
             Self::InvalidId(e) => Some(e),
             Self::InvalidParent(Some(e)) => Some(e),
             Self::Database(e) => Some(e),
-            #[cfg(feature = "jwt")]
-            Self::Sessions(e) => Some(e),
+            Self::Sessions(e) => Some(&**e),
             _ => None,
         }
     }
@@ -151,18 +145,17 @@ impl PostgresRegistry {
     }
 
     /// Suspends the tenant and revokes every session token issued to it until now
-    /// ([`SessionManager::revoke_tenant`](crate::session::SessionManager::revoke_tenant)),
-    /// in one call (feature `jwt`). The suspension commits first: if the revocation
+    /// through `sessions` (a [`RevokeSessions`], such as the JWT stage's
+    /// `SessionManager`), in one call. The suspension commits first: if the revocation
     /// then fails, the tenant is still refused everywhere, and the error says to retry.
-    #[cfg(feature = "jwt")]
     pub async fn suspend_and_revoke(
         &self,
         id: &str,
-        sessions: &crate::session::SessionManager,
+        sessions: &dyn RevokeSessions,
     ) -> Result<TenantRecord, AdminError> {
         let record = self.suspend(id).await?;
         sessions
-            .revoke_tenant(record.id())
+            .revoke_sessions(record.id())
             .await
             .map_err(AdminError::Sessions)?;
         Ok(record)

@@ -11,7 +11,7 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use super::PostgresRegistry;
 use crate::{
-    error::ConfigError,
+    core::error::ConfigError,
     registry::{CachedRegistry, TenantRegistry},
 };
 

@@ -5,7 +5,7 @@ use std::{fmt, sync::Arc};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::is_identifier;
-use crate::{error::ConfigError, tenant::TenantId};
+use crate::core::{error::ConfigError, TenantId};
 
 /// Begins a transaction on `pool` with `app.tenant_id` set to `tenant` for that
 /// transaction only (`set_config('app.tenant_id', $1, true)`), so row-level security

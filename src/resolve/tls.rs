@@ -78,7 +78,8 @@ use x509_cert::{
     Certificate,
 };
 
-use crate::{error::ConfigError, resolve::SourceResult};
+use super::SourceResult;
+use crate::core::error::ConfigError;
 
 /// The common name attribute (`2.5.4.3`).
 const OID_COMMON_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");

@@ -23,7 +23,7 @@ use std::fmt;
 
 use actix_web::http::Method;
 
-use crate::{error::ErrorCode, resolve::SourceKind, tenant::TenantId};
+use super::{error::ErrorCode, source::SourceKind, tenant::TenantId};
 
 /// The stage that made a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

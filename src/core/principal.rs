@@ -1,8 +1,8 @@
 use std::{fmt, sync::Arc, time::SystemTime};
 
-use actix_web::{dev::Payload, FromRequest, HttpMessage, HttpRequest};
+use actix_web::HttpMessage;
 
-use crate::tenant::TenantId;
+use super::tenant::TenantId;
 
 /// A verified identity: who made the request and, when the credential says so, for
 /// which tenant.
@@ -156,33 +156,15 @@ impl fmt::Debug for Principal {
     }
 }
 
-/// The verified principal, as a handler argument: `401 unauthenticated` (with a
-/// `WWW-Authenticate: Bearer` challenge) when no authentication stage attached one.
-/// Take `Option<Principal>` where a principal is optional.
-///
-/// ```
-/// use actix_tenancy::Principal;
-///
-/// async fn me(p: Principal) -> String {
-///     p.subject().to_owned()
-/// }
-/// ```
-impl FromRequest for Principal {
-    type Error = actix_web::Error;
-    type Future = std::future::Ready<Result<Self, Self::Error>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(match Principal::of(req) {
-            Some(p) => Ok(p),
-            None => {
-                let err = crate::error::TenancyError::Unauthenticated {
-                    reason: crate::error::NO_CREDENTIAL.into(),
-                };
-                let responder = crate::tenant::Resolution::of(req).map(|r| r.responder);
-                let responder: std::sync::Arc<dyn crate::error::ErrorResponder> = responder
-                    .unwrap_or_else(|| std::sync::Arc::new(crate::error::ProblemJson::default()));
-                Err(crate::tenant::respond_err(err, &*responder, req))
-            }
-        })
-    }
+/// Revokes every session issued to a tenant until now. The JWT stage's
+/// `SessionManager` implements it (feature `jwt`); registry admin operations that end a
+/// tenant's access (`PostgresRegistry::suspend_and_revoke`) call it, so the registry
+/// needs no session types.
+#[async_trait::async_trait]
+pub trait RevokeSessions: Send + Sync {
+    /// Revokes every token issued to `tenant` until now.
+    async fn revoke_sessions(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
 }

@@ -1,18 +1,8 @@
-//! The tenant identity: [`TenantId`], the per-request [`TenantContext`] and the
-//! [`Tenant`] extractor handlers take as an argument.
+//! The tenant identity: [`TenantId`] and its rule, and the per-request [`TenantContext`].
 
 use std::{borrow::Borrow, fmt, ops::Deref, sync::Arc};
 
-use actix_web::{dev::Payload, FromRequest, HttpMessage as _, HttpRequest};
-use std::future::{ready, Ready};
-
-use crate::{
-    error::{ErrorResponder, ProblemJson, TenancyError},
-    policy::PolicyStage,
-    registry::TenantRecord,
-    resolve::SourceKind,
-    session::Principal,
-};
+use super::{principal::Principal, record::TenantRecord, source::SourceKind};
 
 /// The longest id the default rule accepts, in bytes.
 pub const MAX_TENANT_ID_LEN: usize = 64;
@@ -251,7 +241,7 @@ impl TenantIdRule {
 /// Everything known about the tenant of one request, settled once by the resolver.
 ///
 /// It sits in the request extensions as `Arc<TenantContext>`; handlers read it through
-/// the [`Tenant`] extractor. Nothing downstream re-reads a header to learn the tenant.
+/// the [`Tenant`](crate::Tenant) extractor. Nothing downstream re-reads a header to learn the tenant.
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct TenantContext {
@@ -313,153 +303,4 @@ impl TenantContext {
     pub fn principal(&self) -> Option<&Principal> {
         self.principal.as_ref()
     }
-}
-
-/// What the resolver leaves in the request extensions: proof that it ran, and its answer.
-///
-/// `tenant` is `None` when the resolver ran but no tenant applies (an exempt path, or
-/// `allow_missing`). The responder travels with it so that the [`Tenant`] extractor
-/// answers in the same shape as the middleware.
-#[derive(Clone)]
-pub(crate) struct Resolution {
-    pub(crate) tenant: Option<Arc<TenantContext>>,
-    /// The path is exempt: later stages skip it too.
-    pub(crate) exempt: bool,
-    pub(crate) responder: Arc<dyn ErrorResponder>,
-    /// The policy stage, for capability checks in handlers and guards.
-    pub(crate) policy: Option<Arc<PolicyStage>>,
-}
-
-impl Resolution {
-    pub(crate) fn of(req: &HttpRequest) -> Option<Self> {
-        req.extensions().get::<Resolution>().cloned()
-    }
-}
-
-/// The resolved tenant of a request, as a handler argument.
-///
-/// ```
-/// use actix_tenancy::Tenant;
-/// use actix_web::HttpResponse;
-///
-/// async fn whoami(tenant: Tenant) -> HttpResponse {
-///     HttpResponse::Ok().body(format!("{} on {}", tenant.id(), tenant.tier()))
-/// }
-/// ```
-///
-/// Extraction never re-resolves anything: it reads the one [`TenantContext`] the
-/// resolver stored.
-/// - Resolver ran, tenant found: the handler gets it.
-/// - Resolver ran, no tenant (exempt path or `allow_missing`): `401 tenant_missing`.
-///   Take `Option<Tenant>` on routes where a tenant is optional.
-/// - No resolver ran (the middleware is not wrapped around this route): `500`, and an
-///   error log line naming the missing middleware. This is a bug in the application,
-///   and it fails closed.
-#[derive(Clone)]
-pub struct Tenant {
-    ctx: Arc<TenantContext>,
-    policy: Option<Arc<PolicyStage>>,
-}
-
-impl fmt::Debug for Tenant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Tenant").field(&self.ctx).finish()
-    }
-}
-
-impl Tenant {
-    /// The shared context.
-    pub fn context(&self) -> &Arc<TenantContext> {
-        &self.ctx
-    }
-
-    /// Unwraps the shared context.
-    pub fn into_inner(self) -> Arc<TenantContext> {
-        self.ctx
-    }
-
-    /// Whether the tenant has `capability` (`"tool:web_search"`, `"model:gpt-4o"`,
-    /// `"feature:beta"`) under the policy the request passed, by the same rules (see
-    /// [`RulePolicy`](crate::policy::RulePolicy)). Without a policy stage, or with an
-    /// evaluator that does not answer capability checks, nothing is granted.
-    ///
-    /// ```
-    /// use actix_tenancy::Tenant;
-    ///
-    /// async fn search(tenant: Tenant) -> actix_web::Result<&'static str> {
-    ///     tenant.require("tool:web_search")?;
-    ///     Ok("results")
-    /// }
-    /// ```
-    pub fn can(&self, capability: &str) -> bool {
-        self.policy
-            .as_ref()
-            .is_some_and(|p| p.can(&self.ctx, capability))
-    }
-
-    /// `Ok` when the tenant [`can`](Self::can) use `capability`; otherwise the
-    /// [`TenancyError`] that answers `403 policy_denied` (as `application/problem+json`,
-    /// through its `ResponseError` impl; with a custom responder, check
-    /// [`can`](Self::can) and answer in your own shape). The capability is not echoed
-    /// to the client.
-    pub fn require(&self, capability: &str) -> Result<(), TenancyError> {
-        if self.can(capability) {
-            return Ok(());
-        }
-        Err(TenancyError::PolicyDenied {
-            reason: format!("capability {capability:?} not granted").into(),
-        })
-    }
-}
-
-impl Deref for Tenant {
-    type Target = TenantContext;
-    #[inline]
-    fn deref(&self) -> &TenantContext {
-        &self.ctx
-    }
-}
-
-impl FromRequest for Tenant {
-    type Error = actix_web::Error;
-    type Future = Ready<Result<Self, Self::Error>>;
-
-    #[inline]
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(match Resolution::of(req) {
-            Some(Resolution {
-                tenant: Some(ctx),
-                policy,
-                ..
-            }) => Ok(Tenant { ctx, policy }),
-            Some(Resolution {
-                tenant: None,
-                responder,
-                ..
-            }) => Err(respond_err(TenancyError::TenantMissing, &*responder, req)),
-            None => {
-                tracing::error!(
-                    target: "actix_tenancy",
-                    path = %req.path(),
-                    "the Tenant extractor found no tenant resolution: wrap the app or scope \
-                     in actix_tenancy::TenantResolver (or Tenancy) before routing"
-                );
-                Err(respond_err(
-                    TenancyError::Misconfigured("TenantResolver middleware missing"),
-                    &ProblemJson::default(),
-                    req,
-                ))
-            }
-        })
-    }
-}
-
-pub(crate) fn respond_err(
-    err: TenancyError,
-    responder: &dyn ErrorResponder,
-    req: &HttpRequest,
-) -> actix_web::Error {
-    let mut res = responder.respond(&err, req);
-    crate::error::add_challenge(&err, &mut res);
-    actix_web::error::InternalError::from_response(err, res).into()
 }

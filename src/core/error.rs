@@ -33,7 +33,7 @@ use actix_web::{
     HttpRequest, HttpResponse, ResponseError,
 };
 
-use crate::resolve::SourceKind;
+use super::source::SourceKind;
 
 /// The stable, public code of a rejection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -206,7 +206,11 @@ pub enum TenancyError {
     },
     /// A write to a tenant whose status allows reads only.
     TenantReadOnly,
-    /// Missing, invalid, expired or revoked credential.
+    /// The request carried no credential where one is required. Answered like
+    /// [`Unauthenticated`](Self::Unauthenticated) (`401 unauthenticated`), with a
+    /// challenge that names no error (RFC 6750, section 3.1).
+    CredentialMissing,
+    /// An invalid, expired or revoked credential.
     Unauthenticated {
         /// Why, for logs.
         reason: Cow<'static, str>,
@@ -262,7 +266,7 @@ impl TenancyError {
             Self::TenantMisdirected => ErrorCode::TenantMisdirected,
             Self::TenantUnavailable { .. } => ErrorCode::TenantUnavailable,
             Self::TenantReadOnly => ErrorCode::TenantReadOnly,
-            Self::Unauthenticated { .. } => ErrorCode::Unauthenticated,
+            Self::CredentialMissing | Self::Unauthenticated { .. } => ErrorCode::Unauthenticated,
             Self::AuthUnavailable { .. } => ErrorCode::AuthUnavailable,
             Self::PolicyDenied { .. } => ErrorCode::PolicyDenied,
             Self::PolicyUnavailable { .. } => ErrorCode::PolicyUnavailable,
@@ -321,6 +325,7 @@ impl TenancyError {
             | Self::CostInvalid { reason }
             | Self::InvalidRequest { reason } => reason.clone(),
             Self::Misconfigured(what) => Cow::Borrowed(what),
+            Self::CredentialMissing => Cow::Borrowed("no bearer token"),
             other => Cow::Borrowed(other.code().title()),
         }
     }
@@ -334,26 +339,32 @@ impl fmt::Display for TenancyError {
 
 impl std::error::Error for TenancyError {}
 
-/// The reason of an `Unauthenticated` rejection for a request that carried no
-/// credential at all: its challenge names no error (RFC 6750, section 3.1).
-pub(crate) const NO_CREDENTIAL: &str = "no bearer token";
-
-/// Adds the `WWW-Authenticate` challenge of an `Unauthenticated` rejection, unless the
-/// responder set one.
+/// Adds the `WWW-Authenticate` challenge of an authentication rejection, unless the
+/// responder set one: `Bearer` when no credential came, `Bearer error="invalid_token"`
+/// when one came and failed.
 pub(crate) fn add_challenge(err: &TenancyError, res: &mut HttpResponse) {
     use actix_web::http::header::{HeaderValue, WWW_AUTHENTICATE};
-    let TenancyError::Unauthenticated { reason } = err else {
-        return;
+    let value = match err {
+        TenancyError::CredentialMissing => HeaderValue::from_static("Bearer"),
+        TenancyError::Unauthenticated { .. } => {
+            HeaderValue::from_static("Bearer error=\"invalid_token\"")
+        }
+        _ => return,
     };
-    if res.headers().contains_key(WWW_AUTHENTICATE) {
-        return;
+    if !res.headers().contains_key(WWW_AUTHENTICATE) {
+        res.headers_mut().insert(WWW_AUTHENTICATE, value);
     }
-    let value = if reason == NO_CREDENTIAL {
-        HeaderValue::from_static("Bearer")
-    } else {
-        HeaderValue::from_static("Bearer error=\"invalid_token\"")
-    };
-    res.headers_mut().insert(WWW_AUTHENTICATE, value);
+}
+
+/// The error an extractor returns: `err` answered by `responder`, with its challenge.
+pub(crate) fn respond_err(
+    err: TenancyError,
+    responder: &dyn ErrorResponder,
+    req: &HttpRequest,
+) -> actix_web::Error {
+    let mut res = responder.respond(&err, req);
+    add_challenge(&err, &mut res);
+    actix_web::error::InternalError::from_response(err, res).into()
 }
 
 impl ResponseError for TenancyError {
@@ -489,6 +500,13 @@ pub enum ConfigError {
     DuplicateSource(&'static str),
     /// A required part was not configured.
     Missing(&'static str),
+    /// A setting every stage of a pipeline shares (the responder, the audit sink,
+    /// per-tenant metrics) was given on more than one stage, or on a stage and on
+    /// `Tenancy`.
+    SettingTwice(&'static str),
+    /// An authentication stage was composed with a resolver that does not read the
+    /// token's tenant ([`Source::claim`](crate::Source::claim)).
+    AuthWithoutClaim,
     /// A registry file or document could not be loaded.
     Registry(String),
     /// A quota plan is invalid.
@@ -521,6 +539,14 @@ impl fmt::Display for ConfigError {
             }
             Self::DuplicateSource(s) => write!(f, "the source {s} was added twice"),
             Self::Missing(what) => write!(f, "{what} is required"),
+            Self::AuthWithoutClaim => f.write_str(
+                "an authentication stage needs Source::claim() in the resolver, so that the \
+                 token's tenant wins over every other source",
+            ),
+            Self::SettingTwice(what) => write!(
+                f,
+                "the setting {what} is given twice: set it once, on Tenancy::builder() or on one stage"
+            ),
             Self::Registry(msg) => write!(f, "registry: {msg}"),
             Self::Quota(msg) => write!(f, "quota: {msg}"),
             Self::Policy(msg) => write!(f, "policy: {msg}"),

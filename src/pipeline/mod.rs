@@ -1,0 +1,333 @@
+//! The one middleware service every stage runs in, and the [`Stage`] protocol it runs.
+//!
+//! Every stage's public type and [`Tenancy`] produce a [`PipelineService`], so a
+//! request passes through the stages in one service, in the only correct order,
+//! whatever the `.wrap()` order of the app.
+//!
+//! Each stage first tries to decide without waiting (a warm cache, an in-memory
+//! registry). When every stage can, the request goes straight to the inner service and
+//! no future is boxed; only a stage that must wait (a registry miss, an async source)
+//! moves the request onto the boxed slow path.
+//!
+//! This module imports only [`core`](crate::core): it knows stages through the
+//! protocol, never by name. The composition root, `tenancy.rs`, names them.
+//!
+//! [`Tenancy`]: crate::Tenancy
+
+mod routes;
+mod stage;
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    rc::Rc,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use actix_web::{
+    body::{EitherBody, MessageBody},
+    dev::{Service, ServiceRequest, ServiceResponse},
+    HttpMessage as _,
+};
+use futures_util::future::LocalBoxFuture;
+use tracing::Instrument as _;
+
+pub(crate) use routes::{RouteCache, RoutedPath};
+pub(crate) use stage::{
+    common_setters, wait, After, Common, Composed, Decision, Exempt, Fields, Flow, Pipeline,
+    Refusal, Settings, Settle, Stage, Step, Worker, WorkerCx,
+};
+
+use crate::core::{
+    error::{add_challenge, TenancyError},
+    Resolution, TenantContext,
+};
+
+/// Implements actix's `Transform` for types that are middleware by running their
+/// [`Pipeline`] (they implement [`Composed`]). `new_transform` runs once per worker: it
+/// makes each stage's worker half there.
+macro_rules! transform {
+    ($(#[$doc:meta])* $ty:ty) => {
+        $(#[$doc])*
+        impl<S, B> actix_web::dev::Transform<S, actix_web::dev::ServiceRequest> for $ty
+        where
+            S: actix_web::dev::Service<
+                    actix_web::dev::ServiceRequest,
+                    Response = actix_web::dev::ServiceResponse<B>,
+                    Error = actix_web::Error,
+                > + 'static,
+            S::Future: 'static,
+            B: actix_web::body::MessageBody + 'static,
+        {
+            type Response = actix_web::dev::ServiceResponse<actix_web::body::EitherBody<B>>;
+            type Error = actix_web::Error;
+            type Transform = crate::pipeline::PipelineService<S>;
+            type InitError = ();
+            type Future = std::future::Ready<Result<Self::Transform, Self::InitError>>;
+
+            fn new_transform(&self, service: S) -> Self::Future {
+                let pipeline = crate::pipeline::Composed::pipeline(self);
+                std::future::ready(Ok(crate::pipeline::PipelineService::new(
+                    service, pipeline,
+                )))
+            }
+        }
+    };
+}
+pub(crate) use transform;
+
+/// The middleware service of every stage and of [`Tenancy`](crate::Tenancy).
+pub struct PipelineService<S> {
+    chain: Chain<S>,
+}
+
+impl<S> fmt::Debug for PipelineService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PipelineService").finish_non_exhaustive()
+    }
+}
+
+impl<S> PipelineService<S> {
+    pub(crate) fn new(service: S, pipeline: Arc<Pipeline>) -> Self {
+        let cx = WorkerCx {
+            settings: Arc::clone(&pipeline.settings),
+            routes: Rc::default(),
+        };
+        let workers = pipeline
+            .stages
+            .iter()
+            .map(|s| Arc::clone(s).worker(&cx))
+            .collect();
+        Self {
+            chain: Chain {
+                service: Rc::new(service),
+                pipeline,
+                workers: Rc::new(workers),
+            },
+        }
+    }
+}
+
+type Output<B> = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>;
+
+pin_project_lite::pin_project! {
+    /// The response future of [`PipelineService`].
+    pub struct PipelineFuture<F, B> {
+        #[pin]
+        state: State<F, B>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        // Every stage decided without waiting: the inner service's own future, and
+        // what a stage left for its response.
+        Inner { #[pin] fut: F, after: Option<After> },
+        // Rejected without waiting.
+        Rejected { res: Option<ServiceResponse<EitherBody<B>>> },
+        // A stage had to wait.
+        Boxed { fut: LocalBoxFuture<'static, Output<B>> },
+    }
+}
+
+impl<F, B> fmt::Debug for PipelineFuture<F, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PipelineFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B> Future for PipelineFuture<F, B>
+where
+    F: Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
+{
+    type Output = Output<B>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Inner { fut, after } => match fut.poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(res) => Poll::Ready(res.map(|mut res| {
+                    if let Some(after) = after.take() {
+                        after.apply(&mut res);
+                    }
+                    res.map_into_left_body()
+                })),
+            },
+            StateProj::Rejected { res } => Poll::Ready(res.take().ok_or_else(|| {
+                actix_web::error::ErrorInternalServerError("response future polled twice")
+            })),
+            StateProj::Boxed { fut } => fut.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<S, B> Service<ServiceRequest> for PipelineService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    S::Future: 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Future = PipelineFuture<S::Future, B>;
+
+    fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.chain.service.poll_ready(cx)
+    }
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        PipelineFuture {
+            state: self.chain.start(req),
+        }
+    }
+}
+
+/// The inner service and this worker's stages; cloned only onto the slow path.
+struct Chain<S> {
+    service: Rc<S>,
+    pipeline: Arc<Pipeline>,
+    workers: Rc<Box<[Box<dyn Worker>]>>,
+}
+
+impl<S> Clone for Chain<S> {
+    fn clone(&self) -> Self {
+        Self {
+            service: Rc::clone(&self.service),
+            pipeline: Arc::clone(&self.pipeline),
+            workers: Rc::clone(&self.workers),
+        }
+    }
+}
+
+impl<S, B> Chain<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    S::Future: 'static,
+    B: MessageBody + 'static,
+{
+    /// The request's flow, then every stage from the first.
+    fn start(&self, req: ServiceRequest) -> State<S::Future, B> {
+        let p = &*self.pipeline;
+        let mut flow = Flow::new(p.is_exempt(req.match_info().as_str()));
+        if !p.resolves || p.precedes_resolution {
+            if let Err(err) = self.outer(&req, &mut flow) {
+                return self.rejected(req, err.into());
+            }
+        }
+        self.run(req, flow, 0)
+    }
+
+    /// What an outer resolver settled: the tenant for a pipeline of later stages only,
+    /// and a misconfiguration for one whose stages must run before any resolver.
+    fn outer(&self, req: &ServiceRequest, flow: &mut Flow) -> Result<(), TenancyError> {
+        let p = &*self.pipeline;
+        let mut ext = req.extensions_mut();
+        let Some(r) = ext.get_mut::<Resolution>() else {
+            return Ok(());
+        };
+        if p.precedes_resolution {
+            // An authentication stage behind a resolver: the resolver decided without
+            // the token's tenant (a token for tenant A served as tenant B because a
+            // header said so). Fail closed.
+            tracing::error!(
+                target: "actix_tenancy",
+                "JwtAuth ran after the TenantResolver: wrap it outside the resolver \
+                 (register it with .wrap() after), or use Tenancy::builder().auth()"
+            );
+            return Err(TenancyError::Misconfigured(
+                "JwtAuth wrapped inside the resolver",
+            ));
+        }
+        // Capability checks downstream ask this pipeline's policy.
+        if let Some(c) = &p.settings.capabilities {
+            r.capabilities = Some(Arc::clone(c));
+        }
+        flow.settled_outside(r.tenant.clone(), r.exempt);
+        Ok(())
+    }
+
+    /// Runs the stages from `from` on, then the inner service.
+    fn run(&self, req: ServiceRequest, mut flow: Flow, from: usize) -> State<S::Future, B> {
+        for (i, worker) in self.workers.iter().enumerate().skip(from) {
+            match worker.prepare(&req, &mut flow) {
+                Step::Pass => {}
+                Step::Refuse(refusal) => return self.rejected(req, refusal),
+                Step::Wait(waiting) => {
+                    let me = self.clone();
+                    return boxed(async move {
+                        let state = match waiting(&req, &mut flow).await {
+                            Decision::Pass => me.run(req, flow, i + 1),
+                            Decision::Refuse(refusal) => me.rejected(req, refusal),
+                        };
+                        PipelineFuture { state }.await
+                    });
+                }
+            }
+        }
+        self.inner(req, flow)
+    }
+
+    /// Every stage passed: the inner service.
+    fn inner(&self, req: ServiceRequest, flow: Flow) -> State<S::Future, B> {
+        let Flow { span, after, .. } = flow;
+        match span {
+            None => State::Inner {
+                fut: self.service.call(req),
+                after,
+            },
+            Some(span) => {
+                let fut = self.service.call(req).instrument(span);
+                boxed(async move {
+                    let mut res = fut.await?;
+                    if let Some(after) = after {
+                        after.apply(&mut res);
+                    }
+                    Ok(res.map_into_left_body())
+                })
+            }
+        }
+    }
+
+    fn rejected(&self, req: ServiceRequest, refusal: Refusal) -> State<S::Future, B> {
+        let (http_req, _payload) = req.into_parts();
+        let mut res = self
+            .pipeline
+            .settings
+            .responder
+            .respond(&refusal.err, &http_req);
+        add_challenge(&refusal.err, &mut res);
+        if let Some(fields) = refusal.fields {
+            fields.write(res.headers_mut());
+        }
+        State::Rejected {
+            res: Some(ServiceResponse::new(http_req, res).map_into_right_body()),
+        }
+    }
+}
+
+fn boxed<F, B>(fut: impl Future<Output = Output<B>> + 'static) -> State<F, B> {
+    State::Boxed { fut: Box::pin(fut) }
+}
+
+/// The `tenant` span the rest of the request runs in, with `tenant.id` and
+/// `tenant.tier`; also fills those fields of an outer request span that declares them
+/// (e.g. a tracing-actix-web root span). Nothing is created unless a subscriber listens
+/// at `INFO`: actix enables tracing's `log` feature, which makes even disabled spans
+/// cost work on every poll.
+pub(crate) fn tenant_span(ctx: &TenantContext) -> Option<tracing::Span> {
+    if !tracing::level_enabled!(tracing::Level::INFO) {
+        return None;
+    }
+    let outer = tracing::Span::current();
+    outer.record("tenant.id", ctx.id().as_str());
+    outer.record("tenant.tier", ctx.tier());
+    Some(tracing::info_span!(
+        target: "actix_tenancy",
+        "tenant",
+        tenant.id = ctx.id().as_str(),
+        tenant.tier = ctx.tier(),
+    ))
+}

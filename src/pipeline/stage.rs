@@ -1,0 +1,428 @@
+//! The stage protocol: what every stage implements, and what it may touch.
+//!
+//! A stage is built once ([`Stage`], shared by every worker) and made into a
+//! [`Worker`] once per worker, which may hold per-worker caches without a lock. For
+//! each request the pipeline calls the workers in order with the request and the
+//! request's [`Flow`]; each answers with a [`Step`]:
+//!
+//! - [`Step::Pass`]: decided without waiting, go on to the next stage;
+//! - [`Step::Refuse`]: decided without waiting, answer with this rejection;
+//! - [`Step::Wait`]: a future that decides. Its output is a [`Decision`], which has no
+//!   "wait" arm, so a stage can wait at most once per request, by its type.
+//!
+//! Only a stage that waits costs a boxed future; a request whose stages all decide at
+//! once runs no boxed future at all. The response side is part of the same
+//! protocol: a stage that charged the request leaves an [`After`] in the flow, which
+//! the pipeline applies to the inner service's response (or drops, if the client went
+//! away first).
+
+use std::{
+    fmt,
+    rc::Rc,
+    sync::{Arc, OnceLock},
+};
+
+use actix_web::{
+    dev::ServiceRequest,
+    http::{header::HeaderMap, StatusCode},
+    HttpMessage as _, HttpRequest,
+};
+use futures_util::future::LocalBoxFuture;
+
+use super::routes::RouteCache;
+use crate::core::{
+    error::{ErrorResponder, ProblemJson, TenancyError},
+    observe::{emit, AuditEvent, AuditSink, TracingAudit},
+    Capabilities, Resolution, TenantContext,
+};
+
+/// A stage as configured: built once, shared by every worker.
+pub(crate) trait Stage: Send + Sync + 'static {
+    /// This stage's half on one worker.
+    fn worker(self: Arc<Self>, cx: &WorkerCx) -> Box<dyn Worker>;
+
+    /// Whether this stage settles the request's tenant (the resolver). A pipeline
+    /// without one reads the tenant an outer resolver settled, or fails closed.
+    fn resolves(&self) -> bool {
+        false
+    }
+
+    /// Whether this stage must run before any resolution (authentication: the
+    /// resolver must see the verified principal). A pipeline with such a stage that
+    /// finds a tenant already settled by an outer resolver fails closed.
+    fn precedes_resolution(&self) -> bool {
+        false
+    }
+
+    /// The paths this stage declares free of tenancy (the resolver's exempt paths).
+    fn exempt(&self) -> Option<&Exempt> {
+        None
+    }
+
+    /// Who answers capability questions for handlers and guards (the policy stage).
+    fn capabilities(self: Arc<Self>) -> Option<Arc<dyn Capabilities>> {
+        None
+    }
+}
+
+/// A stage on one worker.
+pub(crate) trait Worker {
+    /// Decides on `req`, or says what to wait for.
+    fn prepare(&self, req: &ServiceRequest, flow: &mut Flow) -> Step;
+}
+
+/// What a stage's worker is made with: the pipeline's shared settings, and this
+/// worker's route cache.
+pub(crate) struct WorkerCx {
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) routes: Rc<RouteCache>,
+}
+
+/// A stage's answer for one request.
+pub(crate) enum Step {
+    /// Go on.
+    Pass,
+    /// Answer with this rejection.
+    Refuse(Refusal),
+    /// Wait for this future; it decides.
+    Wait(Waiting),
+}
+
+/// What a waiting stage ends in: never another wait.
+pub(crate) enum Decision {
+    /// Go on.
+    Pass,
+    /// Answer with this rejection.
+    Refuse(Refusal),
+}
+
+impl From<Decision> for Step {
+    #[inline]
+    fn from(d: Decision) -> Self {
+        match d {
+            Decision::Pass => Step::Pass,
+            Decision::Refuse(r) => Step::Refuse(r),
+        }
+    }
+}
+
+/// The future of a waiting stage, given the request and its flow back when it runs.
+pub(crate) type Waiting =
+    Box<dyn for<'a> FnOnce(&'a ServiceRequest, &'a mut Flow) -> LocalBoxFuture<'a, Decision>>;
+
+/// A [`Step::Wait`] for `f`.
+pub(crate) fn wait<F>(f: F) -> Step
+where
+    F: for<'a> FnOnce(&'a ServiceRequest, &'a mut Flow) -> LocalBoxFuture<'a, Decision> + 'static,
+{
+    Step::Wait(Box::new(f))
+}
+
+/// A rejection, and the header fields it carries beyond the responder's.
+pub(crate) struct Refusal {
+    pub(crate) err: TenancyError,
+    pub(crate) fields: Option<Box<dyn Fields>>,
+}
+
+impl From<TenancyError> for Refusal {
+    #[inline]
+    fn from(err: TenancyError) -> Self {
+        Self { err, fields: None }
+    }
+}
+
+impl From<TenancyError> for Step {
+    #[inline]
+    fn from(err: TenancyError) -> Self {
+        Step::Refuse(err.into())
+    }
+}
+
+impl From<TenancyError> for Decision {
+    #[inline]
+    fn from(err: TenancyError) -> Self {
+        Decision::Refuse(err.into())
+    }
+}
+
+/// Header fields a stage adds to a response (the quota fields).
+pub(crate) trait Fields {
+    /// Writes the fields into `map`, replacing any the responder set.
+    fn write(self: Box<Self>, map: &mut HeaderMap);
+}
+
+/// The response-side work of a stage that charged the request: applied once the
+/// inner service answered, or dropped unapplied when the client went away first.
+pub(crate) struct After {
+    /// The stage that charged; taken when the charge is settled.
+    pub(crate) by: Option<Arc<dyn Settle>>,
+    pub(crate) tenant: Arc<TenantContext>,
+    pub(crate) units: u32,
+    pub(crate) fields: Option<Box<dyn Fields>>,
+}
+
+/// Settles a charge once the response (or its absence) is known.
+pub(crate) trait Settle: Send + Sync + 'static {
+    /// The inner service answered `status` to `req`.
+    fn settle(
+        self: Arc<Self>,
+        tenant: &Arc<TenantContext>,
+        units: u32,
+        req: &HttpRequest,
+        status: StatusCode,
+    );
+    /// The request was dropped before the inner service answered.
+    fn abandoned(self: Arc<Self>, tenant: &Arc<TenantContext>, units: u32);
+}
+
+impl After {
+    /// Adds the fields and settles the charge.
+    pub(crate) fn apply<B>(mut self, res: &mut actix_web::dev::ServiceResponse<B>) {
+        if let Some(fields) = self.fields.take() {
+            fields.write(res.headers_mut());
+        }
+        if let Some(by) = self.by.take() {
+            let status = res.status();
+            by.settle(&self.tenant, self.units, res.request(), status);
+        }
+    }
+}
+
+impl Drop for After {
+    fn drop(&mut self) {
+        if let Some(by) = self.by.take() {
+            by.abandoned(&self.tenant, self.units);
+        }
+    }
+}
+
+/// What one request carries from stage to stage.
+pub(crate) struct Flow {
+    /// The path is exempt from tenancy: later stages skip it.
+    pub(crate) exempt: bool,
+    tenant: Settled,
+    pub(crate) span: Option<tracing::Span>,
+    pub(crate) after: Option<After>,
+}
+
+enum Settled {
+    /// No resolver has run yet.
+    No,
+    /// Settled: a tenant, or none (an exempt path, or missing allowed).
+    Yes(Option<Arc<TenantContext>>),
+}
+
+impl Flow {
+    pub(crate) fn new(exempt: bool) -> Self {
+        Self {
+            exempt,
+            tenant: Settled::No,
+            span: None,
+            after: None,
+        }
+    }
+
+    /// Settles the request's tenant (the resolver, once): stores the [`Resolution`]
+    /// the extractors and guards read, and opens the `tenant` span.
+    pub(crate) fn settle(
+        &mut self,
+        req: &ServiceRequest,
+        settings: &Settings,
+        tenant: Option<Arc<TenantContext>>,
+    ) {
+        self.span = tenant.as_deref().and_then(super::tenant_span);
+        req.extensions_mut().insert(Resolution {
+            tenant: tenant.clone(),
+            exempt: self.exempt,
+            responder: Arc::clone(&settings.responder),
+            capabilities: settings.capabilities.clone(),
+        });
+        self.tenant = Settled::Yes(tenant);
+    }
+
+    /// Takes the tenant an outer resolver settled.
+    pub(crate) fn settled_outside(&mut self, tenant: Option<Arc<TenantContext>>, exempt: bool) {
+        self.exempt = exempt;
+        self.tenant = Settled::Yes(tenant);
+    }
+
+    /// The request's tenant, `None` when it goes on without one. A stage that needs the
+    /// tenant and runs where no resolver settled it is misconfigured: it fails closed.
+    pub(crate) fn tenant(&self) -> Result<Option<&Arc<TenantContext>>, TenancyError> {
+        match &self.tenant {
+            Settled::Yes(tenant) => Ok(tenant.as_ref()),
+            Settled::No => {
+                tracing::error!(
+                    target: "actix_tenancy",
+                    "a tenancy stage ran with no tenant resolution: wrap it inside a \
+                     TenantResolver, or use Tenancy::builder()"
+                );
+                Err(TenancyError::Misconfigured(
+                    "TenantResolver middleware missing",
+                ))
+            }
+        }
+    }
+}
+
+/// The paths that need no tenant, matched against the path actix routes on.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Exempt {
+    pub(crate) paths: Vec<String>,
+    pub(crate) prefixes: Vec<String>,
+}
+
+impl Exempt {
+    #[inline]
+    pub(crate) fn matches(&self, path: &str) -> bool {
+        self.paths.iter().any(|p| p == path)
+            || self.prefixes.iter().any(|p| path.starts_with(p.as_str()))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.paths.is_empty() && self.prefixes.is_empty()
+    }
+}
+
+/// What every stage of one pipeline shares: how rejections are answered, where
+/// decisions are reported, and what the pipeline learned from its stages.
+pub(crate) struct Settings {
+    pub(crate) responder: Arc<dyn ErrorResponder>,
+    audit: Arc<dyn AuditSink>,
+    per_tenant_metrics: bool,
+    pub(crate) exempt: Exempt,
+    pub(crate) capabilities: Option<Arc<dyn Capabilities>>,
+}
+
+impl Settings {
+    /// Reports one decision to the audit sink and the metrics.
+    #[inline]
+    pub(crate) fn report(&self, event: &AuditEvent<'_>) {
+        emit(&*self.audit, self.per_tenant_metrics, event);
+    }
+}
+
+/// The shared settings as a builder takes them: each one unset until given.
+#[derive(Clone, Default)]
+pub(crate) struct Common {
+    pub(crate) responder: Option<Arc<dyn ErrorResponder>>,
+    pub(crate) audit: Option<Arc<dyn AuditSink>>,
+    pub(crate) per_tenant_metrics: Option<bool>,
+}
+
+impl fmt::Debug for Common {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Common")
+            .field("responder", &self.responder.is_some())
+            .field("audit", &self.audit.is_some())
+            .field("per_tenant_metrics", &self.per_tenant_metrics)
+            .finish()
+    }
+}
+
+impl Common {
+    /// Takes `other`'s settings in; a setting given in both is named in the error.
+    pub(crate) fn merge(mut self, other: Common) -> Result<Self, &'static str> {
+        fn one<T>(a: &mut Option<T>, b: Option<T>, name: &'static str) -> Result<(), &'static str> {
+            match (a.is_some(), b) {
+                (true, Some(_)) => Err(name),
+                (_, b @ Some(_)) => {
+                    *a = b;
+                    Ok(())
+                }
+                (_, None) => Ok(()),
+            }
+        }
+        one(&mut self.responder, other.responder, "responder")?;
+        one(&mut self.audit, other.audit, "audit")?;
+        one(
+            &mut self.per_tenant_metrics,
+            other.per_tenant_metrics,
+            "per_tenant_metrics",
+        )?;
+        Ok(self)
+    }
+}
+
+/// The setters of [`Common`] on a builder with a `common` field: the same three on
+/// every stage's builder and on `Tenancy`'s.
+macro_rules! common_setters {
+    () => {
+        /// How rejections are answered (default: [`ProblemJson`](crate::ProblemJson)).
+        /// Set once per pipeline: on [`Tenancy::builder()`](crate::Tenancy::builder)
+        /// when the stages are composed, or on one of its stages.
+        pub fn responder(mut self, responder: impl crate::core::error::ErrorResponder) -> Self {
+            self.common.responder = Some(std::sync::Arc::new(responder));
+            self
+        }
+
+        /// Where every stage's decisions are reported (default:
+        /// [`TracingAudit`](crate::observe::TracingAudit)). Set once per pipeline, as
+        /// the responder.
+        pub fn audit(mut self, sink: impl crate::core::observe::AuditSink) -> Self {
+            self.common.audit = Some(std::sync::Arc::new(sink));
+            self
+        }
+
+        /// Adds a `tenant` label to every stage's decision counter (feature
+        /// `metrics`). Off by default: one time series per tenant can overwhelm a
+        /// metrics backend. Set once per pipeline, as the responder.
+        pub fn per_tenant_metrics(mut self, on: bool) -> Self {
+            self.common.per_tenant_metrics = Some(on);
+            self
+        }
+    };
+}
+pub(crate) use common_setters;
+
+/// The default responder, shared by every pipeline that sets none.
+fn default_responder() -> Arc<dyn ErrorResponder> {
+    static DEFAULT: OnceLock<Arc<dyn ErrorResponder>> = OnceLock::new();
+    Arc::clone(DEFAULT.get_or_init(|| Arc::new(ProblemJson::default())))
+}
+
+/// The stages of one pipeline, in order, with the settings they share.
+pub(crate) struct Pipeline {
+    pub(crate) stages: Vec<Arc<dyn Stage>>,
+    pub(crate) settings: Arc<Settings>,
+    /// A stage here settles the tenant.
+    pub(crate) resolves: bool,
+    /// A stage here must see the request before any resolver.
+    pub(crate) precedes_resolution: bool,
+}
+
+impl Pipeline {
+    /// `stages` in the order they run, sharing `common`.
+    pub(crate) fn new(stages: Vec<Arc<dyn Stage>>, common: Common) -> Self {
+        let exempt = stages
+            .iter()
+            .find_map(|s| s.exempt().cloned())
+            .unwrap_or_default();
+        let settings = Settings {
+            responder: common.responder.unwrap_or_else(default_responder),
+            audit: common.audit.unwrap_or_else(|| Arc::new(TracingAudit)),
+            per_tenant_metrics: common.per_tenant_metrics.unwrap_or(false),
+            exempt,
+            capabilities: stages.iter().find_map(|s| Arc::clone(s).capabilities()),
+        };
+        Self {
+            resolves: stages.iter().any(|s| s.resolves()),
+            precedes_resolution: stages.iter().any(|s| s.precedes_resolution()),
+            stages,
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// Whether `path` is exempt; cheap when no path is.
+    #[inline]
+    pub(crate) fn is_exempt(&self, path: &str) -> bool {
+        !self.settings.exempt.is_empty() && self.settings.exempt.matches(path)
+    }
+}
+
+/// Something that is middleware by running one [`Pipeline`]: every stage's public
+/// type, and `Tenancy`.
+pub(crate) trait Composed {
+    /// The pipeline a worker's service runs.
+    fn pipeline(&self) -> Arc<Pipeline>;
+}

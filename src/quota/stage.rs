@@ -1,0 +1,326 @@
+//! The quota stage: [`TenantQuota`] charges each request to its tenant's plan, and
+//! settles the charge once the response is known.
+
+use std::{fmt, sync::Arc};
+
+use actix_web::{dev::ServiceRequest, http::StatusCode, HttpMessage as _, HttpRequest};
+
+use super::{cost::CostEstimator, headers::headers, QuotaDecision, QuotaError, QuotaManager};
+use crate::{
+    core::{
+        error::TenancyError,
+        observe::{AuditEvent, Outcome, Stage as StageName, Timer},
+        TenantContext,
+    },
+    pipeline::{
+        common_setters, wait, After, Common, Composed, Decision, Fields, Flow, Pipeline, Refusal,
+        Settings, Settle, Stage, Step, Worker, WorkerCx,
+    },
+};
+
+/// The quota stage. Give it to [`Tenancy::builder().quota(...)`](crate::TenancyBuilder::quota);
+/// it runs after resolution (and policy), on every request that has a tenant.
+///
+/// A request with no tenant (an exempt path, or `allow_missing`) is not charged.
+/// `TenantQuota` is also an actix `Transform` of its own: wrapped *inside* a
+/// [`TenantResolver`](crate::TenantResolver) (registered before it with `.wrap()`), it
+/// reads the tenant the resolver settled. Wrapped where no resolver ran, it answers
+/// every request with `500 internal_error` and logs the misconfiguration: it never
+/// lets a request through uncounted. Standalone, it answers rejections with
+/// [`ProblemJson`](crate::ProblemJson); [`Tenancy`](crate::Tenancy) shares one
+/// responder across stages.
+#[derive(Clone)]
+#[must_use]
+pub struct TenantQuota {
+    manager: Arc<dyn QuotaManager>,
+    estimator: Arc<dyn CostEstimator>,
+    headers_on_success: bool,
+    refund_server_errors: bool,
+    common: Common,
+}
+
+impl fmt::Debug for TenantQuota {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantQuota")
+            .field("headers_on_success", &self.headers_on_success)
+            .field("refund_server_errors", &self.refund_server_errors)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TenantQuota {
+    /// The stage for `manager`: one unit per request, quota headers on every response.
+    pub fn new(manager: impl QuotaManager) -> Self {
+        Self {
+            manager: Arc::new(manager),
+            estimator: Arc::new(|_: &ServiceRequest| 1),
+            headers_on_success: true,
+            refund_server_errors: false,
+            common: Common::default(),
+        }
+    }
+
+    /// How much a request costs (default: 1).
+    pub fn cost(mut self, estimator: impl CostEstimator) -> Self {
+        self.estimator = Arc::new(estimator);
+        self
+    }
+
+    /// Whether allowed responses carry `X-Quota-Remaining` and the `RateLimit` fields
+    /// (default: yes). Refusals always carry them.
+    pub fn headers_on_success(mut self, on: bool) -> Self {
+        self.headers_on_success = on;
+        self
+    }
+
+    /// Refund the charged units when the handler answers with a 5xx, or when the
+    /// client goes away before the response is ready (default: no). Budgets get the
+    /// units back; a local rate limiter cannot un-admit a request.
+    pub fn refund_server_errors(mut self, on: bool) -> Self {
+        self.refund_server_errors = on;
+        self
+    }
+
+    common_setters!();
+
+    /// The stage, and the shared settings given to this builder.
+    pub(crate) fn into_parts(mut self) -> (Arc<QuotaStage>, Common) {
+        let common = std::mem::take(&mut self.common);
+        (Arc::new(QuotaStage(self)), common)
+    }
+}
+
+/// The actual cost of a request, known only once the handler ran (e.g. the tokens an
+/// AI call used). Put it in the request extensions from the handler; the quota stage
+/// corrects the charge after the response:
+///
+/// ```
+/// use actix_tenancy::quota::ActualCost;
+/// use actix_web::{HttpMessage, HttpRequest, HttpResponse};
+///
+/// async fn complete(req: HttpRequest) -> HttpResponse {
+///     let used_tokens = 734; // from the model's answer
+///     req.extensions_mut().insert(ActualCost(used_tokens));
+///     HttpResponse::Ok().finish()
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActualCost(pub u32);
+
+pub(crate) struct QuotaStage(TenantQuota);
+
+impl Stage for QuotaStage {
+    fn worker(self: Arc<Self>, cx: &WorkerCx) -> Box<dyn Worker> {
+        Box::new(QuotaWorker {
+            stage: self,
+            settings: Arc::clone(&cx.settings),
+        })
+    }
+}
+
+/// The quota stage on one worker.
+struct QuotaWorker {
+    stage: Arc<QuotaStage>,
+    settings: Arc<Settings>,
+}
+
+impl Worker for QuotaWorker {
+    fn prepare(&self, req: &ServiceRequest, flow: &mut Flow) -> Step {
+        // A request without a tenant (exempt, or allowed missing) is not charged.
+        match flow.tenant() {
+            Ok(Some(tenant)) => {
+                let tenant = Arc::clone(tenant);
+                self.stage.prepare(&self.settings, req, tenant, flow)
+            }
+            Ok(None) => Step::Pass,
+            Err(err) => err.into(),
+        }
+    }
+}
+
+impl QuotaStage {
+    /// Estimates the cost and checks without waiting when the manager can.
+    fn prepare(
+        self: &Arc<Self>,
+        settings: &Arc<Settings>,
+        req: &ServiceRequest,
+        tenant: Arc<TenantContext>,
+        flow: &mut Flow,
+    ) -> Step {
+        let timer = Timer::start();
+        let cost = match self.0.estimator.estimate(req) {
+            Ok(cost) => cost,
+            Err(err) => return self.refuse(settings, req, &tenant, err).into(),
+        };
+        match self.0.manager.check_now(&tenant, cost) {
+            Some(answer) => {
+                let step = self.decided(settings, req, tenant, cost, answer, flow);
+                timer.stop(StageName::Quota);
+                step.into()
+            }
+            None => {
+                let (me, settings) = (Arc::clone(self), Arc::clone(settings));
+                wait(move |req, flow| {
+                    Box::pin(async move {
+                        let timer = Timer::start();
+                        let answer = me.0.manager.check(&tenant, cost).await;
+                        let step = me.decided(&settings, req, tenant, cost, answer, flow);
+                        timer.stop(StageName::Quota);
+                        step
+                    })
+                })
+            }
+        }
+    }
+
+    fn decided(
+        self: &Arc<Self>,
+        settings: &Settings,
+        req: &ServiceRequest,
+        tenant: Arc<TenantContext>,
+        cost: u32,
+        answer: Result<QuotaDecision, QuotaError>,
+        flow: &mut Flow,
+    ) -> Decision {
+        let decision = match answer {
+            Ok(decision) => decision,
+            Err(err) => {
+                let err = TenancyError::QuotaUnavailable {
+                    reason: err.to_string().into(),
+                };
+                return self.refuse(settings, req, &tenant, err);
+            }
+        };
+        if !decision.allowed {
+            let err = TenancyError::QuotaExceeded {
+                retry_after: decision.retry_after,
+            };
+            let why = if decision.retry_after.is_some() {
+                "over quota"
+            } else {
+                "the cost can never be admitted"
+            };
+            self.report(settings, req, &tenant, Outcome::Rejected(err.code()), why);
+            return Decision::Refuse(Refusal {
+                err,
+                fields: Some(Box::new(headers(&decision, true))),
+            });
+        }
+        if decision.would_deny {
+            let code = TenancyError::QuotaExceeded { retry_after: None }.code();
+            self.report(
+                settings,
+                req,
+                &tenant,
+                Outcome::WouldDeny(code),
+                "shadow: over quota",
+            );
+        } else {
+            self.report(settings, req, &tenant, Outcome::Allowed, "within quota");
+        }
+        let fields = (self.0.headers_on_success || decision.would_deny)
+            .then(|| Box::new(headers(&decision, false)) as Box<dyn Fields>);
+        flow.after = Some(After {
+            by: Some(Arc::clone(self) as Arc<dyn Settle>),
+            tenant,
+            units: cost,
+            fields,
+        });
+        Decision::Pass
+    }
+
+    /// Reports the rejection, and refuses with it.
+    fn refuse(
+        &self,
+        settings: &Settings,
+        req: &ServiceRequest,
+        tenant: &TenantContext,
+        err: TenancyError,
+    ) -> Decision {
+        self.report(
+            settings,
+            req,
+            tenant,
+            Outcome::Rejected(err.code()),
+            &err.reason(),
+        );
+        err.into()
+    }
+
+    fn report(
+        &self,
+        settings: &Settings,
+        req: &ServiceRequest,
+        tenant: &TenantContext,
+        outcome: Outcome,
+        why: &str,
+    ) {
+        settings.report(&AuditEvent {
+            stage: StageName::Quota,
+            outcome,
+            tenant: Some(tenant.id()),
+            tier: Some(tenant.tier()),
+            source: Some(tenant.source()),
+            method: req.method(),
+            path: req.match_info().as_str(),
+            reason: why,
+            rule: None,
+            policy_version: None,
+        });
+    }
+}
+
+impl Settle for QuotaStage {
+    /// Corrects the charge: to the handler's [`ActualCost`], or to zero for a 5xx when
+    /// refunds are on.
+    fn settle(
+        self: Arc<Self>,
+        tenant: &Arc<TenantContext>,
+        charged: u32,
+        req: &HttpRequest,
+        status: StatusCode,
+    ) {
+        let actual = if self.0.refund_server_errors && status.is_server_error() {
+            Some(0)
+        } else {
+            req.extensions().get::<ActualCost>().map(|c| c.0)
+        };
+        if let Some(actual) = actual.filter(|a| *a != charged) {
+            correct(self, tenant, charged, actual);
+        }
+    }
+
+    fn abandoned(self: Arc<Self>, tenant: &Arc<TenantContext>, charged: u32) {
+        if self.0.refund_server_errors {
+            tracing::debug!(target: "actix_tenancy::quota", "request abandoned: refunding");
+            correct(self, tenant, charged, 0);
+        }
+    }
+}
+
+/// Corrects a charge, without waiting when the manager can.
+fn correct(stage: Arc<QuotaStage>, tenant: &Arc<TenantContext>, charged: u32, actual: u32) {
+    if stage
+        .0
+        .manager
+        .settle_now(tenant, charged, actual)
+        .is_some()
+    {
+        return;
+    }
+    let tenant = Arc::clone(tenant);
+    actix_web::rt::spawn(async move {
+        if let Err(err) = stage.0.manager.settle(&tenant, charged, actual).await {
+            tracing::warn!(target: "actix_tenancy::quota", error = %err, "quota correction failed");
+        }
+    });
+}
+
+crate::pipeline::transform!(TenantQuota);
+
+impl Composed for TenantQuota {
+    fn pipeline(&self) -> Arc<Pipeline> {
+        let (stage, common) = self.clone().into_parts();
+        Arc::new(Pipeline::new(vec![stage as Arc<dyn Stage>], common))
+    }
+}
