@@ -115,8 +115,10 @@ fn tenancy(mode: &str) -> Option<Tenancy> {
             .tier("free", plan())
             .build()
             .expect("valid plans");
-        let quota =
-            TenantQuota::new(LocalQuota::new(plans)).headers_on_success(mode == "full-headers");
+        let quota = TenantQuota::builder(LocalQuota::new(plans))
+            .headers_on_success(mode == "full-headers")
+            .build()
+            .expect("a valid quota stage");
         tenancy = tenancy.quota(quota);
     }
     if mode == "full-jwt" {

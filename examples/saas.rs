@@ -137,14 +137,14 @@ pub fn build(redis_url: Option<&str>) -> Result<Demo, Box<dyn Error>> {
                 .prefix("tenancy-demo")
                 .timeout(timeout)
                 .build()?;
-            (TenantQuota::new(quota), "redis")
+            (TenantQuota::builder(quota), "redis")
         }
         #[cfg(not(feature = "redis"))]
         Some(_) => {
             tracing::warn!("REDIS_URL is set, but the demo was built without the `redis` feature");
-            (TenantQuota::new(LocalQuota::new(plans()?)), "memory")
+            (TenantQuota::builder(LocalQuota::new(plans()?)), "memory")
         }
-        None => (TenantQuota::new(LocalQuota::new(plans()?)), "memory"),
+        None => (TenantQuota::builder(LocalQuota::new(plans()?)), "memory"),
     };
     let resolver = TenantResolver::builder(Arc::clone(&registry))
         .source(Source::claim())
@@ -157,10 +157,14 @@ pub fn build(redis_url: Option<&str>) -> Result<Demo, Box<dyn Error>> {
         .region(REGION)
         .build()?;
     let tenancy = Tenancy::builder()
-        .auth(JwtAuth::new(sessions.clone()).allow_missing(true))
+        .auth(
+            JwtAuth::builder(sessions.clone())
+                .allow_anonymous(true)
+                .build()?,
+        )
         .resolver(resolver)
         .policy(TenantPolicy::new(policy.clone()))
-        .quota(quota.cost(Tokens(QueryCost::new("max_tokens"))))
+        .quota(quota.cost(Tokens(QueryCost::new("max_tokens"))).build()?)
         .build()?;
     Ok(Demo {
         tenancy,

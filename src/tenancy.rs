@@ -127,18 +127,21 @@ impl TenancyBuilder {
     pub fn build(self) -> Result<Tenancy, ConfigError> {
         let resolver = self.resolver.ok_or(ConfigError::Missing("a resolver"))?;
         let twice = |setting| ConfigError::SettingTwice(setting);
-        let mut common = self.common.merge(resolver.common).map_err(twice)?;
+        #[cfg(feature = "jwt")]
+        let reads_claims = resolver.reads_claims();
+        let (resolve, own) = resolver.into_parts();
+        let mut common = self.common.merge(own).map_err(twice)?;
         let mut stages: Vec<Arc<dyn Stage>> = Vec::with_capacity(4);
         #[cfg(feature = "jwt")]
         if let Some(auth) = self.auth {
-            if !resolver.stage.reads_claims() {
+            if !reads_claims {
                 return Err(ConfigError::AuthWithoutClaim);
             }
             let (stage, own) = auth.into_parts();
             common = common.merge(own).map_err(twice)?;
             stages.push(stage);
         }
-        stages.push(resolver.stage);
+        stages.push(resolve);
         if let Some(policy) = self.policy {
             let (stage, own) = policy.into_parts();
             common = common.merge(own).map_err(twice)?;

@@ -562,7 +562,12 @@ async fn allow_missing_lets_the_resolver_decide_and_principal_is_optional() {
     let s = sessions();
     let registry = InMemoryRegistry::new().with(TenantRecord::new(id("acme"), "pro"));
     let tenancy = Tenancy::builder()
-        .auth(JwtAuth::new(s.clone()).allow_missing(true))
+        .auth(
+            JwtAuth::builder(s.clone())
+                .allow_anonymous(true)
+                .build()
+                .unwrap(),
+        )
         .resolver(
             TenantResolver::builder(registry)
                 .source(Source::claim())

@@ -186,7 +186,10 @@ impl PolicyEvaluator for Flaky {
 
 #[actix_web::test]
 async fn errors_timeouts_and_panics_are_503_and_the_next_request_is_served() {
-    let app = app!(TenantPolicy::new(Flaky).timeout(Duration::from_millis(50)));
+    let app = app!(TenantPolicy::builder(Flaky)
+        .timeout(Duration::from_millis(50))
+        .build()
+        .unwrap());
     let ok = || get("/items/1", Some("acme")).to_request();
 
     let res = test::call_service(&app, get("/items/1", Some("globex")).to_request()).await;
@@ -298,8 +301,9 @@ async fn decisions_are_audited_with_rule_and_version_and_denials_are_not_charged
         .build()
         .unwrap();
     let tenancy = Tenancy::builder()
+        .audit(sink)
         .resolver(resolver())
-        .policy(tiered(Arc::default()).audit(sink))
+        .policy(tiered(Arc::default()))
         .quota(TenantQuota::new(LocalQuota::new(plans)))
         .build()
         .unwrap();

@@ -145,7 +145,10 @@ async fn the_burst_passes_then_429_with_every_header() {
 
 #[actix_web::test]
 async fn success_headers_can_be_turned_off_but_refusals_keep_them() {
-    let quota = TenantQuota::new(LocalQuota::new(plans())).headers_on_success(false);
+    let quota = TenantQuota::builder(LocalQuota::new(plans()))
+        .headers_on_success(false)
+        .build()
+        .unwrap();
     let app = app!(tenancy(registry(), quota));
     for _ in 0..5 {
         let res = test::call_service(&app, req("globex").to_request()).await;
@@ -160,8 +163,10 @@ async fn success_headers_can_be_turned_off_but_refusals_keep_them() {
 
 #[actix_web::test]
 async fn query_costs_are_charged_and_hostile_ones_refused() {
-    let quota =
-        TenantQuota::new(LocalQuota::new(plans())).cost(QueryCost::new("max_tokens").max(60));
+    let quota = TenantQuota::builder(LocalQuota::new(plans()))
+        .cost(QueryCost::new("max_tokens").max(60))
+        .build()
+        .unwrap();
     let app = app!(tenancy(registry(), quota));
     let call = |query: &'static str| {
         let app = &app;
@@ -206,8 +211,10 @@ async fn query_costs_are_charged_and_hostile_ones_refused() {
 
 #[actix_web::test]
 async fn header_costs_are_charged_and_hostile_ones_refused() {
-    let quota = TenantQuota::new(LocalQuota::new(plans()))
-        .cost(HeaderCost::new("x-token-count").unwrap().max(50));
+    let quota = TenantQuota::builder(LocalQuota::new(plans()))
+        .cost(HeaderCost::new("x-token-count").unwrap().max(50))
+        .build()
+        .unwrap();
     let app = app!(tenancy(registry(), quota));
     for bad in [
         "-1",
@@ -254,8 +261,10 @@ async fn header_costs_are_charged_and_hostile_ones_refused() {
 
 #[actix_web::test]
 async fn a_cost_above_the_burst_can_never_pass() {
-    let quota =
-        TenantQuota::new(LocalQuota::new(plans())).cost(HeaderCost::new("x-token-count").unwrap());
+    let quota = TenantQuota::builder(LocalQuota::new(plans()))
+        .cost(HeaderCost::new("x-token-count").unwrap())
+        .build()
+        .unwrap();
     let app = app!(tenancy(registry(), quota));
     let res = test::call_service(
         &app,
@@ -309,7 +318,10 @@ async fn the_charge_is_corrected_after_the_handler() {
 #[actix_web::test]
 async fn server_errors_are_refunded_when_asked() {
     for (refund, left) in [(true, 99), (false, 98)] {
-        let quota = TenantQuota::new(LocalQuota::new(plans())).refund_server_errors(refund);
+        let quota = TenantQuota::builder(LocalQuota::new(plans()))
+            .refund_server_errors(refund)
+            .build()
+            .unwrap();
         let app = app!(tenancy(registry(), quota));
         let res = test::call_service(
             &app,
@@ -334,11 +346,14 @@ async fn shadow_plans_pass_and_mark() {
     let outcomes: Arc<std::sync::Mutex<Vec<(Stage, String)>>> = Arc::default();
     let seen = Arc::clone(&outcomes);
     // Set on the quota stage, the sink is the whole pipeline's: it hears every stage.
-    let quota = TenantQuota::new(LocalQuota::new(plans())).audit(move |e: &AuditEvent<'_>| {
-        seen.lock()
-            .unwrap()
-            .push((e.stage, e.outcome.as_str().to_owned()))
-    });
+    let quota = TenantQuota::builder(LocalQuota::new(plans()))
+        .audit(move |e: &AuditEvent<'_>| {
+            seen.lock()
+                .unwrap()
+                .push((e.stage, e.outcome.as_str().to_owned()))
+        })
+        .build()
+        .unwrap();
     let app = app!(tenancy(registry(), quota));
     let first = test::call_service(&app, req("shadowy").to_request()).await;
     assert_eq!(first.status(), 200);
@@ -478,7 +493,10 @@ async fn quota_rejections_use_the_pipeline_responder() {
 #[actix_web::test]
 async fn abandoned_requests_are_refunded_when_asked() {
     for (refund, left) in [(true, 99), (false, 98)] {
-        let quota = TenantQuota::new(LocalQuota::new(plans())).refund_server_errors(refund);
+        let quota = TenantQuota::builder(LocalQuota::new(plans()))
+            .refund_server_errors(refund)
+            .build()
+            .unwrap();
         let app = test::init_service(
             App::new()
                 .wrap(tenancy(registry(), quota))

@@ -417,7 +417,7 @@ where
 /// {"type":"about:blank","title":"Tenant required","status":401,"code":"tenant_missing"}
 /// ```
 ///
-/// `type` is `about:blank` unless a base URI is set with [`ProblemJson::with_type_base`],
+/// `type` is `about:blank` unless a base URI is set with [`ProblemJson::type_base`],
 /// in which case it is the base followed by the code. `code` is an extension member
 /// carrying the stable code. `Retry-After` is set when the rejection knows it.
 #[derive(Debug, Clone, Default)]
@@ -428,7 +428,7 @@ pub struct ProblemJson {
 impl ProblemJson {
     /// Problem types become `{base}{code}`, e.g. `https://errors.example.com/tenant_missing`.
     #[must_use]
-    pub fn with_type_base(mut self, base: impl Into<String>) -> Self {
+    pub fn type_base(mut self, base: impl Into<String>) -> Self {
         self.type_base = Some(base.into());
         self
     }
@@ -507,15 +507,79 @@ pub enum ConfigError {
     /// An authentication stage was composed with a resolver that does not read the
     /// token's tenant ([`Source::claim`](crate::Source::claim)).
     AuthWithoutClaim,
-    /// A registry file or document could not be loaded.
-    Registry(String),
-    /// A quota plan is invalid.
-    Quota(String),
-    /// A policy is invalid; the message names the line and column, or the level and
-    /// rule, at fault.
-    Policy(String),
-    /// A session store or key could not be set up.
-    Session(String),
+    /// A duration that must be longer than zero is zero (a timeout that would refuse
+    /// every request).
+    ZeroDuration(&'static str),
+    /// Two settings name the same header, so one request value would answer both.
+    SameHeader {
+        /// The first setting.
+        first: &'static str,
+        /// The second setting.
+        second: &'static str,
+    },
+    /// A JSON or TOML document (`of`: `registry` or `policy`) could not be parsed;
+    /// `reason` is the parser's message, which names the line and column.
+    InvalidDocument {
+        /// What the document describes.
+        of: &'static str,
+        /// The parser's message.
+        reason: String,
+    },
+    /// A file could not be read.
+    UnreadableFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The operating system's message.
+        reason: String,
+    },
+    /// One document names the same tenant twice.
+    DuplicateTenant(String),
+    /// A policy rule is malformed; `at` names the level at fault (`tier:free`,
+    /// `tenant:acme`, `default`).
+    InvalidRule {
+        /// The level.
+        at: String,
+        /// What is wrong with the rule.
+        reason: String,
+    },
+    /// A policy set's version is not newer than the newest already loaded.
+    StalePolicyVersion {
+        /// The version given.
+        version: u64,
+        /// The newest version loaded.
+        newest: u64,
+    },
+    /// Every policy version number has been given out.
+    PolicyVersionsExhausted,
+    /// A rollback names a version that is not kept (`None`: no version is kept
+    /// before the active one).
+    PolicyVersionNotKept(Option<u64>),
+    /// `promote_shadow` with no shadow version loaded.
+    NoShadowPolicy,
+    /// A quota plan is invalid; `plan` says which (`for tier "pro"`).
+    InvalidPlan {
+        /// Which plan.
+        plan: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A backend's URL could not be parsed, or its client could not be set up.
+    InvalidBackendUrl {
+        /// The backend (`Redis`).
+        backend: &'static str,
+        /// The client's message.
+        reason: String,
+    },
+    /// A PostgreSQL name (a role, a `NOTIFY` channel) is not 1 to 63 bytes of
+    /// `[a-z0-9_]` starting with a letter or `_`.
+    InvalidSqlName {
+        /// What the name is for.
+        what: &'static str,
+        /// The name given.
+        name: String,
+    },
+    /// A reconnect backoff whose minimum is zero or above its maximum.
+    InvalidBackoff,
 }
 
 impl fmt::Display for ConfigError {
@@ -539,6 +603,11 @@ impl fmt::Display for ConfigError {
             }
             Self::DuplicateSource(s) => write!(f, "the source {s} was added twice"),
             Self::Missing(what) => write!(f, "{what} is required"),
+            Self::ZeroDuration(what) => write!(f, "{what} must be longer than zero"),
+            Self::SameHeader { first, second } => write!(
+                f,
+                "the {first} header and the {second} header are the same header"
+            ),
             Self::AuthWithoutClaim => f.write_str(
                 "an authentication stage needs Source::claim() in the resolver, so that the \
                  token's tenant wins over every other source",
@@ -547,10 +616,37 @@ impl fmt::Display for ConfigError {
                 f,
                 "the setting {what} is given twice: set it once, on Tenancy::builder() or on one stage"
             ),
-            Self::Registry(msg) => write!(f, "registry: {msg}"),
-            Self::Quota(msg) => write!(f, "quota: {msg}"),
-            Self::Policy(msg) => write!(f, "policy: {msg}"),
-            Self::Session(msg) => write!(f, "session: {msg}"),
+            Self::InvalidDocument { of, reason } => {
+                write!(f, "the {of} document could not be read: {reason}")
+            }
+            Self::UnreadableFile { path, reason } => {
+                write!(f, "the file {} could not be read: {reason}", path.display())
+            }
+            Self::DuplicateTenant(id) => write!(f, "the tenant {id:?} is listed twice"),
+            Self::InvalidRule { at, reason } => write!(f, "a rule of {at} is invalid: {reason}"),
+            Self::StalePolicyVersion { version, newest } => write!(
+                f,
+                "policy version {version} is not newer than version {newest}, already loaded"
+            ),
+            Self::PolicyVersionsExhausted => f.write_str("no policy version number is left"),
+            Self::PolicyVersionNotKept(Some(v)) => {
+                write!(f, "policy version {v} is not kept, so it cannot be made active")
+            }
+            Self::PolicyVersionNotKept(None) => {
+                f.write_str("no policy version before the active one is kept to roll back to")
+            }
+            Self::NoShadowPolicy => f.write_str("no shadow policy version is loaded to promote"),
+            Self::InvalidPlan { plan, reason } => write!(f, "the quota plan {plan} is invalid: {reason}"),
+            Self::InvalidBackendUrl { backend, reason } => {
+                write!(f, "the {backend} URL is invalid: {reason}")
+            }
+            Self::InvalidSqlName { what, name } => write!(
+                f,
+                "the {what} {name:?} is not 1 to 63 bytes of [a-z0-9_] starting with a letter or '_'"
+            ),
+            Self::InvalidBackoff => f.write_str(
+                "the reconnect backoff's minimum must be longer than zero and at most its maximum",
+            ),
         }
     }
 }
@@ -585,7 +681,7 @@ mod tests {
     #[test]
     fn every_problem_body_is_valid_json_in_rfc_order() {
         use actix_web::body::MessageBody as _;
-        let with_base = ProblemJson::default().with_type_base("https://e.example/\"x\\/");
+        let with_base = ProblemJson::default().type_base("https://e.example/\"x\\/");
         for code in ErrorCode::ALL {
             let err = sample(code);
             assert_eq!(err.code(), code);

@@ -36,7 +36,7 @@ use tracing::Instrument as _;
 
 pub(crate) use routes::{RouteCache, RoutedPath};
 pub(crate) use stage::{
-    common_setters, wait, After, Common, Composed, Decision, Exempt, Fields, Flow, Pipeline,
+    common_setters, wait, After, Built, Common, Composed, Decision, Exempt, Fields, Flow, Pipeline,
     Refusal, Settings, Settle, Stage, Step, Worker, WorkerCx,
 };
 

@@ -426,3 +426,44 @@ pub(crate) trait Composed {
     /// The pipeline a worker's service runs.
     fn pipeline(&self) -> Arc<Pipeline>;
 }
+
+/// A stage as its public type holds it: the stage, the shared settings its builder was
+/// given (for a `Tenancy` to merge), and the pipeline it runs standalone, built once.
+pub(crate) struct Built<T> {
+    pub(crate) stage: Arc<T>,
+    pub(crate) common: Common,
+    pipeline: Arc<Pipeline>,
+}
+
+impl<T: Stage> Built<T> {
+    pub(crate) fn new(stage: T, common: Common) -> Self {
+        let stage = Arc::new(stage);
+        let alone: Arc<dyn Stage> = Arc::clone(&stage) as Arc<dyn Stage>;
+        Self {
+            pipeline: Arc::new(Pipeline::new(vec![alone], common.clone())),
+            stage,
+            common,
+        }
+    }
+
+    /// The stage as the pipeline runs it, and the settings given with it.
+    pub(crate) fn into_parts(self) -> (Arc<dyn Stage>, Common) {
+        (self.stage, self.common)
+    }
+}
+
+impl<T> Clone for Built<T> {
+    fn clone(&self) -> Self {
+        Self {
+            stage: Arc::clone(&self.stage),
+            common: self.common.clone(),
+            pipeline: Arc::clone(&self.pipeline),
+        }
+    }
+}
+
+impl<T> Composed for Built<T> {
+    fn pipeline(&self) -> Arc<Pipeline> {
+        Arc::clone(&self.pipeline)
+    }
+}

@@ -66,7 +66,7 @@ use actix_web::http::Method;
 
 pub use cache::CachedPolicy;
 pub use rules::{PolicySet, RulePolicy, Rules, DEFAULT_KEEP_VERSIONS};
-pub use stage::TenantPolicy;
+pub use stage::{TenantPolicy, TenantPolicyBuilder};
 
 use crate::core::TenantContext;
 

@@ -74,13 +74,19 @@ impl PolicySet {
 
     /// Parses a policy from JSON. Errors name the line and column.
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
-        serde_json::from_str(text).map_err(|e| ConfigError::Policy(e.to_string()))
+        serde_json::from_str(text).map_err(|e| ConfigError::InvalidDocument {
+            of: "policy",
+            reason: e.to_string(),
+        })
     }
 
     /// Parses a policy from TOML (feature `toml`). Errors name the line and column.
     #[cfg(feature = "toml")]
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Policy(e.to_string()))
+        toml::from_str(text).map_err(|e| ConfigError::InvalidDocument {
+            of: "policy",
+            reason: e.to_string(),
+        })
     }
 
     /// Sets the version this policy will carry.
@@ -449,7 +455,10 @@ struct Level {
 impl Level {
     fn compile(name: &str, rules: Rules) -> Result<Self, ConfigError> {
         if let Some(e) = rules.errors.into_iter().next() {
-            return Err(ConfigError::Policy(format!("{name}: {e}")));
+            return Err(ConfigError::InvalidRule {
+                at: name.to_owned(),
+                reason: e,
+            });
         }
         let id = |list: &str, raw: &str| -> Arc<str> { format!("{name} {list} {raw}").into() };
         let mut level = Self {
@@ -460,8 +469,10 @@ impl Level {
         };
         for (feature, on) in rules.features {
             let raw = format!("feature:{}", feature.0);
-            let rule = CapabilityRule::parse(&raw)
-                .map_err(|e| ConfigError::Policy(format!("{name}: {e}")))?;
+            let rule = CapabilityRule::parse(&raw).map_err(|reason| ConfigError::InvalidRule {
+                at: name.to_owned(),
+                reason,
+            })?;
             let id = id(if on { "feature-on" } else { "feature-off" }, &feature.0);
             if on {
                 level.cap_allow.push((rule, id));
@@ -750,9 +761,7 @@ impl RulePolicy {
                 self.shared.active.store(Arc::clone(previous));
                 Ok(previous.version)
             }
-            None => Err(ConfigError::Policy(format!(
-                "no version before {active} is kept to roll back to"
-            ))),
+            None => Err(ConfigError::PolicyVersionNotKept(None)),
         }
     }
 
@@ -764,10 +773,7 @@ impl RulePolicy {
                 self.shared.active.store(Arc::clone(kept));
                 Ok(version)
             }
-            None => Err(ConfigError::Policy(format!(
-                "version {version} is not kept (kept: {:?})",
-                h.kept.iter().map(|c| c.version).collect::<Vec<_>>()
-            ))),
+            None => Err(ConfigError::PolicyVersionNotKept(Some(version))),
         }
     }
 
@@ -791,7 +797,7 @@ impl RulePolicy {
     pub fn promote_shadow(&self) -> Result<u64, ConfigError> {
         let mut h = self.history();
         let Some(shadow) = self.shared.shadow.swap(None) else {
-            return Err(ConfigError::Policy("no shadow version to promote".into()));
+            return Err(ConfigError::NoShadowPolicy);
         };
         self.shared.has_shadow.store(false, Ordering::Release);
         let version = shadow.version;
@@ -825,16 +831,16 @@ impl History {
     fn compile(&mut self, set: PolicySet) -> Result<Compiled, ConfigError> {
         let version = match set.version {
             Some(v) if v <= self.highest => {
-                return Err(ConfigError::Policy(format!(
-                    "version {v} is not newer than version {} already loaded",
-                    self.highest
-                )))
+                return Err(ConfigError::StalePolicyVersion {
+                    version: v,
+                    newest: self.highest,
+                })
             }
             Some(v) => v,
             None => self
                 .highest
                 .checked_add(1)
-                .ok_or_else(|| ConfigError::Policy("no version number is left".into()))?,
+                .ok_or(ConfigError::PolicyVersionsExhausted)?,
         };
         let compiled = Compiled::compile(set, version)?;
         self.highest = version;

@@ -12,43 +12,38 @@ use futures_util::FutureExt as _;
 use super::{Decision, PolicyError, PolicyEvaluator, PolicyRequest};
 use crate::{
     core::{
-        error::{ErrorCode, TenancyError},
+        error::{ConfigError, ErrorCode, TenancyError},
         observe::{AuditEvent, Outcome, Stage as StageName, Timer},
         Capabilities, TenantContext,
     },
     pipeline::{
-        common_setters, wait, Common, Composed, Decision as Next, Flow, Pipeline, RouteCache,
-        RoutedPath, Settings, Stage, Step, Worker, WorkerCx,
+        common_setters, wait, Built, Common, Composed, Decision as Next, Flow, Pipeline,
+        RouteCache, RoutedPath, Settings, Stage, Step, Worker, WorkerCx,
     },
 };
 
 /// The policy stage. Give it to [`Tenancy::builder().policy(...)`](crate::TenancyBuilder::policy);
-/// it runs after resolution and before quota.
+/// it runs after resolution and before quota. [`new`](Self::new) takes the defaults;
+/// [`builder`](Self::builder) the rest.
 #[derive(Clone)]
-#[must_use]
-pub struct TenantPolicy {
-    evaluator: Arc<dyn PolicyEvaluator>,
-    timeout: Duration,
-    model_header: Option<HeaderName>,
-    tool_header: Option<HeaderName>,
-    common: Common,
-}
+pub struct TenantPolicy(Built<PolicyStage>);
 
 impl fmt::Debug for TenantPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TenantPolicy")
-            .field("timeout", &self.timeout)
-            .field("model_header", &self.model_header)
-            .field("tool_header", &self.tool_header)
-            .finish_non_exhaustive()
+        fmt::Debug::fmt(&*self.0.stage, f)
     }
 }
 
 impl TenantPolicy {
-    /// The stage for `evaluator`: a 100 ms timeout, capabilities from `X-Model` and
-    /// `X-Tool`.
+    /// The stage for `evaluator` with the defaults: a 100 ms timeout, capabilities from
+    /// `X-Model` and `X-Tool`.
     pub fn new(evaluator: impl PolicyEvaluator) -> Self {
-        Self {
+        Self::builder(evaluator).assemble()
+    }
+
+    /// A builder for the stage of `evaluator`.
+    pub fn builder(evaluator: impl PolicyEvaluator) -> TenantPolicyBuilder {
+        TenantPolicyBuilder {
             evaluator: Arc::new(evaluator),
             timeout: Duration::from_millis(100),
             model_header: Some(HeaderName::from_static("x-model")),
@@ -57,6 +52,33 @@ impl TenantPolicy {
         }
     }
 
+    /// The stage, and the shared settings given to its builder.
+    pub(crate) fn into_parts(self) -> (Arc<dyn Stage>, Common) {
+        self.0.into_parts()
+    }
+}
+
+/// Builds a [`TenantPolicy`].
+#[must_use]
+pub struct TenantPolicyBuilder {
+    evaluator: Arc<dyn PolicyEvaluator>,
+    timeout: Duration,
+    model_header: Option<HeaderName>,
+    tool_header: Option<HeaderName>,
+    common: Common,
+}
+
+impl fmt::Debug for TenantPolicyBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantPolicyBuilder")
+            .field("timeout", &self.timeout)
+            .field("model_header", &self.model_header)
+            .field("tool_header", &self.tool_header)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TenantPolicyBuilder {
     /// How long the evaluator may take before the request fails closed with
     /// `503 policy_unavailable` (default 100 ms).
     pub fn timeout(mut self, timeout: Duration) -> Self {
@@ -78,14 +100,47 @@ impl TenantPolicy {
 
     common_setters!();
 
-    /// The stage, and the shared settings given to this builder.
-    pub(crate) fn into_parts(mut self) -> (Arc<PolicyStage>, Common) {
-        let common = std::mem::take(&mut self.common);
-        (Arc::new(PolicyStage(self)), common)
+    /// Checks the configuration and builds the stage.
+    pub fn build(self) -> Result<TenantPolicy, ConfigError> {
+        if self.timeout.is_zero() {
+            return Err(ConfigError::ZeroDuration("the policy timeout"));
+        }
+        if self.model_header.is_some() && self.model_header == self.tool_header {
+            return Err(ConfigError::SameHeader {
+                first: "model",
+                second: "tool",
+            });
+        }
+        Ok(self.assemble())
+    }
+
+    fn assemble(self) -> TenantPolicy {
+        let stage = PolicyStage {
+            evaluator: self.evaluator,
+            timeout: self.timeout,
+            model_header: self.model_header,
+            tool_header: self.tool_header,
+        };
+        TenantPolicy(Built::new(stage, self.common))
     }
 }
 
-pub(crate) struct PolicyStage(TenantPolicy);
+pub(crate) struct PolicyStage {
+    evaluator: Arc<dyn PolicyEvaluator>,
+    timeout: Duration,
+    model_header: Option<HeaderName>,
+    tool_header: Option<HeaderName>,
+}
+
+impl fmt::Debug for PolicyStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantPolicy")
+            .field("timeout", &self.timeout)
+            .field("model_header", &self.model_header)
+            .field("tool_header", &self.tool_header)
+            .finish_non_exhaustive()
+    }
+}
 
 impl Stage for PolicyStage {
     fn worker(self: Arc<Self>, cx: &WorkerCx) -> Box<dyn Worker> {
@@ -104,7 +159,7 @@ impl Stage for PolicyStage {
 impl Capabilities for PolicyStage {
     /// Whether `tenant` has `capability`; a panicking evaluator grants nothing.
     fn can(&self, tenant: &TenantContext, capability: &str) -> bool {
-        let evaluator = &self.0.evaluator;
+        let evaluator = &self.evaluator;
         catch_unwind(AssertUnwindSafe(|| evaluator.can(tenant, capability))).unwrap_or(false)
     }
 }
@@ -172,7 +227,7 @@ impl PolicyStage {
                 return err.into();
             }
         };
-        let evaluator = &self.0.evaluator;
+        let evaluator = &self.evaluator;
         let timer = Timer::start();
         let answer = match catch_unwind(AssertUnwindSafe(|| {
             evaluator.evaluate_now(tenant, &question)
@@ -203,8 +258,8 @@ impl PolicyStage {
         question: &PolicyRequest,
     ) -> Next {
         let timer = Timer::start();
-        let call = AssertUnwindSafe(self.0.evaluator.evaluate(tenant, question)).catch_unwind();
-        let answer = match tokio::time::timeout(self.0.timeout, call).await {
+        let call = AssertUnwindSafe(self.evaluator.evaluate(tenant, question)).catch_unwind();
+        let answer = match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_panic)) => Err(PolicyError::new("the evaluator panicked")),
             Err(_) => Err(PolicyError::new("the evaluator timed out")),
@@ -222,7 +277,7 @@ impl PolicyStage {
         tenant: &TenantContext,
         question: &PolicyRequest,
     ) {
-        let evaluator = &self.0.evaluator;
+        let evaluator = &self.evaluator;
         let shadow = catch_unwind(AssertUnwindSafe(|| evaluator.shadow_now(tenant, question)));
         if let Ok(Some(d)) = shadow {
             let outcome = if d.allowed {
@@ -248,10 +303,7 @@ impl PolicyStage {
         if let Some(p) = tenant.principal() {
             question.scopes = p.scopes().to_vec();
         }
-        for (prefix, name) in [
-            ("model:", &self.0.model_header),
-            ("tool:", &self.0.tool_header),
-        ] {
+        for (prefix, name) in [("model:", &self.model_header), ("tool:", &self.tool_header)] {
             let Some(name) = name else { continue };
             let mut values = req.headers().get_all(name);
             let Some(value) = values.next() else { continue };
@@ -358,7 +410,6 @@ crate::pipeline::transform!(
 
 impl Composed for TenantPolicy {
     fn pipeline(&self) -> Arc<Pipeline> {
-        let (stage, common) = self.clone().into_parts();
-        Arc::new(Pipeline::new(vec![stage], common))
+        self.0.pipeline()
     }
 }

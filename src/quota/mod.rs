@@ -62,7 +62,7 @@ pub use local::LocalQuota;
 pub use plan::{Budget, Period, QuotaPlan, QuotaPlans, QuotaPlansBuilder, Rate, UnknownTier};
 #[cfg(feature = "redis")]
 pub use redis::{FailureMode, RedisQuota, RedisQuotaBuilder};
-pub use stage::{ActualCost, TenantQuota};
+pub use stage::{ActualCost, TenantQuota, TenantQuotaBuilder};
 
 use crate::core::TenantContext;
 

@@ -304,7 +304,10 @@ impl QuotaPlan {
     }
 
     fn validate(&self, name: &str) -> Result<(), ConfigError> {
-        let bad = |what: &str| ConfigError::Quota(format!("plan {name}: {what}"));
+        let bad = |reason: &'static str| ConfigError::InvalidPlan {
+            plan: name.to_owned(),
+            reason,
+        };
         if let Some(rate) = &self.rate {
             if rate.amount == 0 || rate.burst == 0 || rate.per.is_zero() {
                 return Err(bad("a rate needs a positive amount, burst and period"));
@@ -490,7 +493,7 @@ mod tests {
             QuotaPlan::unlimited().budget(0, Period::Day),
         ] {
             let res = QuotaPlans::builder().tier("free", plan).build();
-            assert!(matches!(res, Err(ConfigError::Quota(_))));
+            assert!(matches!(res, Err(ConfigError::InvalidPlan { .. })));
         }
     }
 }

@@ -281,14 +281,21 @@ impl RedisQuotaBuilder {
 
     /// Checks the URL and builds the manager; it connects on first use.
     pub fn build(self) -> Result<RedisQuota, ConfigError> {
-        let client = redis::Client::open(self.url.as_str())
-            .map_err(|e| ConfigError::Quota(format!("Redis URL: {e}")))?;
+        let client =
+            redis::Client::open(self.url.as_str()).map_err(|e| ConfigError::InvalidBackendUrl {
+                backend: "Redis",
+                reason: e.to_string(),
+            })?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(250))))
             .set_response_timeout(Some(self.timeout))
             .set_number_of_retries(1);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| ConfigError::Quota(format!("Redis: {e}")))?;
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| {
+            ConfigError::InvalidBackendUrl {
+                backend: "Redis",
+                reason: e.to_string(),
+            }
+        })?;
         let fallback = match self.mode {
             FailureMode::FailClosed => None,
             FailureMode::FallbackLocal { replicas } => {

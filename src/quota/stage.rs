@@ -8,13 +8,13 @@ use actix_web::{dev::ServiceRequest, http::StatusCode, HttpMessage as _, HttpReq
 use super::{cost::CostEstimator, headers::headers, QuotaDecision, QuotaError, QuotaManager};
 use crate::{
     core::{
-        error::TenancyError,
+        error::{ConfigError, TenancyError},
         observe::{AuditEvent, Outcome, Stage as StageName, Timer},
         TenantContext,
     },
     pipeline::{
-        common_setters, wait, After, Common, Composed, Decision, Fields, Flow, Pipeline, Refusal,
-        Settings, Settle, Stage, Step, Worker, WorkerCx,
+        common_setters, wait, After, Built, Common, Composed, Decision, Fields, Flow, Pipeline,
+        Refusal, Settings, Settle, Stage, Step, Worker, WorkerCx,
     },
 };
 
@@ -30,28 +30,24 @@ use crate::{
 /// [`ProblemJson`](crate::ProblemJson); [`Tenancy`](crate::Tenancy) shares one
 /// responder across stages.
 #[derive(Clone)]
-#[must_use]
-pub struct TenantQuota {
-    manager: Arc<dyn QuotaManager>,
-    estimator: Arc<dyn CostEstimator>,
-    headers_on_success: bool,
-    refund_server_errors: bool,
-    common: Common,
-}
+pub struct TenantQuota(Built<QuotaStage>);
 
 impl fmt::Debug for TenantQuota {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TenantQuota")
-            .field("headers_on_success", &self.headers_on_success)
-            .field("refund_server_errors", &self.refund_server_errors)
-            .finish_non_exhaustive()
+        fmt::Debug::fmt(&*self.0.stage, f)
     }
 }
 
 impl TenantQuota {
-    /// The stage for `manager`: one unit per request, quota headers on every response.
+    /// The stage for `manager` with the defaults: one unit per request, quota headers
+    /// on every response, no refunds.
     pub fn new(manager: impl QuotaManager) -> Self {
-        Self {
+        Self::builder(manager).assemble()
+    }
+
+    /// A builder for the stage of `manager`.
+    pub fn builder(manager: impl QuotaManager) -> TenantQuotaBuilder {
+        TenantQuotaBuilder {
             manager: Arc::new(manager),
             estimator: Arc::new(|_: &ServiceRequest| 1),
             headers_on_success: true,
@@ -60,6 +56,32 @@ impl TenantQuota {
         }
     }
 
+    /// The stage, and the shared settings given to its builder.
+    pub(crate) fn into_parts(self) -> (Arc<dyn Stage>, Common) {
+        self.0.into_parts()
+    }
+}
+
+/// Builds a [`TenantQuota`].
+#[must_use]
+pub struct TenantQuotaBuilder {
+    manager: Arc<dyn QuotaManager>,
+    estimator: Arc<dyn CostEstimator>,
+    headers_on_success: bool,
+    refund_server_errors: bool,
+    common: Common,
+}
+
+impl fmt::Debug for TenantQuotaBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantQuotaBuilder")
+            .field("headers_on_success", &self.headers_on_success)
+            .field("refund_server_errors", &self.refund_server_errors)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TenantQuotaBuilder {
     /// How much a request costs (default: 1).
     pub fn cost(mut self, estimator: impl CostEstimator) -> Self {
         self.estimator = Arc::new(estimator);
@@ -83,10 +105,20 @@ impl TenantQuota {
 
     common_setters!();
 
-    /// The stage, and the shared settings given to this builder.
-    pub(crate) fn into_parts(mut self) -> (Arc<QuotaStage>, Common) {
-        let common = std::mem::take(&mut self.common);
-        (Arc::new(QuotaStage(self)), common)
+    /// Builds the stage. Every combination of these settings is valid; the `Result`
+    /// keeps the construction of every stage the same.
+    pub fn build(self) -> Result<TenantQuota, ConfigError> {
+        Ok(self.assemble())
+    }
+
+    fn assemble(self) -> TenantQuota {
+        let stage = QuotaStage {
+            manager: self.manager,
+            estimator: self.estimator,
+            headers_on_success: self.headers_on_success,
+            refund_server_errors: self.refund_server_errors,
+        };
+        TenantQuota(Built::new(stage, self.common))
     }
 }
 
@@ -107,7 +139,21 @@ impl TenantQuota {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ActualCost(pub u32);
 
-pub(crate) struct QuotaStage(TenantQuota);
+pub(crate) struct QuotaStage {
+    manager: Arc<dyn QuotaManager>,
+    estimator: Arc<dyn CostEstimator>,
+    headers_on_success: bool,
+    refund_server_errors: bool,
+}
+
+impl fmt::Debug for QuotaStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantQuota")
+            .field("headers_on_success", &self.headers_on_success)
+            .field("refund_server_errors", &self.refund_server_errors)
+            .finish_non_exhaustive()
+    }
+}
 
 impl Stage for QuotaStage {
     fn worker(self: Arc<Self>, cx: &WorkerCx) -> Box<dyn Worker> {
@@ -148,11 +194,11 @@ impl QuotaStage {
         flow: &mut Flow,
     ) -> Step {
         let timer = Timer::start();
-        let cost = match self.0.estimator.estimate(req) {
+        let cost = match self.estimator.estimate(req) {
             Ok(cost) => cost,
             Err(err) => return self.refuse(settings, req, &tenant, err).into(),
         };
-        match self.0.manager.check_now(&tenant, cost) {
+        match self.manager.check_now(&tenant, cost) {
             Some(answer) => {
                 let step = self.decided(settings, req, tenant, cost, answer, flow);
                 timer.stop(StageName::Quota);
@@ -163,7 +209,7 @@ impl QuotaStage {
                 wait(move |req, flow| {
                     Box::pin(async move {
                         let timer = Timer::start();
-                        let answer = me.0.manager.check(&tenant, cost).await;
+                        let answer = me.manager.check(&tenant, cost).await;
                         let step = me.decided(&settings, req, tenant, cost, answer, flow);
                         timer.stop(StageName::Quota);
                         step
@@ -218,7 +264,7 @@ impl QuotaStage {
         } else {
             self.report(settings, req, &tenant, Outcome::Allowed, "within quota");
         }
-        let fields = (self.0.headers_on_success || decision.would_deny)
+        let fields = (self.headers_on_success || decision.would_deny)
             .then(|| Box::new(headers(&decision, false)) as Box<dyn Fields>);
         flow.after = Some(After {
             by: Some(Arc::clone(self) as Arc<dyn Settle>),
@@ -280,7 +326,7 @@ impl Settle for QuotaStage {
         req: &HttpRequest,
         status: StatusCode,
     ) {
-        let actual = if self.0.refund_server_errors && status.is_server_error() {
+        let actual = if self.refund_server_errors && status.is_server_error() {
             Some(0)
         } else {
             req.extensions().get::<ActualCost>().map(|c| c.0)
@@ -291,7 +337,7 @@ impl Settle for QuotaStage {
     }
 
     fn abandoned(self: Arc<Self>, tenant: &Arc<TenantContext>, charged: u32) {
-        if self.0.refund_server_errors {
+        if self.refund_server_errors {
             tracing::debug!(target: "actix_tenancy::quota", "request abandoned: refunding");
             correct(self, tenant, charged, 0);
         }
@@ -300,17 +346,12 @@ impl Settle for QuotaStage {
 
 /// Corrects a charge, without waiting when the manager can.
 fn correct(stage: Arc<QuotaStage>, tenant: &Arc<TenantContext>, charged: u32, actual: u32) {
-    if stage
-        .0
-        .manager
-        .settle_now(tenant, charged, actual)
-        .is_some()
-    {
+    if stage.manager.settle_now(tenant, charged, actual).is_some() {
         return;
     }
     let tenant = Arc::clone(tenant);
     actix_web::rt::spawn(async move {
-        if let Err(err) = stage.0.manager.settle(&tenant, charged, actual).await {
+        if let Err(err) = stage.manager.settle(&tenant, charged, actual).await {
             tracing::warn!(target: "actix_tenancy::quota", error = %err, "quota correction failed");
         }
     });
@@ -320,7 +361,6 @@ crate::pipeline::transform!(TenantQuota);
 
 impl Composed for TenantQuota {
     fn pipeline(&self) -> Arc<Pipeline> {
-        let (stage, common) = self.clone().into_parts();
-        Arc::new(Pipeline::new(vec![stage as Arc<dyn Stage>], common))
+        self.0.pipeline()
     }
 }

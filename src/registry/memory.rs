@@ -93,7 +93,7 @@ impl InMemoryRegistry {
         for rec in doc.tenants {
             let id = rec.id().clone();
             if reg.insert(rec).is_some() {
-                return Err(ConfigError::Registry(format!("duplicate tenant id {id:?}")));
+                return Err(ConfigError::DuplicateTenant(id.as_str().to_owned()));
             }
         }
         Ok(reg)
@@ -102,7 +102,10 @@ impl InMemoryRegistry {
     /// Loads a JSON document.
     pub fn from_json_str(json: &str) -> Result<Self, ConfigError> {
         let doc: Document =
-            serde_json::from_str(json).map_err(|e| ConfigError::Registry(e.to_string()))?;
+            serde_json::from_str(json).map_err(|e| ConfigError::InvalidDocument {
+                of: "registry",
+                reason: e.to_string(),
+            })?;
         Self::from_document(doc)
     }
 
@@ -132,8 +135,10 @@ impl InMemoryRegistry {
     /// ```
     #[cfg(feature = "toml")]
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
-        let doc: Document =
-            toml::from_str(text).map_err(|e| ConfigError::Registry(e.to_string()))?;
+        let doc: Document = toml::from_str(text).map_err(|e| ConfigError::InvalidDocument {
+            of: "registry",
+            reason: e.to_string(),
+        })?;
         Self::from_document(doc)
     }
 
@@ -145,8 +150,10 @@ impl InMemoryRegistry {
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::Registry(format!("{}: {e}", path.display())))
+    std::fs::read_to_string(path).map_err(|e| ConfigError::UnreadableFile {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 impl fmt::Debug for InMemoryRegistry {
@@ -212,7 +219,7 @@ mod tests {
     #[test]
     fn missing_file_is_a_config_error() {
         let err = InMemoryRegistry::from_json_file("/nonexistent/tenants.json").unwrap_err();
-        assert!(matches!(err, ConfigError::Registry(_)));
+        assert!(matches!(err, ConfigError::UnreadableFile { .. }), "{err:?}");
         let _ = TenantStatus::Active;
     }
 }

@@ -148,16 +148,14 @@ impl PostgresRegistryBuilder {
     /// Checks the settings.
     pub fn build(self) -> Result<PostgresRegistry, ConfigError> {
         if !is_identifier(&self.channel) {
-            return Err(ConfigError::Registry(format!(
-                "invalid NOTIFY channel {:?}: use 1 to 63 bytes of [a-z0-9_], starting with a letter or '_'",
-                self.channel
-            )));
+            return Err(ConfigError::InvalidSqlName {
+                what: "NOTIFY channel",
+                name: self.channel,
+            });
         }
         let (min, max) = self.backoff;
         if min.is_zero() || max < min {
-            return Err(ConfigError::Registry(
-                "reconnect backoff: min must be positive and at most max".to_owned(),
-            ));
+            return Err(ConfigError::InvalidBackoff);
         }
         Ok(self.unchecked())
     }

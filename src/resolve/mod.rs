@@ -75,8 +75,8 @@ use crate::{
         Access, Principal, StatusRules, TenantContext, TenantId, TenantIdRule, TenantRecord,
     },
     pipeline::{
-        common_setters, wait, Common, Composed, Decision, Exempt, Flow, Pipeline, Settings, Stage,
-        Step, Worker, WorkerCx,
+        common_setters, wait, Built, Common, Composed, Decision, Exempt, Flow, Pipeline, Settings,
+        Stage, Step, Worker, WorkerCx,
     },
     registry::{Lookup, TenantRegistry},
 };
@@ -86,16 +86,11 @@ use source::{AsyncFn, Imp};
 /// process, and `.wrap()` clones of it; or hand it to [`Tenancy`](crate::Tenancy) to
 /// compose it with the other stages.
 #[derive(Clone)]
-pub struct TenantResolver {
-    pub(crate) stage: Arc<ResolveStage>,
-    /// The shared settings given to the builder, for a [`Tenancy`](crate::Tenancy).
-    pub(crate) common: Common,
-    pipeline: Arc<Pipeline>,
-}
+pub struct TenantResolver(Built<ResolveStage>);
 
 impl fmt::Debug for TenantResolver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.stage, f)
+        fmt::Debug::fmt(&*self.0.stage, f)
     }
 }
 
@@ -250,7 +245,7 @@ impl TenantResolverBuilder {
                 return Err(ConfigError::InvalidExemptPath(p.clone()));
             }
         }
-        let stage = Arc::new(ResolveStage {
+        let stage = ResolveStage {
             registry: self.registry,
             sync_sources,
             async_sources,
@@ -263,26 +258,25 @@ impl TenantResolverBuilder {
             status_rules: self.status_rules,
             region: self.region,
             registry_timeout: self.registry_timeout,
-        });
-        let pipeline = Arc::new(Pipeline::new(
-            vec![Arc::clone(&stage) as Arc<dyn Stage>],
-            self.common.clone(),
-        ));
-        Ok(TenantResolver {
-            stage,
-            common: self.common,
-            pipeline,
-        })
+        };
+        Ok(TenantResolver(Built::new(stage, self.common)))
     }
 }
 
-impl ResolveStage {
+impl TenantResolver {
     /// Whether a verified principal's tenant is read (and so wins over other sources).
     #[cfg_attr(not(feature = "jwt"), allow(dead_code))]
     pub(crate) fn reads_claims(&self) -> bool {
-        self.sync_sources
+        self.0
+            .stage
+            .sync_sources
             .iter()
             .any(|(_, kind, _)| *kind == SourceKind::Claim)
+    }
+
+    /// The stage, and the shared settings given to its builder.
+    pub(crate) fn into_parts(self) -> (Arc<dyn Stage>, Common) {
+        self.0.into_parts()
     }
 }
 
@@ -728,7 +722,7 @@ impl ContextCache {
 
 impl Composed for TenantResolver {
     fn pipeline(&self) -> Arc<Pipeline> {
-        Arc::clone(&self.pipeline)
+        self.0.pipeline()
     }
 }
 

@@ -7,12 +7,12 @@ use actix_web::{dev::ServiceRequest, http::header::AUTHORIZATION};
 use super::{SessionError, SessionManager, MAX_TOKEN_LEN};
 use crate::{
     core::{
-        error::TenancyError,
+        error::{ConfigError, TenancyError},
         observe::{AuditEvent, Outcome, Stage as StageName},
     },
     pipeline::{
-        common_setters, wait, Common, Composed, Decision, Flow, Pipeline, Settings, Stage, Step,
-        Worker, WorkerCx,
+        common_setters, wait, Built, Common, Composed, Decision, Flow, Pipeline, Settings, Stage,
+        Step, Worker, WorkerCx,
     },
 };
 
@@ -27,53 +27,94 @@ use crate::{
 /// | request | answer |
 /// | --- | --- |
 /// | a valid access token | the [`Principal`](crate::Principal) goes into the request extensions |
-/// | no `Authorization` header | `401 unauthenticated` with `WWW-Authenticate: Bearer`, or on without a principal when [`allow_missing`](Self::allow_missing) |
+/// | no `Authorization` header | `401 unauthenticated` with `WWW-Authenticate: Bearer`, or on without a principal when [`allow_anonymous`](JwtAuthBuilder::allow_anonymous) |
 /// | anything else: malformed, over 8 KiB, bad signature, expired, wrong `iss` / `aud`, a refresh token, revoked | `401 unauthenticated` with `WWW-Authenticate: Bearer error="invalid_token"`; no detail in the body |
 /// | the revocation store fails | `503 auth_unavailable` (fail closed) |
 #[derive(Clone)]
-#[must_use]
-pub struct JwtAuth {
-    sessions: SessionManager,
-    allow_missing: bool,
-    common: Common,
-}
+pub struct JwtAuth(Built<AuthStage>);
 
 impl fmt::Debug for JwtAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JwtAuth")
-            .field("allow_missing", &self.allow_missing)
-            .finish_non_exhaustive()
+        fmt::Debug::fmt(&*self.0.stage, f)
     }
 }
 
 impl JwtAuth {
-    /// Verifies tokens with `sessions`.
+    /// Verifies tokens with `sessions`, with the defaults: a request without a token
+    /// is refused.
     pub fn new(sessions: SessionManager) -> Self {
-        Self {
+        Self::builder(sessions).assemble()
+    }
+
+    /// A builder for the stage verifying tokens with `sessions`.
+    pub fn builder(sessions: SessionManager) -> JwtAuthBuilder {
+        JwtAuthBuilder {
             sessions,
-            allow_missing: false,
+            allow_anonymous: false,
             common: Common::default(),
         }
     }
 
+    /// The stage, and the shared settings given to its builder.
+    pub(crate) fn into_parts(self) -> (Arc<dyn Stage>, Common) {
+        self.0.into_parts()
+    }
+}
+
+/// Builds a [`JwtAuth`].
+#[must_use]
+pub struct JwtAuthBuilder {
+    sessions: SessionManager,
+    allow_anonymous: bool,
+    common: Common,
+}
+
+impl fmt::Debug for JwtAuthBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtAuthBuilder")
+            .field("allow_anonymous", &self.allow_anonymous)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtAuthBuilder {
     /// Lets a request without an `Authorization` header go on without a principal
     /// (the resolver's other sources then decide). A header that is present is always
-    /// checked.
-    pub fn allow_missing(mut self, allow: bool) -> Self {
-        self.allow_missing = allow;
+    /// checked. (The resolver's `allow_missing` is about a missing *tenant*.)
+    pub fn allow_anonymous(mut self, allow: bool) -> Self {
+        self.allow_anonymous = allow;
         self
     }
 
     common_setters!();
 
-    /// The stage, and the shared settings given to this builder.
-    pub(crate) fn into_parts(mut self) -> (Arc<AuthStage>, Common) {
-        let common = std::mem::take(&mut self.common);
-        (Arc::new(AuthStage(self)), common)
+    /// Builds the stage. Every combination of these settings is valid; the `Result`
+    /// keeps the construction of every stage the same.
+    pub fn build(self) -> Result<JwtAuth, ConfigError> {
+        Ok(self.assemble())
+    }
+
+    fn assemble(self) -> JwtAuth {
+        let stage = AuthStage {
+            sessions: self.sessions,
+            allow_anonymous: self.allow_anonymous,
+        };
+        JwtAuth(Built::new(stage, self.common))
     }
 }
 
-pub(crate) struct AuthStage(JwtAuth);
+pub(crate) struct AuthStage {
+    sessions: SessionManager,
+    allow_anonymous: bool,
+}
+
+impl fmt::Debug for AuthStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtAuth")
+            .field("allow_anonymous", &self.allow_anonymous)
+            .finish_non_exhaustive()
+    }
+}
 
 impl Stage for AuthStage {
     fn worker(self: Arc<Self>, cx: &WorkerCx) -> Box<dyn Worker> {
@@ -140,7 +181,7 @@ impl AuthStage {
     fn prepare(self: &Arc<Self>, settings: &Arc<Settings>, req: &ServiceRequest) -> Step {
         let token = match bearer(req) {
             Ok(Some(token)) => token,
-            Ok(None) if self.0.allow_missing => return Step::Pass,
+            Ok(None) if self.allow_anonymous => return Step::Pass,
             Ok(None) => {
                 return self
                     .refuse(settings, req, TenancyError::CredentialMissing)
@@ -151,11 +192,11 @@ impl AuthStage {
                 return self.refuse(settings, req, err).into();
             }
         };
-        let verified = match self.0.sessions.check(token) {
+        let verified = match self.sessions.check(token) {
             Ok(v) => v,
             Err(e) => return self.failed(settings, req, e).into(),
         };
-        match self.0.sessions.store().is_revoked_now(&verified.facts()) {
+        match self.sessions.store().is_revoked_now(&verified.facts()) {
             Some(Ok(false)) => {
                 verified.principal().attach(req);
                 Step::Pass
@@ -166,7 +207,7 @@ impl AuthStage {
                 let (me, settings) = (Arc::clone(self), Arc::clone(settings));
                 wait(move |req, _flow| {
                     Box::pin(async move {
-                        match me.0.sessions.not_revoked(&verified.facts()).await {
+                        match me.sessions.not_revoked(&verified.facts()).await {
                             Ok(()) => {
                                 verified.principal().attach(req);
                                 Decision::Pass
@@ -228,7 +269,6 @@ crate::pipeline::transform!(
 
 impl Composed for JwtAuth {
     fn pipeline(&self) -> Arc<Pipeline> {
-        let (stage, common) = self.clone().into_parts();
-        Arc::new(Pipeline::new(vec![stage as Arc<dyn Stage>], common))
+        self.0.pipeline()
     }
 }

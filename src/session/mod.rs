@@ -17,7 +17,7 @@ mod redis;
 mod revocation;
 
 #[cfg(feature = "jwt")]
-pub use auth::JwtAuth;
+pub use auth::{JwtAuth, JwtAuthBuilder};
 #[cfg(feature = "jwt")]
 pub use keys::{Key, KeyError, KeySet};
 #[cfg(feature = "jwt")]

@@ -49,14 +49,20 @@ impl RedisRevocations {
 
     /// A store with its own key prefix and per-call timeout.
     pub fn with_options(url: &str, prefix: &str, timeout: Duration) -> Result<Self, ConfigError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| ConfigError::Session(format!("Redis URL: {e}")))?;
+        let client = redis::Client::open(url).map_err(|e| ConfigError::InvalidBackendUrl {
+            backend: "Redis",
+            reason: e.to_string(),
+        })?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout.max(Duration::from_millis(250))))
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| ConfigError::Session(format!("Redis: {e}")))?;
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| {
+            ConfigError::InvalidBackendUrl {
+                backend: "Redis",
+                reason: e.to_string(),
+            }
+        })?;
         Ok(Self {
             conn,
             prefix: prefix.to_owned(),

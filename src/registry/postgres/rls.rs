@@ -72,9 +72,10 @@ impl TenantDb {
     /// `[a-z0-9_]`, starting with a letter or `_`.
     pub fn with_role(mut self, role: &str) -> Result<Self, ConfigError> {
         if !is_identifier(role) {
-            return Err(ConfigError::Registry(format!(
-                "invalid role name {role:?}: use 1 to 63 bytes of [a-z0-9_], starting with a letter or '_'"
-            )));
+            return Err(ConfigError::InvalidSqlName {
+                what: "role",
+                name: role.to_owned(),
+            });
         }
         self.role = Some(Arc::from(role));
         Ok(self)
