@@ -107,7 +107,7 @@
 //! | `pipeline/` | the one middleware service and its named future; the stage protocol (`prepare` → pass, refuse, or wait once: the wait's output has no "wait" arm); the response-side step; the settings every stage shares (responder, audit sink, per-tenant metrics); the per-worker route cache | `core` |
 //! | `extract.rs`, [`guard`] | the [`Tenant`] and [`Principal`] extractors, route guards: they read what the core holds | `core` |
 //! | [`registry`] | the resolver's backends (in memory, cached, PostgreSQL) | `core` |
-//! | [`resolve`], [`policy`], [`quota`], [`session`] | one stage each: its public builder or config, its stage (the protocol's implementation), its backends one file each | `core`, `pipeline` (and the resolver its `registry`); never another stage |
+//! | [`resolve`], [`policy`], [`quota`], [`session`] | one stage each, the same files for the same things: `mod.rs` (docs, re-exports, the stage's own types and traits), `stage.rs` (the public stage, its builder, the protocol's implementation), its backends and helpers one file each | `core`, `pipeline` (and the resolver its `registry`); never another stage |
 //! | `tenancy.rs` | [`Tenancy`], the composition root: the one module that names every stage | all of the above |
 
 #![forbid(unsafe_code)]

@@ -6,8 +6,6 @@
 pub use crate::core::{Principal, RevokeSessions};
 
 #[cfg(feature = "jwt")]
-mod auth;
-#[cfg(feature = "jwt")]
 mod keys;
 #[cfg(feature = "jwt")]
 mod manager;
@@ -15,9 +13,9 @@ mod manager;
 mod redis;
 #[cfg(feature = "jwt")]
 mod revocation;
-
 #[cfg(feature = "jwt")]
-pub use auth::{JwtAuth, JwtAuthBuilder};
+mod stage;
+
 #[cfg(feature = "jwt")]
 pub use keys::{Key, KeyError, KeySet};
 #[cfg(feature = "jwt")]
@@ -28,6 +26,8 @@ pub use redis::RedisRevocations;
 pub use revocation::{
     InMemoryRevocations, Revocation, RevocationError, RevocationStore, TokenFacts,
 };
+#[cfg(feature = "jwt")]
+pub use stage::{JwtAuth, JwtAuthBuilder};
 
 /// Now, in unix seconds.
 #[cfg(feature = "jwt")]
