@@ -520,3 +520,75 @@ async fn abandoned_requests_are_refunded_when_asked() {
         );
     }
 }
+
+/// The `RateLimit` field's remaining units for `name`.
+fn remaining_of(res: &ServiceResponse<impl actix_web::body::MessageBody>, name: &str) -> u64 {
+    let state = header(res, "ratelimit").unwrap();
+    let item = state
+        .split(", ")
+        .find(|i| i.starts_with(&format!("\"{name}\";")))
+        .unwrap_or_else(|| panic!("no {name} in {state}"));
+    let r = item.split(';').find_map(|p| p.strip_prefix("r=")).unwrap();
+    r.parse().unwrap()
+}
+
+#[actix_web::test]
+async fn a_refusal_names_its_limit_and_reports_every_limits_real_remaining() {
+    let quota = TenantQuota::builder(LocalQuota::new(plans()))
+        .cost(HeaderCost::new("x-token-count").unwrap())
+        .build()
+        .unwrap();
+    let app = app!(tenancy(registry(), quota));
+    let spend = |tenant: &str, units: u32| {
+        req(tenant)
+            .insert_header(("x-token-count", units.to_string()))
+            .to_request()
+    };
+    // acme (pro): 50 units a minute, 100 a day. 40 pass; 70 more exceed the day.
+    let res = test::call_service(&app, spend("acme", 40)).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(remaining_of(&res, "day"), 60);
+    let rate_left = remaining_of(&res, "rate");
+    assert_eq!(rate_left, 10);
+    let res = test::call_service(&app, spend("acme", 70)).await;
+    assert_eq!(res.status(), 429);
+    assert_eq!(remaining_of(&res, "day"), 60, "the day's real remaining");
+    assert!(
+        remaining_of(&res, "rate") >= rate_left,
+        "the rate was not spent: it reports what it has, not 0"
+    );
+    let retry: u64 = header(&res, "retry-after").unwrap().parse().unwrap();
+    assert!(
+        retry > 60,
+        "the day ends later than a rate refills: {retry}"
+    );
+    let body = code(res).await;
+    assert_eq!(
+        (body["code"].as_str(), body["limit"].as_str()),
+        (Some("quota_exceeded"), Some("day"))
+    );
+    // Neither limit was charged by the refusal: the rate's 10 units still pass.
+    let res = test::call_service(&app, spend("acme", 10)).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(remaining_of(&res, "day"), 50);
+
+    // globex (free): 5 a minute, 1,000 a day. The sixth request is the rate's refusal.
+    for _ in 0..5 {
+        assert_eq!(
+            test::call_service(&app, spend("globex", 1)).await.status(),
+            200
+        );
+    }
+    let res = test::call_service(&app, spend("globex", 1)).await;
+    assert_eq!(res.status(), 429);
+    assert_eq!(remaining_of(&res, "rate"), 0);
+    assert_eq!(remaining_of(&res, "day"), 995, "the day's real remaining");
+    let body = code(res).await;
+    assert_eq!(body["limit"], "rate");
+
+    // A cost no plan admits names its limit too, and carries no Retry-After.
+    let res = test::call_service(&app, spend("hooli", 5_000)).await;
+    assert_eq!(res.status(), 429);
+    assert!(header(&res, "retry-after").is_none());
+    assert_eq!(code(res).await["limit"], "day");
+}

@@ -302,3 +302,34 @@ async fn recovers_when_redis_comes_back() {
     assert!(!q.is_degraded());
     assert_eq!(*modes.lock().unwrap(), vec![true, false]);
 }
+
+#[actix_web::test]
+async fn a_refusal_names_its_limit_and_reports_every_limits_real_remaining() {
+    use actix_tenancy::quota::QuotaLimit;
+    let Some(url) = redis_url() else { return };
+    let q = RedisQuota::builder(
+        url,
+        plans(QuotaPlan::per_minute(50).budget(100, Period::Day)),
+    )
+    .prefix(prefix("limit-named"))
+    .timeout(Duration::from_secs(2))
+    .build()
+    .unwrap();
+    let t = ctx("acme", "pro");
+    let first = q.check(&t, 30).await.unwrap();
+    assert!(first.allowed && first.refused_by.is_none());
+    let rate_left = first.rate.unwrap().remaining;
+    assert_eq!(rate_left, 20);
+    // Refused by the day: the rate, uncharged, reports what it has left.
+    let over = q.check(&t, 80).await.unwrap();
+    assert!(!over.allowed);
+    assert_eq!(over.refused_by, Some(QuotaLimit::Budget(Period::Day)));
+    assert_eq!(over.budget.unwrap().remaining, 70);
+    assert!(over.rate.unwrap().remaining >= rate_left, "{:?}", over.rate);
+    // Refused by the rate (21 > 20 left): the day, uncharged, reports its 70.
+    let fast = q.check(&t, 21).await.unwrap();
+    assert!(!fast.allowed);
+    assert_eq!(fast.refused_by, Some(QuotaLimit::Rate));
+    assert_eq!(fast.budget.unwrap().remaining, 70);
+    assert!(fast.rate.unwrap().remaining >= 20, "{:?}", fast.rate);
+}

@@ -234,6 +234,10 @@ pub enum TenancyError {
     QuotaExceeded {
         /// Sent as `Retry-After`, in whole seconds rounded up, at least 1.
         retry_after: Option<Duration>,
+        /// The limit that refused, by its name in the `RateLimit` fields (`rate`,
+        /// `hour`, `day`, `month`): sent as the problem body's `limit` member, so a
+        /// client knows whether to wait a second or a day.
+        limit: Option<&'static str>,
     },
     /// The quota backend failed and the mode is fail-closed.
     QuotaUnavailable {
@@ -286,9 +290,8 @@ impl TenancyError {
     /// How long the client should wait before retrying, when that is known.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::TenantUnavailable { retry_after, .. } | Self::QuotaExceeded { retry_after } => {
-                *retry_after
-            }
+            Self::TenantUnavailable { retry_after, .. }
+            | Self::QuotaExceeded { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -297,9 +300,19 @@ impl TenancyError {
     /// mislead the client. Never contains request data.
     pub fn detail(&self) -> Option<&'static str> {
         match self {
-            Self::QuotaExceeded { retry_after: None } => {
-                Some("This request can never be admitted by the quota; retrying will not help.")
-            }
+            Self::QuotaExceeded {
+                retry_after: None, ..
+            } => Some("This request can never be admitted by the quota; retrying will not help."),
+            _ => None,
+        }
+    }
+
+    /// The quota limit that refused (`rate`, `hour`, `day`, `month`), for
+    /// [`QuotaExceeded`](Self::QuotaExceeded). Public: it names the client's own limit,
+    /// as the `RateLimit` fields do.
+    pub fn limit(&self) -> Option<&'static str> {
+        match self {
+            Self::QuotaExceeded { limit, .. } => *limit,
             _ => None,
         }
     }
@@ -443,10 +456,17 @@ impl ProblemJson {
             Some(base) => serde_json::Value::String(format!("{base}{}", code.as_str())).to_string(),
             None => "\"about:blank\"".to_owned(),
         };
-        let detail = match err.detail() {
+        let mut detail = match err.detail() {
             Some(d) => format!(r#","detail":"{d}""#),
             None => String::new(),
         };
+        // Limit names are the crate's own fixed ASCII words: no escaping needed.
+        if let Some(limit) = err
+            .limit()
+            .filter(|l| l.bytes().all(|b| b.is_ascii_lowercase()))
+        {
+            detail.push_str(&format!(r#","limit":"{limit}""#));
+        }
         let body = format!(
             r#"{{"type":{ty},"title":"{}","status":{},"code":"{}"{detail}}}"#,
             code.title(),
@@ -721,7 +741,10 @@ mod tests {
             ErrorCode::AuthUnavailable => TenancyError::AuthUnavailable { reason: reason() },
             ErrorCode::PolicyDenied => TenancyError::PolicyDenied { reason: reason() },
             ErrorCode::PolicyUnavailable => TenancyError::PolicyUnavailable { reason: reason() },
-            ErrorCode::QuotaExceeded => TenancyError::QuotaExceeded { retry_after: None },
+            ErrorCode::QuotaExceeded => TenancyError::QuotaExceeded {
+                retry_after: None,
+                limit: Some("day"),
+            },
             ErrorCode::QuotaUnavailable => TenancyError::QuotaUnavailable { reason: reason() },
             ErrorCode::CostInvalid => TenancyError::CostInvalid { reason: reason() },
             ErrorCode::InvalidRequest => TenancyError::InvalidRequest { reason: reason() },

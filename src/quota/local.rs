@@ -18,7 +18,8 @@ use governor::{
 };
 
 use super::{
-    refuse, BudgetState, QuotaDecision, QuotaError, QuotaManager, QuotaPlan, QuotaPlans, RateState,
+    refuse, BudgetState, QuotaDecision, QuotaError, QuotaLimit, QuotaManager, QuotaPlan,
+    QuotaPlans, RateState,
 };
 use crate::core::{TenantContext, TenantId};
 
@@ -31,10 +32,22 @@ struct Used {
     used: u64,
 }
 
+/// A tenant's budgets, and what its rate limiter last said: kept under one lock, which
+/// the rate check runs inside whenever the plan has budgets.
+struct Ledger {
+    used: Vec<Used>,
+    /// The limiter's remaining burst after its last check, and when (nanoseconds since
+    /// the manager's origin). governor cannot be asked without charging, so a refusal
+    /// by a budget reports the rate from this: the burst refills one unit per interval
+    /// and nothing else draws on this limiter, so the value is exact or one short.
+    rate_left: u32,
+    rate_at: u64,
+}
+
 struct Entry<C: Clock> {
     plan: Arc<QuotaPlan>,
     limiter: Option<Limiter<C>>,
-    budgets: Mutex<Vec<Used>>,
+    budgets: Mutex<Ledger>,
     /// Nanoseconds since the manager's origin, of the last check.
     last_seen: AtomicU64,
 }
@@ -165,7 +178,11 @@ where
                 RateLimiter::direct_with_clock(q, self.clock.clone())
                     .with_middleware::<StateInformationMiddleware>()
             }),
-            budgets: Mutex::new(vec![Used { period: 0, used: 0 }; plan.budgets().len()]),
+            budgets: Mutex::new(Ledger {
+                used: vec![Used { period: 0, used: 0 }; plan.budgets().len()],
+                rate_left: plan.rate_limit().map_or(0, |r| r.burst),
+                rate_at: now,
+            }),
             last_seen: AtomicU64::new(now),
         });
         let mut slot = self
@@ -180,7 +197,7 @@ where
 
     fn decide(&self, tenant: &TenantContext, cost: u32) -> QuotaDecision {
         let Some(plan) = self.plans.plan_for(tenant) else {
-            return refuse(None, None, None, None);
+            return refuse(None, None, None, None, None);
         };
         let now = self.now_nanos();
         let entry = self.entry(tenant.id(), plan, now);
@@ -194,9 +211,9 @@ where
 
         // Budgets and rate are admitted together: the budget lock is held while the
         // rate limiter decides, and budget units are committed only if it admits.
-        let mut used = entry.budgets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ledger = entry.budgets.lock().unwrap_or_else(|p| p.into_inner());
         let mut tightest: Option<BudgetState> = None;
-        for (budget, u) in plan.budgets().iter().zip(used.iter_mut()) {
+        for (budget, u) in plan.budgets().iter().zip(ledger.used.iter_mut()) {
             let (period, left_secs) = budget.period.locate(now_secs);
             if u.period != period {
                 *u = Used { period, used: 0 };
@@ -209,11 +226,12 @@ where
             };
             if u64::from(cost) > state.remaining {
                 let retry = (u64::from(cost) <= budget.units).then_some(state.reset);
+                let by = Some(QuotaLimit::Budget(budget.period));
                 let rate = entry
                     .limiter
                     .as_ref()
-                    .map(|_| rate_state(plan, 0, Duration::ZERO));
-                return self.shadowed(plan, refuse(retry, rate, Some(state), Some(plan)));
+                    .map(|_| rate_state(plan, refilled(plan, &ledger, now), Duration::ZERO));
+                return self.shadowed(plan, refuse(by, retry, rate, Some(state), Some(plan)));
             }
             if tightest.map_or(true, |t| state.remaining < t.remaining) {
                 tightest = Some(state);
@@ -224,25 +242,28 @@ where
         if let (Some(limiter), Some(n)) = (&entry.limiter, NonZeroU32::new(plan.rate_cost(cost))) {
             match limiter.check_n(n) {
                 Ok(Ok(snapshot)) => {
-                    rate = Some(rate_state(
-                        plan,
-                        snapshot.remaining_burst_capacity(),
-                        Duration::ZERO,
-                    ));
+                    let left = snapshot.remaining_burst_capacity();
+                    (ledger.rate_left, ledger.rate_at) = (left, now);
+                    rate = Some(rate_state(plan, left, Duration::ZERO));
                 }
                 Ok(Err(not_until)) => {
                     let wait = not_until.wait_time_from(self.clock.now());
-                    let state = rate_state(plan, 0, wait);
-                    return self
-                        .shadowed(plan, refuse(Some(wait), Some(state), tightest, Some(plan)));
+                    let state = rate_state(plan, refilled(plan, &ledger, now), wait);
+                    let by = Some(QuotaLimit::Rate);
+                    return self.shadowed(
+                        plan,
+                        refuse(by, Some(wait), Some(state), tightest, Some(plan)),
+                    );
                 }
                 Err(_insufficient) => {
-                    let state = rate_state(plan, 0, Duration::ZERO);
-                    return self.shadowed(plan, refuse(None, Some(state), tightest, Some(plan)));
+                    let state = rate_state(plan, refilled(plan, &ledger, now), Duration::ZERO);
+                    let by = Some(QuotaLimit::Rate);
+                    return self
+                        .shadowed(plan, refuse(by, None, Some(state), tightest, Some(plan)));
                 }
             }
         }
-        for u in used.iter_mut() {
+        for u in ledger.used.iter_mut() {
             u.used = u.used.saturating_add(u64::from(cost));
         }
         if let Some(t) = &mut tightest {
@@ -255,6 +276,7 @@ where
             rate,
             budget: tightest,
             plan: Some(Arc::clone(plan)),
+            refused_by: None,
         }
     }
 
@@ -282,8 +304,8 @@ where
             return;
         }
         let now_secs = self.unix_secs();
-        let mut used = entry.budgets.lock().unwrap_or_else(|p| p.into_inner());
-        for (budget, u) in plan.budgets().iter().zip(used.iter_mut()) {
+        let mut ledger = entry.budgets.lock().unwrap_or_else(|p| p.into_inner());
+        for (budget, u) in plan.budgets().iter().zip(ledger.used.iter_mut()) {
             // Only within the period the charge was made in.
             if u.period == budget.period.locate(now_secs).0 {
                 u.used = u
@@ -293,6 +315,20 @@ where
             }
         }
     }
+}
+
+/// The rate's remaining burst now, from the ledger's last reading: one unit back per
+/// interval since, up to the burst.
+fn refilled(plan: &QuotaPlan, ledger: &Ledger, now: u64) -> u32 {
+    let (Some(rate), Some((interval, _))) = (plan.rate_limit(), plan.rate_timing()) else {
+        return 0;
+    };
+    let interval = u64::try_from(interval.as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    let back = now.saturating_sub(ledger.rate_at) / interval;
+    let back = u32::try_from(back).unwrap_or(u32::MAX);
+    ledger.rate_left.saturating_add(back).min(rate.burst)
 }
 
 fn rate_state(plan: &QuotaPlan, remaining: u32, wait: Duration) -> RateState {

@@ -60,6 +60,7 @@ pub use cost::{CostEstimator, HeaderCost, QueryCost};
 pub use headers::{QUOTA_REMAINING, QUOTA_SHADOW, RATELIMIT, RATELIMIT_POLICY};
 pub use local::LocalQuota;
 pub use plan::{Budget, Period, QuotaPlan, QuotaPlans, QuotaPlansBuilder, Rate, UnknownTier};
+
 #[cfg(feature = "redis")]
 pub use redis::{FailureMode, RedisQuota, RedisQuotaBuilder};
 pub use stage::{ActualCost, TenantQuota, TenantQuotaBuilder};
@@ -92,6 +93,27 @@ pub struct BudgetState {
     pub reset: Duration,
 }
 
+/// Which limit of a plan refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum QuotaLimit {
+    /// The rate (and its burst): waiting a moment helps.
+    Rate,
+    /// The budget of this period: waiting helps only when the period ends.
+    Budget(Period),
+}
+
+impl QuotaLimit {
+    /// The limit's name, as in the `RateLimit` header fields and the problem body's
+    /// `limit` member: `rate`, `hour`, `day` or `month`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Rate => "rate",
+            Self::Budget(period) => period.as_str(),
+        }
+    }
+}
+
 /// The answer to a quota check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -110,6 +132,8 @@ pub struct QuotaDecision {
     pub budget: Option<BudgetState>,
     /// The plan that decided, when there is one (its `RateLimit-Policy` is sent).
     pub plan: Option<std::sync::Arc<QuotaPlan>>,
+    /// The limit that refused (or, in shadow mode, would have), when one did.
+    pub refused_by: Option<QuotaLimit>,
 }
 
 impl QuotaDecision {
@@ -124,8 +148,9 @@ impl QuotaDecision {
     }
 }
 
-/// A refusal; `retry_after: None` means the request can never pass.
+/// A refusal by `by`; `retry_after: None` means the request can never pass.
 pub(crate) fn refuse(
+    by: Option<QuotaLimit>,
     retry_after: Option<Duration>,
     rate: Option<RateState>,
     budget: Option<BudgetState>,
@@ -138,6 +163,7 @@ pub(crate) fn refuse(
         rate,
         budget,
         plan: plan.cloned(),
+        refused_by: by,
     }
 }
 

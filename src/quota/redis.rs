@@ -11,8 +11,8 @@ use std::{
 use redis::{aio::ConnectionManager, aio::ConnectionManagerConfig, Script};
 
 use super::{
-    refuse, BudgetState, LocalQuota, Period, QuotaDecision, QuotaError, QuotaManager, QuotaPlan,
-    QuotaPlans, RateState,
+    refuse, BudgetState, LocalQuota, Period, QuotaDecision, QuotaError, QuotaLimit, QuotaManager,
+    QuotaPlan, QuotaPlans, RateState,
 };
 use crate::core::{error::ConfigError, TenantContext};
 
@@ -59,24 +59,39 @@ local limit = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
 local nb = tonumber(ARGV[4])
 local rcost = tonumber(ARGV[5 + 2 * nb])
-local keys, lefts, units = {}, {}, {}
+local keys, lefts, units, useds = {}, {}, {}, {}
+local tat = 0
+if T > 0 then
+  tat = tonumber(redis.call('GET', base .. ':r') or '0')
+  if tat < now_us then tat = now_us end
+end
+-- What the rate has left now, uncharged: reported beside a budget's refusal.
+local function rate_left()
+  if T > 0 then return fl((limit - (tat - now_us)) / T), tat - now_us end
+  return -1, 0
+end
 for i = 1, nb do
   units[i] = tonumber(ARGV[3 + 2 * i])
   local idx, left = locate(tonumber(ARGV[4 + 2 * i]))
   keys[i] = base .. ':b:' .. ARGV[4 + 2 * i] .. ':' .. string.format('%.0f', idx)
   lefts[i] = left
-  local used = tonumber(redis.call('GET', keys[i]) or '0')
-  if used + cost > units[i] then
-    return {0, 1, i, units[i] - used, left}
+  useds[i] = tonumber(redis.call('GET', keys[i]) or '0')
+  if useds[i] + cost > units[i] then
+    local rrem, rreset = rate_left()
+    return {0, 1, i, units[i] - useds[i], left, rrem, rreset}
   end
 end
 local rrem, rreset = -1, 0
 if T > 0 then
-  local tat = tonumber(redis.call('GET', base .. ':r') or '0')
-  if tat < now_us then tat = now_us end
   local new_tat = tat + rcost * T
   if new_tat - now_us > limit then
-    return {0, 2, 0, fl((limit - (tat - now_us)) / T), new_tat - now_us - limit}
+    -- Refused by the rate: the budgets, uncharged, follow as (remaining, seconds left).
+    local out = {0, 2, 0, fl((limit - (tat - now_us)) / T), new_tat - now_us - limit}
+    for i = 1, nb do
+      out[#out + 1] = units[i] - useds[i]
+      out[#out + 1] = lefts[i]
+    end
+    return out
   end
   redis.call('SET', base .. ':r', string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now_us) / 1000) + 1)
   rrem = fl((limit - (new_tat - now_us)) / T)
@@ -362,7 +377,18 @@ fn decision_from(plan: &Arc<QuotaPlan>, cost: u32, reply: &[i64]) -> Option<Quot
             reset: secs(left),
         })
     };
-    let mut d = refuse(None, None, None, Some(plan));
+    // The tightest of the (remaining, seconds left) pairs in `pairs`.
+    let tightest = |pairs: &[i64]| -> Option<Option<BudgetState>> {
+        let mut tightest: Option<BudgetState> = None;
+        for (i, pair) in pairs.chunks(2).enumerate() {
+            let b = budget_of(i, *pair.first()?, *pair.get(1)?)?;
+            if tightest.map_or(true, |t| b.remaining < t.remaining) {
+                tightest = Some(b);
+            }
+        }
+        Some(tightest)
+    };
+    let mut d = refuse(None, None, None, None, Some(plan));
     match *reply.first()? {
         1 => {
             d.allowed = true;
@@ -370,18 +396,18 @@ fn decision_from(plan: &Arc<QuotaPlan>, cost: u32, reply: &[i64]) -> Option<Quot
             if rrem >= 0 {
                 d.rate = rate_of(rrem, micros(rreset));
             }
-            for (i, pair) in reply.get(3..)?.chunks(2).enumerate() {
-                let b = budget_of(i, *pair.first()?, *pair.get(1)?)?;
-                if d.budget.map_or(true, |t| b.remaining < t.remaining) {
-                    d.budget = Some(b);
-                }
-            }
+            d.budget = tightest(reply.get(3..)?)?;
         }
         0 if *reply.get(1)? == 1 => {
             let i = usize::try_from(*reply.get(2)?).ok()?.checked_sub(1)?;
             let b = budget_of(i, *reply.get(3)?, *reply.get(4)?)?;
             d.retry_after = (u64::from(cost) <= b.limit).then_some(b.reset);
             d.budget = Some(b);
+            d.refused_by = Some(QuotaLimit::Budget(b.period));
+            let (rrem, rreset) = (*reply.get(5)?, *reply.get(6)?);
+            if rrem >= 0 {
+                d.rate = rate_of(rrem, micros(rreset));
+            }
         }
         0 => {
             let wait = micros(*reply.get(4)?);
@@ -389,7 +415,9 @@ fn decision_from(plan: &Arc<QuotaPlan>, cost: u32, reply: &[i64]) -> Option<Quot
                 .rate_limit()
                 .is_some_and(|r| plan.rate_cost(cost) > r.burst);
             d.retry_after = (!never).then_some(wait);
-            d.rate = rate_of(0, wait);
+            d.rate = rate_of(*reply.get(3)?, wait);
+            d.budget = tightest(reply.get(5..)?)?;
+            d.refused_by = Some(QuotaLimit::Rate);
         }
         _ => return None,
     }
@@ -404,7 +432,7 @@ fn decision_from(plan: &Arc<QuotaPlan>, cost: u32, reply: &[i64]) -> Option<Quot
 impl QuotaManager for RedisQuota {
     async fn check(&self, tenant: &TenantContext, cost: u32) -> Result<QuotaDecision, QuotaError> {
         let Some(plan) = self.plans.plan_for(tenant) else {
-            return Ok(refuse(None, None, None, None));
+            return Ok(refuse(None, None, None, None, None));
         };
         let (t, limit) = gcra(plan);
         let mut invocation = self.check.key(self.key(tenant));

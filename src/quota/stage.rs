@@ -5,10 +5,12 @@ use std::{fmt, sync::Arc};
 
 use actix_web::{dev::ServiceRequest, http::StatusCode, HttpMessage as _, HttpRequest};
 
-use super::{cost::CostEstimator, headers::headers, QuotaDecision, QuotaError, QuotaManager};
+use super::{
+    cost::CostEstimator, headers::headers, QuotaDecision, QuotaError, QuotaLimit, QuotaManager,
+};
 use crate::{
     core::{
-        error::{ConfigError, TenancyError},
+        error::{ConfigError, ErrorCode, TenancyError},
         observe::{AuditEvent, Outcome, Stage as StageName, Timer},
         TenantContext,
     },
@@ -240,6 +242,7 @@ impl QuotaStage {
         if !decision.allowed {
             let err = TenancyError::QuotaExceeded {
                 retry_after: decision.retry_after,
+                limit: decision.refused_by.map(QuotaLimit::as_str),
             };
             let why = if decision.retry_after.is_some() {
                 "over quota"
@@ -253,7 +256,7 @@ impl QuotaStage {
             });
         }
         if decision.would_deny {
-            let code = TenancyError::QuotaExceeded { retry_after: None }.code();
+            let code = ErrorCode::QuotaExceeded;
             self.report(
                 settings,
                 req,
