@@ -17,11 +17,11 @@ use std::{
 use actix_tenancy::{
     policy::{PolicySet, RulePolicy, Rules, TenantPolicy},
     prelude::*,
-    quota::{CostEstimator, LocalQuota, Period, QueryCost, QuotaPlan, QuotaPlans, TenantQuota},
+    quota::{LocalQuota, Period, QueryCost, QuotaPlan, QuotaPlans, RouteCost, TenantQuota},
     registry::{Access, StatusRules},
     session::{Grant, JwtAuth, Key, KeySet, SessionConfig, SessionError, SessionManager},
 };
-use actix_web::{dev::ServiceRequest, web, App, HttpResponse, HttpServer};
+use actix_web::{dev::ServiceRequest, http::Method, web, App, HttpResponse, HttpServer};
 use jsonwebtoken::Algorithm;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
@@ -91,17 +91,13 @@ pub fn plans() -> Result<QuotaPlans, Box<dyn Error>> {
         .build()?)
 }
 
-/// `max_tokens` on the completion route; nothing elsewhere.
-struct Tokens(QueryCost);
-
-impl CostEstimator for Tokens {
-    fn estimate(&self, req: &ServiceRequest) -> Result<u32, TenancyError> {
-        if req.path() == "/api/complete" {
-            self.0.estimate(req)
-        } else {
-            Ok(0)
-        }
-    }
+/// `max_tokens` on the completion route, found the way actix routes (so
+/// `/api/%63omplete` is the completion route too); nothing elsewhere.
+pub fn tokens() -> Result<RouteCost, Box<dyn Error>> {
+    Ok(RouteCost::builder()
+        .route(Method::POST, "/api/complete", QueryCost::new("max_tokens"))
+        .otherwise(|_: &ServiceRequest| 0)
+        .build()?)
 }
 
 fn secret() -> Vec<u8> {
@@ -164,7 +160,7 @@ pub fn build(redis_url: Option<&str>) -> Result<Demo, Box<dyn Error>> {
         )
         .resolver(resolver)
         .policy(TenantPolicy::new(policy.clone()))
-        .quota(quota.cost(Tokens(QueryCost::new("max_tokens"))).build()?)
+        .quota(quota.cost(tokens()?).build()?)
         .build()?;
     Ok(Demo {
         tenancy,

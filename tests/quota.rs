@@ -16,6 +16,11 @@ use actix_web::{
 };
 use serde_json::Value;
 
+#[allow(dead_code, unreachable_pub)]
+mod common {
+    pub mod spellings;
+}
+
 fn tid(s: &str) -> TenantId {
     TenantId::parse(s).unwrap()
 }
@@ -591,4 +596,157 @@ async fn a_refusal_names_its_limit_and_reports_every_limits_real_remaining() {
     assert_eq!(res.status(), 429);
     assert!(header(&res, "retry-after").is_none());
     assert_eq!(code(res).await["limit"], "day");
+}
+
+/// An app whose only handler is `POST /api/complete` (and `GET /v1/items/{id}` in a
+/// scope), counting the requests that reach it.
+macro_rules! counted_app {
+    ($tenancy:expr, $hits:expr) => {{
+        let hits = std::sync::Arc::clone(&$hits);
+        let item_hits = std::sync::Arc::clone(&$hits);
+        test::init_service(
+            App::new()
+                .wrap($tenancy)
+                .route(
+                    "/api/complete",
+                    web::post().to(move || {
+                        hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        async { HttpResponse::Ok().body("done") }
+                    }),
+                )
+                .service(web::scope("/v1").route(
+                    "/items/{id}",
+                    web::get().to(move || {
+                        item_hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        async { HttpResponse::Ok().body("item") }
+                    }),
+                )),
+        )
+        .await
+    }};
+}
+
+#[actix_web::test]
+async fn no_spelling_of_a_route_dodges_a_cost_bound_to_it() {
+    use actix_tenancy::quota::RouteCost;
+    use actix_web::{dev::ServiceRequest, http::Method};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    // acme (pro) has 100 units a day: a 500-unit completion can never be admitted.
+    // In absolute form, so that a path starting `//` is a path, not an authority.
+    let post = |path: &str| {
+        test::TestRequest::post()
+            .uri(&format!("http://localhost{path}"))
+            .insert_header(("x-tenant-id", "acme"))
+            .to_request()
+    };
+    let spellings = common::spellings::spellings("/api/complete");
+
+    // The estimator the demo had, comparing the raw path: an encoding dodges it. (This
+    // is what the test must be able to see.)
+    let naive = |req: &ServiceRequest| {
+        if req.path() == "/api/complete" {
+            500
+        } else {
+            0
+        }
+    };
+    let quota = TenantQuota::builder(LocalQuota::new(plans()))
+        .cost(naive)
+        .build()
+        .unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let app = counted_app!(tenancy(registry(), quota), hits);
+    assert_eq!(
+        test::call_service(&app, post("/api/complete"))
+            .await
+            .status(),
+        429
+    );
+    let res = test::call_service(&app, post("/api/%63omplete")).await;
+    assert_eq!(res.status(), 200, "the raw path is dodged by an encoding");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+    // Bound to the route actix matches, no spelling reaches the handler uncharged.
+    let routed = RouteCost::builder()
+        .route(Method::POST, "/api/complete", |_: &ServiceRequest| 500)
+        .route(Method::GET, "/v1/items/{id}", |_: &ServiceRequest| 500)
+        .otherwise(|_: &ServiceRequest| 0)
+        .build()
+        .unwrap();
+    let quota = TenantQuota::builder(LocalQuota::new(plans()))
+        .cost(routed)
+        .build()
+        .unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let app = counted_app!(tenancy(registry(), quota), hits);
+    let mut charged = 0;
+    for path in &spellings {
+        let res = test::call_service(&app, post(path)).await;
+        let status = res.status();
+        assert_ne!(status, 200, "{path} reached the handler");
+        // What actix routes as the route (an encoded letter; never an encoded slash)
+        // is charged as the route: refused, as 500 units never fit in 100.
+        if common::spellings::is_the_route(path, "/api/complete") {
+            assert_eq!(status, 429, "{path} is the route, and must be charged");
+            charged += 1;
+        }
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "no spelling reached the handler"
+    );
+    assert!(charged >= "/api/complete".len() - 2, "{charged} charged");
+    // A pattern with a scope and a parameter: `/v1/items/%37` is `/v1/items/{id}`.
+    let get = |path: &str| {
+        test::TestRequest::get()
+            .uri(path)
+            .insert_header(("x-tenant-id", "acme"))
+            .to_request()
+    };
+    for path in [
+        "/v1/items/7",
+        "/v1/items/%37",
+        "/v1/%69tems/7",
+        "/%76%31/items/7",
+    ] {
+        let res = test::call_service(&app, get(path)).await;
+        assert_eq!(res.status(), 429, "{path}");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+    // Another method on the route is not the route: actix answers it, no handler runs.
+    let res = test::call_service(
+        &app,
+        test::TestRequest::put()
+            .uri("/api/complete")
+            .insert_header(("x-tenant-id", "acme"))
+            .to_request(),
+    )
+    .await;
+    assert_ne!(res.status(), 200);
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+}
+
+#[actix_web::test]
+async fn route_costs_refuse_bad_patterns_and_duplicates() {
+    use actix_tenancy::{error::ConfigError, quota::RouteCost};
+    use actix_web::{dev::ServiceRequest, http::Method};
+    let one = |_: &ServiceRequest| 1;
+    let err = RouteCost::builder()
+        .route(Method::POST, "api/complete", one)
+        .build()
+        .unwrap_err();
+    assert_eq!(err, ConfigError::InvalidRoutePattern("api/complete".into()));
+    let err = RouteCost::builder()
+        .route(Method::POST, "/a", one)
+        .route(Method::POST, "/a", one)
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, ConfigError::DuplicateRoute(_)), "{err:?}");
+    assert!(RouteCost::builder()
+        .route(Method::POST, "/a", one)
+        .route(Method::GET, "/a", one)
+        .build()
+        .is_ok());
 }

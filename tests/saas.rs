@@ -17,6 +17,7 @@ mod common {
     pub mod buffer;
     pub mod curl;
     pub mod services;
+    pub mod spellings;
 }
 
 #[allow(dead_code, unreachable_pub)]
@@ -464,4 +465,46 @@ async fn start_up_is_announced_in_json_lines() {
     assert_eq!(listening["fields"]["addr"], "127.0.0.1:8080");
     assert_eq!(listening["fields"]["region"], "us");
     assert_eq!(listening["level"], "INFO");
+}
+
+#[actix_web::test]
+async fn no_spelling_of_the_completion_route_dodges_the_token_budget() {
+    let app = app().await;
+    let complete = |path: &str, tenant: &str, tokens: u32| {
+        as_tenant(
+            test::TestRequest::post().uri(&format!("http://localhost{path}?max_tokens={tokens}")),
+            tenant,
+        )
+    };
+    // globex (free) spends 600 of its 1,000 tokens; 600 more are refused, spelled
+    // however the client likes.
+    assert_eq!(
+        call(&app, complete("/api/complete", "globex", 600)).await.0,
+        200
+    );
+    problem(
+        &call(&app, complete("/api/complete", "globex", 600)).await,
+        429,
+        "quota_exceeded",
+    );
+    for path in common::spellings::spellings("/api/complete") {
+        let (status, _, body) = call(&app, complete(&path, "globex", 600)).await;
+        assert_ne!(status, 200, "{path} was served: {body}");
+        if common::spellings::is_the_route(&path, "/api/complete") {
+            assert_eq!(status, 429, "{path} is the completion route: {body}");
+        }
+    }
+    // A cost no plan admits is refused however it is spelled.
+    for path in ["/api/complete", "/api/%63omplete", "/%61pi/complete"] {
+        problem(
+            &call(&app, complete(path, "acme", 1_000_000)).await,
+            429,
+            "quota_exceeded",
+        );
+    }
+    // The rate still counts the other routes, which cost no tokens.
+    assert_eq!(
+        call(&app, as_tenant(get("/api/whoami"), "acme")).await.0,
+        200
+    );
 }

@@ -600,6 +600,10 @@ pub enum ConfigError {
     },
     /// A reconnect backoff whose minimum is zero or above its maximum.
     InvalidBackoff,
+    /// A route pattern for a cost estimator does not start with `/`.
+    InvalidRoutePattern(String),
+    /// The same method and route pattern was given two cost estimators.
+    DuplicateRoute(String),
 }
 
 impl fmt::Display for ConfigError {
@@ -664,6 +668,10 @@ impl fmt::Display for ConfigError {
                 f,
                 "the {what} {name:?} is not 1 to 63 bytes of [a-z0-9_] starting with a letter or '_'"
             ),
+            Self::InvalidRoutePattern(p) => {
+                write!(f, "the route pattern {p:?} must start with '/'")
+            }
+            Self::DuplicateRoute(r) => write!(f, "the route {r} is given two cost estimators"),
             Self::InvalidBackoff => f.write_str(
                 "the reconnect backoff's minimum must be longer than zero and at most its maximum",
             ),

@@ -400,7 +400,9 @@ impl Pipeline {
             .unwrap_or_default();
         let settings = Settings {
             responder: common.responder.unwrap_or_else(default_responder),
-            audit: common.audit.unwrap_or_else(|| Arc::new(TracingAudit)),
+            audit: common
+                .audit
+                .unwrap_or_else(|| Arc::new(TracingAudit::new())),
             per_tenant_metrics: common.per_tenant_metrics.unwrap_or(false),
             exempt,
             capabilities: stages.iter().find_map(|s| Arc::clone(s).capabilities()),

@@ -1,26 +1,211 @@
-//! What a request costs: the [`CostEstimator`] trait and the estimators that read a
-//! header or a query parameter.
+//! What a request costs: the [`CostEstimator`] trait, the request as an estimator sees
+//! it ([`CostRequest`]), and the estimators that read a header, a query parameter, or
+//! the route actix matched.
 
-use actix_web::{dev::ServiceRequest, http::header::HeaderName};
+use std::{fmt, sync::Arc};
 
-use crate::core::error::{ConfigError, TenancyError};
+use actix_web::{
+    dev::ServiceRequest,
+    http::{header::HeaderName, Method},
+};
+
+use crate::{
+    core::error::{ConfigError, TenancyError},
+    pipeline::RouteCache,
+};
+
+/// A request as a [`CostEstimator`] sees it: the request, and the route pattern actix
+/// routes it to.
+///
+/// The middleware runs before routing, on the raw request: `req.path()` is the path
+/// as the client spelled it (`/api/%63omplete`), while actix routes on the decoded
+/// path. An estimator that compares `req.path()` can be dodged by an encoding; one that
+/// compares [`route`](Self::route) cannot, since the route is found the way actix
+/// finds it. [`RouteCost`] does that for you.
+#[derive(Clone, Copy)]
+pub struct CostRequest<'a> {
+    req: &'a ServiceRequest,
+    routes: Option<&'a RouteCache>,
+}
+
+impl fmt::Debug for CostRequest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CostRequest")
+            .field("method", self.req.method())
+            .field("path", &self.req.match_info().as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> CostRequest<'a> {
+    /// `req` as an estimator sees it; for testing an estimator on its own (the quota
+    /// stage builds its own, with its worker's route cache).
+    pub fn new(req: &'a ServiceRequest) -> Self {
+        Self { req, routes: None }
+    }
+
+    pub(crate) fn with_routes(req: &'a ServiceRequest, routes: &'a RouteCache) -> Self {
+        Self {
+            req,
+            routes: Some(routes),
+        }
+    }
+
+    /// The request.
+    pub fn request(&self) -> &'a ServiceRequest {
+        self.req
+    }
+
+    /// The request method.
+    pub fn method(&self) -> &'a Method {
+        self.req.method()
+    }
+
+    /// The pattern of the route actix routes this request to, as written in the app
+    /// (`/api/complete`, `/items/{id}`, with its scopes' prefixes), or `None` when no
+    /// route matches (the request gets a `404`, or the default service).
+    pub fn route(&self) -> Option<Arc<str>> {
+        match self.routes {
+            Some(routes) => routes.lookup(self.req).route,
+            None => {
+                let path = self.req.match_info().as_str();
+                self.req.resource_map().match_pattern(path).map(Arc::from)
+            }
+        }
+    }
+}
 
 /// How many units a request costs.
 ///
 /// A closure `Fn(&ServiceRequest) -> u32` is an estimator; [`HeaderCost`] reads a
-/// header. Returning an error rejects the request (`400 cost_invalid`): a cost the
-/// client sends is input like any other, and a bad one is never a credit.
+/// header, [`QueryCost`] a query parameter, and [`RouteCost`] charges by the route
+/// actix matched (never compare `req.path()` yourself: see [`CostRequest`]).
+/// Returning an error rejects the request (`400 cost_invalid`): a cost the client
+/// sends is input like any other, and a bad one is never a credit.
 pub trait CostEstimator: Send + Sync + 'static {
     /// The cost of `req`.
-    fn estimate(&self, req: &ServiceRequest) -> Result<u32, TenancyError>;
+    fn estimate(&self, req: &CostRequest<'_>) -> Result<u32, TenancyError>;
 }
 
 impl<F> CostEstimator for F
 where
     F: Fn(&ServiceRequest) -> u32 + Send + Sync + 'static,
 {
-    fn estimate(&self, req: &ServiceRequest) -> Result<u32, TenancyError> {
-        Ok(self(req))
+    fn estimate(&self, req: &CostRequest<'_>) -> Result<u32, TenancyError> {
+        Ok(self(req.request()))
+    }
+}
+
+/// Costs by route: the estimator of the route a request is routed to, by method and
+/// route pattern as written in the app; every other request costs
+/// [`otherwise`](RouteCostBuilder::otherwise) (default: 1 unit).
+///
+/// Routes are matched the way actix matches them, so `/api/%63omplete` is charged as
+/// `/api/complete`, and spellings actix routes nowhere (`//api/complete`,
+/// `/api/complete/`, `/api/./complete`) reach no handler. Middleware that rewrites the
+/// path (such as `NormalizePath`) must wrap *outside* the tenancy middleware, so that
+/// the route seen here is the route the handler gets.
+///
+/// ```
+/// use actix_tenancy::quota::{QueryCost, RouteCost};
+/// use actix_web::http::Method;
+///
+/// let cost = RouteCost::builder()
+///     .route(Method::POST, "/api/complete", QueryCost::new("max_tokens").max(32_000))
+///     .otherwise(|_: &actix_web::dev::ServiceRequest| 0)
+///     .build()
+///     .unwrap();
+/// ```
+#[derive(Clone)]
+pub struct RouteCost {
+    routes: Arc<[Bound]>,
+    otherwise: Arc<dyn CostEstimator>,
+}
+
+impl fmt::Debug for RouteCost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let routes: Vec<_> = self.routes.iter().map(|(m, p, _)| (m, p)).collect();
+        f.debug_struct("RouteCost")
+            .field("routes", &routes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RouteCost {
+    /// A builder with no route: every request costs 1 until routes are added.
+    pub fn builder() -> RouteCostBuilder {
+        RouteCostBuilder {
+            routes: Vec::new(),
+            otherwise: Arc::new(|_: &ServiceRequest| 1),
+        }
+    }
+}
+
+/// An estimator bound to a method and a route pattern.
+type Bound = (Method, Arc<str>, Arc<dyn CostEstimator>);
+
+/// Builds a [`RouteCost`].
+#[must_use]
+pub struct RouteCostBuilder {
+    routes: Vec<Bound>,
+    otherwise: Arc<dyn CostEstimator>,
+}
+
+impl fmt::Debug for RouteCostBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let routes: Vec<_> = self.routes.iter().map(|(m, p, _)| (m, p)).collect();
+        f.debug_struct("RouteCostBuilder")
+            .field("routes", &routes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RouteCostBuilder {
+    /// Requests with `method` routed to `pattern` (as written in the app, scopes'
+    /// prefixes included: `/api/complete`, `/items/{id}`) cost what `estimator` says.
+    pub fn route(mut self, method: Method, pattern: &str, estimator: impl CostEstimator) -> Self {
+        self.routes
+            .push((method, Arc::from(pattern), Arc::new(estimator)));
+        self
+    }
+
+    /// What every other request costs (default: 1 unit).
+    pub fn otherwise(mut self, estimator: impl CostEstimator) -> Self {
+        self.otherwise = Arc::new(estimator);
+        self
+    }
+
+    /// Checks the patterns and builds the estimator.
+    pub fn build(self) -> Result<RouteCost, ConfigError> {
+        for (i, (method, pattern, _)) in self.routes.iter().enumerate() {
+            if !pattern.starts_with('/') {
+                return Err(ConfigError::InvalidRoutePattern(pattern.to_string()));
+            }
+            if self.routes[..i]
+                .iter()
+                .any(|(m, p, _)| m == method && p == pattern)
+            {
+                return Err(ConfigError::DuplicateRoute(format!("{method} {pattern}")));
+            }
+        }
+        Ok(RouteCost {
+            routes: self.routes.into(),
+            otherwise: self.otherwise,
+        })
+    }
+}
+
+impl CostEstimator for RouteCost {
+    fn estimate(&self, req: &CostRequest<'_>) -> Result<u32, TenancyError> {
+        if let Some(route) = req.route() {
+            let method = req.method();
+            for (m, pattern, estimator) in self.routes.iter() {
+                if m == method && **pattern == *route {
+                    return estimator.estimate(req);
+                }
+            }
+        }
+        self.otherwise.estimate(req)
     }
 }
 
@@ -67,8 +252,8 @@ impl HeaderCost {
 }
 
 impl CostEstimator for HeaderCost {
-    fn estimate(&self, req: &ServiceRequest) -> Result<u32, TenancyError> {
-        let mut values = req.headers().get_all(&self.name);
+    fn estimate(&self, req: &CostRequest<'_>) -> Result<u32, TenancyError> {
+        let mut values = req.request().headers().get_all(&self.name);
         let Some(value) = values.next() else {
             return Ok(self.default);
         };
@@ -172,9 +357,9 @@ impl QueryCost {
 }
 
 impl CostEstimator for QueryCost {
-    fn estimate(&self, req: &ServiceRequest) -> Result<u32, TenancyError> {
+    fn estimate(&self, req: &CostRequest<'_>) -> Result<u32, TenancyError> {
         let mut found = None;
-        for pair in req.query_string().split('&') {
+        for pair in req.request().query_string().split('&') {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             if key != self.name {
                 // `max%5Ftokens` is `max_tokens` to the handler's `web::Query`: never let

@@ -56,7 +56,7 @@ mod stage;
 
 use std::{borrow::Cow, fmt, time::Duration};
 
-pub use cost::{CostEstimator, HeaderCost, QueryCost};
+pub use cost::{CostEstimator, CostRequest, HeaderCost, QueryCost, RouteCost, RouteCostBuilder};
 pub use headers::{QUOTA_REMAINING, QUOTA_SHADOW, RATELIMIT, RATELIMIT_POLICY};
 pub use local::LocalQuota;
 pub use plan::{Budget, Period, QuotaPlan, QuotaPlans, QuotaPlansBuilder, Rate, UnknownTier};

@@ -1,12 +1,14 @@
 //! The quota stage: [`TenantQuota`] charges each request to its tenant's plan, and
 //! settles the charge once the response is known.
 
-use std::{fmt, sync::Arc};
+use std::{fmt, rc::Rc, sync::Arc};
 
 use actix_web::{dev::ServiceRequest, http::StatusCode, HttpMessage as _, HttpRequest};
 
 use super::{
-    cost::CostEstimator, headers::headers, QuotaDecision, QuotaError, QuotaLimit, QuotaManager,
+    cost::{CostEstimator, CostRequest},
+    headers::headers,
+    QuotaDecision, QuotaError, QuotaLimit, QuotaManager,
 };
 use crate::{
     core::{
@@ -16,7 +18,7 @@ use crate::{
     },
     pipeline::{
         common_setters, wait, After, Built, Common, Composed, Decision, Fields, Flow, Pipeline,
-        Refusal, Settings, Settle, Stage, Step, Worker, WorkerCx,
+        Refusal, RouteCache, Settings, Settle, Stage, Step, Worker, WorkerCx,
     },
 };
 
@@ -162,6 +164,7 @@ impl Stage for QuotaStage {
         Box::new(QuotaWorker {
             stage: self,
             settings: Arc::clone(&cx.settings),
+            routes: Rc::clone(&cx.routes),
         })
     }
 }
@@ -170,6 +173,8 @@ impl Stage for QuotaStage {
 struct QuotaWorker {
     stage: Arc<QuotaStage>,
     settings: Arc<Settings>,
+    /// This worker's route patterns, for estimators that charge by route.
+    routes: Rc<RouteCache>,
 }
 
 impl Worker for QuotaWorker {
@@ -178,7 +183,8 @@ impl Worker for QuotaWorker {
         match flow.tenant() {
             Ok(Some(tenant)) => {
                 let tenant = Arc::clone(tenant);
-                self.stage.prepare(&self.settings, req, tenant, flow)
+                let cost = CostRequest::with_routes(req, &self.routes);
+                self.stage.prepare(&self.settings, &cost, tenant, flow)
             }
             Ok(None) => Step::Pass,
             Err(err) => err.into(),
@@ -191,12 +197,13 @@ impl QuotaStage {
     fn prepare(
         self: &Arc<Self>,
         settings: &Arc<Settings>,
-        req: &ServiceRequest,
+        cost: &CostRequest<'_>,
         tenant: Arc<TenantContext>,
         flow: &mut Flow,
     ) -> Step {
         let timer = Timer::start();
-        let cost = match self.estimator.estimate(req) {
+        let req = cost.request();
+        let cost = match self.estimator.estimate(cost) {
             Ok(cost) => cost,
             Err(err) => return self.refuse(settings, req, &tenant, err).into(),
         };

@@ -578,7 +578,19 @@ impl ResolveStage {
             Err(err) => return self.fail(req, at, err, Some(&named)),
         };
         if let Err(err) = self.admit(&record, req.method()) {
-            return self.fail(req, at, err, Some(&named));
+            // A known tenant refused by its status or region: the event names its tier
+            // (the client's answer is the same as for an unknown one).
+            let reason = err.reason();
+            self.report(
+                req,
+                at,
+                Outcome::Rejected(err.code()),
+                Some(record.id()),
+                Some(record.tier()),
+                Some(named.kind),
+                &reason,
+            );
+            return Err(err);
         }
         // The record's own id: an `Arc` clone, no allocation for the id.
         let id = record.id().clone();

@@ -19,9 +19,13 @@
 //!
 //! [`TenantResolverBuilder::per_tenant_metrics`]: crate::resolve::TenantResolverBuilder::per_tenant_metrics
 
+mod tracing_audit;
+
 use std::fmt;
 
 use actix_web::http::Method;
+
+pub use tracing_audit::TracingAudit;
 
 use super::{error::ErrorCode, source::SourceKind, tenant::TenantId};
 
@@ -132,76 +136,6 @@ where
     fn record(&self, event: &AuditEvent<'_>) {
         self(event)
     }
-}
-
-/// The default sink: one `tracing` event per decision, target `actix_tenancy::audit`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TracingAudit;
-
-impl AuditSink for TracingAudit {
-    fn record(&self, e: &AuditEvent<'_>) {
-        let level = match e.outcome {
-            Outcome::Allowed | Outcome::Skipped => tracing::Level::DEBUG,
-            Outcome::WouldDeny(_) | Outcome::WouldAllow => tracing::Level::INFO,
-            Outcome::Rejected(ErrorCode::Internal) => tracing::Level::ERROR,
-            Outcome::Rejected(code) if code.status().is_server_error() => tracing::Level::WARN,
-            Outcome::Rejected(_) => tracing::Level::INFO,
-        };
-        if wanted(level) {
-            event(e, level);
-        }
-    }
-}
-
-/// Writes the event; out of line, so the common "nobody listens" path stays small.
-#[cold]
-#[inline(never)]
-fn event(e: &AuditEvent<'_>, level: tracing::Level) {
-    macro_rules! emit {
-        ($lvl:expr) => {
-            tracing::event!(
-                target: "actix_tenancy::audit",
-                $lvl,
-                stage = e.stage.as_str(),
-                outcome = e.outcome.as_str(),
-                tenant.id = e.tenant.map(TenantId::as_str),
-                tenant.tier = e.tier,
-                source = e.source.map(SourceKind::as_str),
-                method = %e.method,
-                path = e.path,
-                reason = e.reason,
-                rule = e.rule,
-                policy.version = e.policy_version,
-                "tenancy decision"
-            )
-        };
-    }
-    match level {
-        tracing::Level::DEBUG => emit!(tracing::Level::DEBUG),
-        tracing::Level::INFO => emit!(tracing::Level::INFO),
-        tracing::Level::WARN => emit!(tracing::Level::WARN),
-        _ => emit!(tracing::Level::ERROR),
-    }
-}
-
-/// Whether an event at `level` could reach anyone: a tracing subscriber that enables
-/// the level, or a `log` logger that does (tracing's `log` fallback, which actix-web
-/// builds with). A superset of what `tracing::event!` checks itself, whatever
-/// tracing's features, so nothing it would emit is skipped; the common case, nobody
-/// listening at `DEBUG`, costs two atomic loads instead of building the event.
-#[inline]
-fn wanted(level: tracing::Level) -> bool {
-    if tracing::level_enabled!(level) {
-        return true;
-    }
-    let log_level = match level {
-        tracing::Level::ERROR => log::Level::Error,
-        tracing::Level::WARN => log::Level::Warn,
-        tracing::Level::INFO => log::Level::Info,
-        tracing::Level::DEBUG => log::Level::Debug,
-        _ => log::Level::Trace,
-    };
-    log_level <= log::max_level()
 }
 
 /// The metric every decision counts in (feature `metrics`).
