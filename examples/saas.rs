@@ -56,23 +56,48 @@ pub fn registry() -> Result<InMemoryRegistry, Box<dyn Error>> {
         .with(tenant("acme", "pro")?)
         .with(tenant("globex", "free")?)
         .with(tenant("initech", "pro")?.with_status(TenantStatus::Suspended))
-        .with(tenant("umbrella", "enterprise")?.with_region("eu")))
+        .with(tenant("umbrella", "enterprise")?.with_region("eu"))
+        .with(tenant("hooli", "enterprise")?.with_region(REGION))
+        .with(tenant("soylent", "pro")?))
 }
+
+/// The models the demo knows; any other name is refused like one outside the plan.
+pub const MODELS: [&str; 3] = ["demo-small", "demo-large", "demo-preview"];
+/// The model of a completion that names none.
+pub const DEFAULT_MODEL: &str = "demo-small";
 
 /// Reports are for pro and enterprise; everyone may ask who they are, complete and
 /// log out. Anything else is denied.
+///
+/// Models (`X-Model`) and tools (`X-Tool`) by tier: free `demo-small` and no tool; pro
+/// also `demo-large` and the tool `search`; enterprise every model and the tools
+/// `search` and `code`. One pro tenant, `acme`, may also use `demo-preview`.
 pub fn policy() -> Result<RulePolicy, Box<dyn Error>> {
     let paid = || Rules::new().allow("GET /api/reports");
+    let enterprise = MODELS
+        .iter()
+        .fold(paid(), |rules, m| {
+            rules.allow_capability(&format!("model:{m}"))
+        })
+        .allow_capability("tool:search")
+        .allow_capability("tool:code");
     Ok(RulePolicy::new(
         PolicySet::new()
             .default_rules(
                 Rules::new()
                     .allow("GET /api/whoami")
                     .allow("POST /api/complete")
-                    .allow("POST /auth/logout"),
+                    .allow("POST /auth/logout")
+                    .allow_capability(&format!("model:{DEFAULT_MODEL}")),
             )
-            .tier("pro", paid())
-            .tier("enterprise", paid()),
+            .tier(
+                "pro",
+                paid()
+                    .allow_capability("model:demo-large")
+                    .allow_capability("tool:search"),
+            )
+            .tier("enterprise", enterprise)
+            .tenant("acme", Rules::new().allow_capability("model:demo-preview")),
     )?)
 }
 
@@ -286,10 +311,18 @@ async fn reports(tenant: Tenant) -> HttpResponse {
     }))
 }
 
-async fn complete(tenant: Tenant) -> HttpResponse {
+/// The policy stage has checked `X-Model` (one value, within the tenant's plan) before
+/// this runs; absent, the default model answers.
+async fn complete(tenant: Tenant, req: actix_web::HttpRequest) -> HttpResponse {
+    let model = req
+        .headers()
+        .get("x-model")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(DEFAULT_MODEL);
     HttpResponse::Ok().json(serde_json::json!({
         "tenant": tenant.id(),
         "completion": "Hello from the demo model.",
+        "model": model,
     }))
 }
 

@@ -508,3 +508,142 @@ async fn no_spelling_of_the_completion_route_dodges_the_token_budget() {
         200
     );
 }
+
+/// `POST /api/complete?max_tokens=1` for `tenant`, naming `model` and `tool` when given.
+fn completion(tenant: &str, model: Option<&str>, tool: Option<&str>) -> test::TestRequest {
+    let mut req = as_tenant(
+        test::TestRequest::post().uri("/api/complete?max_tokens=1"),
+        tenant,
+    );
+    if let Some(m) = model {
+        req = req.insert_header(("x-model", m.to_owned()));
+    }
+    if let Some(t) = tool {
+        req = req.insert_header(("x-tool", t.to_owned()));
+    }
+    req
+}
+
+/// The demo's plans, written out again from the README's table: whether `tier` (and the
+/// tenant, for acme's override) may use `model` and `tool`.
+fn in_plan(tenant: &str, tier: &str, model: &str, tool: Option<&str>) -> bool {
+    let model_ok = match tier {
+        "free" => model == "demo-small",
+        "pro" => {
+            matches!(model, "demo-small" | "demo-large")
+                || (tenant == "acme" && model == "demo-preview")
+        }
+        "enterprise" => matches!(model, "demo-small" | "demo-large" | "demo-preview"),
+        _ => false,
+    };
+    let tool_ok = matches!(
+        (tier, tool),
+        (_, None) | ("pro", Some("search")) | ("enterprise", Some("search" | "code"))
+    );
+    model_ok && tool_ok
+}
+
+#[actix_web::test]
+async fn models_and_tools_follow_each_tier_and_acmes_override() {
+    let app = app().await;
+    let tenants = [
+        ("globex", "free"),
+        ("acme", "pro"),
+        ("soylent", "pro"),
+        ("hooli", "enterprise"),
+    ];
+    let models = [
+        None,
+        Some("demo-small"),
+        Some("demo-large"),
+        Some("demo-preview"),
+        Some("gpt-x"),
+        Some("Demo-Small"),
+    ];
+    let tools = [
+        None,
+        Some("search"),
+        Some("code"),
+        Some("shell"),
+        Some("Search"),
+    ];
+    for (tenant, tier) in tenants {
+        for model in models {
+            for tool in tools {
+                let r = call(&app, completion(tenant, model, tool)).await;
+                let used = model.unwrap_or("demo-small");
+                if in_plan(tenant, tier, used, tool) {
+                    assert_eq!(r.0, 200, "{tenant} {model:?} {tool:?}: {r:?}");
+                    assert_eq!(r.2["model"], used, "{r:?}");
+                    assert_eq!(r.2["tenant"], tenant, "{r:?}");
+                } else {
+                    problem(&r, 403, "policy_denied");
+                    // Which capability was refused, and nothing of the rules.
+                    let model_ok = in_plan(tenant, tier, used, None);
+                    let kind = if model_ok { "tool" } else { "model" };
+                    assert_eq!(
+                        r.2["capability"], kind,
+                        "{tenant} {model:?} {tool:?}: {r:?}"
+                    );
+                    let body = r.2.to_string();
+                    assert!(
+                        !body.contains("demo-") && !body.contains("tier") && !body.contains(tenant),
+                        "{body}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_refused_model_or_tool_costs_neither_rate_nor_budget() {
+    let app = app().await;
+    // globex (free): 5 requests a second with a burst of 5, 1,000 tokens a day.
+    for _ in 0..20 {
+        let r = call(&app, completion("globex", Some("demo-large"), None)).await;
+        problem(&r, 403, "policy_denied");
+        let r = call(&app, completion("globex", None, Some("search"))).await;
+        problem(&r, 403, "policy_denied");
+    }
+    let res = test::call_service(&app, completion("globex", None, None).to_request()).await;
+    assert_eq!(res.status(), 200);
+    let state = res
+        .headers()
+        .get("ratelimit")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        state.contains("\"rate\";r=4;") && state.contains("\"day\";r=999;"),
+        "the full rate and budget, less this request: {state}"
+    );
+}
+
+#[actix_web::test]
+async fn a_repeated_model_or_tool_header_is_refused_whatever_its_values() {
+    let app = app().await;
+    for (name, values, kind) in [
+        ("x-model", ["demo-small", "demo-small"], "model"),
+        ("x-model", ["demo-small", "demo-large"], "model"),
+        ("x-tool", ["search", "search"], "tool"),
+    ] {
+        let mut req = as_tenant(
+            test::TestRequest::post().uri("/api/complete?max_tokens=1"),
+            "hooli",
+        );
+        for v in values {
+            req = req.append_header((name, v));
+        }
+        let r = call(&app, req).await;
+        problem(&r, 403, "policy_denied");
+        assert_eq!(r.2["capability"], kind, "{r:?}");
+    }
+    // An empty or oversized value is refused the same way.
+    for model in ["", &"m".repeat(200)] {
+        let r = call(&app, completion("hooli", Some(model), None)).await;
+        problem(&r, 403, "policy_denied");
+        assert_eq!(r.2["capability"], "model", "{r:?}");
+    }
+}

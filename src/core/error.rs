@@ -225,6 +225,15 @@ pub enum TenancyError {
         /// Why, for logs.
         reason: Cow<'static, str>,
     },
+    /// The policy refused a capability the request asked for (a model, a tool): a
+    /// `403 policy_denied` whose body names the kind of capability (`"capability":
+    /// "model"`), never the value asked for or the rules.
+    CapabilityDenied {
+        /// The kind of capability refused (`model`, `tool`).
+        capability: &'static str,
+        /// Why, for logs.
+        reason: Cow<'static, str>,
+    },
     /// The policy evaluator failed, timed out or panicked.
     PolicyUnavailable {
         /// Why, for logs.
@@ -272,7 +281,7 @@ impl TenancyError {
             Self::TenantReadOnly => ErrorCode::TenantReadOnly,
             Self::CredentialMissing | Self::Unauthenticated { .. } => ErrorCode::Unauthenticated,
             Self::AuthUnavailable { .. } => ErrorCode::AuthUnavailable,
-            Self::PolicyDenied { .. } => ErrorCode::PolicyDenied,
+            Self::PolicyDenied { .. } | Self::CapabilityDenied { .. } => ErrorCode::PolicyDenied,
             Self::PolicyUnavailable { .. } => ErrorCode::PolicyUnavailable,
             Self::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
             Self::QuotaUnavailable { .. } => ErrorCode::QuotaUnavailable,
@@ -317,6 +326,16 @@ impl TenancyError {
         }
     }
 
+    /// The kind of capability refused (`model`, `tool`), for
+    /// [`CapabilityDenied`](Self::CapabilityDenied). Public: it names what the client
+    /// asked for, not the rules.
+    pub fn capability(&self) -> Option<&'static str> {
+        match self {
+            Self::CapabilityDenied { capability, .. } => Some(capability),
+            _ => None,
+        }
+    }
+
     /// The internal reason, for logs and audit. Never send it to clients.
     pub fn reason(&self) -> Cow<'static, str> {
         match self {
@@ -333,6 +352,7 @@ impl TenancyError {
             | Self::Unauthenticated { reason }
             | Self::AuthUnavailable { reason }
             | Self::PolicyDenied { reason }
+            | Self::CapabilityDenied { reason, .. }
             | Self::PolicyUnavailable { reason }
             | Self::QuotaUnavailable { reason }
             | Self::CostInvalid { reason }
@@ -460,12 +480,14 @@ impl ProblemJson {
             Some(d) => format!(r#","detail":"{d}""#),
             None => String::new(),
         };
-        // Limit names are the crate's own fixed ASCII words: no escaping needed.
-        if let Some(limit) = err
-            .limit()
-            .filter(|l| l.bytes().all(|b| b.is_ascii_lowercase()))
-        {
+        // Limit names and capability kinds are fixed words of the crate's own; anything
+        // else is left out rather than escaped.
+        let word = |w: &&str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase());
+        if let Some(limit) = err.limit().filter(word) {
             detail.push_str(&format!(r#","limit":"{limit}""#));
+        }
+        if let Some(kind) = err.capability().filter(word) {
+            detail.push_str(&format!(r#","capability":"{kind}""#));
         }
         let body = format!(
             r#"{{"type":{ty},"title":"{}","status":{},"code":"{}"{detail}}}"#,

@@ -153,6 +153,9 @@ pub struct Decision {
     pub rule: Option<Arc<str>>,
     /// The version of the policy that decided.
     pub version: u64,
+    /// For a denial: the capability asked for that was refused (`model:demo-large`),
+    /// when that was the reason. The stage tells the client its kind (`model`).
+    pub refused: Option<Arc<str>>,
 }
 
 impl Decision {
@@ -163,6 +166,7 @@ impl Decision {
             reason: reason.into(),
             rule: None,
             version: 0,
+            refused: None,
         }
     }
 
@@ -185,6 +189,13 @@ impl Decision {
     #[must_use]
     pub fn with_version(mut self, version: u64) -> Self {
         self.version = version;
+        self
+    }
+
+    /// Names the capability a denial refused (`model:demo-large`).
+    #[must_use]
+    pub fn with_refused(mut self, capability: impl Into<Arc<str>>) -> Self {
+        self.refused = Some(capability.into());
         self
     }
 }

@@ -590,7 +590,9 @@ impl Compiled {
         for capability in req.capabilities() {
             let (granted, cap_rule) = self.first(tenant, |l| l.capability(capability));
             if !granted {
-                return self.decision(false, "a capability asked for is not granted", cap_rule);
+                return self
+                    .decision(false, "a capability asked for is not granted", cap_rule)
+                    .with_refused(capability.as_str());
             }
         }
         self.decision(true, "allowed by rule", rule)
@@ -602,6 +604,7 @@ impl Compiled {
             reason: reason.into(),
             rule: Some(Arc::clone(rule)),
             version: self.version,
+            refused: None,
         }
     }
 }

@@ -303,12 +303,13 @@ impl PolicyStage {
         if let Some(p) = tenant.principal() {
             question.scopes = p.scopes().to_vec();
         }
-        for (prefix, name) in [("model:", &self.model_header), ("tool:", &self.tool_header)] {
-            let Some(name) = name else { continue };
+        for (kind, name) in self.capability_headers() {
             let mut values = req.headers().get_all(name);
             let Some(value) = values.next() else { continue };
-            let bad = || TenancyError::PolicyDenied {
-                reason: format!("malformed {name} header").into(),
+            // Two values are refused, never decided by one of them alone.
+            let bad = || TenancyError::CapabilityDenied {
+                capability: kind,
+                reason: format!("malformed or repeated {name} header").into(),
             };
             if values.next().is_some() {
                 return Err(bad());
@@ -320,7 +321,7 @@ impl PolicyStage {
             {
                 return Err(bad());
             }
-            question.capabilities.push(format!("{prefix}{value}"));
+            question.capabilities.push(format!("{kind}:{value}"));
         }
         Ok(question)
     }
@@ -347,8 +348,14 @@ impl PolicyStage {
                 Next::Pass
             }
             Ok(d) => {
-                let err = TenancyError::PolicyDenied {
-                    reason: d.reason.clone(),
+                let err = match self.kind_of(d.refused.as_deref()) {
+                    Some(capability) => TenancyError::CapabilityDenied {
+                        capability,
+                        reason: d.reason.clone(),
+                    },
+                    None => TenancyError::PolicyDenied {
+                        reason: d.reason.clone(),
+                    },
                 };
                 self.report(
                     settings,
@@ -375,6 +382,21 @@ impl PolicyStage {
                 err.into()
             }
         }
+    }
+
+    /// The capability headers read, with the kind each names (`model`, `tool`).
+    fn capability_headers(&self) -> impl Iterator<Item = (&'static str, &HeaderName)> {
+        [("model", &self.model_header), ("tool", &self.tool_header)]
+            .into_iter()
+            .filter_map(|(kind, name)| name.as_ref().map(|n| (kind, n)))
+    }
+
+    /// The kind of a refused capability, when it is one the stage reads from a header.
+    fn kind_of(&self, refused: Option<&str>) -> Option<&'static str> {
+        let (kind, _) = refused?.split_once(':')?;
+        self.capability_headers()
+            .map(|(k, _)| k)
+            .find(|k| *k == kind)
     }
 
     fn report(
