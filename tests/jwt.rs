@@ -228,6 +228,8 @@ async fn the_tamper_corpus_is_401_and_reveals_nothing() {
         ("two segments", format!("{}.{}", parts[0], parts[1])),
         ("expired", with(json!({"exp": now - 3600}))),
         ("nbf in the future", with(json!({"nbf": now + 3600}))),
+        // It would outlive every revocation by tenant or subject (iat before a cut-off).
+        ("iat in the future", with(json!({"iat": now + 3600}))),
         ("wrong iss", with(json!({"iss": "https://evil.test"}))),
         ("wrong aud", with(json!({"aud": "other-api"}))),
         ("no exp", with(json!({"exp": null}))),

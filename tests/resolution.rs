@@ -381,6 +381,35 @@ async fn subdomain_source_without_host_header_reads_the_uri_authority() {
 }
 
 #[actix_web::test]
+async fn hostile_forwarded_host_is_never_read() {
+    let app = app!(subdomain_resolver());
+    // Client-controlled unless a trusted proxy rewrites it: never a tenant source.
+    for name in ["x-forwarded-host", "forwarded"] {
+        let value = if name == "forwarded" {
+            "host=acme.example.com"
+        } else {
+            "acme.example.com"
+        };
+        let req = get("/whoami").insert_header((name, value));
+        call!(app, req).await.assert_problem(401, "tenant_missing");
+        let req = with_host("globex.example.com").insert_header((name, value));
+        call!(app, req).await.assert_ok("globex");
+    }
+}
+
+#[actix_web::test]
+async fn hostile_absolute_form_target_disagreeing_with_host_is_invalid() {
+    let app = app!(subdomain_resolver());
+    // `GET http://acme.example.com/whoami` with `Host: globex.example.com`: a proxy
+    // routing by one and the app reading the other would serve the wrong tenant.
+    let req = get("http://acme.example.com/whoami").insert_header(("host", "globex.example.com"));
+    call!(app, req).await.assert_problem(400, "tenant_invalid");
+    // The same host twice, in any case, is one host.
+    let req = get("http://acme.example.com/whoami").insert_header(("host", "ACME.example.com"));
+    call!(app, req).await.assert_ok("acme");
+}
+
+#[actix_web::test]
 async fn subdomain_source_prefers_the_most_specific_base_domain() {
     let resolver = builder()
         .source(Source::subdomain(["example.com", "eu.example.com"]))

@@ -377,9 +377,20 @@ fn host_tenant<'a>(
     rule: &TenantIdRule,
 ) -> Result<Option<Cow<'a, str>>, TenancyError> {
     let host = match single_header(req, &header::HOST, kind)? {
-        Some(v) => v
-            .to_str()
-            .map_err(|_| invalid(kind, "host is not visible ASCII"))?,
+        Some(v) => {
+            let v = v
+                .to_str()
+                .map_err(|_| invalid(kind, "host is not visible ASCII"))?;
+            // An absolute-form target (`GET http://acme.example.com/ HTTP/1.1`) names a
+            // host too; a proxy may route by one and the app read the other, so two
+            // that disagree are refused, never settled by picking one.
+            if let Some(a) = req.uri().authority() {
+                if !a.as_str().eq_ignore_ascii_case(v) {
+                    return Err(invalid(kind, "the target's authority and Host disagree"));
+                }
+            }
+            v
+        }
         None => match req.uri().authority() {
             Some(a) => a.host(),
             None => return Ok(None),

@@ -1,8 +1,17 @@
 //! The resolution stage: [`TenantResolver`], its builder, and the stage it runs.
 
 use std::{
-    borrow::Cow, cell::RefCell, collections::HashMap, fmt, rc::Rc, sync::Arc, time::Duration,
+    borrow::Cow,
+    cell::RefCell,
+    collections::HashMap,
+    fmt,
+    panic::{catch_unwind, AssertUnwindSafe},
+    rc::Rc,
+    sync::Arc,
+    time::Duration,
 };
+
+use futures_util::FutureExt as _;
 
 use actix_web::{dev::ServiceRequest, http::Method};
 
@@ -294,6 +303,13 @@ fn unreachable_invalid() -> Result<Lookup, TenancyError> {
     ))
 }
 
+fn registry_panicked() -> TenancyError {
+    TenancyError::TenantUnavailable {
+        retry_after: None,
+        reason: "the tenant registry panicked".into(),
+    }
+}
+
 /// Methods that do not change state; read-only tenants may use them.
 fn is_safe(method: &Method) -> bool {
     matches!(
@@ -434,18 +450,30 @@ impl ResolveStage {
         }
     }
 
-    /// Asks the registry, waiting at most `registry_timeout`.
+    /// Asks the registry, waiting at most `registry_timeout`; a panic in the registry
+    /// is an unavailable registry, never a crashed worker.
     async fn lookup(&self, id: &TenantId) -> Result<Lookup, TenancyError> {
-        match tokio::time::timeout(self.registry_timeout, self.registry.lookup(id)).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(err)) => Err(TenancyError::TenantUnavailable {
+        let call = AssertUnwindSafe(self.registry.lookup(id)).catch_unwind();
+        match tokio::time::timeout(self.registry_timeout, call).await {
+            Ok(Ok(Ok(answer))) => Ok(answer),
+            Ok(Ok(Err(err))) => Err(TenancyError::TenantUnavailable {
                 retry_after: None,
                 reason: err.to_string().into(),
             }),
+            Ok(Err(_panic)) => Err(registry_panicked()),
             Err(_) => Err(TenancyError::TenantUnavailable {
                 retry_after: None,
                 reason: "tenant registry lookup timed out".into(),
             }),
+        }
+    }
+
+    /// The registry's answer without waiting, when it has one; a panic is an
+    /// unavailable registry.
+    fn lookup_ready(&self, id: &str) -> Option<Result<Lookup, TenancyError>> {
+        match catch_unwind(AssertUnwindSafe(|| self.registry.lookup_ready(id))) {
+            Ok(answer) => answer.map(Ok),
+            Err(_panic) => Some(Err(registry_panicked())),
         }
     }
 
@@ -457,12 +485,12 @@ impl ResolveStage {
             Access::Unavailable { retry_after } => {
                 return Err(TenancyError::TenantUnavailable {
                     retry_after: Some(retry_after),
-                    reason: format!("tenant is {}", record.status()).into(),
+                    reason: record.status().reason().into(),
                 })
             }
             Access::Forbidden => {
                 return Err(TenancyError::TenantForbidden {
-                    reason: format!("tenant is {}", record.status()).into(),
+                    reason: record.status().reason().into(),
                 })
             }
         }
@@ -493,8 +521,8 @@ impl ResolveStage {
         let Some(named) = named else {
             return Some(self.missing(req, at));
         };
-        let answer = self.registry.lookup_ready(&named.id)?;
-        Some(self.conclude(req, at, named, Ok(answer)))
+        let answer = self.lookup_ready(&named.id)?;
+        Some(self.conclude(req, at, named, answer))
     }
 
     /// Resolves the request's tenant, waiting for async sources and the registry.
@@ -507,8 +535,8 @@ impl ResolveStage {
             Ok(None) => return self.missing(req, at),
             Err(err) => return self.fail(req, at, err, None),
         };
-        let answer = match self.registry.lookup_ready(&named.id) {
-            Some(answer) => Ok(answer),
+        let answer = match self.lookup_ready(&named.id) {
+            Some(answer) => answer,
             None => match self.rule.parse(&named.id) {
                 Ok(id) => self.lookup(&id).await,
                 Err(_) => unreachable_invalid(),

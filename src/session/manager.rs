@@ -611,6 +611,11 @@ impl SessionManager {
         };
         let expires_at = number("exp")?.ok_or(invalid("no exp"))?;
         let issued_at = number("iat")?;
+        // A token "issued" in the future would outlive every revocation by tenant or
+        // subject (those revoke what was issued before a cut-off): refuse it.
+        if issued_at.is_some_and(|iat| iat > now().saturating_add(c.leeway.as_secs())) {
+            return Err(invalid("issued in the future"));
+        }
         number("nbf")?;
         if text("iss")? != Some(c.issuer.as_str()) {
             return Err(invalid("wrong issuer"));

@@ -1,10 +1,17 @@
 //! The `JwtAuth` stage: `Authorization: Bearer` → a verified [`Principal`](crate::Principal).
 
-use std::{fmt, sync::Arc};
+use std::{
+    fmt,
+    panic::{catch_unwind, AssertUnwindSafe},
+    sync::Arc,
+    time::Duration,
+};
+
+use futures_util::FutureExt as _;
 
 use actix_web::{dev::ServiceRequest, http::header::AUTHORIZATION};
 
-use super::{SessionError, SessionManager, MAX_TOKEN_LEN};
+use super::{RevocationError, SessionError, SessionManager, MAX_TOKEN_LEN};
 use crate::{
     core::{
         error::{ConfigError, TenancyError},
@@ -51,6 +58,7 @@ impl JwtAuth {
         JwtAuthBuilder {
             sessions,
             allow_anonymous: false,
+            revocation_timeout: Duration::from_secs(1),
             common: Common::default(),
         }
     }
@@ -66,6 +74,7 @@ impl JwtAuth {
 pub struct JwtAuthBuilder {
     sessions: SessionManager,
     allow_anonymous: bool,
+    revocation_timeout: Duration,
     common: Common,
 }
 
@@ -86,11 +95,21 @@ impl JwtAuthBuilder {
         self
     }
 
+    /// How long the revocation store may take to answer before the request fails
+    /// closed with `503 auth_unavailable` (default 1 s). A store that answers without
+    /// waiting (in memory) never waits.
+    pub fn revocation_timeout(mut self, timeout: Duration) -> Self {
+        self.revocation_timeout = timeout;
+        self
+    }
+
     common_setters!();
 
-    /// Builds the stage. Every combination of these settings is valid; the `Result`
-    /// keeps the construction of every stage the same.
+    /// Checks the configuration and builds the stage.
     pub fn build(self) -> Result<JwtAuth, ConfigError> {
+        if self.revocation_timeout.is_zero() {
+            return Err(ConfigError::ZeroDuration("the revocation timeout"));
+        }
         Ok(self.assemble())
     }
 
@@ -98,6 +117,7 @@ impl JwtAuthBuilder {
         let stage = AuthStage {
             sessions: self.sessions,
             allow_anonymous: self.allow_anonymous,
+            revocation_timeout: self.revocation_timeout,
         };
         JwtAuth(Built::new(stage, self.common))
     }
@@ -106,6 +126,11 @@ impl JwtAuthBuilder {
 pub(crate) struct AuthStage {
     sessions: SessionManager,
     allow_anonymous: bool,
+    revocation_timeout: Duration,
+}
+
+fn store_failed(why: &'static str) -> SessionError {
+    SessionError::Store(RevocationError::new(why))
 }
 
 impl fmt::Debug for AuthStage {
@@ -196,7 +221,10 @@ impl AuthStage {
             Ok(v) => v,
             Err(e) => return self.failed(settings, req, e).into(),
         };
-        match self.sessions.store().is_revoked_now(&verified.facts()) {
+        let store = self.sessions.store();
+        let now = catch_unwind(AssertUnwindSafe(|| store.is_revoked_now(&verified.facts())))
+            .unwrap_or_else(|_| Some(Err(RevocationError::new("the store panicked"))));
+        match now {
             Some(Ok(false)) => {
                 verified.principal().attach(req);
                 Step::Pass
@@ -207,7 +235,17 @@ impl AuthStage {
                 let (me, settings) = (Arc::clone(self), Arc::clone(settings));
                 wait(move |req, _flow| {
                     Box::pin(async move {
-                        match me.sessions.not_revoked(&verified.facts()).await {
+                        // The store may fail, hang or panic: each is a `503`, in time.
+                        let facts = verified.facts();
+                        let check =
+                            AssertUnwindSafe(me.sessions.not_revoked(&facts)).catch_unwind();
+                        let answer = match tokio::time::timeout(me.revocation_timeout, check).await
+                        {
+                            Ok(Ok(answer)) => answer,
+                            Ok(Err(_panic)) => Err(store_failed("the store panicked")),
+                            Err(_) => Err(store_failed("the store did not answer in time")),
+                        };
+                        match answer {
                             Ok(()) => {
                                 verified.principal().attach(req);
                                 Decision::Pass
