@@ -5,6 +5,7 @@
 #[allow(dead_code, unreachable_pub)]
 mod common {
     pub mod buffer;
+    pub mod stack;
 }
 
 use actix_tenancy::prelude::*;
@@ -23,19 +24,7 @@ fn logged(requests: Vec<test::TestRequest>) -> String {
         .finish();
     tracing::subscriber::with_default(subscriber, || {
         actix_web::rt::System::new().block_on(async move {
-            let registry = InMemoryRegistry::new()
-                .with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"))
-                .with(
-                    TenantRecord::new(TenantId::parse("initech").unwrap(), "pro")
-                        .with_status(TenantStatus::Suspended),
-                );
-            let tenancy = Tenancy::builder()
-                .resolver(
-                    TenantResolver::builder(registry)
-                        .source(Source::header())
-                        .build()
-                        .unwrap(),
-                )
+            let tenancy = common::stack::on_header(common::stack::acme_and_initech())
                 .build()
                 .unwrap();
             let app = test::init_service(
@@ -155,14 +144,8 @@ fn a_hostile_token_leaves_no_raw_byte_either() {
             )
             .unwrap();
             let sessions = SessionManager::new(SessionConfig::new("iss", "aud"), keys);
-            let tenancy = Tenancy::builder()
+            let tenancy = common::stack::on_claim(InMemoryRegistry::new())
                 .auth(JwtAuth::new(sessions))
-                .resolver(
-                    TenantResolver::builder(InMemoryRegistry::new())
-                        .source(Source::claim())
-                        .build()
-                        .unwrap(),
-                )
                 .build()
                 .unwrap();
             let app = test::init_service(

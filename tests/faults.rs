@@ -24,6 +24,11 @@ use actix_web::{
     test as actix_test, web, App, HttpResponse,
 };
 
+#[allow(dead_code, unreachable_pub)]
+mod common {
+    pub mod stack;
+}
+
 /// Keeps the injected panics (caught by the crate, as the tests check) out of the test
 /// output; any other panic is reported as usual.
 fn quiet_injected_panics() {
@@ -282,14 +287,8 @@ mod revocations {
             .build()
             .unwrap();
         let registry = InMemoryRegistry::new().with(TenantRecord::new(acme, "pro"));
-        let tenancy = Tenancy::builder()
+        let tenancy = common::stack::on_claim(registry)
             .auth(auth)
-            .resolver(
-                TenantResolver::builder(registry)
-                    .source(Source::claim())
-                    .build()
-                    .unwrap(),
-            )
             .build()
             .unwrap();
         let app =

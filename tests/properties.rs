@@ -22,13 +22,17 @@ use std::{
 use actix_tenancy::{
     prelude::*,
     quota::{LocalQuota, Period, QuotaManager, QuotaPlan, QuotaPlans},
-    resolve::SourceKind,
 };
 use actix_web::{
     dev::{Service, ServiceResponse},
     test as actix_test, web, App, HttpMessage as _, HttpResponse,
 };
 use governor::clock::FakeRelativeClock;
+
+#[allow(dead_code, unreachable_pub)]
+mod common {
+    pub mod stack;
+}
 use proptest::prelude::*;
 
 /// Tenants t0..t5 are active, t6 and t7 suspended; u0..u3 are unknown.
@@ -314,16 +318,6 @@ impl Model {
     }
 }
 
-fn context(id: &str) -> TenantContext {
-    let id = TenantId::parse(id).unwrap();
-    TenantContext::new(
-        id.clone(),
-        SourceKind::Header,
-        Arc::new(TenantRecord::new(id, "pro")),
-        None,
-    )
-}
-
 proptest! {
     #![proptest_config(config(256))]
 
@@ -352,7 +346,7 @@ proptest! {
             tat: 0,
             used: 0,
         };
-        let tenant = context("t1");
+        let tenant = common::stack::context("t1", "pro");
         let mut now = 0;
         for (i, (advance_ms, cost)) in steps.into_iter().enumerate() {
             clock.advance(Duration::from_millis(advance_ms));

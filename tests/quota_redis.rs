@@ -10,8 +10,6 @@ use std::{
 use actix_tenancy::{
     prelude::*,
     quota::{FailureMode, Period, QuotaManager, QuotaPlan, QuotaPlans, RedisQuota, TenantQuota},
-    resolve::SourceKind,
-    TenantContext,
 };
 use actix_web::{test, web, App};
 use futures_util::future::join_all;
@@ -19,6 +17,7 @@ use futures_util::future::join_all;
 #[allow(dead_code, unreachable_pub)]
 mod common {
     pub mod services;
+    pub mod stack;
 }
 
 use common::services::service_url;
@@ -32,15 +31,7 @@ fn prefix(test: &str) -> String {
     common::services::unique_prefix("", test)
 }
 
-fn ctx(id: &str, tier: &str) -> TenantContext {
-    let id = TenantId::parse(id).unwrap();
-    TenantContext::new(
-        id.clone(),
-        SourceKind::Header,
-        Arc::new(TenantRecord::new(id, tier)),
-        None,
-    )
-}
+use common::stack::context as ctx;
 
 fn plans(plan: QuotaPlan) -> QuotaPlans {
     QuotaPlans::builder().tier("pro", plan).build().unwrap()

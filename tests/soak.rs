@@ -18,6 +18,11 @@ use actix_tenancy::{
 };
 use actix_web::{web, App, HttpResponse, HttpServer};
 
+#[allow(dead_code, unreachable_pub)]
+mod common {
+    pub mod stack;
+}
+
 const TENANTS: usize = 40;
 const CONNECTIONS: usize = 16;
 const PER_TENANT: usize = 30;
@@ -45,13 +50,7 @@ fn serve() -> (u16, actix_web::dev::ServerHandle) {
         )
         .build()
         .unwrap();
-    let tenancy = Tenancy::builder()
-        .resolver(
-            TenantResolver::builder(registry)
-                .source(Source::header())
-                .build()
-                .unwrap(),
-        )
+    let tenancy = common::stack::on_header(registry)
         .quota(TenantQuota::new(LocalQuota::new(plans)))
         .build()
         .unwrap();

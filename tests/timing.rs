@@ -6,8 +6,12 @@
 
 use std::time::{Duration, Instant};
 
-use actix_tenancy::prelude::*;
 use actix_web::{test as actix_test, web, App, HttpResponse};
+
+#[allow(dead_code, unreachable_pub)]
+mod common {
+    pub mod stack;
+}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p) as usize]
@@ -15,19 +19,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[actix_web::test]
 async fn unknown_and_suspended_tenants_take_the_same_time() {
-    let registry = InMemoryRegistry::new()
-        .with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"))
-        .with(
-            TenantRecord::new(TenantId::parse("initech").unwrap(), "pro")
-                .with_status(TenantStatus::Suspended),
-        );
-    let tenancy = Tenancy::builder()
-        .resolver(
-            TenantResolver::builder(registry)
-                .source(Source::header())
-                .build()
-                .unwrap(),
-        )
+    let tenancy = common::stack::on_header(common::stack::acme_and_initech())
         .build()
         .unwrap();
     let app = actix_test::init_service(
