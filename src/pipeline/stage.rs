@@ -202,6 +202,8 @@ pub(crate) struct Flow {
     pub(crate) exempt: bool,
     tenant: Settled,
     pub(crate) span: Option<tracing::Span>,
+    /// The response-side work, of the one stage that charges (the quota stage);
+    /// replacing it would settle the first as abandoned.
     pub(crate) after: Option<After>,
 }
 
