@@ -1,4 +1,4 @@
-//! Route by tenant: actix [`Guard`]s that read the resolved tenant.
+//! Route by tenant: actix guards ([`Guard`]) that read the resolved tenant.
 //!
 //! With the resolver (or [`Tenancy`](crate::Tenancy)) wrapped at `App` level, the tenant
 //! is settled before routing, so guards can send tenants to different scopes or

@@ -9,7 +9,8 @@
 //!   function, the `X-Tenant-ID` header, the subdomain, a path prefix), rejects
 //!   conflicts and malformed ids, and fails closed when there is none.
 //! - It validates the tenant against a [`TenantRegistry`](registry::TenantRegistry)
-//!   (in memory, or your own behind a [cache](registry::CachedRegistry)), which
+//!   (in memory, in PostgreSQL with the `postgres` feature, or your own; behind a
+//!   [cache](registry::CachedRegistry) unless it answers from memory), which
 //!   distinguishes *not found* from *unavailable* so an outage is a `503`, never a pass.
 //! - [Sessions](session) (feature `jwt`) issue, verify, refresh and revoke JWT-backed
 //!   tenant sessions; their `JwtAuth` stage runs ahead of resolution.
@@ -111,6 +112,7 @@
 //! | `tenancy.rs` | [`Tenancy`], the composition root: the one module that names every stage | all of the above |
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 mod core;

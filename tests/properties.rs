@@ -214,7 +214,7 @@ async fn app() -> impl Service<
                     let agrees = principal
                         .as_ref()
                         .and_then(Principal::tenant)
-                        .map_or(true, |p| p == t.id());
+                        .is_none_or(|p| p == t.id());
                     HttpResponse::Ok().body(format!("{} {agrees}", t.id()))
                 },
             )),

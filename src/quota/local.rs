@@ -233,7 +233,7 @@ where
                     .map(|_| rate_state(plan, refilled(plan, &ledger, now), Duration::ZERO));
                 return self.shadowed(plan, refuse(by, retry, rate, Some(state), Some(plan)));
             }
-            if tightest.map_or(true, |t| state.remaining < t.remaining) {
+            if tightest.is_none_or(|t| state.remaining < t.remaining) {
                 tightest = Some(state);
             }
         }

@@ -382,7 +382,7 @@ fn decision_from(plan: &Arc<QuotaPlan>, cost: u32, reply: &[i64]) -> Option<Quot
         let mut tightest: Option<BudgetState> = None;
         for (i, pair) in pairs.chunks(2).enumerate() {
             let b = budget_of(i, *pair.first()?, *pair.get(1)?)?;
-            if tightest.map_or(true, |t| b.remaining < t.remaining) {
+            if tightest.is_none_or(|t| b.remaining < t.remaining) {
                 tightest = Some(b);
             }
         }

@@ -151,7 +151,7 @@ impl RevocationStore for RedisRevocations {
                 None
             }
         };
-        let cut = |before: i64| t.issued_at.map_or(true, |iat| (iat as i64) <= before);
+        let cut = |before: i64| t.issued_at.is_none_or(|iat| (iat as i64) <= before);
         let jti = next(keys[0].is_some());
         let fam = next(keys[1].is_some());
         let tenant = next(keys[2].is_some());

@@ -178,7 +178,7 @@ impl InMemoryRevocations {
     fn check(&self, t: &TokenFacts<'_>) -> bool {
         let now = super::now();
         let live = |until: u64| until > now;
-        let cut = |before: u64| t.issued_at.map_or(true, |iat| iat <= before);
+        let cut = |before: u64| t.issued_at.is_none_or(|iat| iat <= before);
         if let Some(jti) = t.jti {
             if self.tokens.get(jti).is_some_and(|u| live(*u)) {
                 return true;
