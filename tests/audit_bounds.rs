@@ -12,9 +12,8 @@ use actix_tenancy::prelude::*;
 use actix_web::{test, web, App};
 use common::buffer::Buffer;
 
-/// Runs `requests` against a resolver over acme (pro) and initech (suspended), with
-/// the default `TracingAudit`, under a text subscriber at `INFO`; returns the log.
-fn logged(requests: Vec<test::TestRequest>) -> String {
+/// What `run` logs under a text subscriber at `INFO`.
+fn captured<F: std::future::Future<Output = ()>>(run: F) -> String {
     let buffer = Buffer::default();
     let writer = buffer.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -23,22 +22,28 @@ fn logged(requests: Vec<test::TestRequest>) -> String {
         .with_writer(move || writer.clone())
         .finish();
     tracing::subscriber::with_default(subscriber, || {
-        actix_web::rt::System::new().block_on(async move {
-            let tenancy = common::stack::on_header(common::stack::acme_and_initech())
-                .build()
-                .unwrap();
-            let app = test::init_service(
-                App::new()
-                    .wrap(tenancy)
-                    .default_service(web::to(|_: Tenant| async { "ok" })),
-            )
-            .await;
-            for req in requests {
-                test::call_service(&app, req.to_request()).await;
-            }
-        });
+        actix_web::rt::System::new().block_on(run);
     });
     buffer.text()
+}
+
+/// Runs `requests` against a resolver over acme (pro) and initech (suspended), with
+/// the default `TracingAudit`; returns the log.
+fn logged(requests: Vec<test::TestRequest>) -> String {
+    captured(async move {
+        let tenancy = common::stack::on_header(common::stack::acme_and_initech())
+            .build()
+            .unwrap();
+        let app = test::init_service(
+            App::new()
+                .wrap(tenancy)
+                .default_service(web::to(|_: Tenant| async { "ok" })),
+        )
+        .await;
+        for req in requests {
+            test::call_service(&app, req.to_request()).await;
+        }
+    })
 }
 
 fn decisions(log: &str) -> Vec<&str> {
@@ -130,46 +135,36 @@ fn a_hostile_token_leaves_no_raw_byte_either() {
     use actix_tenancy::session::{JwtAuth, Key, KeySet, SessionConfig, SessionManager};
     use jsonwebtoken::Algorithm;
 
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
-        actix_web::rt::System::new().block_on(async {
-            let keys = KeySet::signing(
-                Key::hmac("k1", Algorithm::HS256, b"0123456789abcdef0123456789abcdef").unwrap(),
-            )
+    let log = captured(async {
+        let keys = KeySet::signing(
+            Key::hmac("k1", Algorithm::HS256, b"0123456789abcdef0123456789abcdef").unwrap(),
+        )
+        .unwrap();
+        let sessions = SessionManager::new(SessionConfig::new("iss", "aud"), keys);
+        let tenancy = common::stack::on_claim(InMemoryRegistry::new())
+            .auth(JwtAuth::new(sessions))
+            .build()
             .unwrap();
-            let sessions = SessionManager::new(SessionConfig::new("iss", "aud"), keys);
-            let tenancy = common::stack::on_claim(InMemoryRegistry::new())
-                .auth(JwtAuth::new(sessions))
-                .build()
-                .unwrap();
-            let app = test::init_service(
-                App::new()
-                    .wrap(tenancy)
-                    .default_service(web::to(|_: Tenant| async { "ok" })),
-            )
-            .await;
-            // A header that is not ASCII, and a token whose header names a kid full
-            // of escapes (`{"alg":"HS256","kid":"\n\u001b[31m"}`).
-            let kid = "eyJhbGciOiJIUzI1NiIsImtpZCI6IlxuXHUwMDFiWzMxbSJ9";
-            for value in [
-                b"Bearer \xe2\x80\xae\xff".to_vec(),
-                format!("Bearer {kid}.e30.c2ln").into_bytes(),
-            ] {
-                let req = test::TestRequest::get()
-                    .uri("/x%0Aforged")
-                    .insert_header(("authorization", value))
-                    .to_request();
-                assert_eq!(test::call_service(&app, req).await.status(), 401);
-            }
-        });
+        let app = test::init_service(
+            App::new()
+                .wrap(tenancy)
+                .default_service(web::to(|_: Tenant| async { "ok" })),
+        )
+        .await;
+        // A header that is not ASCII, and a token whose header names a kid full
+        // of escapes (`{"alg":"HS256","kid":"\n\u001b[31m"}`).
+        let kid = "eyJhbGciOiJIUzI1NiIsImtpZCI6IlxuXHUwMDFiWzMxbSJ9";
+        for value in [
+            b"Bearer \xe2\x80\xae\xff".to_vec(),
+            format!("Bearer {kid}.e30.c2ln").into_bytes(),
+        ] {
+            let req = test::TestRequest::get()
+                .uri("/x%0Aforged")
+                .insert_header(("authorization", value))
+                .to_request();
+            assert_eq!(test::call_service(&app, req).await.status(), 401);
+        }
     });
-    let log = buffer.text();
     assert_eq!(decisions(&log).len(), 2, "{log}");
     assert_eq!(log.lines().count(), 2, "{log}");
     assert!(log.is_ascii() && !log.contains('\u{1b}'), "{log:?}");

@@ -78,6 +78,39 @@ macro_rules! transform {
 }
 pub(crate) use transform;
 
+/// For a stage's public type, a newtype over [`Built`]: its `Debug` (the stage's),
+/// [`Composed`], `into_parts` for the composition root, and actix's `Transform`.
+macro_rules! built_stage {
+    ($(#[$doc:meta])* $ty:ident) => {
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Debug::fmt(&*self.0.stage, f)
+            }
+        }
+
+        impl crate::pipeline::Composed for $ty {
+            fn pipeline(&self) -> std::sync::Arc<crate::pipeline::Pipeline> {
+                self.0.pipeline()
+            }
+        }
+
+        impl $ty {
+            /// The stage, and the shared settings given to its builder.
+            pub(crate) fn into_parts(
+                self,
+            ) -> (
+                std::sync::Arc<dyn crate::pipeline::Stage>,
+                crate::pipeline::Common,
+            ) {
+                self.0.into_parts()
+            }
+        }
+
+        crate::pipeline::transform!($(#[$doc])* $ty);
+    };
+}
+pub(crate) use built_stage;
+
 /// The middleware service of every stage and of [`Tenancy`](crate::Tenancy).
 pub struct PipelineService<S> {
     chain: Chain<S>,

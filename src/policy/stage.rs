@@ -17,8 +17,8 @@ use crate::{
         Capabilities, TenantContext,
     },
     pipeline::{
-        common_setters, wait, Built, Common, Composed, Decision as Next, Flow, Pipeline,
-        RouteCache, RoutedPath, Settings, Stage, Step, Worker, WorkerCx,
+        common_setters, wait, Built, Common, Decision as Next, Flow, RouteCache, RoutedPath,
+        Settings, Stage, Step, Worker, WorkerCx,
     },
 };
 
@@ -27,12 +27,6 @@ use crate::{
 /// [`builder`](Self::builder) the rest.
 #[derive(Clone)]
 pub struct TenantPolicy(Built<PolicyStage>);
-
-impl fmt::Debug for TenantPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0.stage, f)
-    }
-}
 
 impl TenantPolicy {
     /// The stage for `evaluator` with the defaults: a 100 ms timeout, capabilities from
@@ -50,11 +44,6 @@ impl TenantPolicy {
             tool_header: Some(HeaderName::from_static("x-tool")),
             common: Common::default(),
         }
-    }
-
-    /// The stage, and the shared settings given to its builder.
-    pub(crate) fn into_parts(self) -> (Arc<dyn Stage>, Common) {
-        self.0.into_parts()
     }
 }
 
@@ -423,15 +412,9 @@ impl PolicyStage {
     }
 }
 
-crate::pipeline::transform!(
+crate::pipeline::built_stage!(
     /// Standalone, `TenantPolicy` reads the tenant a [`TenantResolver`](crate::TenantResolver)
     /// wrapped outside it settled; with no resolver, it answers `500 internal_error` and
     /// logs the misconfiguration. Never a pass.
     TenantPolicy
 );
-
-impl Composed for TenantPolicy {
-    fn pipeline(&self) -> Arc<Pipeline> {
-        self.0.pipeline()
-    }
-}

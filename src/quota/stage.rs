@@ -17,8 +17,8 @@ use crate::{
         TenantContext,
     },
     pipeline::{
-        common_setters, wait, After, Built, Common, Composed, Decision, Fields, Flow, Pipeline,
-        Refusal, RouteCache, Settings, Settle, Stage, Step, Worker, WorkerCx,
+        common_setters, wait, After, Built, Common, Decision, Fields, Flow, Refusal, RouteCache,
+        Settings, Settle, Stage, Step, Worker, WorkerCx,
     },
 };
 
@@ -36,12 +36,6 @@ use crate::{
 #[derive(Clone)]
 pub struct TenantQuota(Built<QuotaStage>);
 
-impl fmt::Debug for TenantQuota {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0.stage, f)
-    }
-}
-
 impl TenantQuota {
     /// The stage for `manager` with the defaults: one unit per request, quota headers
     /// on every response, no refunds.
@@ -58,11 +52,6 @@ impl TenantQuota {
             refund_server_errors: false,
             common: Common::default(),
         }
-    }
-
-    /// The stage, and the shared settings given to its builder.
-    pub(crate) fn into_parts(self) -> (Arc<dyn Stage>, Common) {
-        self.0.into_parts()
     }
 }
 
@@ -367,10 +356,4 @@ fn correct(stage: Arc<QuotaStage>, tenant: &Arc<TenantContext>, charged: u32, ac
     });
 }
 
-crate::pipeline::transform!(TenantQuota);
-
-impl Composed for TenantQuota {
-    fn pipeline(&self) -> Arc<Pipeline> {
-        self.0.pipeline()
-    }
-}
+crate::pipeline::built_stage!(TenantQuota);

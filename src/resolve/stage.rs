@@ -24,8 +24,8 @@ use crate::{
         TenantRecord,
     },
     pipeline::{
-        common_setters, wait, Built, Common, Composed, Decision, Exempt, Flow, Pipeline, Settings,
-        Stage, Step, Worker, WorkerCx,
+        common_setters, wait, Built, Common, Decision, Exempt, Flow, Settings, Stage, Step, Worker,
+        WorkerCx,
     },
     registry::{Lookup, TenantRegistry},
 };
@@ -35,12 +35,6 @@ use crate::{
 /// compose it with the other stages.
 #[derive(Clone)]
 pub struct TenantResolver(Built<ResolveStage>);
-
-impl fmt::Debug for TenantResolver {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0.stage, f)
-    }
-}
 
 impl TenantResolver {
     /// A builder validating tenants against `registry`. Wrap the registry in a
@@ -220,11 +214,6 @@ impl TenantResolver {
             .sync_sources
             .iter()
             .any(|(_, kind, _)| *kind == SourceKind::Claim)
-    }
-
-    /// The stage, and the shared settings given to its builder.
-    pub(crate) fn into_parts(self) -> (Arc<dyn Stage>, Common) {
-        self.0.into_parts()
     }
 }
 
@@ -699,13 +688,7 @@ impl ContextCache {
     }
 }
 
-impl Composed for TenantResolver {
-    fn pipeline(&self) -> Arc<Pipeline> {
-        self.0.pipeline()
-    }
-}
-
-crate::pipeline::transform!(TenantResolver);
+crate::pipeline::built_stage!(TenantResolver);
 
 #[cfg(test)]
 mod tests {

@@ -18,8 +18,8 @@ use crate::{
         observe::{AuditEvent, Outcome, Stage as StageName},
     },
     pipeline::{
-        common_setters, wait, Built, Common, Composed, Decision, Flow, Pipeline, Settings, Stage,
-        Step, Worker, WorkerCx,
+        common_setters, wait, Built, Common, Decision, Flow, Settings, Stage, Step, Worker,
+        WorkerCx,
     },
 };
 
@@ -40,12 +40,6 @@ use crate::{
 #[derive(Clone)]
 pub struct JwtAuth(Built<AuthStage>);
 
-impl fmt::Debug for JwtAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0.stage, f)
-    }
-}
-
 impl JwtAuth {
     /// Verifies tokens with `sessions`, with the defaults: a request without a token
     /// is refused.
@@ -61,11 +55,6 @@ impl JwtAuth {
             revocation_timeout: Duration::from_secs(1),
             common: Common::default(),
         }
-    }
-
-    /// The stage, and the shared settings given to its builder.
-    pub(crate) fn into_parts(self) -> (Arc<dyn Stage>, Common) {
-        self.0.into_parts()
     }
 }
 
@@ -297,16 +286,10 @@ impl AuthStage {
     }
 }
 
-crate::pipeline::transform!(
+crate::pipeline::built_stage!(
     /// Standalone, `JwtAuth` only attaches the principal; wrap it outside a
     /// [`TenantResolver`](crate::TenantResolver) (actix runs the last `.wrap()` first), or
     /// better, use [`Tenancy::builder().auth(..)`](crate::TenancyBuilder::auth), which
     /// puts every stage in the right order.
     JwtAuth
 );
-
-impl Composed for JwtAuth {
-    fn pipeline(&self) -> Arc<Pipeline> {
-        self.0.pipeline()
-    }
-}

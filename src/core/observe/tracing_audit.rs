@@ -198,6 +198,24 @@ pub(crate) fn escaped(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `tracing::event!` at a level chosen at run time (the macro takes a constant one).
+macro_rules! event_at {
+    ($level:expr, $($fields:tt)+) => {
+        match $level {
+            tracing::Level::DEBUG => {
+                tracing::event!(target: "actix_tenancy::audit", tracing::Level::DEBUG, $($fields)+)
+            }
+            tracing::Level::INFO => {
+                tracing::event!(target: "actix_tenancy::audit", tracing::Level::INFO, $($fields)+)
+            }
+            tracing::Level::WARN => {
+                tracing::event!(target: "actix_tenancy::audit", tracing::Level::WARN, $($fields)+)
+            }
+            _ => tracing::event!(target: "actix_tenancy::audit", tracing::Level::ERROR, $($fields)+),
+        }
+    };
+}
+
 /// Writes the event; out of line, so the common "nobody listens" path stays small.
 #[cold]
 #[inline(never)]
@@ -205,31 +223,20 @@ fn event(e: &AuditEvent<'_>, level: tracing::Level) {
     let tenant = e.tenant.map(|t| escaped(TenantId::as_str(t)));
     let tier = e.tier.map(escaped);
     let rule = e.rule.map(escaped);
-    macro_rules! emit {
-        ($lvl:expr) => {
-            tracing::event!(
-                target: "actix_tenancy::audit",
-                $lvl,
-                stage = e.stage.as_str(),
-                outcome = e.outcome.as_str(),
-                tenant.id = tenant.as_deref(),
-                tenant.tier = tier.as_deref(),
-                source = e.source.map(SourceKind::as_str),
-                method = &*escaped(e.method.as_str()),
-                path = &*escaped(e.path),
-                reason = &*escaped(e.reason),
-                rule = rule.as_deref(),
-                policy.version = e.policy_version,
-                "tenancy decision"
-            )
-        };
-    }
-    match level {
-        tracing::Level::DEBUG => emit!(tracing::Level::DEBUG),
-        tracing::Level::INFO => emit!(tracing::Level::INFO),
-        tracing::Level::WARN => emit!(tracing::Level::WARN),
-        _ => emit!(tracing::Level::ERROR),
-    }
+    event_at!(
+        level,
+        stage = e.stage.as_str(),
+        outcome = e.outcome.as_str(),
+        tenant.id = tenant.as_deref(),
+        tenant.tier = tier.as_deref(),
+        source = e.source.map(SourceKind::as_str),
+        method = &*escaped(e.method.as_str()),
+        path = &*escaped(e.path),
+        reason = &*escaped(e.reason),
+        rule = rule.as_deref(),
+        policy.version = e.policy_version,
+        "tenancy decision"
+    );
 }
 
 /// The count of lines about strangers suppressed in the last interval, for one stage
@@ -237,24 +244,13 @@ fn event(e: &AuditEvent<'_>, level: tracing::Level) {
 #[cold]
 #[inline(never)]
 fn suppressed(e: &AuditEvent<'_>, level: tracing::Level, dropped: u64) {
-    macro_rules! emit {
-        ($lvl:expr) => {
-            tracing::event!(
-                target: "actix_tenancy::audit",
-                $lvl,
-                stage = e.stage.as_str(),
-                outcome = e.outcome.as_str(),
-                suppressed = dropped,
-                "tenancy decisions suppressed"
-            )
-        };
-    }
-    match level {
-        tracing::Level::DEBUG => emit!(tracing::Level::DEBUG),
-        tracing::Level::INFO => emit!(tracing::Level::INFO),
-        tracing::Level::WARN => emit!(tracing::Level::WARN),
-        _ => emit!(tracing::Level::ERROR),
-    }
+    event_at!(
+        level,
+        stage = e.stage.as_str(),
+        outcome = e.outcome.as_str(),
+        suppressed = dropped,
+        "tenancy decisions suppressed"
+    );
 }
 
 /// Whether an event at `level` could reach anyone: a tracing subscriber that enables
