@@ -694,6 +694,18 @@ async fn standalone_jwt_auth_must_run_before_the_resolver() {
 }
 
 #[actix_web::test]
+async fn a_zero_revocation_timeout_is_a_config_error() {
+    let err = JwtAuth::builder(sessions())
+        .revocation_timeout(std::time::Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        actix_tenancy::error::ConfigError::ZeroDuration("the revocation timeout")
+    );
+}
+
+#[actix_web::test]
 async fn jwt_auth_without_a_claim_source_is_a_config_error() {
     let registry = InMemoryRegistry::new();
     let err = Tenancy::builder()
