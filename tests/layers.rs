@@ -22,7 +22,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("resolve", &["core", "pipeline", "registry"]),
     ("policy", &["core", "pipeline"]),
     ("quota", &["core", "pipeline"]),
-    ("session", &["core", "pipeline"]),
+    // Per-tenant identity providers may be bound in registry records.
+    ("session", &["core", "pipeline", "registry"]),
     (
         "tenancy",
         &["core", "pipeline", "resolve", "policy", "quota", "session"],

@@ -626,6 +626,17 @@ pub enum ConfigError {
     InvalidRoutePattern(String),
     /// The same method and route pattern was given two cost estimators.
     DuplicateRoute(String),
+    /// An issuer pattern must hold `{tenant}` once, e.g.
+    /// `https://sso.example.com/realms/{tenant}`.
+    InvalidIssuerPattern(String),
+    /// A remote key set found by discovery belongs to another issuer than the one
+    /// tokens are checked for.
+    IssuerMismatch {
+        /// The configuration's issuer.
+        configured: String,
+        /// The key set's issuer.
+        keys: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -661,6 +672,14 @@ impl fmt::Display for ConfigError {
             Self::SettingTwice(what) => write!(
                 f,
                 "the setting {what} is given twice: set it once, on Tenancy::builder() or on one stage"
+            ),
+            Self::IssuerMismatch { configured, keys } => write!(
+                f,
+                "the key set is the issuer {keys:?}'s, but tokens are checked for {configured:?}"
+            ),
+            Self::InvalidIssuerPattern(p) => write!(
+                f,
+                "invalid issuer pattern {p:?}: it must hold {{tenant}} exactly once"
             ),
             Self::InvalidDocument { of, reason } => {
                 write!(f, "the {of} document could not be read: {reason}")

@@ -38,6 +38,7 @@ struct Inner {
     subject: String,
     tenant: Option<TenantId>,
     scopes: Vec<String>,
+    roles: Vec<String>,
     token_id: Option<String>,
     expires_at: Option<SystemTime>,
     claims: serde_json::Value,
@@ -50,6 +51,7 @@ impl Principal {
             subject: subject.into(),
             tenant: None,
             scopes: Vec::new(),
+            roles: Vec::new(),
             token_id: None,
             expires_at: None,
             claims: serde_json::Value::Null,
@@ -76,6 +78,18 @@ impl Principal {
     {
         let scopes = scopes.into_iter().map(Into::into).collect();
         self.edit(|i| i.scopes = scopes)
+    }
+
+    /// Sets the roles (the JWT stage reads them from the claim
+    /// `SessionConfig::roles_claim` names).
+    #[must_use]
+    pub fn with_roles<I, S>(self, roles: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let roles = roles.into_iter().map(Into::into).collect();
+        self.edit(|i| i.roles = roles)
     }
 
     /// Sets the credential's unique id (a JWT's `jti`).
@@ -115,6 +129,16 @@ impl Principal {
     /// Whether `scope` was granted.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.0.scopes.iter().any(|s| s == scope)
+    }
+
+    /// The roles.
+    pub fn roles(&self) -> &[String] {
+        &self.0.roles
+    }
+
+    /// Whether `role` was granted.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.0.roles.iter().any(|r| r == role)
     }
 
     /// The credential's unique id.

@@ -237,6 +237,33 @@ impl Key {
     pub(crate) fn decoding(&self) -> &DecodingKey {
         &self.decoding
     }
+
+    /// A verification key from parts already checked (a remote JWK set's keys).
+    #[cfg(feature = "oidc")]
+    pub(crate) fn verifying(
+        kid: &str,
+        alg: Algorithm,
+        decoding: DecodingKey,
+    ) -> Result<Self, KeyError> {
+        check_kid(kid)?;
+        check_alg(alg)?;
+        Ok(Self {
+            kid: kid.into(),
+            alg,
+            encoding: None,
+            decoding,
+        })
+    }
+}
+
+/// Why no key verifies a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoKey {
+    /// The token names a `kid` the set does not hold: a remote set may have rotated.
+    Unknown,
+    /// Anything else: no `kid` where one is needed, an ambiguous kid-less token, or an
+    /// `alg` that is not the key's.
+    Refused(&'static str),
 }
 
 /// The keys of a [`SessionManager`](super::SessionManager): at most one active signing
@@ -265,6 +292,8 @@ impl Key {
 pub struct KeySet {
     signing: Option<Key>,
     keys: HashMap<Arc<str>, Key>,
+    /// Whether a token without `kid` may use the one key of its `alg` (remote sets).
+    kidless: bool,
 }
 
 impl fmt::Debug for KeySet {
@@ -407,12 +436,57 @@ impl KeySet {
         self.signing.as_ref()
     }
 
+    /// The number of keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the set holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The `kid`s, sorted.
+    pub fn kids(&self) -> Vec<&str> {
+        let mut kids: Vec<&str> = self.keys.keys().map(|k| &**k).collect();
+        kids.sort_unstable();
+        kids
+    }
+
+    /// Lets a token without `kid` use the set's one key of its `alg` (a set with two
+    /// keys of that `alg` refuses it as ambiguous).
+    #[cfg(feature = "oidc")]
+    pub(crate) fn allow_kidless(mut self) -> Self {
+        self.kidless = true;
+        self
+    }
+
+    /// Adds a verification key whose parts were checked by the caller.
+    #[cfg(feature = "oidc")]
+    pub(crate) fn insert(&mut self, key: Key) -> Result<(), KeyError> {
+        self.add(key)
+    }
+
     /// The key that must verify a token with this header, if the header is acceptable.
-    pub(crate) fn verifier(&self, header: &Header) -> Result<&Key, &'static str> {
-        let kid = header.kid.as_deref().ok_or("the token names no kid")?;
-        let key = self.keys.get(kid).ok_or("unknown kid")?;
+    pub(crate) fn verifier(&self, header: &Header) -> Result<&Key, NoKey> {
+        let key = match header.kid.as_deref() {
+            Some(kid) => self.keys.get(kid).ok_or(NoKey::Unknown)?,
+            None if self.kidless => {
+                let mut of_alg = self.keys.values().filter(|k| k.alg == header.alg);
+                match (of_alg.next(), of_alg.next()) {
+                    (Some(key), None) => key,
+                    (None, _) => return Err(NoKey::Refused("no key for the token's alg")),
+                    (Some(_), Some(_)) => {
+                        return Err(NoKey::Refused(
+                            "the token names no kid and the set has several keys of its alg",
+                        ))
+                    }
+                }
+            }
+            None => return Err(NoKey::Refused("the token names no kid")),
+        };
         if header.alg != key.alg {
-            return Err("the token's alg is not its key's");
+            return Err(NoKey::Refused("the token's alg is not its key's"));
         }
         Ok(key)
     }

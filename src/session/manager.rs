@@ -14,10 +14,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{
-    keys::{install_crypto, Key, KeyError, KeySet, SUPPORTED},
+    keys::{install_crypto, Key, KeyError, KeySet, NoKey, SUPPORTED},
     now, InMemoryRevocations, Principal, Revocation, RevocationError, RevocationStore, TokenFacts,
 };
-use crate::core::{TenantId, TenantIdRule};
+use crate::core::{error::ConfigError, TenantId, TenantIdRule};
 
 /// The longest token accepted, in bytes; longer ones are rejected before parsing.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
@@ -32,13 +32,16 @@ const FAMILY: &str = "fam";
 #[must_use]
 pub struct SessionConfig {
     issuer: String,
-    audience: String,
+    audiences: Vec<String>,
     access_ttl: Duration,
     refresh_ttl: Duration,
     leeway: Duration,
     tenant_claim: String,
     id_rule: TenantIdRule,
     require_tenant: bool,
+    require_jti: bool,
+    tenant_from: Option<TenantFrom>,
+    roles_claim: Option<Vec<String>>,
     verified_cache: usize,
 }
 
@@ -48,15 +51,61 @@ impl SessionConfig {
     pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
         Self {
             issuer: issuer.into(),
-            audience: audience.into(),
+            audiences: vec![audience.into()],
             access_ttl: Duration::from_secs(15 * 60),
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
             leeway: Duration::from_secs(30),
             tenant_claim: "tenant_id".into(),
             id_rule: TenantIdRule::Default,
             require_tenant: true,
+            require_jti: true,
+            tenant_from: None,
+            roles_claim: None,
             verified_cache: 10_000,
         }
+    }
+
+    /// Every audience a token may be for (a token whose `aud` names any one of them
+    /// passes); issued tokens carry the first. An empty list changes nothing.
+    pub fn audiences<I, S>(mut self, audiences: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let list: Vec<String> = audiences.into_iter().map(Into::into).collect();
+        if !list.is_empty() {
+            self.audiences = list;
+        }
+        self
+    }
+
+    /// Where a verified token names its tenant, when the provider does not use a
+    /// plain top-level claim: a nested claim, or a part of `iss` (see
+    /// [`TenantFrom`]). Issued tokens still carry [`tenant_claim`](Self::tenant_claim).
+    pub fn tenant_from(mut self, from: TenantFrom) -> Self {
+        self.tenant_from = Some(from);
+        self
+    }
+
+    /// The claim holding the principal's roles, an array of strings or one
+    /// space-separated string (e.g. `roles` for Entra ID, `cognito:groups` for
+    /// Cognito, `["realm_access", "roles"]` for Keycloak); none by default.
+    pub fn roles_claim<I, S>(mut self, path: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.roles_claim = Some(path.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Whether an access token must carry `jti` (default: yes). A token without one
+    /// cannot be revoked on its own: [`SessionManager::logout`] would have to revoke
+    /// every session of its subject. Turn it off for providers that send none (Auth0,
+    /// Entra ID); `logout` then revokes the subject's sessions in the tenant.
+    pub fn require_jti(mut self, require: bool) -> Self {
+        self.require_jti = require;
+        self
     }
 
     /// How long an access token lives.
@@ -112,6 +161,117 @@ impl SessionConfig {
     fn max_life(&self) -> u64 {
         self.access_ttl.max(self.refresh_ttl).as_secs() + self.leeway.as_secs()
     }
+}
+
+/// Where a verified token names its tenant.
+///
+/// | provider | tenant | `TenantFrom` |
+/// | --- | --- | --- |
+/// | Auth0 (Organizations) | `org_id` | `TenantFrom::claim("org_id")` |
+/// | Microsoft Entra ID | `tid` (the directory) | `TenantFrom::claim("tid")` |
+/// | Keycloak, a realm per tenant | the realm in `iss` | `TenantFrom::issuer_pattern("https://sso.example.com/realms/{tenant}")` |
+/// | a namespaced custom claim | `{"https://example.com/claims": {"tenant": ..}}` | `TenantFrom::claim_path(["https://example.com/claims", "tenant"])` |
+///
+/// The value then passes the configuration's [`TenantIdRule`] like any other source.
+///
+/// ```
+/// use actix_tenancy::session::TenantFrom;
+///
+/// let keycloak = TenantFrom::issuer_pattern("https://sso.example.com/realms/{tenant}").unwrap();
+/// assert!(TenantFrom::issuer_pattern("https://sso.example.com/realms/").is_err());
+/// # let _ = (keycloak, TenantFrom::claim("org_id"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantFrom(FromWhere);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FromWhere {
+    Claim(Vec<String>),
+    Issuer { prefix: String, suffix: String },
+}
+
+/// The value at `path` in `claims`.
+fn at_path<'a>(claims: &'a Map<String, Value>, path: &[String]) -> Option<&'a Value> {
+    let (first, rest) = path.split_first()?;
+    rest.iter()
+        .try_fold(claims.get(first)?, |v, name| v.as_object()?.get(name))
+}
+
+impl TenantFrom {
+    /// A top-level claim, its name taken literally (it may hold dots or slashes, as
+    /// namespaced claims such as `https://example.com/tenant` do).
+    pub fn claim(name: impl Into<String>) -> Self {
+        Self(FromWhere::Claim(vec![name.into()]))
+    }
+
+    /// A nested claim: each name one level down.
+    pub fn claim_path<I, S>(path: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self(FromWhere::Claim(path.into_iter().map(Into::into).collect()))
+    }
+
+    /// A part of `iss`: `pattern` holds `{tenant}` once, and the issuer must match the
+    /// rest exactly; the tenant part holds no `/`, `?` or `#`.
+    pub fn issuer_pattern(pattern: &str) -> Result<Self, ConfigError> {
+        let bad = || ConfigError::InvalidIssuerPattern(pattern.to_owned());
+        let (prefix, suffix) = pattern.split_once("{tenant}").ok_or_else(bad)?;
+        if suffix.contains("{tenant}") || prefix.is_empty() {
+            return Err(bad());
+        }
+        Ok(Self(FromWhere::Issuer {
+            prefix: prefix.to_owned(),
+            suffix: suffix.to_owned(),
+        }))
+    }
+
+    /// The tenant a (verified) token names, if it names one.
+    pub(crate) fn read<'a>(
+        &self,
+        claims: &'a Map<String, Value>,
+    ) -> Result<Option<&'a str>, SessionError> {
+        match &self.0 {
+            FromWhere::Claim(path) => match at_path(claims, path) {
+                None => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s)),
+                Some(_) => Err(invalid("the tenant claim is not a string")),
+            },
+            FromWhere::Issuer { prefix, suffix } => {
+                let iss = claims.get("iss").and_then(Value::as_str).unwrap_or("");
+                Ok(iss
+                    .strip_prefix(prefix.as_str())
+                    .and_then(|rest| rest.strip_suffix(suffix.as_str()))
+                    .filter(|t| !t.is_empty() && !t.contains(['/', '?', '#'])))
+            }
+        }
+    }
+}
+
+/// A list claim: an array (its strings), or one space-separated string.
+fn words(value: &Value) -> Option<Vec<String>> {
+    match value {
+        Value::String(s) => Some(
+            s.split(' ')
+                .filter(|w| !w.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ),
+        Value::Array(a) => Some(
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// What a token must say: its issuer and audiences. The configuration's, or a
+/// per-tenant provider's.
+pub(crate) struct Expect<'a> {
+    pub(crate) issuer: &'a str,
+    pub(crate) audiences: &'a [String],
 }
 
 /// An access and a refresh token, shaped as an OAuth 2.0 token response.
@@ -174,6 +334,12 @@ pub enum SessionError {
     RefreshReused,
     /// The revocation store could not answer; fails closed (`503 auth_unavailable`).
     Store(RevocationError),
+    /// A validly signed token names a tenant whose bound identity provider is another
+    /// one (`403 tenant_conflict`).
+    Conflict,
+    /// No keys are held to verify with (the identity provider has not answered yet);
+    /// fails closed (`503 auth_unavailable`).
+    Unavailable(Cow<'static, str>),
     /// No key can sign, or signing failed.
     Key(KeyError),
 }
@@ -185,6 +351,10 @@ impl fmt::Display for SessionError {
             Self::Revoked => f.write_str("token revoked"),
             Self::RefreshReused => f.write_str("refresh token reused: its whole family is revoked"),
             Self::Store(e) => e.fmt(f),
+            Self::Conflict => f.write_str(
+                "the token's issuer is not the identity provider of the tenant it names",
+            ),
+            Self::Unavailable(why) => write!(f, "no keys to verify with: {why}"),
             Self::Key(e) => e.fmt(f),
         }
     }
@@ -207,6 +377,7 @@ enum Use {
 #[derive(Debug)]
 pub(crate) struct Verified {
     claims: Map<String, Value>,
+    roles: Vec<String>,
     subject: String,
     tenant: Option<TenantId>,
     jti: Option<String>,
@@ -226,26 +397,20 @@ impl Verified {
         }
     }
 
-    /// The granted scopes: `scope` (space-separated) or `scp` (an array).
+    /// The granted scopes: `scope` or `scp`, space-separated or an array.
     fn scopes(&self) -> Vec<String> {
-        match self.claims.get("scope").or_else(|| self.claims.get("scp")) {
-            Some(Value::String(s)) => s
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect(),
-            _ => Vec::new(),
-        }
+        self.claims
+            .get("scope")
+            .or_else(|| self.claims.get("scp"))
+            .and_then(words)
+            .unwrap_or_default()
     }
 
     pub(crate) fn into_principal(self) -> Principal {
         let scopes = self.scopes();
         let mut p = Principal::new(self.subject)
             .with_scopes(scopes)
+            .with_roles(self.roles)
             .with_expiry(UNIX_EPOCH + Duration::from_secs(self.expires_at));
         if let Some(t) = self.tenant {
             p = p.with_tenant(t);
@@ -300,8 +465,36 @@ impl From<Verified> for Checked {
 /// verified it and is only used while that set is the current one, so a token checked
 /// while a key was being retired can never outlive the key.
 struct TokenCache {
-    map: DashMap<Box<str>, (Arc<KeySet>, Arc<Checked>), foldhash::fast::RandomState>,
+    map: DashMap<Box<str>, (VerifiedBy, Arc<Checked>), foldhash::fast::RandomState>,
     max: usize,
+}
+
+/// The key set a cached token was verified by, and where that set is held: the
+/// entry is used only while that set is still the one held there.
+#[derive(Clone)]
+struct VerifiedBy {
+    keys: Arc<KeySet>,
+    #[cfg(feature = "oidc")]
+    remote: Option<super::oidc::RemoteKeys>,
+}
+
+/// Whose keys verify tokens.
+enum Trust {
+    /// The manager's own key set.
+    Own,
+    /// One identity provider's remote key set.
+    #[cfg(feature = "oidc")]
+    Remote(super::oidc::RemoteKeys),
+    /// Each tenant's own provider.
+    #[cfg(feature = "oidc")]
+    Tenants(Arc<super::oidc::TenantIssuers>),
+}
+
+/// A token check: done, or waiting for a provider's keys.
+pub(crate) enum Check {
+    Ready(Result<Arc<Checked>, SessionError>),
+    #[cfg(feature = "oidc")]
+    Wait(futures_util::future::BoxFuture<'static, Result<Arc<Checked>, SessionError>>),
 }
 
 impl TokenCache {
@@ -313,20 +506,63 @@ impl TokenCache {
     }
 }
 
+/// The header of a token that has the shape of a JWT and is not too large.
+pub(crate) fn header_of(token: &str) -> Result<Header, SessionError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(invalid("the token is too large"));
+    }
+    if token.bytes().filter(|b| *b == b'.').count() != 2 {
+        return Err(invalid("a JWT has three parts"));
+    }
+    jsonwebtoken::decode_header(token).map_err(|_| invalid("malformed token header"))
+}
+
+/// The key set that can verify a token with `header`: the one held, unless it does
+/// not know the token's `kid` (or none is held yet); then one refetch, joined by every
+/// request that needs it and at most one per cooldown.
+#[cfg(feature = "oidc")]
+async fn keys_for(
+    remote: &super::oidc::RemoteKeys,
+    header: &Header,
+) -> Result<Arc<KeySet>, SessionError> {
+    if let Some(keys) = remote.keys() {
+        if !matches!(keys.verifier(header), Err(NoKey::Unknown)) {
+            return Ok(keys);
+        }
+    }
+    if let Some(fetch) = remote.refetch_for_token() {
+        fetch.await;
+    }
+    remote.keys().ok_or(SessionError::Unavailable(Cow::Borrowed(
+        "the identity provider's keys are not fetched yet",
+    )))
+}
+
+/// The checks for a token of `alg` that `expect` describes.
+fn validation(alg: Algorithm, c: &SessionConfig, expect: &Expect<'_>) -> Validation {
+    let mut v = Validation::new(alg);
+    v.leeway = c.leeway.as_secs();
+    v.validate_nbf = true;
+    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    v.set_issuer(&[expect.issuer]);
+    if expect.audiences.is_empty() {
+        v.validate_aud = false;
+    } else {
+        v.set_audience(expect.audiences);
+    }
+    v
+}
+
 /// One `Validation` per algorithm, built once: `iss`, `aud`, `exp`, `nbf` and the
 /// leeway come from the configuration, which never changes.
 fn validations(c: &SessionConfig) -> Vec<(Algorithm, Validation)> {
+    let expect = Expect {
+        issuer: &c.issuer,
+        audiences: &c.audiences,
+    };
     SUPPORTED
         .iter()
-        .map(|&alg| {
-            let mut v = Validation::new(alg);
-            v.leeway = c.leeway.as_secs();
-            v.validate_nbf = true;
-            v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-            v.set_issuer(&[&c.issuer]);
-            v.set_audience(&[&c.audience]);
-            (alg, v)
-        })
+        .map(|&alg| (alg, validation(alg, c, &expect)))
         .collect()
 }
 
@@ -369,6 +605,7 @@ struct Inner {
     config: SessionConfig,
     validations: Vec<(Algorithm, Validation)>,
     keys: ArcSwap<KeySet>,
+    trust: Trust,
     store: Arc<dyn RevocationStore>,
     cache: TokenCache,
 }
@@ -397,6 +634,10 @@ fn random_id() -> Result<String, SessionError> {
 impl SessionManager {
     /// Sessions with `keys`, revocations kept in memory.
     pub fn new(config: SessionConfig, keys: KeySet) -> Self {
+        Self::with_trust(config, keys, Trust::Own)
+    }
+
+    fn with_trust(config: SessionConfig, keys: KeySet, trust: Trust) -> Self {
         install_crypto();
         Self {
             inner: Arc::new(Inner {
@@ -404,9 +645,48 @@ impl SessionManager {
                 validations: validations(&config),
                 config,
                 keys: ArcSwap::from_pointee(keys),
+                trust,
                 store: Arc::new(InMemoryRevocations::new()),
             }),
         }
+    }
+
+    /// Verifies the tokens of one identity provider, with its [`RemoteKeys`]
+    /// (feature `oidc`); issues none. Tokens must carry the configuration's issuer
+    /// and one of its audiences. Keys found by discovery must be the configuration's
+    /// issuer's, or this is [`ConfigError::IssuerMismatch`].
+    ///
+    /// [`RemoteKeys`]: super::oidc::RemoteKeys
+    #[cfg(feature = "oidc")]
+    pub fn remote(
+        config: SessionConfig,
+        keys: super::oidc::RemoteKeys,
+    ) -> Result<Self, ConfigError> {
+        if let Some(found) = keys.issuer_name() {
+            if found != config.issuer {
+                return Err(ConfigError::IssuerMismatch {
+                    configured: config.issuer.clone(),
+                    keys: found.to_owned(),
+                });
+            }
+        }
+        Ok(Self::with_trust(
+            config,
+            KeySet::verify_only(),
+            Trust::Remote(keys),
+        ))
+    }
+
+    /// Verifies tokens of each tenant's own identity provider (feature `oidc`);
+    /// issues none. The configuration's issuer is not used; its audiences are, for
+    /// tenants whose [`Binding`](super::oidc::Binding) names none.
+    #[cfg(feature = "oidc")]
+    pub fn tenant_issuers(config: SessionConfig, issuers: super::oidc::TenantIssuers) -> Self {
+        Self::with_trust(
+            config,
+            KeySet::verify_only(),
+            Trust::Tenants(Arc::new(issuers)),
+        )
     }
 
     /// Keeps revocations in `store` (e.g. [`RedisRevocations`](super::RedisRevocations)
@@ -416,6 +696,13 @@ impl SessionManager {
             config: self.inner.config.clone(),
             validations: self.inner.validations.clone(),
             keys: ArcSwap::new(self.inner.keys.load_full()),
+            trust: match &self.inner.trust {
+                Trust::Own => Trust::Own,
+                #[cfg(feature = "oidc")]
+                Trust::Remote(r) => Trust::Remote(r.clone()),
+                #[cfg(feature = "oidc")]
+                Trust::Tenants(t) => Trust::Tenants(Arc::clone(t)),
+            },
             store: Arc::new(store),
             cache: TokenCache::new(self.inner.config.verified_cache),
         };
@@ -514,7 +801,7 @@ impl SessionManager {
         }
         for (name, value) in [
             ("iss", Value::from(c.issuer.as_str())),
-            ("aud", c.audience.as_str().into()),
+            ("aud", c.audiences[0].as_str().into()),
             ("sub", subject.into()),
             (c.tenant_claim.as_str(), tenant.as_str().into()),
             ("iat", now.into()),
@@ -539,55 +826,210 @@ impl SessionManager {
             .map_err(|e| SessionError::Key(KeyError::new(format!("signing failed: {e}"))))
     }
 
-    /// Checks an access token's signature and claims (no revocation): the part that
-    /// never waits. A token verified before and not yet expired comes from the cache.
-    pub(crate) fn check(&self, token: &str) -> Result<Arc<Checked>, SessionError> {
-        let cache = &self.inner.cache;
-        let keys = self.inner.keys.load();
-        if cache.max == 0 || token.len() > MAX_TOKEN_LEN {
-            return self
-                .check_as(token, Use::Access, &keys)
-                .map(|v| Arc::new(v.into()));
+    /// Checks an access token's signature and claims (no revocation). A token
+    /// verified before and not yet expired comes from the cache; a remote key set may
+    /// have to be fetched first.
+    pub(crate) fn check(&self, token: &str) -> Check {
+        if let Some(hit) = self.cached(token) {
+            return Check::Ready(Ok(hit));
         }
-        let now = now();
-        let leeway = self.inner.config.leeway.as_secs();
-        if let Some(hit) = cache.map.get(token) {
-            let (verified_by, checked) = &*hit;
-            if Arc::ptr_eq(verified_by, &keys) && checked.expires_at.saturating_add(leeway) >= now {
-                return Ok(Arc::clone(checked));
+        match &self.inner.trust {
+            Trust::Own => {
+                let keys = self.inner.keys.load_full();
+                let checked = self.check_as(token, Use::Access, &keys, None);
+                Check::Ready(checked.map(|v| {
+                    let by = VerifiedBy {
+                        keys,
+                        #[cfg(feature = "oidc")]
+                        remote: None,
+                    };
+                    self.remember(token, by, v)
+                }))
+            }
+            #[cfg(feature = "oidc")]
+            _ => {
+                use futures_util::FutureExt as _;
+                // Most checks find the keys at hand: poll once, and only box a future
+                // for one that must wait for a fetch (which runs on its own task, so
+                // the second poll joins it).
+                if let Some(done) = self.check_remote(token).now_or_never() {
+                    return Check::Ready(done);
+                }
+                let (me, token) = (self.clone(), token.to_owned());
+                Check::Wait(Box::pin(async move { me.check_remote(&token).await }))
             }
         }
-        // A miss: the entry keeps the set that verified it.
-        let keys = arc_swap::Guard::into_inner(keys);
-        let checked: Arc<Checked> = Arc::new(self.check_as(token, Use::Access, &keys)?.into());
+    }
+
+    /// A cached check of `token`, if it is still good: not expired, verified by the
+    /// key set still held, and (per-tenant providers) its issuer still the tenant's.
+    fn cached(&self, token: &str) -> Option<Arc<Checked>> {
+        let cache = &self.inner.cache;
+        if cache.max == 0 || token.len() > MAX_TOKEN_LEN {
+            return None;
+        }
+        let hit = cache.map.get(token)?;
+        let (by, checked) = &*hit;
+        let leeway = self.inner.config.leeway.as_secs();
+        if checked.expires_at.saturating_add(leeway) < now() || !self.still_held(by) {
+            return None;
+        }
+        #[cfg(feature = "oidc")]
+        if let Trust::Tenants(t) = &self.inner.trust {
+            let tenant = checked.principal.tenant()?;
+            let iss = checked.principal.claims().get("iss")?.as_str()?;
+            if t.binding_ready(tenant)??.issuer() != iss {
+                return None;
+            }
+        }
+        Some(Arc::clone(checked))
+    }
+
+    fn still_held(&self, by: &VerifiedBy) -> bool {
+        #[cfg(feature = "oidc")]
+        if let Some(remote) = &by.remote {
+            return remote.keys().is_some_and(|k| Arc::ptr_eq(&k, &by.keys));
+        }
+        Arc::ptr_eq(&self.inner.keys.load(), &by.keys)
+    }
+
+    /// Caches a verified token (when there is room after dropping stale entries).
+    fn remember(&self, token: &str, by: VerifiedBy, v: Verified) -> Arc<Checked> {
+        let checked = Arc::new(Checked::from(v));
+        let cache = &self.inner.cache;
+        if cache.max == 0 || token.len() > MAX_TOKEN_LEN {
+            return checked;
+        }
         if cache.map.len() >= cache.max {
-            cache.map.retain(|_, (verified_by, c)| {
-                Arc::ptr_eq(verified_by, &keys) && c.expires_at.saturating_add(leeway) >= now
+            let (now, leeway) = (now(), self.inner.config.leeway.as_secs());
+            cache.map.retain(|_, (by, c)| {
+                self.still_held(by) && c.expires_at.saturating_add(leeway) >= now
             });
         }
         if cache.map.len() < cache.max {
-            cache.map.insert(token.into(), (keys, Arc::clone(&checked)));
+            cache.map.insert(token.into(), (by, Arc::clone(&checked)));
         }
-        Ok(checked)
+        checked
     }
 
-    fn check_as(&self, token: &str, want: Use, keys: &KeySet) -> Result<Verified, SessionError> {
+    /// The check of a token whose keys are remote.
+    #[cfg(feature = "oidc")]
+    async fn check_remote(&self, token: &str) -> Result<Arc<Checked>, SessionError> {
+        let header = header_of(token)?;
+        match &self.inner.trust {
+            Trust::Own => match self.check(token) {
+                Check::Ready(done) => done,
+                Check::Wait(wait) => wait.await,
+            },
+            Trust::Remote(remote) => {
+                let keys = keys_for(remote, &header).await?;
+                let v = self.check_as(token, Use::Access, &keys, None)?;
+                let by = VerifiedBy {
+                    keys,
+                    remote: Some(remote.clone()),
+                };
+                Ok(self.remember(token, by, v))
+            }
+            Trust::Tenants(issuers) => self.check_tenant_token(issuers, token, &header).await,
+        }
+    }
+
+    /// Per-tenant providers: the tenant the (not yet verified) token names picks the
+    /// provider it must come from; then the signature and claims are checked with that
+    /// provider's keys, issuer and audiences.
+    #[cfg(feature = "oidc")]
+    async fn check_tenant_token(
+        &self,
+        issuers: &super::oidc::TenantIssuers,
+        token: &str,
+        header: &Header,
+    ) -> Result<Arc<Checked>, SessionError> {
         let c = &self.inner.config;
-        if token.len() > MAX_TOKEN_LEN {
-            return Err(invalid("the token is too large"));
+        let unverified =
+            jsonwebtoken::dangerous::insecure_decode_claims::<Map<String, Value>>(token)
+                .map_err(|_| invalid("malformed token claims"))?;
+        let iss = unverified
+            .get("iss")
+            .and_then(Value::as_str)
+            .ok_or(invalid("no issuer"))?;
+        let named = match &c.tenant_from {
+            Some(from) => from.read(&unverified)?,
+            None => match unverified.get(&c.tenant_claim) {
+                None => None,
+                Some(Value::String(t)) => Some(t.as_str()),
+                Some(_) => return Err(invalid("a claim that must be a string is not")),
+            },
+        };
+        let tenant = c
+            .id_rule
+            .parse(named.ok_or(invalid("the token names no tenant"))?)
+            .map_err(|_| invalid("malformed tenant claim"))?;
+        let binding = issuers.binding(&tenant).await?;
+        let Some(binding) = binding.filter(|b| b.issuer() == iss) else {
+            // Signed by a provider trusted for another tenant: a cross-tenant token.
+            if let Some(other) = issuers.trusted(iss) {
+                let keys = keys_for(&other, header).await;
+                let expect = Expect {
+                    issuer: iss,
+                    audiences: &[],
+                };
+                if keys.is_ok_and(|k| self.check_as(token, Use::Access, &k, Some(&expect)).is_ok())
+                {
+                    return Err(SessionError::Conflict);
+                }
+            }
+            return Err(invalid("the token's issuer is not its tenant's provider"));
+        };
+        let provider = issuers.provider(binding.issuer())?;
+        let keys = keys_for(&provider, header).await?;
+        let audiences = match binding.audiences() {
+            [] => c.audiences.as_slice(),
+            list => list,
+        };
+        let expect = Expect {
+            issuer: binding.issuer(),
+            audiences,
+        };
+        let v = self.check_as(token, Use::Access, &keys, Some(&expect))?;
+        if v.tenant.as_ref() != Some(&tenant) {
+            return Err(invalid("the token's tenant changed under verification"));
         }
-        if token.bytes().filter(|b| *b == b'.').count() != 2 {
-            return Err(invalid("a JWT has three parts"));
-        }
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|_| invalid("malformed token header"))?;
-        let key = keys.verifier(&header).map_err(invalid)?;
-        let (_, v) = self
-            .inner
-            .validations
-            .iter()
-            .find(|(alg, _)| *alg == key.algorithm())
-            .ok_or(invalid("the key's algorithm is not supported"))?;
+        let by = VerifiedBy {
+            keys,
+            remote: Some(provider),
+        };
+        Ok(self.remember(token, by, v))
+    }
+
+    fn check_as(
+        &self,
+        token: &str,
+        want: Use,
+        keys: &KeySet,
+        expect: Option<&Expect<'_>>,
+    ) -> Result<Verified, SessionError> {
+        let c = &self.inner.config;
+        let header = header_of(token)?;
+        let key = keys.verifier(&header).map_err(|e| match e {
+            NoKey::Unknown => invalid("unknown kid"),
+            NoKey::Refused(why) => invalid(why),
+        })?;
+        let own;
+        let (issuer, v) = match expect {
+            None => {
+                let (_, v) = self
+                    .inner
+                    .validations
+                    .iter()
+                    .find(|(alg, _)| *alg == key.algorithm())
+                    .ok_or(invalid("the key's algorithm is not supported"))?;
+                (c.issuer.as_str(), v)
+            }
+            Some(e) => {
+                own = validation(key.algorithm(), c, e);
+                (e.issuer, &own)
+            }
+        };
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, key.decoding(), v)
             .map_err(|e| SessionError::Invalid(Cow::Owned(e.to_string())))?;
         let claims = data.claims;
@@ -617,7 +1059,7 @@ impl SessionManager {
             return Err(invalid("issued in the future"));
         }
         number("nbf")?;
-        if text("iss")? != Some(c.issuer.as_str()) {
+        if text("iss")? != Some(issuer) {
             return Err(invalid("wrong issuer"));
         }
         let subject = text("sub")?
@@ -634,7 +1076,11 @@ impl SessionManager {
                 Use::Refresh => "an access token cannot refresh",
             }));
         }
-        let tenant = match text(&c.tenant_claim)? {
+        let named = match &c.tenant_from {
+            Some(from) => from.read(&claims)?,
+            None => text(&c.tenant_claim)?,
+        };
+        let tenant = match named {
             None => None,
             Some(t) => Some(
                 c.id_rule
@@ -646,11 +1092,23 @@ impl SessionManager {
             return Err(invalid("the token names no tenant"));
         }
         let jti = text("jti")?.map(str::to_owned);
+        if jti.is_none() && c.require_jti {
+            return Err(invalid(
+                "the token has no jti, so it could not be revoked alone",
+            ));
+        }
         let family = text(FAMILY)?.map(str::to_owned);
+        let roles = match c.roles_claim.as_deref().and_then(|p| at_path(&claims, p)) {
+            None => Vec::new(),
+            Some(v) => {
+                words(v).ok_or(invalid("the roles claim is neither a string nor an array"))?
+            }
+        };
         if usage == Use::Refresh && (jti.is_none() || family.is_none() || tenant.is_none()) {
             return Err(invalid("a refresh token needs jti, fam and a tenant"));
         }
         Ok(Verified {
+            roles,
             subject: subject.to_owned(),
             tenant,
             jti,
@@ -668,7 +1126,11 @@ impl SessionManager {
     /// Verifies an access token: signature, `exp`, `nbf`, `iss`, `aud`, type and
     /// revocation.
     pub async fn verify(&self, token: &str) -> Result<Principal, SessionError> {
-        let checked = self.check(token)?;
+        let checked = match self.check(token) {
+            Check::Ready(done) => done?,
+            #[cfg(feature = "oidc")]
+            Check::Wait(wait) => wait.await?,
+        };
         self.not_revoked(&checked.facts()).await?;
         Ok(checked.principal())
     }
@@ -685,7 +1147,7 @@ impl SessionManager {
     /// refresh token is used up. Presenting a used one again is treated as theft: the
     /// whole family (every token issued from that login) is revoked.
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, SessionError> {
-        let v = self.check_as(refresh_token, Use::Refresh, &self.inner.keys.load())?;
+        let v = self.check_as(refresh_token, Use::Refresh, &self.inner.keys.load(), None)?;
         self.not_revoked(&v.facts()).await?;
         let (Some(jti), Some(family), Some(tenant)) = (&v.jti, &v.family, &v.tenant) else {
             return Err(invalid("a refresh token needs jti, fam and a tenant"));
@@ -724,6 +1186,20 @@ impl SessionManager {
             .revoke(what, until)
             .await
             .map_err(SessionError::Store)
+    }
+
+    /// Ends the session `principal` came from: its token by `jti`, or, for a token
+    /// without one (a provider that sends none, with
+    /// [`require_jti(false)`](SessionConfig::require_jti)), every token of its subject
+    /// in its tenant issued until now, since nothing narrower can be revoked.
+    pub async fn logout(&self, principal: &Principal) -> Result<(), SessionError> {
+        match (principal.token_id(), principal.tenant()) {
+            (Some(jti), _) => self.revoke(jti).await,
+            (None, Some(tenant)) => self.revoke_subject(tenant, principal.subject()).await,
+            (None, None) => Err(invalid(
+                "the token has neither jti nor tenant: nothing can be revoked",
+            )),
+        }
     }
 
     /// Revokes one token by `jti`.

@@ -9,6 +9,8 @@ pub use crate::core::{Principal, RevokeSessions};
 mod keys;
 #[cfg(feature = "jwt")]
 mod manager;
+#[cfg(feature = "oidc")]
+pub mod oidc;
 #[cfg(all(feature = "jwt", feature = "redis"))]
 mod redis;
 #[cfg(feature = "jwt")]
@@ -19,7 +21,9 @@ mod stage;
 #[cfg(feature = "jwt")]
 pub use keys::{Key, KeyError, KeySet};
 #[cfg(feature = "jwt")]
-pub use manager::{Grant, SessionConfig, SessionError, SessionManager, TokenPair, MAX_TOKEN_LEN};
+pub use manager::{
+    Grant, SessionConfig, SessionError, SessionManager, TenantFrom, TokenPair, MAX_TOKEN_LEN,
+};
 #[cfg(all(feature = "jwt", feature = "redis"))]
 pub use redis::RedisRevocations;
 #[cfg(feature = "jwt")]

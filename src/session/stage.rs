@@ -11,11 +11,15 @@ use futures_util::FutureExt as _;
 
 use actix_web::{dev::ServiceRequest, http::header::AUTHORIZATION};
 
-use super::{RevocationError, SessionError, SessionManager, MAX_TOKEN_LEN};
+use super::{
+    manager::{Check, Checked},
+    RevocationError, SessionError, SessionManager, MAX_TOKEN_LEN,
+};
 use crate::{
     core::{
         error::{ConfigError, TenancyError},
         observe::{AuditEvent, Outcome, Stage as StageName},
+        SourceKind,
     },
     pipeline::{
         common_setters, wait, Built, Common, Decision, Flow, Settings, Stage, Step, Worker,
@@ -207,8 +211,21 @@ impl AuthStage {
             }
         };
         let verified = match self.sessions.check(token) {
-            Ok(v) => v,
-            Err(e) => return self.failed(settings, req, e).into(),
+            Check::Ready(Ok(v)) => v,
+            Check::Ready(Err(e)) => return self.failed(settings, req, e).into(),
+            // The provider's keys must be fetched first; then revocation, as below.
+            #[cfg(feature = "oidc")]
+            Check::Wait(checking) => {
+                let (me, settings) = (Arc::clone(self), Arc::clone(settings));
+                return wait(move |req, _flow| {
+                    Box::pin(async move {
+                        match checking.await {
+                            Ok(verified) => me.revocation(&settings, req, verified).await,
+                            Err(e) => me.failed(&settings, req, e),
+                        }
+                    })
+                });
+            }
         };
         let store = self.sessions.store();
         let now = catch_unwind(AssertUnwindSafe(|| store.is_revoked_now(&verified.facts())))
@@ -223,38 +240,52 @@ impl AuthStage {
             None => {
                 let (me, settings) = (Arc::clone(self), Arc::clone(settings));
                 wait(move |req, _flow| {
-                    Box::pin(async move {
-                        // The store may fail, hang or panic: each is a `503`, in time.
-                        let facts = verified.facts();
-                        let check =
-                            AssertUnwindSafe(me.sessions.not_revoked(&facts)).catch_unwind();
-                        let answer = match tokio::time::timeout(me.revocation_timeout, check).await
-                        {
-                            Ok(Ok(answer)) => answer,
-                            Ok(Err(_panic)) => Err(store_failed("the store panicked")),
-                            Err(_) => Err(store_failed("the store did not answer in time")),
-                        };
-                        match answer {
-                            Ok(()) => {
-                                verified.principal().attach(req);
-                                Decision::Pass
-                            }
-                            Err(e) => me.failed(&settings, req, e),
-                        }
-                    })
+                    Box::pin(async move { me.revocation(&settings, req, verified).await })
                 })
             }
         }
     }
 
+    /// Asks the revocation store, in time: it may fail, hang or panic, and each is a
+    /// `503`.
+    async fn revocation(
+        &self,
+        settings: &Settings,
+        req: &ServiceRequest,
+        verified: Arc<Checked>,
+    ) -> Decision {
+        let facts = verified.facts();
+        let check = AssertUnwindSafe(self.sessions.not_revoked(&facts)).catch_unwind();
+        let answer = match tokio::time::timeout(self.revocation_timeout, check).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_panic)) => Err(store_failed("the store panicked")),
+            Err(_) => Err(store_failed("the store did not answer in time")),
+        };
+        match answer {
+            Ok(()) => {
+                verified.principal().attach(req);
+                Decision::Pass
+            }
+            Err(e) => self.failed(settings, req, e),
+        }
+    }
+
     fn failed(&self, settings: &Settings, req: &ServiceRequest, e: SessionError) -> Decision {
         match e {
-            SessionError::Store(e) => {
+            SessionError::Store(_) | SessionError::Unavailable(_) => {
                 let err = TenancyError::AuthUnavailable {
                     reason: e.to_string().into(),
                 };
                 self.report(settings, req, &err);
                 err.into()
+            }
+            SessionError::Conflict => {
+                // A token from one tenant's provider naming another tenant.
+                let err = TenancyError::TenantConflict {
+                    first: SourceKind::Claim,
+                    second: SourceKind::Claim,
+                };
+                self.refuse(settings, req, err)
             }
             other => {
                 let err = TenancyError::Unauthenticated {

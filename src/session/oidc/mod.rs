@@ -1,0 +1,55 @@
+//! Tokens from identity providers (feature `oidc`): [`RemoteKeys`] (OpenID discovery
+//! or a JWKS URL, refreshed in the background, refetched on an unknown `kid`) for one
+//! provider, and [`TenantIssuers`] when each tenant brings its own.
+//!
+//! The HTTP client is hyper's one-connection client on tokio and the same rustls
+//! (aws-lc-rs) that the `jwt` and `tls` features build: key sets are fetched a few
+//! times an hour, so a pool, redirects and cookies (what reqwest adds) buy nothing,
+//! and awc's client is not `Send`, so it could not be shared by every worker.
+//!
+//! ```no_run
+//! use actix_tenancy::session::{oidc::RemoteKeys, SessionConfig, SessionManager, TenantFrom};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let issuer = "https://acme.eu.auth0.com/";
+//! let keys = RemoteKeys::issuer(issuer).fetch().await?; // refuse to start without keys
+//! let config = SessionConfig::new(issuer, "https://api.example.com")
+//!     .tenant_from(TenantFrom::claim("org_id"))
+//!     .require_jti(false); // Auth0 access tokens carry no jti
+//! let sessions = SessionManager::remote(config, keys)?;
+//! # let _ = sessions; Ok(()) }
+//! ```
+
+use std::fmt;
+
+mod http;
+mod jwks;
+mod remote;
+mod tenants;
+
+pub use remote::{RemoteKeys, RemoteKeysBuilder};
+pub use tenants::{Binding, TenantIssuers};
+
+/// A remote key source could not be set up or fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OidcError {
+    /// A URL or a setting is invalid.
+    Config(String),
+    /// Discovery or the key set could not be fetched or read.
+    Fetch(String),
+    /// Called outside a Tokio runtime (the refresh task needs one).
+    NoRuntime,
+}
+
+impl fmt::Display for OidcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Config(why) => write!(f, "OIDC configuration: {why}"),
+            Self::Fetch(why) => write!(f, "OIDC fetch: {why}"),
+            Self::NoRuntime => f.write_str("OIDC: no Tokio runtime to run the key refresh on"),
+        }
+    }
+}
+
+impl std::error::Error for OidcError {}

@@ -1,0 +1,575 @@
+//! [`RemoteKeys`]: a provider's key set, fetched (after OpenID discovery or from a JWKS
+//! URL), refreshed by a task it owns, refetched on an unknown `kid` at most once per
+//! cooldown.
+
+use std::{
+    fmt,
+    hash::{BuildHasher as _, Hasher as _},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, Weak,
+    },
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwapOption;
+use futures_util::{
+    future::{BoxFuture, Shared},
+    FutureExt as _,
+};
+use jsonwebtoken::{Algorithm, AlgorithmFamily};
+use serde_json::Value;
+
+use super::{
+    http::{default_tls, Http, Url},
+    jwks, OidcError,
+};
+use crate::session::KeySet;
+
+/// A fetch that requests can wait for.
+type InFlight = Shared<BoxFuture<'static, ()>>;
+
+/// Where the keys come from.
+#[derive(Debug, Clone)]
+enum Origin {
+    /// An issuer: discovery gives the JWKS URL.
+    Issuer { issuer: String, discovery: Url },
+    /// A JWKS URL given directly.
+    Jwks(Url),
+}
+
+#[derive(Debug, Clone)]
+struct Options {
+    algorithms: Vec<Algorithm>,
+    refresh: Duration,
+    refresh_min: Duration,
+    refresh_max: Duration,
+    cooldown: Duration,
+    keep_for: Duration,
+    max_keys: usize,
+}
+
+#[derive(Default)]
+struct State {
+    jwks: Option<Url>,
+    fetched_at: Option<Instant>,
+    attempted_at: Option<Instant>,
+    /// When a token last caused a fetch (the cooldown's start).
+    token_fetch_at: Option<Instant>,
+    inflight: Option<InFlight>,
+    /// How long the last good set may be used before the next refresh.
+    fresh_for: Duration,
+    failures: u32,
+    digest: Option<u64>,
+}
+
+struct Remote {
+    origin: Origin,
+    http: Http,
+    options: Options,
+    keys: ArcSwapOption<KeySet>,
+    state: Mutex<State>,
+    fetches: AtomicU64,
+    task: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.get_mut().ok().and_then(Option::take) {
+            task.abort();
+        }
+    }
+}
+
+/// A remote key set: an identity provider's signing keys, kept fresh.
+///
+/// Built from an issuer ([`RemoteKeys::issuer`]: OpenID discovery at
+/// `{issuer}/.well-known/openid-configuration`, whose `issuer` must be exactly the one
+/// configured, gives `jwks_uri`) or a JWKS URL ([`RemoteKeys::jwks`]); give it to
+/// [`SessionManager::remote`](crate::session::SessionManager::remote).
+///
+/// - **First fetch**: [`fetch`](RemoteKeysBuilder::fetch) waits for it and fails when
+///   it fails (refuse to start); [`start`](RemoteKeysBuilder::start) returns at once,
+///   and until keys arrive every token is answered `503 auth_unavailable`.
+/// - **Refresh**: a task the key set owns (stopped when the last clone is dropped)
+///   refetches after the response's `Cache-Control: max-age`, kept within
+///   [`refresh_bounds`](RemoteKeysBuilder::refresh_bounds) (default 1 min to 24 h), or
+///   after [`refresh`](RemoteKeysBuilder::refresh) (default 1 h) without one.
+/// - **Unknown `kid`**: the token's request waits for one refetch, at most once per
+///   [`cooldown`](RemoteKeysBuilder::cooldown) (default 30 s) however many such tokens
+///   arrive; requests arriving while it runs wait for the same one. A `kid` still
+///   unknown, or one seen during the cooldown, is `401 invalid_token`: an unpublished
+///   key cannot be told from a forged one.
+/// - **Failure**: a failed refresh keeps the last good set, retried after the cooldown,
+///   doubling up to the refresh interval. After
+///   [`keep_keys_for`](RemoteKeysBuilder::keep_keys_for) (default 24 h) without a
+///   successful fetch the set is dropped, and tokens are `503 auth_unavailable` until
+///   one succeeds: a key the provider withdrew meanwhile must not verify forever.
+/// - **Bounded**: the answer at most 1 MiB, at most 64 keys, 5 s to connect and 10 s in
+///   all; HTTPS only (plain HTTP to loopback addresses, for tests); redirects are not
+///   followed.
+/// - **Algorithms**: each key is pinned to one algorithm of
+///   [`algorithms`](RemoteKeysBuilder::algorithms) (default RS256, ES256, ES384, EdDSA):
+///   its `alg`, or without one (Microsoft Entra ID publishes such keys) the only
+///   allowed algorithm its `kty`/`crv` fits. HMAC is never allowed, `use: enc` keys are
+///   skipped, and a token without `kid` uses the one key of its `alg` or is refused as
+///   ambiguous.
+#[derive(Clone)]
+pub struct RemoteKeys {
+    inner: Arc<Remote>,
+}
+
+impl fmt::Debug for RemoteKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteKeys")
+            .field("origin", &self.inner.origin)
+            .field("keys", &self.inner.keys.load().as_deref())
+            .field("fetches", &self.fetches())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds [`RemoteKeys`].
+#[must_use]
+pub struct RemoteKeysBuilder {
+    origin: Result<Origin, OidcError>,
+    options: Options,
+    connect_timeout: Duration,
+    timeout: Duration,
+    max_bytes: usize,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl fmt::Debug for RemoteKeysBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteKeysBuilder")
+            .field("origin", &self.origin)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteKeys {
+    /// The keys of the OpenID provider `issuer` (e.g. `https://login.example.com/`),
+    /// found by discovery.
+    pub fn issuer(issuer: &str) -> RemoteKeysBuilder {
+        let discovery = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let origin = Url::parse(issuer)
+            .and_then(|_| Url::parse(&discovery))
+            .map(|discovery| Origin::Issuer {
+                issuer: issuer.to_owned(),
+                discovery,
+            })
+            .map_err(OidcError::Config);
+        RemoteKeysBuilder::new(origin)
+    }
+
+    /// The keys published at a JWKS URL.
+    pub fn jwks(url: &str) -> RemoteKeysBuilder {
+        RemoteKeysBuilder::new(Url::parse(url).map(Origin::Jwks).map_err(OidcError::Config))
+    }
+
+    /// The keys held now; `None` before the first successful fetch (or after the held
+    /// set outlived [`keep_keys_for`](RemoteKeysBuilder::keep_keys_for)).
+    pub fn keys(&self) -> Option<Arc<KeySet>> {
+        self.inner.keys.load_full()
+    }
+
+    /// The issuer, for keys found by discovery.
+    pub fn issuer_name(&self) -> Option<&str> {
+        match &self.inner.origin {
+            Origin::Issuer { issuer, .. } => Some(issuer),
+            Origin::Jwks(_) => None,
+        }
+    }
+
+    /// How many fetches were started (discovery and key set count as one).
+    pub fn fetches(&self) -> u64 {
+        self.inner.fetches.load(Ordering::Relaxed)
+    }
+
+    /// Fetches now, whatever the cooldown, and waits for it (joining one already
+    /// running). An operator's "refresh now".
+    pub async fn refresh_now(&self) -> Result<(), OidcError> {
+        let fetch = Remote::refetch(&self.inner, true).ok_or(OidcError::NoRuntime)?;
+        fetch.await;
+        let state = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        match state.failures {
+            0 => Ok(()),
+            _ => Err(OidcError::Fetch(
+                "the last fetch failed (see the logs)".into(),
+            )),
+        }
+    }
+
+    /// A fetch to wait for because a token names an unknown `kid` (or no keys are held
+    /// yet); `None` during the cooldown.
+    pub(crate) fn refetch_for_token(&self) -> Option<InFlight> {
+        Remote::refetch(&self.inner, false)
+    }
+}
+
+impl RemoteKeysBuilder {
+    fn new(origin: Result<Origin, OidcError>) -> Self {
+        Self {
+            origin,
+            options: Options {
+                algorithms: vec![
+                    Algorithm::RS256,
+                    Algorithm::ES256,
+                    Algorithm::ES384,
+                    Algorithm::EdDSA,
+                ],
+                refresh: Duration::from_secs(3600),
+                refresh_min: Duration::from_secs(60),
+                refresh_max: Duration::from_secs(24 * 3600),
+                cooldown: Duration::from_secs(30),
+                keep_for: Duration::from_secs(24 * 3600),
+                max_keys: 64,
+            },
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(10),
+            max_bytes: 1 << 20,
+            tls: None,
+        }
+    }
+
+    /// The algorithms keys may be pinned to (default RS256, ES256, ES384, EdDSA).
+    /// HMAC algorithms are refused: a published key is public.
+    pub fn algorithms(mut self, algorithms: impl IntoIterator<Item = Algorithm>) -> Self {
+        self.options.algorithms = algorithms.into_iter().collect();
+        self
+    }
+
+    /// How long a set is used before it is refetched when the provider sends no
+    /// `Cache-Control: max-age` (default 1 h).
+    pub fn refresh(mut self, every: Duration) -> Self {
+        self.options.refresh = every;
+        self
+    }
+
+    /// The bounds a provider's `max-age` is kept within (default 1 min to 24 h).
+    pub fn refresh_bounds(mut self, min: Duration, max: Duration) -> Self {
+        self.options.refresh_min = min;
+        self.options.refresh_max = max;
+        self
+    }
+
+    /// The least time between two fetches caused by tokens naming an unknown `kid`
+    /// (default 30 s); also the first retry delay after a failed refresh.
+    pub fn cooldown(mut self, cooldown: Duration) -> Self {
+        self.options.cooldown = cooldown;
+        self
+    }
+
+    /// How long the last good set is used while refreshes fail (default 24 h).
+    pub fn keep_keys_for(mut self, keep: Duration) -> Self {
+        self.options.keep_for = keep;
+        self
+    }
+
+    /// The largest answer read, in bytes (default 1 MiB).
+    pub fn max_bytes(mut self, max: usize) -> Self {
+        self.max_bytes = max;
+        self
+    }
+
+    /// The most keys a set may hold (default 64); a larger set is refused whole.
+    pub fn max_keys(mut self, max: usize) -> Self {
+        self.options.max_keys = max;
+        self
+    }
+
+    /// The connect and the total timeout of one fetch (default 5 s and 10 s).
+    pub fn timeouts(mut self, connect: Duration, total: Duration) -> Self {
+        self.connect_timeout = connect;
+        self.timeout = total;
+        self
+    }
+
+    /// The TLS client configuration (default: the webpki root certificates on
+    /// aws-lc-rs), e.g. to trust a private CA.
+    pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    fn assemble(self) -> Result<RemoteKeys, OidcError> {
+        let origin = self.origin?;
+        let o = &self.options;
+        if o.algorithms.is_empty() {
+            return Err(OidcError::Config("no algorithm is allowed".into()));
+        }
+        if let Some(hmac) = o
+            .algorithms
+            .iter()
+            .find(|a| a.family() == AlgorithmFamily::Hmac)
+        {
+            return Err(OidcError::Config(format!(
+                "{hmac:?} cannot verify a published key: HMAC needs a shared secret"
+            )));
+        }
+        let zero = [
+            (o.refresh, "the refresh interval"),
+            (o.refresh_min, "the least refresh interval"),
+            (o.cooldown, "the cooldown"),
+            (o.keep_for, "how long keys are kept"),
+            (self.connect_timeout, "the connect timeout"),
+            (self.timeout, "the timeout"),
+        ];
+        if let Some((_, what)) = zero.iter().find(|(d, _)| d.is_zero()) {
+            return Err(OidcError::Config(format!("{what} is zero")));
+        }
+        if o.refresh_min > o.refresh_max {
+            return Err(OidcError::Config("the refresh bounds are reversed".into()));
+        }
+        if self.max_bytes == 0 || o.max_keys == 0 {
+            return Err(OidcError::Config("a zero size limit".into()));
+        }
+        let tls = match self.tls {
+            Some(tls) => tls,
+            None => default_tls().map_err(OidcError::Config)?,
+        };
+        let http = Http {
+            tls,
+            connect_timeout: self.connect_timeout,
+            timeout: self.timeout,
+            max_bytes: self.max_bytes,
+        };
+        let jwks = match &origin {
+            Origin::Jwks(url) => Some(url.clone()),
+            Origin::Issuer { .. } => None,
+        };
+        let remote = Arc::new(Remote {
+            origin,
+            http,
+            options: self.options,
+            keys: ArcSwapOption::empty(),
+            state: Mutex::new(State {
+                jwks,
+                ..State::default()
+            }),
+            fetches: AtomicU64::new(0),
+            task: Mutex::new(None),
+        });
+        Ok(RemoteKeys { inner: remote })
+    }
+
+    /// Fetches the keys before returning: an error when the first fetch fails (the
+    /// service should not start). The refresh task runs on the current Tokio runtime.
+    pub async fn fetch(self) -> Result<RemoteKeys, OidcError> {
+        let keys = self.assemble()?;
+        keys.refresh_now().await?;
+        Remote::spawn_refresher(&keys.inner)?;
+        Ok(keys)
+    }
+
+    /// Returns at once; the first fetch runs on the refresh task (on the current Tokio
+    /// runtime: call it inside `#[actix_web::main]`), and tokens are `503
+    /// auth_unavailable` until it succeeds.
+    pub fn start(self) -> Result<RemoteKeys, OidcError> {
+        let keys = self.assemble()?;
+        Remote::spawn_refresher(&keys.inner)?;
+        Ok(keys)
+    }
+}
+
+fn digest(body: &[u8]) -> u64 {
+    // Which set, not a secret: a fixed-seed hash tells "unchanged" apart.
+    let mut h = foldhash::fast::FixedState::with_seed(0x6a77_6b73).build_hasher();
+    h.write(body);
+    h.finish()
+}
+
+impl Remote {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn spawn_refresher(me: &Arc<Self>) -> Result<(), OidcError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| OidcError::NoRuntime)?;
+        let weak = Arc::downgrade(me);
+        let task = runtime.spawn(Self::refresher(weak));
+        *me.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
+        Ok(())
+    }
+
+    /// The refresh loop; it holds the key set only while it fetches, and ends when
+    /// the key set is dropped.
+    async fn refresher(weak: Weak<Self>) {
+        loop {
+            let wait = match weak.upgrade() {
+                Some(me) => me.next_refresh_in(),
+                None => return,
+            };
+            tokio::time::sleep(wait).await;
+            let fetch = match weak.upgrade() {
+                Some(me) => Self::refetch(&me, true),
+                None => return,
+            };
+            if let Some(fetch) = fetch {
+                fetch.await;
+            }
+        }
+    }
+
+    fn next_refresh_in(&self) -> Duration {
+        let s = self.state();
+        let o = &self.options;
+        match (s.fetched_at, s.failures) {
+            (Some(at), 0) => s.fresh_for.saturating_sub(at.elapsed()),
+            (None, 0) => Duration::ZERO,
+            (_, n) => {
+                let backoff = o.cooldown.saturating_mul(1 << (n - 1).min(16));
+                let since = s.attempted_at.map_or(Duration::MAX, |t| t.elapsed());
+                backoff.min(o.refresh).saturating_sub(since)
+            }
+        }
+    }
+
+    /// A fetch to wait for: the one running, or a new one unless `!force` and the last
+    /// began within the cooldown.
+    fn refetch(me: &Arc<Self>, force: bool) -> Option<InFlight> {
+        let mut s = me.state();
+        if let Some(running) = &s.inflight {
+            return Some(running.clone());
+        }
+        if !force
+            && s.token_fetch_at
+                .is_some_and(|t| t.elapsed() < me.options.cooldown)
+        {
+            return None;
+        }
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let now = Instant::now();
+        s.attempted_at = Some(now);
+        if !force {
+            s.token_fetch_at = Some(now);
+        }
+        let task = runtime.spawn(Self::fetch_once(Arc::clone(me)));
+        // Waiters may go away; the spawned fetch finishes anyway and clears itself.
+        let running: InFlight = async move {
+            let _ = task.await;
+        }
+        .boxed()
+        .shared();
+        s.inflight = Some(running.clone());
+        Some(running)
+    }
+
+    async fn fetch_once(me: Arc<Self>) {
+        me.fetches.fetch_add(1, Ordering::Relaxed);
+        let result = me.fetch_keys().await;
+        let mut s = me.state();
+        s.inflight = None;
+        match result {
+            Ok((body, max_age)) => {
+                let o = &me.options;
+                s.fresh_for = max_age
+                    .unwrap_or(o.refresh)
+                    .clamp(o.refresh_min, o.refresh_max);
+                s.fetched_at = Some(Instant::now());
+                s.failures = 0;
+                let d = digest(&body.0);
+                if s.digest != Some(d) || me.keys.load().is_none() {
+                    // A new set: replacing it empties the verified-token cache's hold.
+                    s.digest = Some(d);
+                    me.keys.store(Some(Arc::new(body.1)));
+                }
+            }
+            Err(e) => {
+                s.failures = s.failures.saturating_add(1);
+                let held = s
+                    .fetched_at
+                    .is_some_and(|t| t.elapsed() <= me.options.keep_for);
+                if !held && me.keys.load().is_some() {
+                    me.keys.store(None);
+                    tracing::error!(
+                        target: "actix_tenancy::oidc",
+                        origin = ?me.origin,
+                        "no successful key fetch for {:?}: the held keys are dropped", me.options.keep_for
+                    );
+                }
+                tracing::warn!(
+                    target: "actix_tenancy::oidc",
+                    origin = ?me.origin,
+                    failures = s.failures,
+                    keys_held = held,
+                    "key fetch failed: {e}"
+                );
+            }
+        }
+    }
+
+    /// Discovery when needed, then the key set: the raw body (for the digest) and the
+    /// set, and the answer's `max-age`.
+    async fn fetch_keys(&self) -> Result<((Vec<u8>, KeySet), Option<Duration>), OidcError> {
+        let jwks = self.state().jwks.clone();
+        let jwks = match (jwks, &self.origin) {
+            (Some(url), _) => url,
+            (None, Origin::Issuer { issuer, discovery }) => {
+                let url = self.discover(issuer, discovery).await?;
+                self.state().jwks = Some(url.clone());
+                url
+            }
+            (None, Origin::Jwks(url)) => url.clone(),
+        };
+        let fetched = match self.http.get(&jwks).await {
+            Ok(f) => f,
+            Err(e) => {
+                if matches!(self.origin, Origin::Issuer { .. }) {
+                    // The provider may have moved its keys: discover again next time.
+                    self.state().jwks = None;
+                }
+                return Err(OidcError::Fetch(format!("key set {jwks}: {e}")));
+            }
+        };
+        let read = jwks::read(
+            &fetched.body,
+            &self.options.algorithms,
+            self.options.max_keys,
+        )
+        .map_err(|e| OidcError::Fetch(format!("key set {jwks}: {e}")))?;
+        if !read.skipped.is_empty() {
+            tracing::debug!(
+                target: "actix_tenancy::oidc",
+                url = %jwks,
+                skipped = ?read.skipped,
+                "keys left out of the set"
+            );
+        }
+        Ok(((fetched.body.to_vec(), read.keys), fetched.max_age))
+    }
+
+    async fn discover(&self, issuer: &str, discovery: &Url) -> Result<Url, OidcError> {
+        let fetched = self
+            .http
+            .get(discovery)
+            .await
+            .map_err(|e| OidcError::Fetch(format!("discovery {discovery}: {e}")))?;
+        let doc: Value = serde_json::from_slice(&fetched.body)
+            .map_err(|e| OidcError::Fetch(format!("discovery {discovery}: {e}")))?;
+        // OpenID Connect Discovery 1.0, 4.3: the document's issuer is exactly ours, or
+        // a document served elsewhere could vouch for another provider's keys.
+        if doc.get("issuer").and_then(Value::as_str) != Some(issuer) {
+            return Err(OidcError::Fetch(format!(
+                "discovery {discovery}: its issuer is not {issuer:?}"
+            )));
+        }
+        let jwks_uri = doc
+            .get("jwks_uri")
+            .and_then(Value::as_str)
+            .ok_or_else(|| OidcError::Fetch(format!("discovery {discovery}: no jwks_uri")))?;
+        let url = Url::parse(jwks_uri)
+            .map_err(|e| OidcError::Fetch(format!("discovery {discovery}: jwks_uri: {e}")))?;
+        if url.is_plain() && !discovery.is_plain() {
+            return Err(OidcError::Fetch(format!(
+                "discovery {discovery}: jwks_uri is not HTTPS"
+            )));
+        }
+        Ok(url)
+    }
+}

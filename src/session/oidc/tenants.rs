@@ -1,0 +1,306 @@
+//! [`TenantIssuers`]: each tenant may bring its own identity provider.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, Mutex},
+};
+
+use serde_json::Value;
+
+use super::RemoteKeys;
+use crate::{
+    core::TenantId,
+    registry::TenantRegistry,
+    session::{oidc::RemoteKeysBuilder, SessionError},
+};
+
+/// The identity provider one tenant trusts: its issuer and, optionally, the audiences
+/// its tokens must be for (else the [`SessionConfig`](crate::session::SessionConfig)'s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    issuer: String,
+    audiences: Vec<String>,
+}
+
+impl Binding {
+    /// Tokens from `issuer`, for the configuration's audiences.
+    pub fn new(issuer: impl Into<String>) -> Self {
+        Self {
+            issuer: issuer.into(),
+            audiences: Vec::new(),
+        }
+    }
+
+    /// Also accepts tokens for `audience` (the first call replaces the configuration's
+    /// audiences for this tenant).
+    #[must_use]
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audiences.push(audience.into());
+        self
+    }
+
+    /// The issuer.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The audiences (empty: the configuration's).
+    pub fn audiences(&self) -> &[String] {
+        &self.audiences
+    }
+
+    /// A binding from a registry attribute: `"https://issuer"` or
+    /// `{"issuer": "https://issuer", "audience": "api" | ["api", "admin"]}`.
+    fn from_attribute(value: &Value) -> Option<Self> {
+        match value {
+            Value::String(issuer) => Some(Self::new(issuer.as_str())),
+            Value::Object(o) => {
+                let mut binding = Self::new(o.get("issuer")?.as_str()?);
+                match o.get("audience") {
+                    None => {}
+                    Some(Value::String(a)) => binding = binding.audience(a.as_str()),
+                    Some(Value::Array(list)) => {
+                        for a in list {
+                            binding = binding.audience(a.as_str()?);
+                        }
+                    }
+                    Some(_) => return None,
+                }
+                Some(binding)
+            }
+            _ => None,
+        }
+    }
+}
+
+enum Bindings {
+    Map(HashMap<TenantId, Binding>),
+    Registry {
+        registry: Arc<dyn TenantRegistry>,
+        attribute: String,
+    },
+}
+
+type Template = dyn Fn(&str) -> RemoteKeysBuilder + Send + Sync;
+
+struct Held {
+    keys: RemoteKeys,
+    used: u64,
+}
+
+#[derive(Default)]
+struct Providers {
+    by_issuer: HashMap<String, Held>,
+    tick: u64,
+}
+
+/// Per-tenant identity providers: the issuer (and audience) each tenant trusts comes
+/// from a map in code ([`TenantIssuers::map`]) or from an attribute of its registry
+/// record ([`TenantIssuers::registry`]); give it to
+/// [`SessionManager::tenant_issuers`](crate::session::SessionManager::tenant_issuers).
+///
+/// A token is accepted only when its `iss` is the issuer bound to the tenant it names
+/// (read as [`SessionConfig::tenant_from`](crate::session::SessionConfig::tenant_from)
+/// or `tenant_claim` say), and its signature verifies with that issuer's keys. A
+/// token validly signed by one tenant's provider naming another tenant is `403
+/// tenant_conflict`, audited as a conflict; any other mismatch is `401`.
+///
+/// Each issuer's keys are a [`RemoteKeys`] found by discovery, made when a tenant
+/// that uses it is first seen (its first request waits for the fetch), at most
+/// [`max_providers`](Self::max_providers) at once (default 100; the least recently
+/// used is dropped for a new one).
+///
+/// ```
+/// use actix_tenancy::session::oidc::{Binding, TenantIssuers};
+/// use actix_tenancy::TenantId;
+///
+/// let issuers = TenantIssuers::map()
+///     .bind(TenantId::parse("acme").unwrap(), Binding::new("https://acme.eu.auth0.com/"))
+///     .bind(
+///         TenantId::parse("globex").unwrap(),
+///         Binding::new("https://login.microsoftonline.com/0b7c.../v2.0").audience("api://globex"),
+///     );
+/// # let _ = issuers;
+/// ```
+pub struct TenantIssuers {
+    bindings: Bindings,
+    template: Arc<Template>,
+    providers: Mutex<Providers>,
+    max_providers: usize,
+}
+
+impl fmt::Debug for TenantIssuers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let held = self.lock().by_issuer.len();
+        f.debug_struct("TenantIssuers")
+            .field("held_providers", &held)
+            .field("max_providers", &self.max_providers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TenantIssuers {
+    fn with(bindings: Bindings) -> Self {
+        Self {
+            bindings,
+            template: Arc::new(|issuer: &str| RemoteKeys::issuer(issuer)),
+            providers: Mutex::new(Providers::default()),
+            max_providers: 100,
+        }
+    }
+
+    /// Bindings given in code, with [`bind`](Self::bind).
+    pub fn map() -> Self {
+        Self::with(Bindings::Map(HashMap::new()))
+    }
+
+    /// Binds `tenant` to a provider (map bindings; on registry bindings it is
+    /// ignored).
+    #[must_use]
+    pub fn bind(mut self, tenant: TenantId, binding: Binding) -> Self {
+        if let Bindings::Map(map) = &mut self.bindings {
+            map.insert(tenant, binding);
+        }
+        self
+    }
+
+    /// Bindings read from each tenant's registry record, from the attribute
+    /// `attribute`: `"https://issuer"` or `{"issuer": .., "audience": ..}`. A tenant
+    /// without it has no provider (`401`); a registry that cannot answer is `503
+    /// auth_unavailable`.
+    pub fn registry(registry: Arc<dyn TenantRegistry>, attribute: impl Into<String>) -> Self {
+        Self::with(Bindings::Registry {
+            registry,
+            attribute: attribute.into(),
+        })
+    }
+
+    /// How each issuer's key source is built (default `RemoteKeys::issuer(issuer)`
+    /// with its defaults), e.g. to shorten the cooldown or trust a private CA.
+    #[must_use]
+    pub fn keys(
+        mut self,
+        template: impl Fn(&str) -> RemoteKeysBuilder + Send + Sync + 'static,
+    ) -> Self {
+        self.template = Arc::new(template);
+        self
+    }
+
+    /// The most providers whose keys are held at once (default 100).
+    #[must_use]
+    pub fn max_providers(mut self, max: usize) -> Self {
+        self.max_providers = max.max(1);
+        self
+    }
+
+    /// How many providers' keys are held now.
+    pub fn held(&self) -> usize {
+        self.lock().by_issuer.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Providers> {
+        self.providers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The binding of `tenant`, without waiting when the answer is at hand; `None`
+    /// when the registry must be asked.
+    pub(crate) fn binding_ready(&self, tenant: &TenantId) -> Option<Option<Binding>> {
+        match &self.bindings {
+            Bindings::Map(map) => Some(map.get(tenant).cloned()),
+            Bindings::Registry {
+                registry,
+                attribute,
+            } => registry
+                .lookup_ready(tenant.as_str())
+                .map(|found| self.binding_in(found, attribute)),
+        }
+    }
+
+    fn binding_in(
+        &self,
+        found: Option<Arc<crate::core::TenantRecord>>,
+        attribute: &str,
+    ) -> Option<Binding> {
+        let record = found?;
+        let binding = record
+            .attributes()
+            .get(attribute)
+            .and_then(Binding::from_attribute);
+        if binding.is_none() && record.attributes().contains_key(attribute) {
+            tracing::warn!(
+                target: "actix_tenancy::oidc",
+                tenant = record.id().as_str(),
+                attribute,
+                "the tenant's identity provider attribute is malformed"
+            );
+        }
+        binding
+    }
+
+    /// The binding of `tenant`.
+    pub(crate) async fn binding(&self, tenant: &TenantId) -> Result<Option<Binding>, SessionError> {
+        if let Some(ready) = self.binding_ready(tenant) {
+            return Ok(ready);
+        }
+        let Bindings::Registry {
+            registry,
+            attribute,
+        } = &self.bindings
+        else {
+            return Ok(None);
+        };
+        let found = registry
+            .lookup(tenant)
+            .await
+            .map_err(|_| SessionError::Unavailable("the registry did not answer".into()))?;
+        Ok(self.binding_in(found, attribute))
+    }
+
+    /// The key source of a bound issuer, made (and its first fetch started) on first
+    /// use.
+    pub(crate) fn provider(&self, issuer: &str) -> Result<RemoteKeys, SessionError> {
+        let mut p = self.lock();
+        p.tick += 1;
+        let tick = p.tick;
+        if let Some(held) = p.by_issuer.get_mut(issuer) {
+            held.used = tick;
+            return Ok(held.keys.clone());
+        }
+        let keys = (self.template)(issuer).start().map_err(|e| {
+            tracing::error!(target: "actix_tenancy::oidc", issuer, "cannot use the issuer: {e}");
+            SessionError::Unavailable("the tenant's identity provider cannot be used".into())
+        })?;
+        if p.by_issuer.len() >= self.max_providers {
+            let oldest = p
+                .by_issuer
+                .iter()
+                .min_by_key(|(_, h)| h.used)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                p.by_issuer.remove(&oldest);
+            }
+        }
+        p.by_issuer.insert(
+            issuer.to_owned(),
+            Held {
+                keys: keys.clone(),
+                used: tick,
+            },
+        );
+        Ok(keys)
+    }
+
+    /// The key source of `issuer` if it is trusted for some tenant: for map bindings
+    /// any bound issuer, for registry bindings one whose keys are held. Used to tell a
+    /// cross-tenant token (a conflict) from a forged one.
+    pub(crate) fn trusted(&self, issuer: &str) -> Option<RemoteKeys> {
+        match &self.bindings {
+            Bindings::Map(map) if map.values().any(|b| b.issuer == issuer) => {
+                self.provider(issuer).ok()
+            }
+            Bindings::Map(_) => None,
+            Bindings::Registry { .. } => self.lock().by_issuer.get(issuer).map(|h| h.keys.clone()),
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! Tokens from a real OpenID provider (feature `oidc`): `tests/oidc/provider.mjs`
+//! (oauth2-mock-server, pinned) runs as its own process on loopback, one per provider
+//! a test needs. Tokens come from its token endpoint, its keys from discovery and its
+//! JWKS endpoint; the test rotates, withdraws and counts through its `/_test/` routes.
+//!
+//! They run when `OIDC_PROVIDER_SCRIPT` names the script (`.ci/run` sets it after
+//! `npm ci` in `tests/oidc`); under `CI=true` a provider that does not start fails.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::Duration,
+};
+
+use actix_tenancy::{
+    prelude::*,
+    session::{
+        oidc::{Binding, RemoteKeys, TenantIssuers},
+        JwtAuth, SessionConfig, SessionManager,
+    },
+};
+use actix_web::{dev::Service, test, web, App, HttpResponse};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[allow(dead_code, unreachable_pub)]
+mod common {
+    pub mod services;
+    pub mod stack;
+}
+
+/// One provider process; killed when dropped.
+struct Provider {
+    child: Child,
+    issuer: String,
+    port: u16,
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Provider {
+    /// A new provider, or `None` (the test skips) without `OIDC_PROVIDER_SCRIPT`.
+    fn start(kid_prefix: &str) -> Option<Self> {
+        let script = common::services::service_url("OIDC_PROVIDER_SCRIPT")?;
+        let mut child = Command::new("node")
+            .arg(&script)
+            .env("PORT", "0")
+            .env("KID_PREFIX", kid_prefix)
+            .env("EXIT_ON_STDIN_CLOSE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start node {script}: {e}"));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let ready: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("the provider did not start ({e}): {line:?}"));
+        let issuer = ready["issuer"].as_str().unwrap().to_owned();
+        let port = issuer.rsplit(':').next().unwrap().parse().unwrap();
+        Some(Self {
+            child,
+            issuer,
+            port,
+        })
+    }
+
+    /// One HTTP/1.1 exchange with the provider: the status and the JSON body.
+    async fn call(&self, method: &str, target: &str, form: &str) -> (u16, Value) {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        let request = format!(
+            "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+            self.port,
+            form.len()
+        );
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.unwrap();
+        let text = String::from_utf8(raw).unwrap();
+        let status = text[9..12].parse().unwrap();
+        let (_, body) = text.split_once("\r\n\r\n").unwrap();
+        // The library may answer chunked; its JSON bodies are one chunk.
+        let json = body
+            .find('{')
+            .and_then(|start| body.rfind('}').map(|end| &body[start..=end]))
+            .unwrap_or("null");
+        (status, serde_json::from_str(json).unwrap_or(Value::Null))
+    }
+
+    /// A token from the token endpoint (client credentials) with these form fields.
+    async fn token(&self, fields: &str) -> String {
+        let form = format!("grant_type=client_credentials&{fields}");
+        let (status, body) = self.call("POST", "/token", &form).await;
+        assert_eq!(status, 200, "{body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    async fn rotate(&self) -> String {
+        let (_, body) = self.call("POST", "/_test/rotate", "").await;
+        body["kid"].as_str().unwrap().to_owned()
+    }
+
+    async fn withdraw(&self, kid: &str) {
+        let (status, _) = self
+            .call("POST", &format!("/_test/withdraw?kid={kid}"), "")
+            .await;
+        assert_eq!(status, 200);
+    }
+
+    /// How many JWKS requests the provider has served.
+    async fn jwks_fetches(&self) -> u64 {
+        let (_, body) = self.call("GET", "/_test/stats", "").await;
+        body["jwks"].as_u64().unwrap()
+    }
+
+    /// Stops the process (the port closes).
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn registry() -> InMemoryRegistry {
+    InMemoryRegistry::new()
+        .with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"))
+        .with(TenantRecord::new(
+            TenantId::parse("globex").unwrap(),
+            "free",
+        ))
+}
+
+/// The `kid` in a token's header.
+fn kid_of(token: &str) -> String {
+    jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
+/// An app whose one route answers the resolved tenant, behind `sessions`.
+macro_rules! app {
+    ($sessions:expr) => {
+        app!(registry(), $sessions)
+    };
+    ($registry:expr, $sessions:expr) => {
+        test::init_service(
+            App::new()
+                .wrap(
+                    common::stack::on_claim($registry)
+                        .auth(JwtAuth::new($sessions))
+                        .build()
+                        .unwrap(),
+                )
+                .route(
+                    "/whoami",
+                    web::get()
+                        .to(|t: Tenant| async move { HttpResponse::Ok().body(t.id().to_string()) }),
+                ),
+        )
+        .await
+    };
+}
+
+async fn get<S, B>(app: &S, token: &str) -> (u16, String)
+where
+    S: Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+    B: actix_web::body::MessageBody,
+{
+    let req = test::TestRequest::get()
+        .uri("/whoami")
+        .insert_header(("Authorization", format!("Bearer {token}")))
+        .to_request();
+    let res = test::call_service(app, req).await;
+    let status = res.status().as_u16();
+    let body = String::from_utf8(test::read_body(res).await.to_vec()).unwrap();
+    (status, body)
+}
+
+/// Short timings, so that a test sees a cooldown end.
+fn keys(issuer: &str) -> actix_tenancy::session::oidc::RemoteKeysBuilder {
+    RemoteKeys::issuer(issuer)
+        .cooldown(Duration::from_millis(300))
+        .timeouts(Duration::from_secs(2), Duration::from_secs(3))
+}
+
+/// `p`'s keys, fetched, and sessions verifying its tokens for audience `api`.
+async fn remote_sessions(p: &Provider) -> (RemoteKeys, SessionManager) {
+    let remote = keys(&p.issuer).fetch().await.unwrap();
+    let config = SessionConfig::new(&p.issuer, "api");
+    let sessions = SessionManager::remote(config, remote.clone()).unwrap();
+    (remote, sessions)
+}
+
+#[actix_web::test]
+async fn a_provider_token_passes_and_rotation_needs_one_refetch() {
+    let Some(p) = Provider::start("k") else {
+        return;
+    };
+    let (remote, sessions) = remote_sessions(&p).await;
+    let app = app!(sessions);
+
+    let old = p.token("tenant=acme&aud=api").await;
+    assert_eq!(get(&app, &old).await, (200, "acme".into()));
+    // Another audience, a token without jti, a tenant not in the registry.
+    assert_eq!(
+        get(&app, &p.token("tenant=acme&aud=other").await).await.0,
+        401
+    );
+    assert_eq!(
+        get(&app, &p.token("tenant=acme&aud=api&no_jti=1").await)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        get(&app, &p.token("tenant=nobody&aud=api").await).await.0,
+        403
+    );
+
+    // Rotation: new tokens carry the new kid; after the startup fetch's cooldown, one
+    // refetch finds it, and the old key, still published, still verifies.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let fetched = p.jwks_fetches().await;
+    let new_kid = p.rotate().await;
+    let new = p.token("tenant=acme&aud=api").await;
+    assert_eq!(kid_of(&new), new_kid);
+    assert_eq!(get(&app, &new).await, (200, "acme".into()));
+    assert_eq!(p.jwks_fetches().await, fetched + 1, "one refetch");
+    assert_eq!(get(&app, &old).await.0, 200);
+    let again = p.token("tenant=acme&aud=api").await;
+    assert_eq!(get(&app, &again).await.0, 200);
+    assert_eq!(p.jwks_fetches().await, fetched + 1, "the new set is held");
+    assert_eq!(remote.keys().unwrap().len(), 2);
+
+    // Withdrawn: the old key's tokens fail after the next refresh.
+    p.withdraw(&kid_of(&old)).await;
+    remote.refresh_now().await.unwrap();
+    assert_eq!(get(&app, &old).await.0, 401);
+    assert_eq!(get(&app, &new).await.0, 200);
+}
+
+#[actix_web::test]
+async fn a_flood_of_unknown_kids_fetches_at_most_once_per_cooldown() {
+    let Some(p) = Provider::start("k") else {
+        return;
+    };
+    let remote = RemoteKeys::issuer(&p.issuer)
+        .cooldown(Duration::from_secs(30))
+        .fetch()
+        .await
+        .unwrap();
+    let sessions = SessionManager::remote(SessionConfig::new(&p.issuer, "api"), remote).unwrap();
+    let app = app!(sessions);
+    let genuine = p.token("tenant=acme&aud=api").await;
+    let before = p.jwks_fetches().await;
+    // A genuine token's header and body with a random kid each time: all unknown.
+    let (_, rest) = genuine.split_once('.').unwrap();
+    let mut answers = Vec::new();
+    for i in 0..200 {
+        let header = format!(r#"{{"alg":"RS256","typ":"JWT","kid":"forged-{i}"}}"#);
+        let forged = format!("{}.{rest}", b64(header.as_bytes()));
+        answers.push(get(&app, &forged).await.0);
+    }
+    assert!(answers.iter().all(|s| *s == 401), "{answers:?}");
+    let fetched = p.jwks_fetches().await - before;
+    assert!(
+        fetched <= 1,
+        "{fetched} fetches for 200 unknown kids in one cooldown"
+    );
+    // The genuine token never needed a fetch.
+    assert_eq!(get(&app, &genuine).await.0, 200);
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().fold(0u32, |n, b| (n << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+#[actix_web::test]
+async fn a_stopped_provider_keeps_held_keys_and_refuses_new_kids() {
+    let Some(mut p) = Provider::start("k") else {
+        return;
+    };
+    let (remote, sessions) = remote_sessions(&p).await;
+    let app = app!(sessions);
+    let held = p.token("tenant=acme&aud=api").await;
+    p.rotate().await;
+    let unseen = p.token("tenant=acme&aud=api").await;
+    p.stop();
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(
+        get(&app, &held).await,
+        (200, "acme".into()),
+        "held keys keep working"
+    );
+    // The refetch fails: the unknown kid is refused as an invalid token.
+    assert_eq!(get(&app, &unseen).await.0, 401);
+    assert!(remote.refresh_now().await.is_err());
+    assert_eq!(
+        get(&app, &held).await.0,
+        200,
+        "a failed refresh keeps the set"
+    );
+}
+
+#[actix_web::test]
+async fn started_without_keys_answers_503_until_they_arrive() {
+    // Nothing listens on this port: `start` returns, every token is 503.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let issuer = format!("http://127.0.0.1:{port}");
+    let remote = keys(&issuer).start().unwrap();
+    let sessions = SessionManager::remote(SessionConfig::new(&issuer, "api"), remote).unwrap();
+    let app = app!(sessions);
+    let token = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.eyJzdWIiOiJ4In0.c2ln";
+    assert_eq!(get(&app, token).await.0, 503);
+    // Discovery's issuer must be the configured one.
+    assert!(matches!(
+        SessionManager::remote(
+            SessionConfig::new("https://other.example.com", "api"),
+            keys(&issuer).start().unwrap()
+        ),
+        Err(actix_tenancy::error::ConfigError::IssuerMismatch { .. })
+    ));
+}
+
+#[actix_web::test]
+async fn two_tenants_on_two_providers_and_the_cross_tenant_token_is_a_conflict() {
+    let Some(a) = Provider::start("a") else {
+        return;
+    };
+    let Some(b) = Provider::start("b") else {
+        return;
+    };
+    let issuers = TenantIssuers::map()
+        .bind(TenantId::parse("acme").unwrap(), Binding::new(&a.issuer))
+        .bind(
+            TenantId::parse("globex").unwrap(),
+            Binding::new(&b.issuer).audience("globex-api"),
+        )
+        .keys(keys);
+    let sessions = SessionManager::tenant_issuers(SessionConfig::new("unused", "api"), issuers);
+    let app = app!(sessions);
+
+    // Each tenant's own provider; the first request of each waits for discovery.
+    assert_eq!(
+        get(&app, &a.token("tenant=acme&aud=api").await).await,
+        (200, "acme".into())
+    );
+    let g = b.token("tenant=globex&aud=globex-api").await;
+    assert_eq!(get(&app, &g).await, (200, "globex".into()));
+    // globex's binding names its own audience: the configuration's is not enough.
+    assert_eq!(
+        get(&app, &b.token("tenant=globex&aud=api").await).await.0,
+        401
+    );
+
+    // acme's provider signs a token naming globex: validly signed, wrong tenant.
+    let cross = a.token("tenant=globex&aud=api").await;
+    let req = test::TestRequest::get()
+        .uri("/whoami")
+        .insert_header(("Authorization", format!("Bearer {cross}")))
+        .to_request();
+    let res = test::call_service(&app, req).await;
+    assert_eq!(res.status().as_u16(), 403);
+    let body: Value = serde_json::from_slice(&test::read_body(res).await).unwrap();
+    assert_eq!(body["code"], "tenant_conflict");
+    // A tenant bound to no provider is no different.
+    assert_eq!(
+        get(&app, &a.token("tenant=initech&aud=api").await).await.0,
+        403
+    );
+    // A token whose iss is no bound provider's is not verified at all: 401.
+    let stranger = a
+        .token(&format!(
+            "tenant=acme&aud=api&extra={}",
+            urlencode(r#"{"iss":"https://evil.example"}"#)
+        ))
+        .await;
+    assert_eq!(get(&app, &stranger).await.0, 401);
+}
+
+#[actix_web::test]
+async fn per_tenant_providers_from_registry_records() {
+    let Some(a) = Provider::start("a") else {
+        return;
+    };
+    let registry = Arc::new(
+        InMemoryRegistry::new()
+            .with(
+                TenantRecord::new(TenantId::parse("acme").unwrap(), "pro").with_attribute(
+                    "oidc",
+                    serde_json::json!({"issuer": a.issuer, "audience": "api"}),
+                ),
+            )
+            .with(TenantRecord::new(
+                TenantId::parse("globex").unwrap(),
+                "free",
+            )),
+    );
+    let issuers = TenantIssuers::registry(registry.clone(), "oidc").keys(keys);
+    let sessions = SessionManager::tenant_issuers(SessionConfig::new("unused", "api"), issuers);
+    let app = app!(registry, sessions);
+    let token = a.token("tenant=acme&aud=api").await;
+    assert_eq!(get(&app, &token).await, (200, "acme".into()));
+    assert_eq!(get(&app, &token).await, (200, "acme".into()), "cached");
+    // globex has no provider in its record: acme's (held) provider cannot vouch for
+    // it, and its validly signed token naming globex is a conflict.
+    let cross = a.token("tenant=globex&aud=api").await;
+    assert_eq!(get(&app, &cross).await.0, 403);
+}
