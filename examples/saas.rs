@@ -282,11 +282,8 @@ async fn refresh(
 }
 
 async fn logout(demo: web::Data<Demo>, user: Principal) -> Result<HttpResponse, TenancyError> {
-    let jti = user.token_id().ok_or(TenancyError::Unauthenticated {
-        reason: "a token without jti cannot be revoked".into(),
-    })?;
     demo.sessions
-        .revoke(jti)
+        .logout(&user)
         .await
         .map_err(|e| session_error(&e))?;
     Ok(HttpResponse::NoContent().finish())

@@ -230,6 +230,8 @@ async fn the_tamper_corpus_is_401_and_reveals_nothing() {
         ("nbf in the future", with(json!({"nbf": now + 3600}))),
         // It would outlive every revocation by tenant or subject (iat before a cut-off).
         ("iat in the future", with(json!({"iat": now + 3600}))),
+        // It could never be revoked on its own (`require_jti` is on by default).
+        ("no jti", with(json!({"jti": null}))),
         ("wrong iss", with(json!({"iss": "https://evil.test"}))),
         ("wrong aud", with(json!({"aud": "other-api"}))),
         ("no exp", with(json!({"exp": null}))),
@@ -719,4 +721,53 @@ async fn jwt_auth_without_a_claim_source_is_a_config_error() {
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("Source::claim()"), "{err}");
+}
+
+/// A correctly signed token "issued" ten years from now would escape every revocation
+/// by subject or tenant (their cut-off compares `iat`): it is refused outright.
+#[actix_web::test]
+async fn a_token_issued_in_the_future_cannot_escape_a_subject_revocation() {
+    let s = sessions();
+    s.revoke_subject(&id("acme"), "user-1").await.unwrap();
+    let mut future = claims("acme");
+    future["iat"] = json!(now() + 10 * 365 * 24 * 3600);
+    assert!(matches!(
+        s.verify(&mint(&future, "k1")).await,
+        Err(SessionError::Invalid(_))
+    ));
+    let mut past = claims("acme");
+    past["iat"] = json!(now() - 1);
+    assert!(matches!(
+        s.verify(&mint(&past, "k1")).await,
+        Err(SessionError::Revoked)
+    ));
+}
+
+/// `logout` revokes a token by `jti`; one without (`require_jti(false)`, for
+/// providers that send none) revokes what can be: its subject's tokens in its tenant.
+#[actix_web::test]
+async fn logout_of_a_token_without_jti_revokes_its_subject() {
+    let keys = KeySet::signing(Key::hmac("k1", Algorithm::HS256, SECRET).unwrap()).unwrap();
+    let s = SessionManager::new(SessionConfig::new(ISS, AUD).require_jti(false), keys);
+    let mut no_jti = claims("acme");
+    no_jti.as_object_mut().unwrap().remove("jti");
+    no_jti["iat"] = json!(now() - 5);
+    let token = mint(&no_jti, "k1");
+    let other = mint(&claims("acme"), "k1");
+    let principal = s.verify(&token).await.unwrap();
+    assert_eq!(principal.token_id(), None);
+    s.logout(&principal).await.unwrap();
+    assert!(matches!(s.verify(&token).await, Err(SessionError::Revoked)));
+    assert!(
+        matches!(s.verify(&other).await, Err(SessionError::Revoked)),
+        "the subject's other token"
+    );
+
+    // With a jti, only that token goes.
+    let pair = s.issue(&id("globex"), "user-2", Grant::new()).unwrap();
+    let second = s.issue(&id("globex"), "user-2", Grant::new()).unwrap();
+    let p = s.verify(&pair.access_token).await.unwrap();
+    s.logout(&p).await.unwrap();
+    assert!(s.verify(&pair.access_token).await.is_err());
+    assert!(s.verify(&second.access_token).await.is_ok());
 }

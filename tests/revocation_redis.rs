@@ -200,3 +200,39 @@ async fn redis_down_fails_closed_with_503() {
     let body = test::read_body(res).await;
     assert!(String::from_utf8_lossy(&body).contains("auth_unavailable"));
 }
+
+/// A correctly signed token "issued" ten years from now is refused before the store is
+/// asked: it cannot outlive a subject's revocation held in Redis.
+#[actix_web::test]
+async fn a_token_issued_in_the_future_cannot_escape_a_subject_revocation() {
+    let Some(url) = redis_url() else { return };
+    let (a, b) = replicas(&url, &prefix("future"));
+    a.revoke_subject(&acme(), "user-1").await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = |iat: u64| {
+        let claims = serde_json::json!({
+            "iss": "https://auth.test", "aud": "api", "sub": "user-1", "tenant_id": "acme",
+            "iat": iat, "exp": now + 600, "jti": format!("future-{iat}"),
+        });
+        let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+        header.kid = Some("k1".into());
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(&[3u8; 32]),
+        )
+        .unwrap()
+    };
+    let future = token(now + 10 * 365 * 24 * 3600);
+    assert!(matches!(
+        b.verify(&future).await,
+        Err(SessionError::Invalid(_))
+    ));
+    assert!(matches!(
+        b.verify(&token(now - 1)).await,
+        Err(SessionError::Revoked)
+    ));
+}

@@ -41,6 +41,8 @@ use crate::{
 /// | no `Authorization` header | `401 unauthenticated` with `WWW-Authenticate: Bearer`, or on without a principal when [`allow_anonymous`](JwtAuthBuilder::allow_anonymous) |
 /// | anything else: malformed, over 8 KiB, bad signature, expired, wrong `iss` / `aud`, a refresh token, revoked | `401 unauthenticated` with `WWW-Authenticate: Bearer error="invalid_token"`; no detail in the body |
 /// | the revocation store fails | `503 auth_unavailable` (fail closed) |
+/// | (feature `oidc`) no keys from the identity provider yet, or the registry cannot say which provider a tenant uses | `503 auth_unavailable` (fail closed) |
+/// | (feature `oidc`) a token validly signed by one tenant's provider that names another tenant | `403 tenant_conflict` |
 #[derive(Clone)]
 pub struct JwtAuth(Built<AuthStage>);
 
