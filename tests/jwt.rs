@@ -771,3 +771,23 @@ async fn logout_of_a_token_without_jti_revokes_its_subject() {
     assert!(s.verify(&pair.access_token).await.is_err());
     assert!(s.verify(&second.access_token).await.is_ok());
 }
+
+/// A provider's token may live longer than this crate's own tokens: logging out keeps
+/// the revocation until the token expires, not only for the configured lifetimes.
+#[actix_web::test]
+async fn a_logout_lasts_as_long_as_the_token() {
+    let keys = KeySet::signing(Key::hmac("k1", Algorithm::HS256, SECRET).unwrap()).unwrap();
+    let config = SessionConfig::new(ISS, AUD)
+        .access_ttl(std::time::Duration::from_secs(1))
+        .refresh_ttl(std::time::Duration::from_secs(1))
+        .leeway(std::time::Duration::ZERO);
+    let s = SessionManager::new(config, keys);
+    let mut long = claims("acme");
+    long["exp"] = json!(now() + 3600);
+    let token = mint(&long, "k1");
+    let p = s.verify(&token).await.unwrap();
+    s.logout(&p).await.unwrap();
+    // Past the configured lifetimes (1 s + leeway 0), the revocation still holds.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert!(matches!(s.verify(&token).await, Err(SessionError::Revoked)));
+}

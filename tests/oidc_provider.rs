@@ -150,12 +150,13 @@ macro_rules! app {
     ($sessions:expr) => {
         app!(registry(), $sessions)
     };
-    ($registry:expr, $sessions:expr) => {
+    ($registry:expr, $sessions:expr $(, $audit:expr)?) => {
         test::init_service(
             App::new()
                 .wrap(
                     common::stack::on_claim($registry)
                         .auth(JwtAuth::new($sessions))
+                        $(.audit($audit))?
                         .build()
                         .unwrap(),
                 )
@@ -193,6 +194,7 @@ fn keys(issuer: &str) -> actix_tenancy::session::oidc::RemoteKeysBuilder {
     RemoteKeys::issuer(issuer)
         .cooldown(Duration::from_millis(300))
         .timeouts(Duration::from_secs(2), Duration::from_secs(3))
+        .allow_plain_loopback(true)
 }
 
 /// `p`'s keys, fetched, and sessions verifying its tokens for audience `api`.
@@ -252,11 +254,40 @@ async fn a_provider_token_passes_and_rotation_needs_one_refetch() {
 }
 
 #[actix_web::test]
+async fn the_refresh_task_drops_a_withdrawn_key_on_its_own() {
+    let Some(p) = Provider::start("k") else {
+        return;
+    };
+    // The provider's Cache-Control sets the refresh interval (kept within the bounds).
+    p.call("POST", "/_test/cache-control?value=max-age%3D1", "")
+        .await;
+    let remote = keys(&p.issuer)
+        .refresh_bounds(Duration::from_millis(500), Duration::from_secs(5))
+        .fetch()
+        .await
+        .unwrap();
+    let sessions = SessionManager::remote(SessionConfig::new(&p.issuer, "api"), remote).unwrap();
+    let app = app!(sessions);
+    let old = p.token("tenant=acme&aud=api").await;
+    p.rotate().await;
+    let new = p.token("tenant=acme&aud=api").await;
+    assert_eq!(get(&app, &old).await.0, 200);
+    assert_eq!(get(&app, &new).await.0, 200);
+    let fetched = p.jwks_fetches().await;
+    p.withdraw(&kid_of(&old)).await;
+    // No request causes it: the task refreshes after max-age (1 s).
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert!(p.jwks_fetches().await > fetched, "the task refreshed");
+    assert_eq!(get(&app, &old).await.0, 401, "withdrawn after the refresh");
+    assert_eq!(get(&app, &new).await.0, 200);
+}
+
+#[actix_web::test]
 async fn a_flood_of_unknown_kids_fetches_at_most_once_per_cooldown() {
     let Some(p) = Provider::start("k") else {
         return;
     };
-    let remote = RemoteKeys::issuer(&p.issuer)
+    let remote = keys(&p.issuer)
         .cooldown(Duration::from_secs(30))
         .fetch()
         .await
@@ -371,7 +402,17 @@ async fn two_tenants_on_two_providers_and_the_cross_tenant_token_is_a_conflict()
         )
         .keys(keys);
     let sessions = SessionManager::tenant_issuers(SessionConfig::new("unused", "api"), issuers);
-    let app = app!(sessions);
+    let direct = sessions.clone();
+    let audited = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Arc::clone(&audited);
+    let app = app!(
+        registry(),
+        sessions,
+        move |e: &actix_tenancy::observe::AuditEvent<'_>| {
+            let line = format!("{:?} {:?} {}", e.stage, e.outcome, e.reason);
+            sink.lock().unwrap().push(line);
+        }
+    );
 
     // Each tenant's own provider; the first request of each waits for discovery.
     assert_eq!(
@@ -396,6 +437,31 @@ async fn two_tenants_on_two_providers_and_the_cross_tenant_token_is_a_conflict()
     assert_eq!(res.status().as_u16(), 403);
     let body: Value = serde_json::from_slice(&test::read_body(res).await).unwrap();
     assert_eq!(body["code"], "tenant_conflict");
+    assert!(
+        !body.to_string().contains("issuer"),
+        "no detail for the client"
+    );
+    let conflicts: Vec<String> = audited
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("TenantConflict"))
+        .cloned()
+        .collect();
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    assert!(
+        conflicts[0].contains("Authentication")
+            && conflicts[0].contains("identity provider of the tenant"),
+        "{conflicts:?}"
+    );
+    // A jti is unique per issuer only: the principal's token id names its issuer, so
+    // one tenant's provider cannot name (or log out) another tenant's token.
+    let p = direct.verify(&g).await.unwrap();
+    assert!(
+        p.token_id().unwrap().starts_with(&format!("{}#", b.issuer)),
+        "{:?}",
+        p.token_id()
+    );
     // A tenant bound to no provider is no different.
     assert_eq!(
         get(&app, &a.token("tenant=initech&aud=api").await).await.0,
@@ -429,14 +495,114 @@ async fn per_tenant_providers_from_registry_records() {
                 "free",
             )),
     );
+    let records = Arc::clone(&registry);
     let issuers = TenantIssuers::registry(registry.clone(), "oidc").keys(keys);
     let sessions = SessionManager::tenant_issuers(SessionConfig::new("unused", "api"), issuers);
     let app = app!(registry, sessions);
     let token = a.token("tenant=acme&aud=api").await;
     assert_eq!(get(&app, &token).await, (200, "acme".into()));
     assert_eq!(get(&app, &token).await, (200, "acme".into()), "cached");
+    // The record's binding changes: the cached token is checked again, and refused.
+    let moved = serde_json::json!({"issuer": a.issuer, "audience": "api2"});
+    records.insert(
+        TenantRecord::new(TenantId::parse("acme").unwrap(), "pro").with_attribute("oidc", moved),
+    );
+    assert_eq!(
+        get(&app, &token).await.0,
+        401,
+        "the cache follows the binding"
+    );
+    assert_eq!(
+        get(&app, &a.token("tenant=acme&aud=api2").await).await.0,
+        200
+    );
     // globex has no provider in its record: acme's (held) provider cannot vouch for
     // it, and its validly signed token naming globex is a conflict.
     let cross = a.token("tenant=globex&aud=api").await;
     assert_eq!(get(&app, &cross).await.0, 403);
+}
+
+/// A registry that hangs or panics, for the per-tenant provider lookups.
+struct Broken {
+    panic: bool,
+}
+
+#[async_trait::async_trait]
+impl actix_tenancy::registry::TenantRegistry for Broken {
+    async fn lookup(
+        &self,
+        _: &TenantId,
+    ) -> Result<actix_tenancy::registry::Lookup, actix_tenancy::registry::RegistryError> {
+        std::future::pending().await
+    }
+
+    fn lookup_ready(&self, _: &str) -> Option<actix_tenancy::registry::Lookup> {
+        assert!(!self.panic, "a registry bug");
+        None
+    }
+}
+
+/// A token of the right shape naming `tenant`, from `iss`, with a signature no key
+/// makes: enough to reach the provider lookup.
+fn forged(tenant: &str, iss: &str) -> String {
+    let header = b64(br#"{"alg":"RS256","kid":"k1"}"#);
+    let body = serde_json::json!({"iss": iss, "sub": "x", "aud": "api", "tenant_id": tenant});
+    format!("{header}.{}.c2ln", b64(body.to_string().as_bytes()))
+}
+
+#[actix_web::test]
+async fn a_registry_that_hangs_or_panics_is_503_in_time() {
+    for panic in [false, true] {
+        let registry: Arc<dyn actix_tenancy::registry::TenantRegistry> = Arc::new(Broken { panic });
+        let issuers =
+            TenantIssuers::registry(registry, "oidc").registry_timeout(Duration::from_millis(100));
+        let sessions = SessionManager::tenant_issuers(SessionConfig::new("unused", "api"), issuers);
+        let app = app!(sessions);
+        let answer = tokio::time::timeout(
+            Duration::from_secs(3),
+            get(&app, &forged("acme", "https://sso.example.com")),
+        )
+        .await
+        .expect("answered in time");
+        assert_eq!(answer.0, 503, "panic: {panic}");
+    }
+}
+
+#[actix_web::test]
+async fn a_flood_naming_many_tenants_cannot_evict_providers_in_use() {
+    // Three tenants, each with its own provider; none answers (closed ports), which
+    // does not matter here: only how many are held.
+    let mut registry = InMemoryRegistry::new();
+    let mut bound = Vec::new();
+    for t in ["t0", "t1", "t2"] {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let issuer = format!("http://127.0.0.1:{}", closed.local_addr().unwrap().port());
+        drop(closed);
+        registry = registry.with(
+            TenantRecord::new(TenantId::parse(t).unwrap(), "free")
+                .with_attribute("oidc", issuer.as_str()),
+        );
+        bound.push(issuer);
+    }
+    let made = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&made);
+    let issuers = TenantIssuers::registry(Arc::new(registry), "oidc")
+        .keys(move |issuer| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            keys(issuer)
+        })
+        .max_providers(2);
+    let sessions = SessionManager::tenant_issuers(SessionConfig::new("unused", "api"), issuers);
+    let app = app!(sessions);
+    for round in 0..10 {
+        for (t, issuer) in ["t0", "t1", "t2"].iter().zip(&bound) {
+            let status = get(&app, &forged(t, issuer)).await.0;
+            assert_eq!(status, 503, "round {round}, {t}: no keys, or no slot");
+        }
+    }
+    assert_eq!(
+        made.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "t2 never evicts t0 or t1"
+    );
 }

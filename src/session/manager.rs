@@ -476,6 +476,10 @@ struct VerifiedBy {
     keys: Arc<KeySet>,
     #[cfg(feature = "oidc")]
     remote: Option<super::oidc::RemoteKeys>,
+    /// Per-tenant providers: the binding the token was checked against, which must
+    /// still be the tenant's.
+    #[cfg(feature = "oidc")]
+    binding: Option<super::oidc::Binding>,
 }
 
 /// Whose keys verify tokens.
@@ -842,6 +846,8 @@ impl SessionManager {
                         keys,
                         #[cfg(feature = "oidc")]
                         remote: None,
+                        #[cfg(feature = "oidc")]
+                        binding: None,
                     };
                     self.remember(token, by, v)
                 }))
@@ -852,11 +858,13 @@ impl SessionManager {
                 // Most checks find the keys at hand: poll once, and only box a future
                 // for one that must wait for a fetch (which runs on its own task, so
                 // the second poll joins it).
-                if let Some(done) = self.check_remote(token).now_or_never() {
-                    return Check::Ready(done);
-                }
                 let (me, token) = (self.clone(), token.to_owned());
-                Check::Wait(Box::pin(async move { me.check_remote(&token).await }))
+                let mut checking: futures_util::future::BoxFuture<'static, _> =
+                    Box::pin(async move { me.check_remote(&token).await });
+                match checking.as_mut().now_or_never() {
+                    Some(done) => Check::Ready(done),
+                    None => Check::Wait(checking),
+                }
             }
         }
     }
@@ -868,28 +876,37 @@ impl SessionManager {
         if cache.max == 0 || token.len() > MAX_TOKEN_LEN {
             return None;
         }
+        let now = now();
+        let leeway = self.inner.config.leeway.as_secs();
         let hit = cache.map.get(token)?;
         let (by, checked) = &*hit;
-        let leeway = self.inner.config.leeway.as_secs();
-        if checked.expires_at.saturating_add(leeway) < now() || !self.still_held(by) {
+        if checked.expires_at.saturating_add(leeway) < now || !self.still_held(by, now) {
             return None;
         }
+        let checked = Arc::clone(checked);
         #[cfg(feature = "oidc")]
-        if let Trust::Tenants(t) = &self.inner.trust {
-            let tenant = checked.principal.tenant()?;
-            let iss = checked.principal.claims().get("iss")?.as_str()?;
-            if t.binding_ready(tenant)??.issuer() != iss {
-                return None;
+        {
+            // Out of the map's guard before the registry runs.
+            let binding = by.binding.clone();
+            drop(hit);
+            if let (Trust::Tenants(t), Some(binding)) = (&self.inner.trust, binding) {
+                let tenant = checked.principal.tenant()?;
+                if t.binding_ready(tenant).ok()??.as_ref() != Some(&binding) {
+                    return None;
+                }
             }
         }
-        Some(Arc::clone(checked))
+        Some(checked)
     }
 
-    fn still_held(&self, by: &VerifiedBy) -> bool {
+    fn still_held(&self, by: &VerifiedBy, now: u64) -> bool {
         #[cfg(feature = "oidc")]
         if let Some(remote) = &by.remote {
-            return remote.keys().is_some_and(|k| Arc::ptr_eq(&k, &by.keys));
+            return remote
+                .keys_at(now)
+                .is_some_and(|k| Arc::ptr_eq(&k, &by.keys));
         }
+        let _ = now;
         Arc::ptr_eq(&self.inner.keys.load(), &by.keys)
     }
 
@@ -903,7 +920,7 @@ impl SessionManager {
         if cache.map.len() >= cache.max {
             let (now, leeway) = (now(), self.inner.config.leeway.as_secs());
             cache.map.retain(|_, (by, c)| {
-                self.still_held(by) && c.expires_at.saturating_add(leeway) >= now
+                self.still_held(by, now) && c.expires_at.saturating_add(leeway) >= now
             });
         }
         if cache.map.len() < cache.max {
@@ -927,6 +944,7 @@ impl SessionManager {
                 let by = VerifiedBy {
                     keys,
                     remote: Some(remote.clone()),
+                    binding: None,
                 };
                 Ok(self.remember(token, by, v))
             }
@@ -990,13 +1008,17 @@ impl SessionManager {
             issuer: binding.issuer(),
             audiences,
         };
-        let v = self.check_as(token, Use::Access, &keys, Some(&expect))?;
+        let mut v = self.check_as(token, Use::Access, &keys, Some(&expect))?;
         if v.tenant.as_ref() != Some(&tenant) {
             return Err(invalid("the token's tenant changed under verification"));
         }
+        // A `jti` is unique only per issuer: another tenant's provider must not be able
+        // to name (and, by logging out, revoke) this tenant's tokens.
+        v.jti = v.jti.map(|jti| format!("{}#{jti}", binding.issuer()));
         let by = VerifiedBy {
             keys,
             remote: Some(provider),
+            binding: Some(binding),
         };
         Ok(self.remember(token, by, v))
     }
@@ -1192,14 +1214,34 @@ impl SessionManager {
     /// without one (a provider that sends none, with
     /// [`require_jti(false)`](SessionConfig::require_jti)), every token of its subject
     /// in its tenant issued until now, since nothing narrower can be revoked.
+    ///
+    /// The revocation is kept until the token expires, however long a provider's
+    /// tokens live.
     pub async fn logout(&self, principal: &Principal) -> Result<(), SessionError> {
-        match (principal.token_id(), principal.tenant()) {
-            (Some(jti), _) => self.revoke(jti).await,
-            (None, Some(tenant)) => self.revoke_subject(tenant, principal.subject()).await,
-            (None, None) => Err(invalid(
-                "the token has neither jti nor tenant: nothing can be revoked",
-            )),
-        }
+        let expires = principal
+            .expires_at()
+            .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let until = (now() + self.inner.config.max_life())
+            .max(expires.saturating_add(self.inner.config.leeway.as_secs()));
+        let what = match (principal.token_id(), principal.tenant()) {
+            (Some(jti), _) => Revocation::Token(jti),
+            (None, Some(tenant)) => Revocation::Subject {
+                tenant: tenant.as_str(),
+                subject: principal.subject(),
+                before: now(),
+            },
+            (None, None) => {
+                return Err(invalid(
+                    "the token has neither jti nor tenant: nothing can be revoked",
+                ))
+            }
+        };
+        self.inner
+            .store
+            .revoke(what, until)
+            .await
+            .map_err(SessionError::Store)
     }
 
     /// Revokes one token by `jti`.

@@ -59,6 +59,7 @@ impl JwtAuth {
             sessions,
             allow_anonymous: false,
             revocation_timeout: Duration::from_secs(1),
+            key_timeout: Duration::from_secs(5),
             common: Common::default(),
         }
     }
@@ -70,6 +71,7 @@ pub struct JwtAuthBuilder {
     sessions: SessionManager,
     allow_anonymous: bool,
     revocation_timeout: Duration,
+    key_timeout: Duration,
     common: Common,
 }
 
@@ -98,12 +100,24 @@ impl JwtAuthBuilder {
         self
     }
 
+    /// How long a request may wait for an identity provider's keys (feature `oidc`:
+    /// the first fetch, a refetch for a new `kid`, a per-tenant provider's discovery
+    /// or registry lookup) before it fails closed with `503 auth_unavailable`
+    /// (default 5 s). The fetch itself goes on, for the requests after it.
+    pub fn key_timeout(mut self, timeout: Duration) -> Self {
+        self.key_timeout = timeout;
+        self
+    }
+
     common_setters!();
 
     /// Checks the configuration and builds the stage.
     pub fn build(self) -> Result<JwtAuth, ConfigError> {
         if self.revocation_timeout.is_zero() {
             return Err(ConfigError::ZeroDuration("the revocation timeout"));
+        }
+        if self.key_timeout.is_zero() {
+            return Err(ConfigError::ZeroDuration("the key timeout"));
         }
         Ok(self.assemble())
     }
@@ -113,6 +127,7 @@ impl JwtAuthBuilder {
             sessions: self.sessions,
             allow_anonymous: self.allow_anonymous,
             revocation_timeout: self.revocation_timeout,
+            key_timeout: self.key_timeout,
         };
         JwtAuth(Built::new(stage, self.common))
     }
@@ -122,6 +137,8 @@ pub(crate) struct AuthStage {
     sessions: SessionManager,
     allow_anonymous: bool,
     revocation_timeout: Duration,
+    #[cfg_attr(not(feature = "oidc"), allow(dead_code))]
+    key_timeout: Duration,
 }
 
 fn store_failed(why: &'static str) -> SessionError {
@@ -221,7 +238,18 @@ impl AuthStage {
                 let (me, settings) = (Arc::clone(self), Arc::clone(settings));
                 return wait(move |req, _flow| {
                     Box::pin(async move {
-                        match checking.await {
+                        // Bounded, and a panic in a registry or provider code is a `503`.
+                        let checking = AssertUnwindSafe(checking).catch_unwind();
+                        let checked = match tokio::time::timeout(me.key_timeout, checking).await {
+                            Ok(Ok(checked)) => checked,
+                            Ok(Err(_panic)) => {
+                                Err(SessionError::Unavailable("the key check panicked".into()))
+                            }
+                            Err(_) => Err(SessionError::Unavailable(
+                                "the identity provider's keys did not come in time".into(),
+                            )),
+                        };
+                        match checked {
                             Ok(verified) => me.revocation(&settings, req, verified).await,
                             Err(e) => me.failed(&settings, req, e),
                         }
@@ -287,7 +315,8 @@ impl AuthStage {
                     first: SourceKind::Claim,
                     second: SourceKind::Claim,
                 };
-                self.refuse(settings, req, err)
+                self.report_as(settings, req, &err, &e.to_string());
+                err.into()
             }
             other => {
                 let err = TenancyError::Unauthenticated {
@@ -304,6 +333,16 @@ impl AuthStage {
     }
 
     fn report(&self, settings: &Settings, req: &ServiceRequest, err: &TenancyError) {
+        self.report_as(settings, req, err, &err.reason());
+    }
+
+    fn report_as(
+        &self,
+        settings: &Settings,
+        req: &ServiceRequest,
+        err: &TenancyError,
+        reason: &str,
+    ) {
         settings.report(&AuditEvent {
             stage: StageName::Authentication,
             outcome: Outcome::Rejected(err.code()),
@@ -312,7 +351,7 @@ impl AuthStage {
             source: None,
             method: req.method(),
             path: req.match_info().as_str(),
-            reason: &err.reason(),
+            reason,
             rule: None,
             policy_version: None,
         });

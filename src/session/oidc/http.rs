@@ -57,9 +57,9 @@ fn is_loopback_host(host: &str) -> bool {
 }
 
 impl Url {
-    /// Parses `text`; refuses user info, fragments, control characters and plain
-    /// HTTP to anything but loopback.
-    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+    /// Parses `text`; refuses user info, fragments, control characters, and plain
+    /// HTTP unless `plain_loopback` allows it to a loopback host.
+    pub(crate) fn parse(text: &str, plain_loopback: bool) -> Result<Self, String> {
         if text.len() > MAX_URL_LEN || !text.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(format!(
                 "a URL is printable ASCII, at most {MAX_URL_LEN} bytes"
@@ -101,9 +101,10 @@ impl Url {
         if !host_ok {
             return Err(format!("{text:?} has a bad host"));
         }
-        if !tls && !is_loopback_host(host) {
+        let plain_ok = plain_loopback && is_loopback_host(host);
+        if !(tls || plain_ok) {
             return Err(format!(
-                "{text:?}: plain HTTP is only allowed to a loopback address (tests)"
+                "{text:?} is not HTTPS (plain HTTP only to loopback, with allow_plain_loopback)"
             ));
         }
         let target = if target.is_empty() {
@@ -333,17 +334,21 @@ mod tests {
 
     #[test]
     fn urls() {
-        let u = Url::parse("https://login.example.com/tenant/.well-known/jwks.json?x=1").unwrap();
+        let u = Url::parse(
+            "https://login.example.com/tenant/.well-known/jwks.json?x=1",
+            false,
+        )
+        .unwrap();
         assert_eq!((u.host.as_str(), u.port), ("login.example.com", 443));
         assert_eq!(u.target, "/tenant/.well-known/jwks.json?x=1");
         assert_eq!(u.host_header(), "login.example.com");
-        let u = Url::parse("http://127.0.0.1:8080").unwrap();
+        let u = Url::parse("http://127.0.0.1:8080", true).unwrap();
         assert_eq!(
             (u.target.as_str(), u.host_header().as_str()),
             ("/", "127.0.0.1:8080")
         );
-        assert!(Url::parse("http://[::1]:9000/jwks").is_ok());
-        assert!(Url::parse("http://localhost/jwks").is_ok());
+        assert!(Url::parse("http://[::1]:9000/jwks", true).is_ok());
+        assert!(Url::parse("http://localhost/jwks", true).is_ok());
         for bad in [
             "http://login.example.com/jwks",
             "http://10.0.0.1/jwks",
@@ -357,8 +362,10 @@ mod tests {
             "https://exa_mple.com/",
             "https://example.com/\u{7f}",
         ] {
-            assert!(Url::parse(bad).is_err(), "{bad}");
+            assert!(Url::parse(bad, true).is_err(), "{bad}");
         }
+        // Plain HTTP, even to loopback, only when allowed.
+        assert!(Url::parse("http://127.0.0.1:8080/jwks", false).is_err());
     }
 
     #[test]

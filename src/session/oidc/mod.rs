@@ -38,7 +38,7 @@ pub enum OidcError {
     Config(String),
     /// Discovery or the key set could not be fetched or read.
     Fetch(String),
-    /// Called outside a Tokio runtime (the refresh task needs one).
+    /// The thread that runs key fetches could not be used.
     NoRuntime,
 }
 
@@ -47,7 +47,7 @@ impl fmt::Display for OidcError {
         match self {
             Self::Config(why) => write!(f, "OIDC configuration: {why}"),
             Self::Fetch(why) => write!(f, "OIDC fetch: {why}"),
-            Self::NoRuntime => f.write_str("OIDC: no Tokio runtime to run the key refresh on"),
+            Self::NoRuntime => f.write_str("OIDC: the key fetch thread is not running"),
         }
     }
 }

@@ -38,6 +38,13 @@ enum Origin {
     Jwks(Url),
 }
 
+/// Where the keys come from, as given (parsed when the key set is built).
+#[derive(Debug, Clone)]
+enum Given {
+    Issuer(String),
+    Jwks(String),
+}
+
 #[derive(Debug, Clone)]
 struct Options {
     algorithms: Vec<Algorithm>,
@@ -47,6 +54,7 @@ struct Options {
     cooldown: Duration,
     keep_for: Duration,
     max_keys: usize,
+    plain_loopback: bool,
 }
 
 #[derive(Default)]
@@ -60,6 +68,8 @@ struct State {
     /// How long the last good set may be used before the next refresh.
     fresh_for: Duration,
     failures: u32,
+    /// Counts fetches started, so a finished fetch clears only its own `inflight`.
+    generation: u64,
     /// Why the last fetch failed.
     last_error: Option<OidcError>,
     digest: Option<u64>,
@@ -70,6 +80,9 @@ struct Remote {
     http: Http,
     options: Options,
     keys: ArcSwapOption<KeySet>,
+    /// Unix seconds after which the held set is no longer used (`keep_keys_for` past
+    /// the last successful fetch).
+    held_until: AtomicU64,
     state: Mutex<State>,
     fetches: AtomicU64,
     task: Mutex<Option<tokio::task::AbortHandle>>,
@@ -134,7 +147,7 @@ impl fmt::Debug for RemoteKeys {
 /// Builds [`RemoteKeys`].
 #[must_use]
 pub struct RemoteKeysBuilder {
-    origin: Result<Origin, OidcError>,
+    given: Given,
     options: Options,
     connect_timeout: Duration,
     timeout: Duration,
@@ -145,7 +158,7 @@ pub struct RemoteKeysBuilder {
 impl fmt::Debug for RemoteKeysBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RemoteKeysBuilder")
-            .field("origin", &self.origin)
+            .field("from", &self.given)
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
@@ -155,29 +168,25 @@ impl RemoteKeys {
     /// The keys of the OpenID provider `issuer` (e.g. `https://login.example.com/`),
     /// found by discovery.
     pub fn issuer(issuer: &str) -> RemoteKeysBuilder {
-        let discovery = format!(
-            "{}/.well-known/openid-configuration",
-            issuer.trim_end_matches('/')
-        );
-        let origin = Url::parse(issuer)
-            .and_then(|_| Url::parse(&discovery))
-            .map(|discovery| Origin::Issuer {
-                issuer: issuer.to_owned(),
-                discovery,
-            })
-            .map_err(OidcError::Config);
-        RemoteKeysBuilder::new(origin)
+        RemoteKeysBuilder::new(Given::Issuer(issuer.to_owned()))
     }
 
     /// The keys published at a JWKS URL.
     pub fn jwks(url: &str) -> RemoteKeysBuilder {
-        RemoteKeysBuilder::new(Url::parse(url).map(Origin::Jwks).map_err(OidcError::Config))
+        RemoteKeysBuilder::new(Given::Jwks(url.to_owned()))
     }
 
-    /// The keys held now; `None` before the first successful fetch (or after the held
-    /// set outlived [`keep_keys_for`](RemoteKeysBuilder::keep_keys_for)).
+    /// The keys held now; `None` before the first successful fetch, and once the held
+    /// set has outlived [`keep_keys_for`](RemoteKeysBuilder::keep_keys_for) without a
+    /// successful refresh.
     pub fn keys(&self) -> Option<Arc<KeySet>> {
-        self.inner.keys.load_full()
+        self.keys_at(crate::session::now())
+    }
+
+    /// [`keys`](Self::keys) at `now` (unix seconds).
+    pub(crate) fn keys_at(&self, now: u64) -> Option<Arc<KeySet>> {
+        let keys = self.inner.keys.load_full()?;
+        (now <= self.inner.held_until.load(Ordering::Relaxed)).then_some(keys)
     }
 
     /// The issuer, for keys found by discovery.
@@ -196,6 +205,7 @@ impl RemoteKeys {
     /// Fetches now, whatever the cooldown, and waits for it (joining one already
     /// running). An operator's "refresh now".
     pub async fn refresh_now(&self) -> Result<(), OidcError> {
+        runtime()?;
         let fetch = Remote::refetch(&self.inner, true).ok_or(OidcError::NoRuntime)?;
         fetch.await;
         match self.inner.state().last_error.clone() {
@@ -212,9 +222,9 @@ impl RemoteKeys {
 }
 
 impl RemoteKeysBuilder {
-    fn new(origin: Result<Origin, OidcError>) -> Self {
+    fn new(given: Given) -> Self {
         Self {
-            origin,
+            given,
             options: Options {
                 algorithms: vec![
                     Algorithm::RS256,
@@ -228,6 +238,7 @@ impl RemoteKeysBuilder {
                 cooldown: Duration::from_secs(30),
                 keep_for: Duration::from_secs(24 * 3600),
                 max_keys: 64,
+                plain_loopback: false,
             },
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(10),
@@ -289,6 +300,14 @@ impl RemoteKeysBuilder {
         self
     }
 
+    /// Allows plain `http://` to a loopback address (`127.0.0.1`, `[::1]`,
+    /// `localhost`), for a provider running beside the tests; off by default, when
+    /// only HTTPS is fetched.
+    pub fn allow_plain_loopback(mut self, allow: bool) -> Self {
+        self.options.plain_loopback = allow;
+        self
+    }
+
     /// The TLS client configuration (default: the webpki root certificates on
     /// aws-lc-rs), e.g. to trust a private CA.
     pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
@@ -297,8 +316,28 @@ impl RemoteKeysBuilder {
     }
 
     fn assemble(self) -> Result<RemoteKeys, OidcError> {
-        let origin = self.origin?;
         let o = &self.options;
+        let parse = |url: &str| Url::parse(url, o.plain_loopback).map_err(OidcError::Config);
+        let origin = match &self.given {
+            Given::Jwks(url) => Origin::Jwks(parse(url)?),
+            Given::Issuer(issuer) => {
+                parse(issuer)?;
+                // An issuer has no query or fragment (OpenID Connect Discovery 1.0, 2).
+                if issuer.contains('?') {
+                    return Err(OidcError::Config(format!(
+                        "the issuer {issuer:?} has a query"
+                    )));
+                }
+                let discovery = format!(
+                    "{}/.well-known/openid-configuration",
+                    issuer.trim_end_matches('/')
+                );
+                Origin::Issuer {
+                    issuer: issuer.clone(),
+                    discovery: parse(&discovery)?,
+                }
+            }
+        };
         if o.algorithms.is_empty() {
             return Err(OidcError::Config("no algorithm is allowed".into()));
         }
@@ -347,6 +386,7 @@ impl RemoteKeysBuilder {
             http,
             options: self.options,
             keys: ArcSwapOption::empty(),
+            held_until: AtomicU64::new(0),
             state: Mutex::new(State {
                 jwks,
                 ..State::default()
@@ -358,7 +398,7 @@ impl RemoteKeysBuilder {
     }
 
     /// Fetches the keys before returning: an error when the first fetch fails (the
-    /// service should not start). The refresh task runs on the current Tokio runtime.
+    /// service should not start).
     pub async fn fetch(self) -> Result<RemoteKeys, OidcError> {
         let keys = self.assemble()?;
         keys.refresh_now().await?;
@@ -366,13 +406,52 @@ impl RemoteKeysBuilder {
         Ok(keys)
     }
 
-    /// Returns at once; the first fetch runs on the refresh task (on the current Tokio
-    /// runtime: call it inside `#[actix_web::main]`), and tokens are `503
+    /// Returns at once; the first fetch runs on the refresh task, and tokens are `503
     /// auth_unavailable` until it succeeds.
     pub fn start(self) -> Result<RemoteKeys, OidcError> {
         let keys = self.assemble()?;
         Remote::spawn_refresher(&keys.inner)?;
         Ok(keys)
+    }
+}
+
+/// The runtime every fetch and refresh runs on: one thread of the crate's own, started
+/// on first use. No fetch then depends on an actix worker's runtime (which ends with
+/// its server, and would leave a fetch unfinished), and a key set can be built outside
+/// any runtime.
+fn runtime() -> Result<&'static tokio::runtime::Handle, OidcError> {
+    static RUNTIME: std::sync::OnceLock<Result<tokio::runtime::Handle, String>> =
+        std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            let handle = rt.handle().clone();
+            std::thread::Builder::new()
+                .name("actix-tenancy-oidc".into())
+                .spawn(move || rt.block_on(std::future::pending::<()>()))
+                .map_err(|e| e.to_string())?;
+            Ok(handle)
+        })
+        .as_ref()
+        .map_err(|e| OidcError::Config(format!("the key fetch thread did not start: {e}")))
+}
+
+/// Clears `inflight` when its fetch ends, however it ends (a panic included), so a
+/// later fetch can always start.
+struct ClearInFlight {
+    remote: Arc<Remote>,
+    generation: u64,
+}
+
+impl Drop for ClearInFlight {
+    fn drop(&mut self) {
+        let mut s = self.remote.state();
+        if s.generation == self.generation {
+            s.inflight = None;
+        }
     }
 }
 
@@ -389,9 +468,8 @@ impl Remote {
     }
 
     fn spawn_refresher(me: &Arc<Self>) -> Result<(), OidcError> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| OidcError::NoRuntime)?;
         let weak = Arc::downgrade(me);
-        let task = runtime.spawn(Self::refresher(weak));
+        let task = runtime()?.spawn(Self::refresher(weak));
         *me.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
         Ok(())
     }
@@ -404,7 +482,7 @@ impl Remote {
                 Some(me) => me.next_refresh_in(),
                 None => return,
             };
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep(wait.max(Duration::from_millis(20))).await;
             let fetch = match weak.upgrade() {
                 Some(me) => Self::refetch(&me, true),
                 None => return,
@@ -442,13 +520,18 @@ impl Remote {
         {
             return None;
         }
-        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let runtime = runtime().ok()?;
         let now = Instant::now();
         s.attempted_at = Some(now);
         if !force {
             s.token_fetch_at = Some(now);
         }
-        let task = runtime.spawn(Self::fetch_once(Arc::clone(me)));
+        s.generation += 1;
+        let clear = ClearInFlight {
+            remote: Arc::clone(me),
+            generation: s.generation,
+        };
+        let task = runtime.spawn(Self::fetch_once(clear));
         // Waiters may go away; the spawned fetch finishes anyway and clears itself.
         let running: InFlight = async move {
             let _ = task.await;
@@ -459,11 +542,11 @@ impl Remote {
         Some(running)
     }
 
-    async fn fetch_once(me: Arc<Self>) {
+    async fn fetch_once(clear: ClearInFlight) {
+        let me = &clear.remote;
         me.fetches.fetch_add(1, Ordering::Relaxed);
         let result = me.fetch_keys().await;
         let mut s = me.state();
-        s.inflight = None;
         match result {
             Ok((body, max_age)) => {
                 let o = &me.options;
@@ -473,6 +556,11 @@ impl Remote {
                 s.fetched_at = Some(Instant::now());
                 s.failures = 0;
                 s.last_error = None;
+                let keep = o.keep_for.as_secs().max(1);
+                me.held_until.store(
+                    crate::session::now().saturating_add(keep),
+                    Ordering::Relaxed,
+                );
                 let d = digest(&body.0);
                 if s.digest != Some(d) || me.keys.load().is_none() {
                     // A new set: replacing it empties the verified-token cache's hold.
@@ -487,6 +575,7 @@ impl Remote {
                     .fetched_at
                     .is_some_and(|t| t.elapsed() <= me.options.keep_for);
                 if !held && me.keys.load().is_some() {
+                    me.held_until.store(0, Ordering::Relaxed);
                     me.keys.store(None);
                     tracing::error!(
                         target: "actix_tenancy::oidc",
@@ -564,7 +653,7 @@ impl Remote {
             .get("jwks_uri")
             .and_then(Value::as_str)
             .ok_or_else(|| OidcError::Fetch(format!("discovery {discovery}: no jwks_uri")))?;
-        let url = Url::parse(jwks_uri)
+        let url = Url::parse(jwks_uri, self.options.plain_loopback)
             .map_err(|e| OidcError::Fetch(format!("discovery {discovery}: jwks_uri: {e}")))?;
         if url.is_plain() && !discovery.is_plain() {
             return Err(OidcError::Fetch(format!(
@@ -632,6 +721,7 @@ mod tests {
 
     fn quick(b: RemoteKeysBuilder) -> RemoteKeysBuilder {
         b.timeouts(Duration::from_millis(500), Duration::from_millis(800))
+            .allow_plain_loopback(true)
     }
 
     fn fetch_error(r: Result<RemoteKeys, OidcError>) -> String {
@@ -726,7 +816,19 @@ mod tests {
 
         let (base, _) = serve(provider(None, Some("http://keys.example.com/jwks"))).await;
         let err = fetch_error(quick(RemoteKeys::issuer(&base)).fetch().await);
-        assert!(err.contains("plain HTTP is only allowed"), "{err}");
+        assert!(err.contains("is not HTTPS"), "{err}");
+        // Plain HTTP to loopback only when allowed.
+        let (base, hits) = serve(provider(None, None)).await;
+        let err = fetch_error(RemoteKeys::issuer(&base).fetch().await);
+        assert!(err.contains("is not HTTPS"), "{err}");
+        assert_eq!(hits.load(Ordering::SeqCst), 0, "nothing was fetched");
+        // An issuer with a query could make discovery any URL of its host.
+        let err = fetch_error(
+            quick(RemoteKeys::issuer(&format!("{base}/x?a=")))
+                .fetch()
+                .await,
+        );
+        assert!(err.contains("has a query"), "{err}");
     }
 
     #[tokio::test]
@@ -745,20 +847,40 @@ mod tests {
         let reversed = RemoteKeys::jwks("https://x.example/")
             .refresh_bounds(Duration::from_secs(10), Duration::from_secs(1));
         assert!(refused(reversed));
-        assert!(matches!(
-            RemoteKeys::jwks("https://x.example/")
-                .fetch()
-                .now_or_never(),
-            None | Some(Err(_))
-        ));
     }
 
+    /// Fetches run on the crate's own thread: a key set starts outside any runtime,
+    /// and a fetch asked for by a runtime that then ends is neither lost nor left in
+    /// flight.
     #[::core::prelude::v1::test]
-    fn start_needs_a_runtime() {
-        assert_eq!(
-            RemoteKeys::jwks("https://x.example/").start().unwrap_err(),
-            OidcError::NoRuntime
-        );
+    fn fetches_do_not_depend_on_the_runtime_that_asked() {
+        let server = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (base, _) = server.block_on(serve(|_, _| ok(jwks("k1"))));
+        let keys = quick(RemoteKeys::jwks(&base)).start().unwrap();
+        let settled = |keys: &RemoteKeys, fetches: u64| {
+            for _ in 0..200 {
+                if keys.fetches() >= fetches && keys.inner.state().inflight.is_none() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            panic!("fetch {fetches} did not finish");
+        };
+        settled(&keys, 1);
+        assert_eq!(keys.keys().unwrap().kids(), ["k1"]);
+        let asker = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        asker.block_on(async { assert!(keys.refetch_for_token().is_some()) });
+        drop(asker);
+        settled(&keys, 2);
+        server.block_on(keys.refresh_now()).unwrap();
+        assert_eq!(keys.fetches(), 3);
     }
 
     #[tokio::test]

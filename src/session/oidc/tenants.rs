@@ -3,8 +3,12 @@
 use std::{
     collections::HashMap,
     fmt,
+    panic::{catch_unwind, AssertUnwindSafe},
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
+
+use futures_util::FutureExt as _;
 
 use serde_json::Value;
 
@@ -86,13 +90,12 @@ type Template = dyn Fn(&str) -> RemoteKeysBuilder + Send + Sync;
 
 struct Held {
     keys: RemoteKeys,
-    used: u64,
+    used: Instant,
 }
 
 #[derive(Default)]
 struct Providers {
     by_issuer: HashMap<String, Held>,
-    tick: u64,
 }
 
 /// Per-tenant identity providers: the issuer (and audience) each tenant trusts comes
@@ -107,9 +110,15 @@ struct Providers {
 /// tenant_conflict`, audited as a conflict; any other mismatch is `401`.
 ///
 /// Each issuer's keys are a [`RemoteKeys`] found by discovery, made when a tenant
-/// that uses it is first seen (its first request waits for the fetch), at most
-/// [`max_providers`](Self::max_providers) at once (default 100; the least recently
-/// used is dropped for a new one).
+/// that uses it is first seen (its first request waits for the fetch). Map bindings
+/// hold one per bound issuer. Registry bindings hold at most
+/// [`max_providers`](Self::max_providers) (default 100): a new one replaces the
+/// least recently used only if that one has been idle for
+/// [`idle_after`](Self::idle_after) (default 10 min), else the new tenant's tokens are
+/// `503 auth_unavailable`, so that a flood of tokens naming many tenants cannot evict
+/// the providers in use. A registry lookup is bounded by
+/// [`registry_timeout`](Self::registry_timeout) (default 2 s); a registry that fails,
+/// hangs or panics is `503 auth_unavailable`.
 ///
 /// ```
 /// use actix_tenancy::session::oidc::{Binding, TenantIssuers};
@@ -128,6 +137,8 @@ pub struct TenantIssuers {
     template: Arc<Template>,
     providers: Mutex<Providers>,
     max_providers: usize,
+    idle_after: Duration,
+    registry_timeout: Duration,
 }
 
 impl fmt::Debug for TenantIssuers {
@@ -147,6 +158,8 @@ impl TenantIssuers {
             template: Arc::new(|issuer: &str| RemoteKeys::issuer(issuer)),
             providers: Mutex::new(Providers::default()),
             max_providers: 100,
+            idle_after: Duration::from_secs(600),
+            registry_timeout: Duration::from_secs(2),
         }
     }
 
@@ -187,10 +200,26 @@ impl TenantIssuers {
         self
     }
 
-    /// The most providers whose keys are held at once (default 100).
+    /// The most providers whose keys are held at once, for registry bindings
+    /// (default 100).
     #[must_use]
     pub fn max_providers(mut self, max: usize) -> Self {
         self.max_providers = max.max(1);
+        self
+    }
+
+    /// How long a held provider must go unused before a new one may replace it
+    /// (default 10 min).
+    #[must_use]
+    pub fn idle_after(mut self, idle: Duration) -> Self {
+        self.idle_after = idle;
+        self
+    }
+
+    /// How long a registry lookup may take (default 2 s).
+    #[must_use]
+    pub fn registry_timeout(mut self, timeout: Duration) -> Self {
+        self.registry_timeout = timeout.max(Duration::from_millis(1));
         self
     }
 
@@ -203,17 +232,23 @@ impl TenantIssuers {
         self.providers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The binding of `tenant`, without waiting when the answer is at hand; `None`
-    /// when the registry must be asked.
-    pub(crate) fn binding_ready(&self, tenant: &TenantId) -> Option<Option<Binding>> {
+    /// The binding of `tenant`, without waiting when the answer is at hand;
+    /// `Ok(None)` when the registry must be asked.
+    pub(crate) fn binding_ready(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<Option<Binding>>, SessionError> {
         match &self.bindings {
-            Bindings::Map(map) => Some(map.get(tenant).cloned()),
+            Bindings::Map(map) => Ok(Some(map.get(tenant).cloned())),
             Bindings::Registry {
                 registry,
                 attribute,
-            } => registry
-                .lookup_ready(tenant.as_str())
-                .map(|found| self.binding_in(found, attribute)),
+            } => {
+                let ready =
+                    catch_unwind(AssertUnwindSafe(|| registry.lookup_ready(tenant.as_str())))
+                        .map_err(|_| unavailable("the registry panicked"))?;
+                Ok(ready.map(|found| self.binding_in(found, attribute)))
+            }
         }
     }
 
@@ -240,7 +275,7 @@ impl TenantIssuers {
 
     /// The binding of `tenant`.
     pub(crate) async fn binding(&self, tenant: &TenantId) -> Result<Option<Binding>, SessionError> {
-        if let Some(ready) = self.binding_ready(tenant) {
+        if let Some(ready) = self.binding_ready(tenant)? {
             return Ok(ready);
         }
         let Bindings::Registry {
@@ -250,10 +285,13 @@ impl TenantIssuers {
         else {
             return Ok(None);
         };
-        let found = registry
-            .lookup(tenant)
-            .await
-            .map_err(|_| SessionError::Unavailable("the registry did not answer".into()))?;
+        let lookup = AssertUnwindSafe(registry.lookup(tenant)).catch_unwind();
+        let found = match tokio::time::timeout(self.registry_timeout, lookup).await {
+            Ok(Ok(Ok(found))) => found,
+            Ok(Ok(Err(_))) => return Err(unavailable("the registry did not answer")),
+            Ok(Err(_panic)) => return Err(unavailable("the registry panicked")),
+            Err(_) => return Err(unavailable("the registry did not answer in time")),
+        };
         Ok(self.binding_in(found, attribute))
     }
 
@@ -261,31 +299,38 @@ impl TenantIssuers {
     /// use.
     pub(crate) fn provider(&self, issuer: &str) -> Result<RemoteKeys, SessionError> {
         let mut p = self.lock();
-        p.tick += 1;
-        let tick = p.tick;
+        let now = Instant::now();
         if let Some(held) = p.by_issuer.get_mut(issuer) {
-            held.used = tick;
+            held.used = now;
             return Ok(held.keys.clone());
         }
-        let keys = (self.template)(issuer).start().map_err(|e| {
-            tracing::error!(target: "actix_tenancy::oidc", issuer, "cannot use the issuer: {e}");
-            SessionError::Unavailable("the tenant's identity provider cannot be used".into())
-        })?;
-        if p.by_issuer.len() >= self.max_providers {
-            let oldest = p
+        // Map bindings are bounded by the map; registry bindings by `max_providers`,
+        // replacing only an idle provider.
+        if matches!(self.bindings, Bindings::Registry { .. })
+            && p.by_issuer.len() >= self.max_providers
+        {
+            let idle = p
                 .by_issuer
                 .iter()
                 .min_by_key(|(_, h)| h.used)
+                .filter(|(_, h)| now.duration_since(h.used) >= self.idle_after)
                 .map(|(k, _)| k.clone());
-            if let Some(oldest) = oldest {
-                p.by_issuer.remove(&oldest);
+            match idle {
+                Some(idle) => {
+                    p.by_issuer.remove(&idle);
+                }
+                None => return Err(unavailable("every identity provider slot is in use")),
             }
         }
+        let keys = (self.template)(issuer).start().map_err(|e| {
+            tracing::error!(target: "actix_tenancy::oidc", issuer, "cannot use the issuer: {e}");
+            unavailable("the tenant's identity provider cannot be used")
+        })?;
         p.by_issuer.insert(
             issuer.to_owned(),
             Held {
                 keys: keys.clone(),
-                used: tick,
+                used: now,
             },
         );
         Ok(keys)
@@ -303,4 +348,8 @@ impl TenantIssuers {
             Bindings::Registry { .. } => self.lock().by_issuer.get(issuer).map(|h| h.keys.clone()),
         }
     }
+}
+
+fn unavailable(why: &'static str) -> SessionError {
+    SessionError::Unavailable(why.into())
 }
