@@ -124,6 +124,8 @@ pub mod quota;
 pub mod registry;
 pub mod resolve;
 pub mod session;
+#[cfg(feature = "postgres")]
+pub mod storage;
 mod tenancy;
 
 pub use crate::core::{error, observe};

@@ -24,6 +24,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("quota", &["core", "pipeline"]),
     // Per-tenant identity providers may be bound in registry records.
     ("session", &["core", "pipeline", "registry"]),
+    // Tenant data: read from what resolution left, like the extractors.
+    ("storage", &["core"]),
     (
         "tenancy",
         &["core", "pipeline", "resolve", "policy", "quota", "session"],

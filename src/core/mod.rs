@@ -22,3 +22,15 @@ pub use tenant::{
     InvalidTenantId, TenantContext, TenantId, TenantIdRule, HARD_MAX_TENANT_ID_LEN,
     MAX_TENANT_ID_LEN,
 };
+
+/// `[a-z_][a-z0-9_]{0,62}`: a PostgreSQL name (a channel, a role) that needs no
+/// quoting.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) fn is_sql_identifier(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0] == b'_')
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+}

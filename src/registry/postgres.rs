@@ -59,6 +59,7 @@ pub use listen::InvalidationListener;
 pub use rls::{begin_for_tenant, TenantDb};
 
 use super::{CacheConfig, CachedRegistry, Lookup, RegistryError, TenantRecord, TenantRegistry};
+use crate::core::is_sql_identifier as is_identifier;
 use crate::core::{error::ConfigError, TenantId, TenantIdRule};
 
 /// The registry schema: table `tenants`. [`PostgresRegistry::migrate`] applies it; it
@@ -302,16 +303,6 @@ fn record_from_row(row: &PgRow, rule: &TenantIdRule) -> Result<TenantRecord, Str
         other => return Err(format!("attributes is not an object: {other}")),
     }
     Ok(rec)
-}
-
-/// `[a-z_][a-z0-9_]{0,62}`: a channel or role name that needs no quoting.
-fn is_identifier(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && (b[0].is_ascii_lowercase() || b[0] == b'_')
-        && b.iter()
-            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
 }
 
 /// `[a-z0-9][a-z0-9_-]{0,63}`: the rule for tiers and regions (the table checks it too).

@@ -113,6 +113,14 @@ pub(crate) fn read(body: &[u8], allowed: &[Algorithm], max_keys: usize) -> Resul
                 continue;
             }
         };
+        // A modulus under 2048 bits is factorable by a determined attacker.
+        if let AlgorithmParameters::RSA(rsa) = &jwk.algorithm {
+            let bytes = rsa.n.trim_end_matches('=').len() * 3 / 4;
+            if bytes < 256 {
+                skipped.push(format!("key {kid:?}: an RSA key under 2048 bits"));
+                continue;
+            }
+        }
         let decoding = match DecodingKey::from_jwk(&jwk) {
             Ok(d) => d,
             Err(e) => {
@@ -211,6 +219,13 @@ mod tests {
             &[Algorithm::HS256],
         );
         assert!(err.contains("does not fit"), "{err}");
+    }
+
+    #[test]
+    fn short_rsa_keys_are_left_out() {
+        let short = json!({"kty": "RSA", "kid": "weak", "n": &N[..171], "e": "AQAB"});
+        let err = read_err(&set(vec![short]), DEFAULT);
+        assert!(err.contains("under 2048 bits"), "{err}");
     }
 
     #[test]

@@ -28,6 +28,32 @@ mod remote;
 mod tenants;
 
 pub use remote::{RemoteKeys, RemoteKeysBuilder};
+
+use jsonwebtoken::Algorithm;
+
+use super::{KeyError, KeySet};
+
+/// Reads a JWK set as a provider publishes it, the way [`RemoteKeys`] does, for an
+/// application that fetches the set itself: signature keys of `algorithms` (HMAC never),
+/// each pinned to one of them (a key without `alg` to the only one its `kty`/`crv`
+/// fits), RSA keys of 2048 bits or more, at most 64 keys; unusable keys are skipped. A
+/// token without `kid` may use the set's one key of its `alg`.
+///
+/// ```
+/// use actix_tenancy::session::oidc::read_jwks;
+/// use jsonwebtoken::Algorithm;
+///
+/// let set = br#"{"keys": [{"kty": "oct", "kid": "s", "k": "c2VjcmV0", "alg": "HS256"}]}"#;
+/// assert!(read_jwks(set, &[Algorithm::RS256]).is_err(), "no usable key");
+/// ```
+pub fn read_jwks(json: &[u8], algorithms: &[Algorithm]) -> Result<KeySet, KeyError> {
+    let algorithms: Vec<Algorithm> = algorithms
+        .iter()
+        .copied()
+        .filter(|a| a.family() != jsonwebtoken::AlgorithmFamily::Hmac)
+        .collect();
+    jwks::read(json, &algorithms, 64).map(|read| read.keys)
+}
 pub use tenants::{Binding, TenantIssuers};
 
 /// A remote key source could not be set up or fetched.

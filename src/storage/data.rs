@@ -1,0 +1,485 @@
+//! [`TenantData`]: the isolation models and how a tenant's transaction begins.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, Transaction};
+
+use super::{pools::Pools, quoted, schema_name, TenantTx};
+use crate::core::{error::ConfigError, TenantContext, TenantId, TenantRecord};
+
+/// An isolation model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Model {
+    /// One schema for every tenant, rows told apart by row-level security.
+    Pooled,
+    /// A schema per tenant.
+    Schema,
+    /// A database per tenant.
+    Database,
+}
+
+impl Model {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Pooled => "pooled",
+            Self::Schema => "schema",
+            Self::Database => "database",
+        }
+    }
+}
+
+/// Where a tenant's database is, in the database-per-tenant model.
+#[derive(Debug, Clone)]
+pub enum DatabaseUrls {
+    /// A URL with `{tenant}` in it, e.g. `postgres://app@db.internal/tenant_{tenant}`;
+    /// the id is put in as it is (ids of the default rule are `[a-z0-9_-]`).
+    Template(String),
+    /// The URL in this attribute of the tenant's registry record.
+    Attribute(String),
+}
+
+/// Tenant-scoped transactions in the configured models; cheap to clone, shared as
+/// `web::Data<TenantData>` for the [`TenantTx`] extractor.
+///
+/// A tenant's model is the record's [`model_attribute`](TenantDataBuilder::model_attribute)
+/// (`"pooled"`, `"schema"` or `"database"`), else the
+/// [`default_model`](TenantDataBuilder::default_model). A model the deployment does not
+/// configure, or an attribute that names none, is `503`, never the default.
+#[derive(Clone)]
+pub struct TenantData(Arc<Inner>);
+
+struct Inner {
+    pooled: Option<PgPool>,
+    schemas: Option<(PgPool, String)>,
+    databases: Option<(DatabaseUrls, Pools)>,
+    role: Option<String>,
+    schema_roles: bool,
+    default: Model,
+    model_attribute: Option<String>,
+}
+
+impl fmt::Debug for TenantData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantData")
+            .field("default", &self.0.default)
+            .field("pooled", &self.0.pooled.is_some())
+            .field("schemas", &self.0.schemas.as_ref().map(|(_, p)| p))
+            .field("databases", &self.0.databases.as_ref().map(|(u, _)| u))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`TenantData`].
+#[must_use]
+pub struct TenantDataBuilder {
+    pooled: Option<PgPool>,
+    schemas: Option<(PgPool, String)>,
+    databases: Option<DatabaseUrls>,
+    role: Option<String>,
+    schema_roles: bool,
+    default: Option<Model>,
+    model_attribute: Option<String>,
+    max_pools: usize,
+    connections_per_pool: u32,
+    idle_timeout: Duration,
+    acquire_timeout: Duration,
+}
+
+impl fmt::Debug for TenantDataBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantDataBuilder")
+            .field("default", &self.default)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a tenant's transaction could not begin. The request is answered `503
+/// tenant_unavailable`; the message is for logs only.
+#[derive(Debug)]
+pub(crate) struct DataError(pub(crate) String);
+
+impl fmt::Display for DataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn data_error(tenant: &TenantId, what: impl fmt::Display) -> DataError {
+    DataError(format!("tenant {:?}: {what}", tenant.as_str()))
+}
+
+impl TenantData {
+    /// A builder; configure at least one model.
+    pub fn builder() -> TenantDataBuilder {
+        TenantDataBuilder {
+            pooled: None,
+            schemas: None,
+            databases: None,
+            role: None,
+            schema_roles: false,
+            default: None,
+            model_attribute: None,
+            max_pools: 50,
+            connections_per_pool: 4,
+            idle_timeout: Duration::from_secs(600),
+            acquire_timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// The model the tenant of `record` uses.
+    pub fn model_of(&self, record: &TenantRecord) -> Result<Model, String> {
+        let Some(attr) = &self.0.model_attribute else {
+            return Ok(self.0.default);
+        };
+        match record.attributes().get(attr) {
+            None => Ok(self.0.default),
+            Some(Value::String(m)) if m == "pooled" => Ok(Model::Pooled),
+            Some(Value::String(m)) if m == "schema" => Ok(Model::Schema),
+            Some(Value::String(m)) if m == "database" => Ok(Model::Database),
+            Some(other) => Err(format!("the {attr:?} attribute names no model: {other}")),
+        }
+    }
+
+    /// The database pools open now (database-per-tenant model).
+    pub fn open_pools(&self) -> usize {
+        self.0.databases.as_ref().map_or(0, |(_, p)| p.len())
+    }
+
+    /// Begins `ctx`'s tenant's transaction (what [`TenantTx`] does for a handler).
+    pub(crate) async fn begin(&self, ctx: &TenantContext) -> Result<TenantTx, DataError> {
+        let tenant = ctx.id();
+        let model = self
+            .model_of(ctx.record())
+            .map_err(|e| data_error(tenant, e))?;
+        let unconfigured = || {
+            data_error(
+                tenant,
+                format_args!("the {} model is not configured", model.name()),
+            )
+        };
+        let tx = match model {
+            Model::Pooled => {
+                let pool = self.0.pooled.as_ref().ok_or_else(unconfigured)?;
+                let mut tx = begin(pool, tenant).await?;
+                scope(&mut tx, tenant, None).await?;
+                tx
+            }
+            Model::Schema => {
+                let (pool, prefix) = self.0.schemas.as_ref().ok_or_else(unconfigured)?;
+                let schema = schema_name(prefix, tenant)
+                    .ok_or_else(|| data_error(tenant, "the id is too long for a schema name"))?;
+                let mut tx = begin(pool, tenant).await?;
+                scope(&mut tx, tenant, Some(&schema)).await?;
+                if self.0.schema_roles {
+                    // The tenant's own role: another tenant's schema is a permission
+                    // error, whatever the query names.
+                    sqlx::query(&format!("set local role {}", quoted(&schema)))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| data_error(tenant, e))?;
+                    return Ok(TenantTx::new(tx, tenant.clone(), model));
+                }
+                tx
+            }
+            Model::Database => {
+                let (urls, pools) = self.0.databases.as_ref().ok_or_else(unconfigured)?;
+                let url = database_url(urls, ctx.record())?;
+                let pool = pools
+                    .pool_for(tenant, &url)
+                    .map_err(|e| data_error(tenant, e))?;
+                let mut tx = begin(&pool, tenant).await?;
+                scope(&mut tx, tenant, None).await?;
+                tx
+            }
+        };
+        let mut tx = TenantTx::new(tx, tenant.clone(), model);
+        if model != Model::Database {
+            if let Some(role) = &self.0.role {
+                sqlx::query(&format!("set local role {}", quoted(role)))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| data_error(tenant, e))?;
+            }
+        }
+        Ok(tx)
+    }
+
+    /// Where `record`'s tenant's migrations go: the pool and, for the schema model,
+    /// the schema. `None` for a pooled tenant (the shared schema is migrated once).
+    pub(crate) fn target(
+        &self,
+        record: &TenantRecord,
+    ) -> Result<Option<(PgPool, Option<String>)>, DataError> {
+        let tenant = record.id();
+        let model = self.model_of(record).map_err(|e| data_error(tenant, e))?;
+        let unconfigured = || {
+            data_error(
+                tenant,
+                format_args!("the {} model is not configured", model.name()),
+            )
+        };
+        match model {
+            Model::Pooled => Ok(None),
+            Model::Schema => {
+                let (pool, prefix) = self.0.schemas.as_ref().ok_or_else(unconfigured)?;
+                let schema = schema_name(prefix, tenant)
+                    .ok_or_else(|| data_error(tenant, "the id is too long for a schema name"))?;
+                Ok(Some((pool.clone(), Some(schema))))
+            }
+            Model::Database => {
+                let (urls, pools) = self.0.databases.as_ref().ok_or_else(unconfigured)?;
+                let url = database_url(urls, record)?;
+                let pool = pools
+                    .pool_for(tenant, &url)
+                    .map_err(|e| data_error(tenant, e))?;
+                Ok(Some((pool, None)))
+            }
+        }
+    }
+
+    /// Whether schemas have roles of their own.
+    pub(crate) fn schema_roles(&self) -> bool {
+        self.0.schema_roles
+    }
+
+    /// The shared pool of the pooled model.
+    pub(crate) fn pooled_pool(&self) -> Option<&PgPool> {
+        self.0.pooled.as_ref()
+    }
+}
+
+fn database_url(urls: &DatabaseUrls, record: &TenantRecord) -> Result<String, DataError> {
+    match urls {
+        DatabaseUrls::Template(t) => Ok(t.replace("{tenant}", record.id().as_str())),
+        DatabaseUrls::Attribute(a) => match record.attributes().get(a) {
+            Some(Value::String(url)) => Ok(url.clone()),
+            _ => Err(data_error(
+                record.id(),
+                format_args!("its record has no {a:?} URL"),
+            )),
+        },
+    }
+}
+
+async fn begin(
+    pool: &PgPool,
+    tenant: &TenantId,
+) -> Result<Transaction<'static, Postgres>, DataError> {
+    pool.begin().await.map_err(|e| data_error(tenant, e))
+}
+
+/// Sets the transaction's `search_path` to `schema` and, with `role`, its role to the
+/// schema's (for migrations, so that the tenant's role owns what they create).
+pub(crate) async fn scope_schema(
+    tx: &mut sqlx::PgConnection,
+    schema: &str,
+    role: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("select set_config('search_path', $1, true)")
+        .bind(quoted(schema))
+        .execute(&mut *tx)
+        .await?;
+    if role {
+        sqlx::query(&format!("set local role {}", quoted(schema)))
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Sets the transaction's tenant (`app.tenant_id`, for row-level security in every
+/// model) and, for the schema model, its `search_path`, checking that the schema
+/// exists, in one round trip.
+pub(crate) async fn scope(
+    tx: &mut sqlx::PgConnection,
+    tenant: &TenantId,
+    schema: Option<&str>,
+) -> Result<(), DataError> {
+    match schema {
+        None => {
+            sqlx::query("select set_config('app.tenant_id', $1, true)")
+                .bind(tenant.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| data_error(tenant, e))?;
+        }
+        Some(schema) => {
+            let found: bool = sqlx::query_scalar(
+                "select exists(select 1 from pg_namespace where nspname = $3) \
+                 from (select set_config('app.tenant_id', $1, true), \
+                              set_config('search_path', $2, true)) as scoped",
+            )
+            .bind(tenant.as_str())
+            .bind(quoted(schema))
+            .bind(schema)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| data_error(tenant, e))?;
+            if !found {
+                return Err(data_error(
+                    tenant,
+                    format_args!("the schema {schema:?} does not exist"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl TenantDataBuilder {
+    /// The pooled model on `pool`: row-level security on `app.tenant_id`.
+    pub fn pooled(mut self, pool: PgPool) -> Self {
+        self.pooled = Some(pool);
+        self
+    }
+
+    /// The schema-per-tenant model on `pool`, schemas named by
+    /// [`schema_name`](super::schema_name)`(prefix, id)`.
+    pub fn schemas(mut self, pool: PgPool, prefix: impl Into<String>) -> Self {
+        self.schemas = Some((pool, prefix.into()));
+        self
+    }
+
+    /// The database-per-tenant model: each tenant's database at `urls`.
+    pub fn databases(mut self, urls: DatabaseUrls) -> Self {
+        self.databases = Some(urls);
+        self
+    }
+
+    /// Gives each tenant's schema a role of its own, of the same name, that owns it and
+    /// its tables; the tenant's transactions run as that role (`set local role`), so a
+    /// query naming another tenant's schema is a permission error, never data.
+    /// [`TenantMigrations`](super::TenantMigrations) creates the roles (the migrating
+    /// connection needs `CREATEROLE`, and the service's login role membership in them).
+    pub fn schema_roles(mut self, on: bool) -> Self {
+        self.schema_roles = on;
+        self
+    }
+
+    /// Runs pooled and schema transactions as `role` (`set local role`), for pools
+    /// that connect as a role row-level security does not bind.
+    pub fn role(mut self, role: impl Into<String>) -> Self {
+        self.role = Some(role.into());
+        self
+    }
+
+    /// The model of tenants whose record does not choose one (default: the only one
+    /// configured).
+    pub fn default_model(mut self, model: Model) -> Self {
+        self.default = Some(model);
+        self
+    }
+
+    /// The record attribute that chooses a tenant's model (e.g. `isolation`:
+    /// `"database"` for a premium tenant on its own database).
+    pub fn model_attribute(mut self, name: impl Into<String>) -> Self {
+        self.model_attribute = Some(name.into());
+        self
+    }
+
+    /// The most database pools open at once (default 50); a new one replaces the least
+    /// recently used pool that has no connection in use, else the request is `503`.
+    pub fn max_pools(mut self, max: usize) -> Self {
+        self.max_pools = max;
+        self
+    }
+
+    /// The most connections of one tenant's pool (default 4): with
+    /// [`max_pools`](Self::max_pools), the bound on connections to tenant databases.
+    pub fn connections_per_pool(mut self, max: u32) -> Self {
+        self.connections_per_pool = max;
+        self
+    }
+
+    /// How long an unused pool (and an unused connection) stays open (default 10 min).
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle_timeout = idle;
+        self
+    }
+
+    /// How long a request waits for a connection of its tenant's pool (default 2 s).
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Checks the configuration.
+    pub fn build(self) -> Result<TenantData, ConfigError> {
+        let configured = [
+            (Model::Pooled, self.pooled.is_some()),
+            (Model::Schema, self.schemas.is_some()),
+            (Model::Database, self.databases.is_some()),
+        ];
+        let mut on = configured.iter().filter(|(_, on)| *on).map(|(m, _)| *m);
+        let default = match (self.default, on.next(), on.next()) {
+            (Some(m), _, _) if configured.iter().any(|(c, on)| *c == m && *on) => m,
+            (Some(_), _, _) => return Err(ConfigError::Missing("the default model's pool")),
+            (None, Some(m), None) => m,
+            (None, None, _) => return Err(ConfigError::Missing("an isolation model")),
+            (None, Some(_), Some(_)) => return Err(ConfigError::Missing("a default model")),
+        };
+        if let Some((_, prefix)) = &self.schemas {
+            let ok = prefix.len() < super::MAX_IDENT
+                && prefix
+                    .bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+                && prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !ok {
+                return Err(ConfigError::InvalidSqlName {
+                    what: "schema prefix",
+                    name: prefix.clone(),
+                });
+            }
+        }
+        if let Some(role) = &self.role {
+            if !crate::core::is_sql_identifier(role) {
+                return Err(ConfigError::InvalidSqlName {
+                    what: "role",
+                    name: role.clone(),
+                });
+            }
+        }
+        if let Some(DatabaseUrls::Template(t)) = &self.databases {
+            if !t.contains("{tenant}") {
+                return Err(ConfigError::Missing(
+                    "{tenant} in the database URL template",
+                ));
+            }
+        }
+        if self.max_pools == 0 || self.connections_per_pool == 0 {
+            return Err(ConfigError::Missing("room for one pool and one connection"));
+        }
+        for (d, what) in [
+            (self.idle_timeout, "the idle timeout"),
+            (self.acquire_timeout, "the acquire timeout"),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::ZeroDuration(what));
+            }
+        }
+        let databases = self.databases.map(|urls| {
+            (
+                urls,
+                Pools::new(
+                    self.max_pools,
+                    self.connections_per_pool,
+                    self.idle_timeout,
+                    self.acquire_timeout,
+                ),
+            )
+        });
+        Ok(TenantData(Arc::new(Inner {
+            pooled: self.pooled,
+            schemas: self.schemas,
+            databases,
+            role: self.role,
+            schema_roles: self.schema_roles,
+            default,
+            model_attribute: self.model_attribute,
+        })))
+    }
+}

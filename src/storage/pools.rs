@@ -1,0 +1,126 @@
+//! The database-per-tenant model's pools: one per tenant, opened lazily, bounded in
+//! number, the least recently used idle one replaced, unused ones closed.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use sqlx::{postgres::PgPoolOptions, ConnectOptions as _, PgPool};
+
+use crate::core::TenantId;
+
+struct Entry {
+    pool: PgPool,
+    url: String,
+    used: Instant,
+}
+
+pub(crate) struct Pools {
+    map: Mutex<HashMap<TenantId, Entry>>,
+    max_pools: usize,
+    per_pool: u32,
+    idle: Duration,
+    acquire: Duration,
+    swept: Mutex<Instant>,
+}
+
+/// A pool with no connection in use.
+fn unused(pool: &PgPool) -> bool {
+    pool.size() as usize == pool.num_idle()
+}
+
+fn close(pool: PgPool) {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(async move { pool.close().await });
+    }
+}
+
+impl Pools {
+    pub(crate) fn new(max_pools: usize, per_pool: u32, idle: Duration, acquire: Duration) -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+            max_pools,
+            per_pool,
+            idle,
+            acquire,
+            swept: Mutex::new(Instant::now()),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// `tenant`'s pool for `url`: the one open, or a new one (a pool whose URL changed,
+    /// a tenant moved, is closed and replaced). A pool is only ever `tenant`'s.
+    pub(crate) fn pool_for(&self, tenant: &TenantId, url: &str) -> Result<PgPool, String> {
+        let now = Instant::now();
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        self.sweep(&mut map, now);
+        if let Some(e) = map.get_mut(tenant) {
+            if e.url == url {
+                e.used = now;
+                return Ok(e.pool.clone());
+            }
+            // The tenant moved: no request goes to its old database again.
+            if let Some(old) = map.remove(tenant) {
+                close(old.pool);
+            }
+        }
+        if map.len() >= self.max_pools {
+            // Unused: no connection out, and not handed out within the acquire timeout
+            // (a request may hold the pool and not yet have its connection).
+            let victim = map
+                .iter()
+                .filter(|(_, e)| unused(&e.pool) && now.duration_since(e.used) >= self.acquire)
+                .min_by_key(|(_, e)| e.used)
+                .map(|(t, _)| t.clone())
+                .ok_or("every tenant database pool is in use")?;
+            if let Some(old) = map.remove(&victim) {
+                close(old.pool);
+            }
+        }
+        let options: sqlx::postgres::PgConnectOptions = url
+            .parse()
+            .map_err(|_| "the tenant database URL cannot be parsed".to_owned())?;
+        let options = options
+            .application_name(&format!("actix-tenancy:{}", tenant.as_str()))
+            .log_statements(log::LevelFilter::Off);
+        let pool = PgPoolOptions::new()
+            .max_connections(self.per_pool)
+            .min_connections(0)
+            .idle_timeout(self.idle)
+            .acquire_timeout(self.acquire)
+            .connect_lazy_with(options);
+        map.insert(
+            tenant.clone(),
+            Entry {
+                pool: pool.clone(),
+                url: url.to_owned(),
+                used: now,
+            },
+        );
+        Ok(pool)
+    }
+
+    /// Closes pools unused for the idle time, at most once per idle time / 4.
+    fn sweep(&self, map: &mut HashMap<TenantId, Entry>, now: Instant) {
+        let mut swept = self.swept.lock().unwrap_or_else(|p| p.into_inner());
+        if now.duration_since(*swept) < self.idle / 4 {
+            return;
+        }
+        *swept = now;
+        let idle: Vec<TenantId> = map
+            .iter()
+            .filter(|(_, e)| now.duration_since(e.used) >= self.idle && unused(&e.pool))
+            .map(|(t, _)| t.clone())
+            .collect();
+        for t in idle {
+            if let Some(e) = map.remove(&t) {
+                close(e.pool);
+            }
+        }
+    }
+}
