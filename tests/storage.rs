@@ -263,14 +263,14 @@ async fn drop_schemas(admin: &PgPool, prefix: &str, ids: &[&str], roles: bool) {
                 "drop owned by \"{name}\"; drop role if exists \"{name}\";"
             ));
         }
-        exec(&admin, &sql).await;
+        exec(admin, &sql).await;
     }
 }
 
 /// Creates databases named `{base}{id}` and returns the URL template for them.
 async fn databases(admin: &PgPool, url: &str, base: &str, ids: &[&str]) -> String {
     for id in ids {
-        exec(&admin, &format!("create database \"{base}{id}\"")).await;
+        exec(admin, &format!("create database \"{base}{id}\"")).await;
     }
     let (server, _) = url.rsplit_once('/').unwrap();
     format!("{server}/{base}{{tenant}}")
@@ -279,7 +279,7 @@ async fn databases(admin: &PgPool, url: &str, base: &str, ids: &[&str]) -> Strin
 async fn drop_databases(admin: &PgPool, base: &str, ids: &[&str]) {
     for id in ids {
         exec(
-            &admin,
+            admin,
             &format!("drop database if exists \"{base}{id}\" with (force)"),
         )
         .await;
@@ -292,10 +292,23 @@ async fn database_tenants_are_apart_and_a_moved_tenant_goes_to_its_new_database(
         return;
     };
     let base = unique("db");
-    let ids = ["acme", "globex", "acme2"];
+    let ids = ["acme", "globex", "acme2", "initech"];
     let template = databases(&admin, &url, &base, &ids).await;
+    // The pooled tenants' notes, in a schema of this test's.
+    let shared = format!("{base}pooled");
+    exec(
+        &admin,
+        &format!("create schema {shared}; create table {shared}.notes (id bigserial primary key, body text not null)"),
+    )
+    .await;
+    let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let pooled = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options.options([("search_path", shared.as_str())]))
+        .await
+        .unwrap();
     let data = TenantData::builder()
-        .pooled(admin.clone())
+        .pooled(pooled.clone())
         .databases(DatabaseUrls::Attribute("database_url".into()))
         .default_model(Model::Pooled)
         .model_attribute("isolation")
@@ -309,7 +322,11 @@ async fn database_tenants_are_apart_and_a_moved_tenant_goes_to_its_new_database(
     let registry = std::sync::Arc::new(
         InMemoryRegistry::new()
             .with(on_db("acme", "acme"))
-            .with(on_db("globex", "globex")),
+            .with(on_db("globex", "globex"))
+            .with(TenantRecord::new(
+                TenantId::parse("initech").unwrap(),
+                "free",
+            )),
     );
     let report = TenantMigrations::new()
         .add(
@@ -322,6 +339,7 @@ async fn database_tenants_are_apart_and_a_moved_tenant_goes_to_its_new_database(
                 on_db("acme", "acme"),
                 on_db("globex", "globex"),
                 on_db("acme2", "acme2"),
+                on_db("initech", "initech"),
             ],
         )
         .await;
@@ -350,12 +368,38 @@ async fn database_tenants_are_apart_and_a_moved_tenant_goes_to_its_new_database(
         .await
         .unwrap();
     assert_eq!(old, ["acme's plan"], "nothing written to the old database");
+    // initech, pooled, moves to a database of its own.
+    assert_eq!(
+        call(&app, "POST", "/notes", "initech", "pooled note")
+            .await
+            .0,
+        201
+    );
+    registry.insert(on_db("initech", "initech"));
+    assert_eq!(
+        call(&app, "GET", "/notes", "initech", "").await,
+        (200, "[]".into())
+    );
+    assert_eq!(
+        call(&app, "POST", "/notes", "initech", "own note").await.0,
+        201
+    );
+    let left: Vec<String> = sqlx::query_scalar("select body from notes")
+        .fetch_all(&pooled)
+        .await
+        .unwrap();
+    assert_eq!(
+        left,
+        ["pooled note"],
+        "nothing more written to the shared schema"
+    );
     // A database that does not exist: 503.
     registry.insert(on_db("acme", "missing"));
     assert_eq!(call(&app, "GET", "/notes", "acme", "").await.0, 503);
     drop(app);
     drop(data);
     drop_databases(&admin, &base, &ids).await;
+    exec(&admin, &format!("drop schema {shared} cascade")).await;
 }
 
 /// Connections of this test's tenant pools, by their application name.

@@ -57,7 +57,7 @@ type OnProgress = dyn Fn(&Progress<'_>) + Send + Sync;
 /// ```no_run
 /// use actix_tenancy::storage::{TenantData, TenantMigrations};
 ///
-/// # async fn run(data: TenantData, records: Vec<actix_tenancy::TenantRecord>) {
+/// # async fn run(data: TenantData, records: Vec<actix_tenancy::registry::TenantRecord>) {
 /// let report = TenantMigrations::new()
 ///     .add("0001_notes", "create table notes (id bigserial primary key, body text not null)")
 ///     .concurrency(8)

@@ -138,6 +138,25 @@ impl PostgresRegistry {
         }
     }
 
+    /// Every tenant, by id (e.g. to migrate each tenant's data with
+    /// [`TenantMigrations`](crate::storage::TenantMigrations)). A row this crate cannot
+    /// read is a [`AdminError::Database`] error.
+    pub async fn list(&self) -> Result<Vec<TenantRecord>, AdminError> {
+        let rows = sqlx::query(concat!(
+            returning_record!("select"),
+            " from tenants order by id"
+        ))
+        .fetch_all(&self.shared.pool)
+        .await
+        .map_err(AdminError::Database)?;
+        rows.iter()
+            .map(|row| {
+                record_from_row(row, &self.shared.id_rule)
+                    .map_err(|e| AdminError::Database(sqlx::Error::Decode(e.into())))
+            })
+            .collect()
+    }
+
     /// Sets the status to [`TenantStatus::Suspended`]: the resolver answers
     /// `403 tenant_forbidden`, as for an unknown tenant.
     pub async fn suspend(&self, id: &str) -> Result<TenantRecord, AdminError> {
