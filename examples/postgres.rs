@@ -27,11 +27,9 @@ use std::{io::IsTerminal as _, time::Duration};
 use actix_tenancy::{
     prelude::*,
     registry::postgres::{AdminError, PostgresRegistry},
-    storage::{MigrationReport, Model, TenantData, TenantMigrations, TenantTx},
+    storage::{sql_error, MigrationReport, Model, TenantData, TenantMigrations, TenantTx},
 };
-use actix_web::{
-    error::ErrorInternalServerError, middleware::Logger, web, App, HttpResponse, HttpServer,
-};
+use actix_web::{middleware::Logger, web, App, HttpResponse, HttpServer};
 use sqlx::{postgres::PgPoolOptions, PgPool};
 
 const NOTES_RLS: &str = include_str!("notes_rls.sql");
@@ -46,7 +44,7 @@ async fn list_notes(mut tx: TenantTx, tenant: Tenant) -> actix_web::Result<HttpR
     let notes: Vec<String> = sqlx::query_scalar("select body from notes order by id")
         .fetch_all(&mut *tx)
         .await
-        .map_err(ErrorInternalServerError)?;
+        .map_err(sql_error)?;
     tx.commit().await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "tenant": tenant.id(), "notes": notes })))
 }
@@ -57,7 +55,7 @@ async fn add_note(mut tx: TenantTx, body: String) -> actix_web::Result<HttpRespo
         .bind(body)
         .execute(&mut *tx)
         .await
-        .map_err(ErrorInternalServerError)?;
+        .map_err(sql_error)?;
     tx.commit().await?;
     Ok(HttpResponse::Created().finish())
 }

@@ -76,7 +76,10 @@ async fn crafted(mut tx: TenantTx, sql: web::Data<String>) -> HttpResponse {
         .fetch_all(&mut *tx)
         .await
     {
-        Ok(rows) => HttpResponse::Ok().json(rows),
+        Ok(rows) => match tx.commit().await {
+            Ok(()) => HttpResponse::Ok().json(rows),
+            Err(_) => HttpResponse::InternalServerError().finish(),
+        },
         Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
     }
 }
@@ -338,7 +341,8 @@ async fn database_tenants_are_apart_and_a_moved_tenant_goes_to_its_new_database(
             &[
                 on_db("acme", "acme"),
                 on_db("globex", "globex"),
-                on_db("acme2", "acme2"),
+                // acme's next database, provisioned before the move.
+                on_db("acme", "acme2"),
                 on_db("initech", "initech"),
             ],
         )
@@ -393,6 +397,9 @@ async fn database_tenants_are_apart_and_a_moved_tenant_goes_to_its_new_database(
         ["pooled note"],
         "nothing more written to the shared schema"
     );
+    // A record naming another tenant's database: 503, never that tenant's data.
+    registry.insert(on_db("globex", "acme"));
+    assert_eq!(call(&app, "GET", "/notes", "globex", "").await.0, 503);
     // A database that does not exist: 503.
     registry.insert(on_db("acme", "missing"));
     assert_eq!(call(&app, "GET", "/notes", "acme", "").await.0, 503);
@@ -416,15 +423,13 @@ async fn two_hundred_tenant_databases_stay_within_the_pool_bound_and_idle_pools_
     let Some((url, admin)) = admin().await else {
         return;
     };
-    // 200 tenants, each its own pool (pools are per tenant, never shared), all on the
-    // test database: the bound is on pools and connections, which is what is counted.
+    // 200 tenants, each on a database of its own, marked as its own by a migration.
     let tag = unique("pb").replace('_', "-");
     let ids: Vec<String> = (0..200).map(|i| format!("{tag}{i:03}")).collect();
-    exec(
-        &admin,
-        "create table if not exists storage_pool_probe (x int)",
-    )
-    .await;
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let started = std::time::Instant::now();
+    let template = databases(&admin, &url, "", &id_refs).await;
+    eprintln!("200 tenant databases created in {:?}", started.elapsed());
     let data = TenantData::builder()
         .databases(DatabaseUrls::Attribute("database_url".into()))
         .max_pools(20)
@@ -433,10 +438,21 @@ async fn two_hundred_tenant_databases_stay_within_the_pool_bound_and_idle_pools_
         .acquire_timeout(Duration::from_millis(200))
         .build()
         .unwrap();
-    let registry = InMemoryRegistry::from_records(ids.iter().map(|id| {
-        TenantRecord::new(TenantId::parse(id).unwrap(), "free")
-            .with_attribute("database_url", url.as_str())
-    }));
+    let tenants: Vec<TenantRecord> = ids
+        .iter()
+        .map(|id| {
+            TenantRecord::new(TenantId::parse(id).unwrap(), "free")
+                .with_attribute("database_url", template.replace("{tenant}", id))
+        })
+        .collect();
+    // More tenant databases than pools: migrations use connections of their own.
+    let report = TenantMigrations::new()
+        .add("0001_probe", "create table storage_pool_probe (x int)")
+        .concurrency(8)
+        .run(&data, &tenants)
+        .await;
+    assert!(report.is_complete(), "{:?}", report.failed);
+    let registry = InMemoryRegistry::from_records(tenants);
     let app = test::init_service(
         App::new()
             .wrap(
@@ -489,6 +505,9 @@ async fn two_hundred_tenant_databases_stay_within_the_pool_bound_and_idle_pools_
         "{statuses:?}"
     );
     assert!(data.open_pools() <= 20);
+    eprintln!(
+        "200 tenants, 400 requests in chunks of 20: at most {peak} connections open (bound 40)"
+    );
     assert!(peak <= 40, "{peak} connections for a bound of 20 pools x 2");
     assert!(peak > 0, "the tenants' pools connected");
     // Idle: pools unused for the idle time close (at the next use of the pools).
@@ -497,7 +516,9 @@ async fn two_hundred_tenant_databases_stay_within_the_pool_bound_and_idle_pools_
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(data.open_pools(), 1, "only the pool just used is open");
     assert!(connections(&admin, &tag).await <= 2);
-    exec(&admin, "drop table if exists storage_pool_probe").await;
+    drop(app);
+    drop(data);
+    drop_databases(&admin, "", &id_refs).await;
 }
 
 #[actix_web::test]
@@ -622,4 +643,84 @@ async fn configurations_that_cannot_work_are_refused() {
             .is_err(),
         "two models, no default"
     );
+}
+
+#[actix_web::test]
+async fn session_state_of_one_request_never_reaches_the_next_tenant() {
+    let Some((url, admin)) = admin().await else {
+        return;
+    };
+    let prefix = unique("leak");
+    // One connection, so the second request gets the first one's session.
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    let data = TenantData::builder()
+        .schemas(pool, &prefix)
+        .build()
+        .unwrap();
+    let tenants = records(&["acme", "globex"]);
+    let report = TenantMigrations::new()
+        .add(
+            "0001_notes",
+            "create table notes (id bigserial primary key, body text not null)",
+        )
+        .run(&data, &tenants)
+        .await;
+    assert!(report.is_complete(), "{report:?}");
+    // acme leaves a temporary table named like the tenant tables, and a session role.
+    let shadow = "create temp table notes as select 'acme, shadowing' as body";
+    let app = app!(InMemoryRegistry::from_records(tenants), data, shadow);
+    let _ = call(&app, "GET", "/crafted", "acme", "").await;
+    assert_eq!(
+        call(&app, "GET", "/notes", "globex", "").await,
+        (200, "[]".into())
+    );
+    drop_schemas(&admin, &prefix, &["acme", "globex"], false).await;
+}
+
+#[actix_web::test]
+async fn a_migration_that_commits_or_a_privileged_role_is_refused() {
+    let Some((_, admin)) = admin().await else {
+        return;
+    };
+    let prefix = unique("esc");
+    let data = TenantData::builder()
+        .schemas(admin.clone(), &prefix)
+        .schema_roles(true)
+        .build()
+        .unwrap();
+    let tenants = records(&["acme"]);
+    let escaping = TenantMigrations::new()
+        .add(
+            "0001_escape",
+            "commit; create table escaped (x int); begin;",
+        )
+        .run(&data, &tenants)
+        .await;
+    assert_eq!(escaping.failed.len(), 1, "{escaping:?}");
+    assert!(
+        escaping.failed[0].1.contains("ended its transaction"),
+        "{escaping:?}"
+    );
+    // A role that could log in is never adopted as a tenant's.
+    let admin_role = format!("{prefix}admin");
+    exec(&admin, &format!("create role \"{admin_role}\" login")).await;
+    let adopted = TenantMigrations::new()
+        .add(
+            "0001_notes",
+            "create table notes (id bigserial primary key)",
+        )
+        .run(&data, &records(&["admin"]))
+        .await;
+    assert_eq!(adopted.failed.len(), 1, "{adopted:?}");
+    assert!(adopted.failed[0].1.contains("privileged"), "{adopted:?}");
+    exec(
+        &admin,
+        &format!("drop table if exists escaped; drop role \"{admin_role}\""),
+    )
+    .await;
+    drop_schemas(&admin, &prefix, &["acme"], true).await;
 }

@@ -19,6 +19,29 @@ pub enum Model {
     Database,
 }
 
+/// `url` with the password of its user info replaced by `***`.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or("");
+            format!("{scheme}://{name}:***@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl fmt::Debug for DatabaseUrls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Template(t) => f.debug_tuple("Template").field(&redacted(t)).finish(),
+            Self::Attribute(a) => f.debug_tuple("Attribute").field(a).finish(),
+        }
+    }
+}
+
 impl Model {
     fn name(self) -> &'static str {
         match self {
@@ -29,11 +52,19 @@ impl Model {
     }
 }
 
-/// Where a tenant's database is, in the database-per-tenant model.
-#[derive(Debug, Clone)]
+/// Where a tenant's database is, in the database-per-tenant model. Its `Debug` hides
+/// passwords.
+///
+/// Whoever can write the record attribute decides which server the service connects
+/// to with its credentials: keep attributes to your own administrators. Either way a
+/// request is served only by a database that [`TenantMigrations`](super::TenantMigrations)
+/// marked as the tenant's (a `_tenancy_tenant` table holding its id), so a URL naming
+/// another tenant's database is `503`.
+#[derive(Clone)]
 pub enum DatabaseUrls {
     /// A URL with `{tenant}` in it, e.g. `postgres://app@db.internal/tenant_{tenant}`;
-    /// the id is put in as it is (ids of the default rule are `[a-z0-9_-]`).
+    /// the id is put in as it is, and an id with anything but `[A-Za-z0-9_-]` (which
+    /// could change the URL's meaning: `%`, `?`, `/`) is refused (`503`).
     Template(String),
     /// The URL in this attribute of the tenant's registry record.
     Attribute(String),
@@ -146,8 +177,14 @@ impl TenantData {
         self.0.databases.as_ref().map_or(0, |(_, p)| p.len())
     }
 
-    /// Begins `ctx`'s tenant's transaction (what [`TenantTx`] does for a handler).
-    pub(crate) async fn begin(&self, ctx: &TenantContext) -> Result<TenantTx, DataError> {
+    /// Begins `ctx`'s tenant's transaction: what [`TenantTx`] does for a handler, for
+    /// one that would rather begin late (after reading a slow client's body, so that
+    /// no connection waits on the client). Errors are for logs; answer them with `503`.
+    pub async fn begin(&self, ctx: &TenantContext) -> Result<TenantTx, String> {
+        self.begin_scoped(ctx).await.map_err(|e| e.0)
+    }
+
+    pub(crate) async fn begin_scoped(&self, ctx: &TenantContext) -> Result<TenantTx, DataError> {
         let tenant = ctx.id();
         let model = self
             .model_of(ctx.record())
@@ -158,27 +195,56 @@ impl TenantData {
                 format_args!("the {} model is not configured", model.name()),
             )
         };
+        // Every model sets the tenant and the role in the transaction's first statement
+        // (`none` when no role is configured, so a role a previous request set on the
+        // session never carries over).
         let tx = match model {
             Model::Pooled => {
                 let pool = self.0.pooled.as_ref().ok_or_else(unconfigured)?;
+                let role = self.0.role.as_deref().unwrap_or("none");
                 let mut tx = begin(pool, tenant).await?;
-                scope(&mut tx, tenant, None).await?;
+                sqlx::query(
+                    "select set_config('app.tenant_id', $1, true), set_config('role', $2, true)",
+                )
+                .bind(tenant.as_str())
+                .bind(role)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| data_error(tenant, e))?;
                 tx
             }
             Model::Schema => {
                 let (pool, prefix) = self.0.schemas.as_ref().ok_or_else(unconfigured)?;
                 let schema = schema_name(prefix, tenant)
                     .ok_or_else(|| data_error(tenant, "the id is too long for a schema name"))?;
+                // The tenant's own role (`schema_roles`): another tenant's schema is a
+                // permission error, whatever the query names.
+                let role = match (self.0.schema_roles, self.0.role.as_deref()) {
+                    (true, _) => schema.as_str(),
+                    (false, Some(role)) => role,
+                    (false, None) => "none",
+                };
                 let mut tx = begin(pool, tenant).await?;
-                scope(&mut tx, tenant, Some(&schema)).await?;
-                if self.0.schema_roles {
-                    // The tenant's own role: another tenant's schema is a permission
-                    // error, whatever the query names.
-                    sqlx::query(&format!("set local role {}", quoted(&schema)))
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| data_error(tenant, e))?;
-                    return Ok(TenantTx::new(tx, tenant.clone(), model));
+                // `pg_temp` last: a temporary table of an earlier request on this
+                // connection never shadows the tenant's tables.
+                let found: bool = sqlx::query_scalar(
+                    "select exists(select 1 from pg_namespace where nspname = $3) \
+                     from (select set_config('app.tenant_id', $1, true), \
+                                  set_config('search_path', $2, true), \
+                                  set_config('role', $4, true)) as scoped",
+                )
+                .bind(tenant.as_str())
+                .bind(format!("{}, pg_temp", quoted(&schema)))
+                .bind(&schema)
+                .bind(role)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| data_error(tenant, e))?;
+                if !found {
+                    return Err(data_error(
+                        tenant,
+                        format_args!("the schema {schema:?} does not exist"),
+                    ));
                 }
                 tx
             }
@@ -189,28 +255,32 @@ impl TenantData {
                     .pool_for(tenant, &url)
                     .map_err(|e| data_error(tenant, e))?;
                 let mut tx = begin(&pool, tenant).await?;
-                scope(&mut tx, tenant, None).await?;
+                // The database must be this tenant's: `TenantMigrations` marks it, and a
+                // URL naming another tenant's database is refused.
+                let owned: Option<bool> = sqlx::query_scalar(
+                    "select (select count(*) = 1 and bool_and(id = $1) from _tenancy_tenant) \
+                     from (select set_config('app.tenant_id', $1, true), \
+                                  set_config('role', 'none', true)) as scoped",
+                )
+                .bind(tenant.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| data_error(tenant, e))?;
+                if owned != Some(true) {
+                    return Err(data_error(
+                        tenant,
+                        "the database is not marked as this tenant's",
+                    ));
+                }
                 tx
             }
         };
-        let mut tx = TenantTx::new(tx, tenant.clone(), model);
-        if model != Model::Database {
-            if let Some(role) = &self.0.role {
-                sqlx::query(&format!("set local role {}", quoted(role)))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| data_error(tenant, e))?;
-            }
-        }
-        Ok(tx)
+        Ok(TenantTx::new(tx, tenant.clone(), model))
     }
 
-    /// Where `record`'s tenant's migrations go: the pool and, for the schema model,
-    /// the schema. `None` for a pooled tenant (the shared schema is migrated once).
-    pub(crate) fn target(
-        &self,
-        record: &TenantRecord,
-    ) -> Result<Option<(PgPool, Option<String>)>, DataError> {
+    /// Where `record`'s tenant's migrations go; `None` for a pooled tenant (the shared
+    /// schema is migrated once).
+    pub(crate) fn target(&self, record: &TenantRecord) -> Result<Option<Target>, DataError> {
         let tenant = record.id();
         let model = self.model_of(record).map_err(|e| data_error(tenant, e))?;
         let unconfigured = || {
@@ -220,20 +290,21 @@ impl TenantData {
             )
         };
         match model {
-            Model::Pooled => Ok(None),
+            Model::Pooled => self
+                .0
+                .pooled
+                .as_ref()
+                .map(|_| None)
+                .ok_or_else(unconfigured),
             Model::Schema => {
                 let (pool, prefix) = self.0.schemas.as_ref().ok_or_else(unconfigured)?;
                 let schema = schema_name(prefix, tenant)
                     .ok_or_else(|| data_error(tenant, "the id is too long for a schema name"))?;
-                Ok(Some((pool.clone(), Some(schema))))
+                Ok(Some(Target::Schema(pool.clone(), schema)))
             }
             Model::Database => {
-                let (urls, pools) = self.0.databases.as_ref().ok_or_else(unconfigured)?;
-                let url = database_url(urls, record)?;
-                let pool = pools
-                    .pool_for(tenant, &url)
-                    .map_err(|e| data_error(tenant, e))?;
-                Ok(Some((pool, None)))
+                let (urls, _) = self.0.databases.as_ref().ok_or_else(unconfigured)?;
+                Ok(Some(Target::Database(database_url(urls, record)?)))
             }
         }
     }
@@ -249,9 +320,30 @@ impl TenantData {
     }
 }
 
+/// Where one tenant's migrations run.
+pub(crate) enum Target {
+    /// A schema of the schema model's pool.
+    Schema(PgPool, String),
+    /// A database, on a connection of its own (not one of the request pools).
+    Database(String),
+}
+
+/// Whether `id` can go into a URL as it is: `[A-Za-z0-9_-]` only. Anything else (`%`,
+/// `?`, `/`, `@`) could change which database, host or options the URL names.
+fn url_safe(id: &str) -> bool {
+    id.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 fn database_url(urls: &DatabaseUrls, record: &TenantRecord) -> Result<String, DataError> {
     match urls {
-        DatabaseUrls::Template(t) => Ok(t.replace("{tenant}", record.id().as_str())),
+        DatabaseUrls::Template(t) if url_safe(record.id().as_str()) => {
+            Ok(t.replace("{tenant}", record.id().as_str()))
+        }
+        DatabaseUrls::Template(_) => Err(data_error(
+            record.id(),
+            "the id cannot go into a database URL",
+        )),
         DatabaseUrls::Attribute(a) => match record.attributes().get(a) {
             Some(Value::String(url)) => Ok(url.clone()),
             _ => Err(data_error(
@@ -267,64 +359,6 @@ async fn begin(
     tenant: &TenantId,
 ) -> Result<Transaction<'static, Postgres>, DataError> {
     pool.begin().await.map_err(|e| data_error(tenant, e))
-}
-
-/// Sets the transaction's `search_path` to `schema` and, with `role`, its role to the
-/// schema's (for migrations, so that the tenant's role owns what they create).
-pub(crate) async fn scope_schema(
-    tx: &mut sqlx::PgConnection,
-    schema: &str,
-    role: bool,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("select set_config('search_path', $1, true)")
-        .bind(quoted(schema))
-        .execute(&mut *tx)
-        .await?;
-    if role {
-        sqlx::query(&format!("set local role {}", quoted(schema)))
-            .execute(&mut *tx)
-            .await?;
-    }
-    Ok(())
-}
-
-/// Sets the transaction's tenant (`app.tenant_id`, for row-level security in every
-/// model) and, for the schema model, its `search_path`, checking that the schema
-/// exists, in one round trip.
-pub(crate) async fn scope(
-    tx: &mut sqlx::PgConnection,
-    tenant: &TenantId,
-    schema: Option<&str>,
-) -> Result<(), DataError> {
-    match schema {
-        None => {
-            sqlx::query("select set_config('app.tenant_id', $1, true)")
-                .bind(tenant.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| data_error(tenant, e))?;
-        }
-        Some(schema) => {
-            let found: bool = sqlx::query_scalar(
-                "select exists(select 1 from pg_namespace where nspname = $3) \
-                 from (select set_config('app.tenant_id', $1, true), \
-                              set_config('search_path', $2, true)) as scoped",
-            )
-            .bind(tenant.as_str())
-            .bind(quoted(schema))
-            .bind(schema)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| data_error(tenant, e))?;
-            if !found {
-                return Err(data_error(
-                    tenant,
-                    format_args!("the schema {schema:?} does not exist"),
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 impl TenantDataBuilder {
@@ -357,8 +391,10 @@ impl TenantDataBuilder {
         self
     }
 
-    /// Runs pooled and schema transactions as `role` (`set local role`), for pools
-    /// that connect as a role row-level security does not bind.
+    /// Runs pooled transactions (and schema ones without
+    /// [`schema_roles`](Self::schema_roles)) as `role` (`set local role`), for pools
+    /// that connect as a role row-level security does not bind. It must not start
+    /// with the schema prefix (a tenant's role could be named so).
     pub fn role(mut self, role: impl Into<String>) -> Self {
         self.role = Some(role.into());
         self
@@ -436,7 +472,11 @@ impl TenantDataBuilder {
             }
         }
         if let Some(role) = &self.role {
-            if !crate::core::is_sql_identifier(role) {
+            let shadows = self
+                .schemas
+                .as_ref()
+                .is_some_and(|(_, p)| role.starts_with(p.as_str()));
+            if !crate::core::is_sql_identifier(role) || shadows {
                 return Err(ConfigError::InvalidSqlName {
                     what: "role",
                     name: role.clone(),
@@ -481,5 +521,34 @@ impl TenantDataBuilder {
             default,
             model_attribute: self.model_attribute,
         })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_debug_output() {
+        let urls = DatabaseUrls::Template("postgres://app:s3cret@db/t_{tenant}".into());
+        let shown = format!("{urls:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("app:***@db"),
+            "{shown}"
+        );
+        assert_eq!(redacted("postgres://app@db/x"), "postgres://app@db/x");
+    }
+
+    #[test]
+    fn ids_that_could_change_a_url_are_refused() {
+        let urls = DatabaseUrls::Template("postgres://app@db/t_{tenant}".into());
+        let record = |id: &str| TenantRecord::new(TenantId::parse(id).unwrap(), "pro");
+        assert!(database_url(&urls, &record("acme-1")).is_ok());
+        let custom = crate::core::TenantIdRule::custom(|_| true);
+        for hostile in ["%61cme", "x?host=evil", "a/b", "u@h"] {
+            let id = custom.parse(hostile).unwrap();
+            let r = TenantRecord::new(id, "pro");
+            assert!(database_url(&urls, &r).is_err(), "{hostile}");
+        }
     }
 }

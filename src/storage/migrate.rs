@@ -4,9 +4,9 @@
 use std::{fmt, sync::Arc};
 
 use futures_util::StreamExt as _;
-use sqlx::PgPool;
+use sqlx::{Connection as _, PgConnection, PgPool};
 
-use super::{data::scope_schema, quoted, TenantData};
+use super::{data::Target, quoted, TenantData};
 use crate::core::{TenantId, TenantRecord};
 
 /// One tenant done (or the shared schema of the pooled model, `tenant: None`).
@@ -135,17 +135,36 @@ impl TenantMigrations {
         let total = targets.len() + usize::from(pooled);
         let mut done = 0;
         if let (true, Some(pool)) = (pooled, data.pooled_pool()) {
-            let result = self.apply(pool, None, false, "shared").await;
+            let result = match own_connection(pool).await {
+                Ok(mut conn) => self.apply(&mut conn, None, false, None).await,
+                Err(e) => Err(e),
+            };
             done += 1;
             self.report(None, done, total, &result);
             report.shared = Some(result);
         }
         let roles = data.schema_roles();
         let mut runs = futures_util::stream::iter(targets)
-            .map(|(tenant, (pool, schema))| async move {
-                let result = self
-                    .apply(&pool, schema.as_deref(), roles, tenant.as_str())
-                    .await;
+            .map(|(tenant, target)| async move {
+                // Each target on a connection of its own, made when its turn comes: the
+                // request pools (and their bound) are not used.
+                let result = match target {
+                    Target::Schema(pool, schema) => match own_connection(&pool).await {
+                        Ok(mut conn) => {
+                            self.apply(&mut conn, Some(&schema), roles, Some(&tenant))
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    },
+                    Target::Database(url) => match PgConnection::connect(&url).await {
+                        Ok(mut conn) => {
+                            let r = self.apply(&mut conn, None, false, Some(&tenant)).await;
+                            let _ = conn.close().await;
+                            r
+                        }
+                        Err(e) => Err(format!("cannot connect to the tenant's database: {e}")),
+                    },
+                };
                 (tenant, result)
             })
             .buffer_unordered(self.concurrency);
@@ -186,80 +205,166 @@ impl TenantMigrations {
         }
     }
 
-    /// Applies the migrations not yet recorded in the target.
+    /// Applies the migrations not yet recorded in the target: the pooled schema
+    /// (`schema` and `tenant` `None`), a tenant's schema, or a tenant's database
+    /// (`tenant` only, which is then marked as the tenant's).
     async fn apply(
         &self,
-        pool: &PgPool,
+        conn: &mut PgConnection,
         schema: Option<&str>,
         roles: bool,
-        lock: &str,
+        tenant: Option<&TenantId>,
     ) -> Result<usize, String> {
-        let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
-        if let Some(schema) = schema {
-            let q = quoted(schema);
-            let setup = if roles {
-                // The schema's own role (`schema_roles`), owning the schema.
-                format!(
-                    "do $$ begin create role {q} nologin; \
-                     exception when duplicate_object then null; end $$; \
-                     grant {q} to current_user; \
-                     create schema if not exists {q} authorization {q}; \
-                     alter schema {q} owner to {q};"
-                )
-            } else {
-                format!("create schema if not exists {q}")
-            };
-            sqlx::raw_sql(&setup)
-                .execute(&mut *conn)
+        let err = |e: sqlx::Error| e.to_string();
+        let lock = schema.unwrap_or("(database)");
+        // The target itself, under its lock: the schema (and its role), the ledger the
+        // migrator owns, and for a database the mark of its tenant.
+        let mut tx = conn.begin().await.map_err(err)?;
+        advisory_lock(&mut tx, lock).await?;
+        let ledger = match schema {
+            Some(schema) => {
+                let q = quoted(schema);
+                let setup = if roles {
+                    // `schema` is `[a-z0-9_]` (from `schema_name`): safe as a literal. A
+                    // role that exists and could log in or bypass security is refused,
+                    // never adopted.
+                    format!(
+                        "do $$ begin \
+                           if not exists (select 1 from pg_roles where rolname = '{schema}') then \
+                             create role {q} nologin; \
+                           end if; \
+                         exception when duplicate_object or unique_violation then null; end $$; \
+                         do $$ begin \
+                           if exists (select 1 from pg_roles where rolname = '{schema}' and \
+                               (rolsuper or rolbypassrls or rolcreaterole or rolcanlogin)) then \
+                             raise exception 'the role {schema} is privileged: not a tenant role'; \
+                           end if; \
+                         end $$; \
+                         grant {q} to current_user; \
+                         create schema if not exists {q} authorization {q};"
+                    )
+                } else {
+                    format!("create schema if not exists {q}")
+                };
+                sqlx::raw_sql(&setup).execute(&mut *tx).await.map_err(err)?;
+                format!("{q}._tenancy_migrations")
+            }
+            None => "_tenancy_migrations".to_owned(),
+        };
+        sqlx::raw_sql(&format!(
+            "create table if not exists {ledger} \
+             (name text primary key, applied_at timestamptz not null default now())"
+        ))
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        if let (None, Some(tenant)) = (schema, tenant) {
+            sqlx::raw_sql("create table if not exists _tenancy_tenant (id text primary key)")
+                .execute(&mut *tx)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(err)?;
+            sqlx::query(
+                "insert into _tenancy_tenant (id) select $1 \
+                 where not exists (select 1 from _tenancy_tenant)",
+            )
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+            let owned: Option<bool> = sqlx::query_scalar(
+                "select count(*) = 1 and bool_and(id = $1) from _tenancy_tenant",
+            )
+            .bind(tenant.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(err)?;
+            if owned != Some(true) {
+                return Err("the database is marked as another tenant's".into());
+            }
         }
+        tx.commit().await.map_err(err)?;
+
         let mut applied = 0;
         for (name, sql) in &self.steps {
-            let mut tx = sqlx::Connection::begin(&mut *conn)
+            let mut tx = conn.begin().await.map_err(err)?;
+            advisory_lock(&mut tx, lock).await?;
+            let txid: i64 = sqlx::query_scalar("select txid_current()")
+                .fetch_one(&mut *tx)
                 .await
-                .map_err(|e| e.to_string())?;
-            if let Some(schema) = schema {
-                scope_schema(&mut tx, schema, roles)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            sqlx::query(
-                "select pg_advisory_xact_lock(hashtext('actix-tenancy migrations ' || $1))",
-            )
-            .bind(lock)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| e.to_string())?;
-            sqlx::raw_sql(
-                "create table if not exists _tenancy_migrations \
-                 (name text primary key, applied_at timestamptz not null default now())",
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| e.to_string())?;
-            let done: bool = sqlx::query_scalar(
-                "select exists(select 1 from _tenancy_migrations where name = $1)",
-            )
+                .map_err(err)?;
+            let done: bool = sqlx::query_scalar(&format!(
+                "select exists(select 1 from {ledger} where name = $1)"
+            ))
             .bind(name)
             .fetch_one(&mut *tx)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(err)?;
             if done {
                 continue;
             }
+            // The migration's scope: the tenant, its schema, its role.
+            let role = match (schema, roles) {
+                (Some(schema), true) => schema,
+                _ => "none",
+            };
+            let path = schema.map(|s| format!("{}, pg_temp", quoted(s)));
+            sqlx::query(
+                "select set_config('app.tenant_id', $1, true), \
+                        set_config('search_path', coalesce($2, current_setting('search_path')), true), \
+                        set_config('role', $3, true)",
+            )
+            .bind(tenant.map_or("", TenantId::as_str))
+            .bind(path)
+            .bind(role)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
             sqlx::raw_sql(sql)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| format!("{name}: {e}"))?;
-            sqlx::query("insert into _tenancy_migrations (name) values ($1)")
+            // A migration that ended its transaction ran out of scope: not recorded.
+            let same: bool = sqlx::query_scalar("select txid_current() = $1")
+                .bind(txid)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(err)?;
+            if !same {
+                return Err(format!(
+                    "{name}: it ended its transaction (no COMMIT in a migration)"
+                ));
+            }
+            sqlx::query("select set_config('role', 'none', true)")
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+            sqlx::query(&format!("insert into {ledger} (name) values ($1)"))
                 .bind(name)
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| e.to_string())?;
-            tx.commit().await.map_err(|e| e.to_string())?;
+                .map_err(err)?;
+            tx.commit().await.map_err(err)?;
             applied += 1;
         }
         Ok(applied)
     }
+}
+
+/// A connection of `pool`'s that is closed, not returned, when done: whatever a
+/// migration left on its session never reaches a request.
+async fn own_connection(
+    pool: &PgPool,
+) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, String> {
+    let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
+    conn.close_on_drop();
+    Ok(conn)
+}
+
+async fn advisory_lock(tx: &mut PgConnection, target: &str) -> Result<(), String> {
+    sqlx::query("select pg_advisory_xact_lock(hashtext('actix-tenancy migrations ' || $1))")
+        .bind(target)
+        .execute(tx)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }

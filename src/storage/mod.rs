@@ -22,7 +22,7 @@
 //!     let notes: Vec<String> = sqlx::query_scalar("select body from notes order by id")
 //!         .fetch_all(&mut *tx)
 //!         .await
-//!         .map_err(actix_web::error::ErrorInternalServerError)?;
+//!         .map_err(actix_tenancy::storage::sql_error)?;
 //!     tx.commit().await?;
 //!     Ok(HttpResponse::Ok().json(notes))
 //! }
@@ -75,6 +75,27 @@ pub fn schema_name(prefix: &str, tenant: &crate::core::TenantId) -> Option<Strin
     (name.len() <= MAX_IDENT).then_some(name)
 }
 
+/// A query's error as a handler's answer: logged, and `500` with no detail for the
+/// client (the database's message names tables, columns and constraints).
+///
+/// ```
+/// # async fn list(mut tx: actix_tenancy::storage::TenantTx) -> actix_web::Result<String> {
+/// use actix_tenancy::storage::sql_error;
+/// let n: i64 = sqlx::query_scalar("select count(*) from notes")
+///     .fetch_one(&mut *tx)
+///     .await
+///     .map_err(sql_error)?;
+/// # Ok(n.to_string()) }
+/// ```
+pub fn sql_error(e: sqlx::Error) -> actix_web::Error {
+    tracing::error!(target: "actix_tenancy::storage", "query failed: {e}");
+    actix_web::error::InternalError::new(
+        "internal error",
+        actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+    )
+    .into()
+}
+
 /// `name` as a quoted SQL identifier (`"` doubled).
 fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -91,9 +112,13 @@ mod tests {
         assert_ne!(name("a-b"), name("a_b"));
         assert_ne!(name("a_2db"), name("a-b"));
         assert_eq!(name("a_b").as_deref(), Some("t_a_5fb"));
-        assert!(name(&"a".repeat(60)).is_some());
-        assert!(name(&"a".repeat(61)).is_none());
-        assert!(name(&"-".repeat(20)).is_none());
+        assert!(name(&"a".repeat(61)).is_some(), "63 bytes with the prefix");
+        assert!(name(&"a".repeat(62)).is_none());
+        assert!(name(&format!("a{}", "-".repeat(20))).is_some(), "63 bytes");
+        assert!(
+            name(&format!("a{}", "-".repeat(21))).is_none(),
+            "escapes count"
+        );
         assert_eq!(quoted("we\"ird"), "\"we\"\"ird\"");
     }
 }

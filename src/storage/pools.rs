@@ -31,7 +31,11 @@ fn unused(pool: &PgPool) -> bool {
     pool.size() as usize == pool.num_idle()
 }
 
+/// Closes `pool`: marked closed at once (no clone acquires from it again), its
+/// connections closed on the runtime when there is one.
 fn close(pool: PgPool) {
+    // `close` marks the pool closed when called, before its future is polled.
+    drop(pool.close());
     if let Ok(rt) = tokio::runtime::Handle::try_current() {
         rt.spawn(async move { pool.close().await });
     }
@@ -56,6 +60,10 @@ impl Pools {
     /// `tenant`'s pool for `url`: the one open, or a new one (a pool whose URL changed,
     /// a tenant moved, is closed and replaced). A pool is only ever `tenant`'s.
     pub(crate) fn pool_for(&self, tenant: &TenantId, url: &str) -> Result<PgPool, String> {
+        // Parsed outside the lock (it may read files: `.pgpass`).
+        let options: sqlx::postgres::PgConnectOptions = url
+            .parse()
+            .map_err(|_| "the tenant database URL cannot be parsed".to_owned())?;
         let now = Instant::now();
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         self.sweep(&mut map, now);
@@ -82,9 +90,6 @@ impl Pools {
                 close(old.pool);
             }
         }
-        let options: sqlx::postgres::PgConnectOptions = url
-            .parse()
-            .map_err(|_| "the tenant database URL cannot be parsed".to_owned())?;
         let options = options
             .application_name(&format!("actix-tenancy:{}", tenant.as_str()))
             .log_statements(log::LevelFilter::Off);

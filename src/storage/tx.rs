@@ -55,12 +55,10 @@ impl TenantTx {
         self.model
     }
 
-    /// Commits.
+    /// Commits; a failure is logged and answered `500` with no detail (the
+    /// database's message names tables and constraints).
     pub async fn commit(self) -> Result<(), actix_web::Error> {
-        self.tx
-            .commit()
-            .await
-            .map_err(actix_web::error::ErrorInternalServerError)
+        self.tx.commit().await.map_err(super::sql_error)
     }
 
     /// The transaction itself.
@@ -116,7 +114,7 @@ impl FromRequest for TenantTx {
                 tracing::error!(target: "actix_tenancy", "TenantTx needs app_data(web::Data<TenantData>)");
                 return Err(misconfigured("TenantData missing"));
             };
-            match data.begin(&ctx).await {
+            match data.begin_scoped(&ctx).await {
                 Ok(tx) => Ok(tx),
                 Err(e) => {
                     tracing::warn!(target: "actix_tenancy::storage", "{e}");
