@@ -223,14 +223,7 @@ async fn schema_tenants_are_apart_and_another_schema_is_a_permission_error() {
         .build()
         .unwrap();
     let tenants = records(&["acme", "globex"]);
-    let report = TenantMigrations::new()
-        .add(
-            "0001_notes",
-            "create table notes (id bigserial primary key, body text not null)",
-        )
-        .run(&data, &tenants)
-        .await;
-    assert!(report.is_complete(), "{report:?}");
+    notes_table(&data, &tenants).await;
     let other = format!("select body from {prefix}globex.notes");
     let app = app!(
         InMemoryRegistry::from_records(tenants.clone()),
@@ -268,6 +261,18 @@ async fn drop_schemas(admin: &PgPool, prefix: &str, ids: &[&str], roles: bool) {
         }
         exec(admin, &sql).await;
     }
+}
+
+/// Migrates `tenants` to a `notes` table, which must succeed.
+async fn notes_table(data: &TenantData, tenants: &[TenantRecord]) {
+    let report = TenantMigrations::new()
+        .add(
+            "0001_notes",
+            "create table notes (id bigserial primary key, body text not null)",
+        )
+        .run(data, tenants)
+        .await;
+    assert!(report.is_complete(), "{report:?}");
 }
 
 /// Creates databases named `{base}{id}` and returns the URL template for them.
@@ -662,14 +667,7 @@ async fn session_state_of_one_request_never_reaches_the_next_tenant() {
         .build()
         .unwrap();
     let tenants = records(&["acme", "globex"]);
-    let report = TenantMigrations::new()
-        .add(
-            "0001_notes",
-            "create table notes (id bigserial primary key, body text not null)",
-        )
-        .run(&data, &tenants)
-        .await;
-    assert!(report.is_complete(), "{report:?}");
+    notes_table(&data, &tenants).await;
     // acme leaves a temporary table named like the tenant tables, and a session role.
     let shadow = "create temp table notes as select 'acme, shadowing' as body";
     let app = app!(InMemoryRegistry::from_records(tenants), data, shadow);
