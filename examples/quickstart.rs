@@ -49,15 +49,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 pub async fn main() -> std::io::Result<()> {
     // Built once, outside the per-worker closure: every worker shares the registry.
     let resolver = resolver().map_err(std::io::Error::other)?;
+    // `Logger` writes through the `log` facade: a subscriber that takes those lines
+    // (colour only on a terminal).
+    let _ = tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .try_init();
     let addr = std::env::var("BIND_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
-    println!("quickstart listening on http://{addr}");
-    HttpServer::new(move || {
+    let server = HttpServer::new(move || {
         App::new()
             .wrap(resolver.clone())
             .wrap(Logger::default())
             .configure(routes)
     })
-    .bind(addr)?
-    .run()
-    .await
+    .bind(&addr)
+    .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    for bound in server.addrs() {
+        println!("quickstart listening on http://{bound}");
+    }
+    server.run().await
 }

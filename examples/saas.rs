@@ -360,8 +360,10 @@ pub fn log_subscriber<W>(json: bool, writer: W) -> Box<dyn tracing::Subscriber +
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
+    // Colour only on a terminal: escape codes in a log file or pipe are noise.
     let builder = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::INFO)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_writer(writer);
     if json {
         Box::new(builder.json().finish())
@@ -376,12 +378,26 @@ fn init_logging() {
     let _ = tracing::subscriber::set_global_default(log_subscriber(json, std::io::stdout));
 }
 
+/// `url` with the password of its user info replaced by `***`, for logs.
+pub fn redacted(url: &str) -> String {
+    match url
+        .split_once("://")
+        .and_then(|(s, rest)| Some((s, rest.split_once('@')?)))
+    {
+        Some((scheme, (user, host))) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or("");
+            format!("{scheme}://{name}:***@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// What the demo says at start-up: where quotas and revocations live, and where it
-/// listens.
+/// listens (the address it bound, after binding).
 pub fn announce(demo: &Demo, redis: Option<&str>, addr: &str) {
     match demo.backend {
         "redis" => tracing::info!(
-            redis = redis.unwrap_or(""),
+            redis = %redacted(redis.unwrap_or("")),
             "quotas and revocations in Redis"
         ),
         _ => tracing::info!("quotas and revocations in memory (set REDIS_URL to share them)"),
@@ -396,16 +412,19 @@ pub async fn main() -> Result<(), Box<dyn Error>> {
     let redis = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty());
     let demo = build(redis.as_deref())?;
     let addr = std::env::var("BIND_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
-    announce(&demo, redis.as_deref(), &addr);
     let data = web::Data::new(demo.clone());
-    HttpServer::new(move || {
+    let tenancy = demo.tenancy.clone();
+    let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
-            .wrap(demo.tenancy.clone())
+            .wrap(tenancy.clone())
             .configure(routes)
     })
-    .bind(addr)?
-    .run()
-    .await?;
+    .bind(&addr)
+    .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    for bound in server.addrs() {
+        announce(&demo, redis.as_deref(), &bound.to_string());
+    }
+    server.run().await?;
     Ok(())
 }

@@ -24,10 +24,16 @@ use serde::Deserialize;
 /// hash in its user store.
 const USERS: [(&str, &str, &str); 2] = [("acme", "ada", "lovelace"), ("globex", "hank", "scorpio")];
 
-/// The session manager: HS256 with `SESSION_SECRET`, or a development secret.
+/// The session manager: HS256 with `SESSION_SECRET` (at least 32 bytes), or a
+/// development secret, with a warning.
 pub fn sessions() -> Result<SessionManager, Box<dyn std::error::Error>> {
-    let secret = std::env::var("SESSION_SECRET")
-        .unwrap_or_else(|_| "development-only-secret-change-me-0123456789".to_owned());
+    let secret = std::env::var("SESSION_SECRET").unwrap_or_else(|_| {
+        eprintln!(
+            "warning: SESSION_SECRET is not set: tokens are signed with a development \
+             secret anyone can read in this file"
+        );
+        "development-only-secret-change-me-0123456789".to_owned()
+    });
     let key = Key::hmac("dev-1", Algorithm::HS256, secret.as_bytes())?;
     Ok(SessionManager::new(
         SessionConfig::new("https://auth.example.com", "notes-api"),
@@ -61,7 +67,18 @@ struct Login {
     password: String,
 }
 
-async fn login(sessions: web::Data<SessionManager>, body: web::Json<Login>) -> HttpResponse {
+/// The answer to every failed login or refresh: one problem+json `401`, no hint which
+/// part was wrong.
+fn invalid_grant() -> TenancyError {
+    TenancyError::Unauthenticated {
+        reason: "invalid credentials".into(),
+    }
+}
+
+async fn login(
+    sessions: web::Data<SessionManager>,
+    body: web::Json<Login>,
+) -> Result<HttpResponse, TenancyError> {
     let known = USERS
         .iter()
         .any(|(t, u, p)| *t == body.tenant && *u == body.username && *p == body.password);
@@ -69,12 +86,11 @@ async fn login(sessions: web::Data<SessionManager>, body: web::Json<Login>) -> H
     match (known, tenant) {
         (true, Ok(tenant)) => {
             match sessions.issue(&tenant, &body.username, Grant::new().scopes(["notes:read"])) {
-                Ok(pair) => HttpResponse::Ok().json(pair),
-                Err(_) => HttpResponse::InternalServerError().finish(),
+                Ok(pair) => Ok(HttpResponse::Ok().json(pair)),
+                Err(_) => Err(TenancyError::Misconfigured("the session key cannot sign")),
             }
         }
-        // One answer for every failure: no hint which part was wrong.
-        _ => HttpResponse::Unauthorized().json(serde_json::json!({ "error": "invalid_grant" })),
+        _ => Err(invalid_grant()),
     }
 }
 
@@ -83,13 +99,16 @@ struct Refresh {
     refresh_token: String,
 }
 
-async fn refresh(sessions: web::Data<SessionManager>, body: web::Json<Refresh>) -> HttpResponse {
+async fn refresh(
+    sessions: web::Data<SessionManager>,
+    body: web::Json<Refresh>,
+) -> Result<HttpResponse, TenancyError> {
     match sessions.refresh(&body.refresh_token).await {
-        Ok(pair) => HttpResponse::Ok().json(pair),
-        Err(SessionError::Store(_)) => HttpResponse::ServiceUnavailable().finish(),
-        Err(_) => {
-            HttpResponse::Unauthorized().json(serde_json::json!({ "error": "invalid_grant" }))
-        }
+        Ok(pair) => Ok(HttpResponse::Ok().json(pair)),
+        Err(SessionError::Store(e)) => Err(TenancyError::AuthUnavailable {
+            reason: e.to_string().into(),
+        }),
+        Err(_) => Err(invalid_grant()),
     }
 }
 
@@ -122,15 +141,17 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sessions = sessions()?;
     let tenancy = tenancy(&sessions)?;
     let addr = std::env::var("BIND_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
-    println!("listening on http://{addr}");
-    HttpServer::new(move || {
+    let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(sessions.clone()))
             .wrap(tenancy.clone())
             .configure(routes)
     })
-    .bind(addr)?
-    .run()
-    .await?;
+    .bind(&addr)
+    .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    for bound in server.addrs() {
+        println!("sessions example listening on http://{bound}");
+    }
+    server.run().await?;
     Ok(())
 }

@@ -465,6 +465,12 @@ async fn start_up_is_announced_in_json_lines() {
     assert_eq!(listening["fields"]["addr"], "127.0.0.1:8080");
     assert_eq!(listening["fields"]["region"], "us");
     assert_eq!(listening["level"], "INFO");
+    // A Redis URL's password never reaches the log.
+    assert_eq!(
+        saas::redacted("redis://:s3cret@cache:6379/0"),
+        "redis://:***@cache:6379/0"
+    );
+    assert_eq!(saas::redacted("redis://cache:6379"), "redis://cache:6379");
 }
 
 #[actix_web::test]

@@ -34,7 +34,16 @@ async fn login_token_tenant_scoped_call_refresh_logout() {
     ] {
         let res = test::call_service(&app, login(bad)).await;
         assert_eq!(res.status(), 401);
-        assert_eq!(test::read_body(res).await, r#"{"error":"invalid_grant"}"#);
+        assert_eq!(
+            res.headers().get("content-type").unwrap(),
+            "application/problem+json"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&test::read_body(res).await).unwrap();
+        assert_eq!(body["code"], "unauthenticated", "{body}");
+        assert!(
+            !body.to_string().contains("credentials"),
+            "no reason for the client"
+        );
     }
 
     let res = test::call_service(
