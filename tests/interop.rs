@@ -148,3 +148,45 @@ async fn two_scopes_with_their_own_tenancy_do_not_mix() {
         200
     );
 }
+
+#[actix_web::test]
+async fn baggage_names_the_tenant_only_for_trusted_callers() {
+    use actix_tenancy::baggage;
+    let registry =
+        InMemoryRegistry::new().with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"));
+    // Trusted: here a header standing in for what a real service checks (a verified
+    // client certificate, the port internal callers use).
+    let resolver = TenantResolver::builder(registry)
+        .source(baggage::trusted_source(|req| {
+            req.headers().contains_key("x-test-internal")
+        }))
+        .build()
+        .unwrap();
+    let app = test::init_service(App::new().wrap(resolver).route(
+        "/who",
+        // The tenant goes on downstream, with its tier.
+        web::get().to(|t: Tenant| async move {
+            let (_, value) = baggage::outgoing(&t, true);
+            value.to_str().unwrap().to_owned()
+        }),
+    ))
+    .await;
+    let req = |internal: bool, baggage: &str| {
+        let mut r = test::TestRequest::get()
+            .uri("/who")
+            .insert_header(("baggage", baggage));
+        if internal {
+            r = r.insert_header(("x-test-internal", "1"));
+        }
+        r.to_request()
+    };
+    let res = test::call_service(&app, req(true, "userId=alice,tenant.id=acme")).await;
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(test::read_body(res).await, "tenant.id=acme,tenant.tier=pro");
+    // From an untrusted caller the same header names nothing.
+    let res = test::call_service(&app, req(false, "tenant.id=acme")).await;
+    assert_eq!(res.status().as_u16(), 401);
+    // Two tenants in one baggage: invalid, never one of them.
+    let res = test::call_service(&app, req(true, "tenant.id=acme,tenant.id=globex")).await;
+    assert_eq!(res.status().as_u16(), 400);
+}

@@ -16,6 +16,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("core", &[]),
     ("pipeline", &["core"]),
     ("extract", &["core"]),
+    // A helper beside the stages: its incoming side is a resolver source.
+    ("baggage", &["core", "resolve"]),
     ("guard", &["core"]),
     // The registry is the resolver's backend, beneath it: the core only.
     ("registry", &["core"]),
