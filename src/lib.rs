@@ -128,6 +128,8 @@ pub mod session;
 #[cfg(feature = "postgres")]
 pub mod storage;
 mod tenancy;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use crate::core::{error, observe};
 pub use crate::core::{

@@ -18,6 +18,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("extract", &["core"]),
     // A helper beside the stages: its incoming side is a resolver source.
     ("baggage", &["core", "resolve"]),
+    // The test kit runs against the registry and session traits.
+    ("testing", &["core", "registry", "session"]),
     ("guard", &["core"]),
     // The registry is the resolver's backend, beneath it: the core only.
     ("registry", &["core"]),
