@@ -200,10 +200,25 @@ pub fn build(redis_url: Option<&str>) -> Result<Demo, Box<dyn Error>> {
 pub fn metrics() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        // Real histogram buckets for the stage durations (without them the exporter
+        // writes a summary), from 50 µs to 1 s.
+        let buckets = [
+            0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+        ];
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(
+                    actix_tenancy::observe::DURATION_METRIC.into(),
+                ),
+                &buckets,
+            )
+            .expect("buckets are not empty")
+            .build_recorder();
         let handle = recorder.handle();
         // Another recorder already installed (a test harness): keep it.
-        let _ = metrics::set_global_recorder(recorder);
+        if metrics::set_global_recorder(recorder).is_ok() {
+            actix_tenancy::observe::describe_metrics();
+        }
         handle
     })
 }

@@ -364,6 +364,16 @@ async fn metrics_are_served_without_a_tenant() {
     assert!(text.contains(r#"stage="policy""#), "{text}");
     assert!(text.contains(r#"code="policy_denied""#), "{text}");
     assert!(text.contains("tenancy_stage_duration_seconds"), "{text}");
+    // A real histogram, and what each metric is.
+    assert!(
+        text.contains("tenancy_stage_duration_seconds_bucket{"),
+        "{text}"
+    );
+    assert!(text.contains("# HELP tenancy_decisions_total "), "{text}");
+    assert!(
+        text.contains("# HELP tenancy_stage_duration_seconds "),
+        "{text}"
+    );
 }
 
 #[actix_web::test]

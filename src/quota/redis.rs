@@ -239,7 +239,7 @@ impl RedisQuota {
             tracing::info!(target: "actix_tenancy::quota", "Redis quota backend answering again");
         }
         #[cfg(feature = "metrics")]
-        metrics::counter!("tenancy_quota_degraded_total",
+        metrics::counter!(crate::core::observe::DEGRADED_METRIC,
             "to" => if degraded { "degraded" } else { "normal" })
         .increment(1);
         if let Some(hook) = &self.hook {

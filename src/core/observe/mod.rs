@@ -146,6 +146,37 @@ pub const DECISIONS_METRIC: &str = "tenancy_decisions_total";
 /// a Redis round trip) is measured from the start of its wait to its answer.
 pub const DURATION_METRIC: &str = "tenancy_stage_duration_seconds";
 
+/// The counter of switches into and out of the Redis quota's degraded mode (feature
+/// `metrics`).
+pub const DEGRADED_METRIC: &str = "tenancy_quota_degraded_total";
+
+/// Describes the crate's metrics to the installed recorder (`# HELP` lines, units), so
+/// exporters such as Prometheus show what each one is. The crate calls it once, when it
+/// records its first metric; call it yourself right after installing a recorder to
+/// have the descriptions before any request.
+#[cfg(feature = "metrics")]
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        DECISIONS_METRIC,
+        "Tenancy decisions, by stage, outcome, error code and tier (and tenant, for the tenants named)"
+    );
+    metrics::describe_histogram!(
+        DURATION_METRIC,
+        metrics::Unit::Seconds,
+        "How long the policy and quota stages took to decide"
+    );
+    metrics::describe_counter!(
+        DEGRADED_METRIC,
+        "Switches of the Redis quota into and out of its degraded mode"
+    );
+}
+
+#[cfg(feature = "metrics")]
+fn describe_once() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(describe_metrics);
+}
+
 /// Times a stage for [`DURATION_METRIC`]; without the `metrics` feature it is empty
 /// and costs nothing.
 pub(crate) struct Timer {
@@ -165,8 +196,11 @@ impl Timer {
     #[inline]
     pub(crate) fn stop(self, stage: Stage) {
         #[cfg(feature = "metrics")]
-        metrics::histogram!(DURATION_METRIC, "stage" => stage.as_str())
-            .record(self.start.elapsed().as_secs_f64());
+        {
+            describe_once();
+            metrics::histogram!(DURATION_METRIC, "stage" => stage.as_str())
+                .record(self.start.elapsed().as_secs_f64());
+        }
         #[cfg(not(feature = "metrics"))]
         let _ = stage;
     }
@@ -184,6 +218,7 @@ pub(crate) fn emit(audit: &dyn AuditSink, per_tenant: bool, event: &AuditEvent<'
 
 #[cfg(feature = "metrics")]
 fn count(per_tenant: bool, e: &AuditEvent<'_>) {
+    describe_once();
     let (outcome, code) = match e.outcome {
         Outcome::Allowed => ("allowed", "none"),
         Outcome::Skipped => ("skipped", "none"),
