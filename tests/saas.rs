@@ -356,6 +356,12 @@ async fn metrics_are_served_without_a_tenant() {
         call(&app, as_tenant(get("/api/reports"), "globex")).await.0,
         403
     );
+    // An authentication pass is counted, as the other stages' passes are.
+    let token = login(&app, "acme").await.2["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(call(&app, bearer(get("/api/whoami"), &token)).await.0, 200);
     let (status, ct, body) = call(&app, get("/metrics")).await;
     assert_eq!(status, 200);
     assert!(ct.starts_with("text/plain"), "{ct}");

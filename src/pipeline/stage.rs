@@ -302,6 +302,13 @@ impl Settings {
     pub(crate) fn report(&self, event: &AuditEvent<'_>) {
         emit(&*self.audit, self.per_tenant_metrics, event);
     }
+
+    /// Counts a decision in the metrics only (feature `metrics`), not audited.
+    #[cfg(feature = "metrics")]
+    #[inline]
+    pub(crate) fn count(&self, event: &AuditEvent<'_>) {
+        crate::core::observe::count_only(self.per_tenant_metrics, event);
+    }
 }
 
 /// The shared settings as a builder takes them: each one unset until given.

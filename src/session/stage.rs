@@ -262,7 +262,7 @@ impl AuthStage {
             .unwrap_or_else(|_| Some(Err(RevocationError::new("the store panicked"))));
         match now {
             Some(Ok(false)) => {
-                verified.principal().attach(req);
+                self.passed(settings, req, &verified);
                 Step::Pass
             }
             Some(Ok(true)) => self.failed(settings, req, SessionError::Revoked).into(),
@@ -293,11 +293,33 @@ impl AuthStage {
         };
         match answer {
             Ok(()) => {
-                verified.principal().attach(req);
+                self.passed(settings, req, &verified);
                 Decision::Pass
             }
             Err(e) => self.failed(settings, req, e),
         }
+    }
+
+    /// A verified, unrevoked token: its principal into the request, and (feature
+    /// `metrics`) the pass counted, as the other stages' passes are.
+    fn passed(&self, settings: &Settings, req: &ServiceRequest, verified: &Checked) {
+        let principal = verified.principal();
+        #[cfg(feature = "metrics")]
+        settings.count(&AuditEvent {
+            stage: StageName::Authentication,
+            outcome: Outcome::Allowed,
+            tenant: principal.tenant(),
+            tier: None,
+            source: None,
+            method: req.method(),
+            path: req.match_info().as_str(),
+            reason: "",
+            rule: None,
+            policy_version: None,
+        });
+        #[cfg(not(feature = "metrics"))]
+        let _ = settings;
+        principal.attach(req);
     }
 
     fn failed(&self, settings: &Settings, req: &ServiceRequest, e: SessionError) -> Decision {

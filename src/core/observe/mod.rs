@@ -216,6 +216,13 @@ pub(crate) fn emit(audit: &dyn AuditSink, per_tenant: bool, event: &AuditEvent<'
     let _ = per_tenant;
 }
 
+/// Counts a decision in the metrics only (not audited): authentication passes, which
+/// would otherwise double every request's audit lines.
+#[cfg(feature = "metrics")]
+pub(crate) fn count_only(per_tenant: bool, event: &AuditEvent<'_>) {
+    count(per_tenant, event);
+}
+
 #[cfg(feature = "metrics")]
 fn count(per_tenant: bool, e: &AuditEvent<'_>) {
     describe_once();
