@@ -241,8 +241,23 @@ where
     S::Future: 'static,
     B: MessageBody + 'static,
 {
-    /// The request's flow, then every stage from the first.
+    /// The request, with its access line when that is on.
     fn start(&self, req: ServiceRequest) -> State<S::Future, B> {
+        if !self.pipeline.settings.access_log {
+            return self.begin(req);
+        }
+        let started = std::time::Instant::now();
+        let (method, path) = (req.method().clone(), req.path().to_owned());
+        let state = self.begin(req);
+        boxed(async move {
+            let out = PipelineFuture { state }.await;
+            access_line(&method, &path, &out, started);
+            out
+        })
+    }
+
+    /// The request's flow, then every stage from the first.
+    fn begin(&self, req: ServiceRequest) -> State<S::Future, B> {
         let p = &*self.pipeline;
         let mut flow = Flow::new(p.is_exempt(req.match_info().as_str()));
         if !p.resolves || p.precedes_resolution {
@@ -326,6 +341,11 @@ where
 
     fn rejected(&self, req: ServiceRequest, refusal: Refusal) -> State<S::Future, B> {
         let (http_req, _payload) = req.into_parts();
+        if self.pipeline.settings.access_log {
+            http_req
+                .extensions_mut()
+                .insert(Refused(refusal.err.code()));
+        }
         let mut res = self
             .pipeline
             .settings
@@ -339,6 +359,40 @@ where
             res: Some(ServiceResponse::new(http_req, res).map_into_right_body()),
         }
     }
+}
+
+/// The code a request was refused with, for its access line.
+#[derive(Clone, Copy)]
+struct Refused(crate::core::error::ErrorCode);
+
+/// One line per request (`access_log`): what was asked, what was answered, as whom.
+fn access_line<B>(
+    method: &actix_web::http::Method,
+    path: &str,
+    out: &Output<B>,
+    started: std::time::Instant,
+) {
+    let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let path = crate::core::observe::escaped(path);
+    let Ok(res) = out else {
+        tracing::info!(target: "actix_tenancy::access", %method, path = %path, status = 500, elapsed_us, "error");
+        return;
+    };
+    let ext = res.request().extensions();
+    let ctx = ext.get::<Resolution>().and_then(|r| r.tenant.clone());
+    let refused = ext.get::<Refused>().map_or("none", |r| r.0.as_str());
+    tracing::info!(
+        target: "actix_tenancy::access",
+        %method,
+        path = %path,
+        status = res.status().as_u16(),
+        tenant = ctx.as_ref().map_or("none", |c| c.id().as_str()),
+        tier = ctx.as_ref().map_or("none", |c| c.tier()),
+        source = ctx.as_ref().map_or("none", |c| c.source().as_str()),
+        refused,
+        elapsed_us,
+        "access"
+    );
 }
 
 fn boxed<F, B>(fut: impl Future<Output = Output<B>> + 'static) -> State<F, B> {

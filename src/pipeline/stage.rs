@@ -292,6 +292,8 @@ pub(crate) struct Settings {
     pub(crate) responder: Arc<dyn ErrorResponder>,
     audit: Arc<dyn AuditSink>,
     per_tenant_metrics: bool,
+    /// One `INFO` line per request on `actix_tenancy::access`.
+    pub(crate) access_log: bool,
     pub(crate) exempt: Exempt,
     pub(crate) capabilities: Option<Arc<dyn Capabilities>>,
 }
@@ -317,6 +319,7 @@ pub(crate) struct Common {
     pub(crate) responder: Option<Arc<dyn ErrorResponder>>,
     pub(crate) audit: Option<Arc<dyn AuditSink>>,
     pub(crate) per_tenant_metrics: Option<bool>,
+    pub(crate) access_log: Option<bool>,
 }
 
 impl fmt::Debug for Common {
@@ -325,6 +328,7 @@ impl fmt::Debug for Common {
             .field("responder", &self.responder.is_some())
             .field("audit", &self.audit.is_some())
             .field("per_tenant_metrics", &self.per_tenant_metrics)
+            .field("access_log", &self.access_log)
             .finish()
     }
 }
@@ -349,6 +353,7 @@ impl Common {
             other.per_tenant_metrics,
             "per_tenant_metrics",
         )?;
+        one(&mut self.access_log, other.access_log, "access_log")?;
         Ok(self)
     }
 }
@@ -378,6 +383,15 @@ macro_rules! common_setters {
         /// metrics backend. Set once per pipeline, as the responder.
         pub fn per_tenant_metrics(mut self, on: bool) -> Self {
             self.common.per_tenant_metrics = Some(on);
+            self
+        }
+
+        /// Writes one `INFO` line per request on the target `actix_tenancy::access`:
+        /// method, path, status, tenant, tier, source, the refusal's code (or `none`)
+        /// and the time taken. Off by default: most services log access elsewhere, and
+        /// success is otherwise silent. Set once per pipeline, as the responder.
+        pub fn access_log(mut self, on: bool) -> Self {
+            self.common.access_log = Some(on);
             self
         }
     };
@@ -413,6 +427,7 @@ impl Pipeline {
                 .audit
                 .unwrap_or_else(|| Arc::new(TracingAudit::new())),
             per_tenant_metrics: common.per_tenant_metrics.unwrap_or(false),
+            access_log: common.access_log.unwrap_or(false),
             exempt,
             capabilities: stages.iter().find_map(|s| Arc::clone(s).capabilities()),
         };

@@ -25,6 +25,7 @@ use std::fmt;
 
 use actix_web::http::Method;
 
+pub(crate) use tracing_audit::escaped;
 pub use tracing_audit::TracingAudit;
 
 use super::{error::ErrorCode, source::SourceKind, tenant::TenantId};
