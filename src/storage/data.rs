@@ -195,6 +195,7 @@ impl TenantData {
                 format_args!("the {} model is not configured", model.name()),
             )
         };
+        let mut held = None;
         // Every model sets the tenant and the role in the transaction's first statement
         // (`none` when no role is configured, so a role a previous request set on the
         // session never carries over).
@@ -251,9 +252,10 @@ impl TenantData {
             Model::Database => {
                 let (urls, pools) = self.0.databases.as_ref().ok_or_else(unconfigured)?;
                 let url = database_url(urls, ctx.record())?;
-                let pool = pools
+                let (pool, hold) = pools
                     .pool_for(tenant, &url)
                     .map_err(|e| data_error(tenant, e))?;
+                held = Some(hold);
                 let mut tx = begin(&pool, tenant).await?;
                 // The database must be this tenant's: `TenantMigrations` marks it, and a
                 // URL naming another tenant's database is refused.
@@ -275,7 +277,7 @@ impl TenantData {
                 tx
             }
         };
-        Ok(TenantTx::new(tx, tenant.clone(), model))
+        Ok(TenantTx::new(tx, tenant.clone(), model, held))
     }
 
     /// Where `record`'s tenant's migrations go; `None` for a pooled tenant (the shared
@@ -415,7 +417,9 @@ impl TenantDataBuilder {
     }
 
     /// The most database pools open at once (default 50); a new one replaces the least
-    /// recently used pool that has no connection in use, else the request is `503`.
+    /// recently used pool that no request holds (from the extractor until its
+    /// transaction ends), else the request is `503`. A replaced pool is closed at once
+    /// for new work; its idle connections close right after, asynchronously.
     pub fn max_pools(mut self, max: usize) -> Self {
         self.max_pools = max;
         self

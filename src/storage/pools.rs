@@ -3,7 +3,10 @@
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -15,6 +18,32 @@ struct Entry {
     pool: PgPool,
     url: String,
     used: Instant,
+    /// Requests holding this pool (from `pool_for` until their transaction ends).
+    users: Arc<AtomicUsize>,
+}
+
+/// A request's hold on its tenant's pool: while any is held, the pool is never
+/// replaced, even before its first connection is out.
+pub(crate) struct Use(Arc<AtomicUsize>);
+
+impl Use {
+    fn new(users: &Arc<AtomicUsize>) -> Self {
+        users.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(users))
+    }
+}
+
+impl Drop for Use {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Entry {
+    /// No request holds it and no connection is out.
+    fn unused(&self) -> bool {
+        self.users.load(Ordering::Acquire) == 0 && unused(&self.pool)
+    }
 }
 
 pub(crate) struct Pools {
@@ -59,7 +88,7 @@ impl Pools {
 
     /// `tenant`'s pool for `url`: the one open, or a new one (a pool whose URL changed,
     /// a tenant moved, is closed and replaced). A pool is only ever `tenant`'s.
-    pub(crate) fn pool_for(&self, tenant: &TenantId, url: &str) -> Result<PgPool, String> {
+    pub(crate) fn pool_for(&self, tenant: &TenantId, url: &str) -> Result<(PgPool, Use), String> {
         // Parsed outside the lock (it may read files: `.pgpass`).
         let options: sqlx::postgres::PgConnectOptions = url
             .parse()
@@ -70,7 +99,7 @@ impl Pools {
         if let Some(e) = map.get_mut(tenant) {
             if e.url == url {
                 e.used = now;
-                return Ok(e.pool.clone());
+                return Ok((e.pool.clone(), Use::new(&e.users)));
             }
             // The tenant moved: no request goes to its old database again.
             if let Some(old) = map.remove(tenant) {
@@ -78,11 +107,10 @@ impl Pools {
             }
         }
         if map.len() >= self.max_pools {
-            // Unused: no connection out, and not handed out within the acquire timeout
-            // (a request may hold the pool and not yet have its connection).
+            // Unused: no request holds it, no connection is out.
             let victim = map
                 .iter()
-                .filter(|(_, e)| unused(&e.pool) && now.duration_since(e.used) >= self.acquire)
+                .filter(|(_, e)| e.unused())
                 .min_by_key(|(_, e)| e.used)
                 .map(|(t, _)| t.clone())
                 .ok_or("every tenant database pool is in use")?;
@@ -99,15 +127,18 @@ impl Pools {
             .idle_timeout(self.idle)
             .acquire_timeout(self.acquire)
             .connect_lazy_with(options);
+        let users = Arc::new(AtomicUsize::new(0));
+        let hold = Use::new(&users);
         map.insert(
             tenant.clone(),
             Entry {
                 pool: pool.clone(),
                 url: url.to_owned(),
                 used: now,
+                users,
             },
         );
-        Ok(pool)
+        Ok((pool, hold))
     }
 
     /// Closes pools unused for the idle time, at most once per idle time / 4.
@@ -119,7 +150,7 @@ impl Pools {
         *swept = now;
         let idle: Vec<TenantId> = map
             .iter()
-            .filter(|(_, e)| now.duration_since(e.used) >= self.idle && unused(&e.pool))
+            .filter(|(_, e)| now.duration_since(e.used) >= self.idle && e.unused())
             .map(|(t, _)| t.clone())
             .collect();
         for t in idle {

@@ -29,6 +29,9 @@ pub struct TenantTx {
     tx: Transaction<'static, Postgres>,
     tenant: TenantId,
     model: Model,
+    /// The hold on a tenant database's pool (database model), released with the
+    /// transaction.
+    _pool: Option<super::pools::Use>,
 }
 
 impl fmt::Debug for TenantTx {
@@ -41,8 +44,18 @@ impl fmt::Debug for TenantTx {
 }
 
 impl TenantTx {
-    pub(crate) fn new(tx: Transaction<'static, Postgres>, tenant: TenantId, model: Model) -> Self {
-        Self { tx, tenant, model }
+    pub(crate) fn new(
+        tx: Transaction<'static, Postgres>,
+        tenant: TenantId,
+        model: Model,
+        pool: Option<super::pools::Use>,
+    ) -> Self {
+        Self {
+            tx,
+            tenant,
+            model,
+            _pool: pool,
+        }
     }
 
     /// The tenant.
