@@ -606,3 +606,36 @@ async fn a_flood_naming_many_tenants_cannot_evict_providers_in_use() {
         "t2 never evicts t0 or t1"
     );
 }
+
+#[actix_web::test]
+async fn a_provider_that_never_answers_is_503_within_the_key_timeout() {
+    // Connections are accepted (the backlog) and never answered.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let issuer = format!("http://{}", silent.local_addr().unwrap());
+    let remote = keys(&issuer).start().unwrap();
+    let sessions = SessionManager::remote(SessionConfig::new(&issuer, "api"), remote).unwrap();
+    let auth = JwtAuth::builder(sessions)
+        .key_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let app = test::init_service(
+        App::new()
+            .wrap(
+                common::stack::on_claim(registry())
+                    .auth(auth)
+                    .build()
+                    .unwrap(),
+            )
+            .route("/whoami", web::get().to(|| async { "unreachable" })),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    assert_eq!(get(&app, &forged("acme", &issuer)).await.0, 503);
+    // The key timeout (200 ms) answers, not the fetch's own (3 s).
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(silent);
+}

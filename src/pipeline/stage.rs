@@ -309,7 +309,7 @@ impl Settings {
     #[cfg(feature = "metrics")]
     #[inline]
     pub(crate) fn count(&self, event: &AuditEvent<'_>) {
-        crate::core::observe::count_only(self.per_tenant_metrics, event);
+        crate::core::observe::count(self.per_tenant_metrics, event);
     }
 }
 

@@ -157,6 +157,22 @@ impl SessionConfig {
         self
     }
 
+    /// The tenant `claims` name: where [`tenant_from`](Self::tenant_from) says, else
+    /// the [`tenant_claim`](Self::tenant_claim), which must be a string.
+    fn tenant_named<'a>(
+        &self,
+        claims: &'a Map<String, Value>,
+    ) -> Result<Option<&'a str>, SessionError> {
+        match &self.tenant_from {
+            Some(from) => from.read(claims),
+            None => match claims.get(&self.tenant_claim) {
+                None => Ok(None),
+                Some(Value::String(t)) => Ok(Some(t)),
+                Some(_) => Err(invalid("a claim that must be a string is not")),
+            },
+        }
+    }
+
     /// The longest any token lives: how long revocations must be kept.
     fn max_life(&self) -> u64 {
         self.access_ttl.max(self.refresh_ttl).as_secs() + self.leeway.as_secs()
@@ -479,7 +495,7 @@ struct VerifiedBy {
     /// Per-tenant providers: the binding the token was checked against, which must
     /// still be the tenant's.
     #[cfg(feature = "oidc")]
-    binding: Option<super::oidc::Binding>,
+    binding: Option<Arc<super::oidc::Binding>>,
 }
 
 /// Whose keys verify tokens.
@@ -891,7 +907,7 @@ impl SessionManager {
             drop(hit);
             if let (Trust::Tenants(t), Some(binding)) = (&self.inner.trust, binding) {
                 let tenant = checked.principal.tenant()?;
-                if t.binding_ready(tenant).ok()??.as_ref() != Some(&binding) {
+                if t.still_bound(tenant, &binding) != Some(true) {
                     return None;
                 }
             }
@@ -934,10 +950,10 @@ impl SessionManager {
     async fn check_remote(&self, token: &str) -> Result<Arc<Checked>, SessionError> {
         let header = header_of(token)?;
         match &self.inner.trust {
-            Trust::Own => match self.check(token) {
-                Check::Ready(done) => done,
-                Check::Wait(wait) => wait.await,
-            },
+            // `check` sends only remote trust here.
+            Trust::Own => Err(SessionError::Unavailable(Cow::Borrowed(
+                "own keys are not checked remotely",
+            ))),
             Trust::Remote(remote) => {
                 let keys = keys_for(remote, &header).await?;
                 let v = self.check_as(token, Use::Access, &keys, None)?;
@@ -970,14 +986,7 @@ impl SessionManager {
             .get("iss")
             .and_then(Value::as_str)
             .ok_or(invalid("no issuer"))?;
-        let named = match &c.tenant_from {
-            Some(from) => from.read(&unverified)?,
-            None => match unverified.get(&c.tenant_claim) {
-                None => None,
-                Some(Value::String(t)) => Some(t.as_str()),
-                Some(_) => return Err(invalid("a claim that must be a string is not")),
-            },
-        };
+        let named = c.tenant_named(&unverified)?;
         let tenant = c
             .id_rule
             .parse(named.ok_or(invalid("the token names no tenant"))?)
@@ -1018,7 +1027,7 @@ impl SessionManager {
         let by = VerifiedBy {
             keys,
             remote: Some(provider),
-            binding: Some(binding),
+            binding: Some(Arc::new(binding)),
         };
         Ok(self.remember(token, by, v))
     }
@@ -1098,10 +1107,7 @@ impl SessionManager {
                 Use::Refresh => "an access token cannot refresh",
             }));
         }
-        let named = match &c.tenant_from {
-            Some(from) => from.read(&claims)?,
-            None => text(&c.tenant_claim)?,
-        };
+        let named = c.tenant_named(&claims)?;
         let tenant = match named {
             None => None,
             Some(t) => Some(

@@ -217,15 +217,10 @@ pub(crate) fn emit(audit: &dyn AuditSink, per_tenant: bool, event: &AuditEvent<'
     let _ = per_tenant;
 }
 
-/// Counts a decision in the metrics only (not audited): authentication passes, which
-/// would otherwise double every request's audit lines.
+/// Counts a decision in the metrics (what [`emit`] does besides auditing); alone for
+/// authentication passes, which would otherwise double every request's audit lines.
 #[cfg(feature = "metrics")]
-pub(crate) fn count_only(per_tenant: bool, event: &AuditEvent<'_>) {
-    count(per_tenant, event);
-}
-
-#[cfg(feature = "metrics")]
-fn count(per_tenant: bool, e: &AuditEvent<'_>) {
+pub(crate) fn count(per_tenant: bool, e: &AuditEvent<'_>) {
     describe_once();
     let (outcome, code) = match e.outcome {
         Outcome::Allowed => ("allowed", "none"),

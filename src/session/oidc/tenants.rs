@@ -252,6 +252,19 @@ impl TenantIssuers {
         }
     }
 
+    /// Whether `tenant` is still bound to `binding`, without waiting (`None`: the
+    /// registry must be asked). Map bindings compare in place: this runs on every
+    /// cached token's request.
+    pub(crate) fn still_bound(&self, tenant: &TenantId, binding: &Binding) -> Option<bool> {
+        match &self.bindings {
+            Bindings::Map(map) => Some(map.get(tenant) == Some(binding)),
+            Bindings::Registry { .. } => {
+                let now = self.binding_ready(tenant).ok()??;
+                Some(now.as_ref() == Some(binding))
+            }
+        }
+    }
+
     fn binding_in(
         &self,
         found: Option<Arc<crate::core::TenantRecord>>,
