@@ -140,6 +140,14 @@ fn data_error(tenant: &TenantId, what: impl fmt::Display) -> DataError {
     DataError(format!("tenant {:?}: {what}", tenant.as_str()))
 }
 
+/// `tenant`'s record chooses a model this deployment does not configure.
+fn unconfigured(tenant: &TenantId, model: Model) -> DataError {
+    data_error(
+        tenant,
+        format_args!("the {} model is not configured", model.name()),
+    )
+}
+
 impl TenantData {
     /// A builder; configure at least one model.
     pub fn builder() -> TenantDataBuilder {
@@ -165,9 +173,10 @@ impl TenantData {
         };
         match record.attributes().get(attr) {
             None => Ok(self.0.default),
-            Some(Value::String(m)) if m == "pooled" => Ok(Model::Pooled),
-            Some(Value::String(m)) if m == "schema" => Ok(Model::Schema),
-            Some(Value::String(m)) if m == "database" => Ok(Model::Database),
+            Some(Value::String(m)) => [Model::Pooled, Model::Schema, Model::Database]
+                .into_iter()
+                .find(|model| model.name() == m)
+                .ok_or_else(|| format!("the {attr:?} attribute names no model: {m:?}")),
             Some(other) => Err(format!("the {attr:?} attribute names no model: {other}")),
         }
     }
@@ -189,19 +198,17 @@ impl TenantData {
         let model = self
             .model_of(ctx.record())
             .map_err(|e| data_error(tenant, e))?;
-        let unconfigured = || {
-            data_error(
-                tenant,
-                format_args!("the {} model is not configured", model.name()),
-            )
-        };
         let mut held = None;
         // Every model sets the tenant and the role in the transaction's first statement
         // (`none` when no role is configured, so a role a previous request set on the
         // session never carries over).
         let tx = match model {
             Model::Pooled => {
-                let pool = self.0.pooled.as_ref().ok_or_else(unconfigured)?;
+                let pool = self
+                    .0
+                    .pooled
+                    .as_ref()
+                    .ok_or_else(|| unconfigured(tenant, model))?;
                 let role = self.0.role.as_deref().unwrap_or("none");
                 let mut tx = begin(pool, tenant).await?;
                 sqlx::query(
@@ -215,9 +222,7 @@ impl TenantData {
                 tx
             }
             Model::Schema => {
-                let (pool, prefix) = self.0.schemas.as_ref().ok_or_else(unconfigured)?;
-                let schema = schema_name(prefix, tenant)
-                    .ok_or_else(|| data_error(tenant, "the id is too long for a schema name"))?;
+                let (pool, schema) = self.schema_of(tenant)?;
                 // The tenant's own role (`schema_roles`): another tenant's schema is a
                 // permission error, whatever the query names.
                 let role = match (self.0.schema_roles, self.0.role.as_deref()) {
@@ -250,7 +255,11 @@ impl TenantData {
                 tx
             }
             Model::Database => {
-                let (urls, pools) = self.0.databases.as_ref().ok_or_else(unconfigured)?;
+                let (urls, pools) = self
+                    .0
+                    .databases
+                    .as_ref()
+                    .ok_or_else(|| unconfigured(tenant, model))?;
                 let url = database_url(urls, ctx.record())?;
                 let (pool, hold) = pools
                     .pool_for(tenant, &url)
@@ -285,30 +294,38 @@ impl TenantData {
     pub(crate) fn target(&self, record: &TenantRecord) -> Result<Option<Target>, DataError> {
         let tenant = record.id();
         let model = self.model_of(record).map_err(|e| data_error(tenant, e))?;
-        let unconfigured = || {
-            data_error(
-                tenant,
-                format_args!("the {} model is not configured", model.name()),
-            )
-        };
         match model {
             Model::Pooled => self
                 .0
                 .pooled
                 .as_ref()
                 .map(|_| None)
-                .ok_or_else(unconfigured),
+                .ok_or_else(|| unconfigured(tenant, model)),
             Model::Schema => {
-                let (pool, prefix) = self.0.schemas.as_ref().ok_or_else(unconfigured)?;
-                let schema = schema_name(prefix, tenant)
-                    .ok_or_else(|| data_error(tenant, "the id is too long for a schema name"))?;
+                let (pool, schema) = self.schema_of(tenant)?;
                 Ok(Some(Target::Schema(pool.clone(), schema)))
             }
             Model::Database => {
-                let (urls, _) = self.0.databases.as_ref().ok_or_else(unconfigured)?;
+                let (urls, _) = self
+                    .0
+                    .databases
+                    .as_ref()
+                    .ok_or_else(|| unconfigured(tenant, model))?;
                 Ok(Some(Target::Database(database_url(urls, record)?)))
             }
         }
+    }
+
+    /// The schema model's pool and `tenant`'s schema.
+    fn schema_of(&self, tenant: &TenantId) -> Result<(&PgPool, String), DataError> {
+        let (pool, prefix) = self
+            .0
+            .schemas
+            .as_ref()
+            .ok_or_else(|| unconfigured(tenant, Model::Schema))?;
+        let schema = schema_name(prefix, tenant)
+            .ok_or_else(|| data_error(tenant, "the id is too long for a schema name"))?;
+        Ok((pool, schema))
     }
 
     /// Whether schemas have roles of their own.

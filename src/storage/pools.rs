@@ -160,3 +160,36 @@ impl Pools {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> TenantId {
+        TenantId::parse(s).unwrap()
+    }
+
+    const URL: &str = "postgres://app@127.0.0.1:1/x";
+
+    #[actix_web::test]
+    async fn a_held_pool_is_kept_and_a_replaced_one_is_closed_at_once() {
+        let pools = Pools::new(1, 1, Duration::from_secs(60), Duration::from_secs(1));
+        let (first, hold) = pools.pool_for(&id("acme"), URL).unwrap();
+        // The one slot is held: no pool for another tenant.
+        assert!(pools.pool_for(&id("globex"), URL).is_err());
+        drop(hold);
+        let (_, _globex) = pools.pool_for(&id("globex"), URL).unwrap();
+        assert!(
+            first.is_closed(),
+            "marked closed when replaced, before any await"
+        );
+        assert_eq!(pools.len(), 1);
+        // A tenant whose URL changed (moved) gets a new pool; the old one is closed.
+        let (old, held) = pools.pool_for(&id("globex"), URL).unwrap();
+        drop(held);
+        let (new, _held) = pools
+            .pool_for(&id("globex"), "postgres://app@127.0.0.1:1/y")
+            .unwrap();
+        assert!(old.is_closed() && !new.is_closed());
+    }
+}
