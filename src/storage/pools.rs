@@ -70,6 +70,18 @@ fn close(pool: PgPool) {
     }
 }
 
+/// `tenant`'s pool for `url` in `map`, marked used, with a hold on it.
+fn hit(
+    map: &mut HashMap<TenantId, Entry>,
+    tenant: &TenantId,
+    url: &str,
+    now: Instant,
+) -> Option<(PgPool, Use)> {
+    let e = map.get_mut(tenant).filter(|e| e.url == url)?;
+    e.used = now;
+    Some((e.pool.clone(), Use::new(&e.users)))
+}
+
 impl Pools {
     pub(crate) fn new(max_pools: usize, per_pool: u32, idle: Duration, acquire: Duration) -> Self {
         Self {
@@ -89,22 +101,25 @@ impl Pools {
     /// `tenant`'s pool for `url`: the one open, or a new one (a pool whose URL changed,
     /// a tenant moved, is closed and replaced). A pool is only ever `tenant`'s.
     pub(crate) fn pool_for(&self, tenant: &TenantId, url: &str) -> Result<(PgPool, Use), String> {
-        // Parsed outside the lock (it may read files: `.pgpass`).
+        let now = Instant::now();
+        if let Some(open) = self.open(tenant, url, now) {
+            return Ok(open);
+        }
+        // A new pool: the URL parsed once, here, outside the lock (it may read files:
+        // `.pgpass`), never on the requests that find their pool open.
         let options: sqlx::postgres::PgConnectOptions = url
             .parse()
             .map_err(|_| "the tenant database URL cannot be parsed".to_owned())?;
-        let now = Instant::now();
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         self.sweep(&mut map, now);
-        if let Some(e) = map.get_mut(tenant) {
-            if e.url == url {
-                e.used = now;
-                return Ok((e.pool.clone(), Use::new(&e.users)));
-            }
-            // The tenant moved: no request goes to its old database again.
-            if let Some(old) = map.remove(tenant) {
-                close(old.pool);
-            }
+        // Opened by another request meanwhile?
+        if let Some(open) = hit(&mut map, tenant, url, now) {
+            return Ok(open);
+        }
+        // Still there with another URL: the tenant moved, and no request goes to its
+        // old database again.
+        if let Some(old) = map.remove(tenant) {
+            close(old.pool);
         }
         if map.len() >= self.max_pools {
             // Unused: no request holds it, no connection is out.
@@ -139,6 +154,13 @@ impl Pools {
             },
         );
         Ok((pool, hold))
+    }
+
+    /// `tenant`'s open pool for `url`, if there is one.
+    fn open(&self, tenant: &TenantId, url: &str, now: Instant) -> Option<(PgPool, Use)> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        self.sweep(&mut map, now);
+        hit(&mut map, tenant, url, now)
     }
 
     /// Closes pools unused for the idle time, at most once per idle time / 4.
