@@ -133,8 +133,8 @@ pub mod testing;
 
 pub use crate::core::{error, observe};
 pub use crate::core::{
-    InvalidTenantId, Principal, TenantContext, TenantId, TenantIdRule, HARD_MAX_TENANT_ID_LEN,
-    MAX_TENANT_ID_LEN,
+    Clock, InvalidTenantId, Principal, TenantContext, TenantId, TenantIdRule,
+    HARD_MAX_TENANT_ID_LEN, MAX_TENANT_ID_LEN,
 };
 pub use error::{ErrorCode, ErrorResponder, ProblemJson, TenancyError};
 pub use extract::Tenant;

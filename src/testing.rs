@@ -1,4 +1,5 @@
-//! A test kit (feature `testing`): handler unit tests with a resolved tenant, and
+//! A test kit (feature `testing`): handler unit tests with a resolved tenant, a
+//! [`FakeClock`] for TTLs, refills, budgets and token expiry without sleeping, and
 //! conformance suites to run against your own implementations of the crate's traits
 //! (the crate's own backends pass them in its tests).
 //!
@@ -18,17 +19,95 @@
 //! # });
 //! ```
 
-use std::sync::Arc;
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use actix_web::HttpMessage;
 
 use crate::{
     core::{
-        error::ProblemJson, resolution::Resolution, SourceKind, TenantContext, TenantId,
-        TenantRecord,
+        clock::FakeTime, error::ProblemJson, resolution::Resolution, Clock, SourceKind,
+        TenantContext, TenantId, TenantRecord,
     },
+    quota::{QuotaDecision, QuotaLimit, QuotaManager},
     registry::TenantRegistry,
 };
+
+/// A clock that moves only when the test moves it: hand its [`clock`](Self::clock) to
+/// [`CachedRegistry::with_clock`](crate::registry::CachedRegistry::with_clock),
+/// [`LocalQuota::with_clock`](crate::quota::LocalQuota::with_clock) and
+/// `SessionConfig::clock` (feature `jwt`), then [`advance`](Self::advance) it past a
+/// TTL, a refill, a budget period or a token's expiry. Its monotonic and wall clocks
+/// move together; clones share one time.
+///
+/// What it does not move: Redis's own clock (the Redis quota and revocation store read
+/// Redis's `TIME` and TTLs), a remote key set's fetch schedule, and tokio's timers.
+///
+/// ```
+/// use std::time::Duration;
+/// use actix_tenancy::{
+///     quota::{LocalQuota, QuotaManager, QuotaPlan, QuotaPlans},
+///     testing::{self, FakeClock},
+/// };
+///
+/// # actix_web::rt::System::new().block_on(async {
+/// let time = FakeClock::new();
+/// let plans = QuotaPlans::builder()
+///     .tier("free", QuotaPlan::per_minute(1))
+///     .build()
+///     .unwrap();
+/// let quota = LocalQuota::with_clock(plans, time.clock());
+/// let acme = testing::tenant("acme", "free");
+/// assert!(quota.check(&acme, 1).await.unwrap().allowed);
+/// assert!(!quota.check(&acme, 1).await.unwrap().allowed);
+/// time.advance(Duration::from_secs(60)); // no sleep: the minute has passed
+/// assert!(quota.check(&acme, 1).await.unwrap().allowed);
+/// # });
+/// ```
+#[derive(Debug, Clone)]
+pub struct FakeClock(Arc<FakeTime>);
+
+impl Default for FakeClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FakeClock {
+    /// A fake clock whose wall time starts at the system's time now.
+    pub fn new() -> Self {
+        Self::starting_at(SystemTime::now())
+    }
+
+    /// A fake clock whose wall time starts at `wall` (a budget test can start a minute
+    /// before midnight UTC, say).
+    pub fn starting_at(wall: SystemTime) -> Self {
+        Self(Arc::new(FakeTime::new(wall)))
+    }
+
+    /// Moves both clocks forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        self.0.advance(by);
+    }
+
+    /// How far the clock has been moved since it was made.
+    pub fn advanced(&self) -> Duration {
+        self.0.advanced()
+    }
+
+    /// The [`Clock`] to hand to the stages.
+    pub fn clock(&self) -> Clock {
+        Clock::fake(Arc::clone(&self.0))
+    }
+}
+
+impl From<&FakeClock> for Clock {
+    fn from(fake: &FakeClock) -> Self {
+        fake.clock()
+    }
+}
 
 /// The context of an active tenant `id` on `tier`, as if named by a header. Panics on
 /// an id the default rule refuses (it is for tests).
@@ -117,6 +196,125 @@ pub async fn registry_unavailable<R: TenantRegistry>(registry: &R, id: &TenantId
         answer.is_err(),
         "an unavailable registry must answer Err, was {:?}",
         answer.map(|r| r.map(|r| r.id().clone()))
+    );
+}
+
+async fn checked<Q: QuotaManager>(quota: &Q, t: &TenantContext, cost: u32) -> QuotaDecision {
+    quota
+        .check(t, cost)
+        .await
+        .unwrap_or_else(|e| panic!("check({}, {cost}) failed: {e}", t.id()))
+}
+
+/// Runs the quota conformance suite against `quota`; panics, naming the rule, on the
+/// first violation.
+///
+/// `rate` is a tenant whose plan admits a burst of exactly `burst` units and refills
+/// slowly enough that no unit comes back while the suite runs (a per-minute plan of
+/// at most 30, say); `budget`, when given, is another tenant whose plan has `units`
+/// left in its budget period and a rate that does not bind first. Use tenants no other
+/// test touches: the suite spends their quota.
+///
+/// - 4 × `burst` concurrent checks of one unit admit exactly `burst`, and the
+///   refused ones say when to retry;
+/// - a cost above the burst is refused with no retry (it can never pass);
+/// - one tenant's exhaustion leaves another's quota alone;
+/// - with a budget: 2 × `units` concurrent checks admit exactly `units`, the next is
+///   refused by the budget, and a refund (`settle` from 1 to 0) makes room for exactly
+///   one more (budgets take refunds; a rate's spent tokens are not given back);
+/// - a charge corrected upwards (`settle` from 0 to 1) spends budget: after a refund,
+///   a correction up leaves none.
+pub async fn quota_conformance<Q: QuotaManager>(
+    quota: &Q,
+    rate: (&TenantContext, u32),
+    budget: Option<(&TenantContext, u64)>,
+) {
+    let (tenant, burst) = rate;
+    assert!(burst > 0, "quota_conformance needs a burst of at least 1");
+    let check = |t, cost| checked(quota, t, cost);
+
+    let racing = (0..burst * 4).map(|_| check(tenant, 1));
+    let decisions = futures_util::future::join_all(racing).await;
+    let admitted = decisions.iter().filter(|d| d.allowed).count();
+    assert_eq!(
+        admitted,
+        burst as usize,
+        "{} concurrent checks against a burst of {burst} admitted {admitted}",
+        burst * 4
+    );
+    for d in &decisions {
+        assert!(!d.would_deny || !d.allowed, "shadow mode is not under test");
+        if !d.allowed {
+            assert!(
+                d.retry_after.is_some_and(|w| w > Duration::ZERO),
+                "a refusal by the rate must say when to retry, said {:?}",
+                d.retry_after
+            );
+        }
+    }
+
+    assert!(
+        !check(tenant, 1).await.allowed,
+        "the burst is spent: refused"
+    );
+
+    let too_big = check(tenant, burst + 1).await;
+    assert!(
+        !too_big.allowed && too_big.retry_after.is_none(),
+        "a cost above the burst can never pass: refused with no retry, was allowed={} retry={:?}",
+        too_big.allowed,
+        too_big.retry_after
+    );
+
+    let Some((other, units)) = budget else {
+        return;
+    };
+    assert_ne!(
+        other.id(),
+        tenant.id(),
+        "the budget tenant must be another tenant"
+    );
+    let units32 = u32::try_from(units).expect("a budget test of at most u32::MAX units");
+    let racing = (0..units32 * 2).map(|_| check(other, 1));
+    let decisions = futures_util::future::join_all(racing).await;
+    let admitted = decisions.iter().filter(|d| d.allowed).count() as u64;
+    assert!(
+        admitted > 0,
+        "another tenant is not refused by the first one's exhaustion"
+    );
+    assert_eq!(
+        admitted,
+        units,
+        "{} concurrent checks against a budget of {units} admitted {admitted}",
+        units * 2
+    );
+    let refused = check(other, 1).await;
+    assert!(
+        !refused.allowed && matches!(refused.refused_by, Some(QuotaLimit::Budget(_))),
+        "the budget is spent: refused by it, was allowed={} by={:?}",
+        refused.allowed,
+        refused.refused_by
+    );
+    quota
+        .settle(other, 1, 0)
+        .await
+        .unwrap_or_else(|e| panic!("settle(1 -> 0) failed: {e}"));
+    assert!(
+        check(other, 1).await.allowed,
+        "a refund returns its unit to the budget"
+    );
+    assert!(!check(other, 1).await.allowed, "and only that one");
+    quota
+        .settle(other, 1, 0)
+        .await
+        .unwrap_or_else(|e| panic!("settle(1 -> 0) failed: {e}"));
+    quota
+        .settle(other, 0, 1)
+        .await
+        .unwrap_or_else(|e| panic!("settle(0 -> 1) failed: {e}"));
+    assert!(
+        !check(other, 1).await.allowed,
+        "a correction upwards spends the budget the refund gave back"
     );
 }
 

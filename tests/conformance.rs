@@ -1,12 +1,16 @@
 //! The test kit's conformance suites (feature `testing`) against the crate's own
 //! backends: the in-memory and cached registries, `PostgresRegistry` (with
 //! `DATABASE_URL`, and down), `InMemoryRevocations` and `RedisRevocations` (with
-//! `REDIS_URL`). Users run the same suites against their own implementations.
+//! `REDIS_URL`), `LocalQuota` and `RedisQuota`. Users run the same suites against their own implementations.
 
 use std::{sync::Arc, time::Duration};
 
 use actix_tenancy::{
     prelude::*,
+    quota::{
+        LocalQuota, Period, QuotaDecision, QuotaError, QuotaManager, QuotaPlan, QuotaPlans,
+        RedisQuota,
+    },
     registry::postgres::PostgresRegistry,
     session::{InMemoryRevocations, RedisRevocations},
     testing,
@@ -84,4 +88,55 @@ async fn the_revocation_stores_conform() {
     let prefix = common::services::unique_prefix("conformance:", "rev") + ":";
     let store = RedisRevocations::with_options(&url, &prefix, Duration::from_secs(2)).unwrap();
     testing::revocation_conformance(&store, "redis-").await;
+}
+
+fn quota_plans() -> QuotaPlans {
+    QuotaPlans::builder()
+        .tier("rate", QuotaPlan::per_minute(6))
+        .tier(
+            "budget",
+            QuotaPlan::per_minute(1_000).budget(8, Period::Day),
+        )
+        .build()
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn the_local_and_redis_quotas_conform() {
+    let (rate, budget) = (
+        testing::tenant("acme", "rate"),
+        testing::tenant("globex", "budget"),
+    );
+    let local = LocalQuota::new(quota_plans());
+    testing::quota_conformance(&local, (&rate, 6), Some((&budget, 8))).await;
+    // On a fake clock too, and it never moves by itself.
+    let fake = LocalQuota::with_clock(quota_plans(), testing::FakeClock::new().clock());
+    testing::quota_conformance(&fake, (&rate, 6), Some((&budget, 8))).await;
+
+    let Some(url) = common::services::service_url("REDIS_URL") else {
+        return;
+    };
+    let redis = RedisQuota::builder(url, quota_plans())
+        .prefix(common::services::unique_prefix("conformance:", "quota"))
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    testing::quota_conformance(&redis, (&rate, 6), Some((&budget, 8))).await;
+}
+
+/// The suite is not vacuous: a manager that admits everything fails it.
+#[actix_web::test]
+#[should_panic(expected = "concurrent checks against a burst of 6 admitted 24")]
+async fn a_manager_that_admits_everything_fails_the_quota_suite() {
+    struct Open;
+    #[async_trait::async_trait]
+    impl QuotaManager for Open {
+        async fn check(&self, _: &TenantContext, _: u32) -> Result<QuotaDecision, QuotaError> {
+            Ok(QuotaDecision::allow())
+        }
+        async fn settle(&self, _: &TenantContext, _: u32, _: u32) -> Result<(), QuotaError> {
+            Ok(())
+        }
+    }
+    testing::quota_conformance(&Open, (&testing::tenant("acme", "rate"), 6), None).await;
 }

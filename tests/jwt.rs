@@ -227,7 +227,10 @@ async fn the_tamper_corpus_is_401_and_reveals_nothing() {
         ("extra segment", format!("{}.e30", good.access_token)),
         ("two segments", format!("{}.{}", parts[0], parts[1])),
         ("expired", with(json!({"exp": now - 3600}))),
+        // The default leeway is 30 s: a second past it is expired.
+        ("expired past the leeway", with(json!({"exp": now - 32}))),
         ("nbf in the future", with(json!({"nbf": now + 3600}))),
+        ("nbf past the leeway", with(json!({"nbf": now + 32}))),
         // It would outlive every revocation by tenant or subject (iat before a cut-off).
         ("iat in the future", with(json!({"iat": now + 3600}))),
         // It could never be revoked on its own (`require_jti` is on by default).

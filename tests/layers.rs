@@ -18,8 +18,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("extract", &["core"]),
     // A helper beside the stages: its incoming side is a resolver source.
     ("baggage", &["core", "resolve"]),
-    // The test kit runs against the registry and session traits.
-    ("testing", &["core", "registry", "session"]),
+    // The test kit runs against the registry, quota and session traits.
+    ("testing", &["core", "registry", "quota", "session"]),
     ("guard", &["core"]),
     // The registry is the resolver's backend, beneath it: the core only.
     ("registry", &["core"]),

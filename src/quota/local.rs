@@ -66,7 +66,9 @@ struct Entry<C: Clock> {
 /// - Time: the rate limiters use governor's `MonotonicClock` (`std::time::Instant`),
 ///   chosen explicitly: its default `quanta` clock reads the CPU's TSC, which has been
 ///   seen to skew across cores and reject early. Budgets use the wall clock (UTC
-///   calendar periods). [`with_clocks`](Self::with_clocks) injects both, for tests.
+///   calendar periods). [`with_clock`](LocalQuota::with_clock) takes both from one
+///   [`Clock`](crate::Clock) (a fake one, in tests); [`with_clocks`](Self::with_clocks)
+///   takes them apart.
 ///
 /// Share one `LocalQuota` (it is cheap to clone the `TenantQuota` holding it) across
 /// workers: a limiter per worker would let each worker admit the full quota.
@@ -93,6 +95,17 @@ impl LocalQuota<MonotonicClock> {
     /// A manager for `plans`, on the monotonic and the system clocks.
     pub fn new(plans: QuotaPlans) -> Self {
         Self::with_clocks(plans, MonotonicClock, SystemTime::now)
+    }
+}
+
+impl LocalQuota<crate::core::Clock> {
+    /// A manager for `plans` on `clock`, its monotonic time for the rate limiters and
+    /// its wall time for the budgets: with a
+    /// [`testing::FakeClock`](crate::testing::FakeClock), a test refills a rate or
+    /// starts a new budget period without sleeping.
+    pub fn with_clock(plans: QuotaPlans, clock: crate::core::Clock) -> Self {
+        let wall = clock.clone();
+        Self::with_clocks(plans, clock, move || wall.wall())
     }
 }
 

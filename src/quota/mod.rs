@@ -137,6 +137,48 @@ pub struct QuotaDecision {
 }
 
 impl QuotaDecision {
+    /// An admission, with no state to report yet: for your own [`QuotaManager`]. Add
+    /// the state the response headers show with [`with_rate`](Self::with_rate),
+    /// [`with_budget`](Self::with_budget) and [`with_plan`](Self::with_plan).
+    pub fn allow() -> Self {
+        Self {
+            allowed: true,
+            would_deny: false,
+            retry_after: None,
+            rate: None,
+            budget: None,
+            plan: None,
+            refused_by: None,
+        }
+    }
+
+    /// A refusal by `by`, to be retried after `retry_after` (`None`: never, the cost
+    /// exceeds what the plan can ever admit): for your own [`QuotaManager`].
+    pub fn refuse(by: QuotaLimit, retry_after: Option<Duration>) -> Self {
+        refuse(Some(by), retry_after, None, None, None)
+    }
+
+    /// With the rate's state.
+    #[must_use]
+    pub fn with_rate(mut self, rate: RateState) -> Self {
+        self.rate = Some(rate);
+        self
+    }
+
+    /// With the tightest budget's state.
+    #[must_use]
+    pub fn with_budget(mut self, budget: BudgetState) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// With the plan that decided (its `RateLimit-Policy` is sent).
+    #[must_use]
+    pub fn with_plan(mut self, plan: std::sync::Arc<QuotaPlan>) -> Self {
+        self.plan = Some(plan);
+        self
+    }
+
     /// The units that could pass now: the smaller of the rate's and the budget's.
     pub fn remaining(&self) -> Option<u64> {
         let rate = self.rate.map(|r| u64::from(r.remaining));

@@ -11,10 +11,12 @@ use dashmap::DashMap;
 // Seeded per process, like std's RandomState, but several times faster on short keys;
 // the cache holds attacker-chosen ids (negative entries), so the seed matters.
 use foldhash::fast::RandomState;
-use tokio::{sync::OnceCell, time::Instant};
+use std::time::Instant;
+
+use tokio::sync::OnceCell;
 
 use super::{Lookup, RegistryError, TenantRegistry};
-use crate::core::TenantId;
+use crate::core::{Clock, TenantId};
 
 /// How [`CachedRegistry`] keeps answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +101,10 @@ type Flight = Arc<OnceCell<Result<Lookup, RegistryError>>>;
 ///   lookup already in flight would have cached: a cached "not found" cannot outlive
 ///   the tenant's creation.
 ///
+/// Ages are read from a [`Clock`]: the system's by default (following tokio's paused
+/// time in tests that use `tokio::time::pause`), or a fake one set with
+/// [`with_clock`](Self::with_clock).
+///
 /// A warm hit is answered by [`TenantRegistry::lookup_ready`] with no future and no
 /// lock held across the call (the map is sharded).
 ///
@@ -121,6 +127,7 @@ pub struct CachedRegistry<R> {
     entries: DashMap<TenantId, Entry, RandomState>,
     flights: DashMap<TenantId, Flight, RandomState>,
     generation: AtomicU64,
+    clock: Clock,
 }
 
 impl<R: fmt::Debug> fmt::Debug for CachedRegistry<R> {
@@ -142,6 +149,25 @@ impl<R: TenantRegistry> CachedRegistry<R> {
             entries: DashMap::default(),
             flights: DashMap::default(),
             generation: AtomicU64::new(0),
+            clock: Clock::system(),
+        }
+    }
+
+    /// Reads ages from `clock` instead of the system's: with a
+    /// [`testing::FakeClock`](crate::testing::FakeClock), a test moves past a TTL
+    /// without sleeping.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    #[inline]
+    fn now(&self) -> Instant {
+        if self.clock.is_fake() {
+            self.clock.now()
+        } else {
+            tokio::time::Instant::now().into_std()
         }
     }
 
@@ -200,7 +226,7 @@ impl<R: TenantRegistry> CachedRegistry<R> {
         }
         if self.entries.len() >= self.config.max_entries && !self.entries.contains_key(id.as_str())
         {
-            let now = Instant::now();
+            let now = self.now();
             self.entries.retain(|_, e| {
                 now.saturating_duration_since(e.at)
                     < self.lifetime(&e.value) + self.stale_window(&e.value)
@@ -213,7 +239,7 @@ impl<R: TenantRegistry> CachedRegistry<R> {
             id.clone(),
             Entry {
                 value: value.clone(),
-                at: Instant::now(),
+                at: self.now(),
             },
         );
     }
@@ -230,7 +256,7 @@ impl<R: TenantRegistry> CachedRegistry<R> {
     fn stale(&self, id: &str) -> Option<Lookup> {
         let e = self.entries.get(id)?;
         let found = e.value.as_ref()?;
-        let age = Instant::now().saturating_duration_since(e.at);
+        let age = self.now().saturating_duration_since(e.at);
         (age < self.config.ttl + self.config.stale_if_error).then(|| Some(Arc::clone(found)))
     }
 
@@ -260,7 +286,7 @@ impl<R: TenantRegistry> CachedRegistry<R> {
 #[async_trait::async_trait]
 impl<R: TenantRegistry> TenantRegistry for CachedRegistry<R> {
     async fn lookup(&self, id: &TenantId) -> Result<Lookup, RegistryError> {
-        if let Some(hit) = self.fresh(id, Instant::now()) {
+        if let Some(hit) = self.fresh(id, self.now()) {
             return Ok(hit);
         }
         let flight: Flight = match self.flights.get(id.as_str()) {
@@ -280,7 +306,7 @@ impl<R: TenantRegistry> TenantRegistry for CachedRegistry<R> {
 
     #[inline]
     fn lookup_ready(&self, id: &str) -> Option<Lookup> {
-        self.fresh(id, Instant::now())
+        self.fresh(id, self.now())
     }
 }
 

@@ -15,9 +15,9 @@ use serde_json::{Map, Value};
 
 use super::{
     keys::{install_crypto, Key, KeyError, KeySet, NoKey, SUPPORTED},
-    now, InMemoryRevocations, Principal, Revocation, RevocationError, RevocationStore, TokenFacts,
+    InMemoryRevocations, Principal, Revocation, RevocationError, RevocationStore, TokenFacts,
 };
-use crate::core::{error::ConfigError, TenantId, TenantIdRule};
+use crate::core::{error::ConfigError, Clock, TenantId, TenantIdRule};
 
 /// The longest token accepted, in bytes; longer ones are rejected before parsing.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
@@ -43,6 +43,7 @@ pub struct SessionConfig {
     tenant_from: Option<TenantFrom>,
     roles_claim: Option<Vec<String>>,
     verified_cache: usize,
+    clock: Clock,
 }
 
 impl SessionConfig {
@@ -62,7 +63,19 @@ impl SessionConfig {
             tenant_from: None,
             roles_claim: None,
             verified_cache: 10_000,
+            clock: Clock::system(),
         }
+    }
+
+    /// Reads the wall-clock time (tokens' `iat`, `nbf` and `exp`, revocation cut-offs)
+    /// from `clock` instead of the system's: with a
+    /// [`testing::FakeClock`](crate::testing::FakeClock), a test lets a token expire
+    /// without sleeping. A remote key set's fetch schedule and a revocation store's own
+    /// expiry keep their clocks (give [`InMemoryRevocations`](super::InMemoryRevocations)
+    /// the same one with `with_clock`).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Every audience a token may be for (a token whose `aud` names any one of them
@@ -562,7 +575,10 @@ async fn keys_for(
 fn validation(alg: Algorithm, c: &SessionConfig, expect: &Expect<'_>) -> Validation {
     let mut v = Validation::new(alg);
     v.leeway = c.leeway.as_secs();
-    v.validate_nbf = true;
+    // `exp` and `nbf` are checked after decoding, on the configured clock (the
+    // library reads the system's); their presence and type are still required here.
+    v.validate_exp = false;
+    v.validate_nbf = false;
     v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     v.set_issuer(&[expect.issuer]);
     if expect.audiences.is_empty() {
@@ -663,10 +679,10 @@ impl SessionManager {
             inner: Arc::new(Inner {
                 cache: TokenCache::new(config.verified_cache),
                 validations: validations(&config),
+                store: Arc::new(InMemoryRevocations::new().with_clock(config.clock.clone())),
                 config,
                 keys: ArcSwap::from_pointee(keys),
                 trust,
-                store: Arc::new(InMemoryRevocations::new()),
             }),
         }
     }
@@ -811,7 +827,7 @@ impl SessionManager {
         let encoding = key
             .encoding()
             .ok_or_else(|| SessionError::Key(KeyError::new("the signing key cannot sign")))?;
-        let now = now();
+        let now = c.clock.unix_secs();
         let ttl = match usage {
             Use::Access => c.access_ttl,
             Use::Refresh => c.refresh_ttl,
@@ -892,11 +908,11 @@ impl SessionManager {
         if cache.max == 0 || token.len() > MAX_TOKEN_LEN {
             return None;
         }
-        let now = now();
+        let now = self.inner.config.clock.unix_secs();
         let leeway = self.inner.config.leeway.as_secs();
         let hit = cache.map.get(token)?;
         let (by, checked) = &*hit;
-        if checked.expires_at.saturating_add(leeway) < now || !self.still_held(by, now) {
+        if checked.expires_at.saturating_add(leeway) < now || !self.still_held(by) {
             return None;
         }
         let checked = Arc::clone(checked);
@@ -915,14 +931,15 @@ impl SessionManager {
         Some(checked)
     }
 
-    fn still_held(&self, by: &VerifiedBy, now: u64) -> bool {
+    /// Whether the key set that verified a cached token is still the one in use (a
+    /// remote set's schedule runs on the system's time, whatever the sessions' clock).
+    fn still_held(&self, by: &VerifiedBy) -> bool {
         #[cfg(feature = "oidc")]
         if let Some(remote) = &by.remote {
             return remote
-                .keys_at(now)
+                .keys_at(super::now())
                 .is_some_and(|k| Arc::ptr_eq(&k, &by.keys));
         }
-        let _ = now;
         Arc::ptr_eq(&self.inner.keys.load(), &by.keys)
     }
 
@@ -934,9 +951,12 @@ impl SessionManager {
             return checked;
         }
         if cache.map.len() >= cache.max {
-            let (now, leeway) = (now(), self.inner.config.leeway.as_secs());
+            let (now, leeway) = (
+                self.inner.config.clock.unix_secs(),
+                self.inner.config.leeway.as_secs(),
+            );
             cache.map.retain(|_, (by, c)| {
-                self.still_held(by, now) && c.expires_at.saturating_add(leeway) >= now
+                self.still_held(by) && c.expires_at.saturating_add(leeway) >= now
             });
         }
         if cache.map.len() < cache.max {
@@ -1082,14 +1102,20 @@ impl SessionManager {
                 Some(_) => Err(invalid("a claim that must be a string is not")),
             }
         };
+        let (now, leeway) = (c.clock.unix_secs(), c.leeway.as_secs());
         let expires_at = number("exp")?.ok_or(invalid("no exp"))?;
+        if expires_at.saturating_add(leeway) < now {
+            return Err(invalid("expired"));
+        }
+        if number("nbf")?.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
+            return Err(invalid("not yet valid"));
+        }
         let issued_at = number("iat")?;
         // A token "issued" in the future would outlive every revocation by tenant or
         // subject (those revoke what was issued before a cut-off): refuse it.
-        if issued_at.is_some_and(|iat| iat > now().saturating_add(c.leeway.as_secs())) {
+        if issued_at.is_some_and(|iat| iat > now.saturating_add(leeway)) {
             return Err(invalid("issued in the future"));
         }
-        number("nbf")?;
         if text("iss")? != Some(issuer) {
             return Err(invalid("wrong issuer"));
         }
@@ -1208,7 +1234,7 @@ impl SessionManager {
 
     /// Records `what` for as long as any token it could apply to may live.
     async fn record(&self, what: Revocation<'_>) -> Result<(), SessionError> {
-        let until = now() + self.inner.config.max_life();
+        let until = self.inner.config.clock.unix_secs() + self.inner.config.max_life();
         self.inner
             .store
             .revoke(what, until)
@@ -1228,14 +1254,14 @@ impl SessionManager {
             .expires_at()
             .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
-        let until = (now() + self.inner.config.max_life())
+        let until = (self.inner.config.clock.unix_secs() + self.inner.config.max_life())
             .max(expires.saturating_add(self.inner.config.leeway.as_secs()));
         let what = match (principal.token_id(), principal.tenant()) {
             (Some(jti), _) => Revocation::Token(jti),
             (None, Some(tenant)) => Revocation::Subject {
                 tenant: tenant.as_str(),
                 subject: principal.subject(),
-                before: now(),
+                before: self.inner.config.clock.unix_secs(),
             },
             (None, None) => {
                 return Err(invalid(
@@ -1265,7 +1291,7 @@ impl SessionManager {
         self.record(Revocation::Subject {
             tenant: tenant.as_str(),
             subject,
-            before: now(),
+            before: self.inner.config.clock.unix_secs(),
         })
         .await
     }
@@ -1274,7 +1300,7 @@ impl SessionManager {
     pub async fn revoke_tenant(&self, tenant: &TenantId) -> Result<(), SessionError> {
         self.record(Revocation::Tenant {
             tenant: tenant.as_str(),
-            before: now(),
+            before: self.inner.config.clock.unix_secs(),
         })
         .await
     }

@@ -8,6 +8,8 @@ use std::{
 
 use dashmap::DashMap;
 
+use crate::core::Clock;
+
 /// What a revocation applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -132,12 +134,21 @@ pub struct InMemoryRevocations {
     subjects: Map<Box<str>, Vec<SubjectCut>>,
     used: Map<Box<str>, u64>,
     writes: AtomicU64,
+    clock: Clock,
 }
 
 impl InMemoryRevocations {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Reads the time (whether an entry's `until` has passed) from `clock`: give it the
+    /// same [`Clock`] as the [`SessionConfig`](super::SessionConfig), a fake one in tests.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// How many entries are kept (expired ones go on later writes).
@@ -156,7 +167,7 @@ impl InMemoryRevocations {
 
     /// Drops every entry whose `until` has passed.
     pub fn purge(&self) {
-        let now = super::now();
+        let now = self.clock.unix_secs();
         self.tokens.retain(|_, until| *until > now);
         self.families.retain(|_, until| *until > now);
         self.used.retain(|_, until| *until > now);
@@ -176,7 +187,7 @@ impl InMemoryRevocations {
     }
 
     fn check(&self, t: &TokenFacts<'_>) -> bool {
-        let now = super::now();
+        let now = self.clock.unix_secs();
         let live = |until: u64| until > now;
         let cut = |before: u64| t.issued_at.is_none_or(|iat| iat <= before);
         if let Some(jti) = t.jti {
