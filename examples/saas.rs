@@ -186,6 +186,9 @@ pub fn build(redis_url: Option<&str>) -> Result<Demo, Box<dyn Error>> {
         .resolver(resolver)
         .policy(TenantPolicy::new(policy.clone()))
         .quota(quota.cost(tokens()?).build()?)
+        // Request counts and latency by name for these tenants (the rest are `other`);
+        // `examples/grafana/tenancy.json` charts them.
+        .metrics_for_tenants(["acme", "globex", "umbrella"])
         .build()?;
     Ok(Demo {
         tenancy,
@@ -205,13 +208,19 @@ pub fn metrics() -> &'static PrometheusHandle {
         let buckets = [
             0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
         ];
+        // And for whole requests, from 1 ms to 10 s.
+        let requests = [
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+        ];
+        let full = |name: &str| metrics_exporter_prometheus::Matcher::Full(name.into());
         let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                metrics_exporter_prometheus::Matcher::Full(
-                    actix_tenancy::observe::DURATION_METRIC.into(),
-                ),
-                &buckets,
-            )
+            .set_buckets_for_metric(full(actix_tenancy::observe::DURATION_METRIC), &buckets)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    full(actix_tenancy::observe::TENANT_DURATION_METRIC),
+                    &requests,
+                )
+            })
             .expect("buckets are not empty")
             .build_recorder();
         let handle = recorder.handle();

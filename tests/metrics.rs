@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use actix_tenancy::{observe::DECISIONS_METRIC, prelude::*};
+use actix_tenancy::{
+    observe::{DECISIONS_METRIC, TENANT_DURATION_METRIC, TENANT_REQUESTS_METRIC},
+    prelude::*,
+};
 use actix_web::{test, web, App};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
@@ -23,18 +26,22 @@ fn counters(snap: &Snapshotter) -> BTreeMap<String, u64> {
         .into_iter()
         .filter(|(key, ..)| key.key().name() == DECISIONS_METRIC)
         .map(|(key, _, _, value)| {
-            let mut labels: Vec<String> = key
-                .key()
-                .labels()
-                .map(|l| format!("{}={}", l.key(), l.value()))
-                .collect();
-            labels.sort();
             let DebugValue::Counter(n) = value else {
                 panic!("{DECISIONS_METRIC} is not a counter")
             };
-            (labels.join(","), n)
+            (labels(key.key()), n)
         })
         .collect()
+}
+
+/// A metric key's labels, sorted, as `name=value,...`.
+fn labels(key: &metrics::Key) -> String {
+    let mut labels: Vec<String> = key
+        .labels()
+        .map(|l| format!("{}={}", l.key(), l.value()))
+        .collect();
+    labels.sort();
+    labels.join(",")
 }
 
 #[actix_web::test]
@@ -101,4 +108,69 @@ async fn decisions_are_counted_by_stage_outcome_code_and_tier() {
         Some(&1),
         "{got:#?}"
     );
+
+    // Named tenants: their requests counted by status class and timed; any other
+    // tenant is `other`, a request without one `none`.
+    let watched = TenantResolver::builder(registry())
+        .source(Source::header())
+        .metrics_for_tenants(["acme"])
+        .build()
+        .unwrap();
+    let app = test::init_service(
+        App::new()
+            .wrap(watched)
+            .route("/", web::get().to(|_: Tenant| async { "ok" }))
+            .route(
+                "/fail",
+                web::get().to(|_: Tenant| async {
+                    actix_web::HttpResponse::InternalServerError().finish()
+                }),
+            ),
+    )
+    .await;
+    for (path, tenant) in [
+        ("/", Some("acme")),
+        ("/", Some("acme")),
+        ("/fail", Some("acme")),
+        ("/", Some("globex")),
+        ("/", Some("nobody")),
+        ("/", None),
+    ] {
+        let mut req = test::TestRequest::get().uri(path);
+        if let Some(t) = tenant {
+            req = req.insert_header(("x-tenant-id", t));
+        }
+        test::call_service(&app, req.to_request()).await;
+    }
+    let mut requests = BTreeMap::new();
+    let mut timed = BTreeMap::new();
+    for (key, _, _, value) in snap.snapshot().into_vec() {
+        let labels = labels(key.key());
+        match (key.key().name(), value) {
+            (TENANT_REQUESTS_METRIC, DebugValue::Counter(n)) => {
+                requests.insert(labels, n);
+            }
+            (TENANT_DURATION_METRIC, DebugValue::Histogram(v)) => {
+                timed.insert(labels, v.len());
+            }
+            _ => {}
+        }
+    }
+    let want: BTreeMap<String, u64> = [
+        ("status=2xx,tenant=acme", 2),
+        ("status=5xx,tenant=acme", 1),
+        ("status=2xx,tenant=other", 1),
+        // An unknown tenant and a missing one: refused before a tenant is settled.
+        ("status=4xx,tenant=none", 2),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(requests, want);
+    let want: BTreeMap<String, usize> =
+        [("tenant=acme", 3), ("tenant=other", 1), ("tenant=none", 2)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+    assert_eq!(timed, want, "every request timed under its label");
 }

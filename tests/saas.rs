@@ -382,6 +382,122 @@ async fn metrics_are_served_without_a_tenant() {
     );
 }
 
+/// Every query of `examples/grafana/tenancy.json` names a metric the demo exports, and
+/// every label it groups or filters by is on that metric's series.
+#[actix_web::test]
+async fn the_grafana_dashboard_queries_what_the_demo_exports() {
+    let app = app().await;
+    for (path, tenant) in [
+        ("/api/whoami", "acme"),
+        ("/api/reports", "globex"),
+        ("/api/whoami", "hooli"),
+    ] {
+        call(&app, as_tenant(get(path), tenant)).await;
+    }
+    let (_, _, body) = call(&app, get("/metrics")).await;
+    let text = body.as_str().unwrap().to_owned();
+
+    let dashboard: Value =
+        serde_json::from_str(include_str!("../examples/grafana/tenancy.json")).unwrap();
+    let mut queries = Vec::new();
+    collect_queries(&dashboard, &mut queries);
+    assert!(
+        queries.len() >= 8,
+        "the dashboard lost its panels: {queries:?}"
+    );
+    for query in &queries {
+        let names = metric_names(query);
+        assert!(!names.is_empty(), "{query}: names no tenancy_ metric");
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| {
+                names.iter().any(|n| {
+                    l.strip_prefix(n.as_str())
+                        .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+                })
+            })
+            .collect();
+        assert!(
+            !series.is_empty(),
+            "{query}: the demo exports none of {names:?}\n{text}"
+        );
+        for label in label_names(query) {
+            assert!(
+                series.iter().any(|l| l.contains(&format!("{label}=\""))),
+                "{query}: no series of {names:?} has the label {label}"
+            );
+        }
+    }
+}
+
+/// Every `expr` and templating `query` string in a Grafana dashboard.
+fn collect_queries(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("expr", Value::String(q)) => out.push(q.clone()),
+                    ("query", Value::Object(q)) => {
+                        if let Some(Value::String(q)) = q.get("query") {
+                            out.push(q.clone());
+                        }
+                    }
+                    _ => collect_queries(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_queries(v, out)),
+        _ => {}
+    }
+}
+
+fn words(query: &str) -> impl Iterator<Item = &str> {
+    query
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+}
+
+/// The `tenancy_` metrics a query reads, as exported (histogram suffixes kept).
+fn metric_names(query: &str) -> Vec<String> {
+    words(query)
+        .filter(|w| w.starts_with("tenancy_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The labels a query groups by (`by (a, b)`) or selects on (`{a="x"}`), but `le`.
+fn label_names(query: &str) -> Vec<String> {
+    let mut labels = Vec::new();
+    let mut rest = query;
+    while let Some(at) = rest.find("by (") {
+        let inner = &rest[at + 4..];
+        let end = inner.find(')').expect("a closed by (...)");
+        labels.extend(inner[..end].split(',').map(|l| l.trim().to_owned()));
+        rest = &inner[end..];
+    }
+    let mut rest = query;
+    while let Some(at) = rest.find('{') {
+        let inner = &rest[at + 1..];
+        let end = inner.find('}').expect("a closed selector");
+        for matcher in inner[..end].split(',') {
+            let name: String = matcher
+                .trim()
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() && !matcher.trim_start().starts_with("{{") {
+                labels.push(name);
+            }
+        }
+        rest = &inner[end..];
+    }
+    labels.retain(|l| l != "le" && !l.is_empty());
+    labels.sort();
+    labels.dedup();
+    labels
+}
+
 #[actix_web::test]
 async fn the_readme_session_answers_as_shown() {
     let readme = include_str!("../README.md");

@@ -37,7 +37,7 @@ use tracing::Instrument as _;
 pub(crate) use routes::{RouteCache, RoutedPath};
 pub(crate) use stage::{
     common_setters, wait, After, Built, Common, Composed, Decision, Exempt, Fields, Flow, Pipeline,
-    Refusal, Settings, Settle, Stage, Step, Worker, WorkerCx,
+    Refusal, Settings, Settle, Stage, Step, Watched, Worker, WorkerCx,
 };
 
 use crate::core::{
@@ -241,17 +241,27 @@ where
     S::Future: 'static,
     B: MessageBody + 'static,
 {
-    /// The request, with its access line when that is on.
+    /// The request, with its access line and its tenant's request metrics when those
+    /// are on.
     fn start(&self, req: ServiceRequest) -> State<S::Future, B> {
-        if !self.pipeline.settings.access_log {
+        let settings = &self.pipeline.settings;
+        if !settings.access_log && settings.watched.is_none() {
             return self.begin(req);
         }
         let started = std::time::Instant::now();
-        let (method, path) = (req.method().clone(), req.path().to_owned());
+        let access = settings
+            .access_log
+            .then(|| (req.method().clone(), req.path().to_owned()));
+        let watched = settings.watched.clone();
         let state = self.begin(req);
         boxed(async move {
             let out = PipelineFuture { state }.await;
-            access_line(&method, &path, &out, started);
+            if let Some((method, path)) = &access {
+                access_line(method, path, &out, started);
+            }
+            if let Some(watched) = &watched {
+                tenant_metrics(watched, &out, started);
+            }
             out
         })
     }
@@ -393,6 +403,41 @@ fn access_line<B>(
         elapsed_us,
         "access"
     );
+}
+
+/// Counts and times one request of a watched tenant (feature `metrics`).
+fn tenant_metrics<B>(watched: &Watched, out: &Output<B>, started: std::time::Instant) {
+    #[cfg(feature = "metrics")]
+    {
+        use crate::core::observe::{TENANT_DURATION_METRIC, TENANT_REQUESTS_METRIC};
+        let (ctx, status) = match out {
+            Ok(res) => (
+                res.request()
+                    .extensions()
+                    .get::<Resolution>()
+                    .and_then(|r| r.tenant.clone()),
+                res.status().as_u16(),
+            ),
+            Err(_) => (None, 500),
+        };
+        let tenant = watched
+            .label(ctx.as_ref().map(|c| c.id().as_str()))
+            .to_owned();
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        crate::core::observe::describe_once();
+        metrics::counter!(TENANT_REQUESTS_METRIC, "tenant" => tenant.clone(), "status" => class)
+            .increment(1);
+        metrics::histogram!(TENANT_DURATION_METRIC, "tenant" => tenant)
+            .record(started.elapsed().as_secs_f64());
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (watched, out, started);
 }
 
 fn boxed<F, B>(fut: impl Future<Output = Output<B>> + 'static) -> State<F, B> {

@@ -294,6 +294,8 @@ pub(crate) struct Settings {
     per_tenant_metrics: bool,
     /// One `INFO` line per request on `actix_tenancy::access`.
     pub(crate) access_log: bool,
+    /// The tenants whose requests are counted and timed by name (feature `metrics`).
+    pub(crate) watched: Option<Arc<Watched>>,
     pub(crate) exempt: Exempt,
     pub(crate) capabilities: Option<Arc<dyn Capabilities>>,
 }
@@ -305,8 +307,9 @@ impl Settings {
         emit(&*self.audit, self.per_tenant_metrics, event);
     }
 
-    /// Counts a decision in the metrics only (feature `metrics`), not audited.
-    #[cfg(feature = "metrics")]
+    /// Counts a decision in the metrics only (feature `metrics`), not audited: the
+    /// authentication stage's passes.
+    #[cfg(all(feature = "metrics", feature = "jwt"))]
     #[inline]
     pub(crate) fn count(&self, event: &AuditEvent<'_>) {
         crate::core::observe::count(self.per_tenant_metrics, event);
@@ -320,6 +323,32 @@ pub(crate) struct Common {
     pub(crate) audit: Option<Arc<dyn AuditSink>>,
     pub(crate) per_tenant_metrics: Option<bool>,
     pub(crate) access_log: Option<bool>,
+    pub(crate) watched: Option<Arc<Watched>>,
+}
+
+/// The tenants an operator named for per-tenant request metrics.
+#[derive(Debug, Default)]
+pub(crate) struct Watched(std::collections::HashSet<Box<str>, foldhash::fast::RandomState>);
+
+impl Watched {
+    pub(crate) fn new<I, S>(ids: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Self(ids.into_iter().map(|s| s.as_ref().into()).collect())
+    }
+
+    /// The `tenant` label for `id`: the id when it was named, `other` when not, `none`
+    /// without a tenant. Never more series than the names given, plus two.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn label<'a>(&self, id: Option<&'a str>) -> &'a str {
+        match id {
+            None => "none",
+            Some(id) if self.0.contains(id) => id,
+            Some(_) => "other",
+        }
+    }
 }
 
 impl fmt::Debug for Common {
@@ -329,6 +358,7 @@ impl fmt::Debug for Common {
             .field("audit", &self.audit.is_some())
             .field("per_tenant_metrics", &self.per_tenant_metrics)
             .field("access_log", &self.access_log)
+            .field("watched", &self.watched)
             .finish()
     }
 }
@@ -354,6 +384,7 @@ impl Common {
             "per_tenant_metrics",
         )?;
         one(&mut self.access_log, other.access_log, "access_log")?;
+        one(&mut self.watched, other.watched, "metrics_for_tenants")?;
         Ok(self)
     }
 }
@@ -383,6 +414,22 @@ macro_rules! common_setters {
         /// metrics backend. Set once per pipeline, as the responder.
         pub fn per_tenant_metrics(mut self, on: bool) -> Self {
             self.common.per_tenant_metrics = Some(on);
+            self
+        }
+
+        /// Counts and times every request of the tenants named here (feature
+        /// `metrics`): `tenancy_tenant_requests_total{tenant, status}` (the status's
+        /// class, `2xx` to `5xx`) and the histogram
+        /// `tenancy_tenant_request_duration_seconds{tenant}` (until the response's head
+        /// is ready), so "which tenant is slow, which hits errors" has an answer. Any
+        /// other tenant is labelled `other` and a request without one `none`: the
+        /// series are bounded by the list. Set once per pipeline, as the responder.
+        pub fn metrics_for_tenants<I, S>(mut self, tenants: I) -> Self
+        where
+            I: IntoIterator<Item = S>,
+            S: AsRef<str>,
+        {
+            self.common.watched = Some(std::sync::Arc::new(crate::pipeline::Watched::new(tenants)));
             self
         }
 
@@ -428,6 +475,7 @@ impl Pipeline {
                 .unwrap_or_else(|| Arc::new(TracingAudit::new())),
             per_tenant_metrics: common.per_tenant_metrics.unwrap_or(false),
             access_log: common.access_log.unwrap_or(false),
+            watched: common.watched,
             exempt,
             capabilities: stages.iter().find_map(|s| Arc::clone(s).capabilities()),
         };

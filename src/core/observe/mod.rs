@@ -147,6 +147,16 @@ pub const DECISIONS_METRIC: &str = "tenancy_decisions_total";
 /// a Redis round trip) is measured from the start of its wait to its answer.
 pub const DURATION_METRIC: &str = "tenancy_stage_duration_seconds";
 
+/// The counter of the requests of the tenants named with `metrics_for_tenants`,
+/// labelled `tenant` (the id, `other` or `none`) and `status` (`2xx` to `5xx`; feature
+/// `metrics`).
+pub const TENANT_REQUESTS_METRIC: &str = "tenancy_tenant_requests_total";
+
+/// The histogram of how long the requests of the tenants named with
+/// `metrics_for_tenants` take, in seconds, until the response's head is ready; labelled
+/// `tenant` (feature `metrics`).
+pub const TENANT_DURATION_METRIC: &str = "tenancy_tenant_request_duration_seconds";
+
 /// The counter of switches into and out of the Redis quota's degraded mode (feature
 /// `metrics`).
 pub const DEGRADED_METRIC: &str = "tenancy_quota_degraded_total";
@@ -167,13 +177,22 @@ pub fn describe_metrics() {
         "How long the policy and quota stages took to decide"
     );
     metrics::describe_counter!(
+        TENANT_REQUESTS_METRIC,
+        "Requests of the tenants named for metrics, by tenant (or other, none) and status class"
+    );
+    metrics::describe_histogram!(
+        TENANT_DURATION_METRIC,
+        metrics::Unit::Seconds,
+        "How long the requests of the tenants named for metrics took, until the response head"
+    );
+    metrics::describe_counter!(
         DEGRADED_METRIC,
         "Switches of the Redis quota into and out of its degraded mode"
     );
 }
 
 #[cfg(feature = "metrics")]
-fn describe_once() {
+pub(crate) fn describe_once() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(describe_metrics);
 }
