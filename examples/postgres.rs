@@ -40,13 +40,22 @@ pub const SCHEMA_PREFIX: &str = "tenant_";
 /// The tenant's notes: no `where tenant_id = ...`; the transaction is the tenant's
 /// (row-level security adds the filter in the pooled model, the schema does in the
 /// other).
+/// JSON ending in a newline, so a shell prompt after `curl` starts on its own line.
+fn json(value: serde_json::Value) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(value.to_string() + "\n")
+}
+
 async fn list_notes(mut tx: TenantTx, tenant: Tenant) -> actix_web::Result<HttpResponse> {
     let notes: Vec<String> = sqlx::query_scalar("select body from notes order by id")
         .fetch_all(&mut *tx)
         .await
         .map_err(sql_error)?;
     tx.commit().await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "tenant": tenant.id(), "notes": notes })))
+    Ok(json(
+        serde_json::json!({ "tenant": tenant.id(), "notes": notes }),
+    ))
 }
 
 /// Adds a note (in the pooled model `tenant_id` defaults to the transaction's tenant).

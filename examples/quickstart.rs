@@ -10,8 +10,15 @@
 use actix_tenancy::prelude::*;
 use actix_web::{middleware::Logger, web, App, HttpResponse, HttpServer};
 
+/// JSON ending in a newline, so a shell prompt after `curl` starts on its own line.
+fn json(value: serde_json::Value) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(value.to_string() + "\n")
+}
+
 async fn whoami(tenant: Tenant) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({
+    json(serde_json::json!({
         "tenant": tenant.id(),
         "tier": tenant.tier(),
         "source": tenant.source().as_str(),
@@ -19,7 +26,7 @@ async fn whoami(tenant: Tenant) -> HttpResponse {
 }
 
 async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+    json(serde_json::json!({ "status": "ok" }))
 }
 
 fn tenant(id: &str, tier: &str) -> TenantRecord {

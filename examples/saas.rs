@@ -243,8 +243,15 @@ struct Refresh {
     refresh_token: String,
 }
 
+/// JSON ending in a newline, so a shell prompt after `curl` starts on its own line.
+fn json(value: serde_json::Value) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(value.to_string() + "\n")
+}
+
 fn pair_body(pair: &actix_tenancy::session::TokenPair) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({
+    json(serde_json::json!({
         "access_token": pair.access_token,
         "refresh_token": pair.refresh_token,
         "expires_in": pair.expires_in,
@@ -314,11 +321,11 @@ async fn logout(demo: web::Data<Demo>, user: Principal) -> Result<HttpResponse, 
 }
 
 async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+    json(serde_json::json!({ "status": "ok" }))
 }
 
 async fn whoami(tenant: Tenant) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({
+    json(serde_json::json!({
         "tenant": tenant.id(),
         "tier": tenant.tier(),
         "source": tenant.source().as_str(),
@@ -326,7 +333,7 @@ async fn whoami(tenant: Tenant) -> HttpResponse {
 }
 
 async fn reports(tenant: Tenant) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({
+    json(serde_json::json!({
         "tenant": tenant.id(),
         "reports": ["usage", "billing"],
     }))
@@ -340,7 +347,7 @@ async fn complete(tenant: Tenant, req: actix_web::HttpRequest) -> HttpResponse {
         .get("x-model")
         .and_then(|v| v.to_str().ok())
         .unwrap_or(DEFAULT_MODEL);
-    HttpResponse::Ok().json(serde_json::json!({
+    json(serde_json::json!({
         "tenant": tenant.id(),
         "completion": "Hello from the demo model.",
         "model": model,

@@ -75,6 +75,13 @@ fn invalid_grant() -> TenancyError {
     }
 }
 
+/// JSON ending in a newline, so a shell prompt after `curl` starts on its own line.
+fn json(value: serde_json::Value) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(value.to_string() + "\n")
+}
+
 async fn login(
     sessions: web::Data<SessionManager>,
     body: web::Json<Login>,
@@ -86,7 +93,9 @@ async fn login(
     match (known, tenant) {
         (true, Ok(tenant)) => {
             match sessions.issue(&tenant, &body.username, Grant::new().scopes(["notes:read"])) {
-                Ok(pair) => Ok(HttpResponse::Ok().json(pair)),
+                Ok(pair) => serde_json::to_value(pair)
+                    .map(json)
+                    .map_err(|_| TenancyError::Misconfigured("a token pair did not serialise")),
                 Err(_) => Err(TenancyError::Misconfigured("the session key cannot sign")),
             }
         }
@@ -104,7 +113,9 @@ async fn refresh(
     body: web::Json<Refresh>,
 ) -> Result<HttpResponse, TenancyError> {
     match sessions.refresh(&body.refresh_token).await {
-        Ok(pair) => Ok(HttpResponse::Ok().json(pair)),
+        Ok(pair) => serde_json::to_value(pair)
+            .map(json)
+            .map_err(|_| TenancyError::Misconfigured("a token pair did not serialise")),
         Err(SessionError::Store(e)) => Err(TenancyError::AuthUnavailable {
             reason: e.to_string().into(),
         }),
@@ -113,7 +124,7 @@ async fn refresh(
 }
 
 async fn notes(tenant: Tenant, user: Principal) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({
+    json(serde_json::json!({
         "tenant": tenant.id(),
         "user": user.subject(),
         "notes": [format!("{}'s first note", tenant.id())],

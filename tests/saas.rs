@@ -506,7 +506,7 @@ async fn the_readme_session_answers_as_shown() {
     let app = app().await;
     for ex in session {
         let body = test::call_and_read_body(&app, common::curl::request(&ex).to_request()).await;
-        assert_eq!(std::str::from_utf8(&body).unwrap(), ex.expected, "{ex:?}");
+        assert_eq!(std::str::from_utf8(&body).unwrap(), ex.body(), "{ex:?}");
     }
 }
 

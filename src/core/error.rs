@@ -3,23 +3,26 @@
 //!
 //! | code | status | when |
 //! | --- | --- | --- |
-//! | `tenant_missing` | 401 | no source yielded a tenant and missing is not allowed |
-//! | `tenant_invalid` | 400 | an id failed validation, or a source's input was malformed |
-//! | `tenant_conflict` | 403 | two sources named different tenants |
-//! | `tenant_forbidden` | 403 | unknown or inactive tenant (the same bytes for both) |
-//! | `tenant_misdirected` | 421 | the tenant lives in another region than this deployment |
-//! | `tenant_unavailable` | 503 | the registry could not answer, or the tenant is provisioning / in maintenance |
-//! | `tenant_read_only` | 403 | a write to a tenant whose status allows reads only |
-//! | `unauthenticated` | 401 | missing, invalid, expired or revoked credential |
-//! | `policy_denied` | 403 | the policy evaluator said no |
-//! | `policy_unavailable` | 503 | the evaluator failed, timed out or panicked |
-//! | `quota_exceeded` | 429 | the tenant's quota is used up |
-//! | `quota_unavailable` | 503 | the quota backend failed and the mode is fail-closed |
-//! | `cost_invalid` | 400 | the request's declared cost (e.g. `X-Token-Count`) is malformed |
-//! | `internal_error` | 500 | the application is misconfigured (a stage's prerequisite is missing) |
+//! | <a id="tenant_missing"></a>`tenant_missing` | 401 | no source yielded a tenant and missing is not allowed |
+//! | <a id="tenant_invalid"></a>`tenant_invalid` | 400 | an id failed validation, or a source's input was malformed |
+//! | <a id="tenant_conflict"></a>`tenant_conflict` | 403 | two sources named different tenants |
+//! | <a id="tenant_forbidden"></a>`tenant_forbidden` | 403 | unknown or inactive tenant (the same bytes for both) |
+//! | <a id="tenant_misdirected"></a>`tenant_misdirected` | 421 | the tenant lives in another region than this deployment |
+//! | <a id="tenant_unavailable"></a>`tenant_unavailable` | 503 | the registry could not answer, or the tenant is provisioning / in maintenance |
+//! | <a id="tenant_read_only"></a>`tenant_read_only` | 403 | a write to a tenant whose status allows reads only |
+//! | <a id="unauthenticated"></a>`unauthenticated` | 401 | missing, invalid, expired or revoked credential |
+//! | <a id="auth_unavailable"></a>`auth_unavailable` | 503 | the revocation store failed, or an identity provider's keys could not be had |
+//! | <a id="policy_denied"></a>`policy_denied` | 403 | the policy evaluator said no |
+//! | <a id="policy_unavailable"></a>`policy_unavailable` | 503 | the evaluator failed, timed out or panicked |
+//! | <a id="quota_exceeded"></a>`quota_exceeded` | 429 | the tenant's quota is used up |
+//! | <a id="quota_unavailable"></a>`quota_unavailable` | 503 | the quota backend failed and the mode is fail-closed |
+//! | <a id="cost_invalid"></a>`cost_invalid` | 400 | the request's declared cost (e.g. `X-Token-Count`) is malformed |
+//! | <a id="invalid_request"></a>`invalid_request` | 400 | a handler refused a malformed request (for apps that answer everything in this shape) |
+//! | <a id="internal_error"></a>`internal_error` | 500 | the application is misconfigured (a stage's prerequisite is missing) |
 //!
 //! Clients get the code, the status and a fixed short text, as an RFC 9457
-//! `application/problem+json` body ([`ProblemJson`]). What caused the rejection (which
+//! `application/problem+json` body ([`ProblemJson`]), whose `type` is by default this
+//! table's row for the code on docs.rs ([`DEFAULT_TYPE_BASE`] followed by the code). What caused the rejection (which
 //! source, which status, which backend error) goes to logs and the audit sink only.
 //! Swap the body shape with your own [`ErrorResponder`].
 
@@ -444,57 +447,139 @@ where
     }
 }
 
-/// The default responder: an RFC 9457 `application/problem+json` body.
+/// Where the default problem `type` URIs point: this module's table of codes on
+/// docs.rs, which has an anchor per code (`…#tenant_missing`).
+pub const DEFAULT_TYPE_BASE: &str =
+    "https://docs.rs/actix-tenancy/latest/actix_tenancy/error/index.html#";
+
+/// The default responder: an RFC 9457 `application/problem+json` body, ending in a
+/// newline.
 ///
 /// ```json
-/// {"type":"about:blank","title":"Tenant required","status":401,"code":"tenant_missing"}
+/// {"type":"https://docs.rs/actix-tenancy/latest/actix_tenancy/error/index.html#tenant_missing","title":"Tenant required","status":401,"code":"tenant_missing"}
 /// ```
 ///
-/// `type` is `about:blank` unless a base URI is set with [`ProblemJson::type_base`],
-/// in which case it is the base followed by the code. `code` is an extension member
-/// carrying the stable code. `Retry-After` is set when the rejection knows it.
-#[derive(Debug, Clone, Default)]
+/// - `type` names the problem: by default the row of the [module](self)'s table for
+///   the code, so a client or an operator who follows it reads what the code means;
+///   with [`type_base`](Self::type_base), your own base followed by the code. With
+///   [`about_blank`](Self::about_blank), `about:blank` and, as RFC 9457 asks of that
+///   type, the status's phrase as the `title` (`"Unauthorized"`).
+/// - `title` is the code's fixed short text ([`ErrorCode::title`]).
+/// - `code` is an extension member carrying the stable code, for clients to match on;
+///   `limit` and `capability` say which quota limit or capability kind refused.
+/// - `instance` is the request's id, when the request carries one in `X-Request-Id`
+///   (set by a proxy or a request-id middleware; another header with
+///   [`instance_header`](Self::instance_header), none with
+///   [`no_instance`](Self::no_instance)). Only an id of 1 to 128 URI-unreserved
+///   characters (`A-Z a-z 0-9 - . _ ~`) is echoed, as a relative URI reference; any
+///   other is left out.
+///
+/// `Retry-After` is set when the rejection knows it, and `Cache-Control: no-store`
+/// always.
+#[derive(Debug, Clone)]
 pub struct ProblemJson {
+    /// The JSON-escaped type base, without quotes; `None` for `about:blank`.
     type_base: Option<String>,
+    instance: Option<header::HeaderName>,
+}
+
+impl Default for ProblemJson {
+    fn default() -> Self {
+        Self {
+            type_base: Some(DEFAULT_TYPE_BASE.to_owned()),
+            instance: Some(header::HeaderName::from_static("x-request-id")),
+        }
+    }
 }
 
 impl ProblemJson {
     /// Problem types become `{base}{code}`, e.g. `https://errors.example.com/tenant_missing`.
     #[must_use]
     pub fn type_base(mut self, base: impl Into<String>) -> Self {
-        self.type_base = Some(base.into());
+        let quoted = serde_json::Value::String(base.into()).to_string();
+        self.type_base = Some(quoted[1..quoted.len() - 1].to_owned());
         self
     }
 
-    /// The response for `err`.
+    /// Every problem's type is `about:blank`, and its title the status's phrase
+    /// (`"Forbidden"`), as RFC 9457 asks of that type; `code` still tells them apart.
+    #[must_use]
+    pub fn about_blank(mut self) -> Self {
+        self.type_base = None;
+        self
+    }
+
+    /// Takes `instance` from this request header instead of `X-Request-Id`.
+    #[must_use]
+    pub fn instance_header(mut self, name: header::HeaderName) -> Self {
+        self.instance = Some(name);
+        self
+    }
+
+    /// Never sends `instance`.
+    #[must_use]
+    pub fn no_instance(mut self) -> Self {
+        self.instance = None;
+        self
+    }
+
+    /// The response for `err`, without `instance` (there is no request to take it
+    /// from).
     pub fn body(&self, err: &TenancyError) -> HttpResponse {
+        self.build(err, None)
+    }
+
+    /// The response for `err` to `req`.
+    pub fn body_for(&self, err: &TenancyError, req: &HttpRequest) -> HttpResponse {
+        let id = self
+            .instance
+            .as_ref()
+            .and_then(|name| req.headers().get(name))
+            .map(HeaderValue::as_bytes)
+            .filter(|id| is_request_id(id));
+        // Checked above: unreserved ASCII only, so it needs no JSON escaping.
+        self.build(err, id.and_then(|id| std::str::from_utf8(id).ok()))
+    }
+
+    fn build(&self, err: &TenancyError, instance: Option<&str>) -> HttpResponse {
+        use std::fmt::Write as _;
         let code = err.code();
         let status = code.status();
-        // Titles and codes are fixed ASCII without quotes or backslashes; only the
-        // user-configured type base needs JSON escaping.
-        let ty = match &self.type_base {
-            Some(base) => serde_json::Value::String(format!("{base}{}", code.as_str())).to_string(),
-            None => "\"about:blank\"".to_owned(),
+        // Titles, codes and phrases are fixed ASCII without quotes or backslashes; the
+        // user-configured type base was escaped when it was set.
+        let mut body = String::with_capacity(160);
+        let title = match &self.type_base {
+            Some(base) => {
+                let _ = write!(body, r#"{{"type":"{base}{}""#, code.as_str());
+                code.title()
+            }
+            None => {
+                body.push_str(r#"{"type":"about:blank""#);
+                status.canonical_reason().unwrap_or("Error")
+            }
         };
-        let mut detail = match err.detail() {
-            Some(d) => format!(r#","detail":"{d}""#),
-            None => String::new(),
-        };
+        let _ = write!(
+            body,
+            r#","title":"{title}","status":{},"code":"{}""#,
+            status.as_u16(),
+            code.as_str()
+        );
+        if let Some(d) = err.detail() {
+            let _ = write!(body, r#","detail":"{d}""#);
+        }
         // Limit names and capability kinds are fixed words of the crate's own; anything
         // else is left out rather than escaped.
         let word = |w: &&str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase());
         if let Some(limit) = err.limit().filter(word) {
-            detail.push_str(&format!(r#","limit":"{limit}""#));
+            let _ = write!(body, r#","limit":"{limit}""#);
         }
         if let Some(kind) = err.capability().filter(word) {
-            detail.push_str(&format!(r#","capability":"{kind}""#));
+            let _ = write!(body, r#","capability":"{kind}""#);
         }
-        let body = format!(
-            r#"{{"type":{ty},"title":"{}","status":{},"code":"{}"{detail}}}"#,
-            code.title(),
-            status.as_u16(),
-            code.as_str()
-        );
+        if let Some(id) = instance {
+            let _ = write!(body, r#","instance":"{id}""#);
+        }
+        body.push_str("}\n");
         let mut res = HttpResponse::build(status);
         res.insert_header((
             header::CONTENT_TYPE,
@@ -508,9 +593,18 @@ impl ProblemJson {
     }
 }
 
+/// 1 to 128 URI-unreserved characters: safe to echo as a JSON string and a relative
+/// URI reference.
+fn is_request_id(id: &[u8]) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
 impl ErrorResponder for ProblemJson {
-    fn respond(&self, err: &TenancyError, _req: &HttpRequest) -> HttpResponse {
-        self.body(err)
+    fn respond(&self, err: &TenancyError, req: &HttpRequest) -> HttpResponse {
+        self.body_for(err, req)
     }
 }
 
@@ -751,10 +845,12 @@ mod tests {
     fn every_problem_body_is_valid_json_in_rfc_order() {
         use actix_web::body::MessageBody as _;
         let with_base = ProblemJson::default().type_base("https://e.example/\"x\\/");
+        let blank = ProblemJson::default().about_blank();
+        let docs = include_str!("error.rs");
         for code in ErrorCode::ALL {
             let err = sample(code);
             assert_eq!(err.code(), code);
-            for responder in [&ProblemJson::default(), &with_base] {
+            for responder in [&ProblemJson::default(), &with_base, &blank] {
                 let res = responder.body(&err);
                 let body = res.into_body().try_into_bytes().ok().unwrap();
                 let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -762,8 +858,34 @@ mod tests {
                 assert_eq!(v["code"], err.code().as_str());
                 let text = std::str::from_utf8(&body).unwrap();
                 assert!(text.starts_with("{\"type\":"), "{text}");
+                assert!(
+                    text.ends_with("}\n"),
+                    "one line, ending in a newline: {text}"
+                );
                 assert!(!text.contains("internal detail"), "{text}");
             }
+            let v = |r: &ProblemJson| -> serde_json::Value {
+                let body = r.body(&err).into_body().try_into_bytes().ok().unwrap();
+                serde_json::from_slice(&body).unwrap()
+            };
+            // Each code its own type, documented under its anchor.
+            assert_eq!(
+                v(&ProblemJson::default())["type"],
+                format!("{DEFAULT_TYPE_BASE}{code}")
+            );
+            assert!(
+                docs.contains(&format!("<a id=\"{code}\"></a>`{code}`")),
+                "the module's table has no anchor for {code}"
+            );
+            assert_eq!(
+                v(&with_base)["type"],
+                format!("https://e.example/\"x\\/{code}")
+            );
+            assert_eq!(v(&with_base)["title"], code.title());
+            // about:blank: the status's phrase, as RFC 9457 asks.
+            let b = v(&blank);
+            assert_eq!(b["type"], "about:blank");
+            assert_eq!(b["title"], code.status().canonical_reason().unwrap());
         }
     }
 
@@ -816,5 +938,46 @@ mod tests {
         let text = std::str::from_utf8(&body).unwrap();
         assert!(!text.contains("secret"));
         assert!(text.contains("\"code\":\"tenant_forbidden\""));
+    }
+
+    #[test]
+    fn instance_is_the_request_id_when_it_is_a_safe_one() {
+        use actix_web::body::MessageBody as _;
+        let err = TenancyError::TenantMissing;
+        let instance = |r: &ProblemJson, id: Option<&[u8]>| -> serde_json::Value {
+            let mut req = actix_web::test::TestRequest::default();
+            if let Some(id) = id {
+                req = req.insert_header(("x-request-id", HeaderValue::from_bytes(id).unwrap()));
+            }
+            let res = r.respond(&err, &req.to_http_request());
+            let body = res.into_body().try_into_bytes().ok().unwrap();
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap()["instance"].clone()
+        };
+        let p = ProblemJson::default();
+        assert_eq!(
+            instance(&p, Some(b"4bf92f3577b34da6a3ce929d0e0e4736")),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(instance(&p, Some(b"req-1.a_b~c")), "req-1.a_b~c");
+        assert!(instance(&p, None).is_null());
+        // Hostile or odd ids are left out, never escaped into the body.
+        for id in [
+            &b"a\"b"[..],
+            b"a\\b",
+            b"a b",
+            b"/etc/passwd",
+            b"x:y",
+            b"%2e%2e",
+            b"\xff\xfe",
+            &[b'a'; 129],
+        ] {
+            assert!(instance(&p, Some(id)).is_null(), "{id:?}");
+        }
+        assert!(instance(&p.clone().no_instance(), Some(b"abc")).is_null());
+        let other = p.instance_header(header::HeaderName::from_static("x-correlation-id"));
+        assert!(
+            instance(&other, Some(b"abc")).is_null(),
+            "another header is read"
+        );
     }
 }

@@ -58,6 +58,18 @@ pub fn exchanges(readme: &str, section: &str) -> Vec<Exchange> {
     out
 }
 
+impl Exchange {
+    /// The body the exchange expects: the line shown, and the newline that ends a JSON
+    /// body (so a shell prompt starts on its own line, as the README shows it).
+    pub fn body(&self) -> String {
+        if self.expected.starts_with('{') {
+            format!("{}\n", self.expected)
+        } else {
+            self.expected.clone()
+        }
+    }
+}
+
 /// The request an exchange sends.
 pub fn request(ex: &Exchange) -> actix_web::test::TestRequest {
     let method = actix_web::http::Method::from_bytes(ex.method.as_bytes()).expect("a method");
