@@ -79,11 +79,13 @@
 //! | --- | --- |
 //! | *(none, default)* | resolution, registry (in memory, cached), extractor, errors, audit |
 //! | `toml` | [`InMemoryRegistry::from_toml_str`](registry::InMemoryRegistry), `from_toml_file`, and TOML policies ([`RulePolicy::from_toml`](policy::RulePolicy)) |
-//! | `metrics` | decision counters through the `metrics` facade (see [`observe`]) |
+//! | `metrics` | decision counters, stage and per-tenant request histograms through the `metrics` facade (see [`observe`]) |
 //! | `redis` | `RedisQuota`: one quota shared by every replica (see [`quota`]); with `jwt`, `RedisRevocations` |
-//! | `jwt` | JWT sessions: `KeySet`, `SessionManager`, `JwtAuth` (see [`session`]; Rust 1.88+) |
-//! | `postgres` | `PostgresRegistry`: tenants in PostgreSQL, kept fresh on every replica by `NOTIFY`; a row-level security helper (see `registry::postgres`) |
+//! | `jwt` | JWT sessions: `KeySet`, `SessionManager`, `JwtAuth` (see [`session`]) |
+//! | `oidc` | tokens from identity providers: OpenID discovery, remote JWKS kept fresh, a provider per tenant (`session::oidc`) |
+//! | `postgres` | `PostgresRegistry`: tenants in PostgreSQL, kept fresh on every replica by `NOTIFY`; `storage`: the `TenantTx` extractor in the pooled, schema and database models |
 //! | `tls` | `Source::certificate`: the tenant from a verified TLS client certificate (see `tls`) |
+//! | `testing` | a test kit: `testing::attach`, a `FakeClock`, conformance suites for your registries, quota managers and revocation stores |
 //!
 //! # Invariants
 //!
