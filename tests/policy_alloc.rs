@@ -1,12 +1,13 @@
-//! `RulePolicy` decides without allocating, as the README says: `allocation-counter`'s
-//! global allocator counts this thread's allocations while it decides (alone in its
-//! binary, since it sets the global allocator).
+//! `RulePolicy` decides and `LocalQuota` checks without allocating, as the README
+//! says: `allocation-counter`'s global allocator counts this thread's allocations
+//! while they decide (alone in their binary, since it sets the global allocator).
 
 use std::sync::Arc;
 
 use actix_tenancy::{
     policy::{PolicyRequest, PolicySet, RulePolicy, Rules},
     prelude::*,
+    quota::{LocalQuota, Period, QuotaManager, QuotaPlan, QuotaPlans},
     resolve::SourceKind,
 };
 use actix_web::http::Method;
@@ -64,4 +65,36 @@ fn deciding_and_capability_checks_allocate_nothing() {
         control.count_total > 0,
         "the allocation counter counts nothing"
     );
+}
+
+#[test]
+fn a_quota_check_that_passes_or_refuses_allocates_nothing() {
+    let plans = QuotaPlans::builder()
+        .tier(
+            "pro",
+            QuotaPlan::per_second(1_000_000).budget(u64::MAX / 2, Period::Day),
+        )
+        .tier("free", QuotaPlan::per_minute(1))
+        .build()
+        .unwrap();
+    let quota = LocalQuota::new(plans);
+    let ctx = |id: &str, tier: &str| {
+        let id = TenantId::parse(id).unwrap();
+        let record = Arc::new(TenantRecord::new(id.clone(), tier));
+        TenantContext::new(id, SourceKind::Header, record, None)
+    };
+    let (pro, free) = (ctx("acme", "pro"), ctx("globex", "free"));
+    // The first check of a tenant makes its entry (the map may grow): not measured.
+    let check = |t: &TenantContext| quota.check_now(t, 1).unwrap().unwrap().allowed;
+    assert!(check(&pro) && check(&free));
+    let mut answers = (0, 0);
+    let info = allocation_counter::measure(|| {
+        for _ in 0..100 {
+            answers.0 += usize::from(check(&pro));
+            answers.1 += usize::from(check(&free));
+            quota.settle_now(&pro, 1, 0).unwrap().unwrap();
+        }
+    });
+    assert_eq!(answers, (100, 0), "passes and refusals both measured");
+    assert_eq!(info.count_total, 0, "LocalQuota allocated while checking");
 }

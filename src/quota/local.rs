@@ -1,100 +1,333 @@
 use std::{
+    collections::HashMap,
     fmt,
-    num::NonZeroU32,
     sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Weak,
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use dashmap::DashMap;
 use foldhash::fast::RandomState;
-use governor::{
-    clock::{Clock, MonotonicClock, Reference},
-    middleware::StateInformationMiddleware,
-    state::{InMemoryState, NotKeyed},
-    RateLimiter,
-};
+use governor::clock::{Clock, MonotonicClock, Reference};
 
 use super::{
-    refuse, BudgetState, QuotaDecision, QuotaError, QuotaLimit, QuotaManager, QuotaPlan,
-    QuotaPlans, RateState,
+    plan::UnknownTier, refuse, BudgetState, QuotaDecision, QuotaError, QuotaLimit, QuotaManager,
+    QuotaPlan, QuotaPlans, RateState,
 };
 use crate::core::{TenantContext, TenantId};
 
-type Limiter<C> = RateLimiter<NotKeyed, InMemoryState, C, StateInformationMiddleware>;
-
-/// Units used in the current period of one budget.
-#[derive(Debug, Clone, Copy)]
+/// Units used in one period of a budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Used {
-    period: u64,
+    period: u32,
     used: u64,
 }
 
-/// A tenant's budgets, and what its rate limiter last said: kept under one lock, which
-/// the rate check runs inside whenever the plan has budgets.
-struct Ledger {
-    used: Vec<Used>,
-    /// The limiter's remaining burst after its last check, and when (nanoseconds since
-    /// the manager's origin). governor cannot be asked without charging, so a refusal
-    /// by a budget reports the rate from this: the burst refills one unit per interval
-    /// and nothing else draws on this limiter, so the value is exact or one short.
-    rate_left: u32,
-    rate_at: u64,
+/// One tenant's whole state, inline in the map's slot (32 bytes): the rate's GCRA
+/// theoretical arrival time, its plan, and its budgets' use. It is read and written
+/// under the map shard's write lock, so a check admits the rate and the budgets
+/// together or not at all, and exactly the burst passes under any concurrency.
+#[derive(Debug)]
+struct Slot {
+    /// Nanoseconds since the manager's origin: the GCRA theoretical arrival time (a
+    /// full burst once it is at or before now); for a plan without a rate, the time
+    /// of the last check. Either way the slot has been idle since at least `tat`.
+    tat: u64,
+    /// The first budget's use in `period`.
+    used: u64,
+    /// The plan's index in [`PlanIndex::params`]: a changed plan starts afresh.
+    plan: u32,
+    /// The period of `used`.
+    period: u32,
+    /// The further budgets' (a plan with two or more; rare, so boxed).
+    more: Option<Box<More>>,
 }
 
-struct Entry<C: Clock> {
+// The slot is the per-tenant cost beside the key: keep it at 32 bytes.
+const _: () = assert!(std::mem::size_of::<Slot>() == 32);
+
+/// The use of a plan's second and later budgets.
+#[derive(Debug)]
+struct More(Vec<Used>);
+
+impl Slot {
+    fn fresh(plan: u32, budgets: usize, now: u64) -> Self {
+        let zero = Used { period: 0, used: 0 };
+        Self {
+            tat: now,
+            used: 0,
+            plan,
+            period: 0,
+            more: (budgets > 1).then(|| Box::new(More(vec![zero; budgets - 1]))),
+        }
+    }
+
+    /// Budget `i`'s use.
+    fn get(&self, i: usize) -> Used {
+        match i.checked_sub(1) {
+            None => Used {
+                period: self.period,
+                used: self.used,
+            },
+            Some(j) => self
+                .more
+                .as_ref()
+                .map_or(Used { period: 0, used: 0 }, |m| m.0[j]),
+        }
+    }
+
+    /// Sets budget `i`'s use.
+    fn set(&mut self, i: usize, u: Used) {
+        match i.checked_sub(1) {
+            None => (self.period, self.used) = (u.period, u.used),
+            Some(j) => {
+                if let Some(m) = self.more.as_mut() {
+                    m.0[j] = u;
+                }
+            }
+        }
+    }
+}
+
+/// A plan, with its rate's GCRA figures worked out once.
+struct Params {
     plan: Arc<QuotaPlan>,
-    limiter: Option<Limiter<C>>,
-    budgets: Mutex<Ledger>,
-    /// Nanoseconds since the manager's origin, of the last check.
-    last_seen: AtomicU64,
+    /// Nanoseconds per unit (the emission interval); 0 when the plan has no rate.
+    t: u64,
+    /// The burst tolerance, `t × (burst − 1)`.
+    tau: u64,
+    burst: u32,
+    interval: Duration,
+    window: Duration,
 }
 
-/// Quotas kept in this process: one `governor` rate limiter per tenant, in a sharded
-/// `DashMap`, with budgets alongside.
+impl Params {
+    fn new(plan: &Arc<QuotaPlan>) -> Self {
+        let rate = plan.rate_limit().filter(|r| r.quota().is_some());
+        let (interval, window) = plan
+            .rate_timing()
+            .unwrap_or((Duration::ZERO, Duration::ZERO));
+        let t = match rate {
+            Some(_) => u64::try_from(interval.as_nanos())
+                .unwrap_or(u64::MAX)
+                .max(1),
+            None => 0,
+        };
+        let burst = rate.map_or(0, |r| r.burst);
+        Self {
+            plan: Arc::clone(plan),
+            t,
+            tau: t.saturating_mul(u64::from(burst.saturating_sub(1))),
+            burst,
+            interval,
+            window,
+        }
+    }
+
+    /// The rate's state at `now` for a theoretical arrival time `tat`.
+    fn rate_at(&self, tat: u64, now: u64, wait: Duration) -> RateState {
+        let remaining = if self.t == 0 {
+            0
+        } else {
+            let room = (now + self.tau + self.t).saturating_sub(tat);
+            u32::try_from(room.min(self.tau + self.t) / self.t).unwrap_or(u32::MAX)
+        };
+        RateState {
+            limit: self.burst,
+            remaining,
+            window: self.window,
+            reset: wait.max(self.interval * self.burst.saturating_sub(remaining)),
+        }
+    }
+}
+
+/// Where a tenant's plan is found, by index: the tenant's own plan, else its tier's
+/// (compared in place when there are few tiers, as there usually are), else the
+/// unknown tier's.
+struct PlanIndex {
+    params: Vec<Params>,
+    tenants: HashMap<TenantId, u32, RandomState>,
+    tiers: Vec<(Box<str>, u32)>,
+    tier_map: HashMap<Box<str>, u32, RandomState>,
+    unknown: Option<u32>,
+}
+
+impl PlanIndex {
+    /// Up to this many tiers are compared in place; more are hashed.
+    const SCAN: usize = 8;
+
+    fn new(plans: &QuotaPlans) -> Self {
+        let mut params = Vec::new();
+        let mut add = |p: &Arc<QuotaPlan>| {
+            params.push(Params::new(p));
+            u32::try_from(params.len() - 1).expect("fewer than 2^32 plans")
+        };
+        let super::plan::PlanParts {
+            tiers,
+            tenants,
+            unknown,
+        } = plans.parts();
+        let tenants = tenants.iter().map(|(id, p)| (id.clone(), add(p))).collect();
+        let tiers: Vec<(Box<str>, u32)> = tiers
+            .iter()
+            .map(|(name, p)| (name.as_str().into(), add(p)))
+            .collect();
+        let unknown = match unknown {
+            UnknownTier::Reject => None,
+            UnknownTier::Plan(p) => Some(add(p)),
+        };
+        let tier_map = if tiers.len() > Self::SCAN {
+            tiers.iter().cloned().collect()
+        } else {
+            HashMap::default()
+        };
+        Self {
+            params,
+            tenants,
+            tiers,
+            tier_map,
+            unknown,
+        }
+    }
+
+    #[inline]
+    fn find(&self, tenant: &TenantContext) -> Option<u32> {
+        if !self.tenants.is_empty() {
+            if let Some(&i) = self.tenants.get(tenant.id()) {
+                return Some(i);
+            }
+        }
+        let tier = tenant.tier();
+        let found = if self.tiers.len() <= Self::SCAN {
+            self.tiers
+                .iter()
+                .find(|(name, _)| **name == *tier)
+                .map(|&(_, i)| i)
+        } else {
+            self.tier_map.get(tier).copied()
+        };
+        found.or(self.unknown)
+    }
+}
+
+/// Where budgets read the calendar.
+enum Wall {
+    /// The system's clock, read at most once a second: in between, the wall time is
+    /// the last reading moved on by the monotonic clock (a budget's period is a UTC
+    /// hour, day or month; a second's lag on a step of the system clock is all this
+    /// costs, against a clock read per check).
+    System {
+        /// Unix nanoseconds minus monotonic nanoseconds, at the last reading.
+        offset: AtomicU64,
+        /// The monotonic nanoseconds of the last reading (`u64::MAX`: none yet).
+        read_at: AtomicU64,
+    },
+    /// A clock of the caller's (a test's), read on every check that needs it.
+    Custom(Arc<dyn Fn() -> SystemTime + Send + Sync>),
+}
+
+impl Wall {
+    /// Unix seconds at monotonic time `now` (nanoseconds since the origin).
+    #[inline]
+    fn unix_secs(&self, now: u64) -> u64 {
+        let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        match self {
+            Self::Custom(f) => unix(f()),
+            Self::System { offset, read_at } => {
+                let at = read_at.load(Ordering::Relaxed);
+                // Also when `now` is before the last reading (wrapping): another thread's.
+                if at == u64::MAX || now.wrapping_sub(at) >= 1_000_000_000 {
+                    let nanos = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+                    offset.store(nanos.wrapping_sub(now), Ordering::Relaxed);
+                    read_at.store(now, Ordering::Relaxed);
+                    return nanos / 1_000_000_000;
+                }
+                now.wrapping_add(offset.load(Ordering::Relaxed)) / 1_000_000_000
+            }
+        }
+    }
+}
+
+/// What the manager and its sweeper share.
+struct Shared<C: Clock> {
+    index: PlanIndex,
+    entries: DashMap<TenantId, Slot, RandomState>,
+    clock: C,
+    origin: C::Instant,
+    wall: Wall,
+    /// Nanoseconds a slot must be idle before the sweep may drop it.
+    idle_after: AtomicU64,
+}
+
+/// Quotas kept in this process: each tenant's rate (GCRA, the algorithm of
+/// `governor`) and budgets in one 32-byte slot of a sharded `DashMap`.
 ///
 /// - Entries are built lazily from the tenant's plan, on its first request. Only
 ///   tenants the resolver validated against the registry ever reach the manager, so
 ///   made-up ids cannot grow the map.
 /// - When a tenant's plan changes (its tier changed in the registry, say), the next
 ///   request replaces its entry with one built from the new plan.
-/// - [`evict_idle`](Self::evict_idle) drops entries idle for longer than
-///   [`idle_after`](Self::idle_after) (default 10 minutes), so memory follows the
-///   active tenants. Call it periodically.
-/// - Time: the rate limiters use governor's `MonotonicClock` (`std::time::Instant`),
-///   chosen explicitly: its default `quanta` clock reads the CPU's TSC, which has been
-///   seen to skew across cores and reject early. Budgets use the wall clock (UTC
-///   calendar periods). [`with_clock`](LocalQuota::with_clock) takes both from one
-///   [`Clock`](crate::Clock) (a fake one, in tests); [`with_clocks`](Self::with_clocks)
-///   takes them apart.
+/// - **Idle tenants are reclaimed by the manager itself**: a sweeper thread it owns
+///   (`actix-tenancy-quota-sweep`, stopped when the manager is dropped) drops every
+///   entry idle for [`idle_after`](Self::idle_after) (default 10 minutes) *whose
+///   state equals a fresh one* (its burst full again, no budget used in the current
+///   period), then returns the map's spare memory. Eviction is therefore lossless:
+///   a tenant that spent today's budget keeps its entry until the day is over, however
+///   long it is idle. [`evict_idle`](Self::evict_idle) runs one sweep now.
+/// - Time: one monotonic clock read per check (for the rate: `std::time::Instant`
+///   through governor's `MonotonicClock`, never the TSC-based `quanta` clock, which has
+///   been seen to skew across cores). Budgets need the wall clock (UTC calendar
+///   periods: a monotonic clock knows no dates): it is read at most once a second
+///   and moved on by the monotonic reading in between.
+///   [`with_clock`](LocalQuota::with_clock) takes both from one [`Clock`](crate::Clock)
+///   (a fake one, in tests); [`with_clocks`](Self::with_clocks) takes them apart.
 ///
 /// Share one `LocalQuota` (it is cheap to clone the `TenantQuota` holding it) across
 /// workers: a limiter per worker would let each worker admit the full quota.
 pub struct LocalQuota<C: Clock = MonotonicClock> {
+    shared: Arc<Shared<C>>,
     plans: QuotaPlans,
-    entries: DashMap<TenantId, Arc<Entry<C>>, RandomState>,
-    clock: C,
-    origin: C::Instant,
-    wall: Arc<dyn Fn() -> SystemTime + Send + Sync>,
-    idle_after: Duration,
+    sweeper: Option<std::thread::JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
 }
 
 impl<C: Clock> fmt::Debug for LocalQuota<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LocalQuota")
             .field("plans", &self.plans)
-            .field("tenants", &self.entries.len())
-            .field("idle_after", &self.idle_after)
+            .field("tenants", &self.shared.entries.len())
+            .field(
+                "idle_after",
+                &Duration::from_nanos(self.shared.idle_after.load(Ordering::Relaxed)),
+            )
             .finish_non_exhaustive()
+    }
+}
+
+impl<C: Clock> Drop for LocalQuota<C> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = &self.sweeper {
+            t.thread().unpark();
+        }
     }
 }
 
 impl LocalQuota<MonotonicClock> {
     /// A manager for `plans`, on the monotonic and the system clocks.
     pub fn new(plans: QuotaPlans) -> Self {
-        Self::with_clocks(plans, MonotonicClock, SystemTime::now)
+        Self::build(
+            plans,
+            MonotonicClock,
+            Wall::System {
+                offset: AtomicU64::new(0),
+                read_at: AtomicU64::new(u64::MAX),
+            },
+        )
     }
 }
 
@@ -109,6 +342,8 @@ impl LocalQuota<crate::core::Clock> {
     }
 }
 
+const DEFAULT_IDLE: Duration = Duration::from_secs(600);
+
 impl<C> LocalQuota<C>
 where
     C: Clock + Clone + Send + Sync + 'static,
@@ -121,21 +356,37 @@ where
         clock: C,
         wall: impl Fn() -> SystemTime + Send + Sync + 'static,
     ) -> Self {
+        Self::build(plans, clock, Wall::Custom(Arc::new(wall)))
+    }
+
+    fn build(plans: QuotaPlans, clock: C, wall: Wall) -> Self {
         let origin = clock.now();
-        Self {
-            plans,
+        let shared = Arc::new(Shared {
+            index: PlanIndex::new(&plans),
             entries: DashMap::default(),
             clock,
             origin,
-            wall: Arc::new(wall),
-            idle_after: Duration::from_secs(600),
+            wall,
+            idle_after: AtomicU64::new(nanos(DEFAULT_IDLE)),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let sweeper = spawn_sweeper(Arc::downgrade(&shared), Arc::clone(&stop));
+        Self {
+            shared,
+            plans,
+            sweeper,
+            stop,
         }
     }
 
-    /// Entries idle this long are dropped by [`evict_idle`](Self::evict_idle).
+    /// Entries idle this long (and equal to a fresh one) are dropped by the sweep; it
+    /// runs every quarter of this, from 100 ms to a minute.
     #[must_use]
-    pub fn idle_after(mut self, idle: Duration) -> Self {
-        self.idle_after = idle;
+    pub fn idle_after(self, idle: Duration) -> Self {
+        self.shared.idle_after.store(nanos(idle), Ordering::Relaxed);
+        if let Some(t) = &self.sweeper {
+            t.thread().unpark(); // to take the new period
+        }
         self
     }
 
@@ -146,90 +397,57 @@ where
 
     /// How many tenants have an entry.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.shared.entries.len()
     }
 
     /// Whether no tenant has an entry.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.shared.entries.is_empty()
     }
 
-    /// Drops the entries idle for longer than `idle_after`; returns how many. Run it
-    /// periodically, e.g. from `actix_web::rt::spawn` with an interval. An evicted
-    /// tenant starts again with a full burst and, for budgets, loses the count of the
-    /// current period: keep `idle_after` longer than the budgets' periods if that
-    /// matters, or use a shared backend.
+    /// Sweeps now, as the manager's own sweeper does on its own: drops the entries
+    /// idle for longer than `idle_after` whose state equals a fresh entry's (burst
+    /// full, no budget used this period), so no tenant gains or loses anything by
+    /// it; returns how many.
     pub fn evict_idle(&self) -> usize {
-        let now = self.now_nanos();
-        let idle = u64::try_from(self.idle_after.as_nanos()).unwrap_or(u64::MAX);
-        let before = self.entries.len();
-        self.entries
-            .retain(|_, e| now.saturating_sub(e.last_seen.load(Ordering::Relaxed)) < idle);
-        before.saturating_sub(self.entries.len())
-    }
-
-    fn now_nanos(&self) -> u64 {
-        u64::from(self.clock.now().duration_since(self.origin))
-    }
-
-    fn unix_secs(&self) -> u64 {
-        (self.wall)()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    }
-
-    /// The tenant's entry, built from `plan` or rebuilt when the plan changed.
-    fn entry(&self, id: &TenantId, plan: &Arc<QuotaPlan>, now: u64) -> Arc<Entry<C>> {
-        if let Some(e) = self.entries.get(id.as_str()) {
-            if Arc::ptr_eq(&e.plan, plan) {
-                return Arc::clone(e.value());
-            }
-        }
-        let fresh = Arc::new(Entry {
-            plan: Arc::clone(plan),
-            limiter: plan.rate_limit().and_then(|r| r.quota()).map(|q| {
-                RateLimiter::direct_with_clock(q, self.clock.clone())
-                    .with_middleware::<StateInformationMiddleware>()
-            }),
-            budgets: Mutex::new(Ledger {
-                used: vec![Used { period: 0, used: 0 }; plan.budgets().len()],
-                rate_left: plan.rate_limit().map_or(0, |r| r.burst),
-                rate_at: now,
-            }),
-            last_seen: AtomicU64::new(now),
-        });
-        let mut slot = self
-            .entries
-            .entry(id.clone())
-            .or_insert_with(|| Arc::clone(&fresh));
-        if !Arc::ptr_eq(&slot.plan, plan) {
-            *slot = Arc::clone(&fresh);
-        }
-        Arc::clone(slot.value())
+        self.shared.sweep()
     }
 
     fn decide(&self, tenant: &TenantContext, cost: u32) -> QuotaDecision {
-        let Some(plan) = self.plans.plan_for(tenant) else {
+        let s = &*self.shared;
+        let Some(index) = s.index.find(tenant) else {
             return refuse(None, None, None, None, None);
         };
-        let now = self.now_nanos();
-        let entry = self.entry(tenant.id(), plan, now);
-        entry.last_seen.store(now, Ordering::Relaxed);
+        let p = &s.index.params[index as usize];
+        let plan = &p.plan;
+        let now = s.now_nanos();
         // The wall clock only matters to budgets.
         let now_secs = if plan.budgets().is_empty() {
             0
         } else {
-            self.unix_secs()
+            s.wall.unix_secs(now)
         };
+        let budgets = plan.budgets();
+        let mut slot = match s.entries.get_mut(tenant.id().as_str()) {
+            Some(slot) => slot,
+            None => s
+                .entries
+                .entry(tenant.id().clone())
+                .or_insert_with(|| Slot::fresh(index, budgets.len(), now)),
+        };
+        if slot.plan != index {
+            *slot = Slot::fresh(index, budgets.len(), now);
+        }
 
-        // Budgets and rate are admitted together: the budget lock is held while the
-        // rate limiter decides, and budget units are committed only if it admits.
-        let mut ledger = entry.budgets.lock().unwrap_or_else(|p| p.into_inner());
+        // Budgets first, read only: units are committed only if the rate admits too.
         let mut tightest: Option<BudgetState> = None;
-        for (budget, u) in plan.budgets().iter().zip(ledger.used.iter_mut()) {
+        for (i, budget) in budgets.iter().enumerate() {
             let (period, left_secs) = budget.period.locate(now_secs);
+            let period = u32::try_from(period).unwrap_or(u32::MAX);
+            let mut u = slot.get(i);
             if u.period != period {
-                *u = Used { period, used: 0 };
+                u = Used { period, used: 0 };
+                slot.set(i, u);
             }
             let state = BudgetState {
                 limit: budget.units,
@@ -240,45 +458,47 @@ where
             if u64::from(cost) > state.remaining {
                 let retry = (u64::from(cost) <= budget.units).then_some(state.reset);
                 let by = Some(QuotaLimit::Budget(budget.period));
-                let rate = entry
-                    .limiter
-                    .as_ref()
-                    .map(|_| rate_state(plan, refilled(plan, &ledger, now), Duration::ZERO));
-                return self.shadowed(plan, refuse(by, retry, rate, Some(state), Some(plan)));
+                let rate = (p.t != 0).then(|| p.rate_at(slot.tat, now, Duration::ZERO));
+                return shadowed(plan, refuse(by, retry, rate, Some(state), Some(plan)));
             }
             if tightest.is_none_or(|t| state.remaining < t.remaining) {
                 tightest = Some(state);
             }
         }
 
+        // A cost of nothing neither draws on the rate nor reports it.
         let mut rate = None;
-        if let (Some(limiter), Some(n)) = (&entry.limiter, NonZeroU32::new(plan.rate_cost(cost))) {
-            match limiter.check_n(n) {
-                Ok(Ok(snapshot)) => {
-                    let left = snapshot.remaining_burst_capacity();
-                    (ledger.rate_left, ledger.rate_at) = (left, now);
-                    rate = Some(rate_state(plan, left, Duration::ZERO));
-                }
-                Ok(Err(not_until)) => {
-                    let wait = not_until.wait_time_from(self.clock.now());
-                    let state = rate_state(plan, refilled(plan, &ledger, now), wait);
-                    let by = Some(QuotaLimit::Rate);
-                    return self.shadowed(
-                        plan,
-                        refuse(by, Some(wait), Some(state), tightest, Some(plan)),
-                    );
-                }
-                Err(_insufficient) => {
-                    let state = rate_state(plan, refilled(plan, &ledger, now), Duration::ZERO);
-                    let by = Some(QuotaLimit::Rate);
-                    return self
-                        .shadowed(plan, refuse(by, None, Some(state), tightest, Some(plan)));
-                }
+        let n = u64::from(plan.rate_cost(cost));
+        if p.t == 0 {
+            slot.tat = now; // the last check, for the sweep
+        } else if n > 0 {
+            // GCRA: n units arrive at `max(tat, now)`, each taking `t`; they conform
+            // if the last of them is no later than the burst tolerance allows.
+            let extra = p.t.saturating_mul(n - 1);
+            if extra > p.tau {
+                let state = p.rate_at(slot.tat, now, Duration::ZERO);
+                let by = Some(QuotaLimit::Rate);
+                return shadowed(plan, refuse(by, None, Some(state), tightest, Some(plan)));
             }
+            let earliest = slot.tat.saturating_add(extra).saturating_sub(p.tau);
+            if now < earliest {
+                let wait = Duration::from_nanos(earliest - now);
+                let state = p.rate_at(slot.tat, now, wait);
+                let by = Some(QuotaLimit::Rate);
+                return shadowed(
+                    plan,
+                    refuse(by, Some(wait), Some(state), tightest, Some(plan)),
+                );
+            }
+            slot.tat = slot.tat.max(now).saturating_add(p.t).saturating_add(extra);
+            rate = Some(p.rate_at(slot.tat, now, Duration::ZERO));
         }
-        for u in ledger.used.iter_mut() {
-            u.used = u.used.saturating_add(u64::from(cost));
+        for i in 0..budgets.len() {
+            let u = slot.get(i);
+            let used = u.used.saturating_add(u64::from(cost));
+            slot.set(i, Used { used, ..u });
         }
+        drop(slot);
         if let Some(t) = &mut tightest {
             t.remaining = t.remaining.saturating_sub(u64::from(cost));
         }
@@ -293,69 +513,131 @@ where
         }
     }
 
-    /// In shadow mode a refusal becomes a pass marked `would_deny`.
-    fn shadowed(&self, plan: &QuotaPlan, mut decision: QuotaDecision) -> QuotaDecision {
-        if plan.is_shadow() {
-            decision.allowed = true;
-            decision.would_deny = true;
-        }
-        decision
-    }
-
     fn correct(&self, tenant: &TenantContext, charged: u32, actual: u32) {
-        let Some(plan) = self.plans.plan_for(tenant) else {
+        let s = &*self.shared;
+        let Some(index) = s.index.find(tenant) else {
             return;
         };
-        let Some(entry) = self
-            .entries
-            .get(tenant.id().as_str())
-            .map(|e| Arc::clone(&e))
-        else {
-            return;
-        };
-        if !Arc::ptr_eq(&entry.plan, plan) {
+        let budgets = s.index.params[index as usize].plan.budgets();
+        if budgets.is_empty() {
             return;
         }
-        let now_secs = self.unix_secs();
-        let mut ledger = entry.budgets.lock().unwrap_or_else(|p| p.into_inner());
-        for (budget, u) in plan.budgets().iter().zip(ledger.used.iter_mut()) {
+        let now_secs = s.unix_secs();
+        let Some(mut slot) = s.entries.get_mut(tenant.id().as_str()) else {
+            return;
+        };
+        if slot.plan != index {
+            return;
+        }
+        for (i, budget) in budgets.iter().enumerate() {
+            let period = u32::try_from(budget.period.locate(now_secs).0).unwrap_or(u32::MAX);
+            let u = slot.get(i);
             // Only within the period the charge was made in.
-            if u.period == budget.period.locate(now_secs).0 {
-                u.used = u
+            if u.period == period {
+                let used = u
                     .used
                     .saturating_sub(u64::from(charged))
                     .saturating_add(u64::from(actual));
+                slot.set(i, Used { used, ..u });
             }
         }
     }
 }
 
-/// The rate's remaining burst now, from the ledger's last reading: one unit back per
-/// interval since, up to the burst.
-fn refilled(plan: &QuotaPlan, ledger: &Ledger, now: u64) -> u32 {
-    let (Some(rate), Some((interval, _))) = (plan.rate_limit(), plan.rate_timing()) else {
-        return 0;
-    };
-    let interval = u64::try_from(interval.as_nanos())
-        .unwrap_or(u64::MAX)
-        .max(1);
-    let back = now.saturating_sub(ledger.rate_at) / interval;
-    let back = u32::try_from(back).unwrap_or(u32::MAX);
-    ledger.rate_left.saturating_add(back).min(rate.burst)
+impl<C: Clock> Shared<C> {
+    #[inline]
+    fn now_nanos(&self) -> u64 {
+        u64::from(self.clock.now().duration_since(self.origin))
+    }
+
+    fn unix_secs(&self) -> u64 {
+        self.wall.unix_secs(self.now_nanos())
+    }
+
+    /// Drops the idle slots that equal fresh ones; returns how many. Gives the map's
+    /// spare memory back when it shrank to under a quarter of its capacity.
+    fn sweep(&self) -> usize {
+        let now = self.now_nanos();
+        let idle = self.idle_after.load(Ordering::Relaxed);
+        let now_secs = self.unix_secs();
+        let before = self.entries.len();
+        self.entries.retain(|_, slot| {
+            let Some(p) = self.index.params.get(slot.plan as usize) else {
+                return false;
+            };
+            // The burst is full again (or, with no rate, the last check is that old).
+            let rested = now.saturating_sub(slot.tat) >= idle.max(1) && slot.tat <= now;
+            let unspent = p.plan.budgets().iter().enumerate().all(|(i, b)| {
+                let u = slot.get(i);
+                u.used == 0 || u64::from(u.period) != b.period.locate(now_secs).0
+            });
+            !(rested && unspent)
+        });
+        let after = self.entries.len();
+        if after < self.entries.capacity() / 4 {
+            self.entries.shrink_to_fit();
+        }
+        before.saturating_sub(after)
+    }
 }
 
-fn rate_state(plan: &QuotaPlan, remaining: u32, wait: Duration) -> RateState {
-    let (burst, interval, window) = match (plan.rate_limit(), plan.rate_timing()) {
-        (Some(rate), Some((interval, window))) => (rate.burst, interval, window),
-        _ => (1, Duration::from_secs(1), Duration::from_secs(1)),
-    };
-    let missing = burst.saturating_sub(remaining);
-    RateState {
-        limit: burst,
-        remaining,
-        window,
-        reset: wait.max(interval * missing),
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The manager's sweeper: a thread that holds only a weak reference, so it ends when
+/// the manager is dropped (which also wakes it). `None` if no thread could be made:
+/// the manager then works as before, and `evict_idle` still sweeps.
+fn spawn_sweeper<C>(
+    shared: Weak<Shared<C>>,
+    stop: Arc<AtomicBool>,
+) -> Option<std::thread::JoinHandle<()>>
+where
+    C: Clock + Send + Sync + 'static,
+    C::Instant: Send + Sync,
+{
+    let spawned = std::thread::Builder::new()
+        .name("actix-tenancy-quota-sweep".into())
+        .stack_size(64 * 1024)
+        .spawn(move || loop {
+            let every = match shared.upgrade() {
+                Some(s) => {
+                    let idle = Duration::from_nanos(s.idle_after.load(Ordering::Relaxed));
+                    (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(60))
+                }
+                None => return,
+            };
+            std::thread::park_timeout(every);
+            if stop.load(Ordering::Acquire) {
+                return;
+            }
+            match shared.upgrade() {
+                Some(s) => {
+                    s.sweep();
+                }
+                None => return,
+            }
+        });
+    match spawned {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            tracing::warn!(
+                target: "actix_tenancy::quota",
+                error = %e,
+                "no sweeper thread; idle tenants are reclaimed only by evict_idle"
+            );
+            None
+        }
     }
+}
+
+/// In shadow mode a refusal becomes a pass marked `would_deny`.
+fn shadowed(plan: &QuotaPlan, mut decision: QuotaDecision) -> QuotaDecision {
+    if plan.is_shadow() {
+        decision.allowed = true;
+        decision.would_deny = true;
+    }
+    decision
 }
 
 #[async_trait::async_trait]
@@ -652,5 +934,119 @@ mod tests {
             }
         });
         assert_eq!(passed.load(Ordering::SeqCst), 100);
+    }
+
+    #[test]
+    fn eviction_never_resets_a_budget_in_use() {
+        let plans = QuotaPlans::builder()
+            .tier("free", QuotaPlan::per_second(10).budget(5, Period::Day))
+            .build()
+            .unwrap();
+        let (q, clock, secs) = manager(plans);
+        let q = q.idle_after(Duration::from_secs(60));
+        let spent = ctx("acme", "free");
+        assert!(q.decide(&spent, 5).allowed);
+        assert!(
+            q.decide(&ctx("idle", "free"), 0).allowed,
+            "an entry with nothing spent"
+        );
+        clock.advance(Duration::from_secs(3600));
+        secs.fetch_add(3600, Ordering::SeqCst);
+        assert_eq!(
+            q.evict_idle(),
+            1,
+            "only the entry equal to a fresh one goes"
+        );
+        assert!(
+            !q.decide(&spent, 1).allowed,
+            "idle an hour, today's budget is still spent"
+        );
+        // Midnight: its use belongs to a past period, and the entry may go.
+        clock.advance(Duration::from_secs(13 * 3600));
+        secs.fetch_add(13 * 3600, Ordering::SeqCst);
+        assert_eq!(q.evict_idle(), 1);
+        assert!(q.is_empty());
+        assert!(q.decide(&spent, 5).allowed);
+    }
+
+    #[test]
+    fn a_burst_not_yet_refilled_is_kept_however_idle() {
+        let plans = QuotaPlans::builder()
+            .tier("slow", QuotaPlan::rate(2, Duration::from_secs(7200)))
+            .build()
+            .unwrap();
+        let (q, clock, _) = manager(plans);
+        let q = q.idle_after(Duration::from_secs(60));
+        let t = ctx("acme", "slow");
+        assert!(q.decide(&t, 2).allowed);
+        clock.advance(Duration::from_secs(600));
+        assert_eq!(q.evict_idle(), 0, "its burst refills only in two hours");
+        assert!(
+            !q.decide(&t, 1).allowed,
+            "and is not handed back by eviction"
+        );
+        clock.advance(Duration::from_secs(7200 + 60));
+        assert_eq!(q.evict_idle(), 1);
+    }
+
+    #[test]
+    fn the_manager_reclaims_idle_tenants_by_itself_and_its_sweeper_ends_with_it() {
+        let plans = QuotaPlans::builder()
+            .tier("fast", QuotaPlan::per_second(1_000))
+            .build()
+            .unwrap();
+        let q = LocalQuota::new(plans).idle_after(Duration::from_millis(50));
+        for i in 0..1_000 {
+            assert!(q.decide(&ctx(&format!("t{i}"), "fast"), 1).allowed);
+        }
+        assert_eq!(q.len(), 1_000);
+        // No call from here: the manager's own sweeper empties the map.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !q.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(q.is_empty(), "{} entries left", q.len());
+        let mut q = q;
+        let sweeper = q.sweeper.take().expect("a sweeper thread");
+        assert!(!sweeper.is_finished(), "it runs while the manager lives");
+        drop(q);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !sweeper.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            sweeper.is_finished(),
+            "dropping the manager ends its sweeper"
+        );
+    }
+
+    #[test]
+    fn the_system_wall_is_read_at_most_once_a_second() {
+        let wall = Wall::System {
+            offset: AtomicU64::new(0),
+            read_at: AtomicU64::new(u64::MAX),
+        };
+        let real = || {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        };
+        let first = wall.unix_secs(5_000_000_000);
+        assert!(first.abs_diff(real()) <= 1, "read at first use");
+        let Wall::System { read_at, .. } = &wall else {
+            unreachable!()
+        };
+        assert_eq!(read_at.load(Ordering::Relaxed), 5_000_000_000);
+        // Within the second: moved on by the monotonic time, not read.
+        let moved = wall.unix_secs(5_900_000_000);
+        assert!(moved == first || moved == first + 1, "{moved} vs {first}");
+        assert_eq!(read_at.load(Ordering::Relaxed), 5_000_000_000);
+        // A second on: read again.
+        wall.unix_secs(6_000_000_001);
+        assert_eq!(read_at.load(Ordering::Relaxed), 6_000_000_001);
+        // The monotonic time going back (another thread's older reading): read again.
+        wall.unix_secs(5_500_000_000);
+        assert_eq!(read_at.load(Ordering::Relaxed), 5_500_000_000);
     }
 }

@@ -391,7 +391,23 @@ impl QuotaPlans {
     }
 }
 
+/// A [`QuotaPlans`] taken apart, for a manager that indexes its plans.
+pub(crate) struct PlanParts<'a> {
+    pub(crate) tiers: &'a HashMap<String, Arc<QuotaPlan>, RandomState>,
+    pub(crate) tenants: &'a HashMap<TenantId, Arc<QuotaPlan>, RandomState>,
+    pub(crate) unknown: &'a UnknownTier,
+}
+
 impl QuotaPlans {
+    /// The plans by tier, by tenant, and for an unknown tier.
+    pub(crate) fn parts(&self) -> PlanParts<'_> {
+        PlanParts {
+            tiers: &self.tiers,
+            tenants: &self.tenants,
+            unknown: &self.unknown,
+        }
+    }
+
     /// Every plan divided by `n` (see [`QuotaPlan::divided`]): what one of `n` peers
     /// may admit on its own.
     pub fn divided(&self, n: u32) -> QuotaPlans {
