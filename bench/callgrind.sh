@@ -17,7 +17,7 @@ command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq
 cargo build --release --features jwt --example bench_server -q
 BIN=target/release/examples/bench_server
 MODES=("$@")
-[ ${#MODES[@]} -gt 0 ] || MODES=(bare resolve cached policy full full-headers full-jwt peer floor)
+[ ${#MODES[@]} -gt 0 ] || MODES=(bare bare-headers resolve cached policy full full-headers full-jwt peer floor)
 rest=(); for m in "${MODES[@]}"; do [ "$m" = bare ] || rest+=("$m"); done
 MODES=(bare "${rest[@]}") # the baseline, measured first
 OUT=$(mktemp -d)

@@ -7,6 +7,8 @@
 //!
 //! Modes, each serving `GET /hello` → `ok`:
 //! - `bare`: actix-web with no middleware;
+//! - `bare-headers`: `bare` whose handler writes the three fields `full-headers` adds
+//!   (same names, values of the same lengths): actix's own cost of carrying them;
 //! - `resolve`: the resolver on `X-Tenant-ID`, an in-memory registry of 10,000 tenants;
 //! - `cached`: the same registry behind `CachedRegistry`, as a remote store would be
 //!   (warm: every request is a cache hit);
@@ -65,7 +67,23 @@ async fn hello() -> HttpResponse {
     HttpResponse::Ok().body("ok")
 }
 
-const MODES: &str = "bare resolve cached policy full full-headers full-jwt peer floor";
+/// `hello` with the three fields `full-headers` adds to a 2xx, of the same lengths,
+/// written by the handler: what actix itself costs to carry them.
+async fn hello_headers() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("x-quota-remaining", "99"))
+        .insert_header((
+            "ratelimit-policy",
+            "\"rate\";q=1000000;w=1, \"day\";q=1000000000;w=86400",
+        ))
+        .insert_header((
+            "ratelimit",
+            "\"rate\";r=999999;t=1, \"day\";r=999999999;t=40000",
+        ))
+        .body("ok")
+}
+
+const MODES: &str = "bare bare-headers resolve cached policy full full-headers full-jwt peer floor";
 
 /// The sessions of `full-jwt`: a fixed key, so `token` and `serve` agree.
 fn sessions() -> SessionManager {
@@ -78,7 +96,7 @@ fn sessions() -> SessionManager {
 
 fn tenancy(mode: &str) -> Option<Tenancy> {
     let builder = match mode {
-        "bare" | "peer" | "floor" => return None,
+        "bare" | "bare-headers" | "peer" | "floor" => return None,
         "resolve" => TenantResolver::builder(registry()),
         "cached" | "policy" | "full" | "full-headers" | "full-jwt" => TenantResolver::builder(
             CachedRegistry::new(Remote(registry()), CacheConfig::default()),
@@ -173,6 +191,9 @@ fn serve(mode: &str, addr: &str) -> std::io::Result<()> {
             (_, Some(tenancy)) => run!(move || App::new()
                 .wrap(tenancy.clone())
                 .route("/hello", web::get().to(hello))),
+            ("bare-headers", _) => {
+                run!(|| App::new().route("/hello", web::get().to(hello_headers)))
+            }
             (_, None) => run!(|| App::new().route("/hello", web::get().to(hello))),
         }
     })

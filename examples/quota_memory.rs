@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo run --release --example quota_memory -- budget   # rate + a daily budget
 //! cargo run --release --example quota_memory -- rate     # a rate only
+//! cargo run --release --example quota_memory -- governor # governor's keyed limiter
 //! ```
 //!
 //! Each shape in its own process, so that one's freed memory does not count for the
@@ -43,6 +44,9 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let shape = std::env::args().nth(1).unwrap_or_else(|| "budget".into());
+    if shape == "governor" {
+        return anchor(n);
+    }
     let plan = match shape.as_str() {
         "rate" => QuotaPlan::per_second(100),
         _ => QuotaPlan::per_second(100).budget(1_000_000, Period::Day),
@@ -98,4 +102,33 @@ fn main() {
         (after as f64 - before as f64) * 100.0 / before as f64
     );
     drop(tenants);
+}
+
+/// The anchor: governor's keyed limiter on the same tenant ids, emptied by its
+/// `retain_recent` and `shrink_to_fit` an hour later.
+fn anchor(n: usize) {
+    use governor::{Quota, RateLimiter};
+    let clock = FakeRelativeClock::default();
+    let quota = Quota::per_second(std::num::NonZeroU32::new(100).expect("non-zero"));
+    let limiter = RateLimiter::dashmap_with_clock(quota, clock.clone());
+    let ids: Vec<TenantId> = (0..n)
+        .map(|i| TenantId::parse(&format!("tenant-{i:07}")).expect("valid id"))
+        .collect();
+    let before = rss_kib();
+    for id in &ids {
+        let _ = limiter.check_key(id);
+    }
+    let full = rss_kib();
+    let tracked = limiter.len();
+    clock.advance(Duration::from_secs(3600));
+    limiter.retain_recent();
+    limiter.shrink_to_fit();
+    let after = rss_kib();
+    let per = (full.saturating_sub(before) as f64 * 1024.0) / tracked as f64;
+    println!("shape: governor; tenants tracked: {tracked}");
+    println!("bytes per tracked tenant (RSS growth / tenants): {per:.0}");
+    println!(
+        "RSS before: {before} KiB; with the tenants: {full} KiB; after retain_recent + shrink_to_fit: {after} KiB ({:+.1}% of before)",
+        (after as f64 - before as f64) * 100.0 / before as f64
+    );
 }

@@ -25,7 +25,7 @@ struct Used {
     used: u64,
 }
 
-/// One tenant's whole state, inline in the map's slot (32 bytes): the rate's GCRA
+/// One tenant's whole state, inline in the map's slot (24 bytes): the rate's GCRA
 /// theoretical arrival time, its plan, and its budgets' use. It is read and written
 /// under the map shard's write lock, so a check admits the rate and the budgets
 /// together or not at all, and exactly the burst passes under any concurrency.
@@ -41,50 +41,55 @@ struct Slot {
     plan: u32,
     /// The period of `used`.
     period: u32,
-    /// The further budgets' (a plan with two or more; rare, so boxed).
-    more: Option<Box<More>>,
 }
 
-// The slot is the per-tenant cost beside the key: keep it at 32 bytes.
-const _: () = assert!(std::mem::size_of::<Slot>() == 32);
-
-/// The use of a plan's second and later budgets.
-#[derive(Debug)]
-struct More(Vec<Used>);
+// The slot is the per-tenant cost beside the key: keep it at 24 bytes (a plan's
+// second and later budgets, which few plans have, live in a map of their own).
+const _: () = assert!(std::mem::size_of::<Slot>() == 24);
 
 impl Slot {
-    fn fresh(plan: u32, budgets: usize, now: u64) -> Self {
-        let zero = Used { period: 0, used: 0 };
+    fn fresh(plan: u32, now: u64) -> Self {
         Self {
             tat: now,
             used: 0,
             plan,
             period: 0,
-            more: (budgets > 1).then(|| Box::new(More(vec![zero; budgets - 1]))),
         }
     }
+}
 
+type ExtraRef<'a> = dashmap::mapref::one::RefMut<'a, TenantId, Vec<Used>>;
+
+/// A tenant's budgets: the first in its slot, the others (if its plan has more) in the
+/// side map, locked after the slot (always in that order).
+struct Uses<'a> {
+    slot: &'a mut Slot,
+    extra: Option<ExtraRef<'a>>,
+}
+
+impl Uses<'_> {
     /// Budget `i`'s use.
     fn get(&self, i: usize) -> Used {
         match i.checked_sub(1) {
             None => Used {
-                period: self.period,
-                used: self.used,
+                period: self.slot.period,
+                used: self.slot.used,
             },
             Some(j) => self
-                .more
+                .extra
                 .as_ref()
-                .map_or(Used { period: 0, used: 0 }, |m| m.0[j]),
+                .and_then(|e| e.get(j).copied())
+                .unwrap_or(Used { period: 0, used: 0 }),
         }
     }
 
     /// Sets budget `i`'s use.
     fn set(&mut self, i: usize, u: Used) {
         match i.checked_sub(1) {
-            None => (self.period, self.used) = (u.period, u.used),
+            None => (self.slot.period, self.slot.used) = (u.period, u.used),
             Some(j) => {
-                if let Some(m) = self.more.as_mut() {
-                    m.0[j] = u;
+                if let Some(slot) = self.extra.as_mut().and_then(|e| e.get_mut(j)) {
+                    *slot = u;
                 }
             }
         }
@@ -256,6 +261,8 @@ impl Wall {
 struct Shared<C: Clock> {
     index: PlanIndex,
     entries: DashMap<TenantId, Slot, RandomState>,
+    /// The use of the second and later budgets of the plans that have several.
+    extra: DashMap<TenantId, Vec<Used>, RandomState>,
     clock: C,
     origin: C::Instant,
     wall: Wall,
@@ -264,7 +271,7 @@ struct Shared<C: Clock> {
 }
 
 /// Quotas kept in this process: each tenant's rate (GCRA, the algorithm of
-/// `governor`) and budgets in one 32-byte slot of a sharded `DashMap`.
+/// `governor`) and first budget in one 24-byte slot of a sharded `DashMap`.
 ///
 /// - Entries are built lazily from the tenant's plan, on its first request. Only
 ///   tenants the resolver validated against the registry ever reach the manager, so
@@ -364,6 +371,7 @@ where
         let shared = Arc::new(Shared {
             index: PlanIndex::new(&plans),
             entries: DashMap::default(),
+            extra: DashMap::default(),
             clock,
             origin,
             wall,
@@ -428,26 +436,40 @@ where
             s.wall.unix_secs(now)
         };
         let budgets = plan.budgets();
+        let mut fresh = false;
         let mut slot = match s.entries.get_mut(tenant.id().as_str()) {
             Some(slot) => slot,
-            None => s
-                .entries
-                .entry(tenant.id().clone())
-                .or_insert_with(|| Slot::fresh(index, budgets.len(), now)),
+            None => s.entries.entry(tenant.id().clone()).or_insert_with(|| {
+                fresh = true;
+                Slot::fresh(index, now)
+            }),
         };
         if slot.plan != index {
-            *slot = Slot::fresh(index, budgets.len(), now);
+            *slot = Slot::fresh(index, now);
+            fresh = true;
         }
+        let extra = (budgets.len() > 1).then(|| {
+            let zeros = || vec![Used { period: 0, used: 0 }; budgets.len() - 1];
+            let mut e = s.extra.entry(tenant.id().clone()).or_insert_with(zeros);
+            if fresh || e.len() != budgets.len() - 1 {
+                *e = zeros();
+            }
+            e
+        });
+        let mut uses = Uses {
+            slot: &mut slot,
+            extra,
+        };
 
         // Budgets first, read only: units are committed only if the rate admits too.
         let mut tightest: Option<BudgetState> = None;
         for (i, budget) in budgets.iter().enumerate() {
             let (period, left_secs) = budget.period.locate(now_secs);
             let period = u32::try_from(period).unwrap_or(u32::MAX);
-            let mut u = slot.get(i);
+            let mut u = uses.get(i);
             if u.period != period {
                 u = Used { period, used: 0 };
-                slot.set(i, u);
+                uses.set(i, u);
             }
             let state = BudgetState {
                 limit: budget.units,
@@ -458,7 +480,7 @@ where
             if u64::from(cost) > state.remaining {
                 let retry = (u64::from(cost) <= budget.units).then_some(state.reset);
                 let by = Some(QuotaLimit::Budget(budget.period));
-                let rate = (p.t != 0).then(|| p.rate_at(slot.tat, now, Duration::ZERO));
+                let rate = (p.t != 0).then(|| p.rate_at(uses.slot.tat, now, Duration::ZERO));
                 return shadowed(plan, refuse(by, retry, rate, Some(state), Some(plan)));
             }
             if tightest.is_none_or(|t| state.remaining < t.remaining) {
@@ -470,34 +492,40 @@ where
         let mut rate = None;
         let n = u64::from(plan.rate_cost(cost));
         if p.t == 0 {
-            slot.tat = now; // the last check, for the sweep
+            uses.slot.tat = now; // the last check, for the sweep
         } else if n > 0 {
             // GCRA: n units arrive at `max(tat, now)`, each taking `t`; they conform
             // if the last of them is no later than the burst tolerance allows.
             let extra = p.t.saturating_mul(n - 1);
             if extra > p.tau {
-                let state = p.rate_at(slot.tat, now, Duration::ZERO);
+                let state = p.rate_at(uses.slot.tat, now, Duration::ZERO);
                 let by = Some(QuotaLimit::Rate);
                 return shadowed(plan, refuse(by, None, Some(state), tightest, Some(plan)));
             }
-            let earliest = slot.tat.saturating_add(extra).saturating_sub(p.tau);
+            let earliest = uses.slot.tat.saturating_add(extra).saturating_sub(p.tau);
             if now < earliest {
                 let wait = Duration::from_nanos(earliest - now);
-                let state = p.rate_at(slot.tat, now, wait);
+                let state = p.rate_at(uses.slot.tat, now, wait);
                 let by = Some(QuotaLimit::Rate);
                 return shadowed(
                     plan,
                     refuse(by, Some(wait), Some(state), tightest, Some(plan)),
                 );
             }
-            slot.tat = slot.tat.max(now).saturating_add(p.t).saturating_add(extra);
-            rate = Some(p.rate_at(slot.tat, now, Duration::ZERO));
+            uses.slot.tat = uses
+                .slot
+                .tat
+                .max(now)
+                .saturating_add(p.t)
+                .saturating_add(extra);
+            rate = Some(p.rate_at(uses.slot.tat, now, Duration::ZERO));
         }
         for i in 0..budgets.len() {
-            let u = slot.get(i);
+            let u = uses.get(i);
             let used = u.used.saturating_add(u64::from(cost));
-            slot.set(i, Used { used, ..u });
+            uses.set(i, Used { used, ..u });
         }
+        drop(uses);
         drop(slot);
         if let Some(t) = &mut tightest {
             t.remaining = t.remaining.saturating_sub(u64::from(cost));
@@ -529,16 +557,25 @@ where
         if slot.plan != index {
             return;
         }
+        let extra = if budgets.len() > 1 {
+            s.extra.get_mut(tenant.id().as_str())
+        } else {
+            None
+        };
+        let mut uses = Uses {
+            slot: &mut slot,
+            extra,
+        };
         for (i, budget) in budgets.iter().enumerate() {
             let period = u32::try_from(budget.period.locate(now_secs).0).unwrap_or(u32::MAX);
-            let u = slot.get(i);
+            let u = uses.get(i);
             // Only within the period the charge was made in.
             if u.period == period {
                 let used = u
                     .used
                     .saturating_sub(u64::from(charged))
                     .saturating_add(u64::from(actual));
-                slot.set(i, Used { used, ..u });
+                uses.set(i, Used { used, ..u });
             }
         }
     }
@@ -561,18 +598,57 @@ impl<C: Clock> Shared<C> {
         let idle = self.idle_after.load(Ordering::Relaxed);
         let now_secs = self.unix_secs();
         let before = self.entries.len();
-        self.entries.retain(|_, slot| {
+        self.entries.retain(|id, slot| {
             let Some(p) = self.index.params.get(slot.plan as usize) else {
                 return false;
             };
             // The burst is full again (or, with no rate, the last check is that old).
             let rested = now.saturating_sub(slot.tat) >= idle.max(1) && slot.tat <= now;
-            let unspent = p.plan.budgets().iter().enumerate().all(|(i, b)| {
-                let u = slot.get(i);
+            if !rested {
+                return true;
+            }
+            let budgets = p.plan.budgets();
+            // The slot's lock is held: the side map is locked after it, as in a check.
+            let extra = if budgets.len() > 1 {
+                self.extra.get_mut(id.as_str())
+            } else {
+                None
+            };
+            let uses = Uses { slot, extra };
+            let unspent = budgets.iter().enumerate().all(|(i, b)| {
+                let u = uses.get(i);
                 u.used == 0 || u64::from(u.period) != b.period.locate(now_secs).0
             });
-            !(rested && unspent)
+            drop(uses);
+            if unspent && budgets.len() > 1 {
+                self.extra.remove(id.as_str());
+            }
+            !unspent
         });
+        // Side entries whose slot went another way (evicted with a plan of one budget,
+        // or moved to one): each decided under its slot's lock, then removed, in the
+        // order a check takes them (slot, then side map), never the other.
+        if !self.extra.is_empty() {
+            let keys: Vec<TenantId> = self.extra.iter().map(|e| e.key().clone()).collect();
+            for id in keys {
+                match self.entries.entry(id.clone()) {
+                    dashmap::Entry::Occupied(slot) => {
+                        let several = self
+                            .index
+                            .params
+                            .get(slot.get().plan as usize)
+                            .is_some_and(|p| p.plan.budgets().len() > 1);
+                        if !several {
+                            self.extra.remove(id.as_str());
+                        }
+                    }
+                    // Held: the slot's shard stays locked while the side entry goes.
+                    dashmap::Entry::Vacant(_held) => {
+                        self.extra.remove(id.as_str());
+                    }
+                }
+            }
+        }
         let after = self.entries.len();
         if after < self.entries.capacity() / 4 {
             self.entries.shrink_to_fit();
@@ -1048,5 +1124,76 @@ mod tests {
         // The monotonic time going back (another thread's older reading): read again.
         wall.unix_secs(5_500_000_000);
         assert_eq!(read_at.load(Ordering::Relaxed), 5_500_000_000);
+    }
+
+    #[test]
+    fn several_budgets_are_kept_together_and_swept_together() {
+        let plans = QuotaPlans::builder()
+            .tier(
+                "two",
+                QuotaPlan::per_second(100)
+                    .budget(10, Period::Hour)
+                    .budget(15, Period::Day),
+            )
+            .tier("one", QuotaPlan::per_second(100).budget(10, Period::Day))
+            .build()
+            .unwrap();
+        let (q, clock, secs) = manager(plans);
+        let q = q.idle_after(Duration::from_secs(60));
+        let t = ctx("acme", "two");
+        assert!(q.decide(&t, 10).allowed);
+        let d = q.decide(&t, 1);
+        assert_eq!(d.refused_by, Some(QuotaLimit::Budget(Period::Hour)));
+        // The next hour: the day's budget has 5 left, and only 5.
+        clock.advance(Duration::from_secs(3600));
+        secs.fetch_add(3600, Ordering::SeqCst);
+        assert_eq!(q.evict_idle(), 0, "the day's use is kept");
+        assert!(q.decide(&t, 5).allowed);
+        let d = q.decide(&t, 1);
+        assert_eq!(d.refused_by, Some(QuotaLimit::Budget(Period::Day)));
+        q.correct(&t, 5, 2); // the second budget takes the refund too
+        assert!(q.decide(&t, 3).allowed);
+        assert!(!q.decide(&t, 1).allowed);
+        // A move to a plan of one budget starts afresh, and its side entry goes.
+        assert!(q.decide(&ctx("acme", "one"), 10).allowed);
+        q.evict_idle();
+        assert!(q.shared.extra.is_empty());
+        // Back to two budgets: fresh, not the old uses.
+        assert!(q.decide(&t, 10).allowed);
+        // The next day, idle: slot and side entry both go.
+        clock.advance(Duration::from_secs(86_400));
+        secs.fetch_add(86_400, Ordering::SeqCst);
+        assert_eq!(q.evict_idle(), 1);
+        assert!(q.is_empty() && q.shared.extra.is_empty());
+    }
+
+    #[test]
+    fn concurrent_checks_admit_exactly_the_second_budget() {
+        let plans = QuotaPlans::builder()
+            .tier(
+                "pro",
+                QuotaPlan::per_second(1_000_000)
+                    .budget(1_000, Period::Hour)
+                    .budget(100, Period::Day),
+            )
+            .build()
+            .unwrap();
+        let q = Arc::new(LocalQuota::new(plans));
+        let passed = Arc::new(AtomicU64::new(0));
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                let (q, passed) = (Arc::clone(&q), Arc::clone(&passed));
+                s.spawn(move || {
+                    let t = ctx("acme", "pro");
+                    for _ in 0..100 {
+                        if q.decide(&t, 1).allowed {
+                            passed.fetch_add(1, Ordering::SeqCst);
+                        }
+                        q.evict_idle(); // sweeps racing the checks keep them exact
+                    }
+                });
+            }
+        });
+        assert_eq!(passed.load(Ordering::SeqCst), 100);
     }
 }

@@ -247,6 +247,21 @@ impl RedisQuota {
         }
     }
 
+    /// The script, key and arguments of one check of `cost` for `tenant`, as the
+    /// manager sends them (`EVALSHA sha 1 key args...`): for `bench/redis.sh`, which
+    /// runs `redis-benchmark` on the very same invocation. `None` without a plan.
+    #[doc(hidden)]
+    pub fn check_invocation(
+        &self,
+        tenant: &TenantContext,
+        cost: u32,
+    ) -> Option<(String, String, Vec<String>)> {
+        let plan = self.plans.plan_for(tenant)?;
+        let mut args = Vec::new();
+        check_args(plan, cost, |a| args.push(a.to_string()));
+        Some((format!("{PRELUDE}{CHECK}"), self.key(tenant), args))
+    }
+
     fn key(&self, tenant: &TenantContext) -> String {
         // A hash tag keeps one tenant's keys in one cluster slot.
         format!("{}:{{{}}}", self.prefix, tenant.id())
@@ -342,6 +357,22 @@ fn period_code(p: Period) -> u8 {
 
 /// Nanosecond-precise GCRA parameters in microseconds: emission interval and the
 /// window (interval x burst).
+/// The arguments of one check, in the order the script reads them: the GCRA interval
+/// and limit, the cost, the budgets (count, then units and period code of each), and
+/// the rate's cost.
+fn check_args(plan: &QuotaPlan, cost: u32, mut push: impl FnMut(i128)) {
+    let (t, limit) = gcra(plan);
+    push(t.into());
+    push(limit.into());
+    push(cost.into());
+    push(i128::try_from(plan.budgets().len()).unwrap_or(i128::MAX));
+    for b in plan.budgets() {
+        push(b.units.into());
+        push(period_code(b.period).into());
+    }
+    push(plan.rate_cost(cost).into());
+}
+
 fn gcra(plan: &QuotaPlan) -> (i64, i64) {
     match plan.rate_limit() {
         Some(r) => {
@@ -434,17 +465,10 @@ impl QuotaManager for RedisQuota {
         let Some(plan) = self.plans.plan_for(tenant) else {
             return Ok(refuse(None, None, None, None, None));
         };
-        let (t, limit) = gcra(plan);
         let mut invocation = self.check.key(self.key(tenant));
-        invocation
-            .arg(t)
-            .arg(limit)
-            .arg(cost)
-            .arg(plan.budgets().len());
-        for b in plan.budgets() {
-            invocation.arg(b.units).arg(period_code(b.period));
-        }
-        invocation.arg(plan.rate_cost(cost));
+        check_args(plan, cost, |a| {
+            invocation.arg(a);
+        });
         let mut conn = self.conn.clone();
         let reply =
             tokio::time::timeout(self.timeout, invocation.invoke_async::<Vec<i64>>(&mut conn))
