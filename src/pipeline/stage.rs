@@ -205,6 +205,8 @@ pub(crate) struct Flow {
     /// The response-side work, of the one stage that charges (the quota stage);
     /// replacing it would settle the first as abandoned.
     pub(crate) after: Option<After>,
+    /// The request's time, read once by the first stage that asks.
+    now: Option<std::time::Instant>,
 }
 
 enum Settled {
@@ -221,7 +223,15 @@ impl Flow {
             tenant: Settled::No,
             span: None,
             after: None,
+            now: None,
         }
+    }
+
+    /// The request's monotonic time: read by the first stage that asks, then shared,
+    /// so one clock read serves the registry cache and the quota.
+    #[inline]
+    pub(crate) fn now(&mut self) -> std::time::Instant {
+        *self.now.get_or_insert_with(std::time::Instant::now)
     }
 
     /// Settles the request's tenant (the resolver, once): stores the [`Resolution`]

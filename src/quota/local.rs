@@ -268,6 +268,9 @@ struct Shared<C: Clock> {
     wall: Wall,
     /// Nanoseconds a slot must be idle before the sweep may drop it.
     idle_after: AtomicU64,
+    /// The origin as a `std::time::Instant`, when the clock is the system's monotonic
+    /// one: then the request's time, read once by the pipeline, serves the check.
+    std_origin: Option<std::time::Instant>,
 }
 
 /// Quotas kept in this process: each tenant's rate (GCRA, the algorithm of
@@ -327,14 +330,12 @@ impl<C: Clock> Drop for LocalQuota<C> {
 impl LocalQuota<MonotonicClock> {
     /// A manager for `plans`, on the monotonic and the system clocks.
     pub fn new(plans: QuotaPlans) -> Self {
-        Self::build(
-            plans,
-            MonotonicClock,
-            Wall::System {
-                offset: AtomicU64::new(0),
-                read_at: AtomicU64::new(u64::MAX),
-            },
-        )
+        let origin = std::time::Instant::now();
+        let wall = Wall::System {
+            offset: AtomicU64::new(0),
+            read_at: AtomicU64::new(u64::MAX),
+        };
+        Self::build(plans, MonotonicClock, origin, wall, Some(origin))
     }
 }
 
@@ -363,11 +364,17 @@ where
         clock: C,
         wall: impl Fn() -> SystemTime + Send + Sync + 'static,
     ) -> Self {
-        Self::build(plans, clock, Wall::Custom(Arc::new(wall)))
+        let origin = clock.now();
+        Self::build(plans, clock, origin, Wall::Custom(Arc::new(wall)), None)
     }
 
-    fn build(plans: QuotaPlans, clock: C, wall: Wall) -> Self {
-        let origin = clock.now();
+    fn build(
+        plans: QuotaPlans,
+        clock: C,
+        origin: C::Instant,
+        wall: Wall,
+        std_origin: Option<std::time::Instant>,
+    ) -> Self {
         let shared = Arc::new(Shared {
             index: PlanIndex::new(&plans),
             entries: DashMap::default(),
@@ -376,6 +383,7 @@ where
             origin,
             wall,
             idle_after: AtomicU64::new(nanos(DEFAULT_IDLE)),
+            std_origin,
         });
         let stop = Arc::new(AtomicBool::new(false));
         let sweeper = spawn_sweeper(Arc::downgrade(&shared), Arc::clone(&stop));
@@ -422,13 +430,26 @@ where
     }
 
     fn decide(&self, tenant: &TenantContext, cost: u32) -> QuotaDecision {
+        self.decide_at(tenant, cost, None)
+    }
+
+    /// [`decide`](Self::decide), at `now` when given and the clock is the system's.
+    fn decide_at(
+        &self,
+        tenant: &TenantContext,
+        cost: u32,
+        now: Option<std::time::Instant>,
+    ) -> QuotaDecision {
         let s = &*self.shared;
         let Some(index) = s.index.find(tenant) else {
             return refuse(None, None, None, None, None);
         };
         let p = &s.index.params[index as usize];
         let plan = &p.plan;
-        let now = s.now_nanos();
+        let now = match (now, s.std_origin) {
+            (Some(now), Some(origin)) => nanos(now.saturating_duration_since(origin)),
+            _ => s.now_nanos(),
+        };
         // The wall clock only matters to budgets.
         let now_secs = if plan.budgets().is_empty() {
             0
@@ -743,6 +764,16 @@ where
         cost: u32,
     ) -> Option<Result<QuotaDecision, QuotaError>> {
         Some(Ok(self.decide(tenant, cost)))
+    }
+
+    #[inline]
+    fn check_now_at(
+        &self,
+        tenant: &TenantContext,
+        cost: u32,
+        now: std::time::Instant,
+    ) -> Option<Result<QuotaDecision, QuotaError>> {
+        Some(Ok(self.decide_at(tenant, cost, Some(now))))
     }
 
     fn settle_now(

@@ -258,6 +258,19 @@ pub trait QuotaManager: Send + Sync + 'static {
         None
     }
 
+    /// [`check_now`](Self::check_now) at the request's monotonic time `now`, which the
+    /// pipeline reads once for every stage: a manager on the system's monotonic clock
+    /// may use it instead of reading the clock again. The default ignores it.
+    fn check_now_at(
+        &self,
+        tenant: &TenantContext,
+        cost: u32,
+        now: std::time::Instant,
+    ) -> Option<Result<QuotaDecision, QuotaError>> {
+        let _ = now;
+        self.check_now(tenant, cost)
+    }
+
     /// [`settle`](Self::settle) without waiting, when possible (`None`: call `settle`).
     fn settle_now(
         &self,
@@ -289,6 +302,14 @@ impl<Q: QuotaManager + ?Sized> QuotaManager for std::sync::Arc<Q> {
         cost: u32,
     ) -> Option<Result<QuotaDecision, QuotaError>> {
         (**self).check_now(tenant, cost)
+    }
+    fn check_now_at(
+        &self,
+        tenant: &TenantContext,
+        cost: u32,
+        now: std::time::Instant,
+    ) -> Option<Result<QuotaDecision, QuotaError>> {
+        (**self).check_now_at(tenant, cost, now)
     }
     fn settle_now(
         &self,

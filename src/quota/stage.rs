@@ -196,7 +196,7 @@ impl QuotaStage {
             Ok(cost) => cost,
             Err(err) => return self.refuse(settings, req, &tenant, err).into(),
         };
-        match self.manager.check_now(&tenant, cost) {
+        match self.manager.check_now_at(&tenant, cost, flow.now()) {
             Some(answer) => {
                 let step = self.decided(settings, req, tenant, cost, answer, flow);
                 timer.stop(StageName::Quota);

@@ -101,9 +101,9 @@ type Flight = Arc<OnceCell<Result<Lookup, RegistryError>>>;
 ///   lookup already in flight would have cached: a cached "not found" cannot outlive
 ///   the tenant's creation.
 ///
-/// Ages are read from a [`Clock`]: the system's by default (following tokio's paused
-/// time in tests that use `tokio::time::pause`), or a fake one set with
-/// [`with_clock`](Self::with_clock).
+/// Ages are read from a [`Clock`]: the system's monotonic clock by default (through
+/// the pipeline, the request's time, read once for every stage), or a fake one set
+/// with [`with_clock`](Self::with_clock) (tokio's paused time does not move it).
 ///
 /// A warm hit is answered by [`TenantRegistry::lookup_ready`] with no future and no
 /// lock held across the call (the map is sharded).
@@ -164,11 +164,7 @@ impl<R: TenantRegistry> CachedRegistry<R> {
 
     #[inline]
     fn now(&self) -> Instant {
-        if self.clock.is_fake() {
-            self.clock.now()
-        } else {
-            tokio::time::Instant::now().into_std()
-        }
+        self.clock.now()
     }
 
     /// The wrapped registry.
@@ -308,6 +304,17 @@ impl<R: TenantRegistry> TenantRegistry for CachedRegistry<R> {
     fn lookup_ready(&self, id: &str) -> Option<Lookup> {
         self.fresh(id, self.now())
     }
+
+    #[inline]
+    fn lookup_ready_at(&self, id: &str, now: Instant) -> Option<Lookup> {
+        // A fake clock is the test's time, whatever the request's.
+        let now = if self.clock.is_fake() {
+            self.clock.now()
+        } else {
+            now
+        };
+        self.fresh(id, now)
+    }
 }
 
 #[cfg(test)]
@@ -315,7 +322,7 @@ mod tests {
     use std::sync::{atomic::AtomicUsize, Mutex};
 
     use super::*;
-    use crate::registry::TenantRecord;
+    use crate::{core::clock::FakeTime, registry::TenantRecord};
 
     /// A backend that counts calls, can be made to fail, and answers after a delay.
     #[derive(Default)]
@@ -359,6 +366,12 @@ mod tests {
         b
     }
 
+    /// `c` on a fake clock, and the handle that moves it.
+    fn faked<R: TenantRegistry>(c: CachedRegistry<R>) -> (CachedRegistry<R>, Arc<FakeTime>) {
+        let time = Arc::new(FakeTime::new(std::time::SystemTime::now()));
+        (c.with_clock(Clock::fake(Arc::clone(&time))), time)
+    }
+
     fn cfg() -> CacheConfig {
         CacheConfig::default()
             .ttl(Duration::from_secs(10))
@@ -368,7 +381,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn hit_within_ttl_and_refetch_after() {
-        let c = CachedRegistry::new(backend_with(&["acme"]), cfg());
+        let (c, time) = faked(CachedRegistry::new(backend_with(&["acme"]), cfg()));
         assert!(
             c.lookup_ready("acme").is_none(),
             "cold cache answers nothing"
@@ -377,7 +390,7 @@ mod tests {
         assert!(c.lookup_ready("acme").unwrap().is_some());
         c.lookup(&id("acme")).await.unwrap();
         assert_eq!(c.inner().calls.load(Ordering::SeqCst), 1);
-        tokio::time::advance(Duration::from_secs(11)).await;
+        time.advance(Duration::from_secs(11));
         assert!(c.lookup_ready("acme").is_none());
         c.lookup(&id("acme")).await.unwrap();
         assert_eq!(c.inner().calls.load(Ordering::SeqCst), 2);
@@ -385,10 +398,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn negative_answers_expire_sooner_and_invalidate_ends_them() {
-        let c = CachedRegistry::new(backend_with(&[]), cfg());
+        let (c, time) = faked(CachedRegistry::new(backend_with(&[]), cfg()));
         assert!(c.lookup(&id("newco")).await.unwrap().is_none());
         assert!(c.lookup_ready("newco").unwrap().is_none());
-        tokio::time::advance(Duration::from_secs(3)).await;
+        time.advance(Duration::from_secs(3));
         assert!(c.lookup_ready("newco").is_none(), "negative TTL is 2 s");
 
         c.lookup(&id("newco")).await.unwrap();
@@ -421,14 +434,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn stale_if_error_is_bounded() {
-        let c = CachedRegistry::new(backend_with(&["acme"]), cfg());
+        let (c, time) = faked(CachedRegistry::new(backend_with(&["acme"]), cfg()));
         c.lookup(&id("acme")).await.unwrap();
         c.inner().failing.store(true, Ordering::SeqCst);
 
-        tokio::time::advance(Duration::from_secs(15)).await; // past TTL, inside window
+        time.advance(Duration::from_secs(15)); // past TTL, inside window
         assert!(c.lookup(&id("acme")).await.unwrap().is_some());
 
-        tokio::time::advance(Duration::from_secs(20)).await; // 35 s > 10 + 20
+        time.advance(Duration::from_secs(20)); // 35 s > 10 + 20
         assert!(
             c.lookup(&id("acme")).await.is_err(),
             "fail closed after the window"
@@ -440,10 +453,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn stale_not_found_is_never_served_on_error() {
-        let c = CachedRegistry::new(backend_with(&[]), cfg());
+        let (c, time) = faked(CachedRegistry::new(backend_with(&[]), cfg()));
         assert!(c.lookup(&id("ghost")).await.unwrap().is_none());
         c.inner().failing.store(true, Ordering::SeqCst);
-        tokio::time::advance(Duration::from_secs(3)).await;
+        time.advance(Duration::from_secs(3));
         assert!(c.lookup(&id("ghost")).await.is_err());
     }
 
@@ -475,12 +488,15 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn entries_are_bounded() {
-        let c = CachedRegistry::new(backend_with(&[]), cfg().max_entries(10));
+        let (c, time) = faked(CachedRegistry::new(
+            backend_with(&[]),
+            cfg().max_entries(10),
+        ));
         for i in 0..100 {
             c.lookup(&id(&format!("t{i}"))).await.unwrap();
         }
         assert!(c.len() <= 10);
-        tokio::time::advance(Duration::from_secs(3)).await;
+        time.advance(Duration::from_secs(3));
         c.lookup(&id("fresh")).await.unwrap();
         assert!(
             c.lookup_ready("fresh").is_some(),

@@ -58,6 +58,14 @@ pub trait TenantRegistry: Send + Sync + 'static {
         let _ = id;
         None
     }
+
+    /// [`lookup_ready`](Self::lookup_ready) at the request's monotonic time `now`,
+    /// which the pipeline reads once for every stage. A registry that ages its answers
+    /// (a cache) may use it instead of reading the clock; the default ignores it.
+    fn lookup_ready_at(&self, id: &str, now: std::time::Instant) -> Option<Lookup> {
+        let _ = now;
+        self.lookup_ready(id)
+    }
 }
 
 #[async_trait::async_trait]
@@ -68,6 +76,10 @@ impl<R: TenantRegistry + ?Sized> TenantRegistry for Arc<R> {
 
     fn lookup_ready(&self, id: &str) -> Option<Lookup> {
         (**self).lookup_ready(id)
+    }
+
+    fn lookup_ready_at(&self, id: &str, now: std::time::Instant) -> Option<Lookup> {
+        (**self).lookup_ready_at(id, now)
     }
 }
 

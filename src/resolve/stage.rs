@@ -339,6 +339,7 @@ impl Worker for ResolveWorker {
             settings: &self.settings,
             contexts: &self.contexts,
             exempt: flow.exempt,
+            now: flow.now(),
         };
         match self.stage.run_now(req, &at) {
             Some(resolved) => self.settle(req, flow, resolved).into(),
@@ -350,6 +351,7 @@ impl Worker for ResolveWorker {
                             settings: &me.settings,
                             contexts: &me.contexts,
                             exempt: flow.exempt,
+                            now: flow.now(),
                         };
                         let resolved = me.stage.run(req, &at).await;
                         me.settle(req, flow, resolved)
@@ -379,6 +381,8 @@ struct At<'a> {
     settings: &'a Settings,
     contexts: &'a ContextCache,
     exempt: bool,
+    /// The request's time, shared by the stages.
+    now: std::time::Instant,
 }
 
 impl ResolveStage {
@@ -459,8 +463,12 @@ impl ResolveStage {
 
     /// The registry's answer without waiting, when it has one; a panic is an
     /// unavailable registry.
-    fn lookup_ready(&self, id: &str) -> Option<Result<Lookup, TenancyError>> {
-        match catch_unwind(AssertUnwindSafe(|| self.registry.lookup_ready(id))) {
+    fn lookup_ready(
+        &self,
+        id: &str,
+        now: std::time::Instant,
+    ) -> Option<Result<Lookup, TenancyError>> {
+        match catch_unwind(AssertUnwindSafe(|| self.registry.lookup_ready_at(id, now))) {
             Ok(answer) => answer.map(Ok),
             Err(_panic) => Some(Err(registry_panicked())),
         }
@@ -510,7 +518,7 @@ impl ResolveStage {
         let Some(named) = named else {
             return Some(self.missing(req, at));
         };
-        let answer = self.lookup_ready(&named.id)?;
+        let answer = self.lookup_ready(&named.id, at.now)?;
         Some(self.conclude(req, at, named, answer))
     }
 
@@ -524,7 +532,7 @@ impl ResolveStage {
             Ok(None) => return self.missing(req, at),
             Err(err) => return self.fail(req, at, err, None),
         };
-        let answer = match self.lookup_ready(&named.id) {
+        let answer = match self.lookup_ready(&named.id, at.now) {
             Some(answer) => answer,
             None => match self.rule.parse(&named.id) {
                 Ok(id) => self.lookup(&id).await,
