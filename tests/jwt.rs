@@ -279,15 +279,33 @@ async fn the_tamper_corpus_is_401_and_reveals_nothing() {
     }
     // Other header shapes.
     for value in [
-        "Basic dXNlcjpwdw==",
-        "Bearer",
-        "Bearer  two spaces",
-        "Token abc",
+        "Basic dXNlcjpwdw==".to_owned(),
+        "Bearer".to_owned(),
+        "Bearer  two spaces".to_owned(),
+        "Token abc".to_owned(),
+        "Bearer ===".to_owned(),
+        "Bearer\t".to_owned() + &good.access_token,
+        format!("Bearer {}=x", good.access_token),
+        format!("Bearer {} ", good.access_token),
+        format!("Bearer {}%2e", good.access_token),
+        format!("Bearer {}\t", good.access_token),
     ] {
         let req = test::TestRequest::get()
             .uri("/me")
-            .insert_header((header::AUTHORIZATION, value));
+            .insert_header((header::AUTHORIZATION, value.as_str()));
         assert_eq!(call(&app, req).await.0, 401, "{value}");
+    }
+    // Bytes outside ASCII, in the scheme and in the token.
+    for value in [
+        b"Bearer\xc2\xa0abc".to_vec(),
+        [b"B\xe9arer ".as_slice(), good.access_token.as_bytes()].concat(),
+        [b"Bearer ".as_slice(), good.access_token.as_bytes(), b"\xff"].concat(),
+    ] {
+        let req = test::TestRequest::get().uri("/me").insert_header((
+            header::AUTHORIZATION,
+            header::HeaderValue::from_bytes(&value).unwrap(),
+        ));
+        assert_eq!(call(&app, req).await.0, 401, "{value:?}");
     }
     let twice = get(Some(&good.access_token)).append_header((
         header::AUTHORIZATION,

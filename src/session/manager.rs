@@ -494,7 +494,8 @@ impl From<Verified> for Checked {
 /// verified it and is only used while that set is the current one, so a token checked
 /// while a key was being retired can never outlive the key.
 struct TokenCache {
-    map: DashMap<Box<str>, (VerifiedBy, Arc<Checked>), foldhash::fast::RandomState>,
+    /// By the token's exact bytes (a hit needs no parsing, not even of its characters).
+    map: DashMap<Box<[u8]>, (VerifiedBy, Arc<Checked>), foldhash::fast::RandomState>,
     max: usize,
 }
 
@@ -866,7 +867,7 @@ impl SessionManager {
     /// verified before and not yet expired comes from the cache; a remote key set may
     /// have to be fetched first.
     pub(crate) fn check(&self, token: &str) -> Check {
-        if let Some(hit) = self.cached(token) {
+        if let Some(hit) = self.cached(token.as_bytes()) {
             return Check::Ready(Ok(hit));
         }
         match &self.inner.trust {
@@ -903,7 +904,10 @@ impl SessionManager {
 
     /// A cached check of `token`, if it is still good: not expired, verified by the
     /// key set still held, and (per-tenant providers) its issuer still the tenant's.
-    fn cached(&self, token: &str) -> Option<Arc<Checked>> {
+    ///
+    /// By the exact bytes: a token seen and verified before needs no other check, not
+    /// even of its characters, so the stage asks this first with the header's bytes.
+    pub(crate) fn cached(&self, token: &[u8]) -> Option<Arc<Checked>> {
         let cache = &self.inner.cache;
         if cache.max == 0 || token.len() > MAX_TOKEN_LEN {
             return None;
@@ -960,7 +964,9 @@ impl SessionManager {
             });
         }
         if cache.map.len() < cache.max {
-            cache.map.insert(token.into(), (by, Arc::clone(&checked)));
+            cache
+                .map
+                .insert(token.as_bytes().into(), (by, Arc::clone(&checked)));
         }
         checked
     }

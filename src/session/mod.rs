@@ -33,8 +33,12 @@ pub use revocation::{
 #[cfg(feature = "jwt")]
 pub use stage::{JwtAuth, JwtAuthBuilder};
 
-/// Now, in unix seconds.
-#[cfg(feature = "jwt")]
+/// Now, in unix seconds, on the system's clock: for what does not take the sessions'
+/// [`Clock`](crate::Clock) (a remote key set's schedule, Redis TTLs, the test kit).
+#[cfg(all(
+    feature = "jwt",
+    any(feature = "oidc", feature = "redis", feature = "testing")
+))]
 pub(crate) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
