@@ -301,6 +301,8 @@ impl Exempt {
 pub(crate) struct Settings {
     pub(crate) responder: Arc<dyn ErrorResponder>,
     audit: Arc<dyn AuditSink>,
+    /// The sink is the default `TracingAudit` (no sink was given).
+    default_audit: bool,
     per_tenant_metrics: bool,
     /// One `INFO` line per request on `actix_tenancy::access`.
     pub(crate) access_log: bool,
@@ -311,6 +313,16 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
+    /// Whether a pass would reach nobody: the default sink writes passes at `DEBUG`,
+    /// which no subscriber (nor `log`) wants now, and there are no metrics to count
+    /// it in. A stage then skips building the event at all.
+    #[inline]
+    pub(crate) fn silent_pass(&self) -> bool {
+        !cfg!(feature = "metrics")
+            && self.default_audit
+            && !crate::core::observe::wanted(tracing::Level::DEBUG)
+    }
+
     /// Reports one decision to the audit sink and the metrics.
     #[inline]
     pub(crate) fn report(&self, event: &AuditEvent<'_>) {
@@ -480,6 +492,7 @@ impl Pipeline {
             .unwrap_or_default();
         let settings = Settings {
             responder: common.responder.unwrap_or_else(default_responder),
+            default_audit: common.audit.is_none(),
             audit: common
                 .audit
                 .unwrap_or_else(|| Arc::new(TracingAudit::new())),

@@ -326,14 +326,16 @@ impl PolicyStage {
         self.shadow(settings, req, tenant, question);
         match answer {
             Ok(d) if d.allowed => {
-                self.report(
-                    settings,
-                    req,
-                    Some(tenant),
-                    Outcome::Allowed,
-                    &d.reason,
-                    Some(&d),
-                );
+                if !settings.silent_pass() {
+                    self.report(
+                        settings,
+                        req,
+                        Some(tenant),
+                        Outcome::Allowed,
+                        &d.reason,
+                        Some(&d),
+                    );
+                }
                 Next::Pass
             }
             Ok(d) => {

@@ -260,7 +260,7 @@ impl QuotaStage {
                 Outcome::WouldDeny(code),
                 "shadow: over quota",
             );
-        } else {
+        } else if !settings.silent_pass() {
             self.report(settings, req, &tenant, Outcome::Allowed, "within quota");
         }
         let fields = (self.headers_on_success || decision.would_deny)

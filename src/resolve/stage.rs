@@ -619,15 +619,17 @@ impl ResolveStage {
         }
         // The record's own id: an `Arc` clone, no allocation for the id.
         let id = record.id().clone();
-        self.report(
-            req,
-            at,
-            Outcome::Allowed,
-            Some(&id),
-            Some(record.tier()),
-            Some(named.kind),
-            "resolved",
-        );
+        if !at.settings.silent_pass() {
+            self.report(
+                req,
+                at,
+                Outcome::Allowed,
+                Some(&id),
+                Some(record.tier()),
+                Some(named.kind),
+                "resolved",
+            );
+        }
         match Principal::of(req) {
             None => Ok(Some(at.contexts.get(id, named.kind, record))),
             principal => Ok(Some(Arc::new(TenantContext::new(

@@ -25,8 +25,8 @@ use std::fmt;
 
 use actix_web::http::Method;
 
-pub(crate) use tracing_audit::escaped;
 pub use tracing_audit::TracingAudit;
+pub(crate) use tracing_audit::{escaped, wanted};
 
 use super::{error::ErrorCode, source::SourceKind, tenant::TenantId};
 

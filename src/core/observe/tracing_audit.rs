@@ -259,7 +259,7 @@ fn suppressed(e: &AuditEvent<'_>, level: tracing::Level, dropped: u64) {
 /// tracing's features, so nothing it would emit is skipped; the common case, nobody
 /// listening at `DEBUG`, costs two atomic loads instead of building the event.
 #[inline]
-fn wanted(level: tracing::Level) -> bool {
+pub(crate) fn wanted(level: tracing::Level) -> bool {
     if tracing::level_enabled!(level) {
         return true;
     }
