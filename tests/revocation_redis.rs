@@ -236,3 +236,89 @@ async fn a_token_issued_in_the_future_cannot_escape_a_subject_revocation() {
         Err(SessionError::Revoked)
     ));
 }
+
+/// One connection the application already has serves the quota and the revocation
+/// store, through a real `App`: the burst holds, and a logout is refused at once.
+#[actix_web::test]
+async fn one_existing_connection_serves_the_quota_and_the_revocations() {
+    use actix_tenancy::quota::{QuotaPlan, QuotaPlans, RedisQuota, TenantQuota};
+    let Some(url) = redis_url() else { return };
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let store =
+        RedisRevocations::with_connection(conn.clone(), &prefix("shared"), Duration::from_secs(2));
+    let keys = KeySet::signing(Key::hmac("k1", Algorithm::HS256, &[3u8; 32]).unwrap()).unwrap();
+    let sessions =
+        SessionManager::new(SessionConfig::new("https://auth.test", "api"), keys).with_store(store);
+    let plans = QuotaPlans::builder()
+        .tier("pro", QuotaPlan::per_minute(3))
+        .build()
+        .unwrap();
+    let quota = RedisQuota::with_connection(conn.clone(), plans)
+        .prefix(prefix("shared-quota"))
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let registry = InMemoryRegistry::new().with(TenantRecord::new(acme(), "pro"));
+    let tenancy = Tenancy::builder()
+        .auth(JwtAuth::new(sessions.clone()))
+        .resolver(
+            TenantResolver::builder(registry)
+                .source(Source::claim())
+                .build()
+                .unwrap(),
+        )
+        .quota(TenantQuota::new(quota))
+        .build()
+        .unwrap();
+    let app = test::init_service(App::new().wrap(tenancy).route(
+        "/me",
+        web::get().to(|t: Tenant| async move { t.id().to_string() }),
+    ))
+    .await;
+    let pair = sessions.issue(&acme(), "user-1", Grant::new()).unwrap();
+    let me = |token: &str| {
+        test::TestRequest::get()
+            .uri("/me")
+            .insert_header((header::AUTHORIZATION, format!("Bearer {token}")))
+            .to_request()
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            test::call_service(&app, me(&pair.access_token))
+                .await
+                .status(),
+            200
+        );
+    }
+    assert_eq!(
+        test::call_service(&app, me(&pair.access_token))
+            .await
+            .status(),
+        429
+    );
+    let other = sessions.issue(&acme(), "user-2", Grant::new()).unwrap();
+    sessions.revoke_subject(&acme(), "user-2").await.unwrap();
+    assert_eq!(
+        test::call_service(&app, me(&other.access_token))
+            .await
+            .status(),
+        401
+    );
+    // The application's own commands still run on the same connection.
+    let mut mine = conn.clone();
+    let pong: String = redis::cmd("PING").query_async(&mut mine).await.unwrap();
+    assert_eq!(pong, "PONG");
+}
+
+/// A password in a malformed URL never reaches the error (nor, so, the logs).
+#[::core::prelude::v1::test]
+fn a_bad_url_with_a_password_is_refused_without_repeating_it() {
+    let err = RedisRevocations::new("redis://:hunter2@[::1:6379").unwrap_err();
+    assert!(!format!("{err} {err:?}").contains("hunter2"), "{err}");
+    let plans = actix_tenancy::quota::QuotaPlans::builder().build().unwrap();
+    let err = actix_tenancy::quota::RedisQuota::builder("rediss://u:hunter2@:x:y/0", plans)
+        .build()
+        .unwrap_err();
+    assert!(!format!("{err} {err:?}").contains("hunter2"), "{err}");
+}

@@ -36,3 +36,24 @@ pub(crate) fn is_sql_identifier(s: &str) -> bool {
         && b.iter()
             .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
 }
+
+/// A Redis connection to `url` made on first use, with `timeout` on every answer: what
+/// the Redis quota and revocation store open from a URL. The error never repeats the
+/// URL (it may hold a password).
+#[cfg(feature = "redis")]
+pub(crate) fn redis_connection(
+    url: &str,
+    timeout: std::time::Duration,
+) -> Result<redis::aio::ConnectionManager, error::ConfigError> {
+    use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+    let invalid = |e: redis::RedisError| error::ConfigError::InvalidBackendUrl {
+        backend: "Redis",
+        reason: format!("{:?}", e.kind()),
+    };
+    let client = redis::Client::open(url).map_err(invalid)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout.max(std::time::Duration::from_millis(250))))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(1);
+    ConnectionManager::new_lazy_with_config(client, config).map_err(invalid)
+}

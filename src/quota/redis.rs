@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use redis::{aio::ConnectionManager, aio::ConnectionManagerConfig, Script};
+use redis::{aio::ConnectionManager, Script};
 
 use super::{
     refuse, BudgetState, LocalQuota, Period, QuotaDecision, QuotaError, QuotaLimit, QuotaManager,
@@ -189,10 +189,17 @@ impl fmt::Debug for RedisQuota {
     }
 }
 
+/// Where a [`RedisQuota`] gets its connection.
+enum Connect {
+    Url(String),
+    /// The application's own, shared with its other uses of Redis.
+    Given(ConnectionManager),
+}
+
 /// Builds a [`RedisQuota`].
 #[must_use]
 pub struct RedisQuotaBuilder {
-    url: String,
+    connect: Connect,
     plans: QuotaPlans,
     prefix: String,
     timeout: Duration,
@@ -213,8 +220,32 @@ impl fmt::Debug for RedisQuotaBuilder {
 impl RedisQuota {
     /// A builder for the Redis at `url` (e.g. `redis://127.0.0.1:6379`).
     pub fn builder(url: impl Into<String>, plans: QuotaPlans) -> RedisQuotaBuilder {
+        Self::builder_for(Connect::Url(url.into()), plans)
+    }
+
+    /// A builder on a connection the application already has (the `redis` crate's
+    /// [`ConnectionManager`], 1.x), so the service keeps one connection to Redis for
+    /// everything: it is cloned, never reconfigured; the manager's own timeouts and
+    /// reconnects apply, and [`timeout`](RedisQuotaBuilder::timeout) still bounds
+    /// every check.
+    ///
+    /// ```no_run
+    /// # async fn demo(plans: actix_tenancy::quota::QuotaPlans) -> Result<(), Box<dyn std::error::Error>> {
+    /// use actix_tenancy::quota::RedisQuota;
+    ///
+    /// let client = redis::Client::open("redis://:secret@redis.internal:6379")?;
+    /// let conn = redis::aio::ConnectionManager::new(client).await?;
+    /// let quota = RedisQuota::with_connection(conn.clone(), plans).build()?;
+    /// // `conn` serves the application's own commands too.
+    /// # Ok(()) }
+    /// ```
+    pub fn with_connection(conn: ConnectionManager, plans: QuotaPlans) -> RedisQuotaBuilder {
+        Self::builder_for(Connect::Given(conn), plans)
+    }
+
+    fn builder_for(connect: Connect, plans: QuotaPlans) -> RedisQuotaBuilder {
         RedisQuotaBuilder {
-            url: url.into(),
+            connect,
             plans,
             prefix: "tenancy:quota".to_owned(),
             timeout: Duration::from_millis(50),
@@ -311,21 +342,10 @@ impl RedisQuotaBuilder {
 
     /// Checks the URL and builds the manager; it connects on first use.
     pub fn build(self) -> Result<RedisQuota, ConfigError> {
-        let client =
-            redis::Client::open(self.url.as_str()).map_err(|e| ConfigError::InvalidBackendUrl {
-                backend: "Redis",
-                reason: e.to_string(),
-            })?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(250))))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| {
-            ConfigError::InvalidBackendUrl {
-                backend: "Redis",
-                reason: e.to_string(),
-            }
-        })?;
+        let conn = match self.connect {
+            Connect::Given(conn) => conn,
+            Connect::Url(url) => crate::core::redis_connection(&url, self.timeout)?,
+        };
         let fallback = match self.mode {
             FailureMode::FailClosed => None,
             FailureMode::FallbackLocal { replicas } => {

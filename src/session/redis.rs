@@ -2,7 +2,7 @@
 
 use std::{fmt, time::Duration};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use super::{now, Revocation, RevocationError, RevocationStore, TokenFacts};
 use crate::core::error::ConfigError;
@@ -49,21 +49,25 @@ impl RedisRevocations {
 
     /// A store with its own key prefix and per-call timeout.
     pub fn with_options(url: &str, prefix: &str, timeout: Duration) -> Result<Self, ConfigError> {
-        let client = redis::Client::open(url).map_err(|e| ConfigError::InvalidBackendUrl {
-            backend: "Redis",
-            reason: e.to_string(),
-        })?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout.max(Duration::from_millis(250))))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| {
-            ConfigError::InvalidBackendUrl {
-                backend: "Redis",
-                reason: e.to_string(),
-            }
-        })?;
-        Ok(Self {
+        let conn = crate::core::redis_connection(url, timeout)?;
+        Ok(Self::with_connection(conn, prefix, timeout))
+    }
+
+    /// A store on a connection the application already has (the `redis` crate's
+    /// [`ConnectionManager`], 1.x), shared with its other uses of Redis; `timeout`
+    /// still bounds every call.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use actix_tenancy::session::RedisRevocations;
+    ///
+    /// let conn = redis::aio::ConnectionManager::new(redis::Client::open("redis://127.0.0.1")?).await?;
+    /// let store = RedisRevocations::with_connection(conn, "tenancy:rev:", Duration::from_millis(100));
+    /// # Ok(()) }
+    /// ```
+    pub fn with_connection(conn: ConnectionManager, prefix: &str, timeout: Duration) -> Self {
+        Self {
             conn,
             prefix: prefix.to_owned(),
             timeout,
@@ -73,7 +77,7 @@ impl RedisRevocations {
                  if new < old then new = old end \
                  redis.call('SET', KEYS[1], new, 'EX', ARGV[2]) return 1",
             ),
-        })
+        }
     }
 
     /// Key parts are length-prefixed, so no tenant or subject can forge another's key.
