@@ -52,8 +52,17 @@ fn app(
         InitError = (),
     >,
 > {
+    let tenancy = stack(sessions).build().unwrap();
+    App::new().wrap(tenancy).route(
+        "/me",
+        web::get().to(|t: Tenant| async move { t.id().to_string() }),
+    )
+}
+
+/// `JwtAuth` on `sessions`, and the tenant from the token's claim.
+fn stack(sessions: &SessionManager) -> actix_tenancy::TenancyBuilder {
     let registry = InMemoryRegistry::new().with(TenantRecord::new(acme(), "pro"));
-    let tenancy = Tenancy::builder()
+    Tenancy::builder()
         .auth(JwtAuth::new(sessions.clone()))
         .resolver(
             TenantResolver::builder(registry)
@@ -61,12 +70,6 @@ fn app(
                 .build()
                 .unwrap(),
         )
-        .build()
-        .unwrap();
-    App::new().wrap(tenancy).route(
-        "/me",
-        web::get().to(|t: Tenant| async move { t.id().to_string() }),
-    )
 }
 
 fn acme() -> TenantId {
@@ -259,15 +262,7 @@ async fn one_existing_connection_serves_the_quota_and_the_revocations() {
         .timeout(Duration::from_secs(2))
         .build()
         .unwrap();
-    let registry = InMemoryRegistry::new().with(TenantRecord::new(acme(), "pro"));
-    let tenancy = Tenancy::builder()
-        .auth(JwtAuth::new(sessions.clone()))
-        .resolver(
-            TenantResolver::builder(registry)
-                .source(Source::claim())
-                .build()
-                .unwrap(),
-        )
+    let tenancy = stack(&sessions)
         .quota(TenantQuota::new(quota))
         .build()
         .unwrap();
