@@ -2,8 +2,9 @@
 //!
 //! - [`QuotaPlan`] says what one tenant may consume; [`QuotaPlans`] maps tiers to plans,
 //!   with per-tenant overrides, tuned in code.
-//! - A [`QuotaManager`] checks and consumes units; [`LocalQuota`] keeps one `governor`
-//!   rate limiter per tenant in a sharded map.
+//! - A [`QuotaManager`] checks and consumes units; [`LocalQuota`] keeps each tenant's
+//!   rate (GCRA, `governor`'s algorithm) and budgets in one slot of a sharded map, and
+//!   reclaims idle tenants itself.
 //! - [`TenantQuota`] is the middleware stage: after resolution, it charges the
 //!   request's cost (a [`CostEstimator`], one unit by default) and answers
 //!   `429 quota_exceeded` with `Retry-After`, `X-Quota-Remaining: 0` and the IETF
