@@ -81,6 +81,7 @@
 //! | `toml` | [`InMemoryRegistry::from_toml_str`](registry::InMemoryRegistry), `from_toml_file`, and TOML policies ([`RulePolicy::from_toml`](policy::RulePolicy)) |
 //! | `metrics` | decision counters, stage and per-tenant request histograms through the `metrics` facade (see [`observe`]) |
 //! | `redis` | `RedisQuota`: one quota shared by every replica (see [`quota`]); with `jwt`, `RedisRevocations` |
+//! | `redis-tls` | `rediss://` (TLS) for the Redis backends |
 //! | `jwt` | JWT sessions: `KeySet`, `SessionManager`, `JwtAuth` (see [`session`]) |
 //! | `oidc` | tokens from identity providers: OpenID discovery, remote JWKS kept fresh, a provider per tenant (`session::oidc`) |
 //! | `postgres` | `PostgresRegistry`: tenants in PostgreSQL, kept fresh on every replica by `NOTIFY`; `storage`: the `TenantTx` extractor in the pooled, schema and database models |
