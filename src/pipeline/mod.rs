@@ -420,9 +420,7 @@ fn tenant_metrics<B>(watched: &Watched, out: &Output<B>, started: std::time::Ins
             ),
             Err(_) => (None, 500),
         };
-        let tenant = watched
-            .label(ctx.as_ref().map(|c| c.id().as_str()))
-            .to_owned();
+        let tenant = watched.label(ctx.as_ref().map(|c| c.id().as_str()));
         let class = match status {
             100..=199 => "1xx",
             200..=299 => "2xx",

@@ -348,9 +348,13 @@ pub(crate) struct Common {
     pub(crate) watched: Option<Arc<Watched>>,
 }
 
-/// The tenants an operator named for per-tenant request metrics.
-#[derive(Debug, Default)]
-pub(crate) struct Watched(std::collections::HashSet<Box<str>, foldhash::fast::RandomState>);
+/// The tenants an operator named for per-tenant request metrics, each id kept as the
+/// shared label value it is recorded under (no allocation per request).
+#[derive(Debug)]
+pub(crate) struct Watched(
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>,
+);
 
 impl Watched {
     pub(crate) fn new<I, S>(ids: I) -> Self
@@ -363,12 +367,14 @@ impl Watched {
 
     /// The `tenant` label for `id`: the id when it was named, `other` when not, `none`
     /// without a tenant. Never more series than the names given, plus two.
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-    pub(crate) fn label<'a>(&self, id: Option<&'a str>) -> &'a str {
+    #[cfg(feature = "metrics")]
+    pub(crate) fn label(&self, id: Option<&str>) -> metrics::SharedString {
         match id {
-            None => "none",
-            Some(id) if self.0.contains(id) => id,
-            Some(_) => "other",
+            None => metrics::SharedString::const_str("none"),
+            Some(id) => match self.0.get(id) {
+                Some(named) => metrics::SharedString::from(Arc::clone(named)),
+                None => metrics::SharedString::const_str("other"),
+            },
         }
     }
 }

@@ -144,12 +144,7 @@ impl QuotaDecision {
     pub fn allow() -> Self {
         Self {
             allowed: true,
-            would_deny: false,
-            retry_after: None,
-            rate: None,
-            budget: None,
-            plan: None,
-            refused_by: None,
+            ..refuse(None, None, None, None, None)
         }
     }
 

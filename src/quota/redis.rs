@@ -375,8 +375,6 @@ fn period_code(p: Period) -> u8 {
     }
 }
 
-/// Nanosecond-precise GCRA parameters in microseconds: emission interval and the
-/// window (interval x burst).
 /// The arguments of one check, in the order the script reads them: the GCRA interval
 /// and limit, the cost, the budgets (count, then units and period code of each), and
 /// the rate's cost.
@@ -393,6 +391,8 @@ fn check_args(plan: &QuotaPlan, cost: u32, mut push: impl FnMut(i128)) {
     push(plan.rate_cost(cost).into());
 }
 
+/// Nanosecond-precise GCRA parameters in microseconds: emission interval and the
+/// window (interval x burst).
 fn gcra(plan: &QuotaPlan) -> (i64, i64) {
     match plan.rate_limit() {
         Some(r) => {

@@ -867,9 +867,14 @@ impl SessionManager {
     /// verified before and not yet expired comes from the cache; a remote key set may
     /// have to be fetched first.
     pub(crate) fn check(&self, token: &str) -> Check {
-        if let Some(hit) = self.cached(token.as_bytes()) {
-            return Check::Ready(Ok(hit));
+        match self.cached(token.as_bytes()) {
+            Some(hit) => Check::Ready(Ok(hit)),
+            None => self.check_uncached(token),
         }
+    }
+
+    /// [`check`](Self::check) for a token the cache does not hold.
+    pub(crate) fn check_uncached(&self, token: &str) -> Check {
         match &self.inner.trust {
             Trust::Own => {
                 let keys = self.inner.keys.load_full();
@@ -912,7 +917,7 @@ impl SessionManager {
         if cache.max == 0 || token.len() > MAX_TOKEN_LEN {
             return None;
         }
-        let now = self.inner.config.clock.unix_secs();
+        let now = self.now();
         let leeway = self.inner.config.leeway.as_secs();
         let hit = cache.map.get(token)?;
         let (by, checked) = &*hit;
@@ -935,6 +940,11 @@ impl SessionManager {
         Some(checked)
     }
 
+    /// Now, in unix seconds, on the sessions' clock.
+    fn now(&self) -> u64 {
+        self.inner.config.clock.unix_secs()
+    }
+
     /// Whether the key set that verified a cached token is still the one in use (a
     /// remote set's schedule runs on the system's time, whatever the sessions' clock).
     fn still_held(&self, by: &VerifiedBy) -> bool {
@@ -955,10 +965,7 @@ impl SessionManager {
             return checked;
         }
         if cache.map.len() >= cache.max {
-            let (now, leeway) = (
-                self.inner.config.clock.unix_secs(),
-                self.inner.config.leeway.as_secs(),
-            );
+            let (now, leeway) = (self.now(), self.inner.config.leeway.as_secs());
             cache.map.retain(|_, (by, c)| {
                 self.still_held(by) && c.expires_at.saturating_add(leeway) >= now
             });
@@ -1240,7 +1247,7 @@ impl SessionManager {
 
     /// Records `what` for as long as any token it could apply to may live.
     async fn record(&self, what: Revocation<'_>) -> Result<(), SessionError> {
-        let until = self.inner.config.clock.unix_secs() + self.inner.config.max_life();
+        let until = self.now() + self.inner.config.max_life();
         self.inner
             .store
             .revoke(what, until)
@@ -1260,14 +1267,14 @@ impl SessionManager {
             .expires_at()
             .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
-        let until = (self.inner.config.clock.unix_secs() + self.inner.config.max_life())
+        let until = (self.now() + self.inner.config.max_life())
             .max(expires.saturating_add(self.inner.config.leeway.as_secs()));
         let what = match (principal.token_id(), principal.tenant()) {
             (Some(jti), _) => Revocation::Token(jti),
             (None, Some(tenant)) => Revocation::Subject {
                 tenant: tenant.as_str(),
                 subject: principal.subject(),
-                before: self.inner.config.clock.unix_secs(),
+                before: self.now(),
             },
             (None, None) => {
                 return Err(invalid(
@@ -1297,7 +1304,7 @@ impl SessionManager {
         self.record(Revocation::Subject {
             tenant: tenant.as_str(),
             subject,
-            before: self.inner.config.clock.unix_secs(),
+            before: self.now(),
         })
         .await
     }
@@ -1306,7 +1313,7 @@ impl SessionManager {
     pub async fn revoke_tenant(&self, tenant: &TenantId) -> Result<(), SessionError> {
         self.record(Revocation::Tenant {
             tenant: tenant.as_str(),
-            before: self.inner.config.clock.unix_secs(),
+            before: self.now(),
         })
         .await
     }

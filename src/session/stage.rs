@@ -252,7 +252,7 @@ impl AuthStage {
         let checked = match self.sessions.cached(token) {
             Some(hit) => Check::Ready(Ok(hit)),
             None => match b64token(token) {
-                Ok(token) => self.sessions.check(token),
+                Ok(token) => self.sessions.check_uncached(token),
                 Err(why) => {
                     let err = TenancyError::Unauthenticated { reason: why.into() };
                     return self.refuse(settings, req, err).into();
