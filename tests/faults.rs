@@ -26,6 +26,7 @@ use actix_web::{
 
 #[allow(dead_code, unreachable_pub)]
 mod common {
+    pub mod services;
     pub mod stack;
 }
 
@@ -322,7 +323,7 @@ mod redis_server {
 
     use std::{
         net::TcpListener,
-        process::{Child, Command, Stdio},
+        process::{Child, Command},
     };
 
     use actix_tenancy::quota::{FailureMode, QuotaPlan, QuotaPlans, RedisQuota, TenantQuota};
@@ -345,34 +346,8 @@ mod redis_server {
                     .unwrap()
                     .port()
             });
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn();
-            let child = match child {
-                Ok(c) => c,
-                Err(e) => {
-                    assert_ne!(
-                        std::env::var("CI").as_deref(),
-                        Ok("true"),
-                        "CI=true but redis-server cannot start: {e}"
-                    );
-                    eprintln!("no redis-server ({e}): skipping the Redis fault test");
-                    return None;
-                }
-            };
-            let server = Self { port, child };
-            let start = Instant::now();
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(
-                    start.elapsed() < Duration::from_secs(10),
-                    "redis-server did not start"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Some(server)
+            let child = common::services::spawn_redis(&["--port", &port.to_string()], port)?;
+            Some(Self { port, child })
         }
 
         fn signal(&self, sig: &str) {

@@ -4,11 +4,7 @@
 //! and a client that does not trust it, or speaks plain TCP to the TLS port, fails
 //! closed. Skipped without `redis-server`, except under `CI=true`.
 
-use std::{
-    net::TcpListener,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::{net::TcpListener, process::Child, time::Duration};
 
 use actix_tenancy::{
     prelude::*,
@@ -17,6 +13,11 @@ use actix_tenancy::{
 };
 use actix_web::{http::header, test, web, App};
 use jsonwebtoken::Algorithm;
+
+#[allow(dead_code, unreachable_pub)]
+mod common {
+    pub mod services;
+}
 
 /// A TLS-only `redis-server` on a free loopback port, stopped when dropped.
 struct TlsRedis {
@@ -78,42 +79,30 @@ impl TlsRedis {
             write("server.key", server_key.serialize_pem()),
             write("ca.pem", ca_pem.clone()),
         );
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--bind", "127.0.0.1"])
-            .args(["--tls-port", &port.to_string()])
-            .args(["--tls-cert-file", &cert, "--tls-key-file", &key])
-            .args(["--tls-ca-cert-file", &ca_file, "--tls-auth-clients", "no"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match child {
-            Ok(c) => c,
-            Err(e) => {
-                assert_ne!(
-                    std::env::var("CI").as_deref(),
-                    Ok("true"),
-                    "CI=true but redis-server cannot start: {e}"
-                );
-                eprintln!("no redis-server ({e}): skipping the Redis TLS tests");
-                return None;
-            }
-        };
-        let server = Self {
+        let port_arg = port.to_string();
+        let child = common::services::spawn_redis(
+            &[
+                "--port",
+                "0",
+                "--tls-port",
+                &port_arg,
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &ca_file,
+                "--tls-auth-clients",
+                "no",
+            ],
+            port,
+        )?;
+        Some(Self {
             port,
             ca_pem,
             child,
             _dir: dir,
-        };
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "redis-server with TLS did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(server)
+        })
     }
 
     /// A connection that trusts the test's CA.

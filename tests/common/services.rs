@@ -27,3 +27,37 @@ pub fn unique_prefix(area: &str, test: &str) -> String {
         .as_nanos();
     format!("tenancy-test:{area}{test}:{nanos}")
 }
+
+/// Starts a `redis-server` of the test's own with `args` and waits until `port`
+/// answers; `None` (the test skips) when there is no `redis-server` outside CI.
+/// Panics under `CI=true`, or when the server does not come up within 10 s.
+pub fn spawn_redis(args: &[&str], port: u16) -> Option<std::process::Child> {
+    use std::{process::Stdio, time::Duration};
+    let child = std::process::Command::new("redis-server")
+        .args(args)
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "CI=true but redis-server cannot start: {e}"
+            );
+            eprintln!("no redis-server ({e}): skipping a test that starts its own");
+            return None;
+        }
+    };
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("redis-server did not start on port {port}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(child)
+}
