@@ -82,6 +82,7 @@
 //! | `metrics` | decision counters, stage and per-tenant request histograms through the `metrics` facade (see [`observe`]) |
 //! | `redis` | `RedisQuota`: one quota shared by every replica (see [`quota`]); with `jwt`, `RedisRevocations` |
 //! | `redis-tls` | `rediss://` (TLS) for the Redis backends |
+//! | `redis-cluster` | Redis Cluster for the Redis backends ([`RedisConnection::cluster`]) |
 //! | `jwt` | JWT sessions: `KeySet`, `SessionManager`, `JwtAuth` (see [`session`]) |
 //! | `oidc` | tokens from identity providers: OpenID discovery, remote JWKS kept fresh, a provider per tenant (`session::oidc`) |
 //! | `postgres` | `PostgresRegistry`: tenants in PostgreSQL, kept fresh on every replica by `NOTIFY`; `storage`: the `TenantTx` extractor in the pooled, schema and database models |
@@ -134,6 +135,8 @@ mod tenancy;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+#[cfg(feature = "redis")]
+pub use crate::core::RedisConnection;
 pub use crate::core::{error, observe};
 pub use crate::core::{
     Clock, InvalidTenantId, Principal, TenantContext, TenantId, TenantIdRule,

@@ -160,7 +160,8 @@ async fn entries_expire_with_the_tokens_they_revoke() {
     a.revoke("some-jti").await.unwrap();
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let key = format!("{prefix}jti:8:some-jti");
+    // Every key of the store starts with its hash tag, the prefix in braces.
+    let key = format!("{{{prefix}}}jti:8:some-jti");
     let ttl: i64 = redis::cmd("TTL")
         .arg(&key)
         .query_async(&mut conn)

@@ -11,6 +11,8 @@ pub mod error;
 pub mod observe;
 mod principal;
 pub(crate) mod record;
+#[cfg(feature = "redis")]
+mod redis_conn;
 pub(crate) mod resolution;
 mod source;
 pub(crate) mod tenant;
@@ -18,6 +20,8 @@ pub(crate) mod tenant;
 pub use clock::Clock;
 pub use principal::{Principal, RevokeSessions};
 pub use record::{Access, StatusRules, TenantRecord, TenantStatus};
+#[cfg(feature = "redis")]
+pub use redis_conn::RedisConnection;
 pub(crate) use resolution::{Capabilities, Resolution};
 pub use source::SourceKind;
 pub use tenant::{
@@ -35,25 +39,4 @@ pub(crate) fn is_sql_identifier(s: &str) -> bool {
         && (b[0].is_ascii_lowercase() || b[0] == b'_')
         && b.iter()
             .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
-}
-
-/// A Redis connection to `url` made on first use, with `timeout` on every answer: what
-/// the Redis quota and revocation store open from a URL. The error never repeats the
-/// URL (it may hold a password).
-#[cfg(feature = "redis")]
-pub(crate) fn redis_connection(
-    url: &str,
-    timeout: std::time::Duration,
-) -> Result<redis::aio::ConnectionManager, error::ConfigError> {
-    use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-    let invalid = |e: redis::RedisError| error::ConfigError::InvalidBackendUrl {
-        backend: "Redis",
-        reason: format!("{:?}", e.kind()),
-    };
-    let client = redis::Client::open(url).map_err(invalid)?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout.max(std::time::Duration::from_millis(250))))
-        .set_response_timeout(Some(timeout))
-        .set_number_of_retries(1);
-    ConnectionManager::new_lazy_with_config(client, config).map_err(invalid)
 }

@@ -59,6 +59,7 @@ impl Slot {
 }
 
 type ExtraRef<'a> = dashmap::mapref::one::RefMut<'a, TenantId, Vec<Used>>;
+type SlotRef<'a> = dashmap::mapref::one::RefMut<'a, TenantId, Slot>;
 
 /// A tenant's budgets: the first in its slot, the others (if its plan has more) in the
 /// side map, locked after the slot (always in that order).
@@ -461,26 +462,7 @@ where
             s.wall.unix_secs(now)
         };
         let budgets = plan.budgets();
-        let mut fresh = false;
-        let mut slot = match s.entries.get_mut(tenant.id().as_str()) {
-            Some(slot) => slot,
-            None => s.entries.entry(tenant.id().clone()).or_insert_with(|| {
-                fresh = true;
-                Slot::fresh(index, now)
-            }),
-        };
-        if slot.plan != index {
-            *slot = Slot::fresh(index, now);
-            fresh = true;
-        }
-        let extra = (budgets.len() > 1).then(|| {
-            let zeros = || vec![Used { period: 0, used: 0 }; budgets.len() - 1];
-            let mut e = s.extra.entry(tenant.id().clone()).or_insert_with(zeros);
-            if fresh || e.len() != budgets.len() - 1 {
-                *e = zeros();
-            }
-            e
-        });
+        let (mut slot, extra) = s.open(tenant, index, now, budgets.len());
         let mut uses = Uses {
             slot: &mut slot,
             extra,
@@ -595,7 +577,105 @@ where
     }
 }
 
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+impl<C> LocalQuota<C>
+where
+    C: Clock + Clone + Send + Sync + 'static,
+    C::Instant: Send + Sync,
+{
+    /// Sets `tenant`'s state to what another authority (the Redis quota, before it
+    /// fell back on this manager) says is left of it now: `rate` units of the burst,
+    /// and `budgets(i)` units of budget `i` in the current period (`None`: as it is).
+    /// Figures above the plan's are taken as the plan's.
+    pub(crate) fn mirror(
+        &self,
+        tenant: &TenantContext,
+        rate: Option<u32>,
+        budgets: impl Fn(usize) -> Option<u64>,
+    ) {
+        let s = &*self.shared;
+        let Some(index) = s.index.find(tenant) else {
+            return;
+        };
+        let p = &s.index.params[index as usize];
+        let now = s.now_nanos();
+        let plan = p.plan.budgets();
+        let now_secs = if plan.is_empty() {
+            0
+        } else {
+            s.wall.unix_secs(now)
+        };
+        let (mut slot, extra) = s.open(tenant, index, now, plan.len());
+        let mut uses = Uses {
+            slot: &mut slot,
+            extra,
+        };
+        if let (Some(left), true) = (rate, p.t != 0) {
+            // `rate_at` then finds exactly `left` units: the arrival time is `now` plus
+            // the spent part of the burst.
+            let spent = u64::from(p.burst.saturating_sub(left.min(p.burst)));
+            uses.slot.tat = now.saturating_add(spent.saturating_mul(p.t));
+        }
+        for (i, budget) in plan.iter().enumerate() {
+            if let Some(left) = budgets(i) {
+                let period = u32::try_from(budget.period.locate(now_secs).0).unwrap_or(u32::MAX);
+                let used = budget.units.saturating_sub(left.min(budget.units));
+                uses.set(i, Used { period, used });
+            }
+        }
+    }
+
+    /// How many units of `tenant`'s burst are spent now (0 without an entry or a rate):
+    /// what this manager admitted within the last window.
+    pub(crate) fn rate_spent(&self, tenant: &str) -> u32 {
+        let s = &*self.shared;
+        let Some(slot) = s.entries.get(tenant) else {
+            return 0;
+        };
+        let p = &s.index.params[slot.plan as usize];
+        if p.t == 0 {
+            return 0;
+        }
+        let left = p.rate_at(slot.tat, s.now_nanos(), Duration::ZERO).remaining;
+        p.burst.saturating_sub(left)
+    }
+}
+
 impl<C: Clock> Shared<C> {
+    /// `tenant`'s slot for the plan at `index`, made fresh when it has none or had
+    /// another plan, and its side entry when the plan has `budgets` > 1 (locked after
+    /// the slot, as everywhere).
+    #[inline]
+    fn open(
+        &self,
+        tenant: &TenantContext,
+        index: u32,
+        now: u64,
+        budgets: usize,
+    ) -> (SlotRef<'_>, Option<ExtraRef<'_>>) {
+        let mut fresh = false;
+        let mut slot = match self.entries.get_mut(tenant.id().as_str()) {
+            Some(slot) => slot,
+            None => self.entries.entry(tenant.id().clone()).or_insert_with(|| {
+                fresh = true;
+                Slot::fresh(index, now)
+            }),
+        };
+        if slot.plan != index {
+            *slot = Slot::fresh(index, now);
+            fresh = true;
+        }
+        let extra = (budgets > 1).then(|| {
+            let zeros = || vec![Used { period: 0, used: 0 }; budgets - 1];
+            let mut e = self.extra.entry(tenant.id().clone()).or_insert_with(zeros);
+            if fresh || e.len() != budgets - 1 {
+                *e = zeros();
+            }
+            e
+        });
+        (slot, extra)
+    }
+
     /// `slot`'s budgets, with its side entry when its plan has `budgets` > 1 (locked
     /// after the slot, as everywhere).
     fn uses<'a>(&'a self, id: &str, slot: &'a mut Slot, budgets: usize) -> Uses<'a> {
@@ -825,6 +905,41 @@ mod tests {
             clock,
             secs,
         )
+    }
+
+    #[test]
+    fn a_mirrored_state_admits_exactly_what_it_says_is_left() {
+        let plans = QuotaPlans::builder()
+            .tier("free", QuotaPlan::per_second(10).budget(100, Period::Day))
+            .tier(
+                "two",
+                QuotaPlan::per_second(10)
+                    .budget(50, Period::Hour)
+                    .budget(7, Period::Day),
+            )
+            .build()
+            .unwrap();
+        let (q, clock, _) = manager(plans);
+        let t = ctx("globex", "free");
+        // Three of the burst left: three pass, and the burst refills from there.
+        q.mirror(&t, Some(3), |_| None);
+        assert_eq!(q.rate_spent("globex"), 7);
+        assert_eq!((0..20).filter(|_| q.decide(&t, 1).allowed).count(), 3);
+        assert_eq!(q.rate_spent("globex"), 10);
+        clock.advance(Duration::from_millis(100));
+        assert_eq!((0..20).filter(|_| q.decide(&t, 1).allowed).count(), 1);
+        // Two units of the budget left: the rate, full again, is not what stops it.
+        clock.advance(Duration::from_secs(2));
+        q.mirror(&t, Some(10), |_| Some(2));
+        assert_eq!(q.rate_spent("globex"), 0);
+        assert_eq!((0..20).filter(|_| q.decide(&t, 1).allowed).count(), 2);
+        // Figures above the plan's are the plan's; `None` leaves a budget as it is.
+        let two = ctx("initech", "two");
+        q.mirror(&two, Some(1_000), |i| (i == 1).then_some(1_000));
+        assert_eq!(q.rate_spent("initech"), 0);
+        q.mirror(&two, None, |i| (i == 1).then_some(4));
+        assert_eq!((0..20).filter(|_| q.decide(&two, 1).allowed).count(), 4);
+        assert_eq!(q.rate_spent("nobody"), 0);
     }
 
     #[test]

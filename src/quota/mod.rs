@@ -48,6 +48,8 @@
 //! ```
 
 mod cost;
+#[cfg(feature = "redis")]
+mod fallback;
 mod headers;
 mod local;
 mod plan;

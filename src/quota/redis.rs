@@ -3,18 +3,19 @@ use std::{
     num::NonZeroU32,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Weak,
     },
     time::Duration,
 };
 
-use redis::{aio::ConnectionManager, Script};
+use redis::Script;
 
 use super::{
-    refuse, BudgetState, LocalQuota, Period, QuotaDecision, QuotaError, QuotaLimit, QuotaManager,
-    QuotaPlan, QuotaPlans, RateState,
+    fallback::{Fallback, Owed},
+    refuse, BudgetState, Period, QuotaDecision, QuotaError, QuotaLimit, QuotaManager, QuotaPlan,
+    QuotaPlans, RateState,
 };
-use crate::core::{error::ConfigError, TenantContext};
+use crate::core::{error::ConfigError, RedisConnection, TenantContext};
 
 /// One check: budgets first (read only), then GCRA for the rate on Redis's own clock,
 /// then the budgets are charged; all or nothing, atomically. Calendar periods are
@@ -122,17 +123,71 @@ end
 return 1
 "#;
 
+/// Charges Redis with what a replica admitted on its own while Redis was away: the
+/// rate's units still within the window (its arrival time moved on, at most a full
+/// window), and each budget's units if their period is still the current one.
+const RECONCILE: &str = r#"
+local base = KEYS[1]
+local T = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local owed = tonumber(ARGV[3])
+local nb = tonumber(ARGV[4])
+if T > 0 and owed > 0 then
+  local tat = tonumber(redis.call('GET', base .. ':r') or '0')
+  if tat < now_us then tat = now_us end
+  tat = math.min(tat + owed * T, now_us + limit)
+  redis.call('SET', base .. ':r', string.format('%.0f', tat), 'PX', math.ceil((tat - now_us) / 1000) + 1)
+end
+for i = 1, nb do
+  local code = ARGV[2 + 3 * i]
+  local idx, left = locate(tonumber(code))
+  local units = tonumber(ARGV[4 + 3 * i])
+  if units > 0 and idx == tonumber(ARGV[3 + 3 * i]) then
+    local key = base .. ':b:' .. code .. ':' .. string.format('%.0f', idx)
+    redis.call('INCRBY', key, units)
+    redis.call('EXPIRE', key, left + 60)
+  end
+end
+return 1
+"#;
+
+/// A replica's heartbeat: its id in a sorted set scored by its expiry (Redis's clock),
+/// the expired ones dropped; answers how many replicas are alive.
+const HEARTBEAT: &str = r#"
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now_ms + ttl, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+redis.call('PEXPIRE', KEYS[1], ttl * 2)
+return redis.call('ZCARD', KEYS[1])
+"#;
+
 /// What to do when Redis does not answer in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FailureMode {
     /// Refuse with `503 quota_unavailable` (the default: never a pass by accident).
     FailClosed,
-    /// Decide locally until Redis answers again, with every plan divided by
-    /// `replicas`: peers that each fell back to the full plan would together admit
-    /// `replicas` times the quota during the outage.
+    /// Decide locally until Redis answers again, each replica on its share of the
+    /// plan, so that together they hold the plan in total:
+    ///
+    /// - every plan is divided by the replicas alive, as counted by a heartbeat each
+    ///   replica keeps in Redis (see [`heartbeat`](RedisQuotaBuilder::heartbeat)), the
+    ///   last count seen before the outage, and never by fewer than `replicas`;
+    /// - a tenant's local state starts from its share of what Redis last said was left
+    ///   of its burst and budgets (each Redis answer is mirrored), not from a full
+    ///   allowance;
+    /// - once Redis answers again, what each replica admitted is charged to it before
+    ///   the replicas go back to it (they stay on their shares for two more beats
+    ///   while every replica pays), so the period's total stays within the plan.
+    ///
+    /// While degraded, checks are decided locally at once, without waiting for Redis;
+    /// the heartbeat alone probes it. The README's "Redis" section gives the bounds
+    /// and the measured totals.
     FallbackLocal {
-        /// How many replicas share the quota.
+        /// The fewest replicas the plan is divided by (the heartbeat's count, when
+        /// larger, wins).
         replicas: NonZeroU32,
     },
 }
@@ -167,13 +222,14 @@ type ModeHook = Arc<dyn Fn(bool) + Send + Sync>;
 /// ```
 pub struct RedisQuota {
     plans: QuotaPlans,
-    conn: ConnectionManager,
+    conn: RedisConnection,
     prefix: String,
     timeout: Duration,
     mode: FailureMode,
-    fallback: Option<LocalQuota>,
+    fallback: Option<Arc<Fallback>>,
     degraded: AtomicBool,
     hook: Option<ModeHook>,
+    heartbeat: Duration,
     check: Script,
     settle: Script,
 }
@@ -192,8 +248,10 @@ impl fmt::Debug for RedisQuota {
 /// Where a [`RedisQuota`] gets its connection.
 enum Connect {
     Url(String),
+    #[cfg(feature = "redis-cluster")]
+    Cluster(Vec<String>),
     /// The application's own, shared with its other uses of Redis.
-    Given(ConnectionManager),
+    Given(RedisConnection),
 }
 
 /// Builds a [`RedisQuota`].
@@ -205,6 +263,8 @@ pub struct RedisQuotaBuilder {
     timeout: Duration,
     mode: FailureMode,
     hook: Option<ModeHook>,
+    heartbeat: Duration,
+    follow: bool,
 }
 
 impl fmt::Debug for RedisQuotaBuilder {
@@ -223,11 +283,36 @@ impl RedisQuota {
         Self::builder_for(Connect::Url(url.into()), plans)
     }
 
-    /// A builder on a connection the application already has (the `redis` crate's
-    /// [`ConnectionManager`], 1.x), so the service keeps one connection to Redis for
-    /// everything: it is cloned, never reconfigured; the manager's own timeouts and
-    /// reconnects apply, and [`timeout`](RedisQuotaBuilder::timeout) still bounds
-    /// every check.
+    /// A builder for a Redis Cluster found through any of `nodes` (feature
+    /// `redis-cluster`). A tenant's keys share one hash tag, so each check is still
+    /// one round trip, to the shard that owns the tenant; `MOVED`/`ASK` redirections
+    /// and a master's failover are followed by the client, and meanwhile the
+    /// [`FailureMode`] answers within the timeout.
+    ///
+    /// ```no_run
+    /// # fn demo(plans: actix_tenancy::quota::QuotaPlans) -> Result<(), actix_tenancy::error::ConfigError> {
+    /// use actix_tenancy::quota::RedisQuota;
+    ///
+    /// let quota = RedisQuota::cluster(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"], plans)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "redis-cluster")]
+    pub fn cluster<I, S>(nodes: I, plans: QuotaPlans) -> RedisQuotaBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let nodes = nodes.into_iter().map(|n| n.as_ref().to_owned()).collect();
+        Self::builder_for(Connect::Cluster(nodes), plans)
+    }
+
+    /// A builder on a connection the application already has: the `redis` crate's
+    /// [`ConnectionManager`](redis::aio::ConnectionManager) (1.x), with feature
+    /// `redis-cluster` its cluster connection, or a [`RedisConnection`]. The service
+    /// keeps one connection to Redis for everything: it is cloned, never
+    /// reconfigured; the client's own timeouts and reconnects apply, and
+    /// [`timeout`](RedisQuotaBuilder::timeout) still bounds every check.
     ///
     /// ```no_run
     /// # async fn demo(plans: actix_tenancy::quota::QuotaPlans) -> Result<(), Box<dyn std::error::Error>> {
@@ -239,8 +324,11 @@ impl RedisQuota {
     /// // `conn` serves the application's own commands too.
     /// # Ok(()) }
     /// ```
-    pub fn with_connection(conn: ConnectionManager, plans: QuotaPlans) -> RedisQuotaBuilder {
-        Self::builder_for(Connect::Given(conn), plans)
+    pub fn with_connection(
+        conn: impl Into<RedisConnection>,
+        plans: QuotaPlans,
+    ) -> RedisQuotaBuilder {
+        Self::builder_for(Connect::Given(conn.into()), plans)
     }
 
     fn builder_for(connect: Connect, plans: QuotaPlans) -> RedisQuotaBuilder {
@@ -251,12 +339,46 @@ impl RedisQuota {
             timeout: Duration::from_millis(50),
             mode: FailureMode::FailClosed,
             hook: None,
+            heartbeat: Duration::from_secs(1),
+            follow: true,
         }
     }
 
     /// Whether Redis is failing now and the failure mode is in force.
     pub fn is_degraded(&self) -> bool {
         self.degraded.load(Ordering::Acquire)
+    }
+
+    /// What each plan is divided by in [`FailureMode::FallbackLocal`]: the replicas
+    /// the heartbeat last counted, at least the configured floor. `None` when failing
+    /// closed.
+    pub fn replicas(&self) -> Option<u32> {
+        self.fallback.as_ref().map(|f| f.divisor())
+    }
+
+    /// Starts the heartbeat of [`FailureMode::FallbackLocal`] once, within a Tokio
+    /// runtime: at build when there is one, else on the first check.
+    fn ensure_heartbeat(&self) {
+        let Some(f) = &self.fallback else { return };
+        if !f.follows()
+            || f.beating.load(Ordering::Acquire)
+            || tokio::runtime::Handle::try_current().is_err()
+            || f.beating.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let beat = Heartbeat {
+            fallback: Arc::downgrade(f),
+            conn: self.conn.clone(),
+            key: format!("{{{}}}:replicas", self.prefix),
+            prefix: self.prefix.clone(),
+            id: replica_id(),
+            every: self.heartbeat,
+            timeout: self.timeout.max(Duration::from_millis(250)),
+            beat: Script::new(HEARTBEAT),
+            reconcile: Script::new(&format!("{PRELUDE}{RECONCILE}")),
+        };
+        tokio::spawn(beat.run());
     }
 
     fn set_degraded(&self, degraded: bool, why: &str) {
@@ -294,22 +416,22 @@ impl RedisQuota {
     }
 
     fn key(&self, tenant: &TenantContext) -> String {
-        // A hash tag keeps one tenant's keys in one cluster slot.
-        format!("{}:{{{}}}", self.prefix, tenant.id())
+        tenant_key(&self.prefix, tenant.id().as_str())
     }
 
     fn failed(
         &self,
         tenant: &TenantContext,
+        plan: &Arc<QuotaPlan>,
         cost: u32,
         why: String,
     ) -> Result<QuotaDecision, QuotaError> {
         self.set_degraded(true, &why);
         match &self.fallback {
-            Some(local) => match local.check_now(tenant, cost) {
-                Some(answer) => answer,
-                None => Err(QuotaError::new(why)),
-            },
+            Some(f) => {
+                f.redis_failed();
+                f.decide(tenant, plan, cost)
+            }
             None => Err(QuotaError::new(why)),
         }
     }
@@ -334,6 +456,23 @@ impl RedisQuotaBuilder {
         self
     }
 
+    /// How often each replica refreshes its heartbeat in Redis (default 1 s; it lives
+    /// three beats) in [`FailureMode::FallbackLocal`]: the count of live replicas
+    /// divides the plans, and the beat probes Redis while it is away.
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// The fallback of earlier versions, for the measured comparison in
+    /// `tests/degraded.rs`: a fresh local plan divided by the configured replicas, no
+    /// heartbeat, nothing charged back to Redis.
+    #[doc(hidden)]
+    pub fn unfollowed_fallback(mut self) -> Self {
+        self.follow = false;
+        self
+    }
+
     /// Called with `true` when the manager enters degraded mode, `false` when it leaves.
     pub fn on_mode_change(mut self, hook: impl Fn(bool) + Send + Sync + 'static) -> Self {
         self.hook = Some(Arc::new(hook));
@@ -344,15 +483,19 @@ impl RedisQuotaBuilder {
     pub fn build(self) -> Result<RedisQuota, ConfigError> {
         let conn = match self.connect {
             Connect::Given(conn) => conn,
-            Connect::Url(url) => crate::core::redis_connection(&url, self.timeout)?,
+            Connect::Url(url) => RedisConnection::open(&url, self.timeout)?,
+            #[cfg(feature = "redis-cluster")]
+            Connect::Cluster(nodes) => RedisConnection::cluster(nodes, self.timeout)?,
         };
         let fallback = match self.mode {
             FailureMode::FailClosed => None,
-            FailureMode::FallbackLocal { replicas } => {
-                Some(LocalQuota::new(self.plans.divided(replicas.get())))
-            }
+            FailureMode::FallbackLocal { replicas } => Some(Arc::new(Fallback::new(
+                self.plans.clone(),
+                replicas.get(),
+                self.follow,
+            ))),
         };
-        Ok(RedisQuota {
+        let quota = RedisQuota {
             plans: self.plans,
             conn,
             prefix: self.prefix,
@@ -361,9 +504,12 @@ impl RedisQuotaBuilder {
             fallback,
             degraded: AtomicBool::new(false),
             hook: self.hook,
+            heartbeat: self.heartbeat,
             check: Script::new(&format!("{PRELUDE}{CHECK}")),
             settle: Script::new(&format!("{PRELUDE}{SETTLE}")),
-        })
+        };
+        quota.ensure_heartbeat();
+        Ok(quota)
     }
 }
 
@@ -406,6 +552,99 @@ fn gcra(plan: &QuotaPlan) -> (i64, i64) {
             (t, t.saturating_mul(i64::from(r.burst)))
         }
         None => (0, 0),
+    }
+}
+
+/// A tenant's keys: one hash tag, so that on a cluster they are all in one slot.
+fn tenant_key(prefix: &str, id: &str) -> String {
+    format!("{prefix}:{{{id}}}")
+}
+
+/// An id for this replica's heartbeat: the process and a moment of its life, hashed
+/// with a per-process random seed.
+fn replica_id() -> String {
+    use std::hash::BuildHasher as _;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let seed = foldhash::fast::RandomState::default();
+    format!(
+        "{:016x}{:016x}",
+        seed.hash_one((std::process::id(), nanos)),
+        seed.hash_one(nanos)
+    )
+}
+
+/// The heartbeat task of [`FailureMode::FallbackLocal`]: it ends when the manager is
+/// dropped (it holds the fallback weakly).
+struct Heartbeat {
+    fallback: Weak<Fallback>,
+    conn: RedisConnection,
+    key: String,
+    prefix: String,
+    id: String,
+    every: Duration,
+    timeout: Duration,
+    beat: Script,
+    reconcile: Script,
+}
+
+impl Heartbeat {
+    async fn run(mut self) {
+        let ttl_ms = u64::try_from(self.every.as_millis().saturating_mul(3)).unwrap_or(u64::MAX);
+        let mut tick = tokio::time::interval(self.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(f) = self.fallback.upgrade() else {
+                return;
+            };
+            let mut call = self.beat.key(&self.key);
+            call.arg(&self.id).arg(ttl_ms);
+            let beat = call.invoke_async::<u32>(&mut self.conn);
+            let Ok(Ok(alive)) = tokio::time::timeout(self.timeout, beat).await else {
+                continue;
+            };
+            if self.pay(&f).await {
+                f.beat(alive, self.every * 2);
+            }
+        }
+    }
+
+    /// Charges Redis with every debt of this replica; `false` if one could not be paid
+    /// (it is kept, with the rest, for the next beat).
+    async fn pay(&mut self, f: &Fallback) -> bool {
+        let mut debts = f.take_owed().into_iter();
+        while let Some((id, owed, rate)) = debts.next() {
+            let mut call = self.reconcile.key(tenant_key(&self.prefix, id.as_str()));
+            reconcile_args(&owed, rate, |a| {
+                call.arg(a);
+            });
+            let paid = tokio::time::timeout(self.timeout, call.invoke_async::<i64>(&mut self.conn));
+            if !matches!(paid.await, Ok(Ok(_))) {
+                f.restore(id, owed);
+                for (id, owed, _) in debts {
+                    f.restore(id, owed);
+                }
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// The arguments of `RECONCILE`: the GCRA interval and limit, the rate units, then
+/// per budget its period code, period index and units.
+fn reconcile_args(owed: &Owed, rate: u32, mut push: impl FnMut(i128)) {
+    let (t, limit) = gcra(&owed.plan);
+    push(t.into());
+    push(limit.into());
+    push(rate.into());
+    push(i128::try_from(owed.budgets.len()).unwrap_or(i128::MAX));
+    for (b, (period, units)) in owed.plan.budgets().iter().zip(&owed.budgets) {
+        push(period_code(b.period).into());
+        push((*period).into());
+        push((*units).into());
     }
 }
 
@@ -485,6 +724,12 @@ impl QuotaManager for RedisQuota {
         let Some(plan) = self.plans.plan_for(tenant) else {
             return Ok(refuse(None, None, None, None, None));
         };
+        if let Some(f) = &self.fallback {
+            self.ensure_heartbeat();
+            if f.local_only() {
+                return f.decide(tenant, plan, cost);
+            }
+        }
         let mut invocation = self.check.key(self.key(tenant));
         check_args(plan, cost, |a| {
             invocation.arg(a);
@@ -497,12 +742,20 @@ impl QuotaManager for RedisQuota {
             Ok(Ok(reply)) => match decision_from(plan, cost, &reply) {
                 Some(decision) => {
                     self.set_degraded(false, "");
+                    if let Some(f) = &self.fallback {
+                        f.observe(tenant, &reply);
+                    }
                     Ok(decision)
                 }
-                None => self.failed(tenant, cost, format!("unexpected reply {reply:?}")),
+                None => self.failed(tenant, plan, cost, format!("unexpected reply {reply:?}")),
             },
-            Ok(Err(err)) => self.failed(tenant, cost, err.to_string()),
-            Err(_) => self.failed(tenant, cost, "Redis did not answer in time".to_owned()),
+            Ok(Err(err)) => self.failed(tenant, plan, cost, err.to_string()),
+            Err(_) => self.failed(
+                tenant,
+                plan,
+                cost,
+                "Redis did not answer in time".to_owned(),
+            ),
         }
     }
 
@@ -516,6 +769,10 @@ impl QuotaManager for RedisQuota {
             return Ok(());
         };
         if plan.budgets().is_empty() {
+            return Ok(());
+        }
+        if let Some(f) = self.fallback.as_ref().filter(|f| f.local_only()) {
+            f.settle(tenant, charged, actual);
             return Ok(());
         }
         let mut invocation = self.settle.key(self.key(tenant));

@@ -2,10 +2,8 @@
 
 use std::{fmt, time::Duration};
 
-use redis::aio::ConnectionManager;
-
 use super::{now, Revocation, RevocationError, RevocationStore, TokenFacts};
-use crate::core::error::ConfigError;
+use crate::core::{error::ConfigError, RedisConnection};
 
 /// Keeps revocations in Redis so that every replica sees a revocation at once (feature
 /// `redis` with `jwt`).
@@ -14,6 +12,16 @@ use crate::core::error::ConfigError;
 /// tokens alive. A check is one `MGET` round trip; a refresh token is marked used
 /// with `SET NX`, atomically across replicas. Every call is bounded by a timeout
 /// (default 100 ms); a failure answers `503 auth_unavailable`, never a pass.
+///
+/// On a Redis Cluster ([`cluster`](Self::cluster), feature `redis-cluster`) every key
+/// of the store carries one hash tag, the prefix (`{tenancy:rev:}jti:…`), so a check's
+/// `MGET` over the token's, its family's, its tenant's and its subject's entries is one
+/// round trip to one shard. A tag per tenant would spread the store over the shards,
+/// but a token or a family is revoked by its id alone, with no tenant to tag it by;
+/// the cost of the one tag is that one shard serves every revocation check (an `MGET`
+/// of at most four small keys: tens of thousands per second per shard, see
+/// BENCHMARKS.md). Give stores of different services different prefixes to place
+/// them on different shards.
 ///
 /// ```no_run
 /// # async fn demo(sessions: actix_tenancy::session::SessionManager) -> Result<(), actix_tenancy::error::ConfigError> {
@@ -25,8 +33,9 @@ use crate::core::error::ConfigError;
 /// ```
 #[derive(Clone)]
 pub struct RedisRevocations {
-    conn: ConnectionManager,
-    prefix: String,
+    conn: RedisConnection,
+    /// `{prefix}`: every key's hash tag and start.
+    tag: String,
     timeout: Duration,
     /// Sets a key unless it holds a later cut-off; loaded once, run by its hash.
     revoke: redis::Script,
@@ -35,7 +44,7 @@ pub struct RedisRevocations {
 impl fmt::Debug for RedisRevocations {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisRevocations")
-            .field("prefix", &self.prefix)
+            .field("tag", &self.tag)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
@@ -49,13 +58,35 @@ impl RedisRevocations {
 
     /// A store with its own key prefix and per-call timeout.
     pub fn with_options(url: &str, prefix: &str, timeout: Duration) -> Result<Self, ConfigError> {
-        let conn = crate::core::redis_connection(url, timeout)?;
+        let conn = RedisConnection::open(url, timeout)?;
         Ok(Self::with_connection(conn, prefix, timeout))
     }
 
-    /// A store on a connection the application already has (the `redis` crate's
-    /// [`ConnectionManager`], 1.x), shared with its other uses of Redis; `timeout`
-    /// still bounds every call.
+    /// A store on a Redis Cluster found through any of `nodes` (feature
+    /// `redis-cluster`), keys prefixed `tenancy:rev:`, timeout 100 ms.
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), actix_tenancy::error::ConfigError> {
+    /// use actix_tenancy::session::RedisRevocations;
+    ///
+    /// let store = RedisRevocations::cluster(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"])?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "redis-cluster")]
+    pub fn cluster<I, S>(nodes: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let timeout = Duration::from_millis(100);
+        let conn = RedisConnection::cluster(nodes, timeout)?;
+        Ok(Self::with_connection(conn, "tenancy:rev:", timeout))
+    }
+
+    /// A store on a connection the application already has: the `redis` crate's
+    /// [`ConnectionManager`](redis::aio::ConnectionManager) (1.x) or, with feature
+    /// `redis-cluster`, its cluster connection, or a [`RedisConnection`]; shared with
+    /// the application's other uses of Redis. `timeout` still bounds every call.
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -66,10 +97,22 @@ impl RedisRevocations {
     /// let store = RedisRevocations::with_connection(conn, "tenancy:rev:", Duration::from_millis(100));
     /// # Ok(()) }
     /// ```
-    pub fn with_connection(conn: ConnectionManager, prefix: &str, timeout: Duration) -> Self {
+    pub fn with_connection(
+        conn: impl Into<RedisConnection>,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Self {
         Self {
-            conn,
-            prefix: prefix.to_owned(),
+            conn: conn.into(),
+            // An empty tag (`{}`) is none at all: Redis would hash the whole key.
+            tag: format!(
+                "{{{}}}",
+                if prefix.is_empty() {
+                    "tenancy:rev:"
+                } else {
+                    prefix
+                }
+            ),
             timeout,
             revoke: redis::Script::new(
                 "local old = tonumber(redis.call('GET', KEYS[1]) or '-1') \
@@ -81,9 +124,10 @@ impl RedisRevocations {
     }
 
     /// Key parts are length-prefixed, so no tenant or subject can forge another's key.
+    /// The prefix is the hash tag: every key of the store is in one cluster slot.
     fn key(&self, kind: &str, parts: &[&str]) -> String {
         use std::fmt::Write as _;
-        let mut key = format!("{}{kind}", self.prefix);
+        let mut key = format!("{}{kind}", self.tag);
         for p in parts {
             // Writing to a String cannot fail.
             let _ = write!(key, ":{}:{p}", p.len());

@@ -1,0 +1,280 @@
+//! The Redis quota's degraded mode: each replica decides alone on its share of the
+//! plan, starting from what Redis last said, and owes Redis what it admitted.
+//!
+//! - **The share.** Every plan is divided by the replicas alive, as the heartbeat last
+//!   counted them before Redis went away (never fewer than the configured floor).
+//! - **The start.** While Redis answers, every reply is mirrored into the local
+//!   manager, divided the same way: when Redis fails, a tenant's local state is its
+//!   share of what Redis said was left (of the burst and of each budget), not a fresh
+//!   allowance. The replicas that saw a tenant admit together at most what was left.
+//! - **The debt.** What is admitted locally is recorded per tenant and period, and
+//!   charged to Redis (`RECONCILE`) once it answers again, before any replica goes back
+//!   to it: the heartbeat holds the replica on its share for a grace period of two
+//!   beats while every replica pays, so the period's total stays within the plan.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use foldhash::fast::RandomState;
+
+use super::{LocalQuota, QuotaDecision, QuotaError, QuotaManager as _, QuotaPlan, QuotaPlans};
+use crate::core::{TenantContext, TenantId};
+
+/// The replica's share of the plans: each divided by `n`.
+struct Share {
+    n: u32,
+    local: LocalQuota,
+}
+
+/// What this replica admitted for one tenant while Redis was away.
+pub(super) struct Owed {
+    pub(super) plan: Arc<QuotaPlan>,
+    /// Rate units admitted since the last payment.
+    pub(super) rate: u32,
+    /// Per budget of the plan: (period index, units admitted in it).
+    pub(super) budgets: Vec<(u64, u64)>,
+}
+
+/// The local side of a Redis quota in `FallbackLocal` mode.
+pub(super) struct Fallback {
+    plans: QuotaPlans,
+    /// The configured number of replicas: the divisor is never below it.
+    floor: u32,
+    /// The replicas the heartbeat last counted (0 before the first beat).
+    alive: AtomicU32,
+    share: ArcSwap<Share>,
+    owed: DashMap<TenantId, Owed, RandomState>,
+    /// Checks are decided here, not on Redis: from a failure until the heartbeat has
+    /// seen Redis again for the grace period.
+    local_only: AtomicBool,
+    /// Beats in a row that counted fewer replicas than the plans are divided by.
+    low_beats: AtomicU32,
+    /// Nanoseconds since `origin` when the grace period ends (0: not started).
+    grace_ends: AtomicU64,
+    origin: Instant,
+    /// Whether the fallback follows Redis (mirror, debt, heartbeat). `false` only for
+    /// the measured comparison with the earlier design: a fresh local plan divided by
+    /// the floor, and every check tried on Redis first.
+    follows: bool,
+    /// Whether the heartbeat task runs (spawned once, within a Tokio runtime).
+    pub(super) beating: AtomicBool,
+}
+
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Fallback {
+    pub(super) fn new(plans: QuotaPlans, floor: u32, follows: bool) -> Self {
+        let floor = floor.max(1);
+        Self {
+            share: ArcSwap::from_pointee(Share {
+                n: floor,
+                local: LocalQuota::new(plans.divided(floor)),
+            }),
+            plans,
+            floor,
+            alive: AtomicU32::new(0),
+            owed: DashMap::default(),
+            local_only: AtomicBool::new(false),
+            low_beats: AtomicU32::new(0),
+            grace_ends: AtomicU64::new(0),
+            origin: Instant::now(),
+            follows,
+            beating: AtomicBool::new(false),
+        }
+    }
+
+    pub(super) fn follows(&self) -> bool {
+        self.follows
+    }
+
+    /// The number every plan is divided by now.
+    pub(super) fn divisor(&self) -> u32 {
+        self.share.load().n
+    }
+
+    /// Whether checks are decided here without asking Redis.
+    pub(super) fn local_only(&self) -> bool {
+        self.follows && self.local_only.load(Ordering::Acquire)
+    }
+
+    /// Redis failed a check: decide here until the heartbeat sees it again (when the
+    /// heartbeat runs; without one, every check still tries Redis first).
+    pub(super) fn redis_failed(&self) {
+        if self.follows && self.beating.load(Ordering::Acquire) {
+            self.grace_ends.store(0, Ordering::Release);
+            self.local_only.store(true, Ordering::Release);
+        }
+    }
+
+    /// A heartbeat reached Redis and counted `alive` replicas (after this replica's
+    /// debts were paid). While Redis answers the share follows the count; after a
+    /// failure the replica stays on its share for `grace`, then goes back to Redis.
+    pub(super) fn beat(&self, alive: u32, grace: Duration) {
+        self.alive.store(alive, Ordering::Release);
+        if !self.local_only.load(Ordering::Acquire) {
+            self.resize();
+            return;
+        }
+        let now = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        match self.grace_ends.load(Ordering::Acquire) {
+            0 => {
+                let ends = now.saturating_add(u64::try_from(grace.as_nanos()).unwrap_or(0));
+                self.grace_ends.store(ends.max(1), Ordering::Release);
+            }
+            ends if now >= ends => {
+                self.grace_ends.store(0, Ordering::Release);
+                self.local_only.store(false, Ordering::Release);
+            }
+            _ => {}
+        }
+    }
+
+    /// Divides the plans anew when the count changed: at once when it grew, and when
+    /// it fell only once it stayed lower for three beats (a heartbeat's life), since
+    /// just after an outage the replicas' beats come back one by one. Only while Redis
+    /// answers: the local state is then a mirror, re-made from the next answer.
+    fn resize(&self) {
+        if !self.follows {
+            return;
+        }
+        let n = self.floor.max(self.alive.load(Ordering::Acquire));
+        let now = self.share.load().n;
+        if n < now && self.low_beats.fetch_add(1, Ordering::AcqRel) + 1 < 3 {
+            return;
+        }
+        self.low_beats.store(0, Ordering::Release);
+        if now != n {
+            self.share.store(Arc::new(Share {
+                n,
+                local: LocalQuota::new(self.plans.divided(n)),
+            }));
+        }
+    }
+
+    /// Mirrors Redis's reply to a check (the `CHECK` script's layout) into the local
+    /// share: what is left of the rate's burst and of each budget, divided by `n`.
+    pub(super) fn observe(&self, tenant: &TenantContext, reply: &[i64]) {
+        if !self.follows {
+            return;
+        }
+        let share = self.share.load();
+        let n = i64::from(share.n);
+        let part = |x: Option<&i64>| x.filter(|x| **x >= 0).map(|x| x / n);
+        // (rate left, index of the first budget pair, the only budget reported)
+        let (rate, pairs, only) = match (reply.first(), reply.get(1)) {
+            (Some(1), _) => (part(reply.get(1)), 3, None),
+            (Some(0), Some(1)) => {
+                let i = reply.get(2).and_then(|i| usize::try_from(*i).ok());
+                (part(reply.get(5)), 0, i.and_then(|i| i.checked_sub(1)))
+            }
+            (Some(0), Some(2)) => (part(reply.get(3)), 5, None),
+            _ => return,
+        };
+        let rate = rate.map(|r| u32::try_from(r).unwrap_or(u32::MAX));
+        share.local.mirror(tenant, rate, |i| match only {
+            Some(j) if i == j => part(reply.get(3)).map(|x| x.unsigned_abs()),
+            Some(_) => None,
+            None => part(reply.get(pairs + 2 * i)).map(|x| x.unsigned_abs()),
+        });
+    }
+
+    /// A check decided on this replica's share; what it admits is owed to Redis.
+    pub(super) fn decide(
+        &self,
+        tenant: &TenantContext,
+        plan: &Arc<QuotaPlan>,
+        cost: u32,
+    ) -> Result<QuotaDecision, QuotaError> {
+        let decision = match self.share.load().local.check_now(tenant, cost) {
+            Some(d) => d?,
+            None => return Err(QuotaError::new("no local decision")),
+        };
+        if self.follows && decision.allowed && cost > 0 {
+            let now = unix_secs();
+            let budgets = plan.budgets();
+            let mut owed = self
+                .owed
+                .entry(tenant.id().clone())
+                .or_insert_with(|| Owed {
+                    plan: Arc::clone(plan),
+                    rate: 0,
+                    budgets: vec![(0, 0); budgets.len()],
+                });
+            if owed.budgets.len() != budgets.len() {
+                *owed = Owed {
+                    plan: Arc::clone(plan),
+                    rate: 0,
+                    budgets: vec![(0, 0); budgets.len()],
+                };
+            }
+            owed.rate = owed.rate.saturating_add(plan.rate_cost(cost));
+            for (b, o) in budgets.iter().zip(owed.budgets.iter_mut()) {
+                let period = b.period.locate(now).0;
+                if o.0 != period {
+                    *o = (period, 0);
+                }
+                o.1 = o.1.saturating_add(u64::from(cost));
+            }
+        }
+        Ok(decision)
+    }
+
+    /// A cost corrected while deciding here: the share and the debt follow it.
+    pub(super) fn settle(&self, tenant: &TenantContext, charged: u32, actual: u32) {
+        self.share.load().local.settle_now(tenant, charged, actual);
+        if let Some(mut owed) = self.owed.get_mut(tenant.id().as_str()) {
+            let now = unix_secs();
+            let plan = Arc::clone(&owed.plan);
+            for (b, o) in plan.budgets().iter().zip(owed.budgets.iter_mut()) {
+                if o.0 == b.period.locate(now).0 {
+                    o.1 =
+                        o.1.saturating_sub(u64::from(charged))
+                            .saturating_add(u64::from(actual));
+                }
+            }
+        }
+    }
+
+    /// Every debt, taken out to be paid; with each, the rate units to charge: those
+    /// admitted since the last payment that are still within the local window.
+    pub(super) fn take_owed(&self) -> Vec<(TenantId, Owed, u32)> {
+        if self.owed.is_empty() {
+            return Vec::new();
+        }
+        let ids: Vec<TenantId> = self.owed.iter().map(|e| e.key().clone()).collect();
+        let share = self.share.load();
+        ids.into_iter()
+            .filter_map(|id| {
+                let (id, owed) = self.owed.remove(id.as_str())?;
+                let rate = owed.rate.min(share.local.rate_spent(id.as_str()));
+                Some((id, owed, rate))
+            })
+            .collect()
+    }
+
+    /// A debt Redis did not take: kept (added to what was owed since) for the next beat.
+    pub(super) fn restore(&self, id: TenantId, owed: Owed) {
+        let mut e = self.owed.entry(id).or_insert_with(|| Owed {
+            plan: Arc::clone(&owed.plan),
+            rate: 0,
+            budgets: owed.budgets.iter().map(|(p, _)| (*p, 0)).collect(),
+        });
+        e.rate = e.rate.saturating_add(owed.rate);
+        for (mine, old) in e.budgets.iter_mut().zip(&owed.budgets) {
+            if mine.0 == old.0 {
+                mine.1 = mine.1.saturating_add(old.1);
+            }
+        }
+    }
+}
