@@ -6,6 +6,9 @@
 //! cargo run --release --example redis_quota_bench --features redis -- URL invocation DIR
 //! ```
 //!
+//! `URL` may be a comma-separated list of a Redis Cluster's nodes (feature
+//! `redis-cluster`): the checks then go to the shard of each tenant.
+//!
 //! `run` spawns `CONCURRENCY` tasks on one connection (as the stage shares one), each
 //! checking its own tenant in a loop, and prints `checks/s`. `invocation` writes the
 //! script (`DIR/check.lua`) and the key and arguments of one check (`DIR/args`, one per
@@ -49,8 +52,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             QuotaPlan::per_second(1_000_000_000).budget(1 << 62, Period::Day),
         )
         .build()?;
-    let quota = Arc::new(
+    let builder = if url.contains(',') {
+        #[cfg(feature = "redis-cluster")]
+        {
+            RedisQuota::cluster(url.split(','), plans)
+        }
+        #[cfg(not(feature = "redis-cluster"))]
+        return Err("a list of cluster nodes needs the feature redis-cluster".into());
+    } else {
         RedisQuota::builder(url.as_str(), plans)
+    };
+    let quota = Arc::new(
+        builder
             .prefix("tenancy-bench")
             .timeout(Duration::from_secs(5))
             .build()?,
