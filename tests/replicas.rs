@@ -110,9 +110,20 @@ const GENEROUS: Rate = Rate {
 
 const BURST: u32 = 20;
 const PER_SECOND: u32 = 5;
-/// Client threads, each sending [`PER_CLIENT`] requests round-robin over the replicas.
+/// Client threads, each sending [`PER_CLIENT`] requests, one every [`PACE`], round-robin
+/// over the replicas: 160 requests a second for about 1.5 s against a plan of 5 a
+/// second, so the refill is admitted as well as the burst.
 const CLIENTS: usize = 8;
-const PER_CLIENT: usize = 12;
+const PER_CLIENT: usize = 30;
+const PACE: Duration = Duration::from_millis(50);
+
+/// One request of the burst: the replica, when it was sent and answered, the answer.
+struct Sent {
+    replica: usize,
+    sent: Instant,
+    answered: Instant,
+    res: Response,
+}
 
 #[test]
 fn a_burst_split_across_replicas_admits_within_one_plan() {
@@ -133,42 +144,49 @@ fn a_burst_split_across_replicas_admits_within_one_plan() {
         assert_eq!(res.status, 200, "{}", show(&res));
     }
 
-    let start = Arc::new(Barrier::new(CLIENTS + 1));
+    let start = Arc::new(Barrier::new(CLIENTS));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
             let addrs = addrs.clone();
             let start = Arc::clone(&start);
             std::thread::spawn(move || {
                 let mut conns: Vec<Conn> = addrs.iter().map(|&a| Conn::new(a)).collect();
-                // Connected before the clock starts.
+                // Connected before the first request.
                 for conn in &mut conns {
                     assert_eq!(conn.get("/health", &[]).status, 200);
                 }
                 start.wait();
+                let began = Instant::now() + PACE * c as u32 / CLIENTS as u32;
                 (0..PER_CLIENT)
                     .map(|i| {
-                        let r = (c + i) % REPLICAS;
-                        (r, conns[r].get("/me", &as_tenant("acme")))
+                        let at = began + PACE * i as u32;
+                        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                        let replica = (c + i) % REPLICAS;
+                        let sent = Instant::now();
+                        let res = conns[replica].get("/me", &as_tenant("acme"));
+                        Sent {
+                            replica,
+                            sent,
+                            answered: Instant::now(),
+                            res,
+                        }
                     })
                     .collect::<Vec<_>>()
             })
         })
         .collect();
-    start.wait();
-    let began = Instant::now();
-    let answers: Vec<(usize, Response)> = clients
+    let answers: Vec<Sent> = clients
         .into_iter()
         .flat_map(|c| c.join().expect("a client thread"))
         .collect();
-    let elapsed = began.elapsed();
 
     let mut admitted = [0usize; REPLICAS];
     let mut refused = [0usize; REPLICAS];
-    for (r, res) in &answers {
+    for Sent { replica, res, .. } in &answers {
         match res.status {
             200 => {
                 assert_eq!(res.body, "acme");
-                admitted[*r] += 1;
+                admitted[*replica] += 1;
             }
             429 => {
                 assert_eq!(
@@ -178,27 +196,51 @@ fn a_burst_split_across_replicas_admits_within_one_plan() {
                     show(res)
                 );
                 assert!(res.header("retry-after").is_some(), "a 429 says when");
-                refused[*r] += 1;
+                refused[*replica] += 1;
             }
-            _ => panic!("replica {r}: {}", show(res)),
+            _ => panic!("replica {replica}: {}", show(res)),
         }
     }
+    assert_eq!(answers.len(), CLIENTS * PER_CLIENT);
     let total: usize = admitted.iter().sum();
     let total_refused: usize = refused.iter().sum();
-    let earned = (elapsed.as_secs_f64() * f64::from(PER_SECOND)).ceil() as usize;
+    assert_eq!(total + total_refused, answers.len());
+
+    // Redis decided every request between the first one's sending and the last one's
+    // answer (at most `longest`), and decided the last one after it was sent and the
+    // first one before it was answered (at least `shortest` apart). Demand was above
+    // the rate throughout, so every refilled unit was taken as it came.
+    let first_sent = answers.iter().map(|a| a.sent).min().unwrap();
+    let last_answered = answers.iter().map(|a| a.answered).max().unwrap();
+    let first_answered = answers.iter().map(|a| a.answered).min().unwrap();
+    let last_sent = answers.iter().map(|a| a.sent).max().unwrap();
+    let longest = last_answered - first_sent;
+    let shortest = last_sent.saturating_duration_since(first_answered);
+    let at_most = BURST as usize + (longest.as_secs_f64() * f64::from(PER_SECOND)).ceil() as usize;
+    // One unit of slack below: the last refill may fall just after the last decision.
+    let at_least = (BURST as usize
+        + (shortest.as_secs_f64() * f64::from(PER_SECOND)).floor() as usize)
+        .saturating_sub(1);
     eprintln!(
-        "replicas: {} requests over {REPLICAS} replicas in {elapsed:?}: admitted {total} {admitted:?}, \
-         refused {total_refused} {refused:?}; the plan allows {BURST} + {earned}",
+        "replicas: {} requests over {REPLICAS} replicas in {longest:?}: admitted {total} {admitted:?}, \
+         refused {total_refused} {refused:?}; the plan ({BURST} at once, {PER_SECOND}/s) allows {at_least} to {at_most}",
         answers.len()
     );
-    assert_eq!(total + total_refused, CLIENTS * PER_CLIENT);
     assert!(
         total >= BURST as usize,
         "the burst must pass: admitted {total} of {BURST}"
     );
     assert!(
-        total <= BURST as usize + earned,
-        "one plan for all replicas: admitted {total}, at most {BURST} + {earned} in {elapsed:?}"
+        total >= at_least,
+        "the refill must pass too: admitted {total}, at least {at_least} over {shortest:?}"
+    );
+    assert!(
+        total <= at_most,
+        "one plan for all replicas: admitted {total}, at most {at_most} over {longest:?}"
+    );
+    assert!(
+        refused.iter().all(|&n| n > 0),
+        "every replica refuses once the shared quota is spent: {refused:?}"
     );
 }
 
