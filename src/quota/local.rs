@@ -60,6 +60,8 @@ impl Slot {
 
 type ExtraRef<'a> = dashmap::mapref::one::RefMut<'a, TenantId, Vec<Used>>;
 type SlotRef<'a> = dashmap::mapref::one::RefMut<'a, TenantId, Slot>;
+/// The arrival times of the tenants on one rate-only plan.
+type Rated = DashMap<TenantId, u64, RandomState>;
 
 /// A tenant's budgets: the first in its slot, the others (if its plan has more) in the
 /// side map, locked after the slot (always in that order).
@@ -96,6 +98,9 @@ impl Uses<'_> {
         }
     }
 }
+
+/// A refusal by the rate: how long to wait (`None`: never), and the rate's state.
+type Refused = (Option<Duration>, RateState);
 
 /// A plan, with its rate's GCRA figures worked out once.
 struct Params {
@@ -134,6 +139,35 @@ impl Params {
             interval,
             window,
         }
+    }
+
+    /// GCRA for `n` units at `now` on the arrival time `tat` (moved on when they
+    /// conform): the rate's state after admitting them (`None` when `n` is 0), or
+    /// the refusal's wait (`None`: they can never conform) and state. A plan without
+    /// a rate admits, and `tat` records the check, for the sweep.
+    #[inline]
+    fn admit(&self, tat: &mut u64, now: u64, n: u64) -> Result<Option<RateState>, Refused> {
+        if self.t == 0 {
+            *tat = now; // the last check, for the sweep
+            return Ok(None);
+        }
+        if n == 0 {
+            // A cost of nothing neither draws on the rate nor reports it.
+            return Ok(None);
+        }
+        // n units arrive at `max(tat, now)`, each taking `t`; they conform if the last
+        // of them is no later than the burst tolerance allows.
+        let extra = self.t.saturating_mul(n - 1);
+        if extra > self.tau {
+            return Err((None, self.rate_at(*tat, now, Duration::ZERO)));
+        }
+        let earliest = tat.saturating_add(extra).saturating_sub(self.tau);
+        if now < earliest {
+            let wait = Duration::from_nanos(earliest - now);
+            return Err((Some(wait), self.rate_at(*tat, now, wait)));
+        }
+        *tat = (*tat).max(now).saturating_add(self.t).saturating_add(extra);
+        Ok(Some(self.rate_at(*tat, now, Duration::ZERO)))
     }
 
     /// The rate's state at `now` for a theoretical arrival time `tat`.
@@ -266,6 +300,11 @@ impl Wall {
 struct Shared<C: Clock> {
     index: PlanIndex,
     entries: DashMap<TenantId, Slot, RandomState>,
+    /// Per plan index: the rate-only plans of tiers (and of unknown tiers) keep just
+    /// each tenant's arrival time, in a map of their own (the plan is the map's), so
+    /// that a tenant costs its id and 8 bytes; `None` for every other plan, whose
+    /// tenants have a [`Slot`] in `entries`.
+    rated: Vec<Option<Rated>>,
     /// The use of the second and later budgets of the plans that have several.
     extra: DashMap<TenantId, Vec<Used>, RandomState>,
     clock: C,
@@ -314,7 +353,7 @@ impl<C: Clock> fmt::Debug for LocalQuota<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LocalQuota")
             .field("plans", &self.plans)
-            .field("tenants", &self.shared.entries.len())
+            .field("tenants", &self.shared.len())
             .field(
                 "idle_after",
                 &Duration::from_nanos(self.shared.idle_after.load(Ordering::Relaxed)),
@@ -380,9 +419,17 @@ where
         wall: Wall,
         std_origin: Option<std::time::Instant>,
     ) -> Self {
+        let index = PlanIndex::new(&plans);
+        let mut rated: Vec<Option<Rated>> = index.params.iter().map(|_| None).collect();
+        for i in index.tiers.iter().map(|(_, i)| *i).chain(index.unknown) {
+            if index.params[i as usize].plan.budgets().is_empty() {
+                rated[i as usize] = Some(DashMap::default());
+            }
+        }
         let shared = Arc::new(Shared {
-            index: PlanIndex::new(&plans),
+            index,
             entries: DashMap::default(),
+            rated,
             extra: DashMap::default(),
             clock,
             origin,
@@ -418,12 +465,12 @@ where
 
     /// How many tenants have an entry.
     pub fn len(&self) -> usize {
-        self.shared.entries.len()
+        self.shared.len()
     }
 
     /// Whether no tenant has an entry.
     pub fn is_empty(&self) -> bool {
-        self.shared.entries.is_empty()
+        self.len() == 0
     }
 
     /// Sweeps now, as the manager's own sweeper does on its own: drops the entries
@@ -455,6 +502,30 @@ where
             (Some(now), Some(origin)) => nanos(now.saturating_duration_since(origin)),
             _ => s.now_nanos(),
         };
+        let n = u64::from(plan.rate_cost(cost));
+        if let Some(rated) = &s.rated[index as usize] {
+            let id = tenant.id();
+            let mut tat = match rated.get_mut(id.as_str()) {
+                Some(tat) => tat,
+                None => {
+                    s.forget(id.as_str(), Some(index));
+                    rated.entry(id.clone()).or_insert(now)
+                }
+            };
+            let admitted = p.admit(&mut tat, now, n);
+            drop(tat);
+            return match admitted {
+                Ok(rate) => QuotaDecision {
+                    rate,
+                    plan: Some(Arc::clone(plan)),
+                    ..QuotaDecision::allow()
+                },
+                Err((wait, state)) => {
+                    let by = Some(QuotaLimit::Rate);
+                    shadowed(plan, refuse(by, wait, Some(state), None, Some(plan)))
+                }
+            };
+        }
         // The wall clock only matters to budgets.
         let now_secs = if plan.budgets().is_empty() {
             0
@@ -495,38 +566,13 @@ where
             }
         }
 
-        // A cost of nothing neither draws on the rate nor reports it.
-        let mut rate = None;
-        let n = u64::from(plan.rate_cost(cost));
-        if p.t == 0 {
-            uses.slot.tat = now; // the last check, for the sweep
-        } else if n > 0 {
-            // GCRA: n units arrive at `max(tat, now)`, each taking `t`; they conform
-            // if the last of them is no later than the burst tolerance allows.
-            let extra = p.t.saturating_mul(n - 1);
-            if extra > p.tau {
-                let state = p.rate_at(uses.slot.tat, now, Duration::ZERO);
+        let rate = match p.admit(&mut uses.slot.tat, now, n) {
+            Ok(rate) => rate,
+            Err((wait, state)) => {
                 let by = Some(QuotaLimit::Rate);
-                return shadowed(plan, refuse(by, None, Some(state), tightest, Some(plan)));
+                return shadowed(plan, refuse(by, wait, Some(state), tightest, Some(plan)));
             }
-            let earliest = uses.slot.tat.saturating_add(extra).saturating_sub(p.tau);
-            if now < earliest {
-                let wait = Duration::from_nanos(earliest - now);
-                let state = p.rate_at(uses.slot.tat, now, wait);
-                let by = Some(QuotaLimit::Rate);
-                return shadowed(
-                    plan,
-                    refuse(by, Some(wait), Some(state), tightest, Some(plan)),
-                );
-            }
-            uses.slot.tat = uses
-                .slot
-                .tat
-                .max(now)
-                .saturating_add(p.t)
-                .saturating_add(extra);
-            rate = Some(p.rate_at(uses.slot.tat, now, Duration::ZERO));
-        }
+        };
         for i in 0..budgets.len() {
             let u = uses.get(i);
             let used = u.used.saturating_add(u64::from(cost));
@@ -599,6 +645,18 @@ where
         };
         let p = &s.index.params[index as usize];
         let now = s.now_nanos();
+        // `rate_at` then finds exactly `left` units: the arrival time is `now` plus the
+        // spent part of the burst.
+        let tat_for = |left: u32| {
+            let spent = u64::from(p.burst.saturating_sub(left.min(p.burst)));
+            now.saturating_add(spent.saturating_mul(p.t))
+        };
+        if let Some(rated) = &s.rated[index as usize] {
+            if let (Some(left), true) = (rate, p.t != 0) {
+                rated.insert(tenant.id().clone(), tat_for(left));
+            }
+            return;
+        }
         let plan = p.plan.budgets();
         let now_secs = if plan.is_empty() {
             0
@@ -611,10 +669,7 @@ where
             extra,
         };
         if let (Some(left), true) = (rate, p.t != 0) {
-            // `rate_at` then finds exactly `left` units: the arrival time is `now` plus
-            // the spent part of the burst.
-            let spent = u64::from(p.burst.saturating_sub(left.min(p.burst)));
-            uses.slot.tat = now.saturating_add(spent.saturating_mul(p.t));
+            uses.slot.tat = tat_for(left);
         }
         for (i, budget) in plan.iter().enumerate() {
             if let Some(left) = budgets(i) {
@@ -629,19 +684,49 @@ where
     /// what this manager admitted within the last window.
     pub(crate) fn rate_spent(&self, tenant: &str) -> u32 {
         let s = &*self.shared;
-        let Some(slot) = s.entries.get(tenant) else {
-            return 0;
+        let now = s.now_nanos();
+        let spent = |plan: usize, tat: u64| {
+            let p = &s.index.params[plan];
+            let left = p.rate_at(tat, now, Duration::ZERO).remaining;
+            if p.t == 0 {
+                0
+            } else {
+                p.burst.saturating_sub(left)
+            }
         };
-        let p = &s.index.params[slot.plan as usize];
-        if p.t == 0 {
-            return 0;
-        }
-        let left = p.rate_at(slot.tat, s.now_nanos(), Duration::ZERO).remaining;
-        p.burst.saturating_sub(left)
+        let slot = s
+            .entries
+            .get(tenant)
+            .map_or(0, |slot| spent(slot.plan as usize, slot.tat));
+        let rated = s.rated.iter().enumerate().filter_map(|(i, rated)| {
+            let tat = *rated.as_ref()?.get(tenant)?;
+            Some(spent(i, tat))
+        });
+        rated.fold(slot, u32::max)
     }
 }
 
 impl<C: Clock> Shared<C> {
+    /// Drops what `id` left under another plan than the one it is now found on: the
+    /// rate-only map `keep` (`None`: a slot), when its plan changed between kinds.
+    /// Only on a tenant's first check under a plan, and holding no entry's lock.
+    fn forget(&self, id: &str, keep: Option<u32>) {
+        for (i, rated) in self.rated.iter().enumerate() {
+            if let Some(rated) = rated.as_ref().filter(|_| keep != u32::try_from(i).ok()) {
+                rated.remove(id);
+            }
+        }
+        if keep.is_some() && self.entries.remove(id).is_some() {
+            self.extra.remove(id);
+        }
+    }
+
+    /// How many tenants have an entry.
+    fn len(&self) -> usize {
+        let rated: usize = self.rated.iter().flatten().map(DashMap::len).sum();
+        self.entries.len() + rated
+    }
+
     /// `tenant`'s slot for the plan at `index`, made fresh when it has none or had
     /// another plan, and its side entry when the plan has `budgets` > 1 (locked after
     /// the slot, as everywhere).
@@ -656,10 +741,13 @@ impl<C: Clock> Shared<C> {
         let mut fresh = false;
         let mut slot = match self.entries.get_mut(tenant.id().as_str()) {
             Some(slot) => slot,
-            None => self.entries.entry(tenant.id().clone()).or_insert_with(|| {
-                fresh = true;
-                Slot::fresh(index, now)
-            }),
+            None => {
+                self.forget(tenant.id().as_str(), None);
+                self.entries.entry(tenant.id().clone()).or_insert_with(|| {
+                    fresh = true;
+                    Slot::fresh(index, now)
+                })
+            }
         };
         if slot.plan != index {
             *slot = Slot::fresh(index, now);
@@ -743,7 +831,18 @@ impl<C: Clock> Shared<C> {
         if after < self.entries.capacity() / 4 {
             self.entries.shrink_to_fit();
         }
-        before.saturating_sub(after)
+        let mut swept = before.saturating_sub(after);
+        for rated in self.rated.iter().flatten() {
+            let before = rated.len();
+            // A rate-only tenant equals a fresh one once its burst is full again.
+            rated.retain(|_, tat| now.saturating_sub(*tat) < idle.max(1));
+            let after = rated.len();
+            if after < rated.capacity() / 4 {
+                rated.shrink_to_fit();
+            }
+            swept += before.saturating_sub(after);
+        }
+        swept
     }
 }
 
