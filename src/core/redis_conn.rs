@@ -182,3 +182,33 @@ impl ConnectionLike for RedisConnection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_url_is_refused_without_repeating_it() {
+        let err = RedisConnection::open("redis://:hunter2@[::1", Duration::from_millis(50))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Redis URL is invalid"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[cfg(feature = "redis-cluster")]
+    #[test]
+    fn a_cluster_needs_a_node_and_never_repeats_a_url() {
+        let none: [&str; 0] = [];
+        let err = RedisConnection::cluster(none, Duration::from_millis(50)).unwrap_err();
+        assert!(err.to_string().contains("no cluster node"), "{err}");
+        let err = RedisConnection::cluster(
+            ["redis://127.0.0.1:7000", "redis://:hunter2@[::1"],
+            Duration::from_millis(50),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("Redis URL is invalid"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}
