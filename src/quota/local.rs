@@ -145,7 +145,7 @@ impl Params {
     /// conform): the rate's state after admitting them (`None` when `n` is 0), or
     /// the refusal's wait (`None`: they can never conform) and state. A plan without
     /// a rate admits, and `tat` records the check, for the sweep.
-    #[inline]
+    #[inline(always)]
     fn admit(&self, tat: &mut u64, now: u64, n: u64) -> Result<Option<RateState>, Refused> {
         if self.t == 0 {
             *tat = now; // the last check, for the sweep
