@@ -200,7 +200,8 @@ impl Fallback {
             Some(d) => d?,
             None => return Err(QuotaError::new("no local decision")),
         };
-        if self.follows && decision.allowed && cost > 0 {
+        // Owed only where a heartbeat will pay it (it runs within a Tokio runtime).
+        if self.follows && self.beating.load(Ordering::Acquire) && decision.allowed && cost > 0 {
             let now = unix_secs();
             let budgets = plan.budgets();
             let mut owed = self
