@@ -79,8 +79,10 @@ async fn replicas(
     >,
 > {
     let mut apps = Vec::new();
+    let mut quotas = Vec::new();
     for _ in 0..4 {
-        let q = quota(url, prefix, plan.clone(), follow);
+        let q = std::sync::Arc::new(quota(url, prefix, plan.clone(), follow));
+        quotas.push(std::sync::Arc::clone(&q));
         let registry = InMemoryRegistry::new()
             .with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"));
         let tenancy = Tenancy::builder()
@@ -101,6 +103,17 @@ async fn replicas(
             )
             .await,
         );
+    }
+    // Every replica has counted the four before the test goes on (a loaded machine
+    // may delay a beat; the count, once seen, only falls after three low beats).
+    let started = Instant::now();
+    while quotas.iter().any(|q| q.replicas() != Some(4)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the heartbeats did not count four replicas: {:?}",
+            quotas.iter().map(|q| q.replicas()).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(BEAT).await;
     }
     apps
 }
@@ -160,8 +173,6 @@ async fn outage(
     let prefix = common::services::unique_prefix("degraded:", test);
     let apps = replicas(url, &prefix, plan, follow).await;
     let started = Instant::now();
-    // Let the heartbeats count the four (a beat is 100 ms; they live 300 ms).
-    tokio::time::sleep(BEAT * 4).await;
     let before = admitted(&apps, before, Duration::ZERO).await;
     signal(redis, "-STOP");
     let during = admitted(&apps, during, Duration::ZERO).await;
