@@ -318,7 +318,9 @@ struct Shared<C: Clock> {
 }
 
 /// Quotas kept in this process: each tenant's rate (GCRA, the algorithm of
-/// `governor`) and first budget in one 24-byte slot of a sharded `DashMap`.
+/// `governor`) and first budget in one 24-byte slot of a sharded `DashMap`; the
+/// tenants of a tier whose plan is a rate only keep just their rate's 8-byte state,
+/// in a map of that plan's own (as governor's keyed limiter does).
 ///
 /// - Entries are built lazily from the tenant's plan, on its first request. Only
 ///   tenants the resolver validated against the registry ever reach the manager, so
