@@ -196,7 +196,7 @@ type ModeHook = Arc<dyn Fn(bool) + Send + Sync>;
 
 /// Quotas shared by every replica through Redis (feature `redis`).
 ///
-/// The same semantics as [`LocalQuota`]: a GCRA rate with a burst and calendar
+/// The same semantics as [`LocalQuota`](super::LocalQuota): a GCRA rate with a burst and calendar
 /// budgets, admitted together or not at all; but the state lives in Redis, so N
 /// replicas enforce one quota. Each check is one round trip (an atomic Lua script) on
 /// Redis's own clock, bounded by a timeout (default 50 ms). The connection is made
