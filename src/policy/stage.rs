@@ -6,7 +6,10 @@ use std::{
     time::Duration,
 };
 
-use actix_web::{dev::ServiceRequest, http::header::HeaderName};
+use actix_web::{
+    dev::ServiceRequest,
+    http::header::{HeaderMap, HeaderName},
+};
 use futures_util::FutureExt as _;
 
 use super::{Decision, PolicyError, PolicyEvaluator, PolicyRequest};
@@ -175,6 +178,10 @@ impl Worker for PolicyWorker {
 /// The longest capability value read from a header.
 const MAX_CAPABILITY_LEN: usize = 128;
 
+/// Up to this many distinct field names, the capability headers are found by one pass
+/// over the names rather than by a hashed lookup each.
+const SCAN_MAX_FIELDS: usize = 8;
+
 impl PolicyStage {
     /// Builds the question and answers it without waiting when the evaluator can.
     fn prepare(
@@ -292,7 +299,13 @@ impl PolicyStage {
         if let Some(p) = tenant.principal() {
             question.scopes = p.scopes().to_vec();
         }
-        for (kind, name) in self.capability_headers() {
+        let [model, tool] = self.capability_headers_present(req.headers());
+        let read = [
+            ("model", self.model_header.as_ref().filter(|_| model)),
+            ("tool", self.tool_header.as_ref().filter(|_| tool)),
+        ];
+        for (kind, name) in read {
+            let Some(name) = name else { continue };
             let mut values = req.headers().get_all(name);
             let Some(value) = values.next() else { continue };
             // Two values are refused, never decided by one of them alone.
@@ -380,6 +393,28 @@ impl PolicyStage {
         [("model", &self.model_header), ("tool", &self.tool_header)]
             .into_iter()
             .filter_map(|(kind, name)| name.as_ref().map(|n| (kind, n)))
+    }
+
+    /// Whether the request may carry the model and the tool header: `false` only when
+    /// it certainly does not. A request with few fields is read in one pass over its
+    /// names (a comparison each, no hashing), which costs less than a hashed lookup per
+    /// capability header; with many fields both answers are `true` and the headers are
+    /// looked up. Every value of a header that is there is then read and checked, so a
+    /// repeated or malformed capability header is refused as before.
+    fn capability_headers_present(&self, headers: &HeaderMap) -> [bool; 2] {
+        if headers.len_keys() > SCAN_MAX_FIELDS {
+            return [true, true];
+        }
+        let (model, tool) = (self.model_header.as_ref(), self.tool_header.as_ref());
+        let mut present = [false; 2];
+        for name in headers.keys() {
+            if model == Some(name) {
+                present[0] = true;
+            } else if tool == Some(name) {
+                present[1] = true;
+            }
+        }
+        present
     }
 
     /// The kind of a refused capability, when it is one the stage reads from a header.
