@@ -209,8 +209,9 @@ impl PolicyStage {
             );
             return err.into();
         };
-        let question = match self.question(req, tenant, routes) {
-            Ok(q) => q,
+        let mut question = self.question(req, tenant, routes);
+        match self.ask_capabilities(req, &mut question) {
+            Ok(()) => {}
             Err(err) => {
                 self.report(
                     settings,
@@ -222,7 +223,7 @@ impl PolicyStage {
                 );
                 return err.into();
             }
-        };
+        }
         let evaluator = &self.evaluator;
         let timer = Timer::start();
         let answer = match catch_unwind(AssertUnwindSafe(|| {
@@ -285,12 +286,14 @@ impl PolicyStage {
         }
     }
 
+    /// The question without the capabilities asked for (built in place, filled by
+    /// [`ask_capabilities`](Self::ask_capabilities)).
     fn question(
         &self,
         req: &ServiceRequest,
         tenant: &TenantContext,
         routes: &RouteCache,
-    ) -> Result<PolicyRequest, TenancyError> {
+    ) -> PolicyRequest {
         // The path and pattern the router uses (decoded), so `/%72eports` cannot
         // dodge a rule written for `/reports`.
         let RoutedPath { path, route } = routes.lookup(req);
@@ -299,6 +302,16 @@ impl PolicyStage {
         if let Some(p) = tenant.principal() {
             question.scopes = p.scopes().to_vec();
         }
+        question
+    }
+
+    /// Adds the capabilities the request asks for by header to `question`; a repeated
+    /// or malformed capability header is refused.
+    fn ask_capabilities(
+        &self,
+        req: &ServiceRequest,
+        question: &mut PolicyRequest,
+    ) -> Result<(), TenancyError> {
         let [model, tool] = self.capability_headers_present(req.headers());
         let read = [
             ("model", self.model_header.as_ref().filter(|_| model)),
@@ -325,7 +338,7 @@ impl PolicyStage {
             }
             question.capabilities.push(format!("{kind}:{value}"));
         }
-        Ok(question)
+        Ok(())
     }
 
     fn decided(
