@@ -521,6 +521,35 @@ fn named<T>(rules: Vec<T>, id: impl Fn(&T) -> Arc<str>) -> Vec<(T, Arc<str>)> {
 
 type Map = HashMap<Box<str>, Level, foldhash::fast::RandomState>;
 
+/// The tiers' levels. Policies name a handful of tiers, and a request's tier is found
+/// among a few by comparing names (lengths first), which costs less than hashing it;
+/// past [`Tiers::FEW`] they are hashed.
+#[derive(Debug)]
+enum Tiers {
+    Few(Box<[(Box<str>, Level)]>),
+    Many(Map),
+}
+
+impl Tiers {
+    const FEW: usize = 8;
+
+    fn new(levels: Vec<(Box<str>, Level)>) -> Self {
+        if levels.len() <= Self::FEW {
+            Self::Few(levels.into())
+        } else {
+            Self::Many(levels.into_iter().collect())
+        }
+    }
+
+    #[inline]
+    fn get(&self, tier: &str) -> Option<&Level> {
+        match self {
+            Self::Few(levels) => levels.iter().find(|(n, _)| **n == *tier).map(|(_, l)| l),
+            Self::Many(map) => map.get(tier),
+        }
+    }
+}
+
 /// A policy version, compiled.
 #[derive(Debug)]
 struct Compiled {
@@ -528,17 +557,19 @@ struct Compiled {
     default_allow: bool,
     default_rule: Arc<str>,
     default: Level,
-    tiers: Map,
+    tiers: Tiers,
     tenants: Map,
 }
 
 impl Compiled {
     fn compile(set: PolicySet, version: u64) -> Result<Self, ConfigError> {
-        let mut tiers = Map::default();
+        let mut tiers = Vec::with_capacity(set.tiers.len());
         for (tier, rules) in set.tiers {
             let level = Level::compile(&format!("tier:{}", tier.0), rules)?;
-            tiers.insert(tier.0, level);
+            tiers.push((tier.0, level));
         }
+        // Names are unique: they were the keys of a map.
+        let tiers = Tiers::new(tiers);
         let mut tenants = Map::default();
         for (tenant, rules) in set.tenants {
             let level = Level::compile(&format!("tenant:{}", tenant.0), rules)?;
@@ -973,6 +1004,33 @@ mod tests {
         ] {
             let err = RouteRule::parse(raw).unwrap_err();
             assert!(err.contains(why), "{raw:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn tiers_are_found_by_name_among_few_and_many() {
+        for n in [0, 1, Tiers::FEW, Tiers::FEW + 1, 40] {
+            let mut set = PolicySet::new();
+            for i in 0..n {
+                set = set.tier(
+                    &format!("tier{i}"),
+                    Rules::new().allow(&format!("GET /t{i}")),
+                );
+            }
+            let compiled = Compiled::compile(set, 1).unwrap();
+            assert_eq!(
+                matches!(compiled.tiers, Tiers::Many(_)),
+                n > Tiers::FEW,
+                "{n} tiers"
+            );
+            for i in 0..n {
+                let level = compiled.tiers.get(&format!("tier{i}")).unwrap();
+                assert!(level.route(&Method::GET, &format!("/t{i}")).is_some());
+                assert!(level.route(&Method::GET, &format!("/t{}", i + 1)).is_none());
+            }
+            for absent in ["", "tier", "tier00", "Tier0", "tier0 "] {
+                assert!(compiled.tiers.get(absent).is_none(), "{absent:?}");
+            }
         }
     }
 

@@ -6,7 +6,10 @@ use std::{
     time::Duration,
 };
 
-use actix_web::{dev::ServiceRequest, http::header::HeaderName};
+use actix_web::{
+    dev::ServiceRequest,
+    http::header::{HeaderMap, HeaderName},
+};
 use futures_util::FutureExt as _;
 
 use super::{Decision, PolicyError, PolicyEvaluator, PolicyRequest};
@@ -175,6 +178,10 @@ impl Worker for PolicyWorker {
 /// The longest capability value read from a header.
 const MAX_CAPABILITY_LEN: usize = 128;
 
+/// Up to this many distinct field names, the capability headers are found by one pass
+/// over the names rather than by a hashed lookup each.
+const SCAN_MAX_FIELDS: usize = 8;
+
 impl PolicyStage {
     /// Builds the question and answers it without waiting when the evaluator can.
     fn prepare(
@@ -202,8 +209,9 @@ impl PolicyStage {
             );
             return err.into();
         };
-        let question = match self.question(req, tenant, routes) {
-            Ok(q) => q,
+        let mut question = self.question(req, tenant, routes);
+        match self.ask_capabilities(req, &mut question) {
+            Ok(()) => {}
             Err(err) => {
                 self.report(
                     settings,
@@ -215,7 +223,7 @@ impl PolicyStage {
                 );
                 return err.into();
             }
-        };
+        }
         let evaluator = &self.evaluator;
         let timer = Timer::start();
         let answer = match catch_unwind(AssertUnwindSafe(|| {
@@ -278,12 +286,14 @@ impl PolicyStage {
         }
     }
 
+    /// The question without the capabilities asked for (built in place, filled by
+    /// [`ask_capabilities`](Self::ask_capabilities)).
     fn question(
         &self,
         req: &ServiceRequest,
         tenant: &TenantContext,
         routes: &RouteCache,
-    ) -> Result<PolicyRequest, TenancyError> {
+    ) -> PolicyRequest {
         // The path and pattern the router uses (decoded), so `/%72eports` cannot
         // dodge a rule written for `/reports`.
         let RoutedPath { path, route } = routes.lookup(req);
@@ -292,7 +302,23 @@ impl PolicyStage {
         if let Some(p) = tenant.principal() {
             question.scopes = p.scopes().to_vec();
         }
-        for (kind, name) in self.capability_headers() {
+        question
+    }
+
+    /// Adds the capabilities the request asks for by header to `question`; a repeated
+    /// or malformed capability header is refused.
+    fn ask_capabilities(
+        &self,
+        req: &ServiceRequest,
+        question: &mut PolicyRequest,
+    ) -> Result<(), TenancyError> {
+        let [model, tool] = self.capability_headers_present(req.headers());
+        let read = [
+            ("model", self.model_header.as_ref().filter(|_| model)),
+            ("tool", self.tool_header.as_ref().filter(|_| tool)),
+        ];
+        for (kind, name) in read {
+            let Some(name) = name else { continue };
             let mut values = req.headers().get_all(name);
             let Some(value) = values.next() else { continue };
             // Two values are refused, never decided by one of them alone.
@@ -312,7 +338,7 @@ impl PolicyStage {
             }
             question.capabilities.push(format!("{kind}:{value}"));
         }
-        Ok(question)
+        Ok(())
     }
 
     fn decided(
@@ -380,6 +406,28 @@ impl PolicyStage {
         [("model", &self.model_header), ("tool", &self.tool_header)]
             .into_iter()
             .filter_map(|(kind, name)| name.as_ref().map(|n| (kind, n)))
+    }
+
+    /// Whether the request may carry the model and the tool header: `false` only when
+    /// it certainly does not. A request with few fields is read in one pass over its
+    /// names (a comparison each, no hashing), which costs less than a hashed lookup per
+    /// capability header; with many fields both answers are `true` and the headers are
+    /// looked up. Every value of a header that is there is then read and checked, so a
+    /// repeated or malformed capability header is refused as before.
+    fn capability_headers_present(&self, headers: &HeaderMap) -> [bool; 2] {
+        if headers.len_keys() > SCAN_MAX_FIELDS {
+            return [true, true];
+        }
+        let (model, tool) = (self.model_header.as_ref(), self.tool_header.as_ref());
+        let mut present = [false; 2];
+        for name in headers.keys() {
+            if model == Some(name) {
+                present[0] = true;
+            } else if tool == Some(name) {
+                present[1] = true;
+            }
+        }
+        present
     }
 
     /// The kind of a refused capability, when it is one the stage reads from a header.

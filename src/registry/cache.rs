@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use tokio::sync::OnceCell;
 
-use super::{Lookup, RegistryError, TenantRegistry};
+use super::{Lease, Lookup, RegistryError, TenantRegistry};
 use crate::core::{Clock, TenantId};
 
 /// How [`CachedRegistry`] keeps answers.
@@ -127,6 +127,10 @@ pub struct CachedRegistry<R> {
     entries: DashMap<TenantId, Entry, RandomState>,
     flights: DashMap<TenantId, Flight, RandomState>,
     generation: AtomicU64,
+    /// Moves when a record some worker may hold under a [`Lease`] is dropped or
+    /// replaced before its TTL ends: after an invalidation, or when a fresh entry is
+    /// overwritten.
+    epoch: AtomicU64,
     clock: Clock,
 }
 
@@ -149,6 +153,7 @@ impl<R: TenantRegistry> CachedRegistry<R> {
             entries: DashMap::default(),
             flights: DashMap::default(),
             generation: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
             clock: Clock::system(),
         }
     }
@@ -184,6 +189,8 @@ impl<R: TenantRegistry> CachedRegistry<R> {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.entries.remove(id);
         self.flights.remove(id);
+        // After the removal: a lease read before it cannot hold past this point.
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Forgets every id.
@@ -191,6 +198,7 @@ impl<R: TenantRegistry> CachedRegistry<R> {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.entries.clear();
         self.flights.clear();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// How many ids are cached now (fresh or not).
@@ -231,13 +239,19 @@ impl<R: TenantRegistry> CachedRegistry<R> {
                 return;
             }
         }
-        self.entries.insert(
+        let now = self.now();
+        let old = self.entries.insert(
             id.clone(),
             Entry {
                 value: value.clone(),
-                at: self.now(),
+                at: now,
             },
         );
+        // A fresh entry overwritten (two refreshes racing): leases on it end now. An
+        // expired one needs nothing, its leases ended with its TTL.
+        if old.is_some_and(|e| now.saturating_duration_since(e.at) < self.lifetime(&e.value)) {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     fn stale_window(&self, value: &Lookup) -> Duration {
@@ -314,6 +328,38 @@ impl<R: TenantRegistry> TenantRegistry for CachedRegistry<R> {
             now
         };
         self.fresh(id, now)
+    }
+
+    /// A found, fresh record comes with a lease until its TTL ends, under the cache's
+    /// epoch, which moves once [`invalidate`](Self::invalidate) or
+    /// [`invalidate_all`](Self::invalidate_all) has dropped entries and whenever a
+    /// fresh entry is overwritten; so while the lease holds, the cache would answer
+    /// with the same record. No lease on a fake clock (the test's time is not the
+    /// request's) nor for "not found".
+    fn lookup_leased_at(&self, id: &str, now: Instant) -> Option<(Lookup, Option<Lease>)> {
+        if self.clock.is_fake() {
+            return self.lookup_ready_at(id, now).map(|answer| (answer, None));
+        }
+        // Read before the entry: a change after this reading moves it past the lease.
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let e = self.entries.get(id)?;
+        let lifetime = self.lifetime(&e.value);
+        if now.saturating_duration_since(e.at) >= lifetime {
+            return None;
+        }
+        let lease = match e.value {
+            Some(_) => {
+                e.at.checked_add(lifetime)
+                    .map(|until| Lease { until, epoch })
+            }
+            None => None,
+        };
+        Some((e.value.clone(), lease))
+    }
+
+    #[inline]
+    fn lease_holds(&self, lease: &Lease, now: Instant) -> bool {
+        now < lease.until && self.epoch.load(Ordering::Acquire) == lease.epoch
     }
 }
 
@@ -502,5 +548,50 @@ mod tests {
             c.lookup_ready("fresh").is_some(),
             "expired entries are swept"
         );
+    }
+
+    #[tokio::test]
+    async fn leases_hold_until_the_ttl_or_a_change() {
+        let c = CachedRegistry::new(backend_with(&["acme"]), cfg());
+        let now = Instant::now();
+        assert!(c.lookup_leased_at("acme", now).is_none(), "cold");
+        c.lookup(&id("acme")).await.unwrap();
+        let (found, lease) = c.lookup_leased_at("acme", now).unwrap();
+        let lease = lease.expect("a fresh record is leased");
+        assert!(found.is_some());
+        assert!(c.lease_holds(&lease, now));
+        assert!(!c.lease_holds(&lease, lease.until), "ends with the TTL");
+
+        c.invalidate("other");
+        assert!(!c.lease_holds(&lease, now), "any invalidation ends it");
+        let (_, lease) = c.lookup_leased_at("acme", now).unwrap();
+        let lease = lease.unwrap();
+        c.invalidate_all();
+        assert!(!c.lease_holds(&lease, now));
+
+        // A fresh entry overwritten ends its leases; storing a new id does not.
+        c.lookup(&id("acme")).await.unwrap();
+        let (_, lease) = c.lookup_leased_at("acme", Instant::now()).unwrap();
+        let lease = lease.unwrap();
+        let generation = c.generation.load(Ordering::Acquire);
+        c.store(&id("newco"), &None, generation);
+        assert!(c.lease_holds(&lease, Instant::now()));
+        assert!(
+            c.lookup_leased_at("newco", Instant::now())
+                .unwrap()
+                .1
+                .is_none(),
+            "not found is never leased"
+        );
+        c.store(&id("acme"), &None, generation);
+        assert!(!c.lease_holds(&lease, Instant::now()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_lease_on_a_fake_clock() {
+        let (c, _time) = faked(CachedRegistry::new(backend_with(&["acme"]), cfg()));
+        c.lookup(&id("acme")).await.unwrap();
+        let (found, lease) = c.lookup_leased_at("acme", Instant::now()).unwrap();
+        assert!(found.is_some() && lease.is_none());
     }
 }

@@ -66,6 +66,40 @@ pub trait TenantRegistry: Send + Sync + 'static {
         let _ = now;
         self.lookup_ready(id)
     }
+
+    /// [`lookup_ready_at`](Self::lookup_ready_at), and, with a found record, a
+    /// [`Lease`]: the registry's promise that it would answer `id` with the same record
+    /// for as long as [`lease_holds`](Self::lease_holds) says so. The resolver keeps the
+    /// record per worker under the lease and skips the lookup while it holds. The
+    /// default gives no lease.
+    fn lookup_leased_at(
+        &self,
+        id: &str,
+        now: std::time::Instant,
+    ) -> Option<(Lookup, Option<Lease>)> {
+        self.lookup_ready_at(id, now).map(|answer| (answer, None))
+    }
+
+    /// Whether a lease this registry gave is still good at the request's monotonic
+    /// time `now`. Checked on every request that relies on it, so it must be cheap
+    /// (a clock comparison and an atomic load) and turn `false` as soon as the record
+    /// it covers may have changed (an invalidation, an expiry). The default: never.
+    fn lease_holds(&self, lease: &Lease, now: std::time::Instant) -> bool {
+        let _ = (lease, now);
+        false
+    }
+}
+
+/// A registry's promise about one answer (see
+/// [`TenantRegistry::lookup_leased_at`]): good until `until` on the monotonic clock,
+/// and while the registry's `epoch`, a counter it moves on every change that could
+/// alter an answer, has not moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The end of the answer's freshness.
+    pub until: std::time::Instant,
+    /// The registry's epoch when the answer was read.
+    pub epoch: u64,
 }
 
 #[async_trait::async_trait]
@@ -80,6 +114,18 @@ impl<R: TenantRegistry + ?Sized> TenantRegistry for Arc<R> {
 
     fn lookup_ready_at(&self, id: &str, now: std::time::Instant) -> Option<Lookup> {
         (**self).lookup_ready_at(id, now)
+    }
+
+    fn lookup_leased_at(
+        &self,
+        id: &str,
+        now: std::time::Instant,
+    ) -> Option<(Lookup, Option<Lease>)> {
+        (**self).lookup_leased_at(id, now)
+    }
+
+    fn lease_holds(&self, lease: &Lease, now: std::time::Instant) -> bool {
+        (**self).lease_holds(lease, now)
     }
 }
 

@@ -27,7 +27,7 @@ use crate::{
         common_setters, wait, Built, Common, Decision, Exempt, Flow, Settings, Stage, Step, Worker,
         WorkerCx,
     },
-    registry::{Lookup, TenantRegistry},
+    registry::{Lease, Lookup, TenantRegistry},
 };
 
 /// The resolution middleware. Build it with [`TenantResolver::builder`], once per
@@ -461,17 +461,22 @@ impl ResolveStage {
         }
     }
 
-    /// The registry's answer without waiting, when it has one; a panic is an
-    /// unavailable registry.
+    /// The registry's answer without waiting, when it has one, with the registry's
+    /// lease on it if it gives one; a panic is an unavailable registry.
     fn lookup_ready(
         &self,
         id: &str,
         now: std::time::Instant,
-    ) -> Option<Result<Lookup, TenancyError>> {
-        match catch_unwind(AssertUnwindSafe(|| self.registry.lookup_ready_at(id, now))) {
-            Ok(answer) => answer.map(Ok),
-            Err(_panic) => Some(Err(registry_panicked())),
+    ) -> Option<(Result<Lookup, TenancyError>, Option<Lease>)> {
+        match catch_unwind(AssertUnwindSafe(|| self.registry.lookup_leased_at(id, now))) {
+            Ok(answer) => answer.map(|(answer, lease)| (Ok(answer), lease)),
+            Err(_panic) => Some((Err(registry_panicked()), None)),
         }
+    }
+
+    /// Whether the registry's lease still holds; a panic is "no".
+    fn lease_holds(&self, lease: &Lease, now: std::time::Instant) -> bool {
+        catch_unwind(AssertUnwindSafe(|| self.registry.lease_holds(lease, now))).unwrap_or(false)
     }
 
     fn admit(&self, record: &TenantRecord, method: &Method) -> Result<(), TenancyError> {
@@ -518,8 +523,17 @@ impl ResolveStage {
         let Some(named) = named else {
             return Some(self.missing(req, at));
         };
-        let answer = self.lookup_ready(&named.id, at.now)?;
-        Some(self.conclude(req, at, named, answer))
+        // A record this worker holds under a lease that still holds: the registry
+        // would answer with it, so it is not asked.
+        if let Some((ctx, lease)) = at.contexts.leased(&named.id) {
+            if self.lease_holds(&lease, at.now) {
+                let record = Arc::clone(ctx.record_arc());
+                let known = Some(Known::Held(ctx, lease));
+                return Some(self.admit_known(req, at, named, record, known));
+            }
+        }
+        let (answer, lease) = self.lookup_ready(&named.id, at.now)?;
+        Some(self.conclude(req, at, named, answer, lease))
     }
 
     /// Resolves the request's tenant, waiting for async sources and the registry.
@@ -532,14 +546,14 @@ impl ResolveStage {
             Ok(None) => return self.missing(req, at),
             Err(err) => return self.fail(req, at, err, None),
         };
-        let answer = match self.lookup_ready(&named.id, at.now) {
-            Some(answer) => answer,
+        let (answer, lease) = match self.lookup_ready(&named.id, at.now) {
+            Some(answered) => answered,
             None => match self.rule.parse(&named.id) {
-                Ok(id) => self.lookup(&id).await,
-                Err(_) => unreachable_invalid(),
+                Ok(id) => (self.lookup(&id).await, None),
+                Err(_) => (unreachable_invalid(), None),
             },
         };
-        self.conclude(req, at, named, answer)
+        self.conclude(req, at, named, answer, lease)
     }
 
     fn skip(&self, req: &ServiceRequest, at: &At<'_>, why: &str) -> Resolved {
@@ -584,6 +598,7 @@ impl ResolveStage {
         at: &At<'_>,
         named: Named<'_>,
         answer: Result<Lookup, TenancyError>,
+        lease: Option<Lease>,
     ) -> Resolved {
         let record = match answer {
             Ok(Some(record)) if record.id().as_str() == named.id => record,
@@ -602,6 +617,20 @@ impl ResolveStage {
             }
             Err(err) => return self.fail(req, at, err, Some(&named)),
         };
+        self.admit_known(req, at, named, record, lease.map(Known::Lease))
+    }
+
+    /// Decides on the record of the named tenant: its status and region, then its
+    /// context. `known` is what this worker's context cache had for the tenant (a
+    /// context under a lease that holds), or the registry's fresh lease to keep.
+    fn admit_known(
+        &self,
+        req: &ServiceRequest,
+        at: &At<'_>,
+        named: Named<'_>,
+        record: Arc<TenantRecord>,
+        known: Option<Known>,
+    ) -> Resolved {
         if let Err(err) = self.admit(&record, req.method()) {
             // A known tenant refused by its status or region: the event names its tier
             // (the client's answer is the same as for an unknown one).
@@ -617,23 +646,44 @@ impl ResolveStage {
             );
             return Err(err);
         }
-        // The record's own id: an `Arc` clone, no allocation for the id.
-        let id = record.id().clone();
         if !at.settings.silent_pass() {
             self.report(
                 req,
                 at,
                 Outcome::Allowed,
-                Some(&id),
+                Some(record.id()),
                 Some(record.tier()),
                 Some(named.kind),
                 "resolved",
             );
         }
-        match Principal::of(req) {
-            None => Ok(Some(at.contexts.get(id, named.kind, record))),
-            principal => Ok(Some(Arc::new(TenantContext::new(
-                id, named.kind, record, principal,
+        let kind = named.kind;
+        // The record's own id: an `Arc` clone, no allocation for the id.
+        let id = || record.id().clone();
+        let principal = Principal::of(req);
+        let shared = match (known, &principal) {
+            // Held under a lease that holds: the context itself when the source is
+            // the same; a request with a principal leaves the entry as it is.
+            (Some(Known::Held(ctx, _)), None) if ctx.source() == kind => return Ok(Some(ctx)),
+            (Some(Known::Held(..)), Some(_)) => None,
+            (Some(Known::Held(_, lease)), None) => {
+                Some(at.contexts.get_leased(id(), kind, &record, Some(lease)))
+            }
+            // The registry's fresh lease is kept, also on behalf of requests with a
+            // principal (the entry then holds a context without one, for the lease).
+            (Some(Known::Lease(lease)), _) => {
+                Some(at.contexts.get_leased(id(), kind, &record, Some(lease)))
+            }
+            (None, None) => Some(at.contexts.get_leased(id(), kind, &record, None)),
+            (None, Some(_)) => None,
+        };
+        match (principal, shared) {
+            (None, Some(ctx)) => Ok(Some(ctx)),
+            (principal, _) => Ok(Some(Arc::new(TenantContext::new(
+                id(),
+                kind,
+                record,
+                principal,
             )))),
         }
     }
@@ -670,25 +720,77 @@ impl ResolveStage {
 /// out another record (a refresh, a tier change) or the source differs; at most
 /// [`ContextCache::MAX_ENTRIES`] tenants, and a full cache starts over. Only tenants
 /// the registry accepted get here, so clients cannot fill it with made-up ids.
+///
+/// An entry also keeps the registry's [`Lease`] on its record, when the registry gave
+/// one: while the lease holds, the resolver takes the record from here and does not
+/// ask the registry.
 #[derive(Default)]
 pub(crate) struct ContextCache {
-    entries: RefCell<HashMap<TenantId, Arc<TenantContext>, foldhash::fast::RandomState>>,
+    entries: RefCell<HashMap<TenantId, Held, foldhash::fast::RandomState>>,
+}
+
+/// A context, and the registry's lease on its record.
+struct Held {
+    ctx: Arc<TenantContext>,
+    lease: Option<Lease>,
+}
+
+/// What the resolver knows of a tenant's record besides the registry's answer.
+enum Known {
+    /// This worker's context for the tenant, under a lease that holds.
+    Held(Arc<TenantContext>, Lease),
+    /// The registry's lease on the record it just gave.
+    Lease(Lease),
 }
 
 impl ContextCache {
     const MAX_ENTRIES: usize = 1024;
 
+    /// The context held for `id` and its lease, if it has one (whether the lease still
+    /// holds is the registry's to say).
+    fn leased(&self, id: &str) -> Option<(Arc<TenantContext>, Lease)> {
+        let entries = self.entries.borrow();
+        let held = entries.get(id)?;
+        let lease = held.lease?;
+        Some((Arc::clone(&held.ctx), lease))
+    }
+
+    #[cfg(test)]
     fn get(&self, id: TenantId, kind: SourceKind, record: Arc<TenantRecord>) -> Arc<TenantContext> {
+        self.get_leased(id, kind, &record, None)
+    }
+
+    /// The context of `id` from `kind` with `record`, shared when this worker has it;
+    /// the entry keeps `lease` from now on.
+    fn get_leased(
+        &self,
+        id: TenantId,
+        kind: SourceKind,
+        record: &Arc<TenantRecord>,
+        lease: Option<Lease>,
+    ) -> Arc<TenantContext> {
         let mut entries = self.entries.borrow_mut();
-        if let Some(ctx) = entries.get(id.as_str()) {
-            if ctx.source() == kind && Arc::ptr_eq(ctx.record_arc(), &record) {
-                return Arc::clone(ctx);
+        if let Some(held) = entries.get_mut(id.as_str()) {
+            if held.ctx.source() == kind && Arc::ptr_eq(held.ctx.record_arc(), record) {
+                held.lease = lease;
+                return Arc::clone(&held.ctx);
             }
         } else if entries.len() >= Self::MAX_ENTRIES {
             entries.clear();
         }
-        let ctx = Arc::new(TenantContext::new(id.clone(), kind, record, None));
-        entries.insert(id, Arc::clone(&ctx));
+        let ctx = Arc::new(TenantContext::new(
+            id.clone(),
+            kind,
+            Arc::clone(record),
+            None,
+        ));
+        entries.insert(
+            id,
+            Held {
+                ctx: Arc::clone(&ctx),
+                lease,
+            },
+        );
         ctx
     }
 
