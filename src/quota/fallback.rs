@@ -5,12 +5,15 @@
 //!   counted them before Redis went away (never fewer than the configured floor).
 //! - **The start.** While Redis answers, every reply is mirrored into the local
 //!   manager, divided the same way: when Redis fails, a tenant's local state is its
-//!   share of what Redis said was left (of the burst and of each budget), not a fresh
-//!   allowance. The replicas that saw a tenant admit together at most what was left.
+//!   share of what Redis said was left (of the burst and of each budget) at this
+//!   replica's last check of it, not a fresh allowance. When every replica's last
+//!   check was recent, together they admit at most what was left; what others spent
+//!   after a replica's last check, and a tenant a replica never checked (a fresh
+//!   share), can add up to one plan per period (the README's bounds).
 //! - **The debt.** What is admitted locally is recorded per tenant and period, and
 //!   charged to Redis (`RECONCILE`) once it answers again, before any replica goes back
 //!   to it: the heartbeat holds the replica on its share for a grace period of two
-//!   beats while every replica pays, so the period's total stays within the plan.
+//!   beats while every replica pays, so that Redis counts what was admitted.
 
 use std::{
     sync::{
@@ -108,6 +111,14 @@ impl Fallback {
         self.follows && self.local_only.load(Ordering::Acquire)
     }
 
+    /// The heartbeat task ended (its runtime shut down): checks go to Redis again,
+    /// and the next one made within a runtime starts a new heartbeat.
+    pub(super) fn heartbeat_stopped(&self) {
+        self.local_only.store(false, Ordering::Release);
+        self.grace_ends.store(0, Ordering::Release);
+        self.beating.store(false, Ordering::Release);
+    }
+
     /// Redis failed a check: decide here until the heartbeat sees it again (when the
     /// heartbeat runs; without one, every check still tries Redis first).
     pub(super) fn redis_failed(&self) {
@@ -170,7 +181,10 @@ impl Fallback {
         }
         let share = self.share.load();
         let n = i64::from(share.n);
+        // The rate's -1 means "no rate"; a budget's figure below zero (a correction
+        // or a payment pushed it past the plan) means nothing is left.
         let part = |x: Option<&i64>| x.filter(|x| **x >= 0).map(|x| x / n);
+        let left = |x: Option<&i64>| x.map(|x| (*x).max(0).unsigned_abs() / n.unsigned_abs());
         // (rate left, index of the first budget pair, the only budget reported)
         let (rate, pairs, only) = match (reply.first(), reply.get(1)) {
             (Some(1), _) => (part(reply.get(1)), 3, None),
@@ -183,9 +197,9 @@ impl Fallback {
         };
         let rate = rate.map(|r| u32::try_from(r).unwrap_or(u32::MAX));
         share.local.mirror(tenant, rate, |i| match only {
-            Some(j) if i == j => part(reply.get(3)).map(|x| x.unsigned_abs()),
+            Some(j) if i == j => left(reply.get(3)),
             Some(_) => None,
-            None => part(reply.get(pairs + 2 * i)).map(|x| x.unsigned_abs()),
+            None => left(reply.get(pairs + 2 * i)),
         });
     }
 
@@ -201,7 +215,9 @@ impl Fallback {
             None => return Err(QuotaError::new("no local decision")),
         };
         // Owed only where a heartbeat will pay it (it runs within a Tokio runtime).
-        if self.follows && self.beating.load(Ordering::Acquire) && decision.allowed && cost > 0 {
+        // A shadow plan's would-be refusal passes but, as on Redis, spends nothing.
+        let spent = decision.allowed && !decision.would_deny && cost > 0;
+        if self.follows && self.beating.load(Ordering::Acquire) && spent {
             let now = unix_secs();
             let budgets = plan.budgets();
             let mut owed = self
@@ -212,7 +228,7 @@ impl Fallback {
                     rate: 0,
                     budgets: vec![(0, 0); budgets.len()],
                 });
-            if owed.budgets.len() != budgets.len() {
+            if !Arc::ptr_eq(&owed.plan, plan) {
                 *owed = Owed {
                     plan: Arc::clone(plan),
                     rate: 0,
@@ -277,5 +293,120 @@ impl Fallback {
                 mine.1 = mine.1.saturating_add(old.1);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        core::{SourceKind, TenantRecord},
+        quota::{Period, QuotaPlan},
+    };
+
+    fn ctx(id: &str, tier: &str) -> TenantContext {
+        let id = TenantId::parse(id).unwrap();
+        let record = Arc::new(TenantRecord::new(id.clone(), tier));
+        TenantContext::new(id, SourceKind::Header, record, None)
+    }
+
+    fn fallback(n: u32) -> (Fallback, Arc<QuotaPlan>) {
+        let plans = QuotaPlans::builder()
+            .tier("pro", QuotaPlan::per_second(1_000).budget(100, Period::Day))
+            .tier(
+                "shadow",
+                QuotaPlan::per_second(1_000)
+                    .budget(1, Period::Day)
+                    .shadow(true),
+            )
+            .build()
+            .unwrap();
+        let plan = Arc::clone(plans.plan_for(&ctx("x", "pro")).unwrap());
+        let f = Fallback::new(plans, n, true);
+        f.beating.store(true, Ordering::Release);
+        (f, plan)
+    }
+
+    fn admitted(f: &Fallback, t: &TenantContext, plan: &Arc<QuotaPlan>) -> usize {
+        (0..200)
+            .filter(|_| f.decide(t, plan, 1).unwrap().allowed)
+            .count()
+    }
+
+    #[test]
+    fn a_reply_is_mirrored_as_each_replicas_share_and_a_spent_budget_as_nothing_left() {
+        let (f, plan) = fallback(4);
+        let t = ctx("acme", "pro");
+        // Allowed: rate left 900, budget 41 left (a share of 10 each).
+        f.observe(&t, &[1, 900, 0, 41, 3600]);
+        assert_eq!(admitted(&f, &t, &plan), 10);
+        // A budget pushed below zero by a correction: nothing left, not "unknown".
+        let u = ctx("umbrella", "pro");
+        f.observe(&u, &[0, 1, 1, -3, 3600, 900, 0]);
+        assert_eq!(admitted(&f, &u, &plan), 0);
+        // A broken reply changes nothing.
+        let g = ctx("globex", "pro");
+        f.observe(&g, &[7]);
+        f.observe(&g, &[]);
+        assert_eq!(admitted(&f, &g, &plan), 25, "a fresh share of 100 / 4");
+    }
+
+    #[test]
+    fn what_is_admitted_is_owed_once_and_a_shadow_pass_is_not() {
+        let (f, plan) = fallback(1);
+        let t = ctx("acme", "pro");
+        assert_eq!(admitted(&f, &t, &plan), 100);
+        let owed = f.take_owed();
+        assert_eq!(owed.len(), 1);
+        let (id, debt, _) = &owed[0];
+        assert_eq!(id.as_str(), "acme");
+        assert_eq!(debt.budgets[0].1, 100);
+        assert!(Arc::ptr_eq(&debt.plan, &plan));
+        assert!(f.take_owed().is_empty(), "taken once");
+        // Not paid: restored, and added to what was owed since.
+        let (id, debt, _) = owed.into_iter().next().unwrap();
+        f.restore(id, debt);
+        assert_eq!(f.take_owed()[0].1.budgets[0].1, 100);
+
+        let s = ctx("soylent", "shadow");
+        let shadow = Arc::clone(f.plans.plan_for(&s).unwrap());
+        assert_eq!(
+            admitted(&f, &s, &shadow),
+            200,
+            "shadow mode refuses nothing"
+        );
+        let owed = f.take_owed();
+        assert_eq!(owed[0].1.budgets[0].1, 1, "only the one real pass is owed");
+    }
+
+    #[test]
+    fn a_stopped_heartbeat_sends_checks_back_to_redis() {
+        let (f, _) = fallback(1);
+        f.redis_failed();
+        assert!(f.local_only());
+        f.heartbeat_stopped();
+        assert!(!f.local_only());
+        assert!(!f.beating.load(Ordering::Acquire));
+        // Without a heartbeat, a failure no longer holds checks locally.
+        f.redis_failed();
+        assert!(!f.local_only());
+    }
+
+    #[test]
+    fn the_share_returns_to_redis_after_the_grace_and_follows_the_count() {
+        let (f, _) = fallback(1);
+        f.beat(4, Duration::from_secs(3600));
+        assert_eq!(f.divisor(), 4, "more replicas: divided at once");
+        f.redis_failed();
+        f.beat(4, Duration::ZERO); // the grace starts
+        assert!(f.local_only());
+        f.beat(4, Duration::ZERO); // and has passed
+        assert!(!f.local_only());
+        // Fewer replicas: only after three beats in a row.
+        f.beat(2, Duration::ZERO);
+        f.beat(2, Duration::ZERO);
+        assert_eq!(f.divisor(), 4);
+        f.beat(2, Duration::ZERO);
+        assert_eq!(f.divisor(), 2);
     }
 }

@@ -175,16 +175,21 @@ pub enum FailureMode {
     /// - every plan is divided by the replicas alive, as counted by a heartbeat each
     ///   replica keeps in Redis (see [`heartbeat`](RedisQuotaBuilder::heartbeat)), the
     ///   last count seen before the outage, and never by fewer than `replicas`;
-    /// - a tenant's local state starts from its share of what Redis last said was left
-    ///   of its burst and budgets (each Redis answer is mirrored), not from a full
+    /// - a tenant's local state starts from its share of what Redis said was left of
+    ///   its burst and budgets at this replica's last check of it (each Redis answer
+    ///   is mirrored: one map write per check beside the round trip), not from a full
     ///   allowance;
     /// - once Redis answers again, what each replica admitted is charged to it before
     ///   the replicas go back to it (they stay on their shares for two more beats
-    ///   while every replica pays), so the period's total stays within the plan.
+    ///   while every replica pays).
     ///
-    /// While degraded, checks are decided locally at once, without waiting for Redis;
-    /// the heartbeat alone probes it. The README's "Redis" section gives the bounds
-    /// and the measured totals.
+    /// With replicas that all checked a tenant shortly before the outage, the period's
+    /// total stays within the plan (measured in `tests/degraded.rs`); mirrors that are
+    /// old, or missing, can let through up to one more plan per period. While
+    /// degraded, checks are decided locally at once, without waiting for Redis; the
+    /// heartbeat alone probes it. The README's "When Redis fails" gives the bounds and
+    /// the measured totals. Build the manager within a Tokio runtime (the heartbeat
+    /// is spawned there; without one it starts on the first check).
     FallbackLocal {
         /// The fewest replicas the plan is divided by (the heartbeat's count, when
         /// larger, wins).
@@ -289,8 +294,11 @@ impl RedisQuota {
     /// and a master's failover are followed by the client, and meanwhile the
     /// [`FailureMode`] answers within the timeout.
     ///
+    /// `build()` must run within a Tokio runtime (as in `#[actix_web::main]`): the
+    /// cluster client spawns its task there.
+    ///
     /// ```no_run
-    /// # fn demo(plans: actix_tenancy::quota::QuotaPlans) -> Result<(), actix_tenancy::error::ConfigError> {
+    /// # async fn demo(plans: actix_tenancy::quota::QuotaPlans) -> Result<(), actix_tenancy::error::ConfigError> {
     /// use actix_tenancy::quota::RedisQuota;
     ///
     /// let quota = RedisQuota::cluster(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"], plans)
@@ -456,11 +464,11 @@ impl RedisQuotaBuilder {
         self
     }
 
-    /// How often each replica refreshes its heartbeat in Redis (default 1 s; it lives
-    /// three beats) in [`FailureMode::FallbackLocal`]: the count of live replicas
+    /// How often each replica refreshes its heartbeat in Redis (default 1 s, from
+    /// 10 ms to an hour; it lives three beats) in [`FailureMode::FallbackLocal`]: the count of live replicas
     /// divides the plans, and the beat probes Redis while it is away.
     pub fn heartbeat(mut self, every: Duration) -> Self {
-        self.heartbeat = every.max(Duration::from_millis(10));
+        self.heartbeat = every.clamp(Duration::from_millis(10), Duration::from_secs(3600));
         self
     }
 
@@ -591,6 +599,10 @@ struct Heartbeat {
 
 impl Heartbeat {
     async fn run(mut self) {
+        // However the task ends (the manager dropped, or the runtime it was spawned on
+        // shut down), the manager must not wait for it: checks go to Redis again, and
+        // the next one within a runtime starts a new heartbeat.
+        let _stopped = Stopped(self.fallback.clone());
         let ttl_ms = u64::try_from(self.every.as_millis().saturating_mul(3)).unwrap_or(u64::MAX);
         let mut tick = tokio::time::interval(self.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -606,7 +618,7 @@ impl Heartbeat {
                 continue;
             };
             if self.pay(&f).await {
-                f.beat(alive, self.every * 2);
+                f.beat(alive, self.every.saturating_mul(2));
             }
         }
     }
@@ -621,15 +633,42 @@ impl Heartbeat {
                 call.arg(a);
             });
             let paid = tokio::time::timeout(self.timeout, call.invoke_async::<i64>(&mut self.conn));
-            if !matches!(paid.await, Ok(Ok(_))) {
-                f.restore(id, owed);
-                for (id, owed, _) in debts {
-                    f.restore(id, owed);
+            match paid.await {
+                Ok(Ok(_)) => {}
+                // Redis ran the script and refused it (a key of another type, say):
+                // trying again would block every later payment, and the replica with
+                // them, so this one is given up, loudly.
+                Ok(Err(err))
+                    if matches!(
+                        err.kind(),
+                        redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
+                            | redis::ErrorKind::Extension
+                    ) =>
+                {
+                    tracing::warn!(target: "actix_tenancy::quota", tenant = %id, error = %err,
+                        "Redis refused what a replica admitted while it was away; not charged");
                 }
-                return false;
+                _ => {
+                    f.restore(id, owed);
+                    for (id, owed, _) in debts {
+                        f.restore(id, owed);
+                    }
+                    return false;
+                }
             }
         }
         true
+    }
+}
+
+/// Ends the heartbeat's hold on the manager when the task ends.
+struct Stopped(Weak<Fallback>);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.upgrade() {
+            f.heartbeat_stopped();
+        }
     }
 }
 
@@ -741,9 +780,15 @@ impl QuotaManager for RedisQuota {
         match reply {
             Ok(Ok(reply)) => match decision_from(plan, cost, &reply) {
                 Some(decision) => {
-                    self.set_degraded(false, "");
-                    if let Some(f) = &self.fallback {
-                        f.observe(tenant, &reply);
+                    match &self.fallback {
+                        // An answer that started before the switch to local shares and
+                        // came late: the shares, not it, say what is left now.
+                        Some(f) if f.local_only() => {}
+                        Some(f) => {
+                            self.set_degraded(false, "");
+                            f.observe(tenant, &reply);
+                        }
+                        None => self.set_degraded(false, ""),
                     }
                     Ok(decision)
                 }

@@ -63,10 +63,11 @@ impl RedisRevocations {
     }
 
     /// A store on a Redis Cluster found through any of `nodes` (feature
-    /// `redis-cluster`), keys prefixed `tenancy:rev:`, timeout 100 ms.
+    /// `redis-cluster`), keys prefixed `tenancy:rev:`, timeout 100 ms. Must be called
+    /// within a Tokio runtime: the cluster client spawns its task there.
     ///
     /// ```no_run
-    /// # fn demo() -> Result<(), actix_tenancy::error::ConfigError> {
+    /// # async fn demo() -> Result<(), actix_tenancy::error::ConfigError> {
     /// use actix_tenancy::session::RedisRevocations;
     ///
     /// let store = RedisRevocations::cluster(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"])?;
