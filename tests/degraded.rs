@@ -13,10 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use actix_tenancy::{
-    prelude::*,
-    quota::{FailureMode, Period, QuotaPlan, QuotaPlans, RedisQuota, TenantQuota},
-};
+use actix_tenancy::quota::{FailureMode, Period, QuotaPlan, QuotaPlans, RedisQuota, TenantQuota};
 use actix_web::{
     body::MessageBody,
     dev::{Service, ServiceResponse},
@@ -26,6 +23,7 @@ use actix_web::{
 #[allow(dead_code, unreachable_pub)]
 mod common {
     pub mod services;
+    pub mod stack;
 }
 
 /// The test's own Redis on a free port: the child and its URL.
@@ -83,15 +81,7 @@ async fn replicas(
     for _ in 0..4 {
         let q = std::sync::Arc::new(quota(url, prefix, plan.clone(), follow));
         quotas.push(std::sync::Arc::clone(&q));
-        let registry = InMemoryRegistry::new()
-            .with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"));
-        let tenancy = Tenancy::builder()
-            .resolver(
-                TenantResolver::builder(registry)
-                    .source(Source::header())
-                    .build()
-                    .unwrap(),
-            )
+        let tenancy = common::stack::on_header(common::stack::acme_on("pro"))
             .quota(TenantQuota::new(q))
             .build()
             .unwrap();

@@ -20,6 +20,7 @@ use jsonwebtoken::Algorithm;
 #[allow(dead_code, unreachable_pub)]
 mod common {
     pub mod services;
+    pub mod stack;
 }
 
 use common::services::{cluster_urls, unique_prefix};
@@ -80,15 +81,7 @@ async fn two_apps_on_the_cluster_enforce_one_quota() {
     let Some(nodes) = cluster_urls() else { return };
     let prefix = unique_prefix("cluster:", "apps");
     let app = || async {
-        let registry = InMemoryRegistry::new()
-            .with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"));
-        let tenancy = Tenancy::builder()
-            .resolver(
-                TenantResolver::builder(registry)
-                    .source(Source::header())
-                    .build()
-                    .unwrap(),
-            )
+        let tenancy = common::stack::on_header(common::stack::acme_on("pro"))
             .quota(TenantQuota::new(quota(&nodes, &prefix)))
             .build()
             .unwrap();
@@ -185,16 +178,8 @@ async fn a_logout_on_the_cluster_is_seen_by_another_replica() {
     };
     let (a, b) = (make(), make());
     let app = |sessions: SessionManager| async move {
-        let registry = InMemoryRegistry::new()
-            .with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"));
-        let tenancy = Tenancy::builder()
+        let tenancy = common::stack::on_claim(common::stack::acme_on("pro"))
             .auth(actix_tenancy::session::JwtAuth::new(sessions))
-            .resolver(
-                TenantResolver::builder(registry)
-                    .source(Source::claim())
-                    .build()
-                    .unwrap(),
-            )
             .build()
             .unwrap();
         test::init_service(App::new().wrap(tenancy).route(
@@ -241,17 +226,7 @@ async fn a_master_killed_under_load_fails_closed_in_time_and_recovers() {
         .failure_mode(FailureMode::FailClosed)
         .build()
         .unwrap();
-    let registry = InMemoryRegistry::new().with(TenantRecord::new(
-        TenantId::parse("acme").unwrap(),
-        "budget",
-    ));
-    let tenancy = Tenancy::builder()
-        .resolver(
-            TenantResolver::builder(registry)
-                .source(Source::header())
-                .build()
-                .unwrap(),
-        )
+    let tenancy = common::stack::on_header(common::stack::acme_on("budget"))
         .quota(TenantQuota::new(q))
         .build()
         .unwrap();

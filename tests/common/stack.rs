@@ -14,6 +14,11 @@ pub fn acme_and_initech() -> InMemoryRegistry {
         )
 }
 
+/// acme alone, on `tier`.
+pub fn acme_on(tier: &str) -> InMemoryRegistry {
+    InMemoryRegistry::new().with(TenantRecord::new(TenantId::parse("acme").unwrap(), tier))
+}
+
 /// A `Tenancy` builder whose resolver reads `X-Tenant-ID` from `registry`.
 pub fn on_header(registry: impl TenantRegistry) -> TenancyBuilder {
     Tenancy::builder().resolver(
