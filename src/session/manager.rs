@@ -495,8 +495,49 @@ impl From<Verified> for Checked {
 /// while a key was being retired can never outlive the key.
 struct TokenCache {
     /// By the token's exact bytes (a hit needs no parsing, not even of its characters).
-    map: DashMap<Box<[u8]>, (VerifiedBy, Arc<Checked>), foldhash::fast::RandomState>,
+    map: DashMap<Box<[u8]>, (VerifiedBy, Arc<Checked>), TailHash>,
     max: usize,
+}
+
+/// Hashes a token by its length and its last 32 bytes, the end of its signature: a
+/// lookup hashes 32 bytes instead of the whole token (about 220), and equality still
+/// compares every byte. Only verified tokens are stored, whose signatures are the
+/// issuer's and cannot be chosen, so their ends do not collide by design; a client
+/// sending tokens that all end alike only makes its own lookups miss.
+#[derive(Clone, Default)]
+struct TailHash(foldhash::fast::RandomState);
+
+/// [`TailHash`]'s hasher.
+struct TailHasher(foldhash::fast::FoldHasher<'static>);
+
+/// How much of a token's end is hashed.
+const HASHED_TAIL: usize = 32;
+
+impl std::hash::BuildHasher for TailHash {
+    type Hasher = TailHasher;
+
+    #[inline]
+    fn build_hasher(&self) -> TailHasher {
+        TailHasher(self.0.build_hasher())
+    }
+}
+
+impl std::hash::Hasher for TailHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        self.0
+            .write(&bytes[bytes.len().saturating_sub(HASHED_TAIL)..]);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.0.write_usize(n);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
 }
 
 /// The key set a cached token was verified by, and where that set is held: the
@@ -1334,5 +1375,26 @@ impl crate::core::RevokeSessions for SessionManager {
         tenant: &TenantId,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         Ok(self.revoke_tenant(tenant).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_found_by_their_bytes_though_hashed_by_their_end() {
+        let map: DashMap<Box<[u8]>, u32, TailHash> = DashMap::default();
+        let tail = "x".repeat(HASHED_TAIL);
+        let (a, b) = (format!("aaaa.{tail}"), format!("bbbb.{tail}"));
+        map.insert(a.as_bytes().into(), 1);
+        map.insert(b.as_bytes().into(), 2);
+        assert_eq!(map.len(), 2, "the same end, two tokens");
+        assert_eq!(*map.get(a.as_bytes()).unwrap(), 1);
+        assert_eq!(*map.get(b.as_bytes()).unwrap(), 2);
+        assert!(map.get(format!("cccc.{tail}").as_bytes()).is_none());
+        assert!(map.get(&b"short"[..]).is_none());
+        map.insert(b"short".to_vec().into(), 3);
+        assert_eq!(*map.get(&b"short"[..]).unwrap(), 3);
     }
 }
