@@ -20,7 +20,7 @@ use std::{
         atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
         Arc,
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use arc_swap::ArcSwap;
@@ -28,12 +28,21 @@ use dashmap::DashMap;
 use foldhash::fast::RandomState;
 
 use super::{LocalQuota, QuotaDecision, QuotaError, QuotaManager as _, QuotaPlan, QuotaPlans};
-use crate::core::{TenantContext, TenantId};
+use crate::core::{Clock, TenantContext, TenantId};
 
 /// The replica's share of the plans: each divided by `n`.
 struct Share {
     n: u32,
     local: LocalQuota,
+}
+
+impl Share {
+    fn new(plans: &QuotaPlans, n: u32) -> Self {
+        Self {
+            n,
+            local: LocalQuota::new(plans.divided(n)),
+        }
+    }
 }
 
 /// What this replica admitted for one tenant while Redis was away.
@@ -43,6 +52,17 @@ pub(super) struct Owed {
     pub(super) rate: u32,
     /// Per budget of the plan: (period index, units admitted in it).
     pub(super) budgets: Vec<(u64, u64)>,
+}
+
+impl Owed {
+    /// Nothing owed yet under `plan`.
+    fn new(plan: &Arc<QuotaPlan>) -> Self {
+        Self {
+            plan: Arc::clone(plan),
+            rate: 0,
+            budgets: vec![(0, 0); plan.budgets().len()],
+        }
+    }
 }
 
 /// The local side of a Redis quota in `FallbackLocal` mode.
@@ -70,20 +90,11 @@ pub(super) struct Fallback {
     pub(super) beating: AtomicBool,
 }
 
-fn unix_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 impl Fallback {
     pub(super) fn new(plans: QuotaPlans, floor: u32, follows: bool) -> Self {
         let floor = floor.max(1);
         Self {
-            share: ArcSwap::from_pointee(Share {
-                n: floor,
-                local: LocalQuota::new(plans.divided(floor)),
-            }),
+            share: ArcSwap::from_pointee(Share::new(&plans, floor)),
             plans,
             floor,
             alive: AtomicU32::new(0),
@@ -106,9 +117,10 @@ impl Fallback {
         self.share.load().n
     }
 
-    /// Whether checks are decided here without asking Redis.
+    /// Whether checks are decided here without asking Redis (only ever set when the
+    /// fallback follows Redis and a heartbeat runs).
     pub(super) fn local_only(&self) -> bool {
-        self.follows && self.local_only.load(Ordering::Acquire)
+        self.local_only.load(Ordering::Acquire)
     }
 
     /// The heartbeat task ended (its runtime shut down): checks go to Redis again,
@@ -156,9 +168,6 @@ impl Fallback {
     /// just after an outage the replicas' beats come back one by one. Only while Redis
     /// answers: the local state is then a mirror, re-made from the next answer.
     fn resize(&self) {
-        if !self.follows {
-            return;
-        }
         let n = self.floor.max(self.alive.load(Ordering::Acquire));
         let now = self.share.load().n;
         if n < now && self.low_beats.fetch_add(1, Ordering::AcqRel) + 1 < 3 {
@@ -166,10 +175,7 @@ impl Fallback {
         }
         self.low_beats.store(0, Ordering::Release);
         if now != n {
-            self.share.store(Arc::new(Share {
-                n,
-                local: LocalQuota::new(self.plans.divided(n)),
-            }));
+            self.share.store(Arc::new(Share::new(&self.plans, n)));
         }
     }
 
@@ -214,29 +220,21 @@ impl Fallback {
             Some(d) => d?,
             None => return Err(QuotaError::new("no local decision")),
         };
-        // Owed only where a heartbeat will pay it (it runs within a Tokio runtime).
-        // A shadow plan's would-be refusal passes but, as on Redis, spends nothing.
+        // Owed only where a heartbeat (which runs only when the fallback follows
+        // Redis) will pay it. A shadow plan's would-be refusal passes but, as on
+        // Redis, spends nothing.
         let spent = decision.allowed && !decision.would_deny && cost > 0;
-        if self.follows && self.beating.load(Ordering::Acquire) && spent {
-            let now = unix_secs();
-            let budgets = plan.budgets();
+        if spent && self.beating.load(Ordering::Acquire) {
+            let now = Clock::system().unix_secs();
             let mut owed = self
                 .owed
                 .entry(tenant.id().clone())
-                .or_insert_with(|| Owed {
-                    plan: Arc::clone(plan),
-                    rate: 0,
-                    budgets: vec![(0, 0); budgets.len()],
-                });
+                .or_insert_with(|| Owed::new(plan));
             if !Arc::ptr_eq(&owed.plan, plan) {
-                *owed = Owed {
-                    plan: Arc::clone(plan),
-                    rate: 0,
-                    budgets: vec![(0, 0); budgets.len()],
-                };
+                *owed = Owed::new(plan);
             }
             owed.rate = owed.rate.saturating_add(plan.rate_cost(cost));
-            for (b, o) in budgets.iter().zip(owed.budgets.iter_mut()) {
+            for (b, o) in plan.budgets().iter().zip(owed.budgets.iter_mut()) {
                 let period = b.period.locate(now).0;
                 if o.0 != period {
                     *o = (period, 0);
@@ -251,7 +249,7 @@ impl Fallback {
     pub(super) fn settle(&self, tenant: &TenantContext, charged: u32, actual: u32) {
         self.share.load().local.settle_now(tenant, charged, actual);
         if let Some(mut owed) = self.owed.get_mut(tenant.id().as_str()) {
-            let now = unix_secs();
+            let now = Clock::system().unix_secs();
             let plan = Arc::clone(&owed.plan);
             for (b, o) in plan.budgets().iter().zip(owed.budgets.iter_mut()) {
                 if o.0 == b.period.locate(now).0 {
@@ -282,15 +280,18 @@ impl Fallback {
 
     /// A debt Redis did not take: kept (added to what was owed since) for the next beat.
     pub(super) fn restore(&self, id: TenantId, owed: Owed) {
-        let mut e = self.owed.entry(id).or_insert_with(|| Owed {
-            plan: Arc::clone(&owed.plan),
-            rate: 0,
-            budgets: owed.budgets.iter().map(|(p, _)| (*p, 0)).collect(),
-        });
-        e.rate = e.rate.saturating_add(owed.rate);
-        for (mine, old) in e.budgets.iter_mut().zip(&owed.budgets) {
-            if mine.0 == old.0 {
-                mine.1 = mine.1.saturating_add(old.1);
+        match self.owed.entry(id) {
+            dashmap::Entry::Vacant(v) => {
+                v.insert(owed);
+            }
+            dashmap::Entry::Occupied(mut e) => {
+                let e = e.get_mut();
+                e.rate = e.rate.saturating_add(owed.rate);
+                for (mine, old) in e.budgets.iter_mut().zip(&owed.budgets) {
+                    if mine.0 == old.0 {
+                        mine.1 = mine.1.saturating_add(old.1);
+                    }
+                }
             }
         }
     }
