@@ -689,12 +689,11 @@ where
         let now = s.now_nanos();
         let spent = |plan: usize, tat: u64| {
             let p = &s.index.params[plan];
-            let left = p.rate_at(tat, now, Duration::ZERO).remaining;
             if p.t == 0 {
-                0
-            } else {
-                p.burst.saturating_sub(left)
+                return 0;
             }
+            p.burst
+                .saturating_sub(p.rate_at(tat, now, Duration::ZERO).remaining)
         };
         let slot = s
             .entries
@@ -829,23 +828,25 @@ impl<C: Clock> Shared<C> {
                 }
             }
         }
-        let after = self.entries.len();
-        if after < self.entries.capacity() / 4 {
-            self.entries.shrink_to_fit();
-        }
-        let mut swept = before.saturating_sub(after);
+        let mut swept = shrunk(&self.entries, before);
         for rated in self.rated.iter().flatten() {
             let before = rated.len();
             // A rate-only tenant equals a fresh one once its burst is full again.
             rated.retain(|_, tat| now.saturating_sub(*tat) < idle.max(1));
-            let after = rated.len();
-            if after < rated.capacity() / 4 {
-                rated.shrink_to_fit();
-            }
-            swept += before.saturating_sub(after);
+            swept += shrunk(rated, before);
         }
         swept
     }
+}
+
+/// How many entries a sweep took from `map`, which had `before`; gives the map's
+/// spare memory back when it shrank to under a quarter of its capacity.
+fn shrunk<V>(map: &DashMap<TenantId, V, RandomState>, before: usize) -> usize {
+    let after = map.len();
+    if after < map.capacity() / 4 {
+        map.shrink_to_fit();
+    }
+    before.saturating_sub(after)
 }
 
 fn nanos(d: Duration) -> u64 {
