@@ -113,9 +113,8 @@ impl RedisConnection {
                 reason: "no cluster node was given".to_owned(),
             });
         }
+        // The timeouts are the config's below: it overrides the builder's.
         let client = redis::cluster::ClusterClient::builder(nodes)
-            .connection_timeout(connect_timeout(timeout))
-            .response_timeout(timeout)
             .retries(2)
             .min_retry_wait(10)
             .max_retry_wait(100)

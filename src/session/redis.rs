@@ -50,10 +50,15 @@ impl fmt::Debug for RedisRevocations {
     }
 }
 
+/// The key prefix of `RedisRevocations::new` and `RedisRevocations::cluster`.
+const DEFAULT_PREFIX: &str = "tenancy:rev:";
+/// Their bound on every call.
+const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
+
 impl RedisRevocations {
     /// A store at `url`, keys prefixed `tenancy:rev:`; it connects on first use.
     pub fn new(url: &str) -> Result<Self, ConfigError> {
-        Self::with_options(url, "tenancy:rev:", Duration::from_millis(100))
+        Self::with_options(url, DEFAULT_PREFIX, DEFAULT_TIMEOUT)
     }
 
     /// A store with its own key prefix and per-call timeout.
@@ -79,9 +84,8 @@ impl RedisRevocations {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let timeout = Duration::from_millis(100);
-        let conn = RedisConnection::cluster(nodes, timeout)?;
-        Ok(Self::with_connection(conn, "tenancy:rev:", timeout))
+        let conn = RedisConnection::cluster(nodes, DEFAULT_TIMEOUT)?;
+        Ok(Self::with_connection(conn, DEFAULT_PREFIX, DEFAULT_TIMEOUT))
     }
 
     /// A store on a connection the application already has: the `redis` crate's
@@ -109,7 +113,7 @@ impl RedisRevocations {
             tag: format!(
                 "{{{}}}",
                 if prefix.is_empty() {
-                    "tenancy:rev:"
+                    DEFAULT_PREFIX
                 } else {
                     prefix
                 }
