@@ -162,8 +162,25 @@ impl Principal {
         req.extensions_mut().insert(self);
     }
 
-    /// The principal a previous stage attached to the request, if any.
+    /// The verified principal of the request, if any: the one an authentication stage
+    /// attached, or, once the tenant is resolved, the one the tenant's context carries
+    /// (the crate's own JWT stage hands its principal to the resolver of the same
+    /// [`Tenancy`](crate::Tenancy) directly, and the context keeps it).
     pub fn of(req: &impl HttpMessage) -> Option<Principal> {
+        let ext = req.extensions();
+        if let Some(p) = ext.get::<Principal>() {
+            return Some(p.clone());
+        }
+        ext.get::<super::Resolution>()?
+            .tenant
+            .as_ref()?
+            .principal()
+            .cloned()
+    }
+
+    /// The principal attached to the request extensions, if any (not the resolved
+    /// context's): what an authentication layer outside the pipeline left.
+    pub(crate) fn attached(req: &impl HttpMessage) -> Option<Principal> {
         req.extensions().get::<Principal>().cloned()
     }
 }

@@ -275,7 +275,7 @@ where
                 return self.rejected(req, err.into());
             }
         }
-        self.run(req, flow, 0)
+        self.run(req, &mut flow, 0)
     }
 
     /// What an outer resolver settled: the tenant for a pipeline of later stages only,
@@ -307,18 +307,26 @@ where
         Ok(())
     }
 
-    /// Runs the stages from `from` on, then the inner service.
-    fn run(&self, req: ServiceRequest, mut flow: Flow, from: usize) -> State<S::Future, B> {
+    /// Runs the stages from `from` on, then the inner service. The flow stays in the
+    /// caller's frame (it is moved only onto the slow path).
+    fn run(&self, req: ServiceRequest, flow: &mut Flow, from: usize) -> State<S::Future, B> {
         for (i, worker) in self.workers.iter().enumerate().skip(from) {
-            match worker.prepare(&req, &mut flow) {
+            match worker.prepare(&req, flow) {
                 Step::Pass => {}
-                Step::Refuse(refusal) => return self.rejected(req, refusal),
+                Step::Refuse(refusal) => {
+                    flow.release_principal(&req);
+                    return self.rejected(req, refusal);
+                }
                 Step::Wait(waiting) => {
                     let me = self.clone();
+                    let mut flow = flow.take();
                     return boxed(async move {
                         let state = match waiting(&req, &mut flow).await {
-                            Decision::Pass => me.run(req, flow, i + 1),
-                            Decision::Refuse(refusal) => me.rejected(req, refusal),
+                            Decision::Pass => me.run(req, &mut flow, i + 1),
+                            Decision::Refuse(refusal) => {
+                                flow.release_principal(&req);
+                                me.rejected(req, refusal)
+                            }
                         };
                         PipelineFuture { state }.await
                     });
@@ -329,9 +337,10 @@ where
     }
 
     /// Every stage passed: the inner service.
-    fn inner(&self, req: ServiceRequest, flow: Flow) -> State<S::Future, B> {
-        let Flow { span, after, .. } = flow;
-        match span {
+    fn inner(&self, req: ServiceRequest, flow: &mut Flow) -> State<S::Future, B> {
+        flow.release_principal(&req);
+        let after = flow.after.take();
+        match flow.span.take() {
             None => State::Inner {
                 fut: self.service.call(req),
                 after,

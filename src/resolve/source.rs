@@ -3,7 +3,6 @@ use std::{borrow::Cow, fmt, sync::Arc};
 use actix_web::{
     dev::ServiceRequest,
     http::header::{self, HeaderName, HeaderValue},
-    HttpMessage as _,
 };
 use futures_util::future::LocalBoxFuture;
 
@@ -312,19 +311,20 @@ impl Imp {
     /// Runs a synchronous source. Async sources answer `Ok(None)` here; the resolver
     /// runs them separately.
     /// The id is validated, and borrowed from the request where it can be.
+    /// `principal` is the request's verified principal, which the claim source reads.
     pub(crate) fn extract<'a>(
         &self,
         kind: SourceKind,
         req: &'a ServiceRequest,
+        principal: Option<&'a Principal>,
         rule: &TenantIdRule,
     ) -> Result<Option<Cow<'a, str>>, TenancyError> {
         match self {
             Imp::Claim => {
-                let ext = req.extensions();
-                let Some(tenant) = ext.get::<Principal>().and_then(Principal::tenant) else {
+                let Some(tenant) = principal.and_then(Principal::tenant) else {
                     return Ok(None);
                 };
-                check(kind, rule, Cow::Owned(tenant.as_str().to_owned())).map(Some)
+                check(kind, rule, Cow::Borrowed(tenant.as_str())).map(Some)
             }
             Imp::Header(name) => {
                 let Some(value) = single_header(req, name, kind)? else {

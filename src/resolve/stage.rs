@@ -187,7 +187,12 @@ impl TenantResolverBuilder {
                 return Err(ConfigError::InvalidExemptPath(p.clone()));
             }
         }
+        let custom_sources = !async_sources.is_empty()
+            || sync_sources
+                .iter()
+                .any(|(_, _, imp)| matches!(imp, Imp::Custom(_)));
         let stage = ResolveStage {
+            custom_sources,
             registry: self.registry,
             sync_sources,
             async_sources,
@@ -228,6 +233,9 @@ pub(crate) struct ResolveStage {
     status_rules: StatusRules,
     region: Option<String>,
     registry_timeout: Duration,
+    /// A custom source (sync or async) is configured: it may read the principal from
+    /// the request, so a principal handed over through the flow is attached first.
+    custom_sources: bool,
 }
 
 impl fmt::Debug for ResolveStage {
@@ -335,14 +343,26 @@ struct ResolveWorker {
 
 impl Worker for ResolveWorker {
     fn prepare(&self, req: &ServiceRequest, flow: &mut Flow) -> Step {
+        // The principal handed over by this pipeline's authentication stage, or else
+        // one an authentication layer outside attached to the request. A resolver with
+        // custom sources, which may read `Principal::of` themselves, has it attached.
+        if self.stage.custom_sources {
+            flow.release_principal(req);
+        }
+        let handed = flow.principal.take();
+        let attached = match handed {
+            None => Principal::attached(req),
+            Some(_) => None,
+        };
         let at = At {
             settings: &self.settings,
             contexts: &self.contexts,
             exempt: flow.exempt,
             now: flow.now(),
+            principal: handed.as_ref().or(attached.as_ref()),
         };
         match self.stage.run_now(req, &at) {
-            Some(resolved) => self.settle(req, flow, resolved).into(),
+            Some(resolved) => self.settle(req, flow, resolved, handed).into(),
             None => {
                 let me = self.clone();
                 wait(move |req, flow| {
@@ -352,9 +372,10 @@ impl Worker for ResolveWorker {
                             contexts: &me.contexts,
                             exempt: flow.exempt,
                             now: flow.now(),
+                            principal: handed.as_ref().or(attached.as_ref()),
                         };
                         let resolved = me.stage.run(req, &at).await;
-                        me.settle(req, flow, resolved)
+                        me.settle(req, flow, resolved, handed)
                     })
                 })
             }
@@ -363,14 +384,33 @@ impl Worker for ResolveWorker {
 }
 
 impl ResolveWorker {
-    /// Stores the resolution for the extractors, or refuses.
-    fn settle(&self, req: &ServiceRequest, flow: &mut Flow, resolved: Resolved) -> Decision {
+    /// Stores the resolution for the extractors, or refuses. A principal `handed` over
+    /// through the flow ends where [`Principal::of`] finds it: in the tenant's context
+    /// (which the resolution made with it), attached to the request when no tenant
+    /// applies, or back in the flow on a refusal, for the pipeline to attach.
+    #[inline]
+    fn settle(
+        &self,
+        req: &ServiceRequest,
+        flow: &mut Flow,
+        resolved: Resolved,
+        handed: Option<Principal>,
+    ) -> Decision {
         match resolved {
             Ok(tenant) => {
+                if let Some(p) = handed {
+                    match &tenant {
+                        Some(ctx) => debug_assert!(ctx.principal().is_some()),
+                        None => p.attach(req),
+                    }
+                }
                 flow.settle(req, &self.settings, tenant);
                 Decision::Pass
             }
-            Err(err) => err.into(),
+            Err(err) => {
+                flow.principal = handed;
+                err.into()
+            }
         }
     }
 }
@@ -383,6 +423,8 @@ struct At<'a> {
     exempt: bool,
     /// The request's time, shared by the stages.
     now: std::time::Instant,
+    /// The request's verified principal, if any.
+    principal: Option<&'a Principal>,
 }
 
 impl ResolveStage {
@@ -390,11 +432,12 @@ impl ResolveStage {
     fn identify_sync<'a>(
         &self,
         req: &'a ServiceRequest,
+        principal: Option<&'a Principal>,
         named: &mut Option<Named<'a>>,
         conflict: &mut Option<TenancyError>,
     ) -> Result<(), TenancyError> {
         for (rank, kind, imp) in &self.sync_sources {
-            if let Some(id) = imp.extract(*kind, req, &self.rule)? {
+            if let Some(id) = imp.extract(*kind, req, principal, &self.rule)? {
                 Named::merge(
                     named,
                     conflict,
@@ -415,10 +458,11 @@ impl ResolveStage {
     async fn identify<'a>(
         &self,
         req: &'a ServiceRequest,
+        principal: Option<&'a Principal>,
     ) -> Result<Option<Named<'a>>, TenancyError> {
         let mut named = None;
         let mut conflict = None;
-        self.identify_sync(req, &mut named, &mut conflict)?;
+        self.identify_sync(req, principal, &mut named, &mut conflict)?;
         for (rank, kind, f) in &self.async_sources {
             let raw = f(req).await.map_err(|e| TenancyError::TenantInvalid {
                 source: *kind,
@@ -514,7 +558,7 @@ impl ResolveStage {
         }
         let mut named = None;
         let mut conflict = None;
-        if let Err(err) = self.identify_sync(req, &mut named, &mut conflict) {
+        if let Err(err) = self.identify_sync(req, at.principal, &mut named, &mut conflict) {
             return Some(self.fail(req, at, err, None));
         }
         if let Some(err) = conflict {
@@ -541,7 +585,7 @@ impl ResolveStage {
         if at.exempt {
             return self.skip(req, at, "exempt path");
         }
-        let named = match self.identify(req).await {
+        let named = match self.identify(req, at.principal).await {
             Ok(Some(named)) => named,
             Ok(None) => return self.missing(req, at),
             Err(err) => return self.fail(req, at, err, None),
@@ -660,7 +704,7 @@ impl ResolveStage {
         let kind = named.kind;
         // The record's own id: an `Arc` clone, no allocation for the id.
         let id = || record.id().clone();
-        let principal = Principal::of(req);
+        let principal = at.principal.cloned();
         let shared = match (known, &principal) {
             // Held under a lease that holds: the context itself when the source is
             // the same; a request with a principal leaves the entry as it is.

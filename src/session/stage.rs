@@ -178,7 +178,7 @@ impl Worker for AuthWorker {
         if flow.exempt {
             return Step::Pass;
         }
-        self.stage.prepare(&self.settings, req)
+        self.stage.prepare(&self.settings, req, flow)
     }
 }
 
@@ -234,7 +234,12 @@ fn b64token(token: &[u8]) -> Result<&str, &'static str> {
 }
 
 impl AuthStage {
-    fn prepare(self: &Arc<Self>, settings: &Arc<Settings>, req: &ServiceRequest) -> Step {
+    fn prepare(
+        self: &Arc<Self>,
+        settings: &Arc<Settings>,
+        req: &ServiceRequest,
+        flow: &mut Flow,
+    ) -> Step {
         let token = match bearer(req) {
             Ok(Some(token)) => token,
             Ok(None) if self.allow_anonymous => return Step::Pass,
@@ -266,7 +271,7 @@ impl AuthStage {
             #[cfg(feature = "oidc")]
             Check::Wait(checking) => {
                 let (me, settings) = (Arc::clone(self), Arc::clone(settings));
-                return wait(move |req, _flow| {
+                return wait(move |req, flow| {
                     Box::pin(async move {
                         // Bounded, and a panic in a registry or provider code is a `503`.
                         let checking = AssertUnwindSafe(checking).catch_unwind();
@@ -280,7 +285,7 @@ impl AuthStage {
                             )),
                         };
                         match checked {
-                            Ok(verified) => me.revocation(&settings, req, verified).await,
+                            Ok(verified) => me.revocation(&settings, req, flow, verified).await,
                             Err(e) => me.failed(&settings, req, e),
                         }
                     })
@@ -292,15 +297,15 @@ impl AuthStage {
             .unwrap_or_else(|_| Some(Err(RevocationError::new("the store panicked"))));
         match now {
             Some(Ok(false)) => {
-                self.passed(settings, req, &verified);
+                self.passed(settings, req, flow, &verified);
                 Step::Pass
             }
             Some(Ok(true)) => self.failed(settings, req, SessionError::Revoked).into(),
             Some(Err(e)) => self.failed(settings, req, SessionError::Store(e)).into(),
             None => {
                 let (me, settings) = (Arc::clone(self), Arc::clone(settings));
-                wait(move |req, _flow| {
-                    Box::pin(async move { me.revocation(&settings, req, verified).await })
+                wait(move |req, flow| {
+                    Box::pin(async move { me.revocation(&settings, req, flow, verified).await })
                 })
             }
         }
@@ -312,6 +317,7 @@ impl AuthStage {
         &self,
         settings: &Settings,
         req: &ServiceRequest,
+        flow: &mut Flow,
         verified: Arc<Checked>,
     ) -> Decision {
         let facts = verified.facts();
@@ -323,16 +329,23 @@ impl AuthStage {
         };
         match answer {
             Ok(()) => {
-                self.passed(settings, req, &verified);
+                self.passed(settings, req, flow, &verified);
                 Decision::Pass
             }
             Err(e) => self.failed(settings, req, e),
         }
     }
 
-    /// A verified, unrevoked token: its principal into the request, and (feature
-    /// `metrics`) the pass counted, as the other stages' passes are.
-    fn passed(&self, settings: &Settings, req: &ServiceRequest, verified: &Checked) {
+    /// A verified, unrevoked token: its principal into the flow (the resolver of the
+    /// same pipeline takes it; otherwise the pipeline attaches it to the request), and
+    /// (feature `metrics`) the pass counted, as the other stages' passes are.
+    fn passed(
+        &self,
+        settings: &Settings,
+        req: &ServiceRequest,
+        flow: &mut Flow,
+        verified: &Checked,
+    ) {
         let principal = verified.principal();
         #[cfg(feature = "metrics")]
         settings.count(&AuditEvent {
@@ -348,8 +361,8 @@ impl AuthStage {
             policy_version: None,
         });
         #[cfg(not(feature = "metrics"))]
-        let _ = settings;
-        principal.attach(req);
+        let _ = (settings, req);
+        flow.principal = Some(principal);
     }
 
     fn failed(&self, settings: &Settings, req: &ServiceRequest, e: SessionError) -> Decision {
