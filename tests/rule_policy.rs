@@ -744,3 +744,135 @@ async fn cached_entries_expire() {
     cached.clear();
     assert!(cached.is_empty());
 }
+
+/// A `RulePolicy` that counts its evaluations, and may promise a memo epoch (or panic
+/// when asked for one).
+struct Counting {
+    rules: RulePolicy,
+    calls: AtomicUsize,
+    epoch: Option<u64>,
+    panics: bool,
+}
+
+#[async_trait::async_trait]
+impl PolicyEvaluator for Counting {
+    async fn evaluate(
+        &self,
+        tenant: &TenantContext,
+        req: &PolicyRequest,
+    ) -> Result<Decision, PolicyError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(self.rules.decide(tenant, req))
+    }
+
+    fn evaluate_now(
+        &self,
+        tenant: &TenantContext,
+        req: &PolicyRequest,
+    ) -> Option<Result<Decision, PolicyError>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Some(Ok(self.rules.decide(tenant, req)))
+    }
+
+    fn memo_epoch(&self) -> Option<u64> {
+        assert!(!self.panics, "a broken evaluator");
+        self.epoch
+    }
+}
+
+#[actix_web::test]
+async fn remembered_decisions_follow_records_capabilities_versions_and_shadows() {
+    let registry = Arc::new(registry());
+    let resolver = TenantResolver::builder(Arc::clone(&registry))
+        .source(Source::header())
+        .build()
+        .unwrap();
+    let policy = RulePolicy::new(tiered()).unwrap();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = {
+        let seen = Arc::clone(&seen);
+        move |e: &AuditEvent<'_>| {
+            if e.stage == Stage::Policy && e.outcome.as_str() != "allowed" {
+                seen.lock().unwrap().push(e.outcome.as_str().to_owned());
+            }
+        }
+    };
+    let stage = TenantPolicy::builder(policy.clone())
+        .audit(sink)
+        .build()
+        .unwrap();
+    let tenancy = Tenancy::builder()
+        .resolver(resolver)
+        .policy(stage)
+        .build()
+        .unwrap();
+    let app = test::init_service(
+        App::new()
+            .wrap(tenancy)
+            .route("/reports/{id}", web::get().to(|| async { "report" }))
+            .route("/items/{id}", web::get().to(|| async { "item" })),
+    )
+    .await;
+    // Repeated: free is refused reports every time, pro is let in every time.
+    for _ in 0..3 {
+        assert_eq!(status_of(&app, "/reports/1", "globex").await, 403);
+        assert_eq!(status_of(&app, "/reports/1", "acme").await, 200);
+    }
+    // A new record (a tier change) is a new decision at once.
+    registry.insert(TenantRecord::new(id("globex"), "pro"));
+    assert_eq!(status_of(&app, "/reports/1", "globex").await, 200);
+    registry.insert(TenantRecord::new(id("globex"), "free"));
+    assert_eq!(status_of(&app, "/reports/1", "globex").await, 403);
+    // A capability asked for is always evaluated: acme may not use web_search, on a
+    // path whose plain requests were allowed just before.
+    assert_eq!(status_of(&app, "/items/1", "acme").await, 200);
+    let tool = test::TestRequest::get()
+        .uri("/items/1")
+        .insert_header(("x-tenant-id", "acme"))
+        .insert_header(("x-tool", "web_search"))
+        .to_request();
+    assert_eq!(test::call_service(&app, tool).await.status(), 403);
+    // A new version is a new decision at once, and so is a rollback.
+    policy
+        .load(tiered().tier("pro", Rules::new().deny("GET /reports/**")))
+        .unwrap();
+    assert_eq!(status_of(&app, "/reports/1", "acme").await, 403);
+    policy.rollback().unwrap();
+    assert_eq!(status_of(&app, "/reports/1", "acme").await, 200);
+    // A shadow version sees every request, remembered or not.
+    seen.lock().unwrap().clear();
+    policy
+        .load_shadow(tiered().tier("pro", Rules::new().deny("GET /reports/**")))
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(status_of(&app, "/reports/1", "acme").await, 200);
+    }
+    assert_eq!(seen.lock().unwrap().as_slice(), ["would_deny"; 3]);
+}
+
+#[actix_web::test]
+async fn only_an_evaluator_that_gives_an_epoch_is_remembered() {
+    for (epoch, panics, evaluations) in [(Some(7), false, 1), (None, false, 4), (Some(7), true, 4)]
+    {
+        let counting = Arc::new(Counting {
+            rules: RulePolicy::new(tiered()).unwrap(),
+            calls: AtomicUsize::new(0),
+            epoch,
+            panics,
+        });
+        let app = test::init_service(
+            App::new()
+                .wrap(tenancy(TenantPolicy::new(Arc::clone(&counting))))
+                .route("/items/{id}", web::get().to(|| async { "item" })),
+        )
+        .await;
+        for _ in 0..4 {
+            assert_eq!(status_of(&app, "/items/1", "acme").await, 200);
+        }
+        assert_eq!(
+            counting.calls.load(Ordering::SeqCst),
+            evaluations,
+            "epoch {epoch:?}, panicking {panics}"
+        );
+    }
+}

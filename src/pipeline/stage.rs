@@ -280,21 +280,24 @@ impl Flow {
 
     /// The request's tenant, `None` when it goes on without one. A stage that needs the
     /// tenant and runs where no resolver settled it is misconfigured: it fails closed.
+    #[inline]
     pub(crate) fn tenant(&self) -> Result<Option<&Arc<TenantContext>>, TenancyError> {
         match &self.tenant {
             Settled::Yes(tenant) => Ok(tenant.as_ref()),
-            Settled::No => {
-                tracing::error!(
-                    target: "actix_tenancy",
-                    "a tenancy stage ran with no tenant resolution: wrap it inside a \
-                     TenantResolver, or use Tenancy::builder()"
-                );
-                Err(TenancyError::Misconfigured(
-                    "TenantResolver middleware missing",
-                ))
-            }
+            Settled::No => Err(unresolved()),
         }
     }
+}
+
+/// A stage that needs the tenant ran where no resolver settled it.
+#[cold]
+fn unresolved() -> TenancyError {
+    tracing::error!(
+        target: "actix_tenancy",
+        "a tenancy stage ran with no tenant resolution: wrap it inside a \
+         TenantResolver, or use Tenancy::builder()"
+    );
+    TenancyError::Misconfigured("TenantResolver middleware missing")
 }
 
 /// The paths that need no tenant, matched against the path actix routes on.

@@ -57,6 +57,7 @@
 //! ```
 
 mod cache;
+mod memo;
 mod rules;
 mod stage;
 
@@ -267,6 +268,20 @@ pub trait PolicyEvaluator: Send + Sync + 'static {
     fn version(&self) -> Option<u64> {
         None
     }
+
+    /// Lets the stage remember decisions, per worker, while the answer stays the same
+    /// number. `Some(epoch)` promises that, for as long as this returns `epoch`,
+    /// [`evaluate_now`](Self::evaluate_now) gives a request that asks for no
+    /// capability the same decision for the same tenant record, method and routed
+    /// path: it reads nothing else (no scopes, no claims, no clock, no other header),
+    /// and no shadow version needs to see each request. The stage then evaluates a
+    /// repeated request once per worker and epoch (at most
+    /// 4,096 remembered per worker). The default, `None`, asks on every request.
+    /// [`RulePolicy`] keeps this promise: its epoch moves with every change of the
+    /// active version, and it answers `None` while a shadow version runs.
+    fn memo_epoch(&self) -> Option<u64> {
+        None
+    }
 }
 
 #[async_trait::async_trait]
@@ -319,5 +334,9 @@ impl<P: PolicyEvaluator + ?Sized> PolicyEvaluator for std::sync::Arc<P> {
 
     fn version(&self) -> Option<u64> {
         (**self).version()
+    }
+
+    fn memo_epoch(&self) -> Option<u64> {
+        (**self).memo_epoch()
     }
 }

@@ -4,7 +4,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     fmt,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, PoisonError,
     },
 };
@@ -337,6 +337,7 @@ impl RouteRule {
 
     /// Whether `method` and the route pattern (or path) `target` match; allocates
     /// nothing.
+    #[inline]
     fn matches(&self, method: &Method, target: &str) -> bool {
         if self.method.as_ref().is_some_and(|m| m != method) {
             return false;
@@ -590,11 +591,20 @@ impl Compiled {
     }
 
     /// The levels that apply to `tenant`, most specific first.
+    #[inline]
     fn levels<'a>(&'a self, tenant: &TenantContext) -> [Option<&'a Level>; 4] {
         let record = tenant.record();
+        // Most policies have no per-tenant rules: no id is hashed for them.
+        let tenant_level = |id: &str| {
+            if self.tenants.is_empty() {
+                None
+            } else {
+                self.tenants.get(id)
+            }
+        };
         [
-            self.tenants.get(tenant.id().as_str()),
-            record.parent().and_then(|p| self.tenants.get(p.as_str())),
+            tenant_level(tenant.id().as_str()),
+            record.parent().and_then(|p| tenant_level(p.as_str())),
             self.tiers.get(record.tier()),
             Some(&self.default),
         ]
@@ -629,6 +639,7 @@ impl Compiled {
         self.decision(true, "allowed by rule", rule)
     }
 
+    #[inline]
     fn decision(&self, allowed: bool, reason: &'static str, rule: &Arc<str>) -> Decision {
         Decision {
             allowed,
@@ -682,6 +693,10 @@ struct Shared {
     /// of an `ArcSwap` load when none runs. Written (`Release`) only under the
     /// `history` lock, after `shadow`, so a reader that sees `true` sees the version.
     has_shadow: AtomicBool,
+    /// Moves (`Release`, under the `history` lock) after every change of `active`, so
+    /// a reader that sees a new epoch sees the new version: the stage's remembered
+    /// decisions are kept per epoch ([`PolicyEvaluator::memo_epoch`]).
+    epoch: AtomicU64,
     history: Mutex<History>,
 }
 
@@ -712,6 +727,7 @@ impl RulePolicy {
                 active: ArcSwap::new(Arc::clone(&compiled)),
                 shadow: ArcSwapOption::empty(),
                 has_shadow: AtomicBool::new(false),
+                epoch: AtomicU64::new(0),
                 history: Mutex::new(History {
                     kept: vec![compiled],
                     keep: DEFAULT_KEEP_VERSIONS,
@@ -752,6 +768,13 @@ impl RulePolicy {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Makes `compiled` the active version, then moves the epoch. Called with the
+    /// `history` lock held.
+    fn activate(&self, compiled: Arc<Compiled>) {
+        self.shared.active.store(compiled);
+        self.shared.epoch.fetch_add(1, Ordering::Release);
+    }
+
     /// The active version.
     pub fn version(&self) -> u64 {
         self.shared.active.load().version
@@ -769,7 +792,7 @@ impl RulePolicy {
         let compiled = Arc::new(h.compile(set)?);
         let version = compiled.version;
         h.kept.push(Arc::clone(&compiled));
-        self.shared.active.store(compiled);
+        self.activate(compiled);
         h.trim_around(version);
         Ok(version)
     }
@@ -792,7 +815,7 @@ impl RulePolicy {
         let pos = h.kept.iter().position(|c| c.version == active);
         match pos.and_then(|p| p.checked_sub(1)).map(|p| &h.kept[p]) {
             Some(previous) => {
-                self.shared.active.store(Arc::clone(previous));
+                self.activate(Arc::clone(previous));
                 Ok(previous.version)
             }
             None => Err(ConfigError::PolicyVersionNotKept(None)),
@@ -804,7 +827,7 @@ impl RulePolicy {
         let h = self.history();
         match h.kept.iter().find(|c| c.version == version) {
             Some(kept) => {
-                self.shared.active.store(Arc::clone(kept));
+                self.activate(Arc::clone(kept));
                 Ok(version)
             }
             None => Err(ConfigError::PolicyVersionNotKept(Some(version))),
@@ -836,7 +859,7 @@ impl RulePolicy {
         self.shared.has_shadow.store(false, Ordering::Release);
         let version = shadow.version;
         h.kept.push(Arc::clone(&shadow));
-        self.shared.active.store(shadow);
+        self.activate(shadow);
         h.trim_around(version);
         Ok(version)
     }
@@ -902,6 +925,7 @@ impl PolicyEvaluator for RulePolicy {
         Ok(self.decide(tenant, req))
     }
 
+    #[inline]
     fn evaluate_now(
         &self,
         tenant: &TenantContext,
@@ -916,6 +940,17 @@ impl PolicyEvaluator for RulePolicy {
         }
         let shadow = self.shared.shadow.load();
         shadow.as_ref().map(|s| s.decide(tenant, req))
+    }
+
+    /// Decisions depend on the tenant record (id, parent, tier), the method, the
+    /// routed path and the capabilities only: remembered per epoch, never while a
+    /// shadow version runs (each request must reach it).
+    #[inline]
+    fn memo_epoch(&self) -> Option<u64> {
+        if self.shared.has_shadow.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(self.shared.epoch.load(Ordering::Acquire))
     }
 
     fn can(&self, tenant: &TenantContext, capability: &str) -> bool {

@@ -12,7 +12,10 @@ use actix_web::{
 };
 use futures_util::FutureExt as _;
 
-use super::{Decision, PolicyError, PolicyEvaluator, PolicyRequest};
+use super::{
+    memo::{Key, Memo},
+    Decision, PolicyError, PolicyEvaluator, PolicyRequest,
+};
 use crate::{
     core::{
         error::{ConfigError, ErrorCode, TenancyError},
@@ -140,6 +143,7 @@ impl Stage for PolicyStage {
             stage: self,
             settings: Arc::clone(&cx.settings),
             routes: Rc::clone(&cx.routes),
+            memo: Memo::default(),
         })
     }
 
@@ -156,20 +160,18 @@ impl Capabilities for PolicyStage {
     }
 }
 
-/// The policy stage on one worker.
+/// The policy stage on one worker, with its route patterns and remembered decisions.
 struct PolicyWorker {
     stage: Arc<PolicyStage>,
     settings: Arc<Settings>,
     routes: Rc<RouteCache>,
+    memo: Memo,
 }
 
 impl Worker for PolicyWorker {
     fn prepare(&self, req: &ServiceRequest, flow: &mut Flow) -> Step {
         match flow.tenant() {
-            Ok(tenant) => {
-                self.stage
-                    .prepare(req, tenant, flow.exempt, &self.routes, &self.settings)
-            }
+            Ok(tenant) => self.stage.prepare(req, tenant, flow.exempt, self),
             Err(err) => err.into(),
         }
     }
@@ -189,9 +191,9 @@ impl PolicyStage {
         req: &ServiceRequest,
         tenant: Option<&Arc<TenantContext>>,
         exempt: bool,
-        routes: &RouteCache,
-        settings: &Arc<Settings>,
+        worker: &PolicyWorker,
     ) -> Step {
+        let settings = &worker.settings;
         if exempt {
             return Step::Pass;
         }
@@ -209,8 +211,24 @@ impl PolicyStage {
             );
             return err.into();
         };
-        let mut question = self.question(req, tenant, routes);
-        match self.ask_capabilities(req, &mut question) {
+        let present = self.capability_headers_present(req.headers());
+        // The path and pattern the router uses (decoded), so `/%72eports` cannot
+        // dodge a rule written for `/reports`.
+        let routed = worker.routes.lookup(req);
+        let memo = self.memo_key(req, tenant, &routed, present);
+        if let Some((epoch, key)) = memo {
+            let timer = Timer::start();
+            let remembered = worker
+                .memo
+                .with(epoch, key, |d| self.judge(settings, req, tenant, Ok(d)));
+            if let Some(next) = remembered {
+                timer.stop(StageName::Policy);
+                return next.into();
+            }
+        }
+        let path = memo.map(|_| Arc::clone(&routed.path));
+        let mut question = self.question(tenant, req, routed);
+        match self.ask_capabilities(req, &mut question, present) {
             Ok(()) => {}
             Err(err) => {
                 self.report(
@@ -229,7 +247,14 @@ impl PolicyStage {
         let answer = match catch_unwind(AssertUnwindSafe(|| {
             evaluator.evaluate_now(tenant, &question)
         })) {
-            Ok(Some(answer)) => answer,
+            Ok(Some(answer)) => {
+                if let (Some((epoch, key)), Some(path), Ok(d)) = (memo, &path, &answer) {
+                    worker
+                        .memo
+                        .remember(epoch, key, tenant.record_arc(), path, d);
+                }
+                answer
+            }
             Ok(None) => {
                 let (me, settings) = (Arc::clone(self), Arc::clone(settings));
                 let tenant = Arc::clone(tenant);
@@ -286,17 +311,33 @@ impl PolicyStage {
         }
     }
 
+    /// Where a decision for this request is remembered, if it may be: the evaluator
+    /// gives an epoch (a panic there is "no"), and no capability is asked for.
+    #[inline]
+    fn memo_key(
+        &self,
+        req: &ServiceRequest,
+        tenant: &TenantContext,
+        routed: &RoutedPath,
+        present: [bool; 2],
+    ) -> Option<(u64, Key)> {
+        if present != [false, false] {
+            return None;
+        }
+        let evaluator = &self.evaluator;
+        let epoch = catch_unwind(AssertUnwindSafe(|| evaluator.memo_epoch())).ok()??;
+        Key::of(tenant.record_arc(), routed, req.method()).map(|key| (epoch, key))
+    }
+
     /// The question without the capabilities asked for (built in place, filled by
     /// [`ask_capabilities`](Self::ask_capabilities)).
     fn question(
         &self,
-        req: &ServiceRequest,
         tenant: &TenantContext,
-        routes: &RouteCache,
+        req: &ServiceRequest,
+        routed: RoutedPath,
     ) -> PolicyRequest {
-        // The path and pattern the router uses (decoded), so `/%72eports` cannot
-        // dodge a rule written for `/reports`.
-        let RoutedPath { path, route } = routes.lookup(req);
+        let RoutedPath { path, route } = routed;
         let mut question = PolicyRequest::new(req.method().clone(), path);
         question.route = route;
         if let Some(p) = tenant.principal() {
@@ -306,13 +347,15 @@ impl PolicyStage {
     }
 
     /// Adds the capabilities the request asks for by header to `question`; a repeated
-    /// or malformed capability header is refused.
+    /// or malformed capability header is refused. `present` is
+    /// [`capability_headers_present`](Self::capability_headers_present)'s answer.
     fn ask_capabilities(
         &self,
         req: &ServiceRequest,
         question: &mut PolicyRequest,
+        present: [bool; 2],
     ) -> Result<(), TenancyError> {
-        let [model, tool] = self.capability_headers_present(req.headers());
+        let [model, tool] = present;
         let read = [
             ("model", self.model_header.as_ref().filter(|_| model)),
             ("tool", self.tool_header.as_ref().filter(|_| tool)),
@@ -350,6 +393,17 @@ impl PolicyStage {
         answer: Result<Decision, PolicyError>,
     ) -> Next {
         self.shadow(settings, req, tenant, question);
+        self.judge(settings, req, tenant, answer.as_ref())
+    }
+
+    /// The response to the evaluator's answer, reported.
+    fn judge(
+        &self,
+        settings: &Settings,
+        req: &ServiceRequest,
+        tenant: &TenantContext,
+        answer: Result<&Decision, &PolicyError>,
+    ) -> Next {
         match answer {
             Ok(d) if d.allowed => {
                 if !settings.silent_pass() {
@@ -359,7 +413,7 @@ impl PolicyStage {
                         Some(tenant),
                         Outcome::Allowed,
                         &d.reason,
-                        Some(&d),
+                        Some(d),
                     );
                 }
                 Next::Pass
@@ -380,7 +434,7 @@ impl PolicyStage {
                     Some(tenant),
                     Outcome::Rejected(err.code()),
                     &d.reason,
-                    Some(&d),
+                    Some(d),
                 );
                 err.into()
             }

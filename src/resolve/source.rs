@@ -283,6 +283,7 @@ fn invalid(kind: SourceKind, reason: impl Into<Cow<'static, str>>) -> TenancyErr
 }
 
 /// Checks `raw` against the rule without allocating.
+#[inline]
 pub(crate) fn check<'a>(
     kind: SourceKind,
     rule: &TenantIdRule,

@@ -388,7 +388,7 @@ impl ResolveWorker {
     /// through the flow ends where [`Principal::of`] finds it: in the tenant's context
     /// (which the resolution made with it), attached to the request when no tenant
     /// applies, or back in the flow on a refusal, for the pipeline to attach.
-    #[inline]
+    #[inline(always)]
     fn settle(
         &self,
         req: &ServiceRequest,
@@ -519,6 +519,7 @@ impl ResolveStage {
     }
 
     /// Whether the registry's lease still holds; a panic is "no".
+    #[inline]
     fn lease_holds(&self, lease: &Lease, now: std::time::Instant) -> bool {
         catch_unwind(AssertUnwindSafe(|| self.registry.lease_holds(lease, now))).unwrap_or(false)
     }
