@@ -271,7 +271,7 @@ where
     /// The request's flow, then every stage from the first.
     fn begin(&self, req: ServiceRequest) -> State<S::Future, B> {
         let p = &*self.pipeline;
-        let mut flow = Flow::new(p.is_exempt(req.match_info().as_str()));
+        let mut flow = Flow::new(p.is_exempt(&req));
         if !p.resolves || p.precedes_resolution {
             if let Err(err) = self.outer(&req, &mut flow) {
                 return self.rejected(req, err.into());

@@ -539,10 +539,11 @@ impl Pipeline {
         }
     }
 
-    /// Whether `path` is exempt; cheap when no path is.
+    /// Whether the request's routed path is exempt; the path is not even read when no
+    /// path is.
     #[inline]
-    pub(crate) fn is_exempt(&self, path: &str) -> bool {
-        !self.settings.exempt.is_empty() && self.settings.exempt.matches(path)
+    pub(crate) fn is_exempt(&self, req: &ServiceRequest) -> bool {
+        !self.settings.exempt.is_empty() && self.settings.exempt.matches(req.match_info().as_str())
     }
 }
 

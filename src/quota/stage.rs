@@ -217,6 +217,7 @@ impl QuotaStage {
         }
     }
 
+    #[inline(always)]
     fn decided(
         self: &Arc<Self>,
         settings: &Settings,

@@ -668,6 +668,7 @@ impl ResolveStage {
     /// Decides on the record of the named tenant: its status and region, then its
     /// context. `known` is what this worker's context cache had for the tenant (a
     /// context under a lease that holds), or the registry's fresh lease to keep.
+    #[inline]
     fn admit_known(
         &self,
         req: &ServiceRequest,
