@@ -34,8 +34,6 @@ use actix_web::{
 use futures_util::future::LocalBoxFuture;
 use tracing::Instrument as _;
 
-#[cfg(test)]
-pub(crate) use routes::MAX_PATH_LEN;
 pub(crate) use routes::{RouteCache, RoutedPath};
 pub(crate) use stage::{
     common_setters, wait, After, Built, Common, Composed, Decision, Exempt, Fields, Flow, Pipeline,

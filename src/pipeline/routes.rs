@@ -30,15 +30,6 @@ pub(crate) struct RoutedPath {
     pub(crate) route: Option<Arc<str>>,
 }
 
-impl RoutedPath {
-    /// Whether the cache remembers this path: the same path is then the same `Arc`
-    /// while the cache holds it.
-    #[inline]
-    pub(crate) fn is_remembered(&self) -> bool {
-        self.path.len() <= MAX_PATH_LEN
-    }
-}
-
 #[derive(Default)]
 pub(crate) struct RouteCache {
     inner: RefCell<Inner>,
@@ -49,8 +40,6 @@ struct Inner {
     /// The route table the entries came from (compared, never dereferenced).
     table: usize,
     paths: HashMap<Arc<str>, Option<Arc<str>>, foldhash::quality::RandomState>,
-    /// The last path answered: a path asked again at once is compared, not hashed.
-    last: Option<RoutedPath>,
 }
 
 impl RouteCache {
@@ -65,19 +54,13 @@ impl RouteCache {
         let mut inner = self.inner.borrow_mut();
         if inner.table != table {
             inner.paths.clear();
-            inner.last = None;
             inner.table = table;
         }
-        if let Some(last) = inner.last.as_ref().filter(|l| *l.path == *path) {
-            return last.clone();
-        }
         if let Some((path, route)) = inner.paths.get_key_value(path) {
-            let routed = RoutedPath {
+            return RoutedPath {
                 path: Arc::clone(path),
                 route: route.clone(),
             };
-            inner.last = Some(routed.clone());
-            return routed;
         }
         let routed = RoutedPath {
             path: path.into(),

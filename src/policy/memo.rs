@@ -2,41 +2,48 @@
 //! ([`PolicyEvaluator::memo_epoch`](super::PolicyEvaluator::memo_epoch)).
 //!
 //! A decision is kept under the tenant's record, the method and the routed path, and
-//! only for the epoch the evaluator gave: a new epoch (a policy loaded, rolled back or
-//! promoted) starts the memo over. The record and the path are named by address, so
-//! each entry holds both alive: an address cannot be reused for another record or path
-//! while an entry names it. A request that asks for a capability, a path the route
-//! cache does not remember, or an extension method is never remembered. The memo is
-//! bounded: full, it starts over.
+//! only for the epoch the evaluator gave and the route table it was made against: a
+//! new epoch (a policy loaded, rolled back or promoted) or another table starts the
+//! memo over. A hit costs one keyed hash and a comparison, and skips the route pattern lookup, the
+//! question and the evaluation. The record is named by address, so each entry holds
+//! it alive: the address cannot be reused for another record while an entry names it.
+//! A request that asks for a capability, a path longer than the route cache keeps,
+//! or an extension method is never remembered. The memo is bounded: full, it starts
+//! over. Its hasher is seeded per memo and keyed for untrusted input (paths are the
+//! client's).
 
-use std::{cell::RefCell, collections::HashMap, sync::Arc};
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    hash::{BuildHasher, BuildHasherDefault, Hash, Hasher},
+    sync::Arc,
+};
 
-use actix_web::http::Method;
+use actix_web::{dev::ResourceMap, http::Method};
 
 use super::Decision;
-use crate::{core::TenantRecord, pipeline::RoutedPath};
+use crate::core::TenantRecord;
 
 /// Decisions remembered at most, per worker.
 pub(crate) const MAX_DECISIONS: usize = 4096;
 
-/// What a decision is remembered under: the record's and the interned path's
-/// addresses, and the method.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct Key {
+/// The longest path remembered, in bytes (the route cache's bound).
+const MAX_PATH_LEN: usize = 256;
+
+/// What a request is looked up by: its tenant record's address, its method and its
+/// routed path.
+#[derive(Clone, Copy)]
+pub(crate) struct Probe<'a> {
     record: usize,
-    path: usize,
     method: u8,
+    path: &'a str,
 }
 
-impl Key {
-    /// The key of a request, when it may be remembered.
+impl<'a> Probe<'a> {
+    /// The probe of a request, when it may be remembered.
     #[inline]
-    pub(crate) fn of(
-        record: &Arc<TenantRecord>,
-        routed: &RoutedPath,
-        method: &Method,
-    ) -> Option<Self> {
-        if !routed.is_remembered() {
+    pub(crate) fn of(record: &Arc<TenantRecord>, method: &Method, path: &'a str) -> Option<Self> {
+        if path.len() > MAX_PATH_LEN {
             return None;
         }
         let method = match *method {
@@ -53,23 +60,83 @@ impl Key {
         };
         Some(Self {
             record: Arc::as_ptr(record) as usize,
-            path: Arc::as_ptr(&routed.path).cast::<u8>() as usize,
             method,
+            path,
         })
     }
 }
 
+impl Probe<'_> {
+    /// Whether `entry` was remembered for this probe.
+    #[inline]
+    fn names(&self, entry: &Entry) -> bool {
+        entry.record == self.record && entry.method == self.method && *entry.path == *self.path
+    }
+}
+
+/// A remembered decision, with the probe it answers (compared in full on every hit:
+/// entries are found by the probe's 64-bit hash, and two probes with one hash only
+/// displace each other).
 struct Entry {
+    record: usize,
+    method: u8,
+    /// The path, shared with the route cache.
+    path: Arc<str>,
     decision: Decision,
-    // Held so that the addresses in the key stay theirs.
-    _record: Arc<TenantRecord>,
-    _path: Arc<str>,
+    /// Held so that `record` stays this record's address.
+    _held: Arc<TenantRecord>,
+}
+
+/// The probes' hashes are already mixed (keyed, per memo): the map uses them as they
+/// are.
+#[derive(Default)]
+struct Mixed(u64);
+
+impl Hasher for Mixed {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64`s are hashed here; anything else still spreads.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 #[derive(Default)]
 struct Inner {
     epoch: u64,
-    entries: HashMap<Key, Entry, foldhash::fast::RandomState>,
+    /// The route table the decisions were made against (compared, never
+    /// dereferenced).
+    table: usize,
+    /// Keyed for untrusted input (paths are the client's), seeded per memo.
+    seed: foldhash::quality::RandomState,
+    entries: HashMap<u64, Entry, BuildHasherDefault<Mixed>>,
+}
+
+impl Inner {
+    fn hash(&self, probe: &Probe<'_>) -> u64 {
+        let mut h = self.seed.build_hasher();
+        probe.record.hash(&mut h);
+        probe.method.hash(&mut h);
+        probe.path.hash(&mut h);
+        h.finish()
+    }
+
+    /// Starts over for another epoch or route table.
+    #[inline]
+    fn at(&mut self, epoch: u64, table: usize) {
+        if self.epoch != epoch || self.table != table {
+            self.entries.clear();
+            (self.epoch, self.table) = (epoch, table);
+        }
+    }
 }
 
 /// One worker's remembered decisions.
@@ -79,48 +146,53 @@ pub(crate) struct Memo {
 }
 
 impl Memo {
-    /// Whether the decision under `key` in `epoch` is remembered, and if so, applies
-    /// `f` to it. A new epoch forgets every decision first.
+    /// Applies `f` to the decision remembered for `probe` in `epoch` and `table`, if
+    /// there is one.
     #[inline]
     pub(crate) fn with<R>(
         &self,
         epoch: u64,
-        key: Key,
+        table: &ResourceMap,
+        probe: Probe<'_>,
         f: impl FnOnce(&Decision) -> R,
     ) -> Option<R> {
         let mut inner = self.inner.borrow_mut();
-        if inner.epoch != epoch {
-            inner.entries.clear();
-            inner.epoch = epoch;
-        }
-        inner.entries.get(&key).map(|e| f(&e.decision))
+        inner.at(epoch, std::ptr::from_ref(table) as usize);
+        let hash = inner.hash(&probe);
+        inner
+            .entries
+            .get(&hash)
+            .filter(|e| probe.names(e))
+            .map(|e| f(&e.decision))
     }
 
-    /// Remembers `decision` under `key` in `epoch`.
+    /// Remembers `decision` for `probe` in `epoch` and `table`; `path` is the probe's
+    /// path as the route cache shares it, and `record` the record it names.
     pub(crate) fn remember(
         &self,
         epoch: u64,
-        key: Key,
+        table: &ResourceMap,
+        probe: Probe<'_>,
         record: &Arc<TenantRecord>,
         path: &Arc<str>,
         decision: &Decision,
     ) {
+        debug_assert_eq!(probe.path, &**path);
+        debug_assert_eq!(probe.record, Arc::as_ptr(record) as usize);
         let mut inner = self.inner.borrow_mut();
-        if inner.epoch != epoch {
-            inner.entries.clear();
-            inner.epoch = epoch;
-        }
+        inner.at(epoch, std::ptr::from_ref(table) as usize);
         if inner.entries.len() >= MAX_DECISIONS {
             inner.entries.clear();
         }
-        inner.entries.insert(
-            key,
-            Entry {
-                decision: decision.clone(),
-                _record: Arc::clone(record),
-                _path: Arc::clone(path),
-            },
-        );
+        let hash = inner.hash(&probe);
+        let entry = Entry {
+            record: probe.record,
+            method: probe.method,
+            path: Arc::clone(path),
+            decision: decision.clone(),
+            _held: Arc::clone(record),
+        };
+        inner.entries.insert(hash, entry);
     }
 
     #[cfg(test)]
@@ -131,6 +203,8 @@ impl Memo {
 
 #[cfg(test)]
 mod tests {
+    use actix_web::dev::ResourceDef;
+
     use super::*;
     use crate::core::TenantId;
 
@@ -138,54 +212,83 @@ mod tests {
         Arc::new(TenantRecord::new(TenantId::parse(id).unwrap(), "pro"))
     }
 
-    fn routed(path: &str) -> RoutedPath {
-        RoutedPath {
-            path: path.into(),
-            route: None,
-        }
+    fn table() -> ResourceMap {
+        ResourceMap::new(ResourceDef::prefix(""))
     }
 
     #[test]
-    fn remembers_per_record_path_method_and_epoch() {
+    fn remembers_per_record_path_method_epoch_and_table() {
         let memo = Memo::default();
+        let (t, other_table) = (table(), table());
         let (a, b) = (record("a"), record("b"));
-        let hello = routed("/hello");
+        let hello: Arc<str> = "/hello".into();
         let allow = Decision::allow("ok");
-        let key = Key::of(&a, &hello, &Method::GET).unwrap();
-        assert_eq!(memo.with(1, key, |d| d.allowed), None);
-        memo.remember(1, key, &a, &hello.path, &allow);
-        assert_eq!(memo.with(1, key, |d| d.allowed), Some(true));
-        // Another record, method or interned path is another key.
-        let other = [
-            Key::of(&b, &hello, &Method::GET).unwrap(),
-            Key::of(&a, &hello, &Method::POST).unwrap(),
-            Key::of(&a, &routed("/hello"), &Method::GET).unwrap(),
-        ];
-        for k in other {
-            assert!(k != key);
-            assert_eq!(memo.with(1, k, |d| d.allowed), None);
+        let probe = Probe::of(&a, &Method::GET, "/hello").unwrap();
+        assert_eq!(memo.with(1, &t, probe, |d| d.allowed), None);
+        memo.remember(1, &t, probe, &a, &hello, &allow);
+        assert_eq!(memo.with(1, &t, probe, |d| d.allowed), Some(true));
+        // The same path from another string is the same entry.
+        let again = String::from("/hello");
+        let same = Probe::of(&a, &Method::GET, &again).unwrap();
+        assert_eq!(memo.with(1, &t, same, |d| d.allowed), Some(true));
+        // Another record, method or path is another entry.
+        for p in [
+            Probe::of(&b, &Method::GET, "/hello").unwrap(),
+            Probe::of(&a, &Method::POST, "/hello").unwrap(),
+            Probe::of(&a, &Method::GET, "/hello/").unwrap(),
+        ] {
+            assert_eq!(memo.with(1, &t, p, |d| d.allowed), None);
         }
-        // A new epoch forgets.
-        assert_eq!(memo.with(2, key, |d| d.allowed), None);
+        // Another route table, or a new epoch, forgets.
+        assert_eq!(memo.with(1, &other_table, probe, |d| d.allowed), None);
         assert_eq!(memo.len(), 0);
+        memo.remember(1, &t, probe, &a, &hello, &allow);
+        assert_eq!(memo.with(2, &t, probe, |d| d.allowed), None);
+        assert_eq!(memo.len(), 0);
+    }
+
+    #[test]
+    fn an_entry_found_by_hash_answers_only_its_own_probe() {
+        let (memo, t) = (Memo::default(), table());
+        let (a, b) = (record("a"), record("b"));
+        let path: Arc<str> = "/hello".into();
+        let pa = Probe::of(&a, &Method::GET, "/hello").unwrap();
+        let pb = Probe::of(&b, &Method::GET, "/hello").unwrap();
+        assert_eq!(memo.with(1, &t, pb, |d| d.allowed), None);
+        // As if a's probe collided with b's: a's entry sits where b's hash leads.
+        {
+            let mut inner = memo.inner.borrow_mut();
+            let hash = inner.hash(&pb);
+            let entry = Entry {
+                record: pa.record,
+                method: pa.method,
+                path: Arc::clone(&path),
+                decision: Decision::allow("a's"),
+                _held: Arc::clone(&a),
+            };
+            inner.entries.insert(hash, entry);
+        }
+        assert_eq!(
+            memo.with(1, &t, pb, |d| d.allowed),
+            None,
+            "never a's answer for b"
+        );
     }
 
     #[test]
     fn never_remembers_what_it_cannot_name_and_stays_bounded() {
         let a = record("a");
         let ext = Method::from_bytes(b"PURGE").unwrap();
-        assert!(Key::of(&a, &routed("/hello"), &ext).is_none());
-        let long = routed(&format!("/{}", "x".repeat(crate::pipeline::MAX_PATH_LEN)));
-        assert!(Key::of(&a, &long, &Method::GET).is_none());
+        assert!(Probe::of(&a, &ext, "/hello").is_none());
+        let long = format!("/{}", "x".repeat(MAX_PATH_LEN));
+        assert!(Probe::of(&a, &Method::GET, &long).is_none());
 
-        let memo = Memo::default();
+        let (memo, t) = (Memo::default(), table());
         let allow = Decision::allow("ok");
-        let paths: Vec<_> = (0..=MAX_DECISIONS)
-            .map(|i| routed(&format!("/p{i}")))
-            .collect();
-        for p in &paths {
-            let key = Key::of(&a, p, &Method::GET).unwrap();
-            memo.remember(1, key, &a, &p.path, &allow);
+        for i in 0..=MAX_DECISIONS {
+            let path: Arc<str> = format!("/p{i}").into();
+            let probe = Probe::of(&a, &Method::GET, &path).unwrap();
+            memo.remember(1, &t, probe, &a, &path, &allow);
             assert!(memo.len() <= MAX_DECISIONS);
         }
         assert_eq!(memo.len(), 1, "full, it started over");

@@ -13,7 +13,7 @@ use actix_web::{
 use futures_util::FutureExt as _;
 
 use super::{
-    memo::{Key, Memo},
+    memo::{Memo, Probe},
     Decision, PolicyError, PolicyEvaluator, PolicyRequest,
 };
 use crate::{
@@ -212,20 +212,21 @@ impl PolicyStage {
             return err.into();
         };
         let present = self.capability_headers_present(req.headers());
-        // The path and pattern the router uses (decoded), so `/%72eports` cannot
-        // dodge a rule written for `/reports`.
-        let routed = worker.routes.lookup(req);
-        let memo = self.memo_key(req, tenant, &routed, present);
-        if let Some((epoch, key)) = memo {
+        let table = req.request().resource_map();
+        let memo = self.memo_probe(req, tenant, present);
+        if let Some((epoch, probe)) = memo {
             let timer = Timer::start();
-            let remembered = worker
-                .memo
-                .with(epoch, key, |d| self.judge(settings, req, tenant, Ok(d)));
+            let remembered = worker.memo.with(epoch, table, probe, |d| {
+                self.judge(settings, req, tenant, Ok(d))
+            });
             if let Some(next) = remembered {
                 timer.stop(StageName::Policy);
                 return next.into();
             }
         }
+        // The path and pattern the router uses (decoded), so `/%72eports` cannot
+        // dodge a rule written for `/reports`.
+        let routed = worker.routes.lookup(req);
         let path = memo.map(|_| Arc::clone(&routed.path));
         let mut question = self.question(tenant, req, routed);
         match self.ask_capabilities(req, &mut question, present) {
@@ -248,10 +249,9 @@ impl PolicyStage {
             evaluator.evaluate_now(tenant, &question)
         })) {
             Ok(Some(answer)) => {
-                if let (Some((epoch, key)), Some(path), Ok(d)) = (memo, &path, &answer) {
-                    worker
-                        .memo
-                        .remember(epoch, key, tenant.record_arc(), path, d);
+                if let (Some((epoch, probe)), Some(path), Ok(d)) = (memo, &path, &answer) {
+                    let record = tenant.record_arc();
+                    worker.memo.remember(epoch, table, probe, record, path, d);
                 }
                 answer
             }
@@ -312,21 +312,22 @@ impl PolicyStage {
     }
 
     /// Where a decision for this request is remembered, if it may be: the evaluator
-    /// gives an epoch (a panic there is "no"), and no capability is asked for.
+    /// gives an epoch (a panic there is "no"), and no capability is asked for. The
+    /// path is the one the router uses, as the route cache's.
     #[inline]
-    fn memo_key(
+    fn memo_probe<'r>(
         &self,
-        req: &ServiceRequest,
+        req: &'r ServiceRequest,
         tenant: &TenantContext,
-        routed: &RoutedPath,
         present: [bool; 2],
-    ) -> Option<(u64, Key)> {
+    ) -> Option<(u64, Probe<'r>)> {
         if present != [false, false] {
             return None;
         }
         let evaluator = &self.evaluator;
         let epoch = catch_unwind(AssertUnwindSafe(|| evaluator.memo_epoch())).ok()??;
-        Key::of(tenant.record_arc(), routed, req.method()).map(|key| (epoch, key))
+        let path = req.match_info().as_str();
+        Probe::of(tenant.record_arc(), req.method(), path).map(|probe| (epoch, probe))
     }
 
     /// The question without the capabilities asked for (built in place, filled by

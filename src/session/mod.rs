@@ -37,7 +37,7 @@ pub use stage::{JwtAuth, JwtAuthBuilder};
 /// [`Clock`](crate::Clock) (a remote key set's schedule, Redis TTLs, the test kit).
 #[cfg(all(
     feature = "jwt",
-    any(feature = "oidc", feature = "redis", feature = "testing")
+    any(feature = "oidc", feature = "redis", feature = "testing", test)
 ))]
 pub(crate) fn now() -> u64 {
     std::time::SystemTime::now()
