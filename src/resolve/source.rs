@@ -45,7 +45,7 @@ pub(crate) type AsyncFn =
 ///
 /// | constructor | reads |
 /// | --- | --- |
-/// | [`Source::claim`] | the tenant of a verified [`Principal`] in the request extensions |
+/// | [`Source::claim`] | the tenant of a verified [`Principal`]: the JWT stage's, or one in the request extensions |
 /// | [`Source::header`] | `X-Tenant-ID` ([`Source::header_named`] for another) |
 /// | [`Source::subdomain`] | `acme.example.com` → `acme`, for the configured base domains |
 /// | [`Source::path_prefix`] | `/t/acme/...` → `acme` |
@@ -94,8 +94,9 @@ impl fmt::Debug for Source {
 }
 
 impl Source {
-    /// The tenant claim of a verified [`Principal`] that an earlier middleware attached
-    /// to the request. Ranks above every unverified source.
+    /// The tenant claim of a verified [`Principal`]: the one the JWT stage of the same
+    /// [`Tenancy`](crate::Tenancy) hands over, or one an earlier middleware attached to
+    /// the request. Ranks above every unverified source.
     pub fn claim() -> Self {
         Self {
             kind: SourceKind::Claim,
