@@ -281,3 +281,52 @@ async fn a_principal_without_a_tenant_is_attached_when_none_is_resolved() {
     assert_eq!(res.status(), 200);
     assert_eq!(test::read_body(res).await, "operator none");
 }
+
+#[actix_web::test]
+async fn the_principal_the_tenant_was_resolved_with_is_the_one_handlers_see() {
+    let s = sessions();
+    let tenancy = Tenancy::builder()
+        .auth(JwtAuth::new(s.clone()))
+        .resolver(
+            TenantResolver::builder(registry())
+                .source(Source::claim())
+                .allow_missing(true)
+                .exempt("/health")
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    // An authentication layer outside the Tenancy attaches a principal of its own
+    // (registered last, it runs first); the JWT stage inside verifies another.
+    let app = test::init_service(
+        App::new()
+            .wrap(tenancy)
+            .wrap(from_fn(|req: ServiceRequest, next: Next<_>| async move {
+                Principal::new("outer-user").attach(&req);
+                next.call(req).await
+            }))
+            .route(
+                "/me",
+                web::get().to(|p: Principal, t: Option<Tenant>| async move {
+                    let tenant = t.map_or("none".to_owned(), |t| t.id().to_string());
+                    format!("{} {tenant}", p.subject())
+                }),
+            )
+            .route(
+                "/health",
+                web::get().to(|p: Principal| async move { p.subject().to_owned() }),
+            ),
+    )
+    .await;
+    let res = test::call_service(&app, get("/me", &token(&s, "acme")).to_request()).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        test::read_body(res).await,
+        "user-7 acme",
+        "the token's principal, which named the tenant, not the outer layer's"
+    );
+    // Where the JWT stage does not run, the outer layer's principal is the one.
+    let res = test::call_service(&app, get("/health", "ignored").to_request()).await;
+    assert_eq!(test::read_body(res).await, "outer-user");
+}

@@ -162,20 +162,18 @@ impl Principal {
         req.extensions_mut().insert(self);
     }
 
-    /// The verified principal of the request, if any: the one an authentication stage
-    /// attached, or, once the tenant is resolved, the one the tenant's context carries
-    /// (the crate's own JWT stage hands its principal to the resolver of the same
-    /// [`Tenancy`](crate::Tenancy) directly, and the context keeps it).
+    /// The verified principal of the request, if any: once a tenant is resolved, the
+    /// one its tenant was resolved with (the tenant's context carries it: the crate's
+    /// own JWT stage hands its principal to the resolver of the same
+    /// [`Tenancy`](crate::Tenancy) directly); otherwise the one an authentication
+    /// stage attached to the request.
     pub fn of(req: &impl HttpMessage) -> Option<Principal> {
         let ext = req.extensions();
-        if let Some(p) = ext.get::<Principal>() {
-            return Some(p.clone());
-        }
-        ext.get::<super::Resolution>()?
-            .tenant
-            .as_ref()?
-            .principal()
-            .cloned()
+        let resolved = ext
+            .get::<super::Resolution>()
+            .and_then(|r| r.tenant.as_ref())
+            .and_then(|t| t.principal());
+        resolved.or_else(|| ext.get::<Principal>()).cloned()
     }
 
     /// The principal attached to the request extensions, if any (not the resolved
