@@ -11,6 +11,7 @@ use actix_tenancy::{
     policy::{PolicySet, RulePolicy, Rules, TenantPolicy},
     prelude::*,
     quota::{LocalQuota, Period, QuotaPlan, QuotaPlans, TenantQuota},
+    resolve::TenantResolverBuilder,
     session::{Grant, JwtAuth, Key, KeySet, SessionConfig, SessionManager},
 };
 use actix_web::{
@@ -191,6 +192,15 @@ async fn the_principal_is_found_wherever_the_request_ends() {
     );
 }
 
+/// The JWT stage and `resolver` (its claim source and the rest), nothing else.
+fn jwt_and(s: &SessionManager, resolver: TenantResolverBuilder) -> Tenancy {
+    Tenancy::builder()
+        .auth(JwtAuth::new(s.clone()))
+        .resolver(resolver.build().unwrap())
+        .build()
+        .unwrap()
+}
+
 #[actix_web::test]
 async fn a_custom_source_reads_the_principal_from_the_request() {
     let s = sessions();
@@ -201,17 +211,12 @@ async fn a_custom_source_reads_the_principal_from_the_request() {
             Ok(Principal::of(req)
                 .and_then(|p| p.subject().strip_prefix("user-of-").map(str::to_owned)))
         });
-    let tenancy = Tenancy::builder()
-        .auth(JwtAuth::new(s.clone()))
-        .resolver(
-            TenantResolver::builder(registry())
-                .source(Source::claim())
-                .source(by_subject)
-                .build()
-                .unwrap(),
-        )
-        .build()
-        .unwrap();
+    let tenancy = jwt_and(
+        &s,
+        TenantResolver::builder(registry())
+            .source(Source::claim())
+            .source(by_subject),
+    );
     let app = test::init_service(
         App::new().wrap(tenancy).route(
             "/me",
@@ -244,17 +249,12 @@ async fn a_principal_without_a_tenant_is_attached_when_none_is_resolved() {
         SessionConfig::new("https://auth.test", "api").require_tenant(false),
         KeySet::signing(key).unwrap(),
     );
-    let tenancy = Tenancy::builder()
-        .auth(JwtAuth::new(s.clone()))
-        .resolver(
-            TenantResolver::builder(registry())
-                .source(Source::claim())
-                .allow_missing(true)
-                .build()
-                .unwrap(),
-        )
-        .build()
-        .unwrap();
+    let tenancy = jwt_and(
+        &s,
+        TenantResolver::builder(registry())
+            .source(Source::claim())
+            .allow_missing(true),
+    );
     let app = test::init_service(App::new().wrap(tenancy).route(
         "/who",
         web::get().to(|p: Principal, t: Option<Tenant>| async move {
@@ -285,18 +285,13 @@ async fn a_principal_without_a_tenant_is_attached_when_none_is_resolved() {
 #[actix_web::test]
 async fn the_principal_the_tenant_was_resolved_with_is_the_one_handlers_see() {
     let s = sessions();
-    let tenancy = Tenancy::builder()
-        .auth(JwtAuth::new(s.clone()))
-        .resolver(
-            TenantResolver::builder(registry())
-                .source(Source::claim())
-                .allow_missing(true)
-                .exempt("/health")
-                .build()
-                .unwrap(),
-        )
-        .build()
-        .unwrap();
+    let tenancy = jwt_and(
+        &s,
+        TenantResolver::builder(registry())
+            .source(Source::claim())
+            .allow_missing(true)
+            .exempt("/health"),
+    );
     // An authentication layer outside the Tenancy attaches a principal of its own
     // (registered last, it runs first); the JWT stage inside verifies another.
     let app = test::init_service(
