@@ -34,7 +34,7 @@ use actix_web::{
 use futures_util::future::LocalBoxFuture;
 use tracing::Instrument as _;
 
-pub(crate) use routes::{RouteCache, RoutedPath};
+pub(crate) use routes::{RouteCache, RoutedPath, MAX_PATH_LEN};
 pub(crate) use stage::{
     common_setters, wait, After, Built, Common, Composed, Decision, Exempt, Fields, Flow, Pipeline,
     Refusal, Settings, Settle, Stage, Step, Watched, Worker, WorkerCx,

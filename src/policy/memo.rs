@@ -4,9 +4,10 @@
 //! A decision is kept under the tenant's record, the method and the routed path, and
 //! only for the epoch the evaluator gave and the route table it was made against: a
 //! new epoch (a policy loaded, rolled back or promoted) or another table starts the
-//! memo over. A hit costs one keyed hash and a comparison, and skips the route pattern lookup, the
-//! question and the evaluation. The record is named by address, so each entry holds
-//! it alive: the address cannot be reused for another record while an entry names it.
+//! memo over. A hit costs one keyed hash and a comparison, and skips the route
+//! pattern lookup, the question and the evaluation. The record is named by address,
+//! so each entry holds it alive: the address cannot be reused for another record
+//! while an entry names it.
 //! A request that asks for a capability, a path longer than the route cache keeps,
 //! or an extension method is never remembered. The memo is bounded: full, it starts
 //! over. Its hasher is seeded per memo and keyed for untrusted input (paths are the
@@ -22,13 +23,10 @@ use std::{
 use actix_web::{dev::ResourceMap, http::Method};
 
 use super::Decision;
-use crate::core::TenantRecord;
+use crate::{core::TenantRecord, pipeline::MAX_PATH_LEN};
 
 /// Decisions remembered at most, per worker.
 pub(crate) const MAX_DECISIONS: usize = 4096;
-
-/// The longest path remembered, in bytes (the route cache's bound).
-const MAX_PATH_LEN: usize = 256;
 
 /// What a request is looked up by: its tenant record's address, its method and its
 /// routed path.
@@ -40,7 +38,8 @@ pub(crate) struct Probe<'a> {
 }
 
 impl<'a> Probe<'a> {
-    /// The probe of a request, when it may be remembered.
+    /// The probe of a request, when it may be remembered (a path no longer than the
+    /// route cache keeps, a standard method).
     #[inline]
     pub(crate) fn of(record: &Arc<TenantRecord>, method: &Method, path: &'a str) -> Option<Self> {
         if path.len() > MAX_PATH_LEN {
@@ -70,7 +69,9 @@ impl Probe<'_> {
     /// Whether `entry` was remembered for this probe.
     #[inline]
     fn names(&self, entry: &Entry) -> bool {
-        entry.record == self.record && entry.method == self.method && *entry.path == *self.path
+        Arc::as_ptr(&entry.record) as usize == self.record
+            && entry.method == self.method
+            && *entry.path == *self.path
     }
 }
 
@@ -78,13 +79,12 @@ impl Probe<'_> {
 /// entries are found by the probe's 64-bit hash, and two probes with one hash only
 /// displace each other).
 struct Entry {
-    record: usize,
+    /// Held, so that its address, which probes name, stays this record's.
+    record: Arc<TenantRecord>,
     method: u8,
     /// The path, shared with the route cache.
     path: Arc<str>,
     decision: Decision,
-    /// Held so that `record` stays this record's address.
-    _held: Arc<TenantRecord>,
 }
 
 /// The probes' hashes are already mixed (keyed, per memo): the map uses them as they
@@ -186,11 +186,10 @@ impl Memo {
         }
         let hash = inner.hash(&probe);
         let entry = Entry {
-            record: probe.record,
+            record: Arc::clone(record),
             method: probe.method,
             path: Arc::clone(path),
             decision: decision.clone(),
-            _held: Arc::clone(record),
         };
         inner.entries.insert(hash, entry);
     }
@@ -260,11 +259,10 @@ mod tests {
             let mut inner = memo.inner.borrow_mut();
             let hash = inner.hash(&pb);
             let entry = Entry {
-                record: pa.record,
+                record: Arc::clone(&a),
                 method: pa.method,
                 path: Arc::clone(&path),
                 decision: Decision::allow("a's"),
-                _held: Arc::clone(&a),
             };
             inner.entries.insert(hash, entry);
         }

@@ -275,8 +275,8 @@ pub trait PolicyEvaluator: Send + Sync + 'static {
     /// capability the same decision for the same tenant record, method and routed
     /// path: it reads nothing else (no scopes, no claims, no clock, no other header),
     /// and no shadow version needs to see each request. The stage then evaluates a
-    /// repeated request once per worker and epoch (at most
-    /// 4,096 remembered per worker). The default, `None`, asks on every request.
+    /// repeated request once per worker and epoch (at most 4,096 remembered per
+    /// worker). The default, `None`, asks on every request.
     /// [`RulePolicy`] keeps this promise: its epoch moves with every change of the
     /// active version, and it answers `None` while a shadow version runs.
     fn memo_epoch(&self) -> Option<u64> {
