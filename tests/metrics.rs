@@ -109,6 +109,30 @@ async fn decisions_are_counted_by_stage_outcome_code_and_tier() {
         "{got:#?}"
     );
 
+    // Made-up ids never become series: 500 of them count under one `unknown` label.
+    for i in 0..500 {
+        let req = test::TestRequest::get()
+            .uri("/")
+            .insert_header(("x-tenant-id", format!("made-up-{i}")))
+            .to_request();
+        assert_eq!(test::call_service(&app, req).await.status(), 403);
+    }
+    let got = counters(&snap);
+    let tenants: std::collections::BTreeSet<&str> = got
+        .keys()
+        .filter_map(|k| k.split(',').find_map(|l| l.strip_prefix("tenant=")))
+        .collect();
+    assert_eq!(
+        tenants,
+        ["acme", "unknown"].into_iter().collect(),
+        "{got:#?}"
+    );
+    assert_eq!(
+        got.get("code=tenant_forbidden,outcome=rejected,stage=resolution,tenant=unknown,tier=none"),
+        Some(&500),
+        "{got:#?}"
+    );
+
     // Named tenants: their requests counted by status class and timed; any other
     // tenant is `other`, a request without one `none`.
     let watched = TenantResolver::builder(registry())

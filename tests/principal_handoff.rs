@@ -1,8 +1,9 @@
-//! The JWT stage hands its principal to the resolver of the same `Tenancy` through the
-//! pipeline, not the request extensions. Wherever the request ends, `Principal::of`
-//! (and the `Principal` extractor) must find the principal as before: in the handler,
-//! in an estimator, in a custom source, on an exempt path, and on the request of a
-//! response refused by any stage, as seen by a middleware outside the `Tenancy`.
+//! The JWT stage puts its principal in the request extensions, its one home, where the
+//! resolver of the same `Tenancy` reads it. Wherever the request ends, `Principal::of`
+//! (and the `Principal` extractor) must find it: in the handler, in an estimator, in a
+//! custom source, on an exempt path, and on the request of a response refused by any
+//! stage, as seen by a middleware outside the `Tenancy`. (`tests/nested.rs` has
+//! `web::ReqData<Principal>`, inner middleware and nested resolvers.)
 #![cfg(feature = "jwt")]
 
 use std::sync::{Arc, Mutex};

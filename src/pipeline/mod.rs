@@ -270,34 +270,49 @@ where
     fn begin(&self, req: ServiceRequest) -> State<S::Future, B> {
         let p = &*self.pipeline;
         let mut flow = Flow::new(p.is_exempt(&req));
-        if !p.resolves || p.precedes_resolution {
-            if let Err(err) = self.outer(&req, &mut flow) {
-                return self.rejected(req, err.into());
-            }
+        if let Err(err) = self.outer(&req, &mut flow) {
+            return self.rejected(req, err.into());
         }
         self.run(req, &mut flow, 0)
     }
 
-    /// What an outer resolver settled: the tenant for a pipeline of later stages only,
-    /// and a misconfiguration for one whose stages must run before any resolver.
+    /// What an outer pipeline's resolver settled, if one ran.
+    ///
+    /// - For a pipeline of later stages only (policy, quota): the tenant to work on.
+    /// - For a pipeline with its own resolver: a settled tenant that resolver must
+    ///   agree with (it never re-resolves a request to another tenant); an outer
+    ///   resolution with no tenant (an exempt path, or missing allowed) settled nothing,
+    ///   and this pipeline resolves on its own.
+    /// - For a pipeline with an authentication stage: a tenant settled before the token
+    ///   was read is a misordering, and fails closed.
     fn outer(&self, req: &ServiceRequest, flow: &mut Flow) -> Result<(), TenancyError> {
         let p = &*self.pipeline;
         let mut ext = req.extensions_mut();
         let Some(r) = ext.get_mut::<Resolution>() else {
             return Ok(());
         };
-        if p.precedes_resolution {
-            // An authentication stage behind a resolver: the resolver decided without
-            // the token's tenant (a token for tenant A served as tenant B because a
-            // header said so). Fail closed.
-            tracing::error!(
-                target: "actix_tenancy",
-                "JwtAuth ran after the TenantResolver: wrap it outside the resolver \
-                 (register it with .wrap() after), or use Tenancy::builder().auth()"
-            );
-            return Err(TenancyError::Misconfigured(
-                "JwtAuth wrapped inside the resolver",
-            ));
+        if p.resolves || p.precedes_resolution {
+            let Some(tenant) = &r.tenant else {
+                return Ok(());
+            };
+            if p.precedes_resolution {
+                // An authentication stage behind a resolver that settled a tenant: the
+                // resolver decided without this token's tenant (a token for tenant A
+                // served as tenant B because a header said so). Fail closed.
+                tracing::error!(
+                    target: "actix_tenancy",
+                    tenant = tenant.id().as_str(),
+                    "JwtAuth ran after a TenantResolver had settled the request's tenant: \
+                     wrap JwtAuth outside the resolver (register it with .wrap() after), \
+                     use Tenancy::builder().auth(), or exempt this scope's paths in the \
+                     outer resolver"
+                );
+                return Err(TenancyError::Misconfigured(
+                    "JwtAuth wrapped inside the resolver",
+                ));
+            }
+            flow.outer = Some(Arc::clone(tenant));
+            return Ok(());
         }
         // Capability checks downstream ask this pipeline's policy.
         if let Some(c) = &p.settings.capabilities {
@@ -313,20 +328,14 @@ where
         for (i, worker) in self.workers.iter().enumerate().skip(from) {
             match worker.prepare(&req, flow) {
                 Step::Pass => {}
-                Step::Refuse(refusal) => {
-                    flow.release_principal(&req);
-                    return self.rejected(req, refusal);
-                }
+                Step::Refuse(refusal) => return self.rejected(req, refusal),
                 Step::Wait(waiting) => {
                     let me = self.clone();
                     let mut flow = flow.take();
                     return boxed(async move {
                         let state = match waiting(&req, &mut flow).await {
                             Decision::Pass => me.run(req, &mut flow, i + 1),
-                            Decision::Refuse(refusal) => {
-                                flow.release_principal(&req);
-                                me.rejected(req, refusal)
-                            }
+                            Decision::Refuse(refusal) => me.rejected(req, refusal),
                         };
                         PipelineFuture { state }.await
                     });
@@ -338,7 +347,6 @@ where
 
     /// Every stage passed: the inner service.
     fn inner(&self, req: ServiceRequest, flow: &mut Flow) -> State<S::Future, B> {
-        flow.release_principal(&req);
         let after = flow.after.take();
         match flow.span.take() {
             None => State::Inner {

@@ -33,7 +33,7 @@ use super::routes::RouteCache;
 use crate::core::{
     error::{ErrorResponder, ProblemJson, TenancyError},
     observe::{emit, AuditEvent, AuditSink, TracingAudit},
-    Capabilities, Principal, Resolution, TenantContext,
+    Capabilities, Resolution, TenantContext,
 };
 
 /// A stage as configured: built once, shared by every worker.
@@ -207,12 +207,9 @@ pub(crate) struct Flow {
     pub(crate) after: Option<After>,
     /// The request's time, read once by the first stage that asks.
     now: Option<std::time::Instant>,
-    /// The principal the authentication stage verified, handed to the resolver in the
-    /// same pipeline without a trip through the request extensions. Whatever no stage
-    /// took is attached to the request before the inner service or a rejection sees
-    /// it ([`release_principal`](Self::release_principal)), so
-    /// [`Principal::of`] finds it as before.
-    pub(crate) principal: Option<Principal>,
+    /// The tenant an outer resolver already settled, when this pipeline resolves too:
+    /// its resolver must agree with it, or the request fails closed.
+    pub(crate) outer: Option<Arc<TenantContext>>,
 }
 
 enum Settled {
@@ -230,21 +227,13 @@ impl Flow {
             span: None,
             after: None,
             now: None,
-            principal: None,
+            outer: None,
         }
     }
 
     /// The flow, leaving an empty one in its place: for the slow path, which owns it.
     pub(crate) fn take(&mut self) -> Self {
         std::mem::replace(self, Flow::new(self.exempt))
-    }
-
-    /// Attaches the principal no stage took to the request.
-    #[inline]
-    pub(crate) fn release_principal(&mut self, req: &ServiceRequest) {
-        if let Some(principal) = self.principal.take() {
-            principal.attach(req);
-        }
     }
 
     /// The request's monotonic time: read by the first stage that asks, then shared,

@@ -14,11 +14,14 @@ use crate::core::{TenantContext, TenantId};
 
 /// Caches the decisions of a slow evaluator (a policy service, a database) for a TTL.
 ///
-/// Entries are keyed by tenant, its tier and parent, method, matched route pattern,
-/// capabilities, scopes and the evaluator's [`version`](PolicyEvaluator::version), so a
-/// new policy version, or a tenant moved to another tier, is never answered from the
-/// old entries. Only decisions are cached, never errors;
-/// requests that matched no route are not cached (their paths would carry ids). A hit
+/// Entries are keyed by tenant, its tier and parent, method, path and matched route
+/// pattern, capabilities, scopes and the evaluator's
+/// [`version`](PolicyEvaluator::version), so a new policy version, or a tenant moved to
+/// another tier, is never answered from the old entries. The path is part of the key:
+/// the route pattern is found without actix's guards, so two paths of one pattern may
+/// run different handlers (`/items/7` and `/items/export`), and an evaluator that
+/// judges the path may answer them differently. Only decisions are cached, never
+/// errors; requests that matched no route are not cached. A hit
 /// is answered without waiting, so the request stays on the pipeline's fast path.
 ///
 /// ```
@@ -44,6 +47,7 @@ struct Key {
     tier: Box<str>,
     parent: Option<TenantId>,
     method: Method,
+    path: Arc<str>,
     route: Arc<str>,
     capabilities: Vec<String>,
     scopes: Vec<String>,
@@ -101,6 +105,7 @@ impl<E: PolicyEvaluator> CachedPolicy<E> {
             parent: tenant.record().parent().cloned(),
             method: req.method().clone(),
             route: req.route.clone()?,
+            path: Arc::clone(&req.path),
             capabilities: req.capabilities().to_vec(),
             scopes: req.scopes().to_vec(),
             version: self.inner.version(),

@@ -125,8 +125,15 @@ impl PolicyRequest {
         &self.path
     }
 
-    /// The route pattern actix matched (`/items/{id}`), when a route matched. Write rules
-    /// against it: a concrete path carries ids a rule should not depend on.
+    /// The first route pattern that matches the path (`/items/{id}`), when one does.
+    ///
+    /// The middleware runs before routing, and the first matching pattern is found
+    /// without actix's guards: where patterns overlap and guards decide (a `#[get]`
+    /// handler on `/items/{id}` registered before a `#[post]` one on `/items/export`),
+    /// the router may run another handler than this pattern's. An evaluator that
+    /// denies by route must also judge [`path`](Self::path), as
+    /// [`RulePolicy`](crate::policy::RulePolicy) does: a request is allowed only when
+    /// both are.
     pub fn route(&self) -> Option<&str> {
         self.route.as_deref()
     }

@@ -128,7 +128,12 @@ impl PolicySet {
 /// methods or `*` (any; also what a path alone means), and the path is matched segment
 /// by segment against the route pattern actix matched (`/items/{id}`): a `*` segment
 /// matches any one segment, and a trailing `**` matches the rest, zero segments or
-/// more. Capabilities are `kind:name` (`model:gpt-4o`, `tool:web_search`), `kind:*`,
+/// more. A request is judged twice: by the route pattern actix matches first, and by
+/// the path itself, where a segment written as a route parameter (`{id}`) matches any
+/// one segment; it is allowed only when both are. So a request that actix's guards
+/// send to another handler than the first matching pattern (`#[get("/items/{id}")]`
+/// registered before `#[post("/items/export")]`) cannot escape a deny written for the
+/// route it really runs. Capabilities are `kind:name` (`model:gpt-4o`, `tool:web_search`), `kind:*`,
 /// or `*`; a feature flag `beta` is the capability `feature:beta`.
 ///
 /// Within a level, a deny beats an allow.
@@ -363,6 +368,46 @@ impl RouteRule {
     }
 }
 
+impl RouteRule {
+    /// Whether `method` and a concrete `path` (as actix routes it) match. A segment
+    /// written as a route parameter (`{id}`, `v{n}`) matches any one non-empty
+    /// segment, and a last one with a pattern of its own (`{rest:.+}`, which may span
+    /// segments) matches the rest: whatever a rule matches as a route pattern, it matches on every path
+    /// that pattern routes. Allocates nothing.
+    fn matches_path(&self, method: &Method, path: &str) -> bool {
+        if self.method.as_ref().is_some_and(|m| m != method) {
+            return false;
+        }
+        if self.literal && !self.raw[self.path_at..].contains('{') {
+            return self.raw[self.path_at..] == *path;
+        }
+        let Some(path) = path.strip_prefix('/') else {
+            return false;
+        };
+        let mut parts = path.split('/');
+        let last = self.segments.len().saturating_sub(1);
+        for (i, segment) in self.segments.iter().enumerate() {
+            let Some(p) = parts.next() else {
+                return false;
+            };
+            match segment {
+                Segment::Any if !p.is_empty() => {}
+                Segment::Literal(l) if l.contains('{') => {
+                    if i == last && l.contains(':') {
+                        return true;
+                    }
+                    if p.is_empty() {
+                        return false;
+                    }
+                }
+                Segment::Literal(l) if **l == *p => {}
+                _ => return false,
+            }
+        }
+        self.rest || parts.next().is_none()
+    }
+}
+
 impl TryFrom<String> for RouteRule {
     type Error = String;
     fn try_from(raw: String) -> Result<Self, String> {
@@ -484,18 +529,24 @@ impl Level {
         Ok(level)
     }
 
-    fn route(&self, method: &Method, target: &str) -> Option<(bool, &Arc<str>)> {
-        if let Some((_, id)) = self
-            .route_deny
-            .iter()
-            .find(|(r, _)| r.matches(method, target))
-        {
+    /// The first deny, else the first allow, among the route rules `hit` matches.
+    fn routes(&self, hit: impl Fn(&RouteRule) -> bool) -> Option<(bool, &Arc<str>)> {
+        if let Some((_, id)) = self.route_deny.iter().find(|(r, _)| hit(r)) {
             return Some((false, id));
         }
         self.route_allow
             .iter()
-            .find(|(r, _)| r.matches(method, target))
+            .find(|(r, _)| hit(r))
             .map(|(_, id)| (true, id))
+    }
+
+    fn route(&self, method: &Method, target: &str) -> Option<(bool, &Arc<str>)> {
+        self.routes(|r| r.matches(method, target))
+    }
+
+    /// As [`route`](Self::route), for a concrete path.
+    fn path(&self, method: &Method, path: &str) -> Option<(bool, &Arc<str>)> {
+        self.routes(|r| r.matches_path(method, path))
     }
 
     fn capability(&self, capability: &str) -> Option<(bool, &Arc<str>)> {
@@ -627,6 +678,16 @@ impl Compiled {
         let (allowed, rule) = self.first(tenant, |l| l.route(req.method(), target));
         if !allowed {
             return self.decision(false, "no rule allows this route", rule);
+        }
+        // The route is the first pattern that matches the path; the router may run
+        // another one, whose guards (a method guard of `#[post]`, say) pass where the
+        // first's fail. The path itself is judged too, so no route a request can
+        // reach escapes a deny that applies to it.
+        if req.route().is_some_and(|r| r != req.path()) {
+            let (allowed, path_rule) = self.first(tenant, |l| l.path(req.method(), req.path()));
+            if !allowed {
+                return self.decision(false, "no rule allows this path", path_rule);
+            }
         }
         for capability in req.capabilities() {
             let (granted, cap_rule) = self.first(tenant, |l| l.capability(capability));
@@ -988,6 +1049,27 @@ mod tests {
         let root = RouteRule::parse("/").unwrap();
         assert!(root.matches(&Method::GET, "/"));
         assert!(!root.matches(&Method::GET, "/x"));
+    }
+
+    #[test]
+    fn rules_match_concrete_paths_with_parameters_as_segments() {
+        let r = RouteRule::parse("GET /items/{id}").unwrap();
+        for p in ["/items/7", "/items/export", "/items/{id}"] {
+            assert!(r.matches_path(&Method::GET, p), "{p}");
+        }
+        for p in ["/items", "/items/", "/items/7/parts", "items/7"] {
+            assert!(!r.matches_path(&Method::GET, p), "{p}");
+        }
+        assert!(!r.matches_path(&Method::POST, "/items/7"));
+        let tail = RouteRule::parse("/files/{rest:.+}").unwrap();
+        assert!(tail.matches_path(&Method::GET, "/files/a/b/c"));
+        assert!(!tail.matches_path(&Method::GET, "/other/a"));
+        let literal = RouteRule::parse("POST /items/export").unwrap();
+        assert!(literal.matches_path(&Method::POST, "/items/export"));
+        assert!(!literal.matches_path(&Method::POST, "/items/exports"));
+        let wild = RouteRule::parse("* /items/*").unwrap();
+        assert!(wild.matches_path(&Method::PUT, "/items/export"));
+        assert!(!wild.matches_path(&Method::PUT, "/items//"));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::{fmt, sync::Arc};
 
 use actix_web::{
-    dev::ServiceRequest,
+    dev::{ResourceDef, ServiceRequest},
     http::{header::HeaderName, Method},
 };
 
@@ -61,9 +61,14 @@ impl<'a> CostRequest<'a> {
         self.req.method()
     }
 
-    /// The pattern of the route actix routes this request to, as written in the app
+    /// The first route pattern that matches this request's path, as written in the app
     /// (`/api/complete`, `/items/{id}`, with its scopes' prefixes), or `None` when no
     /// route matches (the request gets a `404`, or the default service).
+    ///
+    /// It is found without actix's guards (the middleware runs before routing): where
+    /// patterns overlap and guards decide, the handler that runs may be another
+    /// pattern's. [`RouteCost`] charges the highest cost of every pattern that
+    /// matches; an estimator of your own that charges by route should do the same.
     pub fn route(&self) -> Option<Arc<str>> {
         match self.routes {
             Some(routes) => routes.lookup(self.req).route,
@@ -100,6 +105,11 @@ where
 /// route pattern as written in the app; every other request costs
 /// [`otherwise`](RouteCostBuilder::otherwise) (default: 1 unit).
 ///
+/// Where patterns overlap (`/items/{id}` and `/items/export`) and actix's guards
+/// decide which handler runs, every bound pattern that matches the request is
+/// considered and the highest cost is charged: the middleware runs before routing,
+/// and the charge is never less than the handler that runs is bound to.
+///
 /// Routes are matched the way actix matches them, so `/api/%63omplete` is charged as
 /// `/api/complete`, and spellings actix routes nowhere (`//api/complete`,
 /// `/api/complete/`, `/api/./complete`) reach no handler. Middleware that rewrites the
@@ -118,13 +128,13 @@ where
 /// ```
 #[derive(Clone)]
 pub struct RouteCost {
-    routes: Arc<[Bound]>,
+    routes: Arc<[(Bound, ResourceDef)]>,
     otherwise: Arc<dyn CostEstimator>,
 }
 
 impl fmt::Debug for RouteCost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let routes: Vec<_> = self.routes.iter().map(|(m, p, _)| (m, p)).collect();
+        let routes: Vec<_> = self.routes.iter().map(|((m, p, _), _)| (m, p)).collect();
         f.debug_struct("RouteCost")
             .field("routes", &routes)
             .finish_non_exhaustive()
@@ -177,6 +187,7 @@ impl RouteCostBuilder {
 
     /// Checks the patterns and builds the estimator.
     pub fn build(self) -> Result<RouteCost, ConfigError> {
+        let mut routes = Vec::with_capacity(self.routes.len());
         for (i, (method, pattern, _)) in self.routes.iter().enumerate() {
             if !pattern.starts_with('/') {
                 return Err(ConfigError::InvalidRoutePattern(pattern.to_string()));
@@ -188,24 +199,51 @@ impl RouteCostBuilder {
                 return Err(ConfigError::DuplicateRoute(format!("{method} {pattern}")));
             }
         }
+        for bound in self.routes {
+            // actix's own matcher for the pattern; it panics on a pattern it cannot
+            // read (a bad regex), which is a configuration error here.
+            let pattern = Arc::clone(&bound.1);
+            let def = std::panic::catch_unwind(|| ResourceDef::new(&*pattern))
+                .map_err(|_| ConfigError::InvalidRoutePattern(pattern.to_string()))?;
+            routes.push((bound, def));
+        }
         Ok(RouteCost {
-            routes: self.routes.into(),
+            routes: routes.into(),
             otherwise: self.otherwise,
         })
     }
 }
 
 impl CostEstimator for RouteCost {
+    /// The highest cost of every bound route that can serve the request: the route
+    /// pattern actix matches first, and every other pattern that matches the path.
+    /// Actix's guards (the method guard of `#[post]`, a custom guard) may send a
+    /// request to another handler than the first matching pattern, and the middleware
+    /// runs before routing: charging the highest of them is never less than what the
+    /// handler that runs is bound to cost.
     fn estimate(&self, req: &CostRequest<'_>) -> Result<u32, TenancyError> {
-        if let Some(route) = req.route() {
-            let method = req.method();
-            for (m, pattern, estimator) in self.routes.iter() {
-                if m == method && **pattern == *route {
-                    return estimator.estimate(req);
-                }
+        let method = req.method();
+        let mut bound = self
+            .routes
+            .iter()
+            .filter(|((m, ..), _)| m == method)
+            .peekable();
+        if bound.peek().is_none() {
+            return self.otherwise.estimate(req);
+        }
+        let route = req.route();
+        let path = req.request().match_info().as_str();
+        let mut highest: Option<u32> = None;
+        for ((_, pattern, estimator), def) in bound {
+            if route.as_deref() == Some(&**pattern) || def.is_match(path) {
+                let cost = estimator.estimate(req)?;
+                highest = Some(highest.map_or(cost, |h| h.max(cost)));
             }
         }
-        self.otherwise.estimate(req)
+        match highest {
+            Some(cost) => Ok(cost),
+            None => self.otherwise.estimate(req),
+        }
     }
 }
 

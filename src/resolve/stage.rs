@@ -187,12 +187,7 @@ impl TenantResolverBuilder {
                 return Err(ConfigError::InvalidExemptPath(p.clone()));
             }
         }
-        let custom_sources = !async_sources.is_empty()
-            || sync_sources
-                .iter()
-                .any(|(_, _, imp)| matches!(imp, Imp::Custom(_)));
         let stage = ResolveStage {
-            custom_sources,
             registry: self.registry,
             sync_sources,
             async_sources,
@@ -233,9 +228,6 @@ pub(crate) struct ResolveStage {
     status_rules: StatusRules,
     region: Option<String>,
     registry_timeout: Duration,
-    /// A custom source (sync or async) is configured: it may read the principal from
-    /// the request, so a principal handed over through the flow is attached first.
-    custom_sources: bool,
 }
 
 impl fmt::Debug for ResolveStage {
@@ -343,26 +335,20 @@ struct ResolveWorker {
 
 impl Worker for ResolveWorker {
     fn prepare(&self, req: &ServiceRequest, flow: &mut Flow) -> Step {
-        // The principal handed over by this pipeline's authentication stage, or else
-        // one an authentication layer outside attached to the request. A resolver with
-        // custom sources, which may read `Principal::of` themselves, has it attached.
-        if self.stage.custom_sources {
-            flow.release_principal(req);
-        }
-        let handed = flow.principal.take();
-        let attached = match handed {
-            None => Principal::attached(req),
-            Some(_) => None,
-        };
+        // The verified principal has one home, the request extensions: an
+        // authentication stage of this pipeline or a layer outside put it there.
+        let principal = Principal::attached(req);
+        let now = flow.now();
         let at = At {
             settings: &self.settings,
             contexts: &self.contexts,
             exempt: flow.exempt,
-            now: flow.now(),
-            principal: handed.as_ref().or(attached.as_ref()),
+            now,
+            principal: principal.as_ref(),
+            outer: flow.outer.as_ref(),
         };
         match self.stage.run_now(req, &at) {
-            Some(resolved) => self.settle(req, flow, resolved, handed).into(),
+            Some(resolved) => self.settle(req, flow, resolved).into(),
             None => {
                 let me = self.clone();
                 wait(move |req, flow| {
@@ -371,11 +357,12 @@ impl Worker for ResolveWorker {
                             settings: &me.settings,
                             contexts: &me.contexts,
                             exempt: flow.exempt,
-                            now: flow.now(),
-                            principal: handed.as_ref().or(attached.as_ref()),
+                            now,
+                            principal: principal.as_ref(),
+                            outer: flow.outer.as_ref(),
                         };
                         let resolved = me.stage.run(req, &at).await;
-                        me.settle(req, flow, resolved, handed)
+                        me.settle(req, flow, resolved)
                     })
                 })
             }
@@ -384,33 +371,15 @@ impl Worker for ResolveWorker {
 }
 
 impl ResolveWorker {
-    /// Stores the resolution for the extractors, or refuses. A principal `handed` over
-    /// through the flow ends where [`Principal::of`] finds it: in the tenant's context
-    /// (which the resolution made with it), attached to the request when no tenant
-    /// applies, or back in the flow on a refusal, for the pipeline to attach.
+    /// Stores the resolution for the extractors, or refuses.
     #[inline(always)]
-    fn settle(
-        &self,
-        req: &ServiceRequest,
-        flow: &mut Flow,
-        resolved: Resolved,
-        handed: Option<Principal>,
-    ) -> Decision {
+    fn settle(&self, req: &ServiceRequest, flow: &mut Flow, resolved: Resolved) -> Decision {
         match resolved {
             Ok(tenant) => {
-                if let Some(p) = handed {
-                    match &tenant {
-                        Some(ctx) => debug_assert!(ctx.principal().is_some()),
-                        None => p.attach(req),
-                    }
-                }
                 flow.settle(req, &self.settings, tenant);
                 Decision::Pass
             }
-            Err(err) => {
-                flow.principal = handed;
-                err.into()
-            }
+            Err(err) => err.into(),
         }
     }
 }
@@ -425,6 +394,8 @@ struct At<'a> {
     now: std::time::Instant,
     /// The request's verified principal, if any.
     principal: Option<&'a Principal>,
+    /// The tenant an outer resolver settled: this resolution must agree with it.
+    outer: Option<&'a Arc<TenantContext>>,
 }
 
 impl ResolveStage {
@@ -552,7 +523,7 @@ impl ResolveStage {
     /// is one, has been reported; `Ok(None)` means the request goes on without a tenant.
     fn run_now(&self, req: &ServiceRequest, at: &At<'_>) -> Option<Resolved> {
         if at.exempt {
-            return Some(self.skip(req, at, "exempt path"));
+            return Some(self.exempt(req, at));
         }
         if !self.async_sources.is_empty() {
             return None;
@@ -565,6 +536,10 @@ impl ResolveStage {
         if let Some(err) = conflict {
             return Some(self.fail(req, at, err, None));
         }
+        let named = match self.agree(req, at, named) {
+            Ok(named) => named,
+            Err(done) => return Some(done),
+        };
         let Some(named) = named else {
             return Some(self.missing(req, at));
         };
@@ -584,12 +559,16 @@ impl ResolveStage {
     /// Resolves the request's tenant, waiting for async sources and the registry.
     async fn run(&self, req: &ServiceRequest, at: &At<'_>) -> Resolved {
         if at.exempt {
-            return self.skip(req, at, "exempt path");
+            return self.exempt(req, at);
         }
         let named = match self.identify(req, at.principal).await {
+            Ok(named) => named,
+            Err(err) => return self.fail(req, at, err, None),
+        };
+        let named = match self.agree(req, at, named) {
             Ok(Some(named)) => named,
             Ok(None) => return self.missing(req, at),
-            Err(err) => return self.fail(req, at, err, None),
+            Err(done) => return done,
         };
         let (answer, lease) = match self.lookup_ready(&named.id, at.now) {
             Some(answered) => answered,
@@ -599,6 +578,56 @@ impl ResolveStage {
             },
         };
         self.conclude(req, at, named, answer, lease)
+    }
+
+    /// An exempt path: no tenant, unless an outer resolver settled one, which stands.
+    fn exempt(&self, req: &ServiceRequest, at: &At<'_>) -> Resolved {
+        match at.outer {
+            None => self.skip(req, at, "exempt path"),
+            Some(outer) => {
+                self.skip(req, at, "exempt path: the outer resolution stands")?;
+                Ok(Some(Arc::clone(outer)))
+            }
+        }
+    }
+
+    /// Inside a request an outer resolver already settled, the tenant named here must
+    /// be the same one: another tenant is a conflict (`403`), and naming none keeps the
+    /// outer tenant. A second resolution never moves a request to another tenant.
+    /// `Err` carries the finished outcome.
+    fn agree<'a>(
+        &self,
+        req: &ServiceRequest,
+        at: &At<'_>,
+        named: Option<Named<'a>>,
+    ) -> Result<Option<Named<'a>>, Resolved> {
+        let Some(outer) = at.outer else {
+            return Ok(named);
+        };
+        match named {
+            None => {
+                if !at.settings.silent_pass() {
+                    self.report(
+                        req,
+                        at,
+                        Outcome::Allowed,
+                        Some(outer.id()),
+                        Some(outer.tier()),
+                        Some(outer.source()),
+                        "the outer resolution stands",
+                    );
+                }
+                Err(Ok(Some(Arc::clone(outer))))
+            }
+            Some(named) if named.id == outer.id().as_str() => Ok(Some(named)),
+            Some(named) => {
+                let err = TenancyError::TenantConflict {
+                    first: outer.source(),
+                    second: named.kind,
+                };
+                Err(self.fail(req, at, err, Some(&named)))
+            }
+        }
     }
 
     fn skip(&self, req: &ServiceRequest, at: &At<'_>, why: &str) -> Resolved {

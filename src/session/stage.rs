@@ -178,7 +178,7 @@ impl Worker for AuthWorker {
         if flow.exempt {
             return Step::Pass;
         }
-        self.stage.prepare(&self.settings, req, flow)
+        self.stage.prepare(&self.settings, req)
     }
 }
 
@@ -234,12 +234,7 @@ fn b64token(token: &[u8]) -> Result<&str, &'static str> {
 }
 
 impl AuthStage {
-    fn prepare(
-        self: &Arc<Self>,
-        settings: &Arc<Settings>,
-        req: &ServiceRequest,
-        flow: &mut Flow,
-    ) -> Step {
+    fn prepare(self: &Arc<Self>, settings: &Arc<Settings>, req: &ServiceRequest) -> Step {
         let token = match bearer(req) {
             Ok(Some(token)) => token,
             Ok(None) if self.allow_anonymous => return Step::Pass,
@@ -271,7 +266,7 @@ impl AuthStage {
             #[cfg(feature = "oidc")]
             Check::Wait(checking) => {
                 let (me, settings) = (Arc::clone(self), Arc::clone(settings));
-                return wait(move |req, flow| {
+                return wait(move |req, _flow| {
                     Box::pin(async move {
                         // Bounded, and a panic in a registry or provider code is a `503`.
                         let checking = AssertUnwindSafe(checking).catch_unwind();
@@ -285,7 +280,7 @@ impl AuthStage {
                             )),
                         };
                         match checked {
-                            Ok(verified) => me.revocation(&settings, req, flow, verified).await,
+                            Ok(verified) => me.revocation(&settings, req, verified).await,
                             Err(e) => me.failed(&settings, req, e),
                         }
                     })
@@ -297,15 +292,15 @@ impl AuthStage {
             .unwrap_or_else(|_| Some(Err(RevocationError::new("the store panicked"))));
         match now {
             Some(Ok(false)) => {
-                self.passed(settings, req, flow, &verified);
+                self.passed(settings, req, &verified);
                 Step::Pass
             }
             Some(Ok(true)) => self.failed(settings, req, SessionError::Revoked).into(),
             Some(Err(e)) => self.failed(settings, req, SessionError::Store(e)).into(),
             None => {
                 let (me, settings) = (Arc::clone(self), Arc::clone(settings));
-                wait(move |req, flow| {
-                    Box::pin(async move { me.revocation(&settings, req, flow, verified).await })
+                wait(move |req, _flow| {
+                    Box::pin(async move { me.revocation(&settings, req, verified).await })
                 })
             }
         }
@@ -317,7 +312,6 @@ impl AuthStage {
         &self,
         settings: &Settings,
         req: &ServiceRequest,
-        flow: &mut Flow,
         verified: Arc<Checked>,
     ) -> Decision {
         let facts = verified.facts();
@@ -329,23 +323,18 @@ impl AuthStage {
         };
         match answer {
             Ok(()) => {
-                self.passed(settings, req, flow, &verified);
+                self.passed(settings, req, &verified);
                 Decision::Pass
             }
             Err(e) => self.failed(settings, req, e),
         }
     }
 
-    /// A verified, unrevoked token: its principal into the flow (the resolver of the
-    /// same pipeline takes it; otherwise the pipeline attaches it to the request), and
-    /// (feature `metrics`) the pass counted, as the other stages' passes are.
-    fn passed(
-        &self,
-        settings: &Settings,
-        req: &ServiceRequest,
-        flow: &mut Flow,
-        verified: &Checked,
-    ) {
+    /// A verified, unrevoked token: its principal into the request extensions, its one
+    /// home, where the resolver, the extractors, `web::ReqData<Principal>` and any inner
+    /// middleware read it; and (feature `metrics`) the pass counted, as the other
+    /// stages' passes are.
+    fn passed(&self, settings: &Settings, req: &ServiceRequest, verified: &Checked) {
         let principal = verified.principal();
         #[cfg(feature = "metrics")]
         settings.count(&AuditEvent {
@@ -361,8 +350,8 @@ impl AuthStage {
             policy_version: None,
         });
         #[cfg(not(feature = "metrics"))]
-        let _ = (settings, req);
-        flow.principal = Some(principal);
+        let _ = settings;
+        principal.attach(req);
     }
 
     fn failed(&self, settings: &Settings, req: &ServiceRequest, e: SessionError) -> Decision {

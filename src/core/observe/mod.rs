@@ -14,7 +14,9 @@
 //! rejection's code, or `none`) and `tier` (or `none` when no record was found).
 //! Tenant ids are not labels by default: with many tenants they would make one time
 //! series each. Opt in with [`TenantResolverBuilder::per_tenant_metrics`], which adds
-//! a `tenant` label. Install any `metrics` recorder (e.g. a Prometheus exporter) to
+//! a `tenant` label: the id of a tenant whose record was found, `unknown` for an id
+//! with no record (made up by a client, or named by a token before the registry was
+//! asked), `none` without an id, so clients cannot create series. Install any `metrics` recorder (e.g. a Prometheus exporter) to
 //! collect them.
 //!
 //! [`TenantResolverBuilder::per_tenant_metrics`]: crate::resolve::TenantResolverBuilder::per_tenant_metrics
@@ -238,6 +240,10 @@ pub(crate) fn emit(audit: &dyn AuditSink, per_tenant: bool, event: &AuditEvent<'
 
 /// Counts a decision in the metrics (what [`emit`] does besides auditing); alone for
 /// authentication passes, which would otherwise double every request's audit lines.
+/// The `tenant` label of decisions about an id with no known record.
+#[cfg(feature = "metrics")]
+pub(crate) const UNKNOWN_TENANT_LABEL: &str = "unknown";
+
 #[cfg(feature = "metrics")]
 pub(crate) fn count(per_tenant: bool, e: &AuditEvent<'_>) {
     describe_once();
@@ -251,7 +257,16 @@ pub(crate) fn count(per_tenant: bool, e: &AuditEvent<'_>) {
     let tier = e.tier.unwrap_or("none").to_owned();
     let stage = e.stage.as_str();
     if per_tenant {
-        let tenant = e.tenant.map_or("none", TenantId::as_str).to_owned();
+        // Only a tenant whose record was found (its tier is known) becomes a label:
+        // ids a client made up, and tenants named before the registry was asked (the
+        // authentication stage), count under one fixed label, so clients cannot
+        // create series.
+        let tenant = match (e.tenant, e.tier) {
+            (Some(t), Some(_)) => t.as_str(),
+            (Some(_), None) => UNKNOWN_TENANT_LABEL,
+            (None, _) => "none",
+        }
+        .to_owned();
         metrics::counter!(DECISIONS_METRIC, "stage" => stage, "outcome" => outcome,
             "code" => code, "tier" => tier, "tenant" => tenant)
         .increment(1);
