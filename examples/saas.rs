@@ -185,7 +185,9 @@ pub fn build(redis_url: Option<&str>) -> Result<Demo, Box<dyn Error>> {
         )
         .resolver(resolver)
         .policy(TenantPolicy::new(policy.clone()))
-        .quota(quota.cost(tokens()?).build()?)
+        // Only the completion costs tokens; every request is rated (the plans count
+        // requests), so the other routes are free knowingly.
+        .quota(quota.cost(tokens()?).min_cost(0).build()?)
         // Request counts and latency by name for these tenants (the rest are `other`);
         // `examples/grafana/tenancy.json` charts them.
         .metrics_for_tenants(["acme", "globex", "umbrella"])

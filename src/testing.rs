@@ -31,7 +31,7 @@ use crate::{
         clock::FakeTime, error::ProblemJson, resolution::Resolution, Clock, SourceKind,
         TenantContext, TenantId, TenantRecord,
     },
-    quota::{QuotaDecision, QuotaLimit, QuotaManager},
+    quota::{Charge, QuotaDecision, QuotaLimit, QuotaManager},
     registry::TenantRegistry,
 };
 
@@ -220,8 +220,11 @@ async fn checked<Q: QuotaManager>(quota: &Q, t: &TenantContext, cost: u32) -> Qu
 /// - a cost above the burst is refused with no retry (it can never pass);
 /// - one tenant's exhaustion leaves another's quota alone;
 /// - with a budget: 2 × `units` concurrent checks admit exactly `units`, the next is
-///   refused by the budget, and a refund (`settle` from 1 to 0) makes room for exactly
-///   one more (budgets take refunds; a rate's spent tokens are not given back);
+///   refused by the budget; a refund of a charge made in an earlier period (40 days
+///   before the decision's [`charged_at`](QuotaDecision::charged_at)) makes no room,
+///   and a refund of a charge of this period (`settle` from 1 to 0) makes room for
+///   exactly one more (budgets take refunds; a rate's spent tokens are not given
+///   back);
 /// - a charge corrected upwards (`settle` from 0 to 1) spends budget: after a refund,
 ///   a correction up leaves none.
 pub async fn quota_conformance<Q: QuotaManager>(
@@ -295,8 +298,27 @@ pub async fn quota_conformance<Q: QuotaManager>(
         refused.allowed,
         refused.refused_by
     );
+    // A refund of a charge made in an earlier period (settled after midnight, say)
+    // gives the current period nothing: that period never carried the charge.
+    let last = decisions
+        .iter()
+        .find(|d| d.allowed)
+        .expect("a charge was admitted");
+    let now = last
+        .charged_at
+        .unwrap_or_else(|| crate::core::Clock::system().unix_secs());
+    let earlier = Charge::new(1).at(now.saturating_sub(40 * 86_400));
     quota
-        .settle(other, 1, 0)
+        .settle(other, earlier, 0)
+        .await
+        .unwrap_or_else(|e| panic!("settle(1 -> 0) of an earlier period failed: {e}"));
+    assert!(
+        !check(other, 1).await.allowed,
+        "a refund of a charge made in an earlier period credits the current one"
+    );
+    let charge = last.charge(1);
+    quota
+        .settle(other, charge, 0)
         .await
         .unwrap_or_else(|e| panic!("settle(1 -> 0) failed: {e}"));
     assert!(
@@ -305,11 +327,11 @@ pub async fn quota_conformance<Q: QuotaManager>(
     );
     assert!(!check(other, 1).await.allowed, "and only that one");
     quota
-        .settle(other, 1, 0)
+        .settle(other, charge, 0)
         .await
         .unwrap_or_else(|e| panic!("settle(1 -> 0) failed: {e}"));
     quota
-        .settle(other, 0, 1)
+        .settle(other, Charge::new(0).at(now), 1)
         .await
         .unwrap_or_else(|e| panic!("settle(0 -> 1) failed: {e}"));
     assert!(

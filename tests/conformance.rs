@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use actix_tenancy::{
     prelude::*,
     quota::{
-        LocalQuota, Period, QuotaDecision, QuotaError, QuotaManager, QuotaPlan, QuotaPlans,
+        Charge, LocalQuota, Period, QuotaDecision, QuotaError, QuotaManager, QuotaPlan, QuotaPlans,
         RedisQuota,
     },
     registry::postgres::PostgresRegistry,
@@ -134,7 +134,7 @@ async fn a_manager_that_admits_everything_fails_the_quota_suite() {
         async fn check(&self, _: &TenantContext, _: u32) -> Result<QuotaDecision, QuotaError> {
             Ok(QuotaDecision::allow())
         }
-        async fn settle(&self, _: &TenantContext, _: u32, _: u32) -> Result<(), QuotaError> {
+        async fn settle(&self, _: &TenantContext, _: Charge, _: u32) -> Result<(), QuotaError> {
             Ok(())
         }
     }

@@ -13,7 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use actix_tenancy::quota::{FailureMode, Period, QuotaPlan, QuotaPlans, RedisQuota, TenantQuota};
+use actix_tenancy::quota::{
+    FailureMode, Period, QuotaManager as _, QuotaPlan, QuotaPlans, RedisQuota, TenantQuota,
+};
 use actix_web::{
     body::MessageBody,
     dev::{Service, ServiceResponse},
@@ -266,4 +268,106 @@ async fn a_rate_frozen_mid_window_holds_in_total_across_four_replicas() {
         "the earlier fallback admitted {}",
         then.total()
     );
+}
+
+/// One replica in `FallbackLocal` mode whose tiers `pro` and `basic` both have a day
+/// budget of `units` (and a rate that never binds first).
+fn one_replica(url: &str, prefix: &str, units: u64) -> RedisQuota {
+    let plan = || QuotaPlan::per_second(10_000).budget(units, Period::Day);
+    let plans = QuotaPlans::builder()
+        .tier("pro", plan())
+        .tier("basic", plan())
+        .build()
+        .unwrap();
+    RedisQuota::builder(url, plans)
+        .prefix(prefix)
+        .timeout(Duration::from_millis(50))
+        .heartbeat(BEAT)
+        .failure_mode(FailureMode::FallbackLocal {
+            replicas: NonZeroU32::new(1).unwrap(),
+        })
+        .build()
+        .unwrap()
+}
+
+/// Freezes `redis`, and has `q` find out with a check of a bystander (which times
+/// out: from then on the replica decides locally).
+async fn freeze(redis: &std::process::Child, q: &RedisQuota) {
+    signal(redis, "-STOP");
+    let bystander = common::stack::context("bystander", "pro");
+    q.check(&bystander, 1).await.unwrap();
+}
+
+/// Thaws `redis` and waits for the replica to pay its debts and go back to Redis
+/// (the grace is two beats).
+async fn thaw(redis: &std::process::Child) {
+    signal(redis, "-CONT");
+    tokio::time::sleep(BEAT * 15).await;
+}
+
+/// What Redis says is left of `tenant`'s day budget after one more unit.
+async fn left_after_one(q: &RedisQuota, tenant: &actix_tenancy::TenantContext) -> u64 {
+    let d = q.check(tenant, 1).await.unwrap();
+    assert!(d.allowed, "{d:?}");
+    d.budget.unwrap().remaining
+}
+
+#[actix_web::test]
+async fn a_cost_corrected_during_an_outage_for_a_charge_redis_admitted_reaches_redis() {
+    let Some((mut redis, url)) = own_redis() else {
+        return;
+    };
+    let q = one_replica(
+        &url,
+        &common::services::unique_prefix("degraded", "up"),
+        10_000,
+    );
+    let acme = common::stack::context("acme", "pro");
+    // Charged 1 by Redis; the request turns out to cost 5,000 (an LLM's tokens),
+    // and settles while Redis is frozen.
+    let charged = q.check(&acme, 1).await.unwrap();
+    assert!(charged.allowed && charged.charged_at.is_some());
+    freeze(&redis, &q).await;
+    q.settle(&acme, charged.charge(1), 5_000).await.unwrap();
+    thaw(&redis).await;
+    assert_eq!(left_after_one(&q, &acme).await, 10_000 - 5_000 - 1);
+
+    // The reverse: charged 100 by Redis, refunded to 0 during the outage.
+    let q = one_replica(
+        &url,
+        &common::services::unique_prefix("degraded", "down"),
+        10_000,
+    );
+    let charged = q.check(&acme, 100).await.unwrap();
+    freeze(&redis, &q).await;
+    q.settle(&acme, charged.charge(100), 0).await.unwrap();
+    thaw(&redis).await;
+    assert_eq!(left_after_one(&q, &acme).await, 10_000 - 1);
+    redis.kill().ok();
+    redis.wait().ok();
+}
+
+#[actix_web::test]
+async fn a_change_of_tier_during_an_outage_keeps_the_debt() {
+    let Some((mut redis, url)) = own_redis() else {
+        return;
+    };
+    let q = one_replica(
+        &url,
+        &common::services::unique_prefix("degraded", "tier"),
+        100,
+    );
+    let pro = common::stack::context("acme", "pro");
+    let basic = common::stack::context("acme", "basic");
+    assert!(q.check(&pro, 1).await.unwrap().allowed);
+    freeze(&redis, &q).await;
+    for _ in 0..10 {
+        assert!(q.check(&pro, 1).await.unwrap().allowed);
+    }
+    // Moved to another tier mid-outage: neither a fresh local share nor a debt forgotten.
+    assert!(q.check(&basic, 1).await.unwrap().allowed);
+    thaw(&redis).await;
+    assert_eq!(left_after_one(&q, &basic).await, 100 - 12 - 1);
+    redis.kill().ok();
+    redis.wait().ok();
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use actix_tenancy::{
     policy::{PolicyRequest, PolicySet, RulePolicy, Rules},
     prelude::*,
-    quota::{LocalQuota, Period, QuotaManager, QuotaPlan, QuotaPlans},
+    quota::{Charge, LocalQuota, Period, QuotaManager, QuotaPlan, QuotaPlans},
     resolve::SourceKind,
 };
 use actix_web::http::Method;
@@ -92,7 +92,7 @@ fn a_quota_check_that_passes_or_refuses_allocates_nothing() {
         for _ in 0..100 {
             answers.0 += usize::from(check(&pro));
             answers.1 += usize::from(check(&free));
-            quota.settle_now(&pro, 1, 0).unwrap().unwrap();
+            quota.settle_now(&pro, Charge::new(1), 0).unwrap().unwrap();
         }
     });
     assert_eq!(answers, (100, 0), "passes and refusals both measured");

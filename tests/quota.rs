@@ -204,13 +204,13 @@ async fn query_costs_are_charged_and_hostile_ones_refused() {
     // budget) falls by exactly 30 and 20.
     let ok = |left: &str| (200, Some(left.to_owned()));
     assert_eq!(call("max_tokens=30").await, ok("20"));
-    // A costless request passes without touching the rate: the budget's 70 remain.
+    // A request naming no cost is charged the least a request costs, one unit.
     assert_eq!(
         call("max_tokens=0").await,
-        ok("70"),
-        "costless requests pass"
+        ok("19"),
+        "a cost of 0 is charged the minimum"
     );
-    assert_eq!(call("other=1&max_tokens=20").await, ok("0"));
+    assert_eq!(call("other=1&max_tokens=19").await, ok("0"));
     assert_eq!(call("max_tokens=1").await.0, 429);
 }
 
@@ -749,4 +749,66 @@ async fn route_costs_refuse_bad_patterns_and_duplicates() {
         .route(Method::GET, "/a", one)
         .build()
         .is_ok());
+}
+
+#[actix_web::test]
+async fn a_cost_of_zero_neither_passes_a_spent_budget_nor_skips_the_rate() {
+    // Each tier's rate counts requests, and its day budget units: 100 for pro (acme),
+    // 1 for free (globex). The client names each request's cost.
+    let quota = |min_cost: Option<u32>| {
+        let plan = |units| {
+            QuotaPlan::per_minute(5)
+                .budget(units, Period::Day)
+                .rate_counts_requests(true)
+        };
+        let plans = QuotaPlans::builder()
+            .tier("pro", plan(100))
+            .tier("free", plan(1))
+            .build()
+            .unwrap();
+        let mut b = TenantQuota::builder(LocalQuota::new(plans))
+            .cost(HeaderCost::new("x-token-count").unwrap().max(1_000));
+        if let Some(min) = min_cost {
+            b = b.min_cost(min);
+        }
+        tenancy(registry(), b.build().unwrap())
+    };
+    let costing = |tenant: &str, n: &str| {
+        req(tenant)
+            .insert_header(("x-token-count", n.to_owned()))
+            .to_request()
+    };
+    let app = app!(quota(None));
+    assert_eq!(
+        test::call_service(&app, costing("acme", "100"))
+            .await
+            .status(),
+        200
+    );
+    // The day is spent: a request naming a cost of 0 is charged the least, 1, and refused.
+    for _ in 0..3 {
+        let res = test::call_service(&app, costing("acme", "0")).await;
+        assert_eq!(res.status(), 429);
+        assert_eq!(code(res).await["limit"], "day");
+    }
+
+    // Free requests allowed knowingly (`min_cost(0)`): the spent budget lets them
+    // through, but the rate counts each of them: 5 a minute.
+    let app = app!(quota(Some(0)));
+    assert_eq!(
+        test::call_service(&app, costing("globex", "1"))
+            .await
+            .status(),
+        200
+    );
+    let mut passed = 0;
+    for _ in 0..20 {
+        let res = test::call_service(&app, costing("globex", "0")).await;
+        if res.status() == 200 {
+            passed += 1;
+        } else {
+            assert_eq!(code(res).await["limit"], "rate");
+        }
+    }
+    assert_eq!(passed, 4, "free requests are still rated");
 }

@@ -9,7 +9,9 @@ use std::{
 
 use actix_tenancy::{
     prelude::*,
-    quota::{FailureMode, Period, QuotaManager, QuotaPlan, QuotaPlans, RedisQuota, TenantQuota},
+    quota::{
+        Charge, FailureMode, Period, QuotaManager, QuotaPlan, QuotaPlans, RedisQuota, TenantQuota,
+    },
 };
 use actix_web::{test, web, App};
 use futures_util::future::join_all;
@@ -136,7 +138,7 @@ async fn budgets_admit_with_the_rate_and_settle_corrects_them() {
     let reset = over.retry_after.unwrap();
     assert!(reset <= Duration::from_secs(86_400));
     // Charged 3, actually used 1: two units back.
-    q.settle(&t, 3, 1).await.unwrap();
+    q.settle(&t, Charge::new(3), 1).await.unwrap();
     let more = q.check(&t, 11).await.unwrap();
     assert!(
         !more.allowed && more.retry_after.is_none(),

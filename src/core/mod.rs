@@ -6,6 +6,7 @@
 //! resolution leaves in the request extensions. It imports no other module of the
 //! crate: the pipeline and every stage build on it, never the other way round.
 
+mod charge;
 pub(crate) mod clock;
 pub mod error;
 pub mod observe;
@@ -17,6 +18,7 @@ pub(crate) mod resolution;
 mod source;
 pub(crate) mod tenant;
 
+pub use charge::Charge;
 pub use clock::Clock;
 pub use principal::{Principal, RevokeSessions};
 pub use record::{Access, StatusRules, TenantRecord, TenantStatus};

@@ -33,7 +33,7 @@ use super::routes::RouteCache;
 use crate::core::{
     error::{ErrorResponder, ProblemJson, TenancyError},
     observe::{emit, AuditEvent, AuditSink, TracingAudit},
-    Capabilities, Resolution, TenantContext,
+    Capabilities, Charge, Resolution, TenantContext,
 };
 
 /// A stage as configured: built once, shared by every worker.
@@ -157,7 +157,8 @@ pub(crate) struct After {
     /// The stage that charged; taken when the charge is settled.
     pub(crate) by: Option<Arc<dyn Settle>>,
     pub(crate) tenant: Arc<TenantContext>,
-    pub(crate) units: u32,
+    /// What the stage charged.
+    pub(crate) charge: Charge,
     pub(crate) fields: Option<Box<dyn Fields>>,
 }
 
@@ -167,12 +168,12 @@ pub(crate) trait Settle: Send + Sync + 'static {
     fn settle(
         self: Arc<Self>,
         tenant: &Arc<TenantContext>,
-        units: u32,
+        charge: Charge,
         req: &HttpRequest,
         status: StatusCode,
     );
     /// The request was dropped before the inner service answered.
-    fn abandoned(self: Arc<Self>, tenant: &Arc<TenantContext>, units: u32);
+    fn abandoned(self: Arc<Self>, tenant: &Arc<TenantContext>, charge: Charge);
 }
 
 impl After {
@@ -183,7 +184,7 @@ impl After {
         }
         if let Some(by) = self.by.take() {
             let status = res.status();
-            by.settle(&self.tenant, self.units, res.request(), status);
+            by.settle(&self.tenant, self.charge, res.request(), status);
         }
     }
 }
@@ -191,7 +192,7 @@ impl After {
 impl Drop for After {
     fn drop(&mut self) {
         if let Some(by) = self.by.take() {
-            by.abandoned(&self.tenant, self.units);
+            by.abandoned(&self.tenant, self.charge);
         }
     }
 }

@@ -27,7 +27,9 @@ use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use foldhash::fast::RandomState;
 
-use super::{LocalQuota, QuotaDecision, QuotaError, QuotaManager as _, QuotaPlan, QuotaPlans};
+use super::{
+    Charge, LocalQuota, QuotaDecision, QuotaError, QuotaManager as _, QuotaPlan, QuotaPlans,
+};
 use crate::core::{Clock, TenantContext, TenantId};
 
 /// The replica's share of the plans: each divided by `n`.
@@ -50,8 +52,10 @@ pub(super) struct Owed {
     pub(super) plan: Arc<QuotaPlan>,
     /// Rate units admitted since the last payment.
     pub(super) rate: u32,
-    /// Per budget of the plan: (period index, units admitted in it).
-    pub(super) budgets: Vec<(u64, u64)>,
+    /// Per budget of the plan: (period index, units owed in it). Below zero when
+    /// corrections refunded more than was admitted here (a request Redis charged before
+    /// the outage, settled during it): a refund owed to Redis.
+    pub(super) budgets: Vec<(u64, i64)>,
 }
 
 impl Owed {
@@ -61,6 +65,44 @@ impl Owed {
             plan: Arc::clone(plan),
             rate: 0,
             budgets: vec![(0, 0); plan.budgets().len()],
+        }
+    }
+
+    /// The same debt under `plan`, the tenant's plan now: Redis keeps budgets per
+    /// tenant and period, whatever the tier, so what is owed for a period stays owed
+    /// where the new plan has a budget of that period; so does the rate.
+    fn rebase(&mut self, plan: &Arc<QuotaPlan>) {
+        if Arc::ptr_eq(&self.plan, plan) {
+            return;
+        }
+        let old = self.plan.budgets();
+        let budgets = plan
+            .budgets()
+            .iter()
+            .map(|b| {
+                old.iter()
+                    .position(|o| o.period == b.period)
+                    .and_then(|i| self.budgets.get(i).copied())
+                    .unwrap_or((0, 0))
+            })
+            .collect();
+        self.plan = Arc::clone(plan);
+        self.budgets = budgets;
+    }
+
+    /// Adds `units` (below zero: a refund) owed for the periods of the second `at`,
+    /// per budget: a debt of an earlier period, which Redis would no longer take, is
+    /// replaced; a correction of an earlier period than the debt's changes nothing
+    /// that still counts.
+    fn add(&mut self, at: u64, units: i64) {
+        let plan = Arc::clone(&self.plan);
+        for (b, o) in plan.budgets().iter().zip(self.budgets.iter_mut()) {
+            let period = b.period.locate(at).0;
+            if o.0 == period {
+                o.1 = o.1.saturating_add(units);
+            } else if o.0 < period {
+                *o = (period, units);
+            }
         }
     }
 }
@@ -193,7 +235,8 @@ impl Fallback {
         let left = |x: Option<&i64>| x.map(|x| (*x).max(0).unsigned_abs() / n.unsigned_abs());
         // (rate left, index of the first budget pair, the only budget reported)
         let (rate, pairs, only) = match (reply.first(), reply.get(1)) {
-            (Some(1), _) => (part(reply.get(1)), 3, None),
+            // Allowed: (rate left, its reset, Redis's second) before the pairs.
+            (Some(1), _) => (part(reply.get(1)), 4, None),
             (Some(0), Some(1)) => {
                 let i = reply.get(2).and_then(|i| usize::try_from(*i).ok());
                 (part(reply.get(5)), 0, i.and_then(|i| i.checked_sub(1)))
@@ -230,35 +273,37 @@ impl Fallback {
                 .owed
                 .entry(tenant.id().clone())
                 .or_insert_with(|| Owed::new(plan));
-            if !Arc::ptr_eq(&owed.plan, plan) {
-                *owed = Owed::new(plan);
-            }
+            owed.rebase(plan);
             owed.rate = owed.rate.saturating_add(plan.rate_cost(cost));
-            for (b, o) in plan.budgets().iter().zip(owed.budgets.iter_mut()) {
-                let period = b.period.locate(now).0;
-                if o.0 != period {
-                    *o = (period, 0);
-                }
-                o.1 = o.1.saturating_add(u64::from(cost));
-            }
+            owed.add(now, i64::from(cost));
         }
         Ok(decision)
     }
 
-    /// A cost corrected while deciding here: the share and the debt follow it.
-    pub(super) fn settle(&self, tenant: &TenantContext, charged: u32, actual: u32) {
-        self.share.load().local.settle_now(tenant, charged, actual);
-        if let Some(mut owed) = self.owed.get_mut(tenant.id().as_str()) {
-            let now = Clock::system().unix_secs();
-            let plan = Arc::clone(&owed.plan);
-            for (b, o) in plan.budgets().iter().zip(owed.budgets.iter_mut()) {
-                if o.0 == b.period.locate(now).0 {
-                    o.1 =
-                        o.1.saturating_sub(u64::from(charged))
-                            .saturating_add(u64::from(actual));
-                }
-            }
+    /// A charge corrected while deciding here, whoever admitted it (this replica, or
+    /// Redis just before it went away): the share follows it, and so does what is
+    /// owed to Redis, in the periods the charge was made in.
+    pub(super) fn settle(
+        &self,
+        tenant: &TenantContext,
+        plan: &Arc<QuotaPlan>,
+        charge: Charge,
+        actual: u32,
+    ) {
+        self.share.load().local.settle_now(tenant, charge, actual);
+        if !self.beating.load(Ordering::Acquire) {
+            return;
         }
+        let delta = i64::from(actual) - i64::from(charge.units());
+        let at = charge
+            .charged_at()
+            .unwrap_or_else(|| Clock::system().unix_secs());
+        let mut owed = self
+            .owed
+            .entry(tenant.id().clone())
+            .or_insert_with(|| Owed::new(plan));
+        owed.rebase(plan);
+        owed.add(at, delta);
     }
 
     /// Every debt, taken out to be paid; with each, the rate units to charge: those
@@ -287,9 +332,13 @@ impl Fallback {
             dashmap::Entry::Occupied(mut e) => {
                 let e = e.get_mut();
                 e.rate = e.rate.saturating_add(owed.rate);
+                let mut owed = owed;
+                owed.rebase(&e.plan);
                 for (mine, old) in e.budgets.iter_mut().zip(&owed.budgets) {
                     if mine.0 == old.0 {
                         mine.1 = mine.1.saturating_add(old.1);
+                    } else if mine.0 < old.0 {
+                        *mine = *old;
                     }
                 }
             }
@@ -339,7 +388,7 @@ mod tests {
         let (f, plan) = fallback(4);
         let t = ctx("acme", "pro");
         // Allowed: rate left 900, budget 41 left (a share of 10 each).
-        f.observe(&t, &[1, 900, 0, 41, 3600]);
+        f.observe(&t, &[1, 900, 0, 1_767_225_600, 41, 3600]);
         assert_eq!(admitted(&f, &t, &plan), 10);
         // A budget pushed below zero by a correction: nothing left, not "unknown".
         let u = ctx("umbrella", "pro");

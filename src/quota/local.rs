@@ -13,8 +13,8 @@ use foldhash::fast::RandomState;
 use governor::clock::{Clock, MonotonicClock, Reference};
 
 use super::{
-    plan::UnknownTier, refuse, BudgetState, QuotaDecision, QuotaError, QuotaLimit, QuotaManager,
-    QuotaPlan, QuotaPlans, RateState,
+    plan::UnknownTier, refuse, BudgetState, Charge, QuotaDecision, QuotaError, QuotaLimit,
+    QuotaManager, QuotaPlan, QuotaPlans, RateState,
 };
 use crate::core::{TenantContext, TenantId};
 
@@ -547,7 +547,9 @@ where
             let (period, left_secs) = budget.period.locate(now_secs);
             let period = u32::try_from(period).unwrap_or(u32::MAX);
             let mut u = uses.get(i);
-            if u.period != period {
+            // Periods only move forward: a clock stepped back (NTP, a second fast
+            // before) finds the later period, spent as it is, never a fresh one.
+            if period > u.period {
                 u = Used { period, used: 0 };
                 uses.set(i, u);
             }
@@ -589,11 +591,15 @@ where
             rate,
             budget: tightest,
             plan: Some(Arc::clone(plan)),
+            charged_at: Some(now_secs),
             ..QuotaDecision::allow()
         }
     }
 
-    fn correct(&self, tenant: &TenantContext, charged: u32, actual: u32) {
+    /// Corrects `charge` to `actual` units in the periods it was made in: a budget
+    /// whose period has moved on since is left as it is (its new period never carried
+    /// the charge).
+    fn correct(&self, tenant: &TenantContext, charge: Charge, actual: u32) {
         let s = &*self.shared;
         let Some(index) = s.index.find(tenant) else {
             return;
@@ -602,7 +608,7 @@ where
         if budgets.is_empty() {
             return;
         }
-        let now_secs = s.unix_secs();
+        let at = charge.charged_at().unwrap_or_else(|| s.unix_secs());
         let Some(mut slot) = s.entries.get_mut(tenant.id().as_str()) else {
             return;
         };
@@ -611,13 +617,13 @@ where
         }
         let mut uses = s.uses(tenant.id().as_str(), &mut slot, budgets.len());
         for (i, budget) in budgets.iter().enumerate() {
-            let period = u32::try_from(budget.period.locate(now_secs).0).unwrap_or(u32::MAX);
+            let period = u32::try_from(budget.period.locate(at).0).unwrap_or(u32::MAX);
             let u = uses.get(i);
             // Only within the period the charge was made in.
             if u.period == period {
                 let used = u
                     .used
-                    .saturating_sub(u64::from(charged))
+                    .saturating_sub(u64::from(charge.units()))
                     .saturating_add(u64::from(actual));
                 uses.set(i, Used { used, ..u });
             }
@@ -750,9 +756,18 @@ impl<C: Clock> Shared<C> {
                 })
             }
         };
+        // A tenant moved to another plan keeps what it spent of each budget period
+        // the two plans share (as Redis keeps budgets per tenant and period): a change
+        // of tier is never a fresh budget. The rate starts from the new plan (its
+        // arrival time is in the old plan's units).
+        let mut carried = None;
         if slot.plan != index {
+            carried = Some(self.carried(tenant.id().as_str(), &slot, index));
             *slot = Slot::fresh(index, now);
             fresh = true;
+        }
+        if let Some(first) = carried.as_ref().and_then(|c| c.first()) {
+            (slot.period, slot.used) = (first.period, first.used);
         }
         let extra = (budgets > 1).then(|| {
             let zeros = || vec![Used { period: 0, used: 0 }; budgets - 1];
@@ -760,9 +775,45 @@ impl<C: Clock> Shared<C> {
             if fresh || e.len() != budgets - 1 {
                 *e = zeros();
             }
+            if let Some(carried) = &carried {
+                for (slot, used) in e.iter_mut().zip(carried.iter().skip(1)) {
+                    *slot = *used;
+                }
+            }
             e
         });
         (slot, extra)
+    }
+
+    /// What `slot` (under its old plan) spent, laid out for the budgets of the plan
+    /// at `index`: each budget's use carried from the old plan's budget of the same
+    /// period, nothing where the old plan had none. The slot is locked: the side map
+    /// is read after it, as everywhere.
+    fn carried(&self, id: &str, slot: &Slot, index: u32) -> Vec<Used> {
+        let old = self.index.params[slot.plan as usize].plan.budgets();
+        let new = self.index.params[index as usize].plan.budgets();
+        let old_extra: Vec<Used> = if old.len() > 1 {
+            self.extra.get(id).map(|e| e.clone()).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let old_use = |i: usize| match i.checked_sub(1) {
+            None => Used {
+                period: slot.period,
+                used: slot.used,
+            },
+            Some(j) => old_extra
+                .get(j)
+                .copied()
+                .unwrap_or(Used { period: 0, used: 0 }),
+        };
+        new.iter()
+            .map(|b| {
+                old.iter()
+                    .position(|o| o.period == b.period)
+                    .map_or(Used { period: 0, used: 0 }, old_use)
+            })
+            .collect()
     }
 
     /// `slot`'s budgets, with its side entry when its plan has `budgets` > 1 (locked
@@ -799,7 +850,9 @@ impl<C: Clock> Shared<C> {
             let uses = self.uses(id.as_str(), slot, budgets.len());
             let unspent = budgets.iter().enumerate().all(|(i, b)| {
                 let u = uses.get(i);
-                u.used == 0 || u64::from(u.period) != b.period.locate(now_secs).0
+                // Spent in a period that has ended; one later than the clock's (it
+                // stepped back) is still the current one.
+                u.used == 0 || u64::from(u.period) < b.period.locate(now_secs).0
             });
             drop(uses);
             if unspent && budgets.len() > 1 {
@@ -921,10 +974,10 @@ where
     async fn settle(
         &self,
         tenant: &TenantContext,
-        charged: u32,
+        charge: Charge,
         actual: u32,
     ) -> Result<(), QuotaError> {
-        self.correct(tenant, charged, actual);
+        self.correct(tenant, charge, actual);
         Ok(())
     }
 
@@ -950,10 +1003,10 @@ where
     fn settle_now(
         &self,
         tenant: &TenantContext,
-        charged: u32,
+        charge: Charge,
         actual: u32,
     ) -> Option<Result<(), QuotaError>> {
-        self.correct(tenant, charged, actual);
+        self.correct(tenant, charge, actual);
         Some(Ok(()))
     }
 }
@@ -1164,10 +1217,79 @@ mod tests {
         let (q, _, _) = manager(plans);
         let t = ctx("acme", "pro");
         assert!(q.decide(&t, 50).allowed);
-        q.correct(&t, 50, 80);
+        q.correct(&t, Charge::new(50), 80);
         assert_eq!(q.decide(&t, 0).budget.unwrap().remaining, 20);
-        q.correct(&t, 10, 0); // a refund
+        q.correct(&t, Charge::new(10), 0); // a refund
         assert_eq!(q.decide(&t, 0).budget.unwrap().remaining, 30);
+    }
+
+    /// 2025-12-31 23:59:50 UTC: ten seconds before a day (and a month) ends.
+    const BEFORE_MIDNIGHT: u64 = 1_767_225_590;
+
+    fn daily(units: u64) -> QuotaPlans {
+        QuotaPlans::builder()
+            .tier("pro", QuotaPlan::unlimited().budget(units, Period::Day))
+            .tier("basic", QuotaPlan::unlimited().budget(units, Period::Day))
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_refund_settled_after_midnight_never_credits_the_new_day() {
+        let (q, _, secs) = manager(daily(100));
+        secs.store(BEFORE_MIDNIGHT, Ordering::SeqCst);
+        let t = ctx("acme", "pro");
+        let d = q.decide(&t, 100);
+        assert!(d.allowed);
+        assert_eq!(d.charged_at, Some(BEFORE_MIDNIGHT));
+        secs.store(BEFORE_MIDNIGHT + 20, Ordering::SeqCst);
+        assert!(q.decide(&t, 100).allowed, "the new day's 100");
+        q.correct(&t, d.charge(100), 0);
+        assert!(
+            !q.decide(&t, 1).allowed,
+            "yesterday's refund is not today's"
+        );
+        // A refund within the day it was charged in still counts.
+        let (q, _, secs) = manager(daily(100));
+        secs.store(BEFORE_MIDNIGHT - 100, Ordering::SeqCst);
+        let d = q.decide(&t, 100);
+        secs.store(BEFORE_MIDNIGHT, Ordering::SeqCst);
+        q.correct(&t, d.charge(100), 40);
+        assert!(q.decide(&t, 60).allowed);
+        assert!(!q.decide(&t, 1).allowed);
+    }
+
+    #[test]
+    fn a_clock_stepped_back_never_gives_a_spent_period_a_fresh_budget() {
+        let (q, clock, secs) = manager(daily(100));
+        let t = ctx("acme", "pro");
+        secs.store(BEFORE_MIDNIGHT + 9, Ordering::SeqCst); // 23:59:59
+        assert!(q.decide(&t, 100).allowed);
+        secs.store(BEFORE_MIDNIGHT + 10, Ordering::SeqCst); // 00:00:00, a second fast
+        assert!(q.decide(&t, 1).allowed);
+        secs.store(BEFORE_MIDNIGHT + 9, Ordering::SeqCst); // stepped back by NTP
+        let d = q.decide(&t, 100);
+        assert!(!d.allowed, "the spent day came back");
+        assert!(q.decide(&t, 99).allowed, "what is left of the later day");
+        assert!(!q.decide(&t, 1).allowed);
+        // Nor does a sweep take the later period for a stale one.
+        let q = q.idle_after(Duration::from_secs(1));
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(q.evict_idle(), 0, "the later day's use is kept");
+        assert!(!q.decide(&t, 1).allowed);
+    }
+
+    #[test]
+    fn a_change_of_tier_keeps_what_was_spent_in_the_period() {
+        let (q, _, _) = manager(daily(100));
+        assert!(q.decide(&ctx("acme", "pro"), 60).allowed);
+        let basic = ctx("acme", "basic");
+        assert!(
+            !q.decide(&basic, 41).allowed,
+            "a fresh budget with the new tier"
+        );
+        assert!(q.decide(&basic, 40).allowed);
+        assert!(!q.decide(&ctx("acme", "pro"), 1).allowed, "nor back");
     }
 
     #[test]
@@ -1397,15 +1519,19 @@ mod tests {
         assert!(q.decide(&t, 5).allowed);
         let d = q.decide(&t, 1);
         assert_eq!(d.refused_by, Some(QuotaLimit::Budget(Period::Day)));
-        q.correct(&t, 5, 2); // the second budget takes the refund too
+        q.correct(&t, Charge::new(5), 2); // the second budget takes the refund too
         assert!(q.decide(&t, 3).allowed);
         assert!(!q.decide(&t, 1).allowed);
-        // A move to a plan of one budget starts afresh, and its side entry goes.
-        assert!(q.decide(&ctx("acme", "one"), 10).allowed);
+        // A move to a plan of one budget keeps the day's use (15 of its 10), and the
+        // side entry goes.
+        let d = q.decide(&ctx("acme", "one"), 1);
+        assert_eq!(d.refused_by, Some(QuotaLimit::Budget(Period::Day)));
         q.evict_idle();
         assert!(q.shared.extra.is_empty());
-        // Back to two budgets: fresh, not the old uses.
-        assert!(q.decide(&t, 10).allowed);
+        // Back to two budgets: the hour is fresh (the other plan had none), the day
+        // is not.
+        let d = q.decide(&t, 1);
+        assert_eq!(d.refused_by, Some(QuotaLimit::Budget(Period::Day)));
         // The next day, idle: slot and side entry both go.
         clock.advance(Duration::from_secs(86_400));
         secs.fetch_add(86_400, Ordering::SeqCst);

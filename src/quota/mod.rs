@@ -68,6 +68,7 @@ pub use plan::{Budget, Period, QuotaPlan, QuotaPlans, QuotaPlansBuilder, Rate, U
 pub use redis::{FailureMode, RedisQuota, RedisQuotaBuilder};
 pub use stage::{ActualCost, TenantQuota, TenantQuotaBuilder};
 
+pub use crate::core::Charge;
 use crate::core::TenantContext;
 
 /// The state of the rate limit after a check, for the response headers.
@@ -137,6 +138,10 @@ pub struct QuotaDecision {
     pub plan: Option<std::sync::Arc<QuotaPlan>>,
     /// The limit that refused (or, in shadow mode, would have), when one did.
     pub refused_by: Option<QuotaLimit>,
+    /// The Unix second the units were charged at (the manager's wall clock), when the
+    /// manager says: [`settle`](QuotaManager::settle) then corrects the budget
+    /// period the charge was made in.
+    pub charged_at: Option<u64>,
 }
 
 impl QuotaDecision {
@@ -177,6 +182,22 @@ impl QuotaDecision {
         self
     }
 
+    /// Charged at `unix_secs` (the manager's wall clock): see
+    /// [`charged_at`](Self::charged_at).
+    #[must_use]
+    pub fn with_charged_at(mut self, unix_secs: u64) -> Self {
+        self.charged_at = Some(unix_secs);
+        self
+    }
+
+    /// What this decision charged, for `units`: the [`Charge`] to settle.
+    pub fn charge(&self, units: u32) -> Charge {
+        match self.charged_at {
+            Some(at) => Charge::new(units).at(at),
+            None => Charge::new(units),
+        }
+    }
+
     /// The units that could pass now: the smaller of the rate's and the budget's.
     pub fn remaining(&self) -> Option<u64> {
         let rate = self.rate.map(|r| u64::from(r.remaining));
@@ -204,6 +225,7 @@ pub(crate) fn refuse(
         budget,
         plan: plan.cloned(),
         refused_by: by,
+        charged_at: None,
     }
 }
 
@@ -238,11 +260,13 @@ pub trait QuotaManager: Send + Sync + 'static {
     /// Checks `cost` units for `tenant`, consuming them if allowed.
     async fn check(&self, tenant: &TenantContext, cost: u32) -> Result<QuotaDecision, QuotaError>;
 
-    /// Corrects a charge of `charged` units to `actual` units (a refund when smaller).
+    /// Corrects `charge` (what a check admitted, [`QuotaDecision::charge`]) to
+    /// `actual` units (a refund when fewer), in the budget period the charge was made
+    /// in: a period that has ended since is not the current one's to correct.
     async fn settle(
         &self,
         tenant: &TenantContext,
-        charged: u32,
+        charge: Charge,
         actual: u32,
     ) -> Result<(), QuotaError>;
 
@@ -273,10 +297,10 @@ pub trait QuotaManager: Send + Sync + 'static {
     fn settle_now(
         &self,
         tenant: &TenantContext,
-        charged: u32,
+        charge: Charge,
         actual: u32,
     ) -> Option<Result<(), QuotaError>> {
-        let _ = (tenant, charged, actual);
+        let _ = (tenant, charge, actual);
         None
     }
 }
@@ -289,10 +313,10 @@ impl<Q: QuotaManager + ?Sized> QuotaManager for std::sync::Arc<Q> {
     async fn settle(
         &self,
         tenant: &TenantContext,
-        charged: u32,
+        charge: Charge,
         actual: u32,
     ) -> Result<(), QuotaError> {
-        (**self).settle(tenant, charged, actual).await
+        (**self).settle(tenant, charge, actual).await
     }
     fn check_now(
         &self,
@@ -312,9 +336,9 @@ impl<Q: QuotaManager + ?Sized> QuotaManager for std::sync::Arc<Q> {
     fn settle_now(
         &self,
         tenant: &TenantContext,
-        charged: u32,
+        charge: Charge,
         actual: u32,
     ) -> Option<Result<(), QuotaError>> {
-        (**self).settle_now(tenant, charged, actual)
+        (**self).settle_now(tenant, charge, actual)
     }
 }

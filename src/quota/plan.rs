@@ -135,6 +135,9 @@ pub struct Budget {
 /// One request costs one unit unless a [cost estimator](super::CostEstimator) says
 /// otherwise; the same units count against the rate and every budget, unless
 /// [`rate_counts_requests`](Self::rate_counts_requests) makes the rate count requests.
+/// The quota stage charges at least its `min_cost` (1 by default); with `min_cost(0)`,
+/// a plan that [counts requests](Self::rate_counts_requests) still rates requests that
+/// cost nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 pub struct QuotaPlan {

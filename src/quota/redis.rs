@@ -12,8 +12,8 @@ use redis::Script;
 
 use super::{
     fallback::{Fallback, Owed},
-    refuse, BudgetState, Period, QuotaDecision, QuotaError, QuotaLimit, QuotaManager, QuotaPlan,
-    QuotaPlans, RateState,
+    refuse, BudgetState, Charge, Period, QuotaDecision, QuotaError, QuotaLimit, QuotaManager,
+    QuotaPlan, QuotaPlans, RateState,
 };
 use crate::core::{error::ConfigError, RedisConnection, TenantContext};
 
@@ -98,7 +98,7 @@ if T > 0 then
   rrem = fl((limit - (new_tat - now_us)) / T)
   rreset = new_tat - now_us
 end
-local out = {1, rrem, rreset}
+local out = {1, rrem, rreset, now_s}
 for i = 1, nb do
   local used = redis.call('INCRBY', keys[i], cost)
   redis.call('EXPIRE', keys[i], lefts[i] + 60)
@@ -108,11 +108,14 @@ end
 return out
 "#;
 
-/// Corrects the budgets of the current periods by ARGV[1] units (negative: a refund),
-/// never below zero.
+/// Corrects the budgets by ARGV[1] units (negative: a refund), never below zero, in
+/// the periods of the second ARGV[2] (the charge's, from `CHECK`; 0: now): a period
+/// that has ended since keeps the correction to itself.
 const SETTLE: &str = r#"
 local delta = tonumber(ARGV[1])
-for i = 2, #ARGV do
+local at = tonumber(ARGV[2])
+if at > 0 then now_s = at end
+for i = 3, #ARGV do
   local idx = locate(tonumber(ARGV[i]))
   local key = KEYS[1] .. ':b:' .. ARGV[i] .. ':' .. string.format('%.0f', idx)
   if redis.call('EXISTS', key) == 1 then
@@ -142,9 +145,11 @@ for i = 1, nb do
   local code = ARGV[2 + 3 * i]
   local idx, left = locate(tonumber(code))
   local units = tonumber(ARGV[4 + 3 * i])
-  if units > 0 and idx == tonumber(ARGV[3 + 3 * i]) then
+  if units ~= 0 and idx == tonumber(ARGV[3 + 3 * i]) then
     local key = base .. ':b:' .. code .. ':' .. string.format('%.0f', idx)
-    redis.call('INCRBY', key, units)
+    -- A refund owed (a correction made while Redis was away) never goes below zero.
+    local v = redis.call('INCRBY', key, units)
+    if v < 0 then redis.call('SET', key, 0) end
     redis.call('EXPIRE', key, left + 60)
   end
 end
@@ -725,7 +730,8 @@ fn decision_from(plan: &Arc<QuotaPlan>, cost: u32, reply: &[i64]) -> Option<Quot
             if rrem >= 0 {
                 d.rate = rate_of(rrem, micros(rreset));
             }
-            d.budget = tightest(reply.get(3..)?)?;
+            d.charged_at = u64::try_from(*reply.get(3)?).ok();
+            d.budget = tightest(reply.get(4..)?)?;
         }
         0 if *reply.get(1)? == 1 => {
             let i = usize::try_from(*reply.get(2)?).ok()?.checked_sub(1)?;
@@ -807,7 +813,7 @@ impl QuotaManager for RedisQuota {
     async fn settle(
         &self,
         tenant: &TenantContext,
-        charged: u32,
+        charge: Charge,
         actual: u32,
     ) -> Result<(), QuotaError> {
         let Some(plan) = self.plans.plan_for(tenant) else {
@@ -816,12 +822,16 @@ impl QuotaManager for RedisQuota {
         if plan.budgets().is_empty() {
             return Ok(());
         }
+        // While deciding locally, a correction changes the local share and what is
+        // owed to Redis, whoever admitted the charge (Redis just before the outage,
+        // or this replica during it).
         if let Some(f) = self.fallback.as_ref().filter(|f| f.local_only()) {
-            f.settle(tenant, charged, actual);
+            f.settle(tenant, plan, charge, actual);
             return Ok(());
         }
         let mut invocation = self.settle.key(self.key(tenant));
-        invocation.arg(i64::from(actual) - i64::from(charged));
+        invocation.arg(i64::from(actual) - i64::from(charge.units()));
+        invocation.arg(charge.charged_at().unwrap_or(0));
         for b in plan.budgets() {
             invocation.arg(period_code(b.period));
         }

@@ -8,7 +8,7 @@ use actix_web::{dev::ServiceRequest, http::StatusCode, HttpMessage as _, HttpReq
 use super::{
     cost::{CostEstimator, CostRequest},
     headers::headers,
-    QuotaDecision, QuotaError, QuotaLimit, QuotaManager,
+    Charge, QuotaDecision, QuotaError, QuotaLimit, QuotaManager,
 };
 use crate::{
     core::{
@@ -50,6 +50,7 @@ impl TenantQuota {
             estimator: Arc::new(|_: &ServiceRequest| 1),
             headers_on_success: true,
             refund_server_errors: false,
+            min_cost: 1,
             common: Common::default(),
         }
     }
@@ -62,6 +63,7 @@ pub struct TenantQuotaBuilder {
     estimator: Arc<dyn CostEstimator>,
     headers_on_success: bool,
     refund_server_errors: bool,
+    min_cost: u32,
     common: Common,
 }
 
@@ -70,11 +72,23 @@ impl fmt::Debug for TenantQuotaBuilder {
         f.debug_struct("TenantQuotaBuilder")
             .field("headers_on_success", &self.headers_on_success)
             .field("refund_server_errors", &self.refund_server_errors)
+            .field("min_cost", &self.min_cost)
             .finish_non_exhaustive()
     }
 }
 
 impl TenantQuotaBuilder {
+    /// The least a request costs, whatever its estimator says (default: 1). A cost a
+    /// client names (a header, a query parameter) of 0 would otherwise pass an
+    /// exhausted budget and take nothing from the rate. Set 0 only knowingly, for
+    /// requests that are free; to keep them rated, give their plans
+    /// [`rate_counts_requests`](super::QuotaPlan::rate_counts_requests), which takes
+    /// one unit from the rate per request whatever it costs.
+    pub fn min_cost(mut self, units: u32) -> Self {
+        self.min_cost = units;
+        self
+    }
+
     /// How much a request costs (default: 1).
     pub fn cost(mut self, estimator: impl CostEstimator) -> Self {
         self.estimator = Arc::new(estimator);
@@ -110,6 +124,7 @@ impl TenantQuotaBuilder {
             estimator: self.estimator,
             headers_on_success: self.headers_on_success,
             refund_server_errors: self.refund_server_errors,
+            min_cost: self.min_cost,
         };
         TenantQuota(Built::new(stage, self.common))
     }
@@ -137,6 +152,8 @@ pub(crate) struct QuotaStage {
     estimator: Arc<dyn CostEstimator>,
     headers_on_success: bool,
     refund_server_errors: bool,
+    /// The least a request costs.
+    min_cost: u32,
 }
 
 impl fmt::Debug for QuotaStage {
@@ -193,7 +210,7 @@ impl QuotaStage {
         let timer = Timer::start();
         let req = cost.request();
         let cost = match self.estimator.estimate(cost) {
-            Ok(cost) => cost,
+            Ok(cost) => cost.max(self.min_cost),
             Err(err) => return self.refuse(settings, req, &tenant, err).into(),
         };
         match self.manager.check_now_at(&tenant, cost, flow.now()) {
@@ -269,7 +286,7 @@ impl QuotaStage {
         flow.after = Some(After {
             by: Some(Arc::clone(self) as Arc<dyn Settle>),
             tenant,
-            units: cost,
+            charge: decision.charge(cost),
             fields,
         });
         Decision::Pass
@@ -322,7 +339,7 @@ impl Settle for QuotaStage {
     fn settle(
         self: Arc<Self>,
         tenant: &Arc<TenantContext>,
-        charged: u32,
+        charge: Charge,
         req: &HttpRequest,
         status: StatusCode,
     ) {
@@ -331,27 +348,27 @@ impl Settle for QuotaStage {
         } else {
             req.extensions().get::<ActualCost>().map(|c| c.0)
         };
-        if let Some(actual) = actual.filter(|a| *a != charged) {
-            correct(self, tenant, charged, actual);
+        if let Some(actual) = actual.filter(|a| *a != charge.units()) {
+            correct(self, tenant, charge, actual);
         }
     }
 
-    fn abandoned(self: Arc<Self>, tenant: &Arc<TenantContext>, charged: u32) {
+    fn abandoned(self: Arc<Self>, tenant: &Arc<TenantContext>, charge: Charge) {
         if self.refund_server_errors {
             tracing::debug!(target: "actix_tenancy::quota", "request abandoned: refunding");
-            correct(self, tenant, charged, 0);
+            correct(self, tenant, charge, 0);
         }
     }
 }
 
 /// Corrects a charge, without waiting when the manager can.
-fn correct(stage: Arc<QuotaStage>, tenant: &Arc<TenantContext>, charged: u32, actual: u32) {
-    if stage.manager.settle_now(tenant, charged, actual).is_some() {
+fn correct(stage: Arc<QuotaStage>, tenant: &Arc<TenantContext>, charge: Charge, actual: u32) {
+    if stage.manager.settle_now(tenant, charge, actual).is_some() {
         return;
     }
     let tenant = Arc::clone(tenant);
     actix_web::rt::spawn(async move {
-        if let Err(err) = stage.manager.settle(&tenant, charged, actual).await {
+        if let Err(err) = stage.manager.settle(&tenant, charge, actual).await {
             tracing::warn!(target: "actix_tenancy::quota", error = %err, "quota correction failed");
         }
     });
