@@ -639,3 +639,72 @@ async fn a_provider_that_never_answers_is_503_within_the_key_timeout() {
     );
     drop(silent);
 }
+
+/// A genuine token's header and claims under another `kid`.
+fn rekeyed(token: &str, kid: &str) -> String {
+    let (_, rest) = token.split_once('.').unwrap();
+    let header = format!(r#"{{"alg":"RS256","typ":"JWT","kid":"{kid}"}}"#);
+    format!("{}.{rest}", b64(header.as_bytes()))
+}
+
+#[actix_web::test]
+async fn refresh_all_now_takes_a_rotation_and_a_withdrawal_at_once() {
+    let Some(a) = Provider::start("a") else {
+        return;
+    };
+    let Some(mut b) = Provider::start("b") else {
+        return;
+    };
+    // A long cooldown: no token may cause a refetch during the test.
+    let issuers = Arc::new(
+        TenantIssuers::map()
+            .bind(TenantId::parse("acme").unwrap(), Binding::new(&a.issuer))
+            .bind(TenantId::parse("globex").unwrap(), Binding::new(&b.issuer))
+            .keys(|issuer| keys(issuer).cooldown(Duration::from_secs(60))),
+    );
+    assert_eq!(issuers.refresh_all_now().await, Ok(0), "nothing held yet");
+    let sessions =
+        SessionManager::tenant_issuers(SessionConfig::new("unused", "api"), Arc::clone(&issuers));
+    let app = app!(sessions);
+    let old_a = a.token("tenant=acme&aud=api").await;
+    let old_b = b.token("tenant=globex&aud=api").await;
+    assert_eq!(get(&app, &old_a).await, (200, "acme".into()));
+    assert_eq!(get(&app, &old_b).await, (200, "globex".into()));
+    // An unknown kid uses up each provider's one refetch of the cooldown (if the
+    // first fetch did not already).
+    assert_eq!(get(&app, &rekeyed(&old_a, "unknown")).await.0, 401);
+    assert_eq!(get(&app, &rekeyed(&old_b, "unknown")).await.0, 401);
+
+    // Both rotate; A withdraws its old key (it leaked). Until the keys are fetched
+    // again, the new keys are unknown and the withdrawn one still verifies.
+    a.rotate().await;
+    b.rotate().await;
+    a.withdraw(&kid_of(&old_a)).await;
+    let new_a = a.token("tenant=acme&aud=api").await;
+    let new_b = b.token("tenant=globex&aud=api").await;
+    assert_eq!(get(&app, &new_a).await.0, 401, "in the cooldown");
+    assert_eq!(get(&app, &new_b).await.0, 401, "in the cooldown");
+    assert_eq!(get(&app, &old_a).await.0, 200, "not refreshed yet");
+
+    assert_eq!(issuers.refresh_all_now().await, Ok(2));
+    assert_eq!(get(&app, &new_a).await, (200, "acme".into()));
+    assert_eq!(get(&app, &new_b).await, (200, "globex".into()));
+    assert_eq!(get(&app, &old_a).await.0, 401, "withdrawn: refused at once");
+    assert_eq!(get(&app, &old_b).await.0, 200, "still published");
+
+    // A provider that cannot be reached is named; the others are refreshed, and the
+    // unreachable one keeps its keys.
+    b.stop();
+    let failed = issuers.refresh_all_now().await.unwrap_err();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, b.issuer);
+    assert_eq!(
+        get(&app, &a.token("tenant=acme&aud=api").await).await.0,
+        200
+    );
+    assert_eq!(
+        get(&app, &new_b).await.0,
+        200,
+        "B's last good keys are kept"
+    );
+}

@@ -758,12 +758,19 @@ impl SessionManager {
     /// Verifies tokens of each tenant's own identity provider (feature `oidc`);
     /// issues none. The configuration's issuer is not used; its audiences are, for
     /// tenants whose [`Binding`](super::oidc::Binding) names none.
+    ///
+    /// Takes the [`TenantIssuers`](super::oidc::TenantIssuers) or an `Arc` of it: keep
+    /// a clone of the `Arc` to call
+    /// [`refresh_all_now`](super::oidc::TenantIssuers::refresh_all_now) later.
     #[cfg(feature = "oidc")]
-    pub fn tenant_issuers(config: SessionConfig, issuers: super::oidc::TenantIssuers) -> Self {
+    pub fn tenant_issuers(
+        config: SessionConfig,
+        issuers: impl Into<Arc<super::oidc::TenantIssuers>>,
+    ) -> Self {
         Self::with_trust(
             config,
             KeySet::verify_only(),
-            Trust::Tenants(Arc::new(issuers)),
+            Trust::Tenants(issuers.into()),
         )
     }
 

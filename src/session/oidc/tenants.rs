@@ -12,7 +12,7 @@ use futures_util::FutureExt as _;
 
 use serde_json::Value;
 
-use super::RemoteKeys;
+use super::{OidcError, RemoteKeys};
 use crate::{
     core::TenantId,
     registry::TenantRegistry,
@@ -118,7 +118,9 @@ struct Providers {
 /// `503 auth_unavailable`, so that a flood of tokens naming many tenants cannot evict
 /// the providers in use. A registry lookup is bounded by
 /// [`registry_timeout`](Self::registry_timeout) (default 2 s); a registry that fails,
-/// hangs or panics is `503 auth_unavailable`.
+/// hangs or panics is `503 auth_unavailable`. After a provider rotates its keys or
+/// withdraws a leaked one, [`refresh_all_now`](Self::refresh_all_now) refetches every
+/// held provider's keys at once.
 ///
 /// ```
 /// use actix_tenancy::session::oidc::{Binding, TenantIssuers};
@@ -359,6 +361,59 @@ impl TenantIssuers {
             }
             Bindings::Map(_) => None,
             Bindings::Registry { .. } => self.lock().by_issuer.get(issuer).map(|h| h.keys.clone()),
+        }
+    }
+
+    /// Refetches every held provider's keys now, whatever their refresh schedule and
+    /// cooldown, and waits for all of them (each joins a fetch of its own already
+    /// running): after a provider rotated its keys, or withdrew one that leaked, its
+    /// new keys verify, and tokens signed with a withdrawn key stop verifying, as
+    /// soon as this returns, without waiting for the refresh interval. An operator's
+    /// "refresh now", like [`RemoteKeys::refresh_now`] for one key set.
+    ///
+    /// Only providers whose keys are held are fetched (one not held yet is fetched
+    /// when its first token comes). `Ok` with how many were refreshed; `Err` with each
+    /// issuer whose fetch failed, and why: the others were refreshed, and a provider
+    /// whose fetch failed keeps its last good keys, as after any failed refresh.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use actix_tenancy::session::oidc::TenantIssuers;
+    /// use actix_tenancy::session::{SessionConfig, SessionManager};
+    ///
+    /// # async fn run(registry: Arc<actix_tenancy::registry::InMemoryRegistry>) {
+    /// let issuers = Arc::new(TenantIssuers::registry(registry, "oidc"));
+    /// let sessions =
+    ///     SessionManager::tenant_issuers(SessionConfig::new("unused", "api"), Arc::clone(&issuers));
+    /// // Later, told that a provider's key leaked and was withdrawn:
+    /// if let Err(failed) = issuers.refresh_all_now().await {
+    ///     for (issuer, why) in failed {
+    ///         eprintln!("{issuer}: {why}");
+    ///     }
+    /// }
+    /// # let _ = sessions; }
+    /// ```
+    pub async fn refresh_all_now(&self) -> Result<usize, Vec<(String, OidcError)>> {
+        let held: Vec<(String, RemoteKeys)> = self
+            .lock()
+            .by_issuer
+            .iter()
+            .map(|(issuer, h)| (issuer.clone(), h.keys.clone()))
+            .collect();
+        let count = held.len();
+        let fetches = held.into_iter().map(|(issuer, keys)| async move {
+            let done = keys.refresh_now().await;
+            done.err().map(|e| (issuer, e))
+        });
+        let failed: Vec<(String, OidcError)> = futures_util::future::join_all(fetches)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        if failed.is_empty() {
+            Ok(count)
+        } else {
+            Err(failed)
         }
     }
 }
