@@ -640,6 +640,13 @@ async fn a_provider_that_never_answers_is_503_within_the_key_timeout() {
     drop(silent);
 }
 
+/// A genuine token with its signature replaced: the right shape, issuer, tenant and
+/// `kid`, signed by nobody.
+fn resigned(token: &str) -> String {
+    let (signed, _) = token.rsplit_once('.').unwrap();
+    format!("{signed}.{}", b64(&[7u8; 256]))
+}
+
 /// A genuine token's header and claims under another `kid`.
 fn rekeyed(token: &str, kid: &str) -> String {
     let (_, rest) = token.split_once('.').unwrap();
@@ -706,5 +713,86 @@ async fn refresh_all_now_takes_a_rotation_and_a_withdrawal_at_once() {
         get(&app, &new_b).await.0,
         200,
         "B's last good keys are kept"
+    );
+}
+
+#[actix_web::test]
+async fn tokens_that_do_not_verify_cannot_hold_provider_slots() {
+    let (Some(a), Some(b), Some(c)) = (
+        Provider::start("a"),
+        Provider::start("b"),
+        Provider::start("c"),
+    ) else {
+        return;
+    };
+    let mut registry = InMemoryRegistry::new();
+    for (t, p) in [("t0", &a), ("t1", &b), ("t2", &c)] {
+        registry = registry.with(
+            TenantRecord::new(TenantId::parse(t).unwrap(), "free")
+                .with_attribute("oidc", p.issuer.as_str()),
+        );
+    }
+    let registry = Arc::new(registry);
+    let made = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&made);
+    let idle = Duration::from_millis(500);
+    let issuers = Arc::new(
+        TenantIssuers::registry(registry.clone(), "oidc")
+            .keys(move |issuer| {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                keys(issuer)
+            })
+            .max_providers(2)
+            .idle_after(idle),
+    );
+    let sessions =
+        SessionManager::tenant_issuers(SessionConfig::new("unused", "api"), Arc::clone(&issuers));
+    let app = app!(registry, sessions);
+
+    // t0 and t1 take the two slots with valid tokens.
+    let t0 = a.token("tenant=t0&aud=api").await;
+    let t1 = b.token("tenant=t1&aud=api").await;
+    assert_eq!(get(&app, &t0).await, (200, "t0".into()));
+    assert_eq!(get(&app, &t1).await, (200, "t1".into()));
+    assert_eq!(issuers.held(), 2);
+
+    // Then only forged tokens naming t0 and t1 (their issuers, their kids or unknown
+    // ones, signed by nobody), for three idle periods, the last just before t2 comes.
+    let forged = [
+        resigned(&t0),
+        resigned(&t1),
+        rekeyed(&t0, "forged"),
+        rekeyed(&t1, "forged"),
+    ];
+    let flood_until = std::time::Instant::now() + idle * 3;
+    let mut sent = 0;
+    while std::time::Instant::now() < flood_until {
+        for token in &forged {
+            assert_eq!(get(&app, token).await.0, 401);
+            sent += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(sent >= 40, "{sent} forged tokens");
+
+    // Neither provider verified a token for longer than the idle time: t2's valid
+    // token gets a slot.
+    let t2 = c.token("tenant=t2&aud=api").await;
+    assert_eq!(get(&app, &t2).await, (200, "t2".into()));
+    assert_eq!(made.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(issuers.held(), 2);
+
+    // A token that verifies does keep its provider: t1 (held) verifies a new token,
+    // t2 just did, so t0 (evicted, the least recently used) finds no idle slot.
+    assert_eq!(
+        get(&app, &b.token("tenant=t1&aud=api").await).await,
+        (200, "t1".into())
+    );
+    assert_eq!(get(&app, &a.token("tenant=t0&aud=api").await).await.0, 503);
+    // Once they have been idle for the idle time, it does.
+    tokio::time::sleep(idle + Duration::from_millis(100)).await;
+    assert_eq!(
+        get(&app, &a.token("tenant=t0&aud=api").await).await,
+        (200, "t0".into())
     );
 }

@@ -1102,6 +1102,8 @@ impl SessionManager {
         if v.tenant.as_ref() != Some(&tenant) {
             return Err(invalid("the token's tenant changed under verification"));
         }
+        // Only now, with a token that verified, is the provider in use.
+        issuers.verified(binding.issuer());
         // A `jti` is unique only per issuer: another tenant's provider must not be able
         // to name (and, by logging out, revoke) this tenant's tokens.
         v.jti = v.jti.map(|jti| format!("{}#{jti}", binding.issuer()));

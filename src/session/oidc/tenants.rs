@@ -90,6 +90,10 @@ type Template = dyn Fn(&str) -> RemoteKeysBuilder + Send + Sync;
 
 struct Held {
     keys: RemoteKeys,
+    /// When a token last verified with these keys; when they were made, until one
+    /// does (a new provider has one idle period to see its first token through).
+    /// Looking the provider up does not count: a token that does not verify must
+    /// not keep a slot.
     used: Instant,
 }
 
@@ -116,11 +120,13 @@ struct Providers {
 /// least recently used only if that one has been idle for
 /// [`idle_after`](Self::idle_after) (default 10 min), else the new tenant's tokens are
 /// `503 auth_unavailable`, so that a flood of tokens naming many tenants cannot evict
-/// the providers in use. A registry lookup is bounded by
-/// [`registry_timeout`](Self::registry_timeout) (default 2 s); a registry that fails,
-/// hangs or panics is `503 auth_unavailable`. After a provider rotates its keys or
-/// withdraws a leaked one, [`refresh_all_now`](Self::refresh_all_now) refetches every
-/// held provider's keys at once.
+/// the providers in use. A provider is in use when a token verified with its keys
+/// (a new one, since it was made): tokens that do not verify never keep a slot. A
+/// registry lookup is bounded by [`registry_timeout`](Self::registry_timeout)
+/// (default 2 s); a registry that fails, hangs or panics is `503 auth_unavailable`.
+/// After a provider rotates its keys or withdraws a leaked one,
+/// [`refresh_all_now`](Self::refresh_all_now) refetches every held provider's keys at
+/// once.
 ///
 /// ```
 /// use actix_tenancy::session::oidc::{Binding, TenantIssuers};
@@ -210,8 +216,8 @@ impl TenantIssuers {
         self
     }
 
-    /// How long a held provider must go unused before a new one may replace it
-    /// (default 10 min).
+    /// How long a held provider must go unused (no token verified with its keys; for
+    /// a new one, since it was made) before a new one may replace it (default 10 min).
     #[must_use]
     pub fn idle_after(mut self, idle: Duration) -> Self {
         self.idle_after = idle;
@@ -311,12 +317,13 @@ impl TenantIssuers {
     }
 
     /// The key source of a bound issuer, made (and its first fetch started) on first
-    /// use.
+    /// use. Looking it up does not mark it used: only a token that verifies does
+    /// ([`verified`](Self::verified)), so tokens that do not verify cannot keep a slot
+    /// "in use".
     pub(crate) fn provider(&self, issuer: &str) -> Result<RemoteKeys, SessionError> {
         let mut p = self.lock();
         let now = Instant::now();
-        if let Some(held) = p.by_issuer.get_mut(issuer) {
-            held.used = now;
+        if let Some(held) = p.by_issuer.get(issuer) {
             return Ok(held.keys.clone());
         }
         // Map bindings are bounded by the map; registry bindings by `max_providers`,
@@ -349,6 +356,13 @@ impl TenantIssuers {
             },
         );
         Ok(keys)
+    }
+
+    /// A token verified with `issuer`'s keys: its provider is in use now.
+    pub(crate) fn verified(&self, issuer: &str) {
+        if let Some(held) = self.lock().by_issuer.get_mut(issuer) {
+            held.used = Instant::now();
+        }
     }
 
     /// The key source of `issuer` if it is trusted for some tenant: for map bindings
