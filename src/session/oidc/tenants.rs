@@ -19,6 +19,10 @@ use crate::{
     session::{oidc::RemoteKeysBuilder, SessionError},
 };
 
+/// The most tenants whose bindings are remembered per held issuer (registry
+/// bindings), for the audiences a token from that issuer may be for.
+const MAX_SEEN: usize = 64;
+
 /// The identity provider one tenant trusts: its issuer and, optionally, the audiences
 /// its tokens must be for (else the [`SessionConfig`](crate::session::SessionConfig)'s).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +99,56 @@ struct Held {
     /// Looking the provider up does not count: a token that does not verify must
     /// not keep a slot.
     used: Instant,
+    /// The tenants seen bound to this issuer (registry bindings; at most
+    /// [`MAX_SEEN`]), with their bindings' audiences as last seen (empty: the
+    /// configuration's).
+    seen: HashMap<TenantId, Vec<String>>,
+}
+
+impl Held {
+    /// Remembers `tenant`'s binding to this issuer; `true` when the tenant is new here.
+    fn learn(&mut self, tenant: &TenantId, binding: &Binding) -> bool {
+        if let Some(known) = self.seen.get_mut(tenant) {
+            if *known != binding.audiences {
+                known.clone_from(&binding.audiences);
+            }
+            return false;
+        }
+        if self.seen.len() >= MAX_SEEN {
+            return false;
+        }
+        self.seen.insert(tenant.clone(), binding.audiences.clone());
+        true
+    }
+}
+
+/// An issuer trusted for some tenant, as the conflict check needs it: its keys and
+/// the audiences a token from it may be for.
+pub(crate) struct Trusted {
+    pub(crate) keys: RemoteKeys,
+    /// The audiences its bindings name.
+    pub(crate) audiences: Vec<String>,
+    /// Whether one of its bindings takes the configuration's audiences.
+    pub(crate) configured: bool,
+}
+
+impl Trusted {
+    fn of<'a>(keys: RemoteKeys, bindings: impl Iterator<Item = &'a Vec<String>>) -> Self {
+        let (mut audiences, mut configured) = (Vec::new(), false);
+        for named in bindings {
+            configured |= named.is_empty();
+            for a in named {
+                if !audiences.contains(a) {
+                    audiences.push(a.clone());
+                }
+            }
+        }
+        Self {
+            keys,
+            audiences,
+            configured,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -109,9 +163,21 @@ struct Providers {
 ///
 /// A token is accepted only when its `iss` is the issuer bound to the tenant it names
 /// (read as [`SessionConfig::tenant_from`](crate::session::SessionConfig::tenant_from)
-/// or `tenant_claim` say), and its signature verifies with that issuer's keys. A
-/// token validly signed by one tenant's provider naming another tenant is `403
-/// tenant_conflict`, audited as a conflict; any other mismatch is `401`.
+/// or `tenant_claim` say), and it verifies with that issuer's keys, for the binding's
+/// audiences (signature, `exp`, every claim).
+///
+/// A token that is valid for an issuer trusted for some tenant (its signature, an
+/// audience of one of the issuer's bindings, expiry and claims all check out) but
+/// names a tenant it may not be used for (another provider's tenant, a tenant without
+/// a provider, an id no tenant has, or a tenant of the same issuer whose binding
+/// takes other audiences) is `403 tenant_forbidden`: byte for byte what an unknown
+/// or a suspended tenant gets, so that a token holder cannot learn which ids are
+/// tenants, or suspended ones. Operators tell them apart in the audit line (stage
+/// `Authentication`): a "cross-tenant token" (another provider's tenant, or another
+/// audience), or "the token names a tenant bound to no identity provider". Any other
+/// mismatch (a token not valid for its issuer, an issuer no tenant trusts) is `401`. With registry bindings an issuer counts as
+/// trusted while its keys are held, and a token from it is valid for the audiences of
+/// the bindings last seen naming it (of at most 64 tenants).
 ///
 /// Each issuer's keys are a [`RemoteKeys`] found by discovery, made when a tenant
 /// that uses it is first seen (its first request waits for the fetch). Map bindings
@@ -316,15 +382,24 @@ impl TenantIssuers {
         Ok(self.binding_in(found, attribute))
     }
 
-    /// The key source of a bound issuer, made (and its first fetch started) on first
-    /// use. Looking it up does not mark it used: only a token that verifies does
-    /// ([`verified`](Self::verified)), so tokens that do not verify cannot keep a slot
-    /// "in use".
-    pub(crate) fn provider(&self, issuer: &str) -> Result<RemoteKeys, SessionError> {
+    /// The key source of `binding`'s issuer (`tenant`'s), made (and its first fetch
+    /// started) on first use. Looking it up does not mark it used: only a token that
+    /// verifies does ([`verified`](Self::verified)), so tokens that do not verify
+    /// cannot keep a slot "in use".
+    pub(crate) fn provider(
+        &self,
+        tenant: &TenantId,
+        binding: &Binding,
+    ) -> Result<RemoteKeys, SessionError> {
+        let issuer = binding.issuer();
         let mut p = self.lock();
         let now = Instant::now();
-        if let Some(held) = p.by_issuer.get(issuer) {
-            return Ok(held.keys.clone());
+        if let Some(held) = p.by_issuer.get_mut(issuer) {
+            let keys = held.keys.clone();
+            if held.learn(tenant, binding) {
+                forget_elsewhere(&mut p, tenant, issuer);
+            }
+            return Ok(keys);
         }
         // Map bindings are bounded by the map; registry bindings by `max_providers`,
         // replacing only an idle provider.
@@ -348,13 +423,14 @@ impl TenantIssuers {
             tracing::error!(target: "actix_tenancy::oidc", issuer, "cannot use the issuer: {e}");
             unavailable("the tenant's identity provider cannot be used")
         })?;
-        p.by_issuer.insert(
-            issuer.to_owned(),
-            Held {
-                keys: keys.clone(),
-                used: now,
-            },
-        );
+        let mut held = Held {
+            keys: keys.clone(),
+            used: now,
+            seen: HashMap::new(),
+        };
+        held.learn(tenant, binding);
+        forget_elsewhere(&mut p, tenant, issuer);
+        p.by_issuer.insert(issuer.to_owned(), held);
         Ok(keys)
     }
 
@@ -365,16 +441,22 @@ impl TenantIssuers {
         }
     }
 
-    /// The key source of `issuer` if it is trusted for some tenant: for map bindings
-    /// any bound issuer, for registry bindings one whose keys are held. Used to tell a
-    /// cross-tenant token (a conflict) from a forged one.
-    pub(crate) fn trusted(&self, issuer: &str) -> Option<RemoteKeys> {
+    /// `issuer`, if it is trusted for some tenant: for map bindings any bound issuer,
+    /// for registry bindings one whose keys are held. Used to tell a valid token
+    /// naming a tenant its issuer is not bound to from an invalid one.
+    pub(crate) fn trusted(&self, issuer: &str) -> Option<Trusted> {
         match &self.bindings {
-            Bindings::Map(map) if map.values().any(|b| b.issuer == issuer) => {
-                self.provider(issuer).ok()
+            Bindings::Map(map) => {
+                let mut bound = map.iter().filter(|(_, b)| b.issuer == issuer).peekable();
+                let (tenant, binding) = bound.peek().copied()?;
+                let keys = self.provider(tenant, binding).ok()?;
+                Some(Trusted::of(keys, bound.map(|(_, b)| &b.audiences)))
             }
-            Bindings::Map(_) => None,
-            Bindings::Registry { .. } => self.lock().by_issuer.get(issuer).map(|h| h.keys.clone()),
+            Bindings::Registry { .. } => {
+                let p = self.lock();
+                let held = p.by_issuer.get(issuer)?;
+                Some(Trusted::of(held.keys.clone(), held.seen.values()))
+            }
         }
     }
 
@@ -428,6 +510,16 @@ impl TenantIssuers {
             Ok(count)
         } else {
             Err(failed)
+        }
+    }
+}
+
+/// `tenant` is now seen bound to `issuer`: no other held issuer counts its binding's
+/// audiences any more.
+fn forget_elsewhere(p: &mut Providers, tenant: &TenantId, issuer: &str) {
+    for (other, held) in &mut p.by_issuer {
+        if other != issuer {
+            held.seen.remove(tenant);
         }
     }
 }
