@@ -387,7 +387,7 @@ async fn started_without_keys_answers_503_until_they_arrive() {
 }
 
 #[actix_web::test]
-async fn two_tenants_on_two_providers_and_the_cross_tenant_token_is_a_conflict() {
+async fn two_tenants_on_two_providers_and_the_cross_tenant_token_is_refused_and_audited() {
     let Some(a) = Provider::start("a") else {
         return;
     };
@@ -427,7 +427,8 @@ async fn two_tenants_on_two_providers_and_the_cross_tenant_token_is_a_conflict()
         401
     );
 
-    // acme's provider signs a token naming globex: validly signed, wrong tenant.
+    // acme's provider signs a token naming globex: valid, wrong tenant. Answered as an
+    // unknown or suspended tenant is; audited as a cross-tenant token.
     let cross = a.token("tenant=globex&aud=api").await;
     let req = test::TestRequest::get()
         .uri("/whoami")
@@ -436,7 +437,7 @@ async fn two_tenants_on_two_providers_and_the_cross_tenant_token_is_a_conflict()
     let res = test::call_service(&app, req).await;
     assert_eq!(res.status().as_u16(), 403);
     let body: Value = serde_json::from_slice(&test::read_body(res).await).unwrap();
-    assert_eq!(body["code"], "tenant_conflict");
+    assert_eq!(body["code"], "tenant_forbidden");
     assert!(
         !body.to_string().contains("issuer"),
         "no detail for the client"
@@ -445,10 +446,11 @@ async fn two_tenants_on_two_providers_and_the_cross_tenant_token_is_a_conflict()
         .lock()
         .unwrap()
         .iter()
-        .filter(|l| l.contains("TenantConflict"))
+        .filter(|l| l.contains("cross-tenant"))
         .cloned()
         .collect();
     assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    assert!(conflicts[0].contains("TenantForbidden"), "{conflicts:?}");
     assert!(
         conflicts[0].contains("Authentication")
             && conflicts[0].contains("identity provider of the tenant"),
@@ -517,9 +519,13 @@ async fn per_tenant_providers_from_registry_records() {
         200
     );
     // globex has no provider in its record: acme's (held) provider cannot vouch for
-    // it, and its validly signed token naming globex is a conflict.
-    let cross = a.token("tenant=globex&aud=api").await;
+    // it, and its valid token naming globex is refused as an unknown tenant is.
+    let cross = a.token("tenant=globex&aud=api2").await;
     assert_eq!(get(&app, &cross).await.0, 403);
+    // A token for the audience acme's binding no longer takes is no valid token of
+    // that provider any more: a plain 401, whatever tenant it names.
+    let stale = a.token("tenant=globex&aud=api").await;
+    assert_eq!(get(&app, &stale).await.0, 401);
 }
 
 /// A registry that hangs or panics, for the per-tenant provider lookups.
@@ -638,4 +644,342 @@ async fn a_provider_that_never_answers_is_503_within_the_key_timeout() {
         started.elapsed()
     );
     drop(silent);
+}
+
+/// The answer the client sees, every byte of it that could tell two refusals apart:
+/// status, headers (sorted), body.
+async fn answer<S, B>(app: &S, token: &str) -> (u16, Vec<(String, String)>, String)
+where
+    S: Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+    B: actix_web::body::MessageBody,
+{
+    let req = test::TestRequest::get()
+        .uri("/whoami")
+        .insert_header(("Authorization", format!("Bearer {token}")))
+        .to_request();
+    let res = test::call_service(app, req).await;
+    let status = res.status().as_u16();
+    let mut headers: Vec<(String, String)> = res
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    headers.sort();
+    let body = String::from_utf8(test::read_body(res).await.to_vec()).unwrap();
+    (status, headers, body)
+}
+
+/// A genuine token with its signature replaced: the right shape, issuer, tenant and
+/// `kid`, signed by nobody.
+fn resigned(token: &str) -> String {
+    let (signed, _) = token.rsplit_once('.').unwrap();
+    format!("{signed}.{}", b64(&[7u8; 256]))
+}
+
+/// A genuine token's header and claims under another `kid`.
+fn rekeyed(token: &str, kid: &str) -> String {
+    let (_, rest) = token.split_once('.').unwrap();
+    let header = format!(r#"{{"alg":"RS256","typ":"JWT","kid":"{kid}"}}"#);
+    format!("{}.{rest}", b64(header.as_bytes()))
+}
+
+#[actix_web::test]
+async fn refresh_all_now_takes_a_rotation_and_a_withdrawal_at_once() {
+    let Some(a) = Provider::start("a") else {
+        return;
+    };
+    let Some(mut b) = Provider::start("b") else {
+        return;
+    };
+    // A long cooldown: no token may cause a refetch during the test.
+    let issuers = Arc::new(
+        TenantIssuers::map()
+            .bind(TenantId::parse("acme").unwrap(), Binding::new(&a.issuer))
+            .bind(TenantId::parse("globex").unwrap(), Binding::new(&b.issuer))
+            .keys(|issuer| keys(issuer).cooldown(Duration::from_secs(60))),
+    );
+    assert_eq!(issuers.refresh_all_now().await, Ok(0), "nothing held yet");
+    let sessions =
+        SessionManager::tenant_issuers(SessionConfig::new("unused", "api"), Arc::clone(&issuers));
+    let app = app!(sessions);
+    let old_a = a.token("tenant=acme&aud=api").await;
+    let old_b = b.token("tenant=globex&aud=api").await;
+    assert_eq!(get(&app, &old_a).await, (200, "acme".into()));
+    assert_eq!(get(&app, &old_b).await, (200, "globex".into()));
+    // An unknown kid uses up each provider's one refetch of the cooldown (if the
+    // first fetch did not already).
+    assert_eq!(get(&app, &rekeyed(&old_a, "unknown")).await.0, 401);
+    assert_eq!(get(&app, &rekeyed(&old_b, "unknown")).await.0, 401);
+
+    // Both rotate; A withdraws its old key (it leaked). Until the keys are fetched
+    // again, the new keys are unknown and the withdrawn one still verifies.
+    a.rotate().await;
+    b.rotate().await;
+    a.withdraw(&kid_of(&old_a)).await;
+    let new_a = a.token("tenant=acme&aud=api").await;
+    let new_b = b.token("tenant=globex&aud=api").await;
+    assert_eq!(get(&app, &new_a).await.0, 401, "in the cooldown");
+    assert_eq!(get(&app, &new_b).await.0, 401, "in the cooldown");
+    assert_eq!(get(&app, &old_a).await.0, 200, "not refreshed yet");
+
+    assert_eq!(issuers.refresh_all_now().await, Ok(2));
+    assert_eq!(get(&app, &new_a).await, (200, "acme".into()));
+    assert_eq!(get(&app, &new_b).await, (200, "globex".into()));
+    assert_eq!(get(&app, &old_a).await.0, 401, "withdrawn: refused at once");
+    assert_eq!(get(&app, &old_b).await.0, 200, "still published");
+
+    // A provider that cannot be reached is named; the others are refreshed, and the
+    // unreachable one keeps its keys.
+    b.stop();
+    let failed = issuers.refresh_all_now().await.unwrap_err();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, b.issuer);
+    assert_eq!(
+        get(&app, &a.token("tenant=acme&aud=api").await).await.0,
+        200
+    );
+    assert_eq!(
+        get(&app, &new_b).await.0,
+        200,
+        "B's last good keys are kept"
+    );
+}
+
+#[actix_web::test]
+async fn tokens_that_do_not_verify_cannot_hold_provider_slots() {
+    let (Some(a), Some(b), Some(c)) = (
+        Provider::start("a"),
+        Provider::start("b"),
+        Provider::start("c"),
+    ) else {
+        return;
+    };
+    let mut registry = InMemoryRegistry::new();
+    for (t, p) in [("t0", &a), ("t1", &b), ("t2", &c)] {
+        registry = registry.with(
+            TenantRecord::new(TenantId::parse(t).unwrap(), "free")
+                .with_attribute("oidc", p.issuer.as_str()),
+        );
+    }
+    let registry = Arc::new(registry);
+    let made = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&made);
+    let idle = Duration::from_millis(500);
+    let issuers = Arc::new(
+        TenantIssuers::registry(registry.clone(), "oidc")
+            .keys(move |issuer| {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                keys(issuer)
+            })
+            .max_providers(2)
+            .idle_after(idle),
+    );
+    let sessions =
+        SessionManager::tenant_issuers(SessionConfig::new("unused", "api"), Arc::clone(&issuers));
+    let app = app!(registry, sessions);
+
+    // t0 and t1 take the two slots with valid tokens.
+    let t0 = a.token("tenant=t0&aud=api").await;
+    let t1 = b.token("tenant=t1&aud=api").await;
+    assert_eq!(get(&app, &t0).await, (200, "t0".into()));
+    assert_eq!(get(&app, &t1).await, (200, "t1".into()));
+    assert_eq!(issuers.held(), 2);
+
+    // Then only forged tokens naming t0 and t1 (their issuers, their kids or unknown
+    // ones, signed by nobody), for three idle periods, the last just before t2 comes.
+    let forged = [
+        resigned(&t0),
+        resigned(&t1),
+        rekeyed(&t0, "forged"),
+        rekeyed(&t1, "forged"),
+    ];
+    let flood_until = std::time::Instant::now() + idle * 3;
+    let mut sent = 0;
+    while std::time::Instant::now() < flood_until {
+        for token in &forged {
+            assert_eq!(get(&app, token).await.0, 401);
+            sent += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(sent >= 40, "{sent} forged tokens");
+
+    // Neither provider verified a token for longer than the idle time: t2's valid
+    // token gets a slot.
+    let t2 = c.token("tenant=t2&aud=api").await;
+    assert_eq!(get(&app, &t2).await, (200, "t2".into()));
+    assert_eq!(made.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(issuers.held(), 2);
+
+    // A token that verifies does keep its provider: t1 (held) verifies a new token,
+    // t2 just did, so t0 (evicted, the least recently used) finds no idle slot.
+    assert_eq!(
+        get(&app, &b.token("tenant=t1&aud=api").await).await,
+        (200, "t1".into())
+    );
+    assert_eq!(get(&app, &a.token("tenant=t0&aud=api").await).await.0, 503);
+    // Once they have been idle for the idle time, it does.
+    tokio::time::sleep(idle + Duration::from_millis(100)).await;
+    assert_eq!(
+        get(&app, &a.token("tenant=t0&aud=api").await).await,
+        (200, "t0".into())
+    );
+}
+
+#[actix_web::test]
+async fn a_trusted_issuers_token_cannot_tell_unknown_from_suspended_tenants() {
+    let Some(a) = Provider::start("a") else {
+        return;
+    };
+    let Some(b) = Provider::start("b") else {
+        return;
+    };
+    // acme (active) and initech (suspended) trust A, and so does soylent (suspended)
+    // for its own audience; globex (active, its own audience) and umbrella (suspended)
+    // trust B; hooli has a record and no provider; nobody has no record.
+    let bindings = [
+        ("acme", Binding::new(&a.issuer), TenantStatus::Active),
+        ("initech", Binding::new(&a.issuer), TenantStatus::Suspended),
+        (
+            "soylent",
+            Binding::new(&a.issuer).audience("soylent-api"),
+            TenantStatus::Suspended,
+        ),
+        (
+            "globex",
+            Binding::new(&b.issuer).audience("globex-api"),
+            TenantStatus::Active,
+        ),
+        ("umbrella", Binding::new(&b.issuer), TenantStatus::Suspended),
+    ];
+    for from_registry in [false, true] {
+        let mut registry = InMemoryRegistry::new()
+            .with(TenantRecord::new(TenantId::parse("hooli").unwrap(), "free"));
+        let mut issuers = TenantIssuers::map();
+        for (id, binding, status) in &bindings {
+            let id = TenantId::parse(id).unwrap();
+            let mut record = TenantRecord::new(id.clone(), "pro").with_status(*status);
+            if from_registry {
+                let audience = binding.audiences().first().cloned();
+                record = record.with_attribute(
+                    "oidc",
+                    serde_json::json!({"issuer": binding.issuer(), "audience": audience.unwrap_or_else(|| "api".into())}),
+                );
+            } else {
+                issuers = issuers.bind(id, binding.clone());
+            }
+            registry = registry.with(record);
+        }
+        let registry = Arc::new(registry);
+        if from_registry {
+            issuers = TenantIssuers::registry(registry.clone(), "oidc");
+        }
+        let sessions =
+            SessionManager::tenant_issuers(SessionConfig::new("unused", "api"), issuers.keys(keys));
+        let audited = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&audited);
+        let app = app!(
+            registry,
+            sessions,
+            move |e: &actix_tenancy::observe::AuditEvent<'_>| {
+                let line = format!("{:?} {:?} {}", e.stage, e.outcome, e.reason);
+                sink.lock().unwrap().push(line);
+            }
+        );
+        let mode = if from_registry { "registry" } else { "map" };
+
+        // A's own tenant passes (with registry bindings this is also what makes A's
+        // keys held, and A trusted).
+        let acme = a.token("tenant=acme&aud=api").await;
+        assert_eq!(get(&app, &acme).await, (200, "acme".into()), "{mode}");
+
+        // The suspended tenant bound to A, refused by the resolver: the reference.
+        let suspended = answer(&app, &a.token("tenant=initech&aud=api").await).await;
+        assert_eq!(suspended.0, 403, "{mode}");
+        assert!(
+            suspended.2.contains("tenant_forbidden"),
+            "{mode}: {suspended:?}"
+        );
+        // The same token naming anything else: A's tenant that takes another audience
+        // (suspended), an id no tenant has, a tenant without a provider, B's tenants
+        // (active or suspended); and a token for that other audience of A's naming
+        // its tenant (suspended), A's other suspended tenant, an unknown id. Every
+        // byte the same.
+        let probes = [
+            ("soylent", "api"),
+            ("soylent", "soylent-api"),
+            ("initech", "soylent-api"),
+            ("nobody", "soylent-api"),
+            ("nobody", "api"),
+            ("hooli", "api"),
+            ("globex", "api"),
+            ("umbrella", "api"),
+        ];
+        for (other, aud) in probes {
+            let token = a.token(&format!("tenant={other}&aud={aud}")).await;
+            assert_eq!(
+                answer(&app, &token).await,
+                suspended,
+                "{mode}: {other} (aud {aud}) must look like a suspended tenant"
+            );
+        }
+        // Operators still tell them apart.
+        let lines = audited.lock().unwrap().clone();
+        let reasons = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
+        assert_eq!(reasons("tenant is suspended"), 2, "{mode}: {lines:#?}");
+        assert_eq!(
+            reasons("bound to no identity provider"),
+            3,
+            "{mode}: {lines:#?}"
+        );
+        assert_eq!(
+            reasons("is not the identity provider"),
+            2,
+            "{mode}: {lines:#?}"
+        );
+        assert_eq!(
+            reasons("for an audience of its identity provider"),
+            2,
+            "{mode}: {lines:#?}"
+        );
+        assert_eq!(reasons("TenantConflict"), 0, "{mode}: {lines:#?}");
+        assert_eq!(reasons("TenantForbidden"), 9, "{mode}: {lines:#?}");
+
+        // Nothing is a cross-tenant token unless it is a valid token: another audience,
+        // expired, or signed by nobody is a plain 401, whatever tenant it names, and it
+        // is not audited as cross-tenant.
+        audited.lock().unwrap().clear();
+        for other in ["initech", "soylent", "nobody", "globex"] {
+            let tokens = [
+                a.token(&format!("tenant={other}&aud=elsewhere")).await,
+                a.token(&format!("tenant={other}&aud=api&expires_in=-3600"))
+                    .await,
+                resigned(&a.token(&format!("tenant={other}&aud=api")).await),
+            ];
+            for token in tokens {
+                assert_eq!(get(&app, &token).await.0, 401, "{mode}: {other}");
+            }
+        }
+        let lines = audited.lock().unwrap().clone();
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.contains("Unauthenticated") && !l.contains("cross-tenant")),
+            "{mode}: {lines:#?}"
+        );
+        // globex's audience is valid for B's tokens only: A's token for it is 401.
+        for other in ["nobody", "soylent", "globex"] {
+            let token = a.token(&format!("tenant={other}&aud=globex-api")).await;
+            assert_eq!(get(&app, &token).await.0, 401, "{mode}: {other}");
+        }
+    }
 }

@@ -349,8 +349,12 @@ impl Grant {
     }
 }
 
-/// Why a session operation failed. Everything but [`Store`](Self::Store) answers
-/// `401 unauthenticated`; the reason is for logs only.
+/// Why a session operation failed. The [`JwtAuth`](super::JwtAuth) stage answers
+/// `401 unauthenticated` for most, `503 auth_unavailable` for
+/// [`Store`](Self::Store) and [`Unavailable`](Self::Unavailable), `403
+/// tenant_forbidden` for [`Conflict`](Self::Conflict),
+/// [`OtherAudience`](Self::OtherAudience) and [`Unbound`](Self::Unbound); the reason
+/// is for logs only.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum SessionError {
@@ -363,9 +367,21 @@ pub enum SessionError {
     RefreshReused,
     /// The revocation store could not answer; fails closed (`503 auth_unavailable`).
     Store(RevocationError),
-    /// A validly signed token names a tenant whose bound identity provider is another
-    /// one (`403 tenant_conflict`).
+    /// A valid token (signature, audience, expiry, claims) from an identity provider
+    /// trusted for some tenant names a tenant bound to another provider. Answered
+    /// `403 tenant_forbidden`, as an unknown or suspended tenant is (a token holder
+    /// must not learn which ids are tenants); audited with this reason.
     Conflict,
+    /// A token from the identity provider of the tenant it names, valid for an
+    /// audience of another tenant bound to that provider but not for the named
+    /// tenant's. Answered `403 tenant_forbidden`, as an unknown or suspended tenant
+    /// is; audited with this reason.
+    OtherAudience,
+    /// A valid token from an identity provider trusted for some tenant names a
+    /// tenant bound to no provider: an id no tenant has, or a tenant without a
+    /// binding. Answered `403 tenant_forbidden`, the same as an unknown or suspended
+    /// tenant; audited with this reason.
+    Unbound,
     /// No keys are held to verify with (the identity provider has not answered yet);
     /// fails closed (`503 auth_unavailable`).
     Unavailable(Cow<'static, str>),
@@ -382,6 +398,12 @@ impl fmt::Display for SessionError {
             Self::Store(e) => e.fmt(f),
             Self::Conflict => f.write_str(
                 "the token's issuer is not the identity provider of the tenant it names",
+            ),
+            Self::OtherAudience => f.write_str(
+                "the token is for an audience of its identity provider that the tenant it names does not accept",
+            ),
+            Self::Unbound => f.write_str(
+                "the token names a tenant bound to no identity provider (unknown, or without a binding)",
             ),
             Self::Unavailable(why) => write!(f, "no keys to verify with: {why}"),
             Self::Key(e) => e.fmt(f),
@@ -758,12 +780,19 @@ impl SessionManager {
     /// Verifies tokens of each tenant's own identity provider (feature `oidc`);
     /// issues none. The configuration's issuer is not used; its audiences are, for
     /// tenants whose [`Binding`](super::oidc::Binding) names none.
+    ///
+    /// Takes the [`TenantIssuers`](super::oidc::TenantIssuers) or an `Arc` of it: keep
+    /// a clone of the `Arc` to call
+    /// [`refresh_all_now`](super::oidc::TenantIssuers::refresh_all_now) later.
     #[cfg(feature = "oidc")]
-    pub fn tenant_issuers(config: SessionConfig, issuers: super::oidc::TenantIssuers) -> Self {
+    pub fn tenant_issuers(
+        config: SessionConfig,
+        issuers: impl Into<Arc<super::oidc::TenantIssuers>>,
+    ) -> Self {
         Self::with_trust(
             config,
             KeySet::verify_only(),
-            Trust::Tenants(Arc::new(issuers)),
+            Trust::Tenants(issuers.into()),
         )
     }
 
@@ -1066,22 +1095,15 @@ impl SessionManager {
             .parse(named.ok_or(invalid("the token names no tenant"))?)
             .map_err(|_| invalid("malformed tenant claim"))?;
         let binding = issuers.binding(&tenant).await?;
-        let Some(binding) = binding.filter(|b| b.issuer() == iss) else {
-            // Signed by a provider trusted for another tenant: a cross-tenant token.
-            if let Some(other) = issuers.trusted(iss) {
-                let keys = keys_for(&other, header).await;
-                let expect = Expect {
-                    issuer: iss,
-                    audiences: &[],
-                };
-                if keys.is_ok_and(|k| self.check_as(token, Use::Access, &k, Some(&expect)).is_ok())
-                {
-                    return Err(SessionError::Conflict);
-                }
+        let binding = match binding {
+            Some(b) if b.issuer() == iss => b,
+            other => {
+                return Err(self
+                    .not_bound_here(issuers, token, header, iss, other.is_some())
+                    .await)
             }
-            return Err(invalid("the token's issuer is not its tenant's provider"));
         };
-        let provider = issuers.provider(binding.issuer())?;
+        let provider = issuers.provider(&tenant, &binding)?;
         let keys = keys_for(&provider, header).await?;
         let audiences = match binding.audiences() {
             [] => c.audiences.as_slice(),
@@ -1091,10 +1113,19 @@ impl SessionManager {
             issuer: binding.issuer(),
             audiences,
         };
-        let mut v = self.check_as(token, Use::Access, &keys, Some(&expect))?;
+        let mut v = match self.check_as(token, Use::Access, &keys, Some(&expect)) {
+            Ok(v) => v,
+            Err(e) => {
+                let other =
+                    self.for_other_audience(issuers, token, &keys, iss, audiences, &unverified);
+                return Err(other.unwrap_or(e));
+            }
+        };
         if v.tenant.as_ref() != Some(&tenant) {
             return Err(invalid("the token's tenant changed under verification"));
         }
+        // Only now, with a token that verified, is the provider in use.
+        issuers.verified(binding.issuer());
         // A `jti` is unique only per issuer: another tenant's provider must not be able
         // to name (and, by logging out, revoke) this tenant's tokens.
         v.jti = v.jti.map(|jti| format!("{}#{jti}", binding.issuer()));
@@ -1104,6 +1135,90 @@ impl SessionManager {
             binding: Some(Arc::new(binding)),
         };
         Ok(self.remember(token, by, v))
+    }
+
+    /// Why a token from `iss` naming a tenant that `iss` is not bound to is refused:
+    /// when it is a valid token (signature, audience, expiry, claims) from an issuer
+    /// trusted for some tenant, [`Conflict`](SessionError::Conflict) if the tenant is
+    /// bound to another provider, else [`Unbound`](SessionError::Unbound) (both
+    /// answered as an unknown or suspended tenant is); anything else is invalid.
+    #[cfg(feature = "oidc")]
+    async fn not_bound_here(
+        &self,
+        issuers: &super::oidc::TenantIssuers,
+        token: &str,
+        header: &Header,
+        iss: &str,
+        bound_elsewhere: bool,
+    ) -> SessionError {
+        let refused = invalid("the token's issuer is not its tenant's provider");
+        let Some(trusted) = issuers.trusted(iss) else {
+            return refused;
+        };
+        let Ok(keys) = keys_for(&trusted.keys, header).await else {
+            return refused;
+        };
+        let audiences = self.audiences_of(trusted);
+        let expect = Expect {
+            issuer: iss,
+            audiences: &audiences,
+        };
+        match self.check_as(token, Use::Access, &keys, Some(&expect)) {
+            Ok(_) if bound_elsewhere => SessionError::Conflict,
+            Ok(_) => SessionError::Unbound,
+            Err(_) => refused,
+        }
+    }
+
+    /// Every audience a token from a trusted issuer may be for: those its bindings
+    /// name, and the configuration's if one of them takes those.
+    #[cfg(feature = "oidc")]
+    fn audiences_of(&self, trusted: super::oidc::Trusted) -> Vec<String> {
+        let mut audiences = trusted.audiences;
+        if trusted.configured {
+            for a in &self.inner.config.audiences {
+                if !audiences.contains(a) {
+                    audiences.push(a.clone());
+                }
+            }
+        }
+        audiences
+    }
+
+    /// A token from the issuer bound to the tenant it names that failed for the
+    /// binding's `audiences`: [`OtherAudience`](SessionError::OtherAudience) when it
+    /// names another audience of that issuer's bindings and is valid for it (so it is
+    /// answered as a token naming a tenant its issuer is not bound to is, whatever the
+    /// named tenant's state). Tried only when the token names such an audience.
+    #[cfg(feature = "oidc")]
+    fn for_other_audience(
+        &self,
+        issuers: &super::oidc::TenantIssuers,
+        token: &str,
+        keys: &KeySet,
+        iss: &str,
+        audiences: &[String],
+        unverified: &Map<String, Value>,
+    ) -> Option<SessionError> {
+        if audiences.is_empty() {
+            return None;
+        }
+        let all = self.audiences_of(issuers.trusted(iss)?);
+        let named = |a: &String| match unverified.get("aud") {
+            Some(Value::String(s)) => s == a,
+            Some(Value::Array(list)) => list.iter().any(|v| v.as_str() == Some(a.as_str())),
+            _ => false,
+        };
+        if !all.iter().any(|a| !audiences.contains(a) && named(a)) {
+            return None;
+        }
+        let expect = Expect {
+            issuer: iss,
+            audiences: &all,
+        };
+        self.check_as(token, Use::Access, keys, Some(&expect))
+            .ok()
+            .map(|_| SessionError::OtherAudience)
     }
 
     fn check_as(

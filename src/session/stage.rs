@@ -19,7 +19,6 @@ use crate::{
     core::{
         error::{ConfigError, TenancyError},
         observe::{AuditEvent, Outcome, Stage as StageName},
-        SourceKind,
     },
     pipeline::{
         common_setters, wait, Built, Common, Decision, Flow, Settings, Stage, Step, Worker,
@@ -42,7 +41,7 @@ use crate::{
 /// | anything else: malformed, over 8 KiB, bad signature, expired, wrong `iss` / `aud`, a refresh token, revoked | `401 unauthenticated` with `WWW-Authenticate: Bearer error="invalid_token"`; no detail in the body |
 /// | the revocation store fails | `503 auth_unavailable` (fail closed) |
 /// | (feature `oidc`) no keys from the identity provider yet, or the registry cannot say which provider a tenant uses | `503 auth_unavailable` (fail closed) |
-/// | (feature `oidc`) a token validly signed by one tenant's provider that names another tenant | `403 tenant_conflict` |
+/// | (feature `oidc`, `TenantIssuers`) a valid token from a provider trusted for some tenant that names a tenant it may not be used for (another provider's, one without a provider, an id no tenant has, or its own provider's tenant whose binding takes other audiences) | `403 tenant_forbidden`, the same bytes as for an unknown or suspended tenant; the audit reason says which |
 #[derive(Clone)]
 pub struct JwtAuth(Built<AuthStage>);
 
@@ -363,14 +362,20 @@ impl AuthStage {
                 self.report(settings, req, &err);
                 err.into()
             }
-            SessionError::Conflict => {
-                // A token from one tenant's provider naming another tenant.
-                let err = TenancyError::TenantConflict {
-                    first: SourceKind::Claim,
-                    second: SourceKind::Claim,
+            SessionError::Conflict | SessionError::OtherAudience | SessionError::Unbound => {
+                // A valid token from a trusted provider naming a tenant it may not be
+                // used for: answered as the resolver answers an unknown or suspended
+                // tenant, byte for byte, so that no token holder learns which ids are
+                // tenants; the audit reason tells operators which case it was.
+                let reason = match e {
+                    SessionError::Conflict => "cross-tenant token: the token's issuer is not the identity provider of the tenant it names",
+                    SessionError::OtherAudience => "cross-tenant token: for an audience of its identity provider that the tenant it names does not accept",
+                    _ => "the token names a tenant bound to no identity provider (unknown, or without a binding)",
                 };
-                self.report_as(settings, req, &err, &e.to_string());
-                err.into()
+                let err = TenancyError::TenantForbidden {
+                    reason: reason.into(),
+                };
+                self.refuse(settings, req, err)
             }
             other => {
                 let err = TenancyError::Unauthenticated {

@@ -54,6 +54,7 @@ pub fn read_jwks(json: &[u8], algorithms: &[Algorithm]) -> Result<KeySet, KeyErr
         .collect();
     jwks::read(json, &algorithms, 64).map(|read| read.keys)
 }
+pub(crate) use tenants::Trusted;
 pub use tenants::{Binding, TenantIssuers};
 
 /// A remote key source could not be set up or fetched.

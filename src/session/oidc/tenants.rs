@@ -12,12 +12,16 @@ use futures_util::FutureExt as _;
 
 use serde_json::Value;
 
-use super::RemoteKeys;
+use super::{OidcError, RemoteKeys};
 use crate::{
     core::TenantId,
     registry::TenantRegistry,
     session::{oidc::RemoteKeysBuilder, SessionError},
 };
+
+/// The most tenants whose bindings are remembered per held issuer (registry
+/// bindings), for the audiences a token from that issuer may be for.
+const MAX_SEEN: usize = 64;
 
 /// The identity provider one tenant trusts: its issuer and, optionally, the audiences
 /// its tokens must be for (else the [`SessionConfig`](crate::session::SessionConfig)'s).
@@ -90,7 +94,61 @@ type Template = dyn Fn(&str) -> RemoteKeysBuilder + Send + Sync;
 
 struct Held {
     keys: RemoteKeys,
+    /// When a token last verified with these keys; when they were made, until one
+    /// does (a new provider has one idle period to see its first token through).
+    /// Looking the provider up does not count: a token that does not verify must
+    /// not keep a slot.
     used: Instant,
+    /// The tenants seen bound to this issuer (registry bindings; at most
+    /// [`MAX_SEEN`]), with their bindings' audiences as last seen (empty: the
+    /// configuration's).
+    seen: HashMap<TenantId, Vec<String>>,
+}
+
+impl Held {
+    /// Remembers `tenant`'s binding to this issuer; `true` when the tenant is new here.
+    fn learn(&mut self, tenant: &TenantId, binding: &Binding) -> bool {
+        if let Some(known) = self.seen.get_mut(tenant) {
+            if *known != binding.audiences {
+                known.clone_from(&binding.audiences);
+            }
+            return false;
+        }
+        if self.seen.len() >= MAX_SEEN {
+            return false;
+        }
+        self.seen.insert(tenant.clone(), binding.audiences.clone());
+        true
+    }
+}
+
+/// An issuer trusted for some tenant, as the conflict check needs it: its keys and
+/// the audiences a token from it may be for.
+pub(crate) struct Trusted {
+    pub(crate) keys: RemoteKeys,
+    /// The audiences its bindings name.
+    pub(crate) audiences: Vec<String>,
+    /// Whether one of its bindings takes the configuration's audiences.
+    pub(crate) configured: bool,
+}
+
+impl Trusted {
+    fn of<'a>(keys: RemoteKeys, bindings: impl Iterator<Item = &'a Vec<String>>) -> Self {
+        let (mut audiences, mut configured) = (Vec::new(), false);
+        for named in bindings {
+            configured |= named.is_empty();
+            for a in named {
+                if !audiences.contains(a) {
+                    audiences.push(a.clone());
+                }
+            }
+        }
+        Self {
+            keys,
+            audiences,
+            configured,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -105,9 +163,21 @@ struct Providers {
 ///
 /// A token is accepted only when its `iss` is the issuer bound to the tenant it names
 /// (read as [`SessionConfig::tenant_from`](crate::session::SessionConfig::tenant_from)
-/// or `tenant_claim` say), and its signature verifies with that issuer's keys. A
-/// token validly signed by one tenant's provider naming another tenant is `403
-/// tenant_conflict`, audited as a conflict; any other mismatch is `401`.
+/// or `tenant_claim` say), and it verifies with that issuer's keys, for the binding's
+/// audiences (signature, `exp`, every claim).
+///
+/// A token that is valid for an issuer trusted for some tenant (its signature, an
+/// audience of one of the issuer's bindings, expiry and claims all check out) but
+/// names a tenant it may not be used for (another provider's tenant, a tenant without
+/// a provider, an id no tenant has, or a tenant of the same issuer whose binding
+/// takes other audiences) is `403 tenant_forbidden`: byte for byte what an unknown
+/// or a suspended tenant gets, so that a token holder cannot learn which ids are
+/// tenants, or suspended ones. Operators tell them apart in the audit line (stage
+/// `Authentication`): a "cross-tenant token" (another provider's tenant, or another
+/// audience), or "the token names a tenant bound to no identity provider". Any other
+/// mismatch (a token not valid for its issuer, an issuer no tenant trusts) is `401`. With registry bindings an issuer counts as
+/// trusted while its keys are held, and a token from it is valid for the audiences of
+/// the bindings last seen naming it (of at most 64 tenants).
 ///
 /// Each issuer's keys are a [`RemoteKeys`] found by discovery, made when a tenant
 /// that uses it is first seen (its first request waits for the fetch). Map bindings
@@ -116,9 +186,13 @@ struct Providers {
 /// least recently used only if that one has been idle for
 /// [`idle_after`](Self::idle_after) (default 10 min), else the new tenant's tokens are
 /// `503 auth_unavailable`, so that a flood of tokens naming many tenants cannot evict
-/// the providers in use. A registry lookup is bounded by
-/// [`registry_timeout`](Self::registry_timeout) (default 2 s); a registry that fails,
-/// hangs or panics is `503 auth_unavailable`.
+/// the providers in use. A provider is in use when a token verified with its keys
+/// (a new one, since it was made): tokens that do not verify never keep a slot. A
+/// registry lookup is bounded by [`registry_timeout`](Self::registry_timeout)
+/// (default 2 s); a registry that fails, hangs or panics is `503 auth_unavailable`.
+/// After a provider rotates its keys or withdraws a leaked one,
+/// [`refresh_all_now`](Self::refresh_all_now) refetches every held provider's keys at
+/// once.
 ///
 /// ```
 /// use actix_tenancy::session::oidc::{Binding, TenantIssuers};
@@ -208,8 +282,8 @@ impl TenantIssuers {
         self
     }
 
-    /// How long a held provider must go unused before a new one may replace it
-    /// (default 10 min).
+    /// How long a held provider must go unused (no token verified with its keys; for
+    /// a new one, since it was made) before a new one may replace it (default 10 min).
     #[must_use]
     pub fn idle_after(mut self, idle: Duration) -> Self {
         self.idle_after = idle;
@@ -308,14 +382,24 @@ impl TenantIssuers {
         Ok(self.binding_in(found, attribute))
     }
 
-    /// The key source of a bound issuer, made (and its first fetch started) on first
-    /// use.
-    pub(crate) fn provider(&self, issuer: &str) -> Result<RemoteKeys, SessionError> {
+    /// The key source of `binding`'s issuer (`tenant`'s), made (and its first fetch
+    /// started) on first use. Looking it up does not mark it used: only a token that
+    /// verifies does ([`verified`](Self::verified)), so tokens that do not verify
+    /// cannot keep a slot "in use".
+    pub(crate) fn provider(
+        &self,
+        tenant: &TenantId,
+        binding: &Binding,
+    ) -> Result<RemoteKeys, SessionError> {
+        let issuer = binding.issuer();
         let mut p = self.lock();
         let now = Instant::now();
         if let Some(held) = p.by_issuer.get_mut(issuer) {
-            held.used = now;
-            return Ok(held.keys.clone());
+            let keys = held.keys.clone();
+            if held.learn(tenant, binding) {
+                forget_elsewhere(&mut p, tenant, issuer);
+            }
+            return Ok(keys);
         }
         // Map bindings are bounded by the map; registry bindings by `max_providers`,
         // replacing only an idle provider.
@@ -339,26 +423,103 @@ impl TenantIssuers {
             tracing::error!(target: "actix_tenancy::oidc", issuer, "cannot use the issuer: {e}");
             unavailable("the tenant's identity provider cannot be used")
         })?;
-        p.by_issuer.insert(
-            issuer.to_owned(),
-            Held {
-                keys: keys.clone(),
-                used: now,
-            },
-        );
+        let mut held = Held {
+            keys: keys.clone(),
+            used: now,
+            seen: HashMap::new(),
+        };
+        held.learn(tenant, binding);
+        forget_elsewhere(&mut p, tenant, issuer);
+        p.by_issuer.insert(issuer.to_owned(), held);
         Ok(keys)
     }
 
-    /// The key source of `issuer` if it is trusted for some tenant: for map bindings
-    /// any bound issuer, for registry bindings one whose keys are held. Used to tell a
-    /// cross-tenant token (a conflict) from a forged one.
-    pub(crate) fn trusted(&self, issuer: &str) -> Option<RemoteKeys> {
+    /// A token verified with `issuer`'s keys: its provider is in use now.
+    pub(crate) fn verified(&self, issuer: &str) {
+        if let Some(held) = self.lock().by_issuer.get_mut(issuer) {
+            held.used = Instant::now();
+        }
+    }
+
+    /// `issuer`, if it is trusted for some tenant: for map bindings any bound issuer,
+    /// for registry bindings one whose keys are held. Used to tell a valid token
+    /// naming a tenant its issuer is not bound to from an invalid one.
+    pub(crate) fn trusted(&self, issuer: &str) -> Option<Trusted> {
         match &self.bindings {
-            Bindings::Map(map) if map.values().any(|b| b.issuer == issuer) => {
-                self.provider(issuer).ok()
+            Bindings::Map(map) => {
+                let mut bound = map.iter().filter(|(_, b)| b.issuer == issuer).peekable();
+                let (tenant, binding) = bound.peek().copied()?;
+                let keys = self.provider(tenant, binding).ok()?;
+                Some(Trusted::of(keys, bound.map(|(_, b)| &b.audiences)))
             }
-            Bindings::Map(_) => None,
-            Bindings::Registry { .. } => self.lock().by_issuer.get(issuer).map(|h| h.keys.clone()),
+            Bindings::Registry { .. } => {
+                let p = self.lock();
+                let held = p.by_issuer.get(issuer)?;
+                Some(Trusted::of(held.keys.clone(), held.seen.values()))
+            }
+        }
+    }
+
+    /// Refetches every held provider's keys now, whatever their refresh schedule and
+    /// cooldown, and waits for all of them (each joins a fetch of its own already
+    /// running): after a provider rotated its keys, or withdrew one that leaked, its
+    /// new keys verify, and tokens signed with a withdrawn key stop verifying, as
+    /// soon as this returns, without waiting for the refresh interval. An operator's
+    /// "refresh now", like [`RemoteKeys::refresh_now`] for one key set.
+    ///
+    /// Only providers whose keys are held are fetched (one not held yet is fetched
+    /// when its first token comes). `Ok` with how many were refreshed; `Err` with each
+    /// issuer whose fetch failed, and why: the others were refreshed, and a provider
+    /// whose fetch failed keeps its last good keys, as after any failed refresh.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use actix_tenancy::session::oidc::TenantIssuers;
+    /// use actix_tenancy::session::{SessionConfig, SessionManager};
+    ///
+    /// # async fn run(registry: Arc<actix_tenancy::registry::InMemoryRegistry>) {
+    /// let issuers = Arc::new(TenantIssuers::registry(registry, "oidc"));
+    /// let sessions =
+    ///     SessionManager::tenant_issuers(SessionConfig::new("unused", "api"), Arc::clone(&issuers));
+    /// // Later, told that a provider's key leaked and was withdrawn:
+    /// if let Err(failed) = issuers.refresh_all_now().await {
+    ///     for (issuer, why) in failed {
+    ///         eprintln!("{issuer}: {why}");
+    ///     }
+    /// }
+    /// # let _ = sessions; }
+    /// ```
+    pub async fn refresh_all_now(&self) -> Result<usize, Vec<(String, OidcError)>> {
+        let held: Vec<(String, RemoteKeys)> = self
+            .lock()
+            .by_issuer
+            .iter()
+            .map(|(issuer, h)| (issuer.clone(), h.keys.clone()))
+            .collect();
+        let count = held.len();
+        let fetches = held.into_iter().map(|(issuer, keys)| async move {
+            let done = keys.refresh_now().await;
+            done.err().map(|e| (issuer, e))
+        });
+        let failed: Vec<(String, OidcError)> = futures_util::future::join_all(fetches)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        if failed.is_empty() {
+            Ok(count)
+        } else {
+            Err(failed)
+        }
+    }
+}
+
+/// `tenant` is now seen bound to `issuer`: no other held issuer counts its binding's
+/// audiences any more.
+fn forget_elsewhere(p: &mut Providers, tenant: &TenantId, issuer: &str) {
+    for (other, held) in &mut p.by_issuer {
+        if other != issuer {
+            held.seen.remove(tenant);
         }
     }
 }
