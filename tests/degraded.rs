@@ -371,3 +371,32 @@ async fn a_change_of_tier_during_an_outage_keeps_the_debt() {
     redis.kill().ok();
     redis.wait().ok();
 }
+
+// `test` is actix-web's module here: the standard attribute, spelled in full.
+#[::core::prelude::v1::test]
+fn a_heartbeat_its_runtime_never_polled_does_not_pin_the_replica_locally() {
+    let Some((mut redis, url)) = own_redis() else {
+        return;
+    };
+    let prefix = common::services::unique_prefix("degraded", "unpolled");
+    // Built inside a short-lived runtime: the heartbeat is spawned there and dropped
+    // with it, never polled.
+    let q = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async { one_replica(&url, &prefix, 100) });
+    actix_web::rt::System::new().block_on(async {
+        let acme = common::stack::context("acme", "pro");
+        assert!(q.check(&acme, 1).await.unwrap().allowed);
+        freeze(&redis, &q).await;
+        assert!(q.is_degraded());
+        thaw(&redis).await;
+        // A heartbeat runs (started again by a check on this runtime): the replica
+        // goes back to Redis after the grace; Redis answers (acme's two units).
+        assert_eq!(left_after_one(&q, &acme).await, 100 - 2);
+        assert!(!q.is_degraded(), "pinned in local mode");
+    });
+    redis.kill().ok();
+    redis.wait().ok();
+}

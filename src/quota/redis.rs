@@ -381,6 +381,10 @@ impl RedisQuota {
             return;
         }
         let beat = Heartbeat {
+            // Made before the task is spawned and owned by its future: however the
+            // task ends, polled or not (a runtime that drops it unpolled), the flag
+            // is cleared and the next check within a runtime starts a new heartbeat.
+            _stopped: Stopped(Arc::downgrade(f)),
             fallback: Arc::downgrade(f),
             conn: self.conn.clone(),
             key: format!("{{{}}}:replicas", self.prefix),
@@ -591,6 +595,8 @@ fn replica_id() -> String {
 /// The heartbeat task of [`FailureMode::FallbackLocal`]: it ends when the manager is
 /// dropped (it holds the fallback weakly).
 struct Heartbeat {
+    /// Clears the running flag when the heartbeat's future is dropped.
+    _stopped: Stopped,
     fallback: Weak<Fallback>,
     conn: RedisConnection,
     key: String,
@@ -603,11 +609,11 @@ struct Heartbeat {
 }
 
 impl Heartbeat {
+    /// Beats until the manager is gone. However the task ends (the manager dropped,
+    /// or the runtime it was spawned on shut down, before or after its first poll),
+    /// `_stopped` is dropped with it: checks go to Redis again, and the next one
+    /// within a runtime starts a new heartbeat.
     async fn run(mut self) {
-        // However the task ends (the manager dropped, or the runtime it was spawned on
-        // shut down), the manager must not wait for it: checks go to Redis again, and
-        // the next one within a runtime starts a new heartbeat.
-        let _stopped = Stopped(self.fallback.clone());
         let ttl_ms = u64::try_from(self.every.as_millis().saturating_mul(3)).unwrap_or(u64::MAX);
         let mut tick = tokio::time::interval(self.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -629,17 +635,23 @@ impl Heartbeat {
     }
 
     /// Charges Redis with every debt of this replica; `false` if one could not be paid
-    /// (it is kept, with the rest, for the next beat).
+    /// (it is kept, with the rest, for the next beat). A payment cut short (the
+    /// runtime shutting down mid-pay) keeps what it had not paid too.
     async fn pay(&mut self, f: &Fallback) -> bool {
-        let mut debts = f.take_owed().into_iter();
-        while let Some((id, owed, rate)) = debts.next() {
+        let mut unpaid = Unpaid {
+            f,
+            debts: f.take_owed().into(),
+        };
+        while let Some((id, owed, rate)) = unpaid.debts.front() {
             let mut call = self.reconcile.key(tenant_key(&self.prefix, id.as_str()));
-            reconcile_args(&owed, rate, |a| {
+            reconcile_args(owed, *rate, |a| {
                 call.arg(a);
             });
             let paid = tokio::time::timeout(self.timeout, call.invoke_async::<i64>(&mut self.conn));
             match paid.await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => {
+                    unpaid.debts.pop_front();
+                }
                 // Redis ran the script and refused it (a key of another type, say):
                 // trying again would block every later payment, and the replica with
                 // them, so this one is given up, loudly.
@@ -652,17 +664,29 @@ impl Heartbeat {
                 {
                     tracing::warn!(target: "actix_tenancy::quota", tenant = %id, error = %err,
                         "Redis refused what a replica admitted while it was away; not charged");
+                    unpaid.debts.pop_front();
                 }
-                _ => {
-                    f.restore(id, owed);
-                    for (id, owed, _) in debts {
-                        f.restore(id, owed);
-                    }
-                    return false;
-                }
+                // Kept, with the rest, when `unpaid` is dropped.
+                _ => return false,
             }
         }
         true
+    }
+}
+
+/// The debts a payment has yet to pay: given back to the fallback when the payment
+/// ends, whether it failed or its future was dropped mid-way. One whose answer never
+/// came is given back too: paid twice at worst, never admitted twice.
+struct Unpaid<'a> {
+    f: &'a Fallback,
+    debts: std::collections::VecDeque<(crate::core::TenantId, Owed, u32)>,
+}
+
+impl Drop for Unpaid<'_> {
+    fn drop(&mut self) {
+        for (id, owed, _) in self.debts.drain(..) {
+            self.f.restore(id, owed);
+        }
     }
 }
 
