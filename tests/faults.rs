@@ -26,27 +26,11 @@ use actix_web::{
 
 #[allow(dead_code, unreachable_pub)]
 mod common {
+    pub mod quiet;
     pub mod services;
     pub mod stack;
 }
-
-/// Keeps the injected panics (caught by the crate, as the tests check) out of the test
-/// output; any other panic is reported as usual.
-fn quiet_injected_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let injected = info
-                .payload()
-                .downcast_ref::<&str>()
-                .is_some_and(|m| m.starts_with("injected"));
-            if !injected {
-                default(info);
-            }
-        }));
-    });
-}
+use common::quiet::quiet_injected_panics;
 
 /// How a faulty backend behaves now; tests switch it while requests flow.
 #[derive(Clone, Default)]

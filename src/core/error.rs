@@ -269,6 +269,9 @@ pub enum TenancyError {
     },
     /// The application is wired wrongly: a stage ran without its prerequisite.
     Misconfigured(&'static str),
+    /// Application code the crate called panicked (a cost estimator, a custom
+    /// source): `500`, never a reset connection. Names the callback, for logs.
+    Panicked(&'static str),
 }
 
 impl TenancyError {
@@ -290,7 +293,7 @@ impl TenancyError {
             Self::QuotaUnavailable { .. } => ErrorCode::QuotaUnavailable,
             Self::CostInvalid { .. } => ErrorCode::CostInvalid,
             Self::InvalidRequest { .. } => ErrorCode::InvalidRequest,
-            Self::Misconfigured(_) => ErrorCode::Internal,
+            Self::Misconfigured(_) | Self::Panicked(_) => ErrorCode::Internal,
         }
     }
 
@@ -361,6 +364,7 @@ impl TenancyError {
             | Self::CostInvalid { reason }
             | Self::InvalidRequest { reason } => reason.clone(),
             Self::Misconfigured(what) => Cow::Borrowed(what),
+            Self::Panicked(what) => Cow::Borrowed(what),
             Self::CredentialMissing => Cow::Borrowed("no bearer token"),
             other => Cow::Borrowed(other.code().title()),
         }
@@ -392,13 +396,24 @@ pub(crate) fn add_challenge(err: &TenancyError, res: &mut HttpResponse) {
     }
 }
 
+/// `responder`'s answer to `err`; the default body when the responder panicked (it
+/// is the application's code: the client still gets an answer of the right status).
+pub(crate) fn respond(
+    responder: &dyn ErrorResponder,
+    err: &TenancyError,
+    req: &HttpRequest,
+) -> HttpResponse {
+    super::caught::caught("ErrorResponder::respond", || responder.respond(err, req))
+        .unwrap_or_else(|| ProblemJson::default().body(err))
+}
+
 /// The error an extractor returns: `err` answered by `responder`, with its challenge.
 pub(crate) fn respond_err(
     err: TenancyError,
     responder: &dyn ErrorResponder,
     req: &HttpRequest,
 ) -> actix_web::Error {
-    let mut res = responder.respond(&err, req);
+    let mut res = respond(responder, &err, req);
     add_challenge(&err, &mut res);
     actix_web::error::InternalError::from_response(err, res).into()
 }

@@ -6,6 +6,7 @@
 //! resolution leaves in the request extensions. It imports no other module of the
 //! crate: the pipeline and every stage build on it, never the other way round.
 
+pub(crate) mod caught;
 mod charge;
 pub(crate) mod clock;
 pub mod error;

@@ -41,7 +41,7 @@ pub(crate) use stage::{
 };
 
 use crate::core::{
-    error::{add_challenge, TenancyError},
+    error::{add_challenge, respond, TenancyError},
     Resolution, TenantContext,
 };
 
@@ -373,11 +373,7 @@ where
                 .extensions_mut()
                 .insert(Refused(refusal.err.code()));
         }
-        let mut res = self
-            .pipeline
-            .settings
-            .responder
-            .respond(&refusal.err, &http_req);
+        let mut res = respond(&*self.pipeline.settings.responder, &refusal.err, &http_req);
         add_challenge(&refusal.err, &mut res);
         if let Some(fields) = refusal.fields {
             fields.write(res.headers_mut());

@@ -413,7 +413,9 @@ impl RedisQuota {
             "to" => if degraded { "degraded" } else { "normal" })
         .increment(1);
         if let Some(hook) = &self.hook {
-            hook(degraded);
+            // The application's code, called on a check's path: a panic in it loses
+            // the notice (logged), never the check.
+            let _ = crate::core::caught::caught("RedisQuota mode hook", || hook(degraded));
         }
     }
 

@@ -1,7 +1,9 @@
 //! The quota stage: [`TenantQuota`] charges each request to its tenant's plan, and
 //! settles the charge once the response is known.
 
-use std::{fmt, rc::Rc, sync::Arc};
+use std::{fmt, panic::AssertUnwindSafe, rc::Rc, sync::Arc};
+
+use futures_util::FutureExt as _;
 
 use actix_web::{dev::ServiceRequest, http::StatusCode, HttpMessage as _, HttpRequest};
 
@@ -12,6 +14,7 @@ use super::{
 };
 use crate::{
     core::{
+        caught::caught,
         error::{ConfigError, ErrorCode, TenancyError},
         observe::{AuditEvent, Outcome, Stage as StageName, Timer},
         TenantContext,
@@ -209,11 +212,18 @@ impl QuotaStage {
     ) -> Step {
         let timer = Timer::start();
         let req = cost.request();
-        let cost = match self.estimator.estimate(cost) {
+        let estimated = caught("CostEstimator::estimate", || self.estimator.estimate(cost))
+            .unwrap_or(Err(TenancyError::Panicked("the cost estimator panicked")));
+        let cost = match estimated {
             Ok(cost) => cost.max(self.min_cost),
             Err(err) => return self.refuse(settings, req, &tenant, err).into(),
         };
-        match self.manager.check_now_at(&tenant, cost, flow.now()) {
+        let now = flow.now();
+        let ready = caught("QuotaManager::check_now_at", || {
+            self.manager.check_now_at(&tenant, cost, now)
+        })
+        .unwrap_or_else(|| Some(Err(QuotaError::new("the quota manager panicked"))));
+        match ready {
             Some(answer) => {
                 let step = self.decided(settings, req, tenant, cost, answer, flow);
                 timer.stop(StageName::Quota);
@@ -224,7 +234,13 @@ impl QuotaStage {
                 wait(move |req, flow| {
                     Box::pin(async move {
                         let timer = Timer::start();
-                        let answer = me.manager.check(&tenant, cost).await;
+                        let answer = AssertUnwindSafe(me.manager.check(&tenant, cost))
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|_| {
+                                tracing::error!(target: "actix_tenancy", callback = "QuotaManager::check", "user code panicked");
+                                Err(QuotaError::new("the quota manager panicked"))
+                            });
                         let step = me.decided(&settings, req, tenant, cost, answer, flow);
                         timer.stop(StageName::Quota);
                         step
@@ -354,22 +370,49 @@ impl Settle for QuotaStage {
     }
 
     fn abandoned(self: Arc<Self>, tenant: &Arc<TenantContext>, charge: Charge) {
-        if self.refund_server_errors {
-            tracing::debug!(target: "actix_tenancy::quota", "request abandoned: refunding");
-            correct(self, tenant, charge, 0);
+        if !self.refund_server_errors {
+            return;
         }
+        if std::thread::panicking() {
+            // Dropped while a panic unwinds (the handler's): a panic in the manager now
+            // would abort the process, whatever catches it. The refund is made later,
+            // on this worker's task queue (an actix system runs here); never here.
+            if actix_web::rt::System::try_current().is_some() {
+                let tenant = Arc::clone(tenant);
+                actix_web::rt::spawn(async move { correct(self, &tenant, charge, 0) });
+            } else {
+                tracing::warn!(target: "actix_tenancy::quota",
+                    "request abandoned by a panic outside an actix system: not refunded");
+            }
+            return;
+        }
+        tracing::debug!(target: "actix_tenancy::quota", "request abandoned: refunding");
+        correct(self, tenant, charge, 0);
     }
 }
 
-/// Corrects a charge, without waiting when the manager can.
+/// Corrects a charge, without waiting when the manager can; a manager that panics
+/// loses that one correction (logged), never the response or the worker.
 fn correct(stage: Arc<QuotaStage>, tenant: &Arc<TenantContext>, charge: Charge, actual: u32) {
-    if stage.manager.settle_now(tenant, charge, actual).is_some() {
+    let now = caught("QuotaManager::settle_now", || {
+        stage.manager.settle_now(tenant, charge, actual)
+    });
+    if !matches!(now, Some(None)) {
         return;
     }
     let tenant = Arc::clone(tenant);
     actix_web::rt::spawn(async move {
-        if let Err(err) = stage.manager.settle(&tenant, charge, actual).await {
-            tracing::warn!(target: "actix_tenancy::quota", error = %err, "quota correction failed");
+        let settled = AssertUnwindSafe(stage.manager.settle(&tenant, charge, actual))
+            .catch_unwind()
+            .await;
+        match settled {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(target: "actix_tenancy::quota", error = %err, "quota correction failed");
+            }
+            Err(_) => {
+                tracing::error!(target: "actix_tenancy", callback = "QuotaManager::settle", "user code panicked");
+            }
         }
     });
 }

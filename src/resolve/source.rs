@@ -175,7 +175,7 @@ impl Source {
 
     /// A function over the request: `Ok(Some(id))`, `Ok(None)` when it finds nothing,
     /// `Err` to reject the request as malformed (`400`). The id it returns is validated
-    /// like every other.
+    /// like every other; a panic in it is a `500`.
     ///
     /// ```
     /// use actix_tenancy::resolve::{Source, SourceError};
@@ -204,7 +204,8 @@ impl Source {
     /// of an API key, say). The function gets the request and returns a `'static`
     /// future: copy what the future needs out of the request first. It runs after the
     /// synchronous sources, only on requests that reach it, so a resolver without async
-    /// sources pays nothing for the feature.
+    /// sources pays nothing for the feature. It may take at most the resolver's
+    /// `registry_timeout` (then `503 tenant_unavailable`); a panic in it is a `500`.
     ///
     /// ```
     /// use actix_tenancy::resolve::Source;
@@ -346,10 +347,11 @@ impl Imp {
                 let segment = rest.split('/').next().unwrap_or_default();
                 check(kind, rule, Cow::Borrowed(segment)).map(Some)
             }
-            Imp::Custom(f) => match f(req) {
-                Ok(Some(raw)) => check(kind, rule, Cow::Owned(raw)).map(Some),
-                Ok(None) => Ok(None),
-                Err(e) => Err(invalid(kind, e.0)),
+            Imp::Custom(f) => match crate::core::caught::caught("Source::custom", || f(req)) {
+                Some(Ok(Some(raw))) => check(kind, rule, Cow::Owned(raw)).map(Some),
+                Some(Ok(None)) => Ok(None),
+                Some(Err(e)) => Err(invalid(kind, e.0)),
+                None => Err(TenancyError::Panicked("a custom tenant source panicked")),
             },
             Imp::CustomAsync(_) => Ok(None),
             #[cfg(feature = "tls")]

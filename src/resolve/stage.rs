@@ -143,8 +143,9 @@ impl TenantResolverBuilder {
         self
     }
 
-    /// How long a registry lookup may take before the request fails closed with
-    /// `503 tenant_unavailable`. Default 2 s. Warm cache hits never wait.
+    /// How long a registry lookup, and each [async custom source](Source::custom_async),
+    /// may take before the request fails closed with `503 tenant_unavailable`. Default
+    /// 2 s. Warm cache hits never wait.
     pub fn registry_timeout(mut self, timeout: Duration) -> Self {
         self.registry_timeout = timeout;
         self
@@ -435,7 +436,23 @@ impl ResolveStage {
         let mut conflict = None;
         self.identify_sync(req, principal, &mut named, &mut conflict)?;
         for (rank, kind, f) in &self.async_sources {
-            let raw = f(req).await.map_err(|e| TenancyError::TenantInvalid {
+            // The application's code: bounded in time like the registry (a source
+            // that hangs is an unavailable tenant lookup), and a panic is a `500`.
+            let call = AssertUnwindSafe(f(req)).catch_unwind();
+            let raw = match tokio::time::timeout(self.registry_timeout, call).await {
+                Ok(Ok(raw)) => raw,
+                Ok(Err(_panic)) => {
+                    tracing::error!(target: "actix_tenancy", callback = "Source::custom_async", "user code panicked");
+                    return Err(TenancyError::Panicked("a custom tenant source panicked"));
+                }
+                Err(_) => {
+                    return Err(TenancyError::TenantUnavailable {
+                        retry_after: None,
+                        reason: "a custom tenant source did not answer in time".into(),
+                    })
+                }
+            };
+            let raw = raw.map_err(|e| TenancyError::TenantInvalid {
                 source: *kind,
                 reason: e.to_string().into(),
             })?;

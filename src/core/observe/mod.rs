@@ -231,7 +231,9 @@ impl Timer {
 /// Reports a decision: to the audit sink, and, with the `metrics` feature, to the
 /// decision counter (with a `tenant` label only when `per_tenant` is set).
 pub(crate) fn emit(audit: &dyn AuditSink, per_tenant: bool, event: &AuditEvent<'_>) {
-    audit.record(event);
+    // The sink is the application's code: a panic in it loses that one event (logged),
+    // never the decision or the connection.
+    let _ = super::caught::caught("AuditSink::record", || audit.record(event));
     #[cfg(feature = "metrics")]
     count(per_tenant, event);
     #[cfg(not(feature = "metrics"))]

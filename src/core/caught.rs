@@ -1,0 +1,20 @@
+//! User code the crate calls on the request path, run so that a panic in it is an
+//! answer, never a reset connection or a crashed worker.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Runs `f`; `None` when it panicked, logged at `ERROR` naming `what` (the panic's
+/// message stays out of the line: it may carry request data).
+///
+/// Never call this while the thread is already unwinding ([`std::thread::panicking`]):
+/// a second panic then aborts the process whatever catches it.
+#[inline]
+pub(crate) fn caught<T>(what: &'static str, f: impl FnOnce() -> T) -> Option<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(out) => Some(out),
+        Err(_) => {
+            tracing::error!(target: "actix_tenancy", callback = what, "user code panicked");
+            None
+        }
+    }
+}
