@@ -151,7 +151,7 @@ pub use tenancy::{Tenancy, TenancyBuilder};
 
 /// Types that appear in middleware signatures; rarely named directly.
 pub mod dev {
-    pub use crate::pipeline::{PipelineFuture, PipelineService};
+    pub use crate::pipeline::{PipelineFuture, PipelineService, SettlingBody};
 }
 
 /// The names most applications need.

@@ -108,3 +108,54 @@ async fn one_line_per_request_with_the_tenant_and_the_decision() {
 async fn no_access_line_unless_asked() {
     assert!(lines(false, &[("/notes", Some("acme"))]).await.is_empty());
 }
+
+#[actix_web::test]
+async fn a_request_dropped_before_its_answer_still_gets_its_line() {
+    let buffer = common::buffer::Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    let run = async {
+        let registry = InMemoryRegistry::new()
+            .with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"));
+        let tenancy = Tenancy::builder()
+            .resolver(
+                TenantResolver::builder(registry)
+                    .source(Source::header())
+                    .build()
+                    .unwrap(),
+            )
+            .access_log(true)
+            .build()
+            .unwrap();
+        let app = test::init_service(App::new().wrap(tenancy).route(
+            "/slow",
+            web::get().to(|_: Tenant| std::future::pending::<&'static str>()),
+        ))
+        .await;
+        let req = test::TestRequest::get()
+            .uri("/slow")
+            .insert_header(("x-tenant-id", "acme"));
+        // The client gives up: the request's future is dropped unanswered.
+        let gone = tokio::time::timeout(
+            std::time::Duration::from_millis(20),
+            test::call_service(&app, req.to_request()),
+        )
+        .await;
+        assert!(gone.is_err());
+    };
+    run.with_subscriber(subscriber).await;
+    let lines: Vec<Value> = buffer
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["target"] == "actix_tenancy::access")
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["fields"]["status"], 499);
+    assert_eq!(lines[0]["fields"]["message"], "dropped");
+    assert_eq!(lines[0]["fields"]["path"], "/slow");
+}

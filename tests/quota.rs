@@ -312,6 +312,8 @@ async fn the_charge_is_corrected_after_the_handler() {
     )
     .await;
     assert_eq!(res.status(), 200);
+    // Corrected once the response's body has been sent to its end.
+    test::read_body(res).await;
     let res = test::call_service(&app, req("acme").to_request()).await;
     assert!(
         header(&res, "ratelimit").unwrap().contains("\"day\";r=39;"),

@@ -14,6 +14,7 @@
 //!
 //! [`Tenancy`]: crate::Tenancy
 
+mod body;
 mod routes;
 mod stage;
 
@@ -34,10 +35,11 @@ use actix_web::{
 use futures_util::future::LocalBoxFuture;
 use tracing::Instrument as _;
 
+pub use body::SettlingBody;
 pub(crate) use routes::{RouteCache, RoutedPath, MAX_PATH_LEN};
 pub(crate) use stage::{
-    common_setters, wait, After, Built, Common, Composed, Decision, Exempt, Fields, Flow, Pipeline,
-    Refusal, Settings, Settle, Stage, Step, Watched, Worker, WorkerCx,
+    common_setters, wait, After, Built, Common, Composed, Decision, Ended, Exempt, Fields, Flow,
+    Pipeline, Refusal, Settings, Settle, Stage, Step, Watched, Worker, WorkerCx,
 };
 
 use crate::core::{
@@ -61,7 +63,9 @@ macro_rules! transform {
             S::Future: 'static,
             B: actix_web::body::MessageBody + 'static,
         {
-            type Response = actix_web::dev::ServiceResponse<actix_web::body::EitherBody<B>>;
+            type Response = actix_web::dev::ServiceResponse<
+                actix_web::body::EitherBody<crate::pipeline::SettlingBody<B>>,
+            >;
             type Error = actix_web::Error;
             type Transform = crate::pipeline::PipelineService<S>;
             type InitError = ();
@@ -143,7 +147,7 @@ impl<S> PipelineService<S> {
     }
 }
 
-type Output<B> = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>;
+type Output<B> = Result<ServiceResponse<EitherBody<SettlingBody<B>>>, actix_web::Error>;
 
 pin_project_lite::pin_project! {
     /// The response future of [`PipelineService`].
@@ -160,7 +164,7 @@ pin_project_lite::pin_project! {
         // what a stage left for its response.
         Inner { #[pin] fut: F, after: Option<After> },
         // Rejected without waiting.
-        Rejected { res: Option<ServiceResponse<EitherBody<B>>> },
+        Rejected { res: Option<ServiceResponse<EitherBody<SettlingBody<B>>>> },
         // A stage had to wait.
         Boxed { fut: LocalBoxFuture<'static, Output<B>> },
     }
@@ -175,6 +179,7 @@ impl<F, B> fmt::Debug for PipelineFuture<F, B> {
 impl<F, B> Future for PipelineFuture<F, B>
 where
     F: Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
+    B: MessageBody,
 {
     type Output = Output<B>;
 
@@ -182,12 +187,7 @@ where
         match self.project().state.project() {
             StateProj::Inner { fut, after } => match fut.poll(cx) {
                 Poll::Pending => Poll::Pending,
-                Poll::Ready(res) => Poll::Ready(res.map(|mut res| {
-                    if let Some(after) = after.take() {
-                        after.apply(&mut res);
-                    }
-                    res.map_into_left_body()
-                })),
+                Poll::Ready(res) => Poll::Ready(answered(res, after.take())),
             },
             StateProj::Rejected { res } => Poll::Ready(res.take().ok_or_else(|| {
                 actix_web::error::ErrorInternalServerError("response future polled twice")
@@ -203,7 +203,7 @@ where
     S::Future: 'static,
     B: MessageBody + 'static,
 {
-    type Response = ServiceResponse<EitherBody<B>>;
+    type Response = ServiceResponse<EitherBody<SettlingBody<B>>>;
     type Error = actix_web::Error;
     type Future = PipelineFuture<S::Future, B>;
 
@@ -255,12 +255,19 @@ where
         let watched = settings.watched.clone();
         let state = self.begin(req);
         boxed(async move {
+            // Written when the request ends, however it ends: answered, or dropped
+            // before an answer (the client went away, or a panic unwinds through it).
+            let mut observed = Observed {
+                access,
+                watched,
+                started,
+            };
             let out = PipelineFuture { state }.await;
-            if let Some((method, path)) = &access {
-                access_line(method, path, &out, started);
+            if let Some((method, path)) = observed.access.take() {
+                access_line(&method, &path, &out, started);
             }
-            if let Some(watched) = &watched {
-                tenant_metrics(watched, &out, started);
+            if let Some(watched) = observed.watched.take() {
+                tenant_metrics(&watched, &out, started);
             }
             out
         })
@@ -355,13 +362,7 @@ where
             },
             Some(span) => {
                 let fut = self.service.call(req).instrument(span);
-                boxed(async move {
-                    let mut res = fut.await?;
-                    if let Some(after) = after {
-                        after.apply(&mut res);
-                    }
-                    Ok(res.map_into_left_body())
-                })
+                boxed(async move { answered(fut.await, after) })
             }
         }
     }
@@ -380,6 +381,65 @@ where
         }
         State::Rejected {
             res: Some(ServiceResponse::new(http_req, res).map_into_right_body()),
+        }
+    }
+}
+
+/// The inner service's answer, with what the stage that charged left for it: its
+/// fields on the head, and its settlement handed to the body (or made now, for an
+/// error or a response without a body).
+#[inline]
+fn answered<B: MessageBody>(
+    res: Result<ServiceResponse<B>, actix_web::Error>,
+    after: Option<After>,
+) -> Output<B> {
+    match res {
+        Ok(mut res) => {
+            let settling = after.and_then(|after| after.apply(&mut res));
+            Ok(res
+                .map_body(|_, body| SettlingBody::new(body, settling))
+                .map_into_left_body())
+        }
+        Err(err) => {
+            if let Some(after) = after {
+                after.errored(&err);
+            }
+            Err(err)
+        }
+    }
+}
+
+/// The access line and the request metrics a request owes until it is answered.
+struct Observed {
+    access: Option<(actix_web::http::Method, String)>,
+    watched: Option<Arc<Watched>>,
+    started: std::time::Instant,
+}
+
+impl Drop for Observed {
+    /// Dropped before an answer: the client went away, or a panic unwinds (`500`).
+    /// Its tenant is unknown here: the request went with the future.
+    fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        let (status, what) = if panicking {
+            (500, "panicked")
+        } else {
+            (499, "dropped")
+        };
+        if let Some((method, path)) = self.access.take() {
+            let elapsed_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let path = crate::core::observe::escaped(&path);
+            tracing::info!(target: "actix_tenancy::access", %method, path = %path, status, elapsed_us, "{what}");
+        }
+        #[cfg(feature = "metrics")]
+        if let Some(watched) = self.watched.take() {
+            use crate::core::observe::{TENANT_DURATION_METRIC, TENANT_REQUESTS_METRIC};
+            let tenant = watched.label(None);
+            let class = if panicking { "5xx" } else { "dropped" };
+            metrics::counter!(TENANT_REQUESTS_METRIC, "tenant" => tenant.clone(), "status" => class)
+                .increment(1);
+            metrics::histogram!(TENANT_DURATION_METRIC, "tenant" => tenant)
+                .record(self.started.elapsed().as_secs_f64());
         }
     }
 }

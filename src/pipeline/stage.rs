@@ -151,8 +151,11 @@ pub(crate) trait Fields {
     fn write(self: Box<Self>, map: &mut HeaderMap);
 }
 
-/// The response-side work of a stage that charged the request: applied once the
-/// inner service answered, or dropped unapplied when the client went away first.
+/// The response-side work of a stage that charged the request: its header fields,
+/// written on the response's head; and its settlement, once the response's body has
+/// been sent to the end (or failed, or was dropped mid-way), or at once when the
+/// inner service answered with an error or without a body. Dropped unapplied (the
+/// client went away first), it settles the charge as abandoned.
 pub(crate) struct After {
     /// The stage that charged; taken when the charge is settled.
     pub(crate) by: Option<Arc<dyn Settle>>,
@@ -162,38 +165,105 @@ pub(crate) struct After {
     pub(crate) fields: Option<Box<dyn Fields>>,
 }
 
+/// How a charged request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// Answered with this status, its body (if any) sent to the end; a body that
+    /// failed mid-way counts as a `500`.
+    Answered(StatusCode),
+    /// Dropped before the response was complete: the client went away (before the
+    /// head, or mid-body).
+    Abandoned,
+}
+
 /// Settles a charge once the response (or its absence) is known.
 pub(crate) trait Settle: Send + Sync + 'static {
-    /// The inner service answered `status` to `req`.
+    /// The request ended as `ended`. `req` is the request as the response carries it
+    /// (where the handler, or a streamed body before its end, records its
+    /// `ActualCost`); `None` when there is no response to carry it (the client went
+    /// away before the head, or the inner service answered with an error).
     fn settle(
         self: Arc<Self>,
         tenant: &Arc<TenantContext>,
         charge: Charge,
-        req: &HttpRequest,
-        status: StatusCode,
+        req: Option<&HttpRequest>,
+        ended: Ended,
     );
-    /// The request was dropped before the inner service answered.
-    fn abandoned(self: Arc<Self>, tenant: &Arc<TenantContext>, charge: Charge);
 }
 
 impl After {
-    /// Adds the fields and settles the charge.
-    pub(crate) fn apply<B>(mut self, res: &mut actix_web::dev::ServiceResponse<B>) {
+    fn end(&mut self, req: Option<&HttpRequest>, ended: Ended) {
+        if let Some(by) = self.by.take() {
+            by.settle(&self.tenant, self.charge, req, ended);
+        }
+    }
+
+    /// Adds the fields to the response's head; settles at once when there is no body
+    /// to send, and otherwise hands the settlement to the body.
+    pub(crate) fn apply<B: actix_web::body::MessageBody>(
+        mut self,
+        res: &mut actix_web::dev::ServiceResponse<B>,
+    ) -> Option<Settling> {
         if let Some(fields) = self.fields.take() {
             fields.write(res.headers_mut());
         }
-        if let Some(by) = self.by.take() {
-            let status = res.status();
-            by.settle(&self.tenant, self.charge, res.request(), status);
+        self.by.as_ref()?;
+        let status = res.status();
+        match res.response().body().size() {
+            // actix sends no body for these, and never polls one.
+            actix_web::body::BodySize::None | actix_web::body::BodySize::Sized(0) => {
+                self.end(Some(res.request()), Ended::Answered(status));
+                None
+            }
+            // A handle on the request, taken after routing (before it, actix needs the
+            // request to itself); the last handle dropped returns it to actix's pool.
+            _ => Some(Settling {
+                req: res.request().clone(),
+                after: self,
+                status,
+            }),
         }
+    }
+
+    /// The inner service answered with an error, which actix turns into the response.
+    pub(crate) fn errored(mut self, err: &actix_web::Error) {
+        let status = err.as_response_error().status_code();
+        self.end(None, Ended::Answered(status));
     }
 }
 
 impl Drop for After {
     fn drop(&mut self) {
-        if let Some(by) = self.by.take() {
-            by.abandoned(&self.tenant, self.charge);
-        }
+        self.end(None, Ended::Abandoned);
+    }
+}
+
+/// A settlement the response's body owes: made when the body ends, or as abandoned
+/// when it is dropped first.
+pub(crate) struct Settling {
+    after: After,
+    status: StatusCode,
+    req: HttpRequest,
+}
+
+impl Settling {
+    /// The body was sent to its end.
+    pub(crate) fn finished(mut self) {
+        let status = self.status;
+        self.after.end(Some(&self.req), Ended::Answered(status));
+    }
+
+    /// The body failed mid-way.
+    pub(crate) fn failed(mut self) {
+        let failed = Ended::Answered(StatusCode::INTERNAL_SERVER_ERROR);
+        self.after.end(Some(&self.req), failed);
+    }
+}
+
+impl Drop for Settling {
+    /// Dropped before the body's end: the client went away mid-body.
+    fn drop(&mut self) {
+        self.after.end(Some(&self.req), Ended::Abandoned);
     }
 }
 
@@ -464,7 +534,9 @@ macro_rules! common_setters {
         /// `tenancy_tenant_request_duration_seconds{tenant}` (until the response's head
         /// is ready), so "which tenant is slow, which hits errors" has an answer. Any
         /// other tenant is labelled `other` and a request without one `none`: the
-        /// series are bounded by the list. Set once per pipeline, as the responder.
+        /// series are bounded by the list. A request dropped before its answer is
+        /// counted too, as `none` with the status `dropped` (or `5xx` for a panic).
+        /// Set once per pipeline, as the responder.
         pub fn metrics_for_tenants<I, S>(mut self, tenants: I) -> Self
         where
             I: IntoIterator<Item = S>,
@@ -476,8 +548,10 @@ macro_rules! common_setters {
 
         /// Writes one `INFO` line per request on the target `actix_tenancy::access`:
         /// method, path, status, tenant, tier, source, the refusal's code (or `none`)
-        /// and the time taken. Off by default: most services log access elsewhere, and
-        /// success is otherwise silent. Set once per pipeline, as the responder.
+        /// and the time taken; a request dropped before its answer gets one too
+        /// (`dropped`, status 499, or `panicked`, 500, without its tenant). Off by
+        /// default: most services log access elsewhere, and success is otherwise
+        /// silent. Set once per pipeline, as the responder.
         pub fn access_log(mut self, on: bool) -> Self {
             self.common.access_log = Some(on);
             self

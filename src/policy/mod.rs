@@ -132,7 +132,7 @@ impl PolicyRequest {
     /// handler on `/items/{id}` registered before a `#[post]` one on `/items/export`),
     /// the router may run another handler than this pattern's. An evaluator that
     /// denies by route must also judge [`path`](Self::path), as
-    /// [`RulePolicy`](crate::policy::RulePolicy) does: a request is allowed only when
+    /// [`RulePolicy`] does: a request is allowed only when
     /// both are.
     pub fn route(&self) -> Option<&str> {
         self.route.as_deref()

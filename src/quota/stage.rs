@@ -5,7 +5,7 @@ use std::{fmt, panic::AssertUnwindSafe, rc::Rc, sync::Arc};
 
 use futures_util::FutureExt as _;
 
-use actix_web::{dev::ServiceRequest, http::StatusCode, HttpMessage as _, HttpRequest};
+use actix_web::{dev::ServiceRequest, HttpMessage as _, HttpRequest};
 
 use super::{
     cost::{CostEstimator, CostRequest},
@@ -20,8 +20,8 @@ use crate::{
         TenantContext,
     },
     pipeline::{
-        common_setters, wait, After, Built, Common, Decision, Fields, Flow, Refusal, RouteCache,
-        Settings, Settle, Stage, Step, Worker, WorkerCx,
+        common_setters, wait, After, Built, Common, Decision, Ended, Fields, Flow, Refusal,
+        RouteCache, Settings, Settle, Stage, Step, Worker, WorkerCx,
     },
 };
 
@@ -105,9 +105,10 @@ impl TenantQuotaBuilder {
         self
     }
 
-    /// Refund the charged units when the handler answers with a 5xx, or when the
-    /// client goes away before the response is ready (default: no). Budgets get the
-    /// units back; a local rate limiter cannot un-admit a request.
+    /// Refund the charged units when the request is not served (default: no): the
+    /// handler answers with a 5xx, the response's body fails mid-way, or the client
+    /// goes away before the response's body has been sent to its end. Budgets get
+    /// the units back; a local rate limiter cannot un-admit a request.
     pub fn refund_server_errors(mut self, on: bool) -> Self {
         self.refund_server_errors = on;
         self
@@ -134,8 +135,10 @@ impl TenantQuotaBuilder {
 }
 
 /// The actual cost of a request, known only once the handler ran (e.g. the tokens an
-/// AI call used). Put it in the request extensions from the handler; the quota stage
-/// corrects the charge after the response:
+/// AI call used). Put it in the request extensions from the handler, or from a
+/// streamed body before its end (keep a clone of the `HttpRequest` in the stream); the
+/// quota stage corrects the charge once the response's body has been sent to its end,
+/// in the budget period the charge was made in:
 ///
 /// ```
 /// use actix_tenancy::quota::ActualCost;
@@ -350,30 +353,23 @@ impl QuotaStage {
 }
 
 impl Settle for QuotaStage {
-    /// Corrects the charge: to the handler's [`ActualCost`], or to zero for a 5xx when
-    /// refunds are on.
+    /// Corrects the charge once the request ended: a refund (to zero) for a `5xx`, a
+    /// body that failed mid-way or a client gone before the end, when refunds are on;
+    /// otherwise to the [`ActualCost`] recorded by then (by the handler, or by a
+    /// streamed body before its end), if any.
     fn settle(
         self: Arc<Self>,
         tenant: &Arc<TenantContext>,
         charge: Charge,
-        req: &HttpRequest,
-        status: StatusCode,
+        req: Option<&HttpRequest>,
+        ended: Ended,
     ) {
-        let actual = if self.refund_server_errors && status.is_server_error() {
-            Some(0)
-        } else {
-            req.extensions().get::<ActualCost>().map(|c| c.0)
-        };
-        if let Some(actual) = actual.filter(|a| *a != charge.units()) {
-            correct(self, tenant, charge, actual);
-        }
-    }
-
-    fn abandoned(self: Arc<Self>, tenant: &Arc<TenantContext>, charge: Charge) {
-        if !self.refund_server_errors {
-            return;
-        }
-        if std::thread::panicking() {
+        let refund = self.refund_server_errors
+            && match ended {
+                Ended::Answered(status) => status.is_server_error(),
+                Ended::Abandoned => true,
+            };
+        if refund && std::thread::panicking() {
             // Dropped while a panic unwinds (the handler's): a panic in the manager now
             // would abort the process, whatever catches it. The refund is made later,
             // on this worker's task queue (an actix system runs here); never here.
@@ -386,8 +382,20 @@ impl Settle for QuotaStage {
             }
             return;
         }
-        tracing::debug!(target: "actix_tenancy::quota", "request abandoned: refunding");
-        correct(self, tenant, charge, 0);
+        let actual = if refund {
+            if ended == Ended::Abandoned {
+                tracing::debug!(target: "actix_tenancy::quota", "request abandoned: refunding");
+            }
+            Some(0)
+        } else if std::thread::panicking() {
+            // Reading the extensions is safe, but the correction would run user code.
+            None
+        } else {
+            req.and_then(|req| req.extensions().get::<ActualCost>().map(|c| c.0))
+        };
+        if let Some(actual) = actual.filter(|a| *a != charge.units()) {
+            correct(self, tenant, charge, actual);
+        }
     }
 }
 
