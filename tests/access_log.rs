@@ -14,13 +14,7 @@ mod common {
 
 /// The access lines written while `requests` ran against a stack with `access_log(on)`.
 async fn lines(on: bool, requests: &[(&str, Option<&str>)]) -> Vec<Value> {
-    let buffer = common::buffer::Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || writer.clone())
-        .finish();
+    let (buffer, subscriber) = recorded();
     let run = async {
         let registry = InMemoryRegistry::new()
             .with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"));
@@ -51,6 +45,26 @@ async fn lines(on: bool, requests: &[(&str, Option<&str>)]) -> Vec<Value> {
         }
     };
     run.with_subscriber(subscriber).await;
+    access_lines(&buffer)
+}
+
+/// A JSON subscriber at `INFO` writing into the returned buffer.
+fn recorded() -> (
+    common::buffer::Buffer,
+    impl tracing::Subscriber + Send + Sync,
+) {
+    let buffer = common::buffer::Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    (buffer, subscriber)
+}
+
+/// The access lines in `buffer`.
+fn access_lines(buffer: &common::buffer::Buffer) -> Vec<Value> {
     buffer
         .text()
         .lines()
@@ -111,13 +125,7 @@ async fn no_access_line_unless_asked() {
 
 #[actix_web::test]
 async fn a_request_dropped_before_its_answer_still_gets_its_line() {
-    let buffer = common::buffer::Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || writer.clone())
-        .finish();
+    let (buffer, subscriber) = recorded();
     let run = async {
         let registry = InMemoryRegistry::new()
             .with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"));
@@ -148,12 +156,7 @@ async fn a_request_dropped_before_its_answer_still_gets_its_line() {
         assert!(gone.is_err());
     };
     run.with_subscriber(subscriber).await;
-    let lines: Vec<Value> = buffer
-        .text()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|l| l["target"] == "actix_tenancy::access")
-        .collect();
+    let lines = access_lines(&buffer);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["fields"]["status"], 499);
     assert_eq!(lines[0]["fields"]["message"], "dropped");
