@@ -400,3 +400,55 @@ fn a_heartbeat_its_runtime_never_polled_does_not_pin_the_replica_locally() {
     redis.kill().ok();
     redis.wait().ok();
 }
+
+/// A `FailClosed` manager whose day budget is `units`, waiting `timeout` for Redis.
+fn fail_closed(url: &str, prefix: &str, units: u64, timeout: Duration) -> RedisQuota {
+    let plans = QuotaPlans::builder()
+        .tier(
+            "pro",
+            QuotaPlan::per_second(10_000).budget(units, Period::Day),
+        )
+        .build()
+        .unwrap();
+    RedisQuota::builder(url, plans)
+        .prefix(prefix)
+        .timeout(timeout)
+        .build()
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn a_check_whose_answer_came_too_late_leaves_no_charge() {
+    let Some((mut redis, url)) = own_redis() else {
+        return;
+    };
+    let prefix = common::services::unique_prefix("degraded", "late");
+    let q = fail_closed(&url, &prefix, 3, Duration::from_millis(50));
+    let acme = common::stack::context("acme", "pro");
+    assert!(q.check(&acme, 1).await.unwrap().allowed);
+    // Redis runs the next check only once it thaws: its answer comes too late, the
+    // request is refused (503), and the charge Redis made then is given back.
+    signal(&redis, "-STOP");
+    assert!(q.check(&acme, 1).await.is_err());
+    thaw(&redis).await;
+    assert!(q.check(&acme, 1).await.unwrap().allowed);
+    assert!(
+        q.check(&acme, 1).await.unwrap().allowed,
+        "the 503 cost nothing"
+    );
+    assert!(!q.check(&acme, 1).await.unwrap().allowed);
+
+    // A request dropped while its check waits (the client went away) costs nothing
+    // either.
+    let prefix = common::services::unique_prefix("degraded", "gone");
+    let q = fail_closed(&url, &prefix, 2, Duration::from_secs(5));
+    assert!(q.check(&acme, 1).await.unwrap().allowed);
+    signal(&redis, "-STOP");
+    let gone = tokio::time::timeout(Duration::from_millis(50), q.check(&acme, 1)).await;
+    assert!(gone.is_err(), "dropped while waiting");
+    thaw(&redis).await;
+    assert!(q.check(&acme, 1).await.unwrap().allowed);
+    assert!(!q.check(&acme, 1).await.unwrap().allowed);
+    redis.kill().ok();
+    redis.wait().ok();
+}

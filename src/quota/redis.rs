@@ -60,6 +60,11 @@ local limit = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
 local nb = tonumber(ARGV[4])
 local rcost = tonumber(ARGV[5 + 2 * nb])
+-- The charge's id: a check its manager gave up on (a timeout, a client gone) was
+-- voided before it ran here; it charges nothing.
+local cid = ARGV[6 + 2 * nb]
+local record = cid and (base .. ':c:' .. cid)
+if record and redis.call('GET', record) == 'void' then return {3} end
 local keys, lefts, units, useds = {}, {}, {}, {}
 local tat = 0
 if T > 0 then
@@ -105,7 +110,47 @@ for i = 1, nb do
   out[#out + 1] = units[i] - used
   out[#out + 1] = lefts[i]
 end
+-- What was charged, for `VOID` should the manager give up on this answer.
+if record then
+  local rec = string.format('%.0f %.0f', cost, rcost)
+  for i = 1, nb do rec = rec .. ' ' .. keys[i] end
+  redis.call('SET', record, rec, 'PX', 600000)
+end
 return out
+"#;
+
+/// Voids the check of charge id ARGV[1]: gives back what it charged when it ran (its
+/// budgets' units, and the rate's units while they are still in the window), or, when
+/// it has not run yet, marks it so that it charges nothing when it does. Safe to run
+/// more than once, and in either order with the check.
+const VOID: &str = r#"
+local base = KEYS[1]
+local record = base .. ':c:' .. ARGV[1]
+local T = tonumber(ARGV[2])
+local v = redis.call('GET', record)
+if not v then
+  redis.call('SET', record, 'void', 'PX', 600000)
+  return 0
+end
+if v == 'void' then return 0 end
+local parts = {}
+for w in string.gmatch(v, '%S+') do parts[#parts + 1] = w end
+local cost, rcost = tonumber(parts[1]), tonumber(parts[2])
+for i = 3, #parts do
+  if redis.call('EXISTS', parts[i]) == 1 then
+    local n = redis.call('DECRBY', parts[i], cost)
+    if n < 0 then redis.call('SET', parts[i], 0, 'KEEPTTL') end
+  end
+end
+if T > 0 and rcost > 0 then
+  local tat = tonumber(redis.call('GET', base .. ':r') or '0')
+  if tat > now_us then
+    local back = math.max(tat - rcost * T, now_us)
+    redis.call('SET', base .. ':r', string.format('%.0f', back), 'PX', math.ceil((back - now_us) / 1000) + 1)
+  end
+end
+redis.call('SET', record, 'void', 'KEEPTTL')
+return 1
 "#;
 
 /// Corrects the budgets by ARGV[1] units (negative: a refund), never below zero, in
@@ -242,6 +287,10 @@ pub struct RedisQuota {
     heartbeat: Duration,
     check: Script,
     settle: Script,
+    void: Arc<Script>,
+    /// This manager's charge ids: a random prefix, and a count.
+    charge_prefix: String,
+    charges: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for RedisQuota {
@@ -431,11 +480,47 @@ impl RedisQuota {
         let plan = self.plans.plan_for(tenant)?;
         let mut args = Vec::new();
         check_args(plan, cost, |a| args.push(a.to_string()));
+        args.push("bench".to_owned());
         Some((format!("{PRELUDE}{CHECK}"), self.key(tenant), args))
     }
 
     fn key(&self, tenant: &TenantContext) -> String {
         tenant_key(&self.prefix, tenant.id().as_str())
+    }
+
+    /// A charge id no other check of any replica has.
+    fn charge_id(&self) -> String {
+        let n = self.charges.fetch_add(1, Ordering::Relaxed);
+        format!("{}{n:x}", self.charge_prefix)
+    }
+
+    /// Voids the check of charge `id` on `key`, on a task of its own: tried again with
+    /// a growing pause (for half a minute in all) while Redis does not answer, so a
+    /// check that runs once Redis thaws is given back, or marked before it runs.
+    fn void_later(&self, key: String, id: String, interval: i64) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(target: "actix_tenancy::quota",
+                "a check given up on outside a runtime cannot be voided");
+            return;
+        };
+        let script = Arc::clone(&self.void);
+        let mut conn = self.conn.clone();
+        let timeout = self.timeout.max(Duration::from_millis(250));
+        runtime.spawn(async move {
+            let mut pause = Duration::from_millis(100);
+            for _ in 0..8 {
+                let mut call = script.key(&key);
+                call.arg(&id).arg(interval);
+                let voided = tokio::time::timeout(timeout, call.invoke_async::<i64>(&mut conn));
+                if let Ok(Ok(_)) = voided.await {
+                    return;
+                }
+                tokio::time::sleep(pause).await;
+                pause = pause.saturating_mul(2);
+            }
+            tracing::warn!(target: "actix_tenancy::quota", charge = %id,
+                "a check given up on could not be voided: its charge may stand");
+        });
     }
 
     fn failed(
@@ -526,6 +611,9 @@ impl RedisQuotaBuilder {
             heartbeat: self.heartbeat,
             check: Script::new(&format!("{PRELUDE}{CHECK}")),
             settle: Script::new(&format!("{PRELUDE}{SETTLE}")),
+            void: Arc::new(Script::new(&format!("{PRELUDE}{VOID}"))),
+            charge_prefix: replica_id(),
+            charges: std::sync::atomic::AtomicU64::new(0),
         };
         quota.ensure_heartbeat();
         Ok(quota)
@@ -692,6 +780,26 @@ impl Drop for Unpaid<'_> {
     }
 }
 
+/// A check whose answer is not in yet: voided when it is dropped armed (its answer
+/// came too late, Redis answered with an error, or the request was dropped while it
+/// waited).
+struct Unsettled<'a> {
+    quota: &'a RedisQuota,
+    key: String,
+    id: String,
+    interval: i64,
+    armed: bool,
+}
+
+impl Drop for Unsettled<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let (key, id) = (std::mem::take(&mut self.key), std::mem::take(&mut self.id));
+            self.quota.void_later(key, id, self.interval);
+        }
+    }
+}
+
 /// Ends the heartbeat's hold on the manager when the task ends.
 struct Stopped(Weak<Fallback>);
 
@@ -801,14 +909,30 @@ impl QuotaManager for RedisQuota {
                 return f.decide(tenant, plan, cost);
             }
         }
-        let mut invocation = self.check.key(self.key(tenant));
+        let key = self.key(tenant);
+        let mut invocation = self.check.key(&key);
         check_args(plan, cost, |a| {
             invocation.arg(a);
         });
+        // Until its answer is in, the check may be voided: a request that was not
+        // served (the answer came too late, the client went away) leaves no charge,
+        // whether or not Redis ran the check.
+        let mut unsettled = Unsettled {
+            quota: self,
+            key,
+            id: self.charge_id(),
+            interval: gcra(plan).0,
+            armed: true,
+        };
+        invocation.arg(&unsettled.id);
         let mut conn = self.conn.clone();
         let reply =
             tokio::time::timeout(self.timeout, invocation.invoke_async::<Vec<i64>>(&mut conn))
                 .await;
+        if matches!(reply, Ok(Ok(_))) {
+            unsettled.armed = false;
+        }
+        drop(unsettled);
         match reply {
             Ok(Ok(reply)) => match decision_from(plan, cost, &reply) {
                 Some(decision) => {
