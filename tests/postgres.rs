@@ -844,6 +844,28 @@ async fn the_listener_task_ends_with_its_handle() {
     db.cleanup().await;
 }
 
+#[actix_web::test]
+async fn the_listener_task_ends_as_soon_as_its_cache_is_dropped() {
+    let Some(db) = TestDb::new("cache_gone").await else {
+        return;
+    };
+    let reg = db.migrated().await;
+    let cache = Arc::new(CachedRegistry::new(reg.clone(), CacheConfig::default()));
+    let listener = reg.listen(&cache).unwrap();
+    ready(&listener).await;
+    // No NOTIFY comes: the task must notice the cache is gone by itself.
+    drop(cache);
+    let start = Instant::now();
+    while !listener.is_finished() {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "the listener outlived its cache"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    db.cleanup().await;
+}
+
 // ---------------------------------------------------------------------------------
 // Outages
 // ---------------------------------------------------------------------------------

@@ -132,6 +132,9 @@ pub struct CachedRegistry<R> {
     /// overwritten.
     epoch: AtomicU64,
     clock: Clock,
+    /// Dropped with the cache: its receivers (an invalidation listener) learn at once
+    /// that there is nothing left to keep fresh.
+    gone: tokio::sync::watch::Sender<()>,
 }
 
 impl<R: fmt::Debug> fmt::Debug for CachedRegistry<R> {
@@ -155,7 +158,14 @@ impl<R: TenantRegistry> CachedRegistry<R> {
             generation: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
             clock: Clock::system(),
+            gone: tokio::sync::watch::channel(()).0,
         }
+    }
+
+    /// A receiver whose `changed()` fails once this cache is dropped.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn dropped(&self) -> tokio::sync::watch::Receiver<()> {
+        self.gone.subscribe()
     }
 
     /// Reads ages from `clock` instead of the system's: with a

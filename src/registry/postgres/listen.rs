@@ -40,7 +40,7 @@ struct State {
 /// when the operating system gives up on it; until then the TTL is the bound.
 ///
 /// Dropping the handle, or calling [`stop`](Self::stop), ends the task. The task also
-/// ends by itself when the cache is dropped. Start it with
+/// ends by itself, at once, when the cache is dropped. Start it with
 /// [`PostgresRegistry::cached`] or [`PostgresRegistry::listen`].
 #[must_use = "dropping the listener stops it: keep it for as long as the cache is used"]
 pub struct InvalidationListener {
@@ -126,6 +126,17 @@ struct Worker<R> {
 
 impl<R: TenantRegistry> Worker<R> {
     async fn run(self) {
+        let Some(mut gone) = self.cache.upgrade().map(|cache| cache.dropped()) else {
+            return;
+        };
+        // Ends the task as soon as the cache is dropped, not at the next NOTIFY.
+        let cache_dropped = async move { while gone.changed().await.is_ok() {} };
+        let run = std::pin::pin!(self.listen());
+        let cache_dropped = std::pin::pin!(cache_dropped);
+        futures_util::future::select(run, cache_dropped).await;
+    }
+
+    async fn listen(&self) {
         let (min, max) = self.backoff;
         let mut delay = min;
         loop {
