@@ -28,15 +28,36 @@ mod common {
     pub mod stack;
 }
 
-/// The test's own Redis on a free port: the child and its URL.
-fn own_redis() -> Option<(std::process::Child, String)> {
+/// The test's own Redis on a free port: the server (stopped when dropped, also when
+/// the test fails) and its URL.
+fn own_redis() -> Option<(OwnRedis, String)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let child = common::services::spawn_redis(&["--port", &port.to_string()], port)?;
-    Some((child, format!("redis://127.0.0.1:{port}")))
+    Some((OwnRedis(child), format!("redis://127.0.0.1:{port}")))
+}
+
+/// A `redis-server` this test started: thawed and killed when dropped.
+struct OwnRedis(std::process::Child);
+
+impl std::ops::Deref for OwnRedis {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0.id().to_string()])
+            .status();
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
 }
 
 fn signal(child: &std::process::Child, sig: &str) {
@@ -182,15 +203,13 @@ async fn outage(
 
 #[actix_web::test]
 async fn a_budget_frozen_mid_period_holds_in_total_across_four_replicas() {
-    let Some((mut redis, url)) = own_redis() else {
+    let Some((redis, url)) = own_redis() else {
         return;
     };
     let plan = QuotaPlan::per_second(10_000).budget(100, Period::Day);
     let load = (60, 100, 200);
     let now = outage(&redis, &url, "budget", &plan, true, load).await;
     let then = outage(&redis, &url, "budget-then", &plan, false, load).await;
-    redis.kill().ok();
-    redis.wait().ok();
     eprintln!(
         "degraded, budget 100/day, 4 replicas, Redis frozen after 60: admitted {} + {} + {} = {} \
          (the earlier fallback: {} + {} + {} = {})",
@@ -225,7 +244,7 @@ async fn a_budget_frozen_mid_period_holds_in_total_across_four_replicas() {
 
 #[actix_web::test]
 async fn a_rate_frozen_mid_window_holds_in_total_across_four_replicas() {
-    let Some((mut redis, url)) = own_redis() else {
+    let Some((redis, url)) = own_redis() else {
         return;
     };
     // A burst of 40, refilled at 40 a minute (one every 1.5 s).
@@ -233,8 +252,6 @@ async fn a_rate_frozen_mid_window_holds_in_total_across_four_replicas() {
     let load = (20, 100, 200);
     let now = outage(&redis, &url, "rate", &plan, true, load).await;
     let then = outage(&redis, &url, "rate-then", &plan, false, load).await;
-    redis.kill().ok();
-    redis.wait().ok();
     // Burst plus what refills over the elapsed time, at 40 a minute.
     let bound = |run: &Run| 40 + (run.elapsed.as_secs_f64() * 40.0 / 60.0).ceil() as usize;
     eprintln!(
@@ -314,7 +331,7 @@ async fn left_after_one(q: &RedisQuota, tenant: &actix_tenancy::TenantContext) -
 
 #[actix_web::test]
 async fn a_cost_corrected_during_an_outage_for_a_charge_redis_admitted_reaches_redis() {
-    let Some((mut redis, url)) = own_redis() else {
+    let Some((redis, url)) = own_redis() else {
         return;
     };
     let q = one_replica(
@@ -343,13 +360,11 @@ async fn a_cost_corrected_during_an_outage_for_a_charge_redis_admitted_reaches_r
     q.settle(&acme, charged.charge(100), 0).await.unwrap();
     thaw(&redis).await;
     assert_eq!(left_after_one(&q, &acme).await, 10_000 - 1);
-    redis.kill().ok();
-    redis.wait().ok();
 }
 
 #[actix_web::test]
 async fn a_change_of_tier_during_an_outage_keeps_the_debt() {
-    let Some((mut redis, url)) = own_redis() else {
+    let Some((redis, url)) = own_redis() else {
         return;
     };
     let q = one_replica(
@@ -368,14 +383,12 @@ async fn a_change_of_tier_during_an_outage_keeps_the_debt() {
     assert!(q.check(&basic, 1).await.unwrap().allowed);
     thaw(&redis).await;
     assert_eq!(left_after_one(&q, &basic).await, 100 - 12 - 1);
-    redis.kill().ok();
-    redis.wait().ok();
 }
 
 // `test` is actix-web's module here: the standard attribute, spelled in full.
 #[::core::prelude::v1::test]
 fn a_heartbeat_its_runtime_never_polled_does_not_pin_the_replica_locally() {
-    let Some((mut redis, url)) = own_redis() else {
+    let Some((redis, url)) = own_redis() else {
         return;
     };
     let prefix = common::services::unique_prefix("degraded", "unpolled");
@@ -397,8 +410,6 @@ fn a_heartbeat_its_runtime_never_polled_does_not_pin_the_replica_locally() {
         assert_eq!(left_after_one(&q, &acme).await, 100 - 2);
         assert!(!q.is_degraded(), "pinned in local mode");
     });
-    redis.kill().ok();
-    redis.wait().ok();
 }
 
 /// A `FailClosed` manager whose day budget is `units`, waiting `timeout` for Redis.
@@ -419,7 +430,7 @@ fn fail_closed(url: &str, prefix: &str, units: u64, timeout: Duration) -> RedisQ
 
 #[actix_web::test]
 async fn a_check_whose_answer_came_too_late_leaves_no_charge() {
-    let Some((mut redis, url)) = own_redis() else {
+    let Some((redis, url)) = own_redis() else {
         return;
     };
     let prefix = common::services::unique_prefix("degraded", "late");
@@ -449,6 +460,4 @@ async fn a_check_whose_answer_came_too_late_leaves_no_charge() {
     thaw(&redis).await;
     assert!(q.check(&acme, 1).await.unwrap().allowed);
     assert!(!q.check(&acme, 1).await.unwrap().allowed);
-    redis.kill().ok();
-    redis.wait().ok();
 }

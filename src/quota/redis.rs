@@ -119,14 +119,13 @@ end
 return out
 "#;
 
-/// Voids the check of charge id ARGV[1]: gives back what it charged when it ran (its
-/// budgets' units, and the rate's units while they are still in the window), or, when
-/// it has not run yet, marks it so that it charges nothing when it does. Safe to run
-/// more than once, and in either order with the check.
+/// Voids the check of charge id ARGV[1]: gives back the budgets' units it charged
+/// when it ran (as refunds do, the rate keeps its units: a window's worth at most), or,
+/// when it has not run yet, marks it so that it charges nothing when it does. Safe to
+/// run more than once, and in either order with the check.
 const VOID: &str = r#"
 local base = KEYS[1]
 local record = base .. ':c:' .. ARGV[1]
-local T = tonumber(ARGV[2])
 local v = redis.call('GET', record)
 if not v then
   redis.call('SET', record, 'void', 'PX', 600000)
@@ -135,18 +134,11 @@ end
 if v == 'void' then return 0 end
 local parts = {}
 for w in string.gmatch(v, '%S+') do parts[#parts + 1] = w end
-local cost, rcost = tonumber(parts[1]), tonumber(parts[2])
+local cost = tonumber(parts[1])
 for i = 3, #parts do
   if redis.call('EXISTS', parts[i]) == 1 then
     local n = redis.call('DECRBY', parts[i], cost)
     if n < 0 then redis.call('SET', parts[i], 0, 'KEEPTTL') end
-  end
-end
-if T > 0 and rcost > 0 then
-  local tat = tonumber(redis.call('GET', base .. ':r') or '0')
-  if tat > now_us then
-    local back = math.max(tat - rcost * T, now_us)
-    redis.call('SET', base .. ':r', string.format('%.0f', back), 'PX', math.ceil((back - now_us) / 1000) + 1)
   end
 end
 redis.call('SET', record, 'void', 'KEEPTTL')
@@ -497,7 +489,7 @@ impl RedisQuota {
     /// Voids the check of charge `id` on `key`, on a task of its own: tried again with
     /// a growing pause (for half a minute in all) while Redis does not answer, so a
     /// check that runs once Redis thaws is given back, or marked before it runs.
-    fn void_later(&self, key: String, id: String, interval: i64) {
+    fn void_later(&self, key: String, id: String) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(target: "actix_tenancy::quota",
                 "a check given up on outside a runtime cannot be voided");
@@ -510,7 +502,7 @@ impl RedisQuota {
             let mut pause = Duration::from_millis(100);
             for _ in 0..8 {
                 let mut call = script.key(&key);
-                call.arg(&id).arg(interval);
+                call.arg(&id);
                 let voided = tokio::time::timeout(timeout, call.invoke_async::<i64>(&mut conn));
                 if let Ok(Ok(_)) = voided.await {
                     return;
@@ -787,7 +779,6 @@ struct Unsettled<'a> {
     quota: &'a RedisQuota,
     key: String,
     id: String,
-    interval: i64,
     armed: bool,
 }
 
@@ -795,7 +786,7 @@ impl Drop for Unsettled<'_> {
     fn drop(&mut self) {
         if self.armed {
             let (key, id) = (std::mem::take(&mut self.key), std::mem::take(&mut self.id));
-            self.quota.void_later(key, id, self.interval);
+            self.quota.void_later(key, id);
         }
     }
 }
@@ -921,7 +912,6 @@ impl QuotaManager for RedisQuota {
             quota: self,
             key,
             id: self.charge_id(),
-            interval: gcra(plan).0,
             armed: true,
         };
         invocation.arg(&unsettled.id);
