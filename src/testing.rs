@@ -342,10 +342,24 @@ pub async fn quota_conformance<Q: QuotaManager>(
 
 #[cfg(feature = "jwt")]
 mod revocation {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
     use crate::session::{Revocation, RevocationStore, TokenFacts};
 
     fn now() -> u64 {
         crate::session::now()
+    }
+
+    /// The system's time since the epoch, to the nanosecond.
+    fn exact() -> Duration {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+    }
+
+    /// Waits until `at` (since the epoch) on the system's clock.
+    async fn sleep_until(at: Duration) {
+        tokio::time::sleep(at.saturating_sub(exact())).await;
     }
 
     fn facts<'a>(
@@ -370,18 +384,32 @@ mod revocation {
         }
     }
 
+    async fn consumed<S: RevocationStore>(store: &S, jti: &str, until: u64) -> bool {
+        store
+            .consume(jti, until)
+            .await
+            .unwrap_or_else(|e| panic!("consume failed: {e}"))
+    }
+
     /// Runs the revocation store conformance suite against `store`. Names are made
     /// unique with `prefix` (so a shared store, such as a Redis, can run it beside other
-    /// tests); panics, naming the rule, on the first violation.
+    /// tests); panics, naming the rule, on the first violation. It takes about two
+    /// seconds: the last rule is checked at the end of a second, on the system's clock.
     ///
     /// - a revoked `jti` is revoked, another is not, and `is_revoked_now`, when it
     ///   answers, agrees;
     /// - a subject or tenant revocation applies to tokens issued at or before its
     ///   cut-off and not to later ones, and not to another subject or tenant;
-    /// - (a store *may* forget an entry once its `until` has passed, which bounds its
-    ///   memory; when is its own choice, so the suite does not wait for it;)
     /// - `consume` of a refresh `jti` is `true` exactly once, also under 32 concurrent
-    ///   attempts.
+    ///   attempts;
+    /// - an entry counts through the whole second `until` (a token is accepted through
+    ///   its second `exp + leeway`): a revocation and a used mark written half-way into
+    ///   second `t` with `until = t + 1` still count at the end of second `t + 1` (a
+    ///   Redis key set with `EX until - now` has lapsed by then), and a second
+    ///   revocation of the same token with an earlier `until` does not shorten the
+    ///   first;
+    /// - (a store *may* forget an entry once its `until` has passed, which bounds its
+    ///   memory; when is its own choice, so the suite does not wait for it.)
     pub async fn revocation_conformance<S: RevocationStore>(store: &S, prefix: &str) {
         let t = now();
         let (a, b) = (format!("{prefix}a"), format!("{prefix}b"));
@@ -471,6 +499,72 @@ mod revocation {
             wins, 1,
             "32 concurrent uses of one refresh jti: exactly one wins"
         );
+
+        through_the_last_second(store, prefix).await;
+    }
+
+    /// Entries written half-way into second `t` with `until = t + 1` still count at
+    /// the end of second `t + 1`. A try whose writes or checks spill over their second
+    /// (a slow store, a loaded machine) proves nothing and is made again.
+    async fn through_the_last_second<S: RevocationStore>(store: &S, prefix: &str) {
+        const SECOND: Duration = Duration::from_secs(1);
+        for attempt in 0..5 {
+            let name = |what: &str| format!("{prefix}last-{attempt}-{what}");
+            let (token, kept, used) = (name("token"), name("kept"), name("used"));
+            // Writes from 0.3 s into second `t`, done by 0.8 s: a key set with
+            // `EX until - now` (1 s) has lapsed by 1.8 s into second `t + 1`.
+            let second = Duration::from_secs(exact().as_secs());
+            let start = if exact() - second < Duration::from_millis(300) {
+                second + Duration::from_millis(300)
+            } else {
+                second + SECOND + Duration::from_millis(300)
+            };
+            sleep_until(start).await;
+            let t = start.as_secs();
+            let tenant = format!("{prefix}last");
+            store
+                .revoke(Revocation::Token(&token), t + 1)
+                .await
+                .expect("revoke a token");
+            store
+                .revoke(Revocation::Token(&kept), t + 600)
+                .await
+                .expect("revoke a token");
+            store
+                .revoke(Revocation::Token(&kept), t.saturating_sub(5))
+                .await
+                .expect("revoke a token again");
+            assert!(
+                consumed(store, &used, t + 1).await,
+                "the first use of a refresh jti"
+            );
+            if exact() >= Duration::from_secs(t) + Duration::from_millis(800) {
+                continue;
+            }
+            // Checks from 0.8 s into second `t + 1`, done within it.
+            let check_at = Duration::from_secs(t + 1) + Duration::from_millis(800);
+            sleep_until(check_at).await;
+            let token_counts = revoked(store, &facts(&token, &tenant, "u", t)).await;
+            let kept_counts = revoked(store, &facts(&kept, &tenant, "u", t)).await;
+            let again = consumed(store, &used, t + 1).await;
+            if exact().as_secs() != t + 1 {
+                continue;
+            }
+            assert!(
+                token_counts,
+                "a revocation must count through the whole second `until`"
+            );
+            assert!(
+                kept_counts,
+                "a second revocation with an earlier `until` must not shorten the first"
+            );
+            assert!(
+                !again,
+                "a used mark must count through the whole second `until`"
+            );
+            return;
+        }
+        panic!("the store took too long five times to check an entry within its last second");
     }
 }
 

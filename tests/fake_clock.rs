@@ -10,7 +10,10 @@ use std::{
 use actix_tenancy::{
     prelude::*,
     quota::{LocalQuota, Period, QuotaPlan, QuotaPlans, TenantQuota},
-    session::{Grant, InMemoryRevocations, JwtAuth, Key, KeySet, SessionConfig, SessionManager},
+    session::{
+        Grant, InMemoryRevocations, JwtAuth, Key, KeySet, SessionConfig, SessionError,
+        SessionManager,
+    },
     testing::FakeClock,
 };
 use actix_web::{http::header, test, web, App, HttpResponse};
@@ -209,4 +212,77 @@ async fn a_token_expires_and_a_revocation_dates_on_the_fake_clock() {
             .status(),
         200
     );
+}
+
+// Session time, in memory, on the fake clock: how long a used mark and a logout last.
+
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test";
+
+/// A manager on `time` whose store (also on `time`) the test holds too; it signs with
+/// `k1`.
+fn timed(time: &FakeClock, config: SessionConfig) -> (SessionManager, Arc<InMemoryRevocations>) {
+    let keys = KeySet::signing(Key::hmac("k1", Algorithm::HS256, SECRET).unwrap()).unwrap();
+    let store = Arc::new(InMemoryRevocations::new().with_clock(time.clock()));
+    let sessions =
+        SessionManager::new(config.clock(time.clock()), keys).with_store(Arc::clone(&store));
+    (sessions, store)
+}
+
+/// #26 item 6: a refresh token is accepted through its second `exp + leeway`, and so
+/// must its used mark count, also once the store has purged what it may.
+#[actix_web::test]
+async fn a_rotated_refresh_token_is_refused_in_its_last_second_even_after_a_purge() {
+    let time = FakeClock::new();
+    let config = SessionConfig::new("https://auth.test", "api")
+        .access_ttl(Duration::from_secs(60))
+        .refresh_ttl(Duration::from_secs(60))
+        .leeway(Duration::from_secs(5));
+    let (sessions, store) = timed(&time, config);
+    let stolen = sessions.issue(&id("acme"), "user-1", Grant::new()).unwrap();
+    let owners = sessions.refresh(&stolen.refresh_token).await.unwrap();
+    // The thief waits for the stolen token's last second: exp (60 s) + leeway (5 s).
+    time.advance(Duration::from_secs(65));
+    store.purge();
+    assert!(
+        matches!(
+            sessions.refresh(&stolen.refresh_token).await,
+            Err(SessionError::RefreshReused)
+        ),
+        "a rotated refresh token in its last second is a reuse"
+    );
+    assert!(
+        matches!(
+            sessions.verify(&owners.access_token).await,
+            Err(SessionError::Revoked)
+        ),
+        "and its family is revoked"
+    );
+    time.advance(Duration::from_secs(1));
+    assert!(
+        matches!(
+            sessions.refresh(&stolen.refresh_token).await,
+            Err(SessionError::Invalid(_))
+        ),
+        "a second later it has expired"
+    );
+}
+
+/// #26 item 6: a logged-out token is refused through its last second.
+#[actix_web::test]
+async fn a_logged_out_token_is_refused_in_its_last_second() {
+    let time = FakeClock::new();
+    let config = SessionConfig::new("https://auth.test", "api")
+        .access_ttl(Duration::from_secs(60))
+        .refresh_ttl(Duration::from_secs(60))
+        .leeway(Duration::from_secs(5));
+    let (sessions, store) = timed(&time, config);
+    let pair = sessions.issue(&id("acme"), "user-1", Grant::new()).unwrap();
+    let principal = sessions.verify(&pair.access_token).await.unwrap();
+    sessions.logout(&principal).await.unwrap();
+    time.advance(Duration::from_secs(65));
+    store.purge();
+    assert!(matches!(
+        sessions.verify(&pair.access_token).await,
+        Err(SessionError::Revoked)
+    ));
 }

@@ -32,10 +32,19 @@ fn prefix(test: &str) -> String {
 
 /// Two replicas: the same keys, each with its own connection to the same store.
 fn replicas(url: &str, prefix: &str) -> (SessionManager, SessionManager) {
+    replicas_with(url, prefix, SessionConfig::new("https://auth.test", "api"))
+}
+
+/// [`replicas`] with `config`.
+fn replicas_with(
+    url: &str,
+    prefix: &str,
+    config: SessionConfig,
+) -> (SessionManager, SessionManager) {
     let make = || {
         let keys = KeySet::signing(Key::hmac("k1", Algorithm::HS256, &[3u8; 32]).unwrap()).unwrap();
         let store = RedisRevocations::with_options(url, prefix, Duration::from_secs(2)).unwrap();
-        SessionManager::new(SessionConfig::new("https://auth.test", "api"), keys).with_store(store)
+        SessionManager::new(config.clone(), keys).with_store(store)
     };
     (make(), make())
 }
@@ -167,7 +176,8 @@ async fn entries_expire_with_the_tokens_they_revoke() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let max_life = 30 * 24 * 3600 + 30;
+    // Through the last second of the longest-lived token (30 days + the leeway).
+    let max_life = 30 * 24 * 3600 + 30 + 1;
     assert!(ttl > 0 && ttl <= max_life, "TTL {ttl}");
 }
 
@@ -317,4 +327,49 @@ fn a_bad_url_with_a_password_is_refused_without_repeating_it() {
         .build()
         .unwrap_err();
     assert!(!format!("{err} {err:?}").contains("hunter2"), "{err}");
+}
+
+/// #26 item 6 on Redis: a rotated refresh token presented in its last valid second
+/// (`exp + leeway`) is a reuse. A used mark set with `EX until - now` lapses part-way
+/// into that second; it must last through it, with no purge.
+#[actix_web::test]
+async fn a_rotated_refresh_token_is_refused_in_its_last_second_on_redis() {
+    let Some(url) = redis_url() else { return };
+    let config = SessionConfig::new("https://auth.test", "api")
+        .access_ttl(Duration::from_secs(2))
+        .refresh_ttl(Duration::from_secs(2))
+        .leeway(Duration::ZERO);
+    let (a, b) = replicas_with(&url, &prefix("last-second"), config);
+    let exact = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+    };
+    // Issued and rotated early in second `t0`, presented again late in second
+    // `t0 + 2`, the token's last: a try that spills over its second proves nothing.
+    for _ in 0..5 {
+        let start = Duration::from_secs(exact().as_secs() + 1);
+        tokio::time::sleep(start.saturating_sub(exact())).await;
+        let t0 = start.as_secs();
+        let stolen = a.issue(&acme(), "user-1", Grant::new()).unwrap();
+        let owners = a.refresh(&stolen.refresh_token).await.unwrap();
+        if exact() >= start + Duration::from_millis(300) {
+            continue;
+        }
+        tokio::time::sleep((start + Duration::from_millis(2_700)).saturating_sub(exact())).await;
+        let replay = b.refresh(&stolen.refresh_token).await;
+        if exact().as_secs() != t0 + 2 {
+            continue;
+        }
+        assert!(
+            matches!(replay, Err(SessionError::RefreshReused)),
+            "a rotated refresh token in its last second: {replay:?}"
+        );
+        assert!(matches!(
+            a.verify(&owners.access_token).await,
+            Err(SessionError::Revoked)
+        ));
+        return;
+    }
+    panic!("five tries spilled over their second");
 }

@@ -1375,7 +1375,10 @@ impl SessionManager {
         let (Some(jti), Some(family), Some(tenant)) = (&v.jti, &v.family, &v.tenant) else {
             return Err(invalid("a refresh token needs jti, fam and a tenant"));
         };
-        let until = v.expires_at + self.inner.config.leeway.as_secs();
+        // The token is accepted through its second `exp + leeway`: so is its mark kept.
+        let until = v
+            .expires_at
+            .saturating_add(self.inner.config.leeway.as_secs());
         let first = self
             .inner
             .store

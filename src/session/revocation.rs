@@ -74,12 +74,20 @@ impl std::error::Error for RevocationError {}
 
 /// Where revocations are kept, and refresh tokens are marked used.
 ///
-/// Every entry carries `until` (unix seconds): the moment no token it could apply to
-/// is still unexpired, after which the store may forget it. Memory stays bounded by
-/// the tokens alive, not by every revocation ever made.
+/// Every entry carries `until` (unix seconds): the last second in which a token it
+/// applies to may still be accepted (tokens pass while `exp + leeway >= now`). An
+/// entry must count through that whole second, `while now <= until`, and the store
+/// may forget it once that second is over: a Redis key set at `now` needs
+/// `EX until + 1 - now`, not `EX until - now`, which would lapse part-way into the
+/// token's last second. Memory stays bounded by the tokens alive, not by every
+/// revocation ever made. A second revocation of the same thing never shortens the
+/// first: its entry is kept until the later `until`.
+///
+/// [`testing::revocation_conformance`](crate::testing::revocation_conformance)
+/// (feature `testing`) checks these rules against any store.
 #[async_trait::async_trait]
 pub trait RevocationStore: Send + Sync + 'static {
-    /// Records a revocation, kept until `until`.
+    /// Records a revocation, kept through the second `until`.
     async fn revoke(&self, what: Revocation<'_>, until: u64) -> Result<(), RevocationError>;
 
     /// Whether any revocation applies to the token.
@@ -92,8 +100,8 @@ pub trait RevocationStore: Send + Sync + 'static {
         None
     }
 
-    /// Marks the refresh token `jti` used, atomically: `true` the first time, `false`
-    /// on every later call (a replay).
+    /// Marks the refresh token `jti` used, kept through the second `until`,
+    /// atomically: `true` the first time, `false` on every later call (a replay).
     async fn consume(&self, jti: &str, until: u64) -> Result<bool, RevocationError>;
 }
 
@@ -132,6 +140,7 @@ pub struct InMemoryRevocations {
     tenants: Map<Box<str>, (u64, u64)>,
     /// Tenant → subject → its cut-off and until.
     subjects: Map<Box<str>, Vec<SubjectCut>>,
+    /// Refresh `jti` → until.
     used: Map<Box<str>, u64>,
     writes: AtomicU64,
     clock: Clock,
@@ -139,6 +148,12 @@ pub struct InMemoryRevocations {
     /// a check skips the maps of the kinds never used, so a store nobody revoked in
     /// costs next to nothing per request.
     ever: [AtomicBool; 4],
+}
+
+/// Whether an entry kept until `until` still counts at `now`: through its last second.
+#[inline]
+fn in_force(until: u64, now: u64) -> bool {
+    until >= now
 }
 
 const TOKENS: usize = 0;
@@ -174,15 +189,17 @@ impl InMemoryRevocations {
         self.len() == 0
     }
 
-    /// Drops every entry whose `until` has passed.
+    /// Drops every entry whose `until` has passed: an entry is kept through the
+    /// second `until`, the last in which a token it applies to may be accepted.
     pub fn purge(&self) {
         let now = self.clock.unix_secs();
-        self.tokens.retain(|_, until| *until > now);
-        self.families.retain(|_, until| *until > now);
-        self.used.retain(|_, until| *until > now);
-        self.tenants.retain(|_, (_, until)| *until > now);
+        let live = |until: u64| in_force(until, now);
+        self.tokens.retain(|_, until| live(*until));
+        self.families.retain(|_, until| live(*until));
+        self.used.retain(|_, until| live(*until));
+        self.tenants.retain(|_, (_, until)| live(*until));
         self.subjects.retain(|_, list| {
-            list.retain(|(_, _, until)| *until > now);
+            list.retain(|(_, _, until)| live(*until));
             !list.is_empty()
         });
     }
@@ -207,7 +224,7 @@ impl InMemoryRevocations {
             return false;
         }
         let now = self.clock.unix_secs();
-        let live = |until: u64| until > now;
+        let live = |until: u64| in_force(until, now);
         let cut = |before: u64| t.issued_at.is_none_or(|iat| iat <= before);
         if let Some(jti) = t.jti.filter(|_| self.ever(TOKENS)) {
             if self.tokens.get(jti).is_some_and(|u| live(*u)) {
@@ -297,8 +314,14 @@ impl RevocationStore for InMemoryRevocations {
     }
 
     async fn consume(&self, jti: &str, until: u64) -> Result<bool, RevocationError> {
+        let now = self.clock.unix_secs();
         let first = match self.used.entry(jti.into()) {
-            dashmap::Entry::Occupied(_) => false,
+            // A mark past its `until` counts as gone, swept or not.
+            dashmap::Entry::Occupied(e) if in_force(*e.get(), now) => false,
+            dashmap::Entry::Occupied(mut e) => {
+                e.insert(until);
+                true
+            }
             dashmap::Entry::Vacant(v) => {
                 v.insert(until);
                 true
@@ -349,6 +372,31 @@ mod tests {
         store.purge();
         assert_eq!(store.len(), 1, "only the live revocation is kept");
         assert!(store.check(&facts("live", "acme", "u", now)));
+    }
+
+    #[actix_web::test]
+    async fn entries_count_and_are_kept_through_their_last_second() {
+        use crate::core::clock::FakeTime;
+        let start = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let time = std::sync::Arc::new(FakeTime::new(start));
+        let store = InMemoryRevocations::new().with_clock(Clock::fake(time.clone()));
+        let now = 1_800_000_000;
+        store.revoke(Revocation::Token("t"), now + 5).await.unwrap();
+        assert!(store.consume("r", now + 5).await.unwrap());
+        time.advance(std::time::Duration::from_secs(5));
+        store.purge();
+        assert!(
+            store.check(&facts("t", "acme", "u", now)),
+            "in its last second"
+        );
+        assert!(
+            !store.consume("r", now + 5).await.unwrap(),
+            "a used mark in its last second, after a purge"
+        );
+        time.advance(std::time::Duration::from_secs(1));
+        assert!(!store.check(&facts("t", "acme", "u", now)), "then gone");
+        store.purge();
+        assert!(store.is_empty());
     }
 
     #[actix_web::test]
