@@ -43,6 +43,7 @@ pub struct SessionConfig {
     tenant_from: Option<TenantFrom>,
     roles_claim: Option<Vec<String>>,
     verified_cache: usize,
+    max_token_life: Duration,
     clock: Clock,
 }
 
@@ -63,6 +64,7 @@ impl SessionConfig {
             tenant_from: None,
             roles_claim: None,
             verified_cache: 10_000,
+            max_token_life: Duration::ZERO,
             clock: Clock::system(),
         }
     }
@@ -133,6 +135,33 @@ impl SessionConfig {
         self
     }
 
+    /// The longest a token may live, from its `iat` to its `exp`; never less than the
+    /// longer of [`access_ttl`](Self::access_ttl) and
+    /// [`refresh_ttl`](Self::refresh_ttl), which is also the default (30 days).
+    ///
+    /// A token that lives longer, or carries no `iat` (its life is unknown), is
+    /// refused, whoever signed it: revocations by subject, tenant, family or `jti` are
+    /// kept for this long plus twice the [`leeway`](Self::leeway) (the cut-off's and
+    /// the token's), and a longer-lived token would outlive them. Raise it for an
+    /// identity provider whose tokens live longer than this manager's own, and, after
+    /// cutting a TTL, keep it at the old TTL until the tokens minted before have
+    /// expired.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use actix_tenancy::session::SessionConfig;
+    ///
+    /// // A provider's day-long tokens, this service's own 15-minute ones.
+    /// let config = SessionConfig::new("https://login.example.com", "api")
+    ///     .refresh_ttl(Duration::from_secs(8 * 3600))
+    ///     .max_token_life(Duration::from_secs(24 * 3600));
+    /// # let _ = config;
+    /// ```
+    pub fn max_token_life(mut self, life: Duration) -> Self {
+        self.max_token_life = life;
+        self
+    }
+
     /// Clock skew tolerated on `exp` and `nbf`.
     pub fn leeway(mut self, leeway: Duration) -> Self {
         self.leeway = leeway;
@@ -186,9 +215,28 @@ impl SessionConfig {
         }
     }
 
-    /// The longest any token lives: how long revocations must be kept.
-    fn max_life(&self) -> u64 {
-        self.access_ttl.max(self.refresh_ttl).as_secs() + self.leeway.as_secs()
+    /// The longest a token accepted may live, `exp - iat`, in seconds.
+    fn token_life(&self) -> u64 {
+        self.max_token_life
+            .max(self.access_ttl)
+            .max(self.refresh_ttl)
+            .as_secs()
+    }
+
+    /// The cut-off of a revocation by subject or tenant made at `now`: it covers the
+    /// leeway, since a token stamped up to the leeway ahead (a replica or provider
+    /// whose clock is fast) is accepted, and may have been issued before `now`.
+    fn cut_off(&self, now: u64) -> u64 {
+        now.saturating_add(self.leeway.as_secs())
+    }
+
+    /// The last second a revocation made at `now` can apply to a token: one issued by
+    /// its cut-off (`now + leeway`), living at most [`token_life`](Self::token_life)
+    /// and accepted `leeway` past its `exp`.
+    fn kept_until(&self, now: u64) -> u64 {
+        self.cut_off(now)
+            .saturating_add(self.token_life())
+            .saturating_add(self.leeway.as_secs())
     }
 }
 
@@ -1279,11 +1327,18 @@ impl SessionManager {
         if number("nbf")?.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
             return Err(invalid("not yet valid"));
         }
-        let issued_at = number("iat")?;
+        // A revocation is kept for the longest life a token may have: a token whose
+        // life is unknown (no `iat`) or longer would outlive it.
+        let issued_at = number("iat")?.ok_or(invalid("no iat: the token's life is unknown"))?;
         // A token "issued" in the future would outlive every revocation by tenant or
         // subject (those revoke what was issued before a cut-off): refuse it.
-        if issued_at.is_some_and(|iat| iat > now.saturating_add(leeway)) {
+        if issued_at > now.saturating_add(leeway) {
             return Err(invalid("issued in the future"));
+        }
+        if expires_at.saturating_sub(issued_at) > c.token_life() {
+            return Err(invalid(
+                "the token lives longer than any revocation is kept",
+            ));
         }
         if text("iss")? != Some(issuer) {
             return Err(invalid("wrong issuer"));
@@ -1336,7 +1391,7 @@ impl SessionManager {
             tenant,
             jti,
             family,
-            issued_at,
+            issued_at: Some(issued_at),
             expires_at,
             claims,
         })
@@ -1404,9 +1459,9 @@ impl SessionManager {
         self.pair(tenant, &v.subject, &scopes, extra, family)
     }
 
-    /// Records `what` for as long as any token it could apply to may live.
+    /// Records `what` for as long as any token it could apply to may be accepted.
     async fn record(&self, what: Revocation<'_>) -> Result<(), SessionError> {
-        let until = self.now() + self.inner.config.max_life();
+        let until = self.inner.config.kept_until(self.now());
         self.inner
             .store
             .revoke(what, until)
@@ -1417,23 +1472,27 @@ impl SessionManager {
     /// Ends the session `principal` came from: its token by `jti`, or, for a token
     /// without one (a provider that sends none, with
     /// [`require_jti(false)`](SessionConfig::require_jti)), every token of its subject
-    /// in its tenant issued until now, since nothing narrower can be revoked.
+    /// in its tenant issued until now (and within the leeway after, as
+    /// [`revoke_subject`](Self::revoke_subject)), since nothing narrower can be revoked.
     ///
-    /// The revocation is kept until the token expires, however long a provider's
-    /// tokens live.
+    /// The revocation is kept through the token's last second (`exp + leeway`), and
+    /// at least as long as any revocation.
     pub async fn logout(&self, principal: &Principal) -> Result<(), SessionError> {
+        let c = &self.inner.config;
+        let now = self.now();
         let expires = principal
             .expires_at()
             .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
-        let until = (self.now() + self.inner.config.max_life())
-            .max(expires.saturating_add(self.inner.config.leeway.as_secs()));
+        let until = c
+            .kept_until(now)
+            .max(expires.saturating_add(c.leeway.as_secs()));
         let what = match (principal.token_id(), principal.tenant()) {
             (Some(jti), _) => Revocation::Token(jti),
             (None, Some(tenant)) => Revocation::Subject {
                 tenant: tenant.as_str(),
                 subject: principal.subject(),
-                before: self.now(),
+                before: c.cut_off(now),
             },
             (None, None) => {
                 return Err(invalid(
@@ -1448,13 +1507,21 @@ impl SessionManager {
             .map_err(SessionError::Store)
     }
 
-    /// Revokes one token by `jti`.
+    /// Revokes one token by `jti`, for as long as any token may be accepted (see
+    /// [`max_token_life`](SessionConfig::max_token_life)).
     pub async fn revoke(&self, jti: &str) -> Result<(), SessionError> {
         self.record(Revocation::Token(jti)).await
     }
 
-    /// Revokes every token of `subject` in `tenant` issued until now (tokens issued
-    /// within the same second are revoked too: the cut-off fails closed).
+    /// Revokes every token of `subject` in `tenant` issued until now.
+    ///
+    /// The cut-off is `now + leeway`, in whole seconds: a token is accepted with an
+    /// `iat` up to the leeway ahead (a replica or provider whose clock is fast), so one
+    /// stamped within the leeway after now may have been issued before the call, and
+    /// is revoked too. A new login of the subject within the leeway after the call
+    /// (30 s by default) is refused as well; lower the leeway where clocks agree. The
+    /// revocation is kept as long as a token issued by the cut-off may be accepted
+    /// (see [`max_token_life`](SessionConfig::max_token_life)).
     pub async fn revoke_subject(
         &self,
         tenant: &TenantId,
@@ -1463,16 +1530,18 @@ impl SessionManager {
         self.record(Revocation::Subject {
             tenant: tenant.as_str(),
             subject,
-            before: self.now(),
+            before: self.inner.config.cut_off(self.now()),
         })
         .await
     }
 
-    /// Revokes every token of `tenant` issued until now, e.g. when it is suspended.
+    /// Revokes every token of `tenant` issued until now, e.g. when it is suspended;
+    /// the cut-off and how long it is kept are those of
+    /// [`revoke_subject`](Self::revoke_subject).
     pub async fn revoke_tenant(&self, tenant: &TenantId) -> Result<(), SessionError> {
         self.record(Revocation::Tenant {
             tenant: tenant.as_str(),
-            before: self.now(),
+            before: self.inner.config.cut_off(self.now()),
         })
         .await
     }
