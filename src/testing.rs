@@ -344,7 +344,7 @@ pub async fn quota_conformance<Q: QuotaManager>(
 mod revocation {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-    use crate::session::{Revocation, RevocationStore, TokenFacts};
+    use crate::session::{Consumed, Revocation, RevocationStore, TokenFacts};
 
     fn now() -> u64 {
         crate::session::now()
@@ -384,9 +384,14 @@ mod revocation {
         }
     }
 
-    async fn consumed<S: RevocationStore>(store: &S, jti: &str, until: u64) -> bool {
+    async fn consumed<S: RevocationStore>(
+        store: &S,
+        jti: &str,
+        rotation: &str,
+        until: u64,
+    ) -> Consumed {
         store
-            .consume(jti, until)
+            .consume(jti, rotation, until)
             .await
             .unwrap_or_else(|e| panic!("consume failed: {e}"))
     }
@@ -400,8 +405,10 @@ mod revocation {
     ///   answers, agrees;
     /// - a subject or tenant revocation applies to tokens issued at or before its
     ///   cut-off and not to later ones, and not to another subject or tenant;
-    /// - `consume` of a refresh `jti` is `true` exactly once, also under 32 concurrent
-    ///   attempts;
+    /// - `consume` of a refresh `jti` is [`Consumed::First`] exactly once; every later
+    ///   call answers [`Consumed::Already`] with the first call's rotation, not its own;
+    ///   under 32 concurrent attempts exactly one is first and the 31 others answer its
+    ///   rotation;
     /// - an entry counts through the whole second `until` (a token is accepted through
     ///   its second `exp + leeway`): a revocation and a used mark written half-way into
     ///   second `t` with `until = t + 1` still count at the end of second `t + 1` (a
@@ -482,23 +489,40 @@ mod revocation {
         );
 
         let refresh = format!("{prefix}refresh");
-        let first = store.consume(&refresh, t + 600).await.expect("consume");
-        assert!(first, "the first use of a refresh jti must succeed");
-        assert!(
-            !store.consume(&refresh, t + 600).await.expect("consume"),
-            "a second use must fail"
+        assert_eq!(
+            consumed(store, &refresh, "rotation-1", t + 600).await,
+            Consumed::First,
+            "the first use of a refresh jti must succeed"
+        );
+        assert_eq!(
+            consumed(store, &refresh, "rotation-2", t + 600).await,
+            Consumed::Already("rotation-1".into()),
+            "a second use must fail, answering the first use's rotation"
         );
         let racing = format!("{prefix}race");
-        let attempts = (0..32).map(|_| store.consume(&racing, t + 600));
-        let wins = futures_util::future::join_all(attempts)
-            .await
-            .into_iter()
-            .filter(|r| *r.as_ref().expect("consume"))
-            .count();
+        let attempts = (0..32).map(|i| {
+            let (racing, rotation) = (&racing, format!("rotation-{i}"));
+            async move { (consumed(store, racing, &rotation, t + 600).await, rotation) }
+        });
+        let answers = futures_util::future::join_all(attempts).await;
+        let winners: Vec<&String> = answers
+            .iter()
+            .filter(|(c, _)| *c == Consumed::First)
+            .map(|(_, rotation)| rotation)
+            .collect();
         assert_eq!(
-            wins, 1,
+            winners.len(),
+            1,
             "32 concurrent uses of one refresh jti: exactly one wins"
         );
+        for (answer, _) in &answers {
+            if let Consumed::Already(rotation) = answer {
+                assert_eq!(
+                    rotation, winners[0],
+                    "a losing use must answer the winner's rotation"
+                );
+            }
+        }
 
         through_the_last_second(store, prefix).await;
     }
@@ -534,10 +558,8 @@ mod revocation {
                 .revoke(Revocation::Token(&kept), t.saturating_sub(5))
                 .await
                 .expect("revoke a token again");
-            assert!(
-                consumed(store, &used, t + 1).await,
-                "the first use of a refresh jti"
-            );
+            let first = consumed(store, &used, "rotation-1", t + 1).await;
+            assert_eq!(first, Consumed::First, "the first use of a refresh jti");
             if exact() >= Duration::from_secs(t) + Duration::from_millis(800) {
                 continue;
             }
@@ -546,7 +568,7 @@ mod revocation {
             sleep_until(check_at).await;
             let token_counts = revoked(store, &facts(&token, &tenant, "u", t)).await;
             let kept_counts = revoked(store, &facts(&kept, &tenant, "u", t)).await;
-            let again = consumed(store, &used, t + 1).await;
+            let again = consumed(store, &used, "rotation-2", t + 1).await;
             if exact().as_secs() != t + 1 {
                 continue;
             }
@@ -558,8 +580,9 @@ mod revocation {
                 kept_counts,
                 "a second revocation with an earlier `until` must not shorten the first"
             );
-            assert!(
-                !again,
+            assert_eq!(
+                again,
+                Consumed::Already("rotation-1".into()),
                 "a used mark must count through the whole second `until`"
             );
             return;

@@ -11,8 +11,8 @@ use actix_tenancy::{
     prelude::*,
     quota::{LocalQuota, Period, QuotaPlan, QuotaPlans, TenantQuota},
     session::{
-        Grant, InMemoryRevocations, JwtAuth, Key, KeySet, SessionConfig, SessionError,
-        SessionManager,
+        Consumed, Grant, InMemoryRevocations, JwtAuth, Key, KeySet, Revocation, RevocationError,
+        RevocationStore, SessionConfig, SessionError, SessionManager, TokenFacts,
     },
     testing::FakeClock,
 };
@@ -215,7 +215,7 @@ async fn a_token_expires_and_a_revocation_dates_on_the_fake_clock() {
 }
 
 // Session time, in memory, on the fake clock: how long a used mark, a logout and a
-// revocation last, and where a cut-off lies.
+// revocation last, where a cut-off lies, and a refresh whose answer was lost.
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test";
 const OTHER_SECRET: &[u8] = b"another signer's secret, 32 bytes or more";
@@ -487,4 +487,102 @@ async fn a_token_stamped_ahead_within_the_leeway_is_revoked_with_its_subject() {
     time.advance(Duration::from_secs(31));
     let later = sessions.issue(&id("acme"), "user-1", Grant::new()).unwrap();
     assert!(sessions.verify(&later.access_token).await.is_ok());
+}
+
+/// A store that marks a refresh token used and then answers late: after `give_up`
+/// with an error, as a store bounded by a timeout does (`None`: after 700 ms, with the
+/// answer, for a client that has gone by then).
+struct LateStore {
+    inner: Arc<InMemoryRevocations>,
+    late: std::sync::atomic::AtomicBool,
+    give_up: Option<Duration>,
+}
+
+#[async_trait::async_trait]
+impl RevocationStore for LateStore {
+    async fn revoke(&self, what: Revocation<'_>, until: u64) -> Result<(), RevocationError> {
+        self.inner.revoke(what, until).await
+    }
+
+    async fn is_revoked(&self, token: &TokenFacts<'_>) -> Result<bool, RevocationError> {
+        self.inner.is_revoked(token).await
+    }
+
+    async fn consume(
+        &self,
+        jti: &str,
+        rotation: &str,
+        until: u64,
+    ) -> Result<Consumed, RevocationError> {
+        let answer = self.inner.consume(jti, rotation, until).await;
+        if self.late.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            match self.give_up {
+                Some(after) => {
+                    tokio::time::sleep(after).await;
+                    return Err(RevocationError::new("the store did not answer in time"));
+                }
+                None => tokio::time::sleep(Duration::from_millis(700)).await,
+            }
+        }
+        answer
+    }
+}
+
+/// #27 item 1: a refresh whose answer is lost (the store gave up after marking the
+/// token used, or the client went away) is retried with the same refresh token: it
+/// gets the same pair, not a theft verdict; outside the grace, theft is detected.
+#[actix_web::test]
+async fn a_refresh_whose_answer_was_lost_is_retried_not_taken_for_theft() {
+    for give_up in [Some(Duration::from_millis(100)), None] {
+        let time = FakeClock::new();
+        let keys = KeySet::signing(Key::hmac("k1", Algorithm::HS256, SECRET).unwrap()).unwrap();
+        let inner = Arc::new(InMemoryRevocations::new().with_clock(time.clock()));
+        let store = Arc::new(LateStore {
+            inner,
+            late: false.into(),
+            give_up,
+        });
+        let config = SessionConfig::new("https://auth.test", "api").clock(time.clock());
+        let sessions = SessionManager::new(config, keys).with_store(Arc::clone(&store));
+        let pair = sessions.issue(&id("acme"), "user-1", Grant::new()).unwrap();
+
+        store.late.store(true, std::sync::atomic::Ordering::SeqCst);
+        // The client waits 300 ms at most, then gives up (or sees the 503).
+        let lost = tokio::time::timeout(
+            Duration::from_millis(300),
+            sessions.refresh(&pair.refresh_token),
+        )
+        .await;
+        match give_up {
+            Some(_) => assert!(
+                matches!(lost, Ok(Err(SessionError::Store(_)))),
+                "503 auth_unavailable"
+            ),
+            None => assert!(lost.is_err(), "the client went away"),
+        }
+        time.advance(Duration::from_secs(2));
+        let retry = sessions
+            .refresh(&pair.refresh_token)
+            .await
+            .expect("a retry of a refresh whose answer was lost");
+        let again = sessions.refresh(&pair.refresh_token).await.unwrap();
+        assert_eq!(
+            (&again.access_token, &again.refresh_token),
+            (&retry.access_token, &retry.refresh_token),
+            "the same pair each time"
+        );
+        assert!(sessions.verify(&retry.access_token).await.is_ok());
+        let next = sessions.refresh(&retry.refresh_token).await.unwrap();
+
+        // Outside the grace (30 s), the used token again is theft.
+        time.advance(Duration::from_secs(29));
+        assert!(matches!(
+            sessions.refresh(&pair.refresh_token).await,
+            Err(SessionError::RefreshReused)
+        ));
+        assert!(matches!(
+            sessions.verify(&next.access_token).await,
+            Err(SessionError::Revoked)
+        ));
+    }
 }

@@ -15,7 +15,8 @@ use serde_json::{Map, Value};
 
 use super::{
     keys::{install_crypto, Key, KeyError, KeySet, NoKey, SUPPORTED},
-    InMemoryRevocations, Principal, Revocation, RevocationError, RevocationStore, TokenFacts,
+    Consumed, InMemoryRevocations, Principal, Revocation, RevocationError, RevocationStore,
+    TokenFacts,
 };
 use crate::core::{error::ConfigError, Clock, TenantId, TenantIdRule};
 
@@ -44,6 +45,7 @@ pub struct SessionConfig {
     roles_claim: Option<Vec<String>>,
     verified_cache: usize,
     max_token_life: Duration,
+    refresh_grace: Duration,
     clock: Clock,
 }
 
@@ -65,6 +67,7 @@ impl SessionConfig {
             roles_claim: None,
             verified_cache: 10_000,
             max_token_life: Duration::ZERO,
+            refresh_grace: Duration::from_secs(30),
             clock: Clock::system(),
         }
     }
@@ -159,6 +162,20 @@ impl SessionConfig {
     /// ```
     pub fn max_token_life(mut self, life: Duration) -> Self {
         self.max_token_life = life;
+        self
+    }
+
+    /// How long after a refresh the same refresh token may be presented again and get
+    /// the same new pair, not taken for theft (default 30 s, as Okta's default grace;
+    /// zero: never). A refresh whose answer was lost (the revocation store answered
+    /// late, the client disconnected) is retried with the token it already used; the
+    /// used mark records the rotation, and the retry gets that rotation's tokens again
+    /// (the same claims and `jti`s, byte for byte with a deterministic algorithm:
+    /// HMAC, RSA PKCS#1, EdDSA). Outside the grace, a used refresh token presented
+    /// again revokes its whole family, as before. Within it, whoever holds the used
+    /// token gets the pair: keep it short.
+    pub fn refresh_grace(mut self, grace: Duration) -> Self {
+        self.refresh_grace = grace;
         self
     }
 
@@ -723,6 +740,7 @@ fn validations(c: &SessionConfig) -> Vec<(Algorithm, Validation)> {
 /// `token_use` counts as an access token.
 ///
 /// ```
+/// use std::time::Duration;
 /// use actix_tenancy::session::{Grant, Key, KeySet, SessionConfig, SessionManager};
 /// use actix_tenancy::TenantId;
 /// use jsonwebtoken::Algorithm;
@@ -740,8 +758,19 @@ fn validations(c: &SessionConfig) -> Vec<(Algorithm, Validation)> {
 /// assert!(sessions.verify(&pair.refresh_token).await.is_err(), "not an access token");
 ///
 /// let next = sessions.refresh(&pair.refresh_token).await.unwrap();
-/// assert!(sessions.refresh(&pair.refresh_token).await.is_err(), "used once");
-/// assert!(sessions.verify(&next.access_token).await.is_err(), "theft: family revoked");
+/// // Presented again within the grace (a retry whose answer was lost): the same pair.
+/// let again = sessions.refresh(&pair.refresh_token).await.unwrap();
+/// assert_eq!(again.refresh_token, next.refresh_token);
+///
+/// // Outside the grace (here none), a used refresh token again is theft.
+/// let strict = SessionManager::new(
+///     SessionConfig::new("https://auth.example.com", "api").refresh_grace(Duration::ZERO),
+///     sessions.keys().as_ref().clone(),
+/// );
+/// let pair = strict.issue(&acme, "user-42", Grant::new()).unwrap();
+/// let next = strict.refresh(&pair.refresh_token).await.unwrap();
+/// assert!(strict.refresh(&pair.refresh_token).await.is_err(), "used once");
+/// assert!(strict.verify(&next.access_token).await.is_err(), "theft: family revoked");
 /// # });
 /// ```
 #[derive(Clone)]
@@ -764,6 +793,52 @@ impl fmt::Debug for SessionManager {
             .field("config", &self.inner.config)
             .field("keys", &**self.inner.keys.load())
             .finish_non_exhaustive()
+    }
+}
+
+/// When a pair is issued and the `jti`s of its two tokens: new at a login, and at a
+/// refresh recorded in the used token's mark, so that a retry whose answer was lost
+/// gets the same pair. The mark holds no token and nothing secret: only the time and
+/// the two ids, from which the signing key (and only it) makes the pair again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rotation {
+    at: u64,
+    access: String,
+    refresh: String,
+}
+
+/// The version tag of a rotation mark.
+const MARK: &str = "r1";
+
+impl Rotation {
+    fn new(at: u64) -> Result<Self, SessionError> {
+        Ok(Self {
+            at,
+            access: random_id()?,
+            refresh: random_id()?,
+        })
+    }
+
+    /// The used mark: `r1:<at>:<access jti>:<refresh jti>`.
+    fn mark(&self) -> String {
+        format!("{MARK}:{}:{}:{}", self.at, self.access, self.refresh)
+    }
+
+    /// A mark's rotation; `None` for anything else (a mark of an older version, or
+    /// one not written by this crate), which is then no retry.
+    fn parse(mark: &str) -> Option<Self> {
+        let mut parts = mark.split(':');
+        let (tag, at, access, refresh) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let id = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if tag != MARK || parts.next().is_some() || !id(access) || !id(refresh) {
+            return None;
+        }
+        Some(Self {
+            at: at.parse().ok()?,
+            access: access.to_owned(),
+            refresh: refresh.to_owned(),
+        })
     }
 }
 
@@ -907,35 +982,59 @@ impl SessionManager {
         grant: Grant,
     ) -> Result<TokenPair, SessionError> {
         let family = random_id()?;
-        self.pair(tenant, subject, &grant.scopes, grant.extra, &family)
+        let rotation = Rotation::new(self.now())?;
+        self.pair(
+            tenant,
+            subject,
+            &grant.scopes,
+            grant.extra,
+            &family,
+            &rotation,
+        )
     }
 
+    /// The pair of `rotation` (its time and `jti`s) for `subject` in `tenant`, of
+    /// `family`, granted `scopes` and the `extra` claims.
     fn pair(
-        &self,
-        tenant: &TenantId,
-        subject: &str,
-        scopes: &[String],
-        extra: Map<String, Value>,
-        family: &str,
-    ) -> Result<TokenPair, SessionError> {
-        let c = &self.inner.config;
-        let access = self.sign(tenant, subject, scopes, extra.clone(), family, Use::Access)?;
-        let refresh = self.sign(tenant, subject, scopes, extra, family, Use::Refresh)?;
-        Ok(TokenPair {
-            access_token: access,
-            refresh_token: refresh,
-            token_type: "Bearer",
-            expires_in: c.access_ttl.as_secs(),
-        })
-    }
-
-    fn sign(
         &self,
         tenant: &TenantId,
         subject: &str,
         scopes: &[String],
         mut claims: Map<String, Value>,
         family: &str,
+        rotation: &Rotation,
+    ) -> Result<TokenPair, SessionError> {
+        let c = &self.inner.config;
+        if !scopes.is_empty() {
+            claims.insert("scope".into(), scopes.join(" ").into());
+        }
+        for (name, value) in [
+            ("iss", Value::from(c.issuer.as_str())),
+            ("aud", c.audiences[0].as_str().into()),
+            ("sub", subject.into()),
+            (c.tenant_claim.as_str(), tenant.as_str().into()),
+            (FAMILY, family.into()),
+        ] {
+            claims.insert(name.to_owned(), value);
+        }
+        let access = self.sign(claims.clone(), rotation.at, &rotation.access, Use::Access)?;
+        let refresh = self.sign(claims, rotation.at, &rotation.refresh, Use::Refresh)?;
+        let expires_at = rotation.at.saturating_add(c.access_ttl.as_secs());
+        Ok(TokenPair {
+            access_token: access,
+            refresh_token: refresh,
+            token_type: "Bearer",
+            expires_in: expires_at.saturating_sub(self.now()),
+        })
+    }
+
+    /// Signs `claims` as a token of `usage` issued at `at`, with `jti`. The times, the
+    /// `jti` and `token_use` are set last: no extra claim overrides them.
+    fn sign(
+        &self,
+        mut claims: Map<String, Value>,
+        at: u64,
+        jti: &str,
         usage: Use,
     ) -> Result<String, SessionError> {
         let c = &self.inner.config;
@@ -946,24 +1045,15 @@ impl SessionManager {
         let encoding = key
             .encoding()
             .ok_or_else(|| SessionError::Key(KeyError::new("the signing key cannot sign")))?;
-        let now = c.clock.unix_secs();
         let ttl = match usage {
             Use::Access => c.access_ttl,
             Use::Refresh => c.refresh_ttl,
         };
-        if !scopes.is_empty() {
-            claims.insert("scope".into(), scopes.join(" ").into());
-        }
         for (name, value) in [
-            ("iss", Value::from(c.issuer.as_str())),
-            ("aud", c.audiences[0].as_str().into()),
-            ("sub", subject.into()),
-            (c.tenant_claim.as_str(), tenant.as_str().into()),
-            ("iat", now.into()),
-            ("nbf", now.into()),
-            ("exp", (now + ttl.as_secs()).into()),
-            ("jti", random_id()?.into()),
-            (FAMILY, family.into()),
+            ("iat", Value::from(at)),
+            ("nbf", at.into()),
+            ("exp", at.saturating_add(ttl.as_secs()).into()),
+            ("jti", jti.into()),
             (
                 TOKEN_USE,
                 match usage {
@@ -1422,41 +1512,73 @@ impl SessionManager {
     }
 
     /// Exchanges a refresh token for a new pair of the same family; the presented
-    /// refresh token is used up. Presenting a used one again is treated as theft: the
-    /// whole family (every token issued from that login) is revoked.
+    /// refresh token is used up, and its used mark records this rotation.
+    ///
+    /// Presenting it again within the [`refresh_grace`](SessionConfig::refresh_grace)
+    /// (30 s by default) is taken for a retry whose answer was lost (a revocation
+    /// store that answered late, a client that disconnected): it gets the same pair
+    /// again. Later, it is treated as theft: the whole family (every token issued from
+    /// that login) is revoked.
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, SessionError> {
         let v = self.check_as(refresh_token, Use::Refresh, &self.inner.keys.load(), None)?;
         self.not_revoked(&v.facts()).await?;
         let (Some(jti), Some(family), Some(tenant)) = (&v.jti, &v.family, &v.tenant) else {
             return Err(invalid("a refresh token needs jti, fam and a tenant"));
         };
+        let c = &self.inner.config;
         // The token is accepted through its second `exp + leeway`: so is its mark kept.
-        let until = v
-            .expires_at
-            .saturating_add(self.inner.config.leeway.as_secs());
-        let first = self
+        let until = v.expires_at.saturating_add(c.leeway.as_secs());
+        let now = self.now();
+        let fresh = Rotation::new(now)?;
+        let used = self
             .inner
             .store
-            .consume(jti, until)
+            .consume(jti, &fresh.mark(), until)
             .await
             .map_err(SessionError::Store)?;
-        if !first {
-            self.record(Revocation::Family(family)).await?;
-            tracing::warn!(
-                target: "actix_tenancy::session",
-                tenant = tenant.as_str(),
-                "a used refresh token was presented again: its token family is revoked"
-            );
-            return Err(SessionError::RefreshReused);
-        }
+        let rotation = match used {
+            Consumed::First => fresh,
+            Consumed::Already(mark) => {
+                match Rotation::parse(&mark).filter(|r| self.retry(r, now)) {
+                    Some(earlier) => {
+                        tracing::debug!(
+                            target: "actix_tenancy::session",
+                            tenant = tenant.as_str(),
+                            "a used refresh token was presented again within the grace: the same pair again"
+                        );
+                        earlier
+                    }
+                    None => {
+                        self.record(Revocation::Family(family)).await?;
+                        tracing::warn!(
+                            target: "actix_tenancy::session",
+                            tenant = tenant.as_str(),
+                            "a used refresh token was presented again: its token family is revoked"
+                        );
+                        return Err(SessionError::RefreshReused);
+                    }
+                }
+            }
+        };
         let scopes = v.scopes();
         let extra = v
             .claims
             .iter()
-            .filter(|(k, _)| !is_session_claim(k, &self.inner.config.tenant_claim))
+            .filter(|(k, _)| !is_session_claim(k, &c.tenant_claim))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        self.pair(tenant, &v.subject, &scopes, extra, family)
+        self.pair(tenant, &v.subject, &scopes, extra, family, &rotation)
+    }
+
+    /// Whether a used refresh token presented at `now` again is a retry of `rotation`:
+    /// within the grace after it (whole seconds), and not after `now` by more than the
+    /// leeway (another replica's clock may be ahead).
+    fn retry(&self, rotation: &Rotation, now: u64) -> bool {
+        let c = &self.inner.config;
+        let grace = c.refresh_grace.as_secs();
+        grace > 0
+            && rotation.at <= now.saturating_add(c.leeway.as_secs())
+            && now.saturating_sub(rotation.at) <= grace
     }
 
     /// Records `what` for as long as any token it could apply to may be accepted.

@@ -2,7 +2,7 @@
 
 use std::{fmt, time::Duration};
 
-use super::{now, Revocation, RevocationError, RevocationStore, TokenFacts};
+use super::{now, Consumed, Revocation, RevocationError, RevocationStore, TokenFacts};
 use crate::core::{error::ConfigError, RedisConnection};
 
 /// Keeps revocations in Redis so that every replica sees a revocation at once (feature
@@ -11,9 +11,10 @@ use crate::core::{error::ConfigError, RedisConnection};
 /// Each entry is one key with an expiry, set to outlast the second `until`
 /// (`EX until + 1 - now`, on this process's clock) and never shortened by a later
 /// revocation of the same thing: the store never outgrows the tokens alive. A check is
-/// one `MGET` round trip; a refresh token is marked used with `SET NX`, atomically
-/// across replicas. Every call is bounded by a timeout (default 100 ms); a failure
-/// answers `503 auth_unavailable`, never a pass.
+/// one `MGET` round trip; a refresh token is marked used by one script that sets the
+/// mark unless one is there and answers the one that is, atomically across replicas.
+/// Every call is bounded by a timeout (default 100 ms); a failure answers
+/// `503 auth_unavailable`, never a pass.
 ///
 /// On a Redis Cluster ([`cluster`](Self::cluster), feature `redis-cluster`) every key
 /// of the store carries one hash tag, the prefix (`{tenancy:rev:}jti:…`), so a check's
@@ -42,6 +43,8 @@ pub struct RedisRevocations {
     /// Sets a key unless it holds a later cut-off, and never shortens its expiry;
     /// loaded once, run by its hash.
     revoke: redis::Script,
+    /// Sets a refresh token's used mark unless one is there; answers the one there.
+    consume: redis::Script,
 }
 
 impl fmt::Debug for RedisRevocations {
@@ -130,6 +133,11 @@ impl RedisRevocations {
                  local left = redis.call('PTTL', KEYS[1]) \
                  if left > ttl then ttl = left end \
                  redis.call('SET', KEYS[1], new, 'PX', ttl) return 1",
+            ),
+            consume: redis::Script::new(
+                "local old = redis.call('GET', KEYS[1]) \
+                 if old then return old end \
+                 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return false",
             ),
         }
     }
@@ -226,17 +234,16 @@ impl RevocationStore for RedisRevocations {
         Ok(jti.is_some() || fam.is_some() || tenant.is_some_and(cut) || subject.is_some_and(cut))
     }
 
-    async fn consume(&self, jti: &str, until: u64) -> Result<bool, RevocationError> {
-        let reply: Option<String> = self
-            .run(
-                redis::cmd("SET")
-                    .arg(self.key("used", &[jti]))
-                    .arg(1)
-                    .arg("NX")
-                    .arg("EX")
-                    .arg(Self::ttl(until)),
-            )
-            .await?;
-        Ok(reply.is_some())
+    async fn consume(
+        &self,
+        jti: &str,
+        rotation: &str,
+        until: u64,
+    ) -> Result<Consumed, RevocationError> {
+        let mut invocation = self.consume.key(self.key("used", &[jti]));
+        invocation.arg(rotation).arg(Self::ttl(until));
+        let mut conn = self.conn.clone();
+        let before: Option<String> = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        Ok(before.map_or(Consumed::First, Consumed::Already))
     }
 }

@@ -72,6 +72,17 @@ impl fmt::Display for RevocationError {
 
 impl std::error::Error for RevocationError {}
 
+/// What [`RevocationStore::consume`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Consumed {
+    /// The refresh token was not used yet: this call marked it used, with its rotation.
+    First,
+    /// The refresh token was used already: the rotation its first use recorded (the
+    /// manager answers a retry within its grace with that rotation's pair again).
+    Already(String),
+}
+
 /// Where revocations are kept, and refresh tokens are marked used.
 ///
 /// Every entry carries `until` (unix seconds): the last second in which a token it
@@ -100,9 +111,17 @@ pub trait RevocationStore: Send + Sync + 'static {
         None
     }
 
-    /// Marks the refresh token `jti` used, kept through the second `until`,
-    /// atomically: `true` the first time, `false` on every later call (a replay).
-    async fn consume(&self, jti: &str, until: u64) -> Result<bool, RevocationError>;
+    /// Marks the refresh token `jti` used by `rotation` (an opaque mark the manager
+    /// reads back), kept through the second `until`, atomically: the first call
+    /// records its `rotation` and answers [`Consumed::First`]; every later call
+    /// records nothing and answers [`Consumed::Already`] with the first call's
+    /// `rotation`, also when the first call's answer never reached its caller.
+    async fn consume(
+        &self,
+        jti: &str,
+        rotation: &str,
+        until: u64,
+    ) -> Result<Consumed, RevocationError>;
 }
 
 #[async_trait::async_trait]
@@ -119,8 +138,13 @@ impl<S: RevocationStore + ?Sized> RevocationStore for std::sync::Arc<S> {
         (**self).is_revoked_now(token)
     }
 
-    async fn consume(&self, jti: &str, until: u64) -> Result<bool, RevocationError> {
-        (**self).consume(jti, until).await
+    async fn consume(
+        &self,
+        jti: &str,
+        rotation: &str,
+        until: u64,
+    ) -> Result<Consumed, RevocationError> {
+        (**self).consume(jti, rotation, until).await
     }
 }
 
@@ -140,8 +164,8 @@ pub struct InMemoryRevocations {
     tenants: Map<Box<str>, (u64, u64)>,
     /// Tenant → subject → its cut-off and until.
     subjects: Map<Box<str>, Vec<SubjectCut>>,
-    /// Refresh `jti` → until.
-    used: Map<Box<str>, u64>,
+    /// Refresh `jti` → until, and the rotation that used it.
+    used: Map<Box<str>, (u64, Box<str>)>,
     writes: AtomicU64,
     clock: Clock,
     /// Which kinds of revocation were ever made (tokens, families, tenants, subjects):
@@ -196,7 +220,7 @@ impl InMemoryRevocations {
         let live = |until: u64| in_force(until, now);
         self.tokens.retain(|_, until| live(*until));
         self.families.retain(|_, until| live(*until));
-        self.used.retain(|_, until| live(*until));
+        self.used.retain(|_, (until, _)| live(*until));
         self.tenants.retain(|_, (_, until)| live(*until));
         self.subjects.retain(|_, list| {
             list.retain(|(_, _, until)| live(*until));
@@ -313,22 +337,29 @@ impl RevocationStore for InMemoryRevocations {
         Some(Ok(self.check(token)))
     }
 
-    async fn consume(&self, jti: &str, until: u64) -> Result<bool, RevocationError> {
+    async fn consume(
+        &self,
+        jti: &str,
+        rotation: &str,
+        until: u64,
+    ) -> Result<Consumed, RevocationError> {
         let now = self.clock.unix_secs();
-        let first = match self.used.entry(jti.into()) {
+        let answer = match self.used.entry(jti.into()) {
             // A mark past its `until` counts as gone, swept or not.
-            dashmap::Entry::Occupied(e) if in_force(*e.get(), now) => false,
+            dashmap::Entry::Occupied(e) if in_force(e.get().0, now) => {
+                Consumed::Already(e.get().1.to_string())
+            }
             dashmap::Entry::Occupied(mut e) => {
-                e.insert(until);
-                true
+                e.insert((until, rotation.into()));
+                Consumed::First
             }
             dashmap::Entry::Vacant(v) => {
-                v.insert(until);
-                true
+                v.insert((until, rotation.into()));
+                Consumed::First
             }
         };
         self.wrote();
-        Ok(first)
+        Ok(answer)
     }
 }
 
@@ -364,7 +395,10 @@ mod tests {
             before: now - 10,
         };
         store.revoke(cut, now - 1).await.unwrap();
-        assert!(store.consume("used", now - 1).await.unwrap());
+        assert_eq!(
+            store.consume("used", "r", now - 1).await.unwrap(),
+            Consumed::First
+        );
         assert_eq!(store.len(), 4);
         // An expired entry no longer revokes anything, swept or not.
         assert!(!store.check(&facts("old", "acme", "u", now - 20)));
@@ -382,15 +416,17 @@ mod tests {
         let store = InMemoryRevocations::new().with_clock(Clock::fake(time.clone()));
         let now = 1_800_000_000;
         store.revoke(Revocation::Token("t"), now + 5).await.unwrap();
-        assert!(store.consume("r", now + 5).await.unwrap());
+        let used = store.consume("r", "rotation-1", now + 5).await.unwrap();
+        assert_eq!(used, Consumed::First);
         time.advance(std::time::Duration::from_secs(5));
         store.purge();
         assert!(
             store.check(&facts("t", "acme", "u", now)),
             "in its last second"
         );
-        assert!(
-            !store.consume("r", now + 5).await.unwrap(),
+        assert_eq!(
+            store.consume("r", "rotation-2", now + 5).await.unwrap(),
+            Consumed::Already("rotation-1".into()),
             "a used mark in its last second, after a purge"
         );
         time.advance(std::time::Duration::from_secs(1));
