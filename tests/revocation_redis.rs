@@ -394,16 +394,28 @@ async fn a_rotated_refresh_token_is_refused_in_its_last_second_on_redis() {
     panic!("five tries spilled over their second");
 }
 
-/// The test's own Redis on a free port: the child and its port.
+/// The test's own Redis on a free port, and the port; stopped when dropped, also when
+/// the test fails.
 #[cfg(feature = "testing")]
-fn own_redis() -> Option<(std::process::Child, u16)> {
+fn own_redis() -> Option<(OwnRedis, u16)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let child = common::services::spawn_redis(&["--port", &port.to_string()], port)?;
-    Some((child, port))
+    Some((OwnRedis(child), port))
+}
+
+#[cfg(feature = "testing")]
+struct OwnRedis(std::process::Child);
+
+#[cfg(feature = "testing")]
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
 }
 
 /// A TCP proxy on loopback in front of the Redis on `upstream`: it passes every
@@ -499,7 +511,7 @@ impl HoldingProxy {
 #[actix_web::test]
 async fn a_refresh_whose_redis_answer_is_late_is_retried_not_taken_for_theft() {
     use actix_tenancy::testing::FakeClock;
-    let Some((mut redis, port)) = own_redis() else {
+    let Some((_redis, port)) = own_redis() else {
         return;
     };
     let proxy = HoldingProxy::start(port, b"}used:", Duration::from_millis(700));
@@ -552,6 +564,4 @@ async fn a_refresh_whose_redis_answer_is_late_is_retried_not_taken_for_theft() {
         sessions.verify(&retry.access_token).await,
         Err(SessionError::Revoked)
     ));
-    redis.kill().ok();
-    redis.wait().ok();
 }
