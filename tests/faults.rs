@@ -227,8 +227,8 @@ async fn a_failing_hanging_or_panicking_evaluator_is_a_503_in_time() {
 #[cfg(feature = "jwt")]
 mod revocations {
     use actix_tenancy::session::{
-        Grant, JwtAuth, Key, KeySet, Revocation, RevocationError, RevocationStore, SessionConfig,
-        SessionManager, TokenFacts,
+        Consumed, Grant, JwtAuth, Key, KeySet, Revocation, RevocationError, RevocationStore,
+        SessionConfig, SessionManager, TokenFacts,
     };
     use jsonwebtoken::Algorithm;
 
@@ -251,8 +251,8 @@ mod revocations {
                 _ => Ok(false),
             }
         }
-        async fn consume(&self, _: &str, _: u64) -> Result<bool, RevocationError> {
-            Ok(true)
+        async fn consume(&self, _: &str, _: &str, _: u64) -> Result<Consumed, RevocationError> {
+            Ok(Consumed::First)
         }
     }
 

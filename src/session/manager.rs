@@ -15,7 +15,8 @@ use serde_json::{Map, Value};
 
 use super::{
     keys::{install_crypto, Key, KeyError, KeySet, NoKey, SUPPORTED},
-    InMemoryRevocations, Principal, Revocation, RevocationError, RevocationStore, TokenFacts,
+    Consumed, InMemoryRevocations, Principal, Revocation, RevocationError, RevocationStore,
+    TokenFacts,
 };
 use crate::core::{error::ConfigError, Clock, TenantId, TenantIdRule};
 
@@ -43,6 +44,8 @@ pub struct SessionConfig {
     tenant_from: Option<TenantFrom>,
     roles_claim: Option<Vec<String>>,
     verified_cache: usize,
+    max_token_life: Duration,
+    refresh_grace: Duration,
     clock: Clock,
 }
 
@@ -63,6 +66,8 @@ impl SessionConfig {
             tenant_from: None,
             roles_claim: None,
             verified_cache: 10_000,
+            max_token_life: Duration::ZERO,
+            refresh_grace: Duration::from_secs(30),
             clock: Clock::system(),
         }
     }
@@ -133,6 +138,47 @@ impl SessionConfig {
         self
     }
 
+    /// The longest a token may live, from its `iat` to its `exp`; never less than the
+    /// longer of [`access_ttl`](Self::access_ttl) and
+    /// [`refresh_ttl`](Self::refresh_ttl), which is also the default (30 days).
+    ///
+    /// A token that lives longer, or carries no `iat` (its life is unknown), is
+    /// refused, whoever signed it: revocations by subject, tenant, family or `jti` are
+    /// kept for this long plus twice the [`leeway`](Self::leeway) (the cut-off's and
+    /// the token's), and a longer-lived token would outlive them. Raise it for an
+    /// identity provider whose tokens live longer than this manager's own, and, after
+    /// cutting a TTL, keep it at the old TTL until the tokens minted before have
+    /// expired.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use actix_tenancy::session::SessionConfig;
+    ///
+    /// // A provider's day-long tokens, this service's own 15-minute ones.
+    /// let config = SessionConfig::new("https://login.example.com", "api")
+    ///     .refresh_ttl(Duration::from_secs(8 * 3600))
+    ///     .max_token_life(Duration::from_secs(24 * 3600));
+    /// # let _ = config;
+    /// ```
+    pub fn max_token_life(mut self, life: Duration) -> Self {
+        self.max_token_life = life;
+        self
+    }
+
+    /// How long after a refresh the same refresh token may be presented again and get
+    /// the same new pair, not taken for theft (default 30 s, as Okta's default grace;
+    /// zero: never). A refresh whose answer was lost (the revocation store answered
+    /// late, the client disconnected) is retried with the token it already used; the
+    /// used mark records the rotation, and the retry gets that rotation's tokens again
+    /// (the same claims and `jti`s, byte for byte with a deterministic algorithm:
+    /// HMAC, RSA PKCS#1, EdDSA). Outside the grace, a used refresh token presented
+    /// again revokes its whole family, as before. Within it, whoever holds the used
+    /// token gets the pair: keep it short.
+    pub fn refresh_grace(mut self, grace: Duration) -> Self {
+        self.refresh_grace = grace;
+        self
+    }
+
     /// Clock skew tolerated on `exp` and `nbf`.
     pub fn leeway(mut self, leeway: Duration) -> Self {
         self.leeway = leeway;
@@ -186,9 +232,28 @@ impl SessionConfig {
         }
     }
 
-    /// The longest any token lives: how long revocations must be kept.
-    fn max_life(&self) -> u64 {
-        self.access_ttl.max(self.refresh_ttl).as_secs() + self.leeway.as_secs()
+    /// The longest a token accepted may live, `exp - iat`, in seconds.
+    fn token_life(&self) -> u64 {
+        self.max_token_life
+            .max(self.access_ttl)
+            .max(self.refresh_ttl)
+            .as_secs()
+    }
+
+    /// The cut-off of a revocation by subject or tenant made at `now`: it covers the
+    /// leeway, since a token stamped up to the leeway ahead (a replica or provider
+    /// whose clock is fast) is accepted, and may have been issued before `now`.
+    fn cut_off(&self, now: u64) -> u64 {
+        now.saturating_add(self.leeway.as_secs())
+    }
+
+    /// The last second a revocation made at `now` can apply to a token: one issued by
+    /// its cut-off (`now + leeway`), living at most [`token_life`](Self::token_life)
+    /// and accepted `leeway` past its `exp`.
+    fn kept_until(&self, now: u64) -> u64 {
+        self.cut_off(now)
+            .saturating_add(self.token_life())
+            .saturating_add(self.leeway.as_secs())
     }
 }
 
@@ -675,6 +740,7 @@ fn validations(c: &SessionConfig) -> Vec<(Algorithm, Validation)> {
 /// `token_use` counts as an access token.
 ///
 /// ```
+/// use std::time::Duration;
 /// use actix_tenancy::session::{Grant, Key, KeySet, SessionConfig, SessionManager};
 /// use actix_tenancy::TenantId;
 /// use jsonwebtoken::Algorithm;
@@ -692,8 +758,19 @@ fn validations(c: &SessionConfig) -> Vec<(Algorithm, Validation)> {
 /// assert!(sessions.verify(&pair.refresh_token).await.is_err(), "not an access token");
 ///
 /// let next = sessions.refresh(&pair.refresh_token).await.unwrap();
-/// assert!(sessions.refresh(&pair.refresh_token).await.is_err(), "used once");
-/// assert!(sessions.verify(&next.access_token).await.is_err(), "theft: family revoked");
+/// // Presented again within the grace (a retry whose answer was lost): the same pair.
+/// let again = sessions.refresh(&pair.refresh_token).await.unwrap();
+/// assert_eq!(again.refresh_token, next.refresh_token);
+///
+/// // Outside the grace (here none), a used refresh token again is theft.
+/// let strict = SessionManager::new(
+///     SessionConfig::new("https://auth.example.com", "api").refresh_grace(Duration::ZERO),
+///     sessions.keys().as_ref().clone(),
+/// );
+/// let pair = strict.issue(&acme, "user-42", Grant::new()).unwrap();
+/// let next = strict.refresh(&pair.refresh_token).await.unwrap();
+/// assert!(strict.refresh(&pair.refresh_token).await.is_err(), "used once");
+/// assert!(strict.verify(&next.access_token).await.is_err(), "theft: family revoked");
 /// # });
 /// ```
 #[derive(Clone)]
@@ -716,6 +793,52 @@ impl fmt::Debug for SessionManager {
             .field("config", &self.inner.config)
             .field("keys", &**self.inner.keys.load())
             .finish_non_exhaustive()
+    }
+}
+
+/// When a pair is issued and the `jti`s of its two tokens: new at a login, and at a
+/// refresh recorded in the used token's mark, so that a retry whose answer was lost
+/// gets the same pair. The mark holds no token and nothing secret: only the time and
+/// the two ids, from which the signing key (and only it) makes the pair again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rotation {
+    at: u64,
+    access: String,
+    refresh: String,
+}
+
+/// The version tag of a rotation mark.
+const MARK: &str = "r1";
+
+impl Rotation {
+    fn new(at: u64) -> Result<Self, SessionError> {
+        Ok(Self {
+            at,
+            access: random_id()?,
+            refresh: random_id()?,
+        })
+    }
+
+    /// The used mark: `r1:<at>:<access jti>:<refresh jti>`.
+    fn mark(&self) -> String {
+        format!("{MARK}:{}:{}:{}", self.at, self.access, self.refresh)
+    }
+
+    /// A mark's rotation; `None` for anything else (a mark of an older version, or
+    /// one not written by this crate), which is then no retry.
+    fn parse(mark: &str) -> Option<Self> {
+        let mut parts = mark.split(':');
+        let (tag, at, access, refresh) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let id = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if tag != MARK || parts.next().is_some() || !id(access) || !id(refresh) {
+            return None;
+        }
+        Some(Self {
+            at: at.parse().ok()?,
+            access: access.to_owned(),
+            refresh: refresh.to_owned(),
+        })
     }
 }
 
@@ -859,35 +982,59 @@ impl SessionManager {
         grant: Grant,
     ) -> Result<TokenPair, SessionError> {
         let family = random_id()?;
-        self.pair(tenant, subject, &grant.scopes, grant.extra, &family)
+        let rotation = Rotation::new(self.now())?;
+        self.pair(
+            tenant,
+            subject,
+            &grant.scopes,
+            grant.extra,
+            &family,
+            &rotation,
+        )
     }
 
+    /// The pair of `rotation` (its time and `jti`s) for `subject` in `tenant`, of
+    /// `family`, granted `scopes` and the `extra` claims.
     fn pair(
-        &self,
-        tenant: &TenantId,
-        subject: &str,
-        scopes: &[String],
-        extra: Map<String, Value>,
-        family: &str,
-    ) -> Result<TokenPair, SessionError> {
-        let c = &self.inner.config;
-        let access = self.sign(tenant, subject, scopes, extra.clone(), family, Use::Access)?;
-        let refresh = self.sign(tenant, subject, scopes, extra, family, Use::Refresh)?;
-        Ok(TokenPair {
-            access_token: access,
-            refresh_token: refresh,
-            token_type: "Bearer",
-            expires_in: c.access_ttl.as_secs(),
-        })
-    }
-
-    fn sign(
         &self,
         tenant: &TenantId,
         subject: &str,
         scopes: &[String],
         mut claims: Map<String, Value>,
         family: &str,
+        rotation: &Rotation,
+    ) -> Result<TokenPair, SessionError> {
+        let c = &self.inner.config;
+        if !scopes.is_empty() {
+            claims.insert("scope".into(), scopes.join(" ").into());
+        }
+        for (name, value) in [
+            ("iss", Value::from(c.issuer.as_str())),
+            ("aud", c.audiences[0].as_str().into()),
+            ("sub", subject.into()),
+            (c.tenant_claim.as_str(), tenant.as_str().into()),
+            (FAMILY, family.into()),
+        ] {
+            claims.insert(name.to_owned(), value);
+        }
+        let access = self.sign(claims.clone(), rotation.at, &rotation.access, Use::Access)?;
+        let refresh = self.sign(claims, rotation.at, &rotation.refresh, Use::Refresh)?;
+        let expires_at = rotation.at.saturating_add(c.access_ttl.as_secs());
+        Ok(TokenPair {
+            access_token: access,
+            refresh_token: refresh,
+            token_type: "Bearer",
+            expires_in: expires_at.saturating_sub(self.now()),
+        })
+    }
+
+    /// Signs `claims` as a token of `usage` issued at `at`, with `jti`. The times, the
+    /// `jti` and `token_use` are set last: no extra claim overrides them.
+    fn sign(
+        &self,
+        mut claims: Map<String, Value>,
+        at: u64,
+        jti: &str,
         usage: Use,
     ) -> Result<String, SessionError> {
         let c = &self.inner.config;
@@ -898,24 +1045,15 @@ impl SessionManager {
         let encoding = key
             .encoding()
             .ok_or_else(|| SessionError::Key(KeyError::new("the signing key cannot sign")))?;
-        let now = c.clock.unix_secs();
         let ttl = match usage {
             Use::Access => c.access_ttl,
             Use::Refresh => c.refresh_ttl,
         };
-        if !scopes.is_empty() {
-            claims.insert("scope".into(), scopes.join(" ").into());
-        }
         for (name, value) in [
-            ("iss", Value::from(c.issuer.as_str())),
-            ("aud", c.audiences[0].as_str().into()),
-            ("sub", subject.into()),
-            (c.tenant_claim.as_str(), tenant.as_str().into()),
-            ("iat", now.into()),
-            ("nbf", now.into()),
-            ("exp", (now + ttl.as_secs()).into()),
-            ("jti", random_id()?.into()),
-            (FAMILY, family.into()),
+            ("iat", Value::from(at)),
+            ("nbf", at.into()),
+            ("exp", at.saturating_add(ttl.as_secs()).into()),
+            ("jti", jti.into()),
             (
                 TOKEN_USE,
                 match usage {
@@ -1279,11 +1417,18 @@ impl SessionManager {
         if number("nbf")?.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
             return Err(invalid("not yet valid"));
         }
-        let issued_at = number("iat")?;
+        // A revocation is kept for the longest life a token may have: a token whose
+        // life is unknown (no `iat`) or longer would outlive it.
+        let issued_at = number("iat")?.ok_or(invalid("no iat: the token's life is unknown"))?;
         // A token "issued" in the future would outlive every revocation by tenant or
         // subject (those revoke what was issued before a cut-off): refuse it.
-        if issued_at.is_some_and(|iat| iat > now.saturating_add(leeway)) {
+        if issued_at > now.saturating_add(leeway) {
             return Err(invalid("issued in the future"));
+        }
+        if expires_at.saturating_sub(issued_at) > c.token_life() {
+            return Err(invalid(
+                "the token lives longer than any revocation is kept",
+            ));
         }
         if text("iss")? != Some(issuer) {
             return Err(invalid("wrong issuer"));
@@ -1336,7 +1481,7 @@ impl SessionManager {
             tenant,
             jti,
             family,
-            issued_at,
+            issued_at: Some(issued_at),
             expires_at,
             claims,
         })
@@ -1367,43 +1512,78 @@ impl SessionManager {
     }
 
     /// Exchanges a refresh token for a new pair of the same family; the presented
-    /// refresh token is used up. Presenting a used one again is treated as theft: the
-    /// whole family (every token issued from that login) is revoked.
+    /// refresh token is used up, and its used mark records this rotation.
+    ///
+    /// Presenting it again within the [`refresh_grace`](SessionConfig::refresh_grace)
+    /// (30 s by default) is taken for a retry whose answer was lost (a revocation
+    /// store that answered late, a client that disconnected): it gets the same pair
+    /// again. Later, it is treated as theft: the whole family (every token issued from
+    /// that login) is revoked.
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, SessionError> {
         let v = self.check_as(refresh_token, Use::Refresh, &self.inner.keys.load(), None)?;
         self.not_revoked(&v.facts()).await?;
         let (Some(jti), Some(family), Some(tenant)) = (&v.jti, &v.family, &v.tenant) else {
             return Err(invalid("a refresh token needs jti, fam and a tenant"));
         };
-        let until = v.expires_at + self.inner.config.leeway.as_secs();
-        let first = self
+        let c = &self.inner.config;
+        // The token is accepted through its second `exp + leeway`: so is its mark kept.
+        let until = v.expires_at.saturating_add(c.leeway.as_secs());
+        let now = self.now();
+        let fresh = Rotation::new(now)?;
+        let used = self
             .inner
             .store
-            .consume(jti, until)
+            .consume(jti, &fresh.mark(), until)
             .await
             .map_err(SessionError::Store)?;
-        if !first {
-            self.record(Revocation::Family(family)).await?;
-            tracing::warn!(
-                target: "actix_tenancy::session",
-                tenant = tenant.as_str(),
-                "a used refresh token was presented again: its token family is revoked"
-            );
-            return Err(SessionError::RefreshReused);
-        }
+        let rotation = match used {
+            Consumed::First => fresh,
+            Consumed::Already(mark) => {
+                match Rotation::parse(&mark).filter(|r| self.retry(r, now)) {
+                    Some(earlier) => {
+                        tracing::debug!(
+                            target: "actix_tenancy::session",
+                            tenant = tenant.as_str(),
+                            "a used refresh token was presented again within the grace: the same pair again"
+                        );
+                        earlier
+                    }
+                    None => {
+                        self.record(Revocation::Family(family)).await?;
+                        tracing::warn!(
+                            target: "actix_tenancy::session",
+                            tenant = tenant.as_str(),
+                            "a used refresh token was presented again: its token family is revoked"
+                        );
+                        return Err(SessionError::RefreshReused);
+                    }
+                }
+            }
+        };
         let scopes = v.scopes();
         let extra = v
             .claims
             .iter()
-            .filter(|(k, _)| !is_session_claim(k, &self.inner.config.tenant_claim))
+            .filter(|(k, _)| !is_session_claim(k, &c.tenant_claim))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        self.pair(tenant, &v.subject, &scopes, extra, family)
+        self.pair(tenant, &v.subject, &scopes, extra, family, &rotation)
     }
 
-    /// Records `what` for as long as any token it could apply to may live.
+    /// Whether a used refresh token presented at `now` again is a retry of `rotation`:
+    /// within the grace after it (whole seconds), and not after `now` by more than the
+    /// leeway (another replica's clock may be ahead).
+    fn retry(&self, rotation: &Rotation, now: u64) -> bool {
+        let c = &self.inner.config;
+        let grace = c.refresh_grace.as_secs();
+        grace > 0
+            && rotation.at <= now.saturating_add(c.leeway.as_secs())
+            && now.saturating_sub(rotation.at) <= grace
+    }
+
+    /// Records `what` for as long as any token it could apply to may be accepted.
     async fn record(&self, what: Revocation<'_>) -> Result<(), SessionError> {
-        let until = self.now() + self.inner.config.max_life();
+        let until = self.inner.config.kept_until(self.now());
         self.inner
             .store
             .revoke(what, until)
@@ -1414,23 +1594,27 @@ impl SessionManager {
     /// Ends the session `principal` came from: its token by `jti`, or, for a token
     /// without one (a provider that sends none, with
     /// [`require_jti(false)`](SessionConfig::require_jti)), every token of its subject
-    /// in its tenant issued until now, since nothing narrower can be revoked.
+    /// in its tenant issued until now (and within the leeway after, as
+    /// [`revoke_subject`](Self::revoke_subject)), since nothing narrower can be revoked.
     ///
-    /// The revocation is kept until the token expires, however long a provider's
-    /// tokens live.
+    /// The revocation is kept through the token's last second (`exp + leeway`), and
+    /// at least as long as any revocation.
     pub async fn logout(&self, principal: &Principal) -> Result<(), SessionError> {
+        let c = &self.inner.config;
+        let now = self.now();
         let expires = principal
             .expires_at()
             .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
-        let until = (self.now() + self.inner.config.max_life())
-            .max(expires.saturating_add(self.inner.config.leeway.as_secs()));
+        let until = c
+            .kept_until(now)
+            .max(expires.saturating_add(c.leeway.as_secs()));
         let what = match (principal.token_id(), principal.tenant()) {
             (Some(jti), _) => Revocation::Token(jti),
             (None, Some(tenant)) => Revocation::Subject {
                 tenant: tenant.as_str(),
                 subject: principal.subject(),
-                before: self.now(),
+                before: c.cut_off(now),
             },
             (None, None) => {
                 return Err(invalid(
@@ -1445,13 +1629,21 @@ impl SessionManager {
             .map_err(SessionError::Store)
     }
 
-    /// Revokes one token by `jti`.
+    /// Revokes one token by `jti`, for as long as any token may be accepted (see
+    /// [`max_token_life`](SessionConfig::max_token_life)).
     pub async fn revoke(&self, jti: &str) -> Result<(), SessionError> {
         self.record(Revocation::Token(jti)).await
     }
 
-    /// Revokes every token of `subject` in `tenant` issued until now (tokens issued
-    /// within the same second are revoked too: the cut-off fails closed).
+    /// Revokes every token of `subject` in `tenant` issued until now.
+    ///
+    /// The cut-off is `now + leeway`, in whole seconds: a token is accepted with an
+    /// `iat` up to the leeway ahead (a replica or provider whose clock is fast), so one
+    /// stamped within the leeway after now may have been issued before the call, and
+    /// is revoked too. A new login of the subject within the leeway after the call
+    /// (30 s by default) is refused as well; lower the leeway where clocks agree. The
+    /// revocation is kept as long as a token issued by the cut-off may be accepted
+    /// (see [`max_token_life`](SessionConfig::max_token_life)).
     pub async fn revoke_subject(
         &self,
         tenant: &TenantId,
@@ -1460,16 +1652,18 @@ impl SessionManager {
         self.record(Revocation::Subject {
             tenant: tenant.as_str(),
             subject,
-            before: self.now(),
+            before: self.inner.config.cut_off(self.now()),
         })
         .await
     }
 
-    /// Revokes every token of `tenant` issued until now, e.g. when it is suspended.
+    /// Revokes every token of `tenant` issued until now, e.g. when it is suspended;
+    /// the cut-off and how long it is kept are those of
+    /// [`revoke_subject`](Self::revoke_subject).
     pub async fn revoke_tenant(&self, tenant: &TenantId) -> Result<(), SessionError> {
         self.record(Revocation::Tenant {
             tenant: tenant.as_str(),
-            before: self.now(),
+            before: self.inner.config.cut_off(self.now()),
         })
         .await
     }

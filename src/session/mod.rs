@@ -28,7 +28,7 @@ pub use manager::{
 pub use redis::RedisRevocations;
 #[cfg(feature = "jwt")]
 pub use revocation::{
-    InMemoryRevocations, Revocation, RevocationError, RevocationStore, TokenFacts,
+    Consumed, InMemoryRevocations, Revocation, RevocationError, RevocationStore, TokenFacts,
 };
 #[cfg(feature = "jwt")]
 pub use stage::{JwtAuth, JwtAuthBuilder};

@@ -2,16 +2,19 @@
 
 use std::{fmt, time::Duration};
 
-use super::{now, Revocation, RevocationError, RevocationStore, TokenFacts};
+use super::{now, Consumed, Revocation, RevocationError, RevocationStore, TokenFacts};
 use crate::core::{error::ConfigError, RedisConnection};
 
 /// Keeps revocations in Redis so that every replica sees a revocation at once (feature
 /// `redis` with `jwt`).
 ///
-/// Each entry is one key with an expiry (`SET .. EX`): the store never outgrows the
-/// tokens alive. A check is one `MGET` round trip; a refresh token is marked used
-/// with `SET NX`, atomically across replicas. Every call is bounded by a timeout
-/// (default 100 ms); a failure answers `503 auth_unavailable`, never a pass.
+/// Each entry is one key with an expiry, set to outlast the second `until`
+/// (`EX until + 1 - now`, on this process's clock) and never shortened by a later
+/// revocation of the same thing: the store never outgrows the tokens alive. A check is
+/// one `MGET` round trip; a refresh token is marked used by one script that sets the
+/// mark unless one is there and answers the one that is, atomically across replicas.
+/// Every call is bounded by a timeout (default 100 ms); a failure answers
+/// `503 auth_unavailable`, never a pass.
 ///
 /// On a Redis Cluster ([`cluster`](Self::cluster), feature `redis-cluster`) every key
 /// of the store carries one hash tag, the prefix (`{tenancy:rev:}jti:…`), so a check's
@@ -37,8 +40,11 @@ pub struct RedisRevocations {
     /// `{prefix}`: every key's hash tag and start.
     tag: String,
     timeout: Duration,
-    /// Sets a key unless it holds a later cut-off; loaded once, run by its hash.
+    /// Sets a key unless it holds a later cut-off, and never shortens its expiry;
+    /// loaded once, run by its hash.
     revoke: redis::Script,
+    /// Sets a refresh token's used mark unless one is there; answers the one there.
+    consume: redis::Script,
 }
 
 impl fmt::Debug for RedisRevocations {
@@ -123,7 +129,15 @@ impl RedisRevocations {
                 "local old = tonumber(redis.call('GET', KEYS[1]) or '-1') \
                  local new = tonumber(ARGV[1]) \
                  if new < old then new = old end \
-                 redis.call('SET', KEYS[1], new, 'EX', ARGV[2]) return 1",
+                 local ttl = tonumber(ARGV[2]) * 1000 \
+                 local left = redis.call('PTTL', KEYS[1]) \
+                 if left > ttl then ttl = left end \
+                 redis.call('SET', KEYS[1], new, 'PX', ttl) return 1",
+            ),
+            consume: redis::Script::new(
+                "local old = redis.call('GET', KEYS[1]) \
+                 if old then return old end \
+                 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return false",
             ),
         }
     }
@@ -138,6 +152,13 @@ impl RedisRevocations {
             let _ = write!(key, ":{}:{p}", p.len());
         }
         key
+    }
+
+    /// The expiry, in seconds from now, that keeps a key through the second `until`:
+    /// a key set part-way into second `now` with `EX until + 1 - now` lasts past the
+    /// end of second `until`.
+    fn ttl(until: u64) -> u64 {
+        until.saturating_add(1).saturating_sub(now()).max(1)
     }
 
     async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, RevocationError> {
@@ -161,7 +182,7 @@ impl RedisRevocations {
 #[async_trait::async_trait]
 impl RevocationStore for RedisRevocations {
     async fn revoke(&self, what: Revocation<'_>, until: u64) -> Result<(), RevocationError> {
-        let ttl = until.saturating_sub(now()).max(1);
+        let ttl = Self::ttl(until);
         let (key, value) = match what {
             Revocation::Token(jti) => (self.key("jti", &[jti]), 0),
             Revocation::Family(f) => (self.key("fam", &[f]), 0),
@@ -172,7 +193,8 @@ impl RevocationStore for RedisRevocations {
             } => (self.key("sub", &[tenant, subject]), before),
             Revocation::Tenant { tenant, before } => (self.key("ten", &[tenant]), before),
         };
-        // A cut-off only moves forward: keep the later one if two revocations race.
+        // A cut-off only moves forward, and an expiry only later: keep the later of
+        // each if two revocations race.
         let mut invocation = self.revoke.key(key);
         invocation.arg(value).arg(ttl);
         let mut conn = self.conn.clone();
@@ -212,18 +234,16 @@ impl RevocationStore for RedisRevocations {
         Ok(jti.is_some() || fam.is_some() || tenant.is_some_and(cut) || subject.is_some_and(cut))
     }
 
-    async fn consume(&self, jti: &str, until: u64) -> Result<bool, RevocationError> {
-        let ttl = until.saturating_sub(now()).max(1);
-        let reply: Option<String> = self
-            .run(
-                redis::cmd("SET")
-                    .arg(self.key("used", &[jti]))
-                    .arg(1)
-                    .arg("NX")
-                    .arg("EX")
-                    .arg(ttl),
-            )
-            .await?;
-        Ok(reply.is_some())
+    async fn consume(
+        &self,
+        jti: &str,
+        rotation: &str,
+        until: u64,
+    ) -> Result<Consumed, RevocationError> {
+        let mut invocation = self.consume.key(self.key("used", &[jti]));
+        invocation.arg(rotation).arg(Self::ttl(until));
+        let mut conn = self.conn.clone();
+        let before: Option<String> = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        Ok(before.map_or(Consumed::First, Consumed::Already))
     }
 }

@@ -72,14 +72,33 @@ impl fmt::Display for RevocationError {
 
 impl std::error::Error for RevocationError {}
 
+/// What [`RevocationStore::consume`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Consumed {
+    /// The refresh token was not used yet: this call marked it used, with its rotation.
+    First,
+    /// The refresh token was used already: the rotation its first use recorded (the
+    /// manager answers a retry within its grace with that rotation's pair again).
+    Already(String),
+}
+
 /// Where revocations are kept, and refresh tokens are marked used.
 ///
-/// Every entry carries `until` (unix seconds): the moment no token it could apply to
-/// is still unexpired, after which the store may forget it. Memory stays bounded by
-/// the tokens alive, not by every revocation ever made.
+/// Every entry carries `until` (unix seconds): the last second in which a token it
+/// applies to may still be accepted (tokens pass while `exp + leeway >= now`). An
+/// entry must count through that whole second, `while now <= until`, and the store
+/// may forget it once that second is over: a Redis key set at `now` needs
+/// `EX until + 1 - now`, not `EX until - now`, which would lapse part-way into the
+/// token's last second. Memory stays bounded by the tokens alive, not by every
+/// revocation ever made. A second revocation of the same thing never shortens the
+/// first: its entry is kept until the later `until`.
+///
+/// [`testing::revocation_conformance`](crate::testing::revocation_conformance)
+/// (feature `testing`) checks these rules against any store.
 #[async_trait::async_trait]
 pub trait RevocationStore: Send + Sync + 'static {
-    /// Records a revocation, kept until `until`.
+    /// Records a revocation, kept through the second `until`.
     async fn revoke(&self, what: Revocation<'_>, until: u64) -> Result<(), RevocationError>;
 
     /// Whether any revocation applies to the token.
@@ -92,9 +111,17 @@ pub trait RevocationStore: Send + Sync + 'static {
         None
     }
 
-    /// Marks the refresh token `jti` used, atomically: `true` the first time, `false`
-    /// on every later call (a replay).
-    async fn consume(&self, jti: &str, until: u64) -> Result<bool, RevocationError>;
+    /// Marks the refresh token `jti` used by `rotation` (an opaque mark the manager
+    /// reads back), kept through the second `until`, atomically: the first call
+    /// records its `rotation` and answers [`Consumed::First`]; every later call
+    /// records nothing and answers [`Consumed::Already`] with the first call's
+    /// `rotation`, also when the first call's answer never reached its caller.
+    async fn consume(
+        &self,
+        jti: &str,
+        rotation: &str,
+        until: u64,
+    ) -> Result<Consumed, RevocationError>;
 }
 
 #[async_trait::async_trait]
@@ -111,8 +138,13 @@ impl<S: RevocationStore + ?Sized> RevocationStore for std::sync::Arc<S> {
         (**self).is_revoked_now(token)
     }
 
-    async fn consume(&self, jti: &str, until: u64) -> Result<bool, RevocationError> {
-        (**self).consume(jti, until).await
+    async fn consume(
+        &self,
+        jti: &str,
+        rotation: &str,
+        until: u64,
+    ) -> Result<Consumed, RevocationError> {
+        (**self).consume(jti, rotation, until).await
     }
 }
 
@@ -132,13 +164,20 @@ pub struct InMemoryRevocations {
     tenants: Map<Box<str>, (u64, u64)>,
     /// Tenant → subject → its cut-off and until.
     subjects: Map<Box<str>, Vec<SubjectCut>>,
-    used: Map<Box<str>, u64>,
+    /// Refresh `jti` → until, and the rotation that used it.
+    used: Map<Box<str>, (u64, Box<str>)>,
     writes: AtomicU64,
     clock: Clock,
     /// Which kinds of revocation were ever made (tokens, families, tenants, subjects):
     /// a check skips the maps of the kinds never used, so a store nobody revoked in
     /// costs next to nothing per request.
     ever: [AtomicBool; 4],
+}
+
+/// Whether an entry kept until `until` still counts at `now`: through its last second.
+#[inline]
+fn in_force(until: u64, now: u64) -> bool {
+    until >= now
 }
 
 const TOKENS: usize = 0;
@@ -174,15 +213,17 @@ impl InMemoryRevocations {
         self.len() == 0
     }
 
-    /// Drops every entry whose `until` has passed.
+    /// Drops every entry whose `until` has passed: an entry is kept through the
+    /// second `until`, the last in which a token it applies to may be accepted.
     pub fn purge(&self) {
         let now = self.clock.unix_secs();
-        self.tokens.retain(|_, until| *until > now);
-        self.families.retain(|_, until| *until > now);
-        self.used.retain(|_, until| *until > now);
-        self.tenants.retain(|_, (_, until)| *until > now);
+        let live = |until: u64| in_force(until, now);
+        self.tokens.retain(|_, until| live(*until));
+        self.families.retain(|_, until| live(*until));
+        self.used.retain(|_, (until, _)| live(*until));
+        self.tenants.retain(|_, (_, until)| live(*until));
         self.subjects.retain(|_, list| {
-            list.retain(|(_, _, until)| *until > now);
+            list.retain(|(_, _, until)| live(*until));
             !list.is_empty()
         });
     }
@@ -207,7 +248,7 @@ impl InMemoryRevocations {
             return false;
         }
         let now = self.clock.unix_secs();
-        let live = |until: u64| until > now;
+        let live = |until: u64| in_force(until, now);
         let cut = |before: u64| t.issued_at.is_none_or(|iat| iat <= before);
         if let Some(jti) = t.jti.filter(|_| self.ever(TOKENS)) {
             if self.tokens.get(jti).is_some_and(|u| live(*u)) {
@@ -296,16 +337,29 @@ impl RevocationStore for InMemoryRevocations {
         Some(Ok(self.check(token)))
     }
 
-    async fn consume(&self, jti: &str, until: u64) -> Result<bool, RevocationError> {
-        let first = match self.used.entry(jti.into()) {
-            dashmap::Entry::Occupied(_) => false,
+    async fn consume(
+        &self,
+        jti: &str,
+        rotation: &str,
+        until: u64,
+    ) -> Result<Consumed, RevocationError> {
+        let now = self.clock.unix_secs();
+        let answer = match self.used.entry(jti.into()) {
+            // A mark past its `until` counts as gone, swept or not.
+            dashmap::Entry::Occupied(e) if in_force(e.get().0, now) => {
+                Consumed::Already(e.get().1.to_string())
+            }
+            dashmap::Entry::Occupied(mut e) => {
+                e.insert((until, rotation.into()));
+                Consumed::First
+            }
             dashmap::Entry::Vacant(v) => {
-                v.insert(until);
-                true
+                v.insert((until, rotation.into()));
+                Consumed::First
             }
         };
         self.wrote();
-        Ok(first)
+        Ok(answer)
     }
 }
 
@@ -341,7 +395,10 @@ mod tests {
             before: now - 10,
         };
         store.revoke(cut, now - 1).await.unwrap();
-        assert!(store.consume("used", now - 1).await.unwrap());
+        assert_eq!(
+            store.consume("used", "r", now - 1).await.unwrap(),
+            Consumed::First
+        );
         assert_eq!(store.len(), 4);
         // An expired entry no longer revokes anything, swept or not.
         assert!(!store.check(&facts("old", "acme", "u", now - 20)));
@@ -349,6 +406,33 @@ mod tests {
         store.purge();
         assert_eq!(store.len(), 1, "only the live revocation is kept");
         assert!(store.check(&facts("live", "acme", "u", now)));
+    }
+
+    #[actix_web::test]
+    async fn entries_count_and_are_kept_through_their_last_second() {
+        use crate::core::clock::FakeTime;
+        let start = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let time = std::sync::Arc::new(FakeTime::new(start));
+        let store = InMemoryRevocations::new().with_clock(Clock::fake(time.clone()));
+        let now = 1_800_000_000;
+        store.revoke(Revocation::Token("t"), now + 5).await.unwrap();
+        let used = store.consume("r", "rotation-1", now + 5).await.unwrap();
+        assert_eq!(used, Consumed::First);
+        time.advance(std::time::Duration::from_secs(5));
+        store.purge();
+        assert!(
+            store.check(&facts("t", "acme", "u", now)),
+            "in its last second"
+        );
+        assert_eq!(
+            store.consume("r", "rotation-2", now + 5).await.unwrap(),
+            Consumed::Already("rotation-1".into()),
+            "a used mark in its last second, after a purge"
+        );
+        time.advance(std::time::Duration::from_secs(1));
+        assert!(!store.check(&facts("t", "acme", "u", now)), "then gone");
+        store.purge();
+        assert!(store.is_empty());
     }
 
     #[actix_web::test]
