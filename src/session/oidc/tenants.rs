@@ -419,7 +419,14 @@ impl TenantIssuers {
                 None => return Err(unavailable("every identity provider slot is in use")),
             }
         }
-        let keys = (self.template)(issuer).start().map_err(|e| {
+        // The template is the application's code: a panic in it is a `503` for this
+        // tenant, never a crashed worker (nor a poisoned lock).
+        let Some(builder) =
+            crate::core::caught::caught("TenantIssuers template", || (self.template)(issuer))
+        else {
+            return Err(unavailable("the tenant's identity provider cannot be used"));
+        };
+        let keys = builder.start().map_err(|e| {
             tracing::error!(target: "actix_tenancy::oidc", issuer, "cannot use the issuer: {e}");
             unavailable("the tenant's identity provider cannot be used")
         })?;
@@ -526,4 +533,27 @@ fn forget_elsewhere(p: &mut Providers, tenant: &TenantId, issuer: &str) {
 
 fn unavailable(why: &'static str) -> SessionError {
     SessionError::Unavailable(why.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_template_that_panics_is_an_unavailable_provider_and_poisons_nothing() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let binding = Binding::new("https://idp.example");
+        let issuers = TenantIssuers::map()
+            .bind(tenant.clone(), binding.clone())
+            .keys(|_| panic!("injected template panic"));
+        for _ in 0..2 {
+            let answer = issuers.provider(&tenant, &binding);
+            assert!(
+                matches!(answer, Err(SessionError::Unavailable(_))),
+                "{:?}",
+                answer.map(|_| ())
+            );
+        }
+        assert_eq!(issuers.held(), 0);
+    }
 }
