@@ -456,7 +456,7 @@ async fn two_hundred_tenant_databases_stay_within_the_pool_bound_and_idle_pools_
         .run(&data, &tenants)
         .await;
     assert!(report.is_complete(), "{:?}", report.failed);
-    let registry = InMemoryRegistry::from_records(tenants);
+    let registry = std::sync::Arc::new(InMemoryRegistry::from_records(tenants));
     let app = test::init_service(
         App::new()
             .wrap(
@@ -649,33 +649,89 @@ async fn configurations_that_cannot_work_are_refused() {
     );
 }
 
+/// One row of `sql` on `pool` (outside any tenant's transaction), as text.
+async fn scalar(pool: &PgPool, sql: &str) -> Option<String> {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
 #[actix_web::test]
 async fn session_state_of_one_request_never_reaches_the_next_tenant() {
     let Some((url, admin)) = admin().await else {
         return;
     };
     let prefix = unique("leak");
-    // One connection, so the second request gets the first one's session.
+    let role = format!("{prefix}sess");
+    exec(&admin, &format!("create role \"{role}\" nologin")).await;
+    // One connection, so the later requests get the first one's session.
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect(&url)
         .await
         .unwrap();
+    let session_user = scalar(&pool, "select session_user::text").await.unwrap();
     let data = TenantData::builder()
-        .schemas(pool, &prefix)
+        .schemas(pool.clone(), &prefix)
         .build()
         .unwrap();
     let tenants = records(&["acme", "globex"]);
     notes_table(&data, &tenants).await;
-    // acme leaves a temporary table named like the tenant tables, and a session role.
+    let registry = std::sync::Arc::new(InMemoryRegistry::from_records(tenants));
+
+    // acme leaves a temporary table named like the tenant tables on the session...
     let shadow = "create temp table notes as select 'acme, shadowing' as body";
-    let app = app!(InMemoryRegistry::from_records(tenants), data, shadow);
-    let _ = call(&app, "GET", "/crafted", "acme", "").await;
+    let app = app!(std::sync::Arc::clone(&registry), data.clone(), shadow);
+    assert_eq!(
+        call(&app, "GET", "/crafted", "acme", "").await,
+        (200, "[]".into()),
+        "acme's request creates the temporary table"
+    );
+    let planted: Vec<String> = sqlx::query_scalar("select body from pg_temp.notes")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(planted, ["acme, shadowing"], "the session keeps it");
+
+    // ...and a session role (`set_config(.., false)` is `SET`, not `SET LOCAL`: it
+    // outlives the transaction, which commits).
+    let set_role = format!("select set_config('role', '{role}', false)");
+    let app = app!(std::sync::Arc::clone(&registry), data.clone(), set_role);
+    assert_eq!(
+        call(&app, "GET", "/crafted", "acme", "").await,
+        (200, format!("[\"{role}\"]")),
+        "acme's request sets the session role"
+    );
+    assert_eq!(
+        scalar(&pool, "select current_user::text").await.as_deref(),
+        Some(role.as_str()),
+        "the session keeps the role"
+    );
+
+    // globex, on that very session, sees neither: its own (empty) notes, not acme's
+    // table, and the pool's own user, not acme's role.
+    let whoami = "select current_user::text";
+    let app = app!(registry, data, whoami);
     assert_eq!(
         call(&app, "GET", "/notes", "globex", "").await,
         (200, "[]".into())
     );
+    assert_eq!(
+        call(&app, "GET", "/crafted", "globex", "").await,
+        (200, format!("[\"{session_user}\"]"))
+    );
+    // The requests above ran on the session acme left: it still holds both.
+    assert_eq!(
+        scalar(&pool, "select current_user::text").await.as_deref(),
+        Some(role.as_str())
+    );
+    assert!(
+        scalar(&pool, "select to_regclass('pg_temp.notes')::text")
+            .await
+            .is_some(),
+        "acme's temporary table is still on the session"
+    );
+    pool.close().await;
     drop_schemas(&admin, &prefix, &["acme", "globex"], false).await;
+    exec(&admin, &format!("drop role \"{role}\"")).await;
 }
 
 #[actix_web::test]
