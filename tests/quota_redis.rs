@@ -1,5 +1,6 @@
 //! `RedisQuota` (feature `redis`). Tests that need a Redis run when `REDIS_URL` is set
-//! (CI sets it); the outage tests point at a closed port and always run.
+//! (CI sets it); the outage tests point at a closed port and always run, and freeze or
+//! start a `redis-server` of their own (skipped without one outside CI).
 
 use std::{
     num::NonZeroU32,
@@ -168,12 +169,23 @@ async fn a_rate_of_requests_beside_a_budget_of_units() {
     assert!(d.retry_after.is_some());
 }
 
-#[actix_web::test]
-async fn redis_down_fails_closed_within_the_timeout() {
+/// An app whose quota is a `RedisQuota` on `url` with the default timeout (50 ms) and
+/// failure mode (fail closed), and the mode changes it reported.
+async fn fail_closed_app(
+    url: String,
+    test: &str,
+) -> (
+    impl actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+    >,
+    Arc<Mutex<Vec<bool>>>,
+) {
     let modes: Arc<Mutex<Vec<bool>>> = Arc::default();
     let seen = Arc::clone(&modes);
-    let q = RedisQuota::builder("redis://127.0.0.1:1", plans(QuotaPlan::per_minute(10)))
-        .prefix(prefix("down"))
+    let q = RedisQuota::builder(url, plans(QuotaPlan::per_minute(10)))
+        .prefix(prefix(test))
         .on_mode_change(move |degraded| seen.lock().unwrap().push(degraded))
         .build()
         .unwrap();
@@ -195,27 +207,113 @@ async fn redis_down_fails_closed_within_the_timeout() {
             .route("/", web::get().to(|| async { "ok" })),
     )
     .await;
+    (app, modes)
+}
+
+/// `RedisQuota`'s default timeout, as documented.
+const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// How much later than due an answer may come: past the timeout the crate only builds
+/// a `503`, microseconds of work; the slack is for the scheduler of a loaded 2-core
+/// machine, which can hold a runnable thread back for tens, rarely hundreds, of
+/// milliseconds (as in `tests/faults.rs`).
+const SLACK: Duration = Duration::from_secs(1);
+
+/// One request for acme: its status and how long it took.
+async fn timed<S, B>(app: &S) -> (u16, Duration, serde_json::Value)
+where
+    S: actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+    B: actix_web::body::MessageBody,
+{
+    let started = Instant::now();
+    let req = test::TestRequest::get()
+        .uri("/")
+        .insert_header(("x-tenant-id", "acme"))
+        .to_request();
+    let res = test::call_service(app, req).await;
+    let took = started.elapsed();
+    let status = res.status().as_u16();
+    let body = serde_json::from_slice(&test::read_body(res).await).unwrap_or_default();
+    (status, took, body)
+}
+
+/// Redis down both ways, on the default timeout and failure mode: a port that refuses
+/// connections is a `503` at once; a server that accepts them and never answers (one
+/// of the test's own, frozen with `SIGSTOP`) is a `503` once the 50 ms timeout has
+/// run, no sooner, and no later than [`SLACK`] after it.
+#[actix_web::test]
+async fn redis_down_fails_closed_within_the_timeout() {
+    let (app, modes) = fail_closed_app("redis://127.0.0.1:1".into(), "down").await;
     for _ in 0..3 {
-        let started = Instant::now();
-        let req = test::TestRequest::get()
-            .uri("/")
-            .insert_header(("x-tenant-id", "acme"))
-            .to_request();
-        let res = test::call_service(&app, req).await;
-        assert_eq!(res.status(), 503);
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            started.elapsed()
-        );
-        let body: serde_json::Value = serde_json::from_slice(&test::read_body(res).await).unwrap();
+        let (status, took, body) = timed(&app).await;
+        assert_eq!(status, 503);
         assert_eq!(body["code"], "quota_unavailable");
+        assert!(took < SLACK, "refused: answered in {took:?}");
     }
     assert_eq!(
         *modes.lock().unwrap(),
         vec![true],
         "one switch, logged once"
     );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let Some(server) = common::services::spawn_redis(&["--port", &port.to_string()], port) else {
+        return;
+    };
+    let server = OwnRedis(server);
+    let (app, modes) = fail_closed_app(format!("redis://127.0.0.1:{port}"), "frozen").await;
+    let (status, took, _) = timed(&app).await;
+    assert_eq!(status, 200, "served while Redis answers");
+    assert!(took < SLACK, "{took:?}");
+    server.signal("-STOP");
+    for i in 0..3 {
+        let (status, took, body) = timed(&app).await;
+        assert_eq!(status, 503, "frozen, request {i}");
+        assert_eq!(body["code"], "quota_unavailable");
+        assert!(
+            (DEFAULT_TIMEOUT..DEFAULT_TIMEOUT + SLACK).contains(&took),
+            "frozen, request {i}: answered in {took:?}, not at the {DEFAULT_TIMEOUT:?} timeout"
+        );
+    }
+    server.signal("-CONT");
+    assert_eq!(
+        *modes.lock().unwrap(),
+        vec![true],
+        "one switch, logged once"
+    );
+}
+
+/// A `redis-server` of the test's own: thawed and killed when dropped.
+struct OwnRedis(std::process::Child);
+
+impl OwnRedis {
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        // No assertion here: a drop while a failed test unwinds must not panic again.
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[actix_web::test]
@@ -245,6 +343,11 @@ async fn recovers_when_redis_comes_back() {
         .output()
         .is_err()
     {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI=true but redis-server is not installed"
+        );
         eprintln!("redis-server is not installed: skipping");
         return;
     }
