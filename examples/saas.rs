@@ -17,9 +17,13 @@ use std::{
 use actix_tenancy::{
     policy::{PolicySet, RulePolicy, Rules, TenantPolicy},
     prelude::*,
-    quota::{LocalQuota, Period, QueryCost, QuotaPlan, QuotaPlans, RouteCost, TenantQuota},
+    quota::{
+        LocalQuota, Period, QueryCost, QuotaPlan, QuotaPlans, RouteCost, TenantQuota,
+        TenantQuotaBuilder,
+    },
     registry::{Access, StatusRules},
     session::{Grant, JwtAuth, Key, KeySet, SessionConfig, SessionError, SessionManager},
+    Clock,
 };
 use actix_web::{dev::ServiceRequest, http::Method, web, App, HttpResponse, HttpServer};
 use jsonwebtoken::Algorithm;
@@ -137,6 +141,19 @@ fn secret() -> Vec<u8> {
 
 /// Builds the demo: in memory, or on Redis when `redis_url` is given.
 pub fn build(redis_url: Option<&str>) -> Result<Demo, Box<dyn Error>> {
+    build_on(redis_url, None)
+}
+
+/// [`build`], with the in-memory quotas on `clock` when one is given: `tests/saas.rs`
+/// hands it a `testing::FakeClock`'s, to refill a rate by hand, not by sleeping.
+/// Redis quotas keep Redis's own time.
+pub fn build_on(redis_url: Option<&str>, clock: Option<Clock>) -> Result<Demo, Box<dyn Error>> {
+    let in_memory = move || -> Result<TenantQuotaBuilder, Box<dyn Error>> {
+        Ok(match clock {
+            Some(clock) => TenantQuota::builder(LocalQuota::with_clock(plans()?, clock)),
+            None => TenantQuota::builder(LocalQuota::new(plans()?)),
+        })
+    };
     let keys = KeySet::signing(Key::hmac("demo", Algorithm::HS256, &secret())?)?;
     #[allow(unused_mut)]
     let mut sessions =
@@ -163,9 +180,9 @@ pub fn build(redis_url: Option<&str>) -> Result<Demo, Box<dyn Error>> {
         #[cfg(not(feature = "redis"))]
         Some(_) => {
             tracing::warn!("REDIS_URL is set, but the demo was built without the `redis` feature");
-            (TenantQuota::builder(LocalQuota::new(plans()?)), "memory")
+            (in_memory()?, "memory")
         }
-        None => (TenantQuota::builder(LocalQuota::new(plans()?)), "memory"),
+        None => (in_memory()?, "memory"),
     };
     let resolver = TenantResolver::builder(Arc::clone(&registry))
         .source(Source::claim())

@@ -1,8 +1,8 @@
 //! The SaaS demo's contract (`examples/saas.rs`), bullet by bullet, in process.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use actix_tenancy::{policy::PolicyRequest, prelude::*, resolve::SourceKind};
+use actix_tenancy::{policy::PolicyRequest, prelude::*, resolve::SourceKind, testing::FakeClock};
 use actix_web::{
     body::MessageBody,
     dev::{Service, ServiceResponse},
@@ -32,6 +32,19 @@ async fn app() -> impl Service<
 > {
     saas::metrics();
     app_for(saas::build(None).unwrap()).await
+}
+
+/// The demo's app with its in-memory quotas on `time`: a rate refills only when the
+/// test moves the clock, so a slow machine earns no request.
+async fn app_on(
+    time: &FakeClock,
+) -> impl Service<
+    actix_http::Request,
+    Response = ServiceResponse<impl MessageBody>,
+    Error = actix_web::Error,
+> {
+    saas::metrics();
+    app_for(saas::build_on(None, Some(time.clock())).unwrap()).await
 }
 
 /// The demo's app, as its `main` builds it, around `demo`.
@@ -172,15 +185,16 @@ async fn reports_are_for_pro_and_enterprise() {
 
 #[actix_web::test]
 async fn complete_charges_the_daily_token_budget_and_one_request_of_rate() {
-    let app = app().await;
+    let time = FakeClock::new();
+    let app = app_on(&time).await;
     let complete = |n: u32| {
         as_tenant(
             test::TestRequest::post().uri(&format!("/api/complete?max_tokens={n}")),
             "globex",
         )
     };
-    // free: 1,000 tokens a day, 5 requests a second with a burst of 5.
-    let start = std::time::Instant::now();
+    // free: 1,000 tokens a day, 5 requests a second with a burst of 5. The clock
+    // stands still until the test moves it.
     assert_eq!(call(&app, complete(600)).await.0, 200);
     let res = test::call_service(&app, complete(600).to_request()).await;
     assert_eq!(res.status(), 429, "over the token budget");
@@ -194,15 +208,14 @@ async fn complete_charges_the_daily_token_budget_and_one_request_of_rate() {
             200
         );
     }
-    let r = call(&app, as_tenant(get("/api/whoami"), "globex")).await;
-    // The rate refills one request every 200 ms: on a machine slow enough to take
-    // that long here, the sixth request has earned its way in.
-    if start.elapsed() < std::time::Duration::from_millis(190) {
-        problem(&r, 429, "quota_exceeded");
-    } else {
-        eprintln!("slow run ({:?}): the rate refilled", start.elapsed());
-        assert!(matches!(r.0, 200 | 429), "{r:?}");
-    }
+    let whoami = || as_tenant(get("/api/whoami"), "globex");
+    problem(&call(&app, whoami()).await, 429, "quota_exceeded");
+    // The rate refills one request every 200 ms: not a moment before.
+    time.advance(Duration::from_millis(199));
+    problem(&call(&app, whoami()).await, 429, "quota_exceeded");
+    time.advance(Duration::from_millis(1));
+    assert_eq!(call(&app, whoami()).await.0, 200, "refilled after 200 ms");
+    problem(&call(&app, whoami()).await, 429, "quota_exceeded");
     problem(
         &call(&app, complete(0).uri("/api/complete?max_tokens=-5")).await,
         400,
@@ -222,34 +235,34 @@ async fn complete_charges_the_daily_token_budget_and_one_request_of_rate() {
 
 #[actix_web::test]
 async fn rate_quotas_per_tier() {
-    let app = app().await;
-    // The burst passes at once, then the rate refills: a slow machine may earn a few
-    // more in the time the loop takes, never fewer, and never more than that time
-    // allows.
-    let count = |tenant: &'static str, n: usize, per_second: f64, burst: usize| {
-        let app = &app;
+    let time = FakeClock::new();
+    let app = app_on(&time).await;
+    // On a clock that stands still: exactly the burst passes, the rest are refused;
+    // then one interval refills exactly one request.
+    let count = |tenant: &'static str, n: usize, per_second: u64, burst: usize| {
+        let (app, time) = (&app, &time);
         async move {
-            let start = std::time::Instant::now();
             let mut ok = 0;
             for _ in 0..n {
                 if call(app, as_tenant(get("/api/whoami"), tenant)).await.0 == 200 {
                     ok += 1;
                 }
             }
-            let earned = (start.elapsed().as_secs_f64() * per_second).ceil() as usize;
+            assert_eq!(ok, burst, "{tenant}: {ok} of {n} passed, burst {burst}");
+            time.advance(Duration::from_secs(1) / per_second as u32);
+            let passed = |r: (u16, String, Value)| r.0 == 200;
             assert!(
-                (burst..=burst + earned).contains(&ok),
-                "{tenant}: {ok} passed, burst {burst}, {earned} earned"
+                passed(call(app, as_tenant(get("/api/whoami"), tenant)).await),
+                "{tenant}: one interval refills one request"
             );
-            // Unless the loop was slow enough to earn every request, some were refused.
             assert!(
-                ok < n || burst + earned >= n,
-                "{tenant}: nothing was refused"
+                !passed(call(app, as_tenant(get("/api/whoami"), tenant)).await),
+                "{tenant}: and only one"
             );
         }
     };
-    count("globex", 8, 5.0, 5).await;
-    count("acme", 60, 50.0, 50).await;
+    count("globex", 8, 5, 5).await;
+    count("acme", 60, 50, 50).await;
     // enterprise's burst of 1,000 is checked on the plan: umbrella is not served here.
     let plans = saas::plans().unwrap();
     let demo = saas::build(None).unwrap();
