@@ -777,11 +777,13 @@ async fn a_killed_listener_reconnects_and_forgets_what_it_may_have_missed() {
     let a = db.migrated().await;
     a.create(&rec("acme", "pro")).await.unwrap();
 
-    // A long TTL: only the listener can explain a change seen in time.
+    // A long TTL: only the listener can explain a change seen in time. It reconnects
+    // 4 s after losing its connection: time enough (a suspension and a cached lookup
+    // take milliseconds) to see the stale entry first, even on a loaded machine.
     let b = db
         .builder()
         .await
-        .reconnect_backoff(Duration::from_secs(1), Duration::from_secs(2))
+        .reconnect_backoff(Duration::from_secs(4), Duration::from_secs(8))
         .build()
         .unwrap();
     let (cache, listener) = b
@@ -794,12 +796,15 @@ async fn a_killed_listener_reconnects_and_forgets_what_it_may_have_missed() {
 
     kill_listener(&db, &listener).await;
     // A change while it is down: its notification is lost, and the cache still holds
-    // the old record (unless a slow machine already reconnected, which clears it).
+    // the old record. Reconnecting clears the cache; a listener that did so before the
+    // stale entry was seen leaves nothing to check, and fails the test.
     a.suspend("acme").await.unwrap();
     let stale = get!(app, "acme").0;
-    if listener.connections() == 1 {
-        assert_eq!(stale, 200, "the notification was lost: the entry is stale");
-    }
+    assert!(
+        listener.connections() == 1 && !listener.is_listening(),
+        "the listener reconnected within its 4 s backoff, before the check"
+    );
+    assert_eq!(stale, 200, "the notification was lost: the entry is stale");
 
     // On reconnecting it drops the whole cache, so the change shows at once.
     until_connections(&listener, 2).await;

@@ -354,9 +354,10 @@ proptest! {
             let got = quota.check_now(&tenant, cost).unwrap().unwrap();
             let want = model.check(now, u64::from(cost));
             prop_assert_eq!(got.allowed, want, "step {}: cost {} at {} ns: {:?}", i, cost, now, got);
-            if let Some(b) = got.budget {
-                prop_assert_eq!(b.remaining, day - model.used, "step {}", i);
-            }
+            // The plan has a budget: every decision reports it.
+            let budget = got.budget.as_ref();
+            prop_assert!(budget.is_some(), "step {}: no budget state: {:?}", i, got);
+            prop_assert_eq!(budget.unwrap().remaining, day - model.used, "step {}", i);
         }
     }
 }
