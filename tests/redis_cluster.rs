@@ -253,16 +253,24 @@ async fn a_master_killed_under_load_fails_closed_in_time_and_recovers() {
     let master = cluster.master_for_key(&format!("{prefix}:{{acme}}"));
     cluster.kill(master);
     let started = Instant::now();
-    let (mut refused, mut slowest, mut back) = (0, Duration::ZERO, None);
+    // Back once three answers in a row come from the new master: a cluster client
+    // may answer once from a slot map that is still settling, then not.
+    let (mut refused, mut slowest, mut back, mut in_a_row) = (0, Duration::ZERO, None, 0);
     while started.elapsed() < Duration::from_secs(30) {
         let (status, took) = call().await;
         slowest = slowest.max(took);
         match status {
-            503 => refused += 1,
+            503 => {
+                refused += 1;
+                in_a_row = 0;
+            }
             // The budget of 8 a day: the test's first request and these.
             200 | 429 => {
-                back = Some(started.elapsed());
-                break;
+                in_a_row += 1;
+                if in_a_row == 3 {
+                    back = Some(started.elapsed());
+                    break;
+                }
             }
             s => panic!("unexpected status {s} during the failover"),
         }
@@ -282,8 +290,8 @@ async fn a_master_killed_under_load_fails_closed_in_time_and_recovers() {
         slowest < timeout + Duration::from_millis(800),
         "a request waited {slowest:?}"
     );
-    // And it goes on working.
-    assert_eq!(call().await.0, 200);
+    // And it goes on working (within the day's budget of 8, or refused by it).
+    assert!(matches!(call().await.0, 200 | 429));
 }
 
 /// A master frozen (SIGSTOP: its connections stay open, it answers nothing) while

@@ -283,6 +283,8 @@ pub struct RedisQuota {
     /// This manager's charge ids: a random prefix, and a count.
     charge_prefix: String,
     charges: std::sync::atomic::AtomicU64,
+    /// The checks given up on, to void.
+    voids: Arc<Voids>,
 }
 
 impl fmt::Debug for RedisQuota {
@@ -486,33 +488,34 @@ impl RedisQuota {
         format!("{}{n:x}", self.charge_prefix)
     }
 
-    /// Voids the check of charge `id` on `key`, on a task of its own: tried again with
-    /// a growing pause (for half a minute in all) while Redis does not answer, so a
-    /// check that runs once Redis thaws is given back, or marked before it runs.
+    /// Voids the check of charge `id` on `key`: queued for this manager's one voiding
+    /// task, which sends the voids one at a time (never a burst on a Redis coming
+    /// back) and tries each again with a growing pause (for half a minute in all)
+    /// while Redis does not answer, so a check that runs once Redis thaws is given
+    /// back, or marked before it runs.
     fn void_later(&self, key: String, id: String) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(target: "actix_tenancy::quota",
                 "a check given up on outside a runtime cannot be voided");
             return;
         };
-        let script = Arc::clone(&self.void);
-        let mut conn = self.conn.clone();
-        let timeout = self.timeout.max(Duration::from_millis(250));
-        runtime.spawn(async move {
-            let mut pause = Duration::from_millis(100);
-            for _ in 0..8 {
-                let mut call = script.key(&key);
-                call.arg(&id);
-                let voided = tokio::time::timeout(timeout, call.invoke_async::<i64>(&mut conn));
-                if let Ok(Ok(_)) = voided.await {
-                    return;
-                }
-                tokio::time::sleep(pause).await;
-                pause = pause.saturating_mul(2);
+        let voids = &self.voids;
+        {
+            // Pushed and decided under the queue's lock, as the task decides to stop.
+            let mut pending = voids.lock();
+            pending.push_back(Void { key, id, tries: 0 });
+            if voids.running.swap(true, Ordering::AcqRel) {
+                return;
             }
-            tracing::warn!(target: "actix_tenancy::quota", charge = %id,
-                "a check given up on could not be voided: its charge may stand");
-        });
+        }
+        let worker = Voider {
+            running: Running(Some(Arc::clone(voids))),
+            voids: Arc::clone(voids),
+            script: Arc::clone(&self.void),
+            conn: self.conn.clone(),
+            timeout: self.timeout.max(Duration::from_millis(250)),
+        };
+        runtime.spawn(worker.run());
     }
 
     fn failed(
@@ -606,6 +609,7 @@ impl RedisQuotaBuilder {
             void: Arc::new(Script::new(&format!("{PRELUDE}{VOID}"))),
             charge_prefix: replica_id(),
             charges: std::sync::atomic::AtomicU64::new(0),
+            voids: Arc::default(),
         };
         quota.ensure_heartbeat();
         Ok(quota)
@@ -787,6 +791,87 @@ impl Drop for Unsettled<'_> {
         if self.armed {
             let (key, id) = (std::mem::take(&mut self.key), std::mem::take(&mut self.id));
             self.quota.void_later(key, id);
+        }
+    }
+}
+
+/// The checks a manager gave up on, waiting to be voided, and whether a task voids
+/// them now.
+#[derive(Default)]
+struct Voids {
+    pending: std::sync::Mutex<std::collections::VecDeque<Void>>,
+    running: AtomicBool,
+}
+
+impl Voids {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Void>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One check to void: its key, its charge id, and how often voiding it failed.
+struct Void {
+    key: String,
+    id: String,
+    tries: u32,
+}
+
+/// The voiding task.
+struct Voider {
+    /// Clears `running` if the task ends before its queue is empty (its runtime shut
+    /// down, polled or not).
+    running: Running,
+    voids: Arc<Voids>,
+    script: Arc<Script>,
+    conn: RedisConnection,
+    timeout: Duration,
+}
+
+impl Voider {
+    async fn run(mut self) {
+        loop {
+            let next = {
+                let mut pending = self.voids.lock();
+                let next = pending.pop_front();
+                if next.is_none() {
+                    // Stopped under the lock a sender pushes under: none is lost.
+                    self.voids.running.store(false, Ordering::Release);
+                    self.running.0 = None;
+                }
+                next
+            };
+            let Some(mut void) = next else {
+                return;
+            };
+            let mut call = self.script.key(&void.key);
+            call.arg(&void.id);
+            let voided =
+                tokio::time::timeout(self.timeout, call.invoke_async::<i64>(&mut self.conn));
+            if let Ok(Ok(_)) = voided.await {
+                continue;
+            }
+            void.tries += 1;
+            if void.tries >= 8 {
+                tracing::warn!(target: "actix_tenancy::quota", charge = %void.id,
+                    "a check given up on could not be voided: its charge may stand");
+                continue;
+            }
+            // 100 ms, doubling: about half a minute over eight tries.
+            let pause = Duration::from_millis(100).saturating_mul(1 << (void.tries - 1));
+            self.voids.lock().push_back(void);
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+/// Clears a manager's voiding flag when its task ends early (`None` once it has
+/// stopped by itself).
+struct Running(Option<Arc<Voids>>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(voids) = self.0.take() {
+            voids.running.store(false, Ordering::Release);
         }
     }
 }
