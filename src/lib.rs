@@ -108,8 +108,8 @@
 //!
 //! | module | holds | imports |
 //! | --- | --- | --- |
-//! | `core/` | tenant ids and their rule, [`SourceKind`](resolve::SourceKind), records, [`TenantContext`], [`Principal`], [`TenancyError`] with its codes and responder, the [audit](observe) sink and events, what resolution leaves in the request extensions, and the capability trait handlers ask through | nothing of the crate |
-//! | `pipeline/` | the one middleware service and its named future; the stage protocol (`prepare` → pass, refuse, or wait once: the wait's output has no "wait" arm); the response-side step; the settings every stage shares (responder, audit sink, per-tenant metrics); the per-worker route cache | `core` |
+//! | `core/` | tenant ids and their rule, [`SourceKind`](resolve::SourceKind), records, [`TenantContext`], [`Principal`], [`TenancyError`] with its codes and responder, the [audit](observe) sink and events, what resolution leaves in the request extensions, the capability trait handlers ask through, the [`Charge`](quota::Charge) a quota check made, and the guard every call into the application's code runs under | nothing of the crate |
+//! | `pipeline/` | the one middleware service and its named future; the stage protocol (`prepare` → pass, refuse, or wait once: the wait's output has no "wait" arm); the response-side step, settled when the response's body ends ([`SettlingBody`](dev::SettlingBody)); the settings every stage shares (responder, audit sink, per-tenant metrics); the per-worker route cache | `core` |
 //! | `extract.rs`, [`guard`] | the [`Tenant`] and [`Principal`] extractors, route guards: they read what the core holds | `core` |
 //! | [`registry`] | the resolver's backends (in memory, cached, PostgreSQL) | `core` |
 //! | [`resolve`], [`policy`], [`quota`], [`session`] | one stage each, the same files for the same things: `mod.rs` (docs, re-exports, the stage's own types and traits), `stage.rs` (the public stage, its builder, the protocol's implementation), its backends and helpers one file each | `core`, `pipeline` (and the resolver its `registry`); never another stage |
