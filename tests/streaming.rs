@@ -180,3 +180,23 @@ async fn an_error_from_an_inner_middleware_is_settled_as_its_status() {
     // abandoned).
     assert_eq!(day_left(&app).await, "r=98");
 }
+
+#[actix_web::test]
+async fn a_head_request_is_charged_though_its_body_is_never_sent() {
+    let app = test::init_service(
+        App::new()
+            .wrap(tenancy(true))
+            .route("/plain", web::get().to(|| async { "ok" }))
+            .route("/any", web::to(|| async { "a body actix will not send" })),
+    )
+    .await;
+    let head = test::TestRequest::default()
+        .method(actix_web::http::Method::HEAD)
+        .uri("/any")
+        .insert_header(("x-tenant-id", "acme"));
+    let res = test::call_service(&app, head.to_request()).await;
+    assert_eq!(res.status(), 200);
+    // Dropped unread, as actix drops a HEAD response's body: charged all the same.
+    drop(res);
+    assert_eq!(day_left(&app).await, "r=98");
+}

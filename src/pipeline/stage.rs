@@ -209,8 +209,15 @@ impl After {
         }
         self.by.as_ref()?;
         let status = res.status();
-        match res.response().body().size() {
-            // actix sends no body for these, and never polls one.
+        let size = res.response().body().size();
+        let head = res.request().method() == actix_web::http::Method::HEAD;
+        match size {
+            // actix sends no body for these (nor for a `HEAD`), and never polls one: a
+            // body dropped unpolled would otherwise look like a client gone mid-body.
+            _ if head => {
+                self.end(Some(res.request()), Ended::Answered(status));
+                None
+            }
             actix_web::body::BodySize::None | actix_web::body::BodySize::Sized(0) => {
                 self.end(Some(res.request()), Ended::Answered(status));
                 None
