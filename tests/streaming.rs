@@ -200,3 +200,52 @@ async fn a_head_request_is_charged_though_its_body_is_never_sent() {
     drop(res);
     assert_eq!(day_left(&app).await, "r=98");
 }
+
+/// One HTTP/1.1 request on a connection of its own; the whole answer, as text.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nX-Tenant-ID: acme\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[actix_web::test]
+async fn a_real_server_settles_a_streamed_body_at_its_end() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tenancy = tenancy(false);
+    let server = actix_web::HttpServer::new(move || {
+        App::new()
+            .wrap(tenancy.clone())
+            .route("/stream", web::get().to(stream))
+            .route("/plain", web::get().to(|| async { "ok" }))
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    let (streamed, after) = actix_web::rt::task::spawn_blocking(move || {
+        (http_get(addr, "/stream"), http_get(addr, "/plain"))
+    })
+    .await
+    .unwrap();
+    handle.stop(true).await;
+    assert!(streamed.starts_with("HTTP/1.1 200"), "{streamed}");
+    assert_eq!(streamed.matches("data: token").count(), 3, "{streamed}");
+    // The stream's 50 units, then this request's 1.
+    let field = after
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("ratelimit:"))
+        .unwrap_or_default();
+    assert!(field.contains("\"day\";r=49"), "{after}");
+}
