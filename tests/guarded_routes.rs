@@ -295,3 +295,32 @@ async fn a_cached_decision_for_one_path_is_not_reused_for_another_of_the_same_pa
     let (status, body) = send(&app, call(Method::POST, "/items/export")).await;
     assert_eq!(status, 403, "{body}");
 }
+
+#[actix_web::test]
+async fn a_deny_on_a_parameter_route_holds_behind_a_literal_one() {
+    // `/items/export` (POST only) is registered first and is the first pattern for
+    // `PUT /items/export`, which actix gives to `PUT /items/{id}`: denied for the tier.
+    let rules = RulePolicy::new(PolicySet::new().tier(
+        "free",
+        Rules::new().allow("* /items/*").deny("PUT /items/{id}"),
+    ))
+    .unwrap();
+    let tenancy = Tenancy::builder()
+        .resolver(resolver())
+        .policy(TenantPolicy::new(rules))
+        .build()
+        .unwrap();
+    let app = test::init_service(
+        App::new()
+            .wrap(tenancy)
+            .service(export)
+            .service(replace)
+            .service(item),
+    )
+    .await;
+    let (status, body) = send(&app, call(Method::PUT, "/items/export")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(!body.contains("replaced"));
+    assert_eq!(send(&app, call(Method::POST, "/items/export")).await.0, 200);
+    assert_eq!(send(&app, call(Method::GET, "/items/7")).await.0, 200);
+}

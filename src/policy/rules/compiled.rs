@@ -195,8 +195,10 @@ impl Compiled {
         // The route is the first pattern that matches the path; the router may run
         // another one, whose guards (a method guard of `#[post]`, say) pass where the
         // first's fail. The path itself is judged too, so no route a request can
-        // reach escapes a deny that applies to it.
-        if req.route().is_some_and(|r| r != req.path()) {
+        // reach escapes a deny that applies to it: also when the first pattern is
+        // the path itself (`/items/export` before `/items/{id}`), whose rules with a
+        // parameter only the path walk matches.
+        if req.route().is_some() {
             let (allowed, path_rule) = self.first(tenant, |l| l.path(req.method(), req.path()));
             if !allowed {
                 return self.decision(false, "no rule allows this path", path_rule);
