@@ -163,10 +163,9 @@ impl Principal {
     }
 
     /// The verified principal of the request, if any: once a tenant is resolved, the
-    /// one its tenant was resolved with (the tenant's context carries it: the crate's
-    /// own JWT stage hands its principal to the resolver of the same
-    /// [`Tenancy`](crate::Tenancy) directly); otherwise the one an authentication
-    /// stage attached to the request.
+    /// one its tenant was resolved with (the tenant's context carries the principal
+    /// the resolver read from the request extensions, where the JWT stage puts it);
+    /// otherwise the one an authentication stage attached to the request.
     pub fn of(req: &impl HttpMessage) -> Option<Principal> {
         let ext = req.extensions();
         let resolved = ext

@@ -210,26 +210,21 @@ impl After {
         self.by.as_ref()?;
         let status = res.status();
         let size = res.response().body().size();
+        use actix_web::body::BodySize;
         let head = res.request().method() == actix_web::http::Method::HEAD;
-        match size {
+        if head || matches!(size, BodySize::None | BodySize::Sized(0)) {
             // actix sends no body for these (nor for a `HEAD`), and never polls one: a
             // body dropped unpolled would otherwise look like a client gone mid-body.
-            _ if head => {
-                self.end(Some(res.request()), Ended::Answered(status));
-                None
-            }
-            actix_web::body::BodySize::None | actix_web::body::BodySize::Sized(0) => {
-                self.end(Some(res.request()), Ended::Answered(status));
-                None
-            }
-            // A handle on the request, taken after routing (before it, actix needs the
-            // request to itself); the last handle dropped returns it to actix's pool.
-            _ => Some(Settling {
-                req: res.request().clone(),
-                after: self,
-                status,
-            }),
+            self.end(Some(res.request()), Ended::Answered(status));
+            return None;
         }
+        // A handle on the request, taken after routing (before it, actix needs the
+        // request to itself); the last handle dropped returns it to actix's pool.
+        Some(Settling {
+            req: res.request().clone(),
+            after: self,
+            status,
+        })
     }
 
     /// The inner service answered with an error, which actix turns into the response.

@@ -110,11 +110,12 @@ for i = 1, nb do
   out[#out + 1] = units[i] - used
   out[#out + 1] = lefts[i]
 end
--- What was charged, for `VOID` should the manager give up on this answer.
+-- What was charged, for `VOID` should the manager give up on this answer; kept a
+-- minute (the voider gives up after about half a minute).
 if record then
   local rec = string.format('%.0f %.0f', cost, rcost)
   for i = 1, nb do rec = rec .. ' ' .. keys[i] end
-  redis.call('SET', record, rec, 'PX', 600000)
+  redis.call('SET', record, rec, 'PX', 60000)
 end
 return out
 "#;
@@ -128,7 +129,7 @@ local base = KEYS[1]
 local record = base .. ':c:' .. ARGV[1]
 local v = redis.call('GET', record)
 if not v then
-  redis.call('SET', record, 'void', 'PX', 600000)
+  redis.call('SET', record, 'void', 'PX', 60000)
   return 0
 end
 if v == 'void' then return 0 end

@@ -1,9 +1,7 @@
 //! The quota stage: [`TenantQuota`] charges each request to its tenant's plan, and
 //! settles the charge once the response is known.
 
-use std::{fmt, panic::AssertUnwindSafe, rc::Rc, sync::Arc};
-
-use futures_util::FutureExt as _;
+use std::{fmt, rc::Rc, sync::Arc};
 
 use actix_web::{dev::ServiceRequest, HttpMessage as _, HttpRequest};
 
@@ -14,7 +12,7 @@ use super::{
 };
 use crate::{
     core::{
-        caught::caught,
+        caught::{caught, caught_async},
         error::{ConfigError, ErrorCode, TenancyError},
         observe::{AuditEvent, Outcome, Stage as StageName, Timer},
         TenantContext,
@@ -237,13 +235,12 @@ impl QuotaStage {
                 wait(move |req, flow| {
                     Box::pin(async move {
                         let timer = Timer::start();
-                        let answer = AssertUnwindSafe(me.manager.check(&tenant, cost))
-                            .catch_unwind()
-                            .await
-                            .unwrap_or_else(|_| {
-                                tracing::error!(target: "actix_tenancy", callback = "QuotaManager::check", "user code panicked");
-                                Err(QuotaError::new("the quota manager panicked"))
-                            });
+                        let answer =
+                            caught_async("QuotaManager::check", me.manager.check(&tenant, cost))
+                                .await
+                                .unwrap_or_else(|| {
+                                    Err(QuotaError::new("the quota manager panicked"))
+                                });
                         let step = me.decided(&settings, req, tenant, cost, answer, flow);
                         timer.stop(StageName::Quota);
                         step
@@ -410,17 +407,9 @@ fn correct(stage: Arc<QuotaStage>, tenant: &Arc<TenantContext>, charge: Charge, 
     }
     let tenant = Arc::clone(tenant);
     actix_web::rt::spawn(async move {
-        let settled = AssertUnwindSafe(stage.manager.settle(&tenant, charge, actual))
-            .catch_unwind()
-            .await;
-        match settled {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => {
-                tracing::warn!(target: "actix_tenancy::quota", error = %err, "quota correction failed");
-            }
-            Err(_) => {
-                tracing::error!(target: "actix_tenancy", callback = "QuotaManager::settle", "user code panicked");
-            }
+        let settle = stage.manager.settle(&tenant, charge, actual);
+        if let Some(Err(err)) = caught_async("QuotaManager::settle", settle).await {
+            tracing::warn!(target: "actix_tenancy::quota", error = %err, "quota correction failed");
         }
     });
 }

@@ -17,6 +17,7 @@ use actix_web::{dev::ServiceRequest, http::Method};
 
 use super::source::{self, AsyncFn, Imp, Source};
 use crate::{
+    core::caught::caught_async,
     core::{
         error::{ConfigError, TenancyError},
         observe::{AuditEvent, Outcome, Stage as StageName},
@@ -438,11 +439,10 @@ impl ResolveStage {
         for (rank, kind, f) in &self.async_sources {
             // The application's code: bounded in time like the registry (a source
             // that hangs is an unavailable tenant lookup), and a panic is a `500`.
-            let call = AssertUnwindSafe(f(req)).catch_unwind();
+            let call = caught_async("Source::custom_async", f(req));
             let raw = match tokio::time::timeout(self.registry_timeout, call).await {
-                Ok(Ok(raw)) => raw,
-                Ok(Err(_panic)) => {
-                    tracing::error!(target: "actix_tenancy", callback = "Source::custom_async", "user code panicked");
+                Ok(Some(raw)) => raw,
+                Ok(None) => {
                     return Err(TenancyError::Panicked("a custom tenant source panicked"));
                 }
                 Err(_) => {
