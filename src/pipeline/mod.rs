@@ -434,6 +434,7 @@ impl Drop for Observed {
         #[cfg(feature = "metrics")]
         if let Some(watched) = self.watched.take() {
             use crate::core::observe::{TENANT_DURATION_METRIC, TENANT_REQUESTS_METRIC};
+            crate::core::observe::describe_once();
             let tenant = watched.label(None);
             let class = if panicking { "5xx" } else { "dropped" };
             metrics::counter!(TENANT_REQUESTS_METRIC, "tenant" => tenant.clone(), "status" => class)
