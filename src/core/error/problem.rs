@@ -97,7 +97,7 @@ pub const DEFAULT_TYPE_BASE: &str =
 /// {"type":"https://docs.rs/actix-tenancy/latest/actix_tenancy/error/index.html#tenant_missing","title":"Tenant required","status":401,"code":"tenant_missing"}
 /// ```
 ///
-/// - `type` names the problem: by default the row of the [module](self)'s table for
+/// - `type` names the problem: by default the row of the [module](super)'s table for
 ///   the code, so a client or an operator who follows it reads what the code means;
 ///   with [`type_base`](Self::type_base), your own base followed by the code. With
 ///   [`about_blank`](Self::about_blank), `about:blank` and, as RFC 9457 asks of that
