@@ -25,7 +25,11 @@ use actix_tenancy::{
     session::{Grant, JwtAuth, Key, KeySet, SessionConfig, SessionError, SessionManager},
     Clock,
 };
-use actix_web::{dev::ServiceRequest, http::Method, web, App, HttpResponse, HttpServer};
+use actix_web::{
+    dev::ServiceRequest,
+    http::{header::HeaderName, Method},
+    web, App, HttpResponse, HttpServer,
+};
 use jsonwebtoken::Algorithm;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
@@ -201,7 +205,14 @@ pub fn build_on(redis_url: Option<&str>, clock: Option<Clock>) -> Result<Demo, B
                 .build()?,
         )
         .resolver(resolver)
-        .policy(TenantPolicy::new(policy.clone()))
+        // The demo's plans name models and tools: the policy stage reads them from
+        // `X-Model` and `X-Tool` (it reads no header it is not told to).
+        .policy(
+            TenantPolicy::builder(policy.clone())
+                .capability_header("model", HeaderName::from_static("x-model"))
+                .capability_header("tool", HeaderName::from_static("x-tool"))
+                .build()?,
+        )
         // Only the completion costs tokens; every request is rated (the plans count
         // requests), so the other routes are free knowingly.
         .quota(quota.cost(tokens()?).min_cost(0).build()?)

@@ -12,7 +12,7 @@ use actix_tenancy::{
     prelude::*,
     quota::{LocalQuota, QuotaPlan, QuotaPlans, TenantQuota},
 };
-use actix_web::{dev::Service, test, web, App, HttpResponse};
+use actix_web::{dev::Service, http::header::HeaderName, test, web, App, HttpResponse};
 use serde_json::Value;
 
 fn registry() -> InMemoryRegistry {
@@ -35,7 +35,7 @@ fn resolver() -> TenantResolver {
 
 /// Records what the evaluator was asked, and answers by tier and route.
 fn tiered(asked: Arc<Mutex<Vec<PolicyRequest>>>) -> TenantPolicy {
-    TenantPolicy::new(move |t: &TenantContext, q: &PolicyRequest| {
+    TenantPolicy::builder(move |t: &TenantContext, q: &PolicyRequest| {
         asked.lock().unwrap().push(q.clone());
         if q.route() == Some("/reports") && t.tier() == "free" {
             return Ok(Decision::deny("reports need a paid tier")
@@ -47,6 +47,10 @@ fn tiered(asked: Arc<Mutex<Vec<PolicyRequest>>>) -> TenantPolicy {
         }
         Ok(Decision::allow("default").with_version(7))
     })
+    .capability_header("model", HeaderName::from_static("x-model"))
+    .capability_header("tool", HeaderName::from_static("x-tool"))
+    .build()
+    .unwrap()
 }
 
 macro_rules! app {
@@ -161,6 +165,24 @@ async fn capabilities_come_from_headers_and_hostile_ones_are_refused() {
         assert_eq!(res.status(), 403);
         assert_eq!(code(res).await["code"], "policy_denied");
     }
+
+    // A stage told of no capability header reads none: the same headers ask nothing.
+    let asked: Arc<Mutex<Vec<PolicyRequest>>> = Arc::default();
+    let plain = {
+        let asked = Arc::clone(&asked);
+        TenantPolicy::new(move |_: &TenantContext, q: &PolicyRequest| {
+            asked.lock().unwrap().push(q.clone());
+            Ok(Decision::allow("default"))
+        })
+    };
+    let app = app!(plain);
+    let req = get("/items/1", Some("globex"))
+        .append_header(("x-model", "a"))
+        .append_header(("x-model", "b"))
+        .insert_header(("x-tool", "web_search"))
+        .to_request();
+    assert_eq!(test::call_service(&app, req).await.status(), 200);
+    assert!(asked.lock().unwrap()[0].capabilities().is_empty());
 }
 
 /// An evaluator that fails in the way it is told to, by tenant.
@@ -430,11 +452,49 @@ async fn shared_settings_are_set_once_and_bad_policy_settings_fail_at_build() {
         .build()
         .unwrap_err();
     assert_eq!(err, ConfigError::ZeroDuration("the policy timeout"));
-    let same = actix_web::http::header::HeaderName::from_static("x-cap");
+    let same = HeaderName::from_static("x-cap");
     let err = TenantPolicy::builder(allow)
-        .model_header(Some(same.clone()))
-        .tool_header(Some(same))
+        .capability_header("model", same.clone())
+        .capability_header("tool", same)
         .build()
         .unwrap_err();
     assert!(matches!(err, ConfigError::SameHeader { .. }), "{err:?}");
+    const NINE: [(&str, &str); 9] = [
+        ("k0", "x-0"),
+        ("k1", "x-1"),
+        ("k2", "x-2"),
+        ("k3", "x-3"),
+        ("k4", "x-4"),
+        ("k5", "x-5"),
+        ("k6", "x-6"),
+        ("k7", "x-7"),
+        ("k8", "x-8"),
+    ];
+    let bad: [&[(&'static str, &'static str)]; 5] = [
+        &[("model", "x-a"), ("model", "x-b")],
+        &[("", "x-a")],
+        &[("Model", "x-a")],
+        &[("model kind", "x-a")],
+        &NINE,
+    ];
+    for headers in bad {
+        let err = headers
+            .iter()
+            .fold(TenantPolicy::builder(allow), |b, (kind, name)| {
+                b.capability_header(kind, HeaderName::from_static(name))
+            })
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(err, ConfigError::InvalidCapability(_)),
+            "{headers:?}: {err:?}"
+        );
+    }
+    assert!(NINE[..8]
+        .iter()
+        .fold(TenantPolicy::builder(allow), |b, (kind, name)| {
+            b.capability_header(kind, HeaderName::from_static(name))
+        })
+        .build()
+        .is_ok());
 }

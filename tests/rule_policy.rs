@@ -21,7 +21,10 @@ use actix_tenancy::{
     prelude::*,
     resolve::SourceKind,
 };
-use actix_web::{http::Method, test, web, App, HttpResponse};
+use actix_web::{
+    http::{header::HeaderName, Method},
+    test, web, App, HttpResponse,
+};
 use serde_json::Value;
 
 fn id(s: &str) -> TenantId {
@@ -798,6 +801,7 @@ async fn remembered_decisions_follow_records_capabilities_versions_and_shadows()
         }
     };
     let stage = TenantPolicy::builder(policy.clone())
+        .capability_header("tool", HeaderName::from_static("x-tool"))
         .audit(sink)
         .build()
         .unwrap();

@@ -21,8 +21,9 @@
 //!
 //! The evaluator sees a [`PolicyRequest`]: the method, the path, the matched route
 //! pattern (`/items/{id}`, so rules never depend on ids), the principal's scopes, and
-//! the capabilities asked for, read from the `X-Model` and `X-Tool` headers (names
-//! configurable) as `model:<value>` and `tool:<value>`.
+//! the capabilities asked for, read from the headers the stage is told to read
+//! ([`capability_header`](TenantPolicyBuilder::capability_header): `X-Model` as
+//! `model:<value>`, say); it reads none by default.
 //!
 //! ```
 //! use actix_tenancy::policy::{Decision, PolicyRequest, TenantPolicy};

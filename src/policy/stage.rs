@@ -35,8 +35,9 @@ use crate::{
 pub struct TenantPolicy(Built<PolicyStage>);
 
 impl TenantPolicy {
-    /// The stage for `evaluator` with the defaults: a 100 ms timeout, capabilities from
-    /// `X-Model` and `X-Tool`.
+    /// The stage for `evaluator` with the defaults: a 100 ms timeout, and no
+    /// capability read from a header (name them with
+    /// [`capability_header`](TenantPolicyBuilder::capability_header)).
     pub fn new(evaluator: impl PolicyEvaluator) -> Self {
         Self::builder(evaluator).assemble()
     }
@@ -46,8 +47,7 @@ impl TenantPolicy {
         TenantPolicyBuilder {
             evaluator: Arc::new(evaluator),
             timeout: Duration::from_millis(100),
-            model_header: Some(HeaderName::from_static("x-model")),
-            tool_header: Some(HeaderName::from_static("x-tool")),
+            capabilities: Vec::new(),
             common: Common::default(),
         }
     }
@@ -58,8 +58,7 @@ impl TenantPolicy {
 pub struct TenantPolicyBuilder {
     evaluator: Arc<dyn PolicyEvaluator>,
     timeout: Duration,
-    model_header: Option<HeaderName>,
-    tool_header: Option<HeaderName>,
+    capabilities: Vec<(&'static str, HeaderName)>,
     common: Common,
 }
 
@@ -67,8 +66,7 @@ impl fmt::Debug for TenantPolicyBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TenantPolicyBuilder")
             .field("timeout", &self.timeout)
-            .field("model_header", &self.model_header)
-            .field("tool_header", &self.tool_header)
+            .field("capabilities", &self.capabilities)
             .finish_non_exhaustive()
     }
 }
@@ -81,15 +79,26 @@ impl TenantPolicyBuilder {
         self
     }
 
-    /// The header naming the model asked for (`model:<value>`); `None` to ignore.
-    pub fn model_header(mut self, name: Option<HeaderName>) -> Self {
-        self.model_header = name;
-        self
-    }
-
-    /// The header naming the tool asked for (`tool:<value>`); `None` to ignore.
-    pub fn tool_header(mut self, name: Option<HeaderName>) -> Self {
-        self.tool_header = name;
+    /// Reads the capability `kind` from the header `name`: a request carrying
+    /// `name: <value>` asks for `kind:<value>` (see
+    /// [`PolicyRequest::capabilities`]), and a refusal of it answers
+    /// `403 policy_denied` naming `kind`. The stage reads no header it is not told to;
+    /// at most eight. A value must be one field of 1 to 128 visible ASCII characters: a
+    /// repeated, empty or malformed header is refused before the evaluator is asked.
+    ///
+    /// ```
+    /// use actix_tenancy::policy::{Decision, TenantPolicy};
+    /// use actix_web::http::header::HeaderName;
+    ///
+    /// let policy = TenantPolicy::builder(|_: &_, _: &_| Ok(Decision::allow("default")))
+    ///     .capability_header("model", HeaderName::from_static("x-model"))
+    ///     .capability_header("tool", HeaderName::from_static("x-tool"))
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = policy;
+    /// ```
+    pub fn capability_header(mut self, kind: &'static str, name: HeaderName) -> Self {
+        self.capabilities.push((kind, name));
         self
     }
 
@@ -100,12 +109,7 @@ impl TenantPolicyBuilder {
         if self.timeout.is_zero() {
             return Err(ConfigError::ZeroDuration("the policy timeout"));
         }
-        if self.model_header.is_some() && self.model_header == self.tool_header {
-            return Err(ConfigError::SameHeader {
-                first: "model",
-                second: "tool",
-            });
-        }
+        check_capabilities(&self.capabilities)?;
         Ok(self.assemble())
     }
 
@@ -113,8 +117,7 @@ impl TenantPolicyBuilder {
         let stage = PolicyStage {
             evaluator: self.evaluator,
             timeout: self.timeout,
-            model_header: self.model_header,
-            tool_header: self.tool_header,
+            capabilities: self.capabilities,
         };
         TenantPolicy(Built::new(stage, self.common))
     }
@@ -123,16 +126,56 @@ impl TenantPolicyBuilder {
 pub(crate) struct PolicyStage {
     evaluator: Arc<dyn PolicyEvaluator>,
     timeout: Duration,
-    model_header: Option<HeaderName>,
-    tool_header: Option<HeaderName>,
+    /// The capability headers, each with the kind it names (at most
+    /// [`MAX_CAPABILITY_HEADERS`]).
+    capabilities: Vec<(&'static str, HeaderName)>,
+}
+
+/// The most capability headers a stage reads (a bit each in [`Present`]).
+const MAX_CAPABILITY_HEADERS: usize = 8;
+
+/// Which capability headers a request may carry, a bit per header in the stage's
+/// order.
+type Present = u8;
+
+/// A kind is a short lowercase name (`model`, `tool`); each kind and each header once.
+fn check_capabilities(list: &[(&'static str, HeaderName)]) -> Result<(), ConfigError> {
+    if list.len() > MAX_CAPABILITY_HEADERS {
+        return Err(ConfigError::InvalidCapability("at most eight".into()));
+    }
+    for (i, (kind, name)) in list.iter().enumerate() {
+        let well_formed = !kind.is_empty()
+            && kind.len() <= 32
+            && kind
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !well_formed {
+            return Err(ConfigError::InvalidCapability(format!(
+                "kind {kind:?}: 1 to 32 of a-z, 0-9, '-' and '_'"
+            )));
+        }
+        for (other, other_name) in &list[..i] {
+            if other == kind {
+                return Err(ConfigError::InvalidCapability(format!(
+                    "kind {kind:?} is read from two headers"
+                )));
+            }
+            if other_name == name {
+                return Err(ConfigError::SameHeader {
+                    first: other,
+                    second: kind,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 impl fmt::Debug for PolicyStage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TenantPolicy")
             .field("timeout", &self.timeout)
-            .field("model_header", &self.model_header)
-            .field("tool_header", &self.tool_header)
+            .field("capabilities", &self.capabilities)
             .finish_non_exhaustive()
     }
 }
@@ -319,9 +362,9 @@ impl PolicyStage {
         &self,
         req: &'r ServiceRequest,
         tenant: &TenantContext,
-        present: [bool; 2],
+        present: Present,
     ) -> Option<(u64, Probe<'r>)> {
-        if present != [false, false] {
+        if present != 0 {
             return None;
         }
         let evaluator = &self.evaluator;
@@ -354,15 +397,13 @@ impl PolicyStage {
         &self,
         req: &ServiceRequest,
         question: &mut PolicyRequest,
-        present: [bool; 2],
+        present: Present,
     ) -> Result<(), TenancyError> {
-        let [model, tool] = present;
-        let read = [
-            ("model", self.model_header.as_ref().filter(|_| model)),
-            ("tool", self.tool_header.as_ref().filter(|_| tool)),
-        ];
-        for (kind, name) in read {
-            let Some(name) = name else { continue };
+        for (i, (kind, name)) in self.capabilities.iter().enumerate() {
+            if present & (1 << i) == 0 {
+                continue;
+            }
+            let kind = *kind;
             let mut values = req.headers().get_all(name);
             let Some(value) = values.next() else { continue };
             // Two values are refused, never decided by one of them alone.
@@ -456,30 +497,24 @@ impl PolicyStage {
         }
     }
 
-    /// The capability headers read, with the kind each names (`model`, `tool`).
-    fn capability_headers(&self) -> impl Iterator<Item = (&'static str, &HeaderName)> {
-        [("model", &self.model_header), ("tool", &self.tool_header)]
-            .into_iter()
-            .filter_map(|(kind, name)| name.as_ref().map(|n| (kind, n)))
-    }
-
-    /// Whether the request may carry the model and the tool header: `false` only when
-    /// it certainly does not. A request with few fields is read in one pass over its
+    /// Which capability headers the request may carry, a bit each: clear only when it
+    /// certainly does not. A request with few fields is read in one pass over its
     /// names (a comparison each, no hashing), which costs less than a hashed lookup per
-    /// capability header; with many fields both answers are `true` and the headers are
+    /// capability header; with many fields every bit is set and the headers are
     /// looked up. Every value of a header that is there is then read and checked, so a
     /// repeated or malformed capability header is refused as before.
-    fn capability_headers_present(&self, headers: &HeaderMap) -> [bool; 2] {
-        if headers.len_keys() > SCAN_MAX_FIELDS {
-            return [true, true];
+    fn capability_headers_present(&self, headers: &HeaderMap) -> Present {
+        let all = (1u16 << self.capabilities.len()).wrapping_sub(1) as Present;
+        if all == 0 {
+            return 0;
         }
-        let (model, tool) = (self.model_header.as_ref(), self.tool_header.as_ref());
-        let mut present = [false; 2];
+        if headers.len_keys() > SCAN_MAX_FIELDS {
+            return all;
+        }
+        let mut present = 0;
         for name in headers.keys() {
-            if model == Some(name) {
-                present[0] = true;
-            } else if tool == Some(name) {
-                present[1] = true;
+            if let Some(i) = self.capabilities.iter().position(|(_, n)| n == name) {
+                present |= 1 << i;
             }
         }
         present
@@ -488,8 +523,9 @@ impl PolicyStage {
     /// The kind of a refused capability, when it is one the stage reads from a header.
     fn kind_of(&self, refused: Option<&str>) -> Option<&'static str> {
         let (kind, _) = refused?.split_once(':')?;
-        self.capability_headers()
-            .map(|(k, _)| k)
+        self.capabilities
+            .iter()
+            .map(|(k, _)| *k)
             .find(|k| *k == kind)
     }
 

@@ -106,6 +106,9 @@ pub enum ConfigError {
     InvalidBackoff,
     /// A route pattern for a cost estimator does not start with `/`.
     InvalidRoutePattern(String),
+    /// The policy stage's capability headers: a kind that is not 1 to 32 of `a-z`,
+    /// `0-9`, `-` and `_`, a kind read from two headers, or more than eight headers.
+    InvalidCapability(String),
     /// The same method and route pattern was given two cost estimators.
     DuplicateRoute(String),
     /// An issuer pattern must hold `{tenant}` once, e.g.
@@ -191,6 +194,7 @@ impl fmt::Display for ConfigError {
                 f,
                 "the {what} {name:?} is not 1 to 63 bytes of [a-z0-9_] starting with a letter or '_'"
             ),
+            Self::InvalidCapability(why) => write!(f, "capability headers: {why}"),
             Self::InvalidRoutePattern(p) => {
                 write!(f, "the route pattern {p:?} must start with '/'")
             }

@@ -235,11 +235,11 @@ pub enum TenancyError {
         /// Why, for logs.
         reason: Cow<'static, str>,
     },
-    /// The policy refused a capability the request asked for (a model, a tool): a
-    /// `403 policy_denied` whose body names the kind of capability (`"capability":
-    /// "model"`), never the value asked for or the rules.
+    /// The policy refused a capability the request asked for by a header the policy
+    /// stage was told to read: a `403 policy_denied` whose body names the kind of
+    /// capability (`"capability": "model"`), never the value asked for or the rules.
     CapabilityDenied {
-        /// The kind of capability refused (`model`, `tool`).
+        /// The kind of capability refused, as the stage was configured (`model`).
         capability: &'static str,
         /// Why, for logs.
         reason: Cow<'static, str>,
@@ -339,7 +339,7 @@ impl TenancyError {
         }
     }
 
-    /// The kind of capability refused (`model`, `tool`), for
+    /// The kind of capability refused (`model`), for
     /// [`CapabilityDenied`](Self::CapabilityDenied). Public: it names what the client
     /// asked for, not the rules.
     pub fn capability(&self) -> Option<&'static str> {
