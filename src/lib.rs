@@ -78,7 +78,7 @@
 //! | feature | adds |
 //! | --- | --- |
 //! | *(none, default)* | resolution, registry (in memory, cached), extractor, errors, audit |
-//! | `toml` | [`InMemoryRegistry::from_toml_str`](registry::InMemoryRegistry), `from_toml_file`, and TOML policies ([`RulePolicy::from_toml`](policy::RulePolicy)) |
+//! | `toml` | [`InMemoryRegistry::from_toml_str`](registry::InMemoryRegistry), `from_toml_file`, and TOML policies ([`PolicySet::from_toml`](policy::PolicySet)) |
 //! | `metrics` | decision counters, stage and per-tenant request histograms through the `metrics` facade (see [`observe`]) |
 //! | `redis` | `RedisQuota`: one quota shared by every replica (see [`quota`]); with `jwt`, `RedisRevocations` |
 //! | `redis-tls` | `rediss://` (TLS) for the Redis backends |
@@ -139,10 +139,8 @@ pub mod testing;
 pub use crate::core::RedisConnection;
 pub use crate::core::{error, observe};
 pub use crate::core::{
-    Clock, InvalidTenantId, Principal, TenantContext, TenantId, TenantIdRule,
-    HARD_MAX_TENANT_ID_LEN, MAX_TENANT_ID_LEN,
+    Clock, InvalidTenantId, Principal, TenantContext, TenantId, TenantIdRule, MAX_TENANT_ID_LEN,
 };
-pub use error::{ErrorCode, ErrorResponder, ProblemJson, TenancyError};
 pub use extract::Tenant;
 #[cfg(feature = "tls")]
 pub use resolve::tls;
@@ -154,14 +152,14 @@ pub mod dev {
     pub use crate::pipeline::{PipelineFuture, PipelineService, SettlingBody};
 }
 
-/// The names most applications need.
+/// The names most applications need, each re-exported from its one path.
 pub mod prelude {
+    #[doc(no_inline)]
     pub use crate::{
         error::{ErrorCode, TenancyError},
         registry::{CacheConfig, CachedRegistry, InMemoryRegistry, TenantRecord, TenantStatus},
         resolve::{Source, TenantResolver},
-        session::Principal,
-        Tenancy, Tenant, TenantContext, TenantId,
+        Principal, Tenancy, Tenant, TenantContext, TenantId,
     };
 }
 

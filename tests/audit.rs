@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 use actix_tenancy::{
     observe::{AuditEvent, Outcome, Stage},
     prelude::*,
-    ErrorCode,
 };
 use actix_web::{test, web, App, HttpResponse};
 

@@ -5,7 +5,7 @@
 //! builds beside the crate; CI runs `cargo check` on it.)
 
 use actix_tenancy::{
-    policy::{RulePolicy, TenantPolicy},
+    policy::{PolicySet, RulePolicy, TenantPolicy},
     prelude::*,
 };
 use actix_web::{get, test, web, App, HttpResponse};
@@ -25,7 +25,7 @@ fn tenancy() -> Tenancy {
         .with(TenantRecord::new(TenantId::parse("acme").unwrap(), "free"))
         .with(TenantRecord::new(TenantId::parse("globex").unwrap(), "pro"));
     // Rules name the full path: the scope's prefix included.
-    let rules = RulePolicy::from_json(
+    let rules = PolicySet::from_json(
         r#"{
           "default": { "routes": { "allow": ["GET /api/health"] } },
           "tiers": {
@@ -34,6 +34,7 @@ fn tenancy() -> Tenancy {
           }
         }"#,
     )
+    .and_then(RulePolicy::new)
     .unwrap();
     Tenancy::builder()
         .resolver(

@@ -21,12 +21,10 @@ use std::{
 use actix_tenancy::{
     prelude::*,
     registry::{
-        postgres::{
-            begin_for_tenant, AdminError, InvalidationListener, PostgresRegistry,
-            PostgresRegistryBuilder, TenantDb,
-        },
+        postgres::{AdminError, InvalidationListener, PostgresRegistry, PostgresRegistryBuilder},
         TenantRegistry,
     },
+    storage::{begin_for_tenant, TenantDb},
     InvalidTenantId, TenantIdRule,
 };
 use actix_web::{body::MessageBody, dev::ServiceResponse, test, web, App};

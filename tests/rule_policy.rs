@@ -381,8 +381,8 @@ async fn a_reload_and_a_rollback_take_effect_for_the_next_request() {
 
 #[actix_web::test]
 async fn invalid_policy_files_are_rejected_naming_the_line_and_change_nothing() {
-    let policy =
-        RulePolicy::from_json(r#"{"tiers": {"free": {"routes": {"allow": ["GET /x"]}}}}"#).unwrap();
+    let set = PolicySet::from_json(r#"{"tiers": {"free": {"routes": {"allow": ["GET /x"]}}}}"#);
+    let policy = RulePolicy::new(set.unwrap()).unwrap();
     let cases = [
         (
             "{\n  \"tiers\": {\n    \"free\": {\n      \"routes\": { \"allow\": [\"GETT /x\"] }\n    }\n  }\n}",
@@ -403,7 +403,9 @@ async fn invalid_policy_files_are_rejected_naming_the_line_and_change_nothing() 
         ("{\"tiers\": {\"free\": ", "line 1", "EOF"),
     ];
     for (text, line, what) in cases {
-        let err = policy.load_json(text).unwrap_err();
+        let err = PolicySet::from_json(text)
+            .and_then(|set| policy.load(set))
+            .unwrap_err();
         assert!(
             matches!(err, ConfigError::InvalidDocument { of: "policy", .. }),
             "{err:?}"
@@ -435,7 +437,7 @@ async fn invalid_policy_files_are_rejected_naming_the_line_and_change_nothing() 
 #[cfg(feature = "toml")]
 #[actix_web::test]
 async fn toml_policies_load_and_errors_name_the_line() {
-    let policy = RulePolicy::from_toml(
+    let set = PolicySet::from_toml(
         r#"
 version = 3
 [default.routes]
@@ -449,12 +451,14 @@ beta = true
 "#,
     )
     .unwrap();
+    let policy = RulePolicy::new(set).unwrap();
     assert_eq!(policy.version(), 3);
     assert!(policy.can(&ctx("acme", "pro", None), "feature:beta"));
-    let err = policy
-        .load_toml("[tiers.free.routes]\nallow = [\"GET /ok\"]\ndeny = [\"FETCH /x\"]\n")
-        .unwrap_err()
-        .to_string();
+    let err =
+        PolicySet::from_toml("[tiers.free.routes]\nallow = [\"GET /ok\"]\ndeny = [\"FETCH /x\"]\n")
+            .and_then(|set| policy.load(set))
+            .unwrap_err()
+            .to_string();
     assert!(
         err.contains("line 3") && err.contains("unknown method"),
         "{err}"

@@ -17,8 +17,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let _ = RulePolicy::from_json(text);
-    let _ = RulePolicy::from_toml(text);
+    let _ = PolicySet::from_json(text).and_then(RulePolicy::new);
+    let _ = PolicySet::from_toml(text).and_then(RulePolicy::new);
     let (route, capability) = text.split_once('\n').unwrap_or((text, text));
     let set = PolicySet::new()
         .tier(

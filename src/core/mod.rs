@@ -27,10 +27,7 @@ pub use record::{Access, StatusRules, TenantRecord, TenantStatus};
 pub use redis_conn::RedisConnection;
 pub(crate) use resolution::{Capabilities, Resolution};
 pub use source::SourceKind;
-pub use tenant::{
-    InvalidTenantId, TenantContext, TenantId, TenantIdRule, HARD_MAX_TENANT_ID_LEN,
-    MAX_TENANT_ID_LEN,
-};
+pub use tenant::{InvalidTenantId, TenantContext, TenantId, TenantIdRule, MAX_TENANT_ID_LEN};
 
 /// `[a-z_][a-z0-9_]{0,62}`: a PostgreSQL name (a channel, a role) that needs no
 /// quoting.

@@ -8,7 +8,7 @@ use super::{principal::Principal, record::TenantRecord, source::SourceKind};
 pub const MAX_TENANT_ID_LEN: usize = 64;
 
 /// The longest id any rule may accept, in bytes, custom validators included.
-pub const HARD_MAX_TENANT_ID_LEN: usize = 255;
+pub(crate) const HARD_MAX_TENANT_ID_LEN: usize = 255;
 
 /// A validated tenant id.
 ///

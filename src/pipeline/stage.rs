@@ -506,7 +506,7 @@ impl Common {
 /// every stage's builder and on `Tenancy`'s.
 macro_rules! common_setters {
     () => {
-        /// How rejections are answered (default: [`ProblemJson`](crate::ProblemJson)).
+        /// How rejections are answered (default: [`ProblemJson`](crate::error::ProblemJson)).
         /// Set once per pipeline: on [`Tenancy::builder()`](crate::Tenancy::builder)
         /// when the stages are composed, or on one of its stages.
         pub fn responder(mut self, responder: impl crate::core::error::ErrorResponder) -> Self {

@@ -32,7 +32,7 @@ use crate::{
 /// reads the tenant the resolver settled. Wrapped where no resolver ran, it answers
 /// every request with `500 internal_error` and logs the misconfiguration: it never
 /// lets a request through uncounted. Standalone, it answers rejections with
-/// [`ProblemJson`](crate::ProblemJson); [`Tenancy`](crate::Tenancy) shares one
+/// [`ProblemJson`](crate::error::ProblemJson); [`Tenancy`](crate::Tenancy) shares one
 /// responder across stages.
 #[derive(Clone)]
 pub struct TenantQuota(Built<QuotaStage>);

@@ -15,14 +15,16 @@
 //!   each changed tenant, so a suspension reaches every replica within about a second.
 //!   While the listen connection is down the cache TTL still bounds staleness; after a
 //!   reconnect the whole cache is dropped, since notifications may have been missed.
-//! - Row-level security: [`TenantDb`] / [`begin_for_tenant`] open a transaction with
-//!   `app.tenant_id` set to the resolved tenant, for policies such as
-//!   `tenant_id = current_setting('app.tenant_id', true)`.
+//! - Row-level security: [`TenantDb`](crate::storage::TenantDb) /
+//!   [`begin_for_tenant`](crate::storage::begin_for_tenant) (in [`storage`](crate::storage))
+//!   open a transaction with `app.tenant_id` set to the resolved tenant, for policies
+//!   such as `tenant_id = current_setting('app.tenant_id', true)`.
 //!
 //! ```no_run
 //! use std::time::Duration;
 //! use actix_tenancy::prelude::*;
-//! use actix_tenancy::registry::postgres::{PostgresRegistry, TenantDb};
+//! use actix_tenancy::registry::postgres::PostgresRegistry;
+//! use actix_tenancy::storage::TenantDb;
 //! use sqlx::postgres::PgPoolOptions;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -48,7 +50,6 @@
 
 mod admin;
 mod listen;
-mod rls;
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -56,7 +57,6 @@ use sqlx::{postgres::PgRow, types::Json, PgPool, Row};
 
 pub use admin::AdminError;
 pub use listen::InvalidationListener;
-pub use rls::{begin_for_tenant, TenantDb};
 
 use super::{CacheConfig, CachedRegistry, Lookup, RegistryError, TenantRecord, TenantRegistry};
 use crate::core::is_sql_identifier as is_identifier;

@@ -3,7 +3,8 @@
 //! JWT-backed tenant sessions: [`KeySet`], [`SessionManager`], [`JwtAuth`] and the
 //! [`RevocationStore`]s.
 
-pub use crate::core::{Principal, RevokeSessions};
+pub(crate) use crate::core::Principal;
+pub use crate::core::RevokeSessions;
 
 #[cfg(feature = "jwt")]
 mod keys;

@@ -11,7 +11,9 @@
 //!
 //! A schema or database that does not exist, or a pool that cannot connect, is `503
 //! tenant_unavailable`: never a fall-through to a shared database. [`TenantMigrations`]
-//! applies the application's migrations to every tenant's schema or database.
+//! applies the application's migrations to every tenant's schema or database. Outside
+//! the request path (a job, a script), [`TenantDb`] and [`begin_for_tenant`] open the
+//! pooled model's transaction on a pool of your own.
 //!
 //! ```no_run
 //! use actix_tenancy::storage::{Model, TenantData, TenantTx};
@@ -41,10 +43,12 @@
 mod data;
 mod migrate;
 mod pools;
+mod rls;
 mod tx;
 
 pub use data::{DatabaseUrls, Model, TenantData, TenantDataBuilder};
 pub use migrate::{MigrationReport, Progress, TenantMigrations};
+pub use rls::{begin_for_tenant, TenantDb};
 pub use tx::TenantTx;
 
 /// The longest schema name PostgreSQL keeps (`NAMEDATALEN - 1`).

@@ -59,7 +59,7 @@ impl ResponseError for TenancyError {
 /// HttpResponse` is a responder too:
 ///
 /// ```
-/// use actix_tenancy::{ErrorResponder, TenancyError};
+/// use actix_tenancy::error::{ErrorResponder, TenancyError};
 /// use actix_web::{HttpRequest, HttpResponse};
 ///
 /// let mine = |err: &TenancyError, _req: &HttpRequest| {

@@ -332,17 +332,6 @@ impl RulePolicy {
         })
     }
 
-    /// A policy from a JSON document (see [`PolicySet`]).
-    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
-        Self::new(PolicySet::from_json(text)?)
-    }
-
-    /// A policy from a TOML document (feature `toml`).
-    #[cfg(feature = "toml")]
-    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        Self::new(PolicySet::from_toml(text)?)
-    }
-
     /// How many versions to keep for rollback, the active one included (default
     /// [`DEFAULT_KEEP_VERSIONS`], at least 1).
     #[must_use]
@@ -390,17 +379,6 @@ impl RulePolicy {
         self.activate(compiled);
         h.trim_around(version);
         Ok(version)
-    }
-
-    /// [`load`](Self::load) from JSON.
-    pub fn load_json(&self, text: &str) -> Result<u64, ConfigError> {
-        self.load(PolicySet::from_json(text)?)
-    }
-
-    /// [`load`](Self::load) from TOML (feature `toml`).
-    #[cfg(feature = "toml")]
-    pub fn load_toml(&self, text: &str) -> Result<u64, ConfigError> {
-        self.load(PolicySet::from_toml(text)?)
     }
 
     /// Makes the version loaded before the active one active again; returns it.

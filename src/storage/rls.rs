@@ -32,7 +32,7 @@ pub async fn begin_for_tenant(
 /// clone, meant to be shared as `web::Data<TenantDb>`.
 ///
 /// ```no_run
-/// use actix_tenancy::{registry::postgres::TenantDb, Tenant};
+/// use actix_tenancy::{storage::TenantDb, Tenant};
 /// use actix_web::{error::ErrorInternalServerError, web, HttpResponse};
 ///
 /// async fn notes(db: web::Data<TenantDb>, tenant: Tenant) -> actix_web::Result<HttpResponse> {
