@@ -39,6 +39,7 @@ use actix_tenancy::{
     registry::{Lookup, RegistryError, TenantRegistry},
     session::{Grant, JwtAuth, Key, KeySet, SessionConfig, SessionManager},
 };
+use actix_tenancy::{Answer, Moment};
 use actix_web::{web, App, HttpResponse, HttpServer};
 
 const TENANTS: usize = 10_000;
@@ -56,10 +57,13 @@ fn registry() -> InMemoryRegistry {
 /// front of it is what keeps the hot path synchronous.
 struct Remote(InMemoryRegistry);
 
-#[async_trait::async_trait]
 impl TenantRegistry for Remote {
-    async fn lookup(&self, id: &TenantId) -> Result<Lookup, RegistryError> {
-        Ok(self.0.get(id))
+    fn lookup<'a>(
+        &'a self,
+        id: &'a str,
+        _: &mut Moment,
+    ) -> Answer<'a, Result<Lookup, RegistryError>> {
+        Answer::later(async move { Ok(self.0.get(id)) })
     }
 }
 

@@ -139,7 +139,8 @@ pub mod testing;
 pub use crate::core::RedisConnection;
 pub use crate::core::{error, observe};
 pub use crate::core::{
-    Clock, InvalidTenantId, Principal, TenantContext, TenantId, TenantIdRule, MAX_TENANT_ID_LEN,
+    Answer, Clock, InvalidTenantId, Moment, Principal, TenantContext, TenantId, TenantIdRule,
+    MAX_TENANT_ID_LEN,
 };
 pub use extract::Tenant;
 #[cfg(feature = "tls")]
@@ -149,6 +150,7 @@ pub use tenancy::{Tenancy, TenancyBuilder};
 
 /// Types that appear in middleware signatures; rarely named directly.
 pub mod dev {
+    pub use crate::core::AnswerFuture;
     pub use crate::pipeline::{PipelineFuture, PipelineService, SettlingBody};
 }
 

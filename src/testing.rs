@@ -28,7 +28,7 @@ use actix_web::HttpMessage;
 
 use crate::{
     core::{
-        clock::FakeTime, error::ProblemJson, resolution::Resolution, Clock, SourceKind,
+        clock::FakeTime, error::ProblemJson, resolution::Resolution, Clock, Moment, SourceKind,
         TenantContext, TenantId, TenantRecord,
     },
     quota::{Charge, QuotaDecision, QuotaLimit, QuotaManager},
@@ -134,7 +134,7 @@ pub fn attach(req: &impl HttpMessage, ctx: TenantContext) {
 ///
 /// - `lookup(known)` is `Ok(Some(record))` and the record is `known`'s;
 /// - `lookup(unknown)` is `Ok(None)`: "not found" is not an error, and never a record;
-/// - `lookup_ready`, when it answers, answers the same;
+/// - an answer given now (without waiting) is the same as one waited for;
 /// - 64 concurrent lookups of each answer the same.
 ///
 /// For "unavailable is not not-found", see [`registry_unavailable`].
@@ -143,7 +143,8 @@ pub async fn registry_conformance<R: TenantRegistry>(
     known: &TenantId,
     unknown: &TenantId,
 ) {
-    match registry.lookup(known).await {
+    let moment = || Moment::now();
+    match registry.lookup(known, &mut moment()).await {
         Ok(Some(record)) => assert_eq!(
             record.id(),
             known,
@@ -154,7 +155,7 @@ pub async fn registry_conformance<R: TenantRegistry>(
             other.map(|r| r.map(|r| r.id().clone()))
         ),
     }
-    match registry.lookup(unknown).await {
+    match registry.lookup(unknown, &mut moment()).await {
         Ok(None) => {}
         other => panic!(
             "lookup(unknown) must be Ok(None), was {:?}",
@@ -162,17 +163,18 @@ pub async fn registry_conformance<R: TenantRegistry>(
         ),
     }
     for id in [known, unknown] {
-        if let Some(ready) = registry.lookup_ready(id.as_str()) {
+        if let Some(ready) = registry.lookup(id, &mut moment()).now() {
+            let ready = ready.unwrap_or_else(|e| panic!("lookup({id}) answered now: {e}"));
             assert_eq!(
                 ready.as_ref().map(|r| r.id()),
                 (id == known).then_some(known),
-                "lookup_ready({id}) disagrees with lookup"
+                "lookup({id}) answered now disagrees with the answer waited for"
             );
         }
     }
     let lookups = (0..64).map(|i| {
         let id = if i % 2 == 0 { known } else { unknown };
-        async move { (id, registry.lookup(id).await) }
+        async move { (id, registry.lookup(id, &mut moment()).await) }
     });
     for (id, answer) in futures_util::future::join_all(lookups).await {
         match answer {
@@ -191,7 +193,7 @@ pub async fn registry_conformance<R: TenantRegistry>(
 /// Checks that `registry`, while its backend is down, answers `Err` for `id`: never
 /// `Ok(None)` (every tenant would look unknown) and never a record.
 pub async fn registry_unavailable<R: TenantRegistry>(registry: &R, id: &TenantId) {
-    let answer = registry.lookup(id).await;
+    let answer = registry.lookup(id, &mut Moment::now()).await;
     assert!(
         answer.is_err(),
         "an unavailable registry must answer Err, was {:?}",
@@ -617,19 +619,21 @@ mod tests {
         revocation_conformance(&crate::session::InMemoryRevocations::new(), "t-").await;
     }
 
+    use crate::core::Answer;
+
     /// A registry that answers another tenant's record: the suite must catch it.
     struct Liar;
 
-    #[async_trait::async_trait]
     impl TenantRegistry for Liar {
-        async fn lookup(
-            &self,
-            _: &TenantId,
-        ) -> Result<crate::registry::Lookup, crate::registry::RegistryError> {
-            Ok(Some(Arc::new(TenantRecord::new(
+        fn lookup<'a>(
+            &'a self,
+            _: &'a str,
+            _: &mut Moment,
+        ) -> Answer<'a, Result<crate::registry::Lookup, crate::registry::RegistryError>> {
+            Answer::Now(Ok(Some(Arc::new(TenantRecord::new(
                 TenantId::parse("evil").unwrap(),
                 "pro",
-            ))))
+            )))))
         }
     }
 

@@ -24,6 +24,7 @@ use actix_tenancy::{
     prelude::*,
     registry::{Lookup, RegistryError, TenantRegistry},
 };
+use actix_tenancy::{Answer, Moment};
 use actix_web::{
     body::MessageBody,
     dev::{Service, ServiceResponse},
@@ -67,24 +68,24 @@ struct FaultyRegistry {
     ready_panics: bool,
 }
 
-#[async_trait::async_trait]
 impl TenantRegistry for FaultyRegistry {
-    async fn lookup(&self, id: &TenantId) -> Result<Lookup, RegistryError> {
-        match self.mode.get() {
-            ERROR => Err(RegistryError::new("injected failure")),
-            HANG => std::future::pending().await,
-            PANIC => panic!("injected registry panic"),
-            _ => {
-                Ok((id.as_str() == "acme").then(|| Arc::new(TenantRecord::new(id.clone(), "pro"))))
-            }
-        }
-    }
-
-    fn lookup_ready(&self, _: &str) -> Option<Lookup> {
+    fn lookup<'a>(
+        &'a self,
+        id: &'a str,
+        _: &mut Moment,
+    ) -> Answer<'a, Result<Lookup, RegistryError>> {
         if self.ready_panics && self.mode.get() == PANIC {
             panic!("injected registry panic, on the synchronous path");
         }
-        None
+        Answer::later(async move {
+            match self.mode.get() {
+                ERROR => Err(RegistryError::new("injected failure")),
+                HANG => std::future::pending().await,
+                PANIC => panic!("injected registry panic"),
+                _ => Ok((id == "acme")
+                    .then(|| Arc::new(TenantRecord::new(TenantId::parse(id).unwrap(), "pro")))),
+            }
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use actix_tenancy::Moment;
 use actix_tenancy::{prelude::*, registry::TenantRegistry};
 use actix_web::{http::StatusCode, test, web, App};
 
@@ -93,7 +94,11 @@ async fn a_record_replaced_in_the_cache_ends_the_lease() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     backend.insert(rec("acme", "free"));
     let id = TenantId::parse("acme").unwrap();
-    let fresh = cache.lookup(&id).await.unwrap().unwrap();
+    let fresh = cache
+        .lookup(&id, &mut Moment::now())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(fresh.tier(), "free");
     assert_eq!(tier!(app).1, "free");
 }

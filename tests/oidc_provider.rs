@@ -533,18 +533,17 @@ struct Broken {
     panic: bool,
 }
 
-#[async_trait::async_trait]
 impl actix_tenancy::registry::TenantRegistry for Broken {
-    async fn lookup(
-        &self,
-        _: &TenantId,
-    ) -> Result<actix_tenancy::registry::Lookup, actix_tenancy::registry::RegistryError> {
-        std::future::pending().await
-    }
-
-    fn lookup_ready(&self, _: &str) -> Option<actix_tenancy::registry::Lookup> {
+    fn lookup<'a>(
+        &'a self,
+        _: &'a str,
+        _: &mut actix_tenancy::Moment,
+    ) -> actix_tenancy::Answer<
+        'a,
+        Result<actix_tenancy::registry::Lookup, actix_tenancy::registry::RegistryError>,
+    > {
         assert!(!self.panic, "a registry bug");
-        None
+        actix_tenancy::Answer::later(std::future::pending())
     }
 }
 

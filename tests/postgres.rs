@@ -18,6 +18,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use actix_tenancy::Moment;
 use actix_tenancy::{
     prelude::*,
     registry::{
@@ -328,7 +329,11 @@ async fn migration_from_empty_is_idempotent_and_enforces_the_schema() {
     ] {
         assert!(sqlx::query(bad).execute(pool).await.is_err(), "{bad}");
     }
-    let rec = reg.lookup(&tid("ok")).await.unwrap().unwrap();
+    let rec = reg
+        .lookup(&tid("ok"), &mut Moment::now())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(rec.status(), TenantStatus::Active);
     assert!(rec.attributes().is_empty());
     db.cleanup().await;
@@ -354,7 +359,13 @@ async fn every_admin_operation_validates_commits_and_notifies() {
         .with_attribute("sso", serde_json::json!({ "idp": "okta" }));
     let created = reg.create(&acme).await.unwrap();
     assert_eq!(created, acme);
-    assert_eq!(*reg.lookup(&tid("acme")).await.unwrap().unwrap(), acme);
+    assert_eq!(
+        *reg.lookup(&tid("acme"), &mut Moment::now())
+            .await
+            .unwrap()
+            .unwrap(),
+        acme
+    );
     assert!(matches!(
         reg.create(&rec("acme", "free")).await,
         Err(AdminError::AlreadyExists)
@@ -388,7 +399,11 @@ async fn every_admin_operation_validates_commits_and_notifies() {
         TenantStatus::Suspended
     );
     assert_eq!(
-        reg.lookup(&tid("acme")).await.unwrap().unwrap().status(),
+        reg.lookup(&tid("acme"), &mut Moment::now())
+            .await
+            .unwrap()
+            .unwrap()
+            .status(),
         TenantStatus::Suspended
     );
     assert_eq!(
@@ -439,7 +454,7 @@ async fn every_admin_operation_validates_commits_and_notifies() {
     let updated = reg.set_attributes("acme", &attrs).await.unwrap();
     assert_eq!(updated.attributes(), &attrs);
     assert_eq!(
-        reg.lookup(&tid("acme"))
+        reg.lookup(&tid("acme"), &mut Moment::now())
             .await
             .unwrap()
             .unwrap()
@@ -474,7 +489,11 @@ async fn every_admin_operation_validates_commits_and_notifies() {
     ));
     assert_eq!(reg.delete("acme-dev").await.unwrap().id(), "acme-dev");
     assert_eq!(reg.delete("acme").await.unwrap().id(), "acme");
-    assert!(reg.lookup(&tid("acme")).await.unwrap().is_none());
+    assert!(reg
+        .lookup(&tid("acme"), &mut Moment::now())
+        .await
+        .unwrap()
+        .is_none());
 
     // One notification per change that committed, in order, none for the refusals.
     let want = [
@@ -518,7 +537,11 @@ async fn a_notification_is_sent_only_when_the_change_commits() {
     blocker.rollback().await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
-        reg.lookup(&tid("acme")).await.unwrap().unwrap().status(),
+        reg.lookup(&tid("acme"), &mut Moment::now())
+            .await
+            .unwrap()
+            .unwrap()
+            .status(),
         TenantStatus::Active
     );
     assert!(
@@ -592,7 +615,11 @@ async fn hostile_ids_are_refused_before_any_sql() {
         Err(AdminError::InvalidId(InvalidTenantId::Rejected))
     ));
     assert!(
-        narrow.lookup(&tid("acme")).await.unwrap().is_none(),
+        narrow
+            .lookup(&tid("acme"), &mut Moment::now())
+            .await
+            .unwrap()
+            .is_none(),
         "an id outside the rule is not found, without a query"
     );
     assert!(matches!(
@@ -632,11 +659,21 @@ async fn quotes_and_semicolons_are_data_not_sql() {
         reg.create(&TenantRecord::new(id.clone(), "pro"))
             .await
             .unwrap();
-        assert_eq!(reg.lookup(&id).await.unwrap().unwrap().id(), &id);
+        assert_eq!(
+            reg.lookup(&id, &mut Moment::now())
+                .await
+                .unwrap()
+                .unwrap()
+                .id(),
+            &id
+        );
         reg.suspend(raw).await.unwrap();
     }
     assert!(reg
-        .lookup(&rule.parse("anything'or'1'='1").unwrap())
+        .lookup(
+            &rule.parse("anything'or'1'='1").unwrap(),
+            &mut Moment::now()
+        )
         .await
         .unwrap()
         .is_none());
@@ -670,13 +707,16 @@ async fn a_suspension_reaches_another_replica_within_a_second() {
     let app = app!(resolver(Arc::clone(&cache)));
     assert_eq!(get!(app, "acme"), (200, "acme".to_owned()));
     assert_eq!(get!(app, "globex"), (200, "globex".to_owned()));
-    assert!(cache.lookup_ready("acme").is_some(), "acme is cached");
+    assert!(
+        cache.lookup("acme", &mut Moment::now()).now().is_some(),
+        "acme is cached"
+    );
 
     a.suspend("acme").await.unwrap();
     let took = until_status!(app, "acme", 403, Duration::from_secs(1));
     assert_eq!(get!(app, "acme").1, "tenant_forbidden");
     assert!(
-        cache.lookup_ready("globex").is_some(),
+        cache.lookup("globex", &mut Moment::now()).now().is_some(),
         "only the changed tenant is evicted"
     );
     eprintln!("suspension seen by the other replica after {took:?}");
@@ -877,7 +917,7 @@ async fn the_listener_task_ends_as_soon_as_its_cache_is_dropped() {
 async fn an_unreachable_database_fails_closed() {
     let reg = PostgresRegistry::new(unreachable_pool());
     assert!(
-        reg.lookup(&tid("acme")).await.is_err(),
+        reg.lookup(&tid("acme"), &mut Moment::now()).await.is_err(),
         "an error, not None"
     );
     assert!(matches!(
@@ -923,7 +963,7 @@ async fn stale_if_error_serves_the_cached_record_for_a_bounded_time() {
 
     // The database goes away.
     reg.pool().close().await;
-    assert!(reg.lookup(&tid("acme")).await.is_err());
+    assert!(reg.lookup(&tid("acme"), &mut Moment::now()).await.is_err());
 
     tokio::time::sleep(ttl + Duration::from_millis(100)).await;
     assert_eq!(get!(app, "acme").0, 200, "inside the window: stale");

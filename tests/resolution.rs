@@ -13,6 +13,7 @@ use actix_tenancy::{
     registry::{Access, Lookup, RegistryError, StatusRules, TenantRegistry},
     resolve::{SourceError, TenantResolverBuilder},
 };
+use actix_tenancy::{Answer, Moment};
 use actix_web::{
     body::MessageBody,
     dev::{Service, ServiceRequest, ServiceResponse},
@@ -1351,32 +1352,45 @@ async fn without_a_configured_region_every_region_passes() {
 /// A registry that cannot answer.
 struct FailingRegistry;
 
-#[async_trait::async_trait]
 impl TenantRegistry for FailingRegistry {
-    async fn lookup(&self, _: &TenantId) -> Result<Lookup, RegistryError> {
-        Err(RegistryError::new("connection refused: db-7.internal"))
+    fn lookup<'a>(
+        &'a self,
+        _: &'a str,
+        _: &mut Moment,
+    ) -> Answer<'a, Result<Lookup, RegistryError>> {
+        Answer::later(async { Err(RegistryError::new("connection refused: db-7.internal")) })
     }
 }
 
 /// A registry that answers "active" for everyone, far too late.
 struct HangingRegistry;
 
-#[async_trait::async_trait]
 impl TenantRegistry for HangingRegistry {
-    async fn lookup(&self, id: &TenantId) -> Result<Lookup, RegistryError> {
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        Ok(Some(Arc::new(TenantRecord::new(id.clone(), "pro"))))
+    fn lookup<'a>(
+        &'a self,
+        id: &'a str,
+        _: &mut Moment,
+    ) -> Answer<'a, Result<Lookup, RegistryError>> {
+        Answer::later(async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(Some(Arc::new(TenantRecord::new(tid(id), "pro"))))
+        })
     }
 }
 
 /// A registry that answers after a real await (the non-warm path).
 struct SlowRegistry;
 
-#[async_trait::async_trait]
 impl TenantRegistry for SlowRegistry {
-    async fn lookup(&self, id: &TenantId) -> Result<Lookup, RegistryError> {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        Ok(registry().get(id))
+    fn lookup<'a>(
+        &'a self,
+        id: &'a str,
+        _: &mut Moment,
+    ) -> Answer<'a, Result<Lookup, RegistryError>> {
+        Answer::later(async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            Ok(registry().get(id))
+        })
     }
 }
 
@@ -1734,13 +1748,13 @@ async fn ipv4_hosts_name_no_tenant() {
 /// A registry that answers every lookup with acme's record.
 struct Liar(Arc<TenantRecord>);
 
-#[async_trait::async_trait]
 impl TenantRegistry for Liar {
-    async fn lookup(&self, _: &TenantId) -> Result<Lookup, RegistryError> {
-        Ok(Some(Arc::clone(&self.0)))
-    }
-    fn lookup_ready(&self, _: &str) -> Option<Lookup> {
-        Some(Some(Arc::clone(&self.0)))
+    fn lookup<'a>(
+        &'a self,
+        _: &'a str,
+        _: &mut Moment,
+    ) -> Answer<'a, Result<Lookup, RegistryError>> {
+        Answer::Now(Ok(Some(Arc::clone(&self.0))))
     }
 }
 

@@ -6,6 +6,7 @@
 //! resolution leaves in the request extensions. It imports no other module of the
 //! crate: the pipeline and every stage build on it, never the other way round.
 
+mod answer;
 pub(crate) mod caught;
 mod charge;
 pub(crate) mod clock;
@@ -19,6 +20,7 @@ pub(crate) mod resolution;
 mod source;
 pub(crate) mod tenant;
 
+pub use answer::{Answer, AnswerFuture, Lease, Moment};
 pub use charge::Charge;
 pub use clock::Clock;
 pub use principal::{Principal, RevokeSessions};

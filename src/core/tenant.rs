@@ -45,6 +45,14 @@ impl TenantId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// `raw` as an id if it is within the floor every rule keeps (1 to 255 bytes of
+    /// printable ASCII, no spaces): for a string a rule has passed, whichever rule.
+    pub(crate) fn within_floor(raw: &str) -> Option<Self> {
+        let b = raw.as_bytes();
+        (!b.is_empty() && b.len() <= HARD_MAX_TENANT_ID_LEN && b.iter().all(u8::is_ascii_graphic))
+            .then(|| TenantId(Arc::from(raw)))
+    }
 }
 
 impl fmt::Debug for TenantId {

@@ -16,7 +16,7 @@ use std::time::Instant;
 use tokio::sync::OnceCell;
 
 use super::{Lease, Lookup, RegistryError, TenantRegistry};
-use crate::core::{Clock, TenantId};
+use crate::core::{Answer, Clock, Moment, TenantId};
 
 /// How [`CachedRegistry`] keeps answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +105,7 @@ type Flight = Arc<OnceCell<Result<Lookup, RegistryError>>>;
 /// the pipeline, the request's time, read once for every stage), or a fake one set
 /// with [`with_clock`](Self::with_clock) (tokio's paused time does not move it).
 ///
-/// A warm hit is answered by [`TenantRegistry::lookup_ready`] with no future and no
+/// A warm hit is answered [now](crate::Answer::Now), with no future and no
 /// lock held across the call (the map is sharded).
 ///
 /// Create it once, outside `HttpServer::new`'s closure, and clone the resolver that
@@ -234,6 +234,52 @@ impl<R: TenantRegistry> CachedRegistry<R> {
         (now.saturating_duration_since(e.at) < self.lifetime(&e.value)).then(|| e.value.clone())
     }
 
+    /// A fresh entry at the request's moment, with a lease granted on a found record
+    /// (see [`lookup`](TenantRegistry::lookup)).
+    #[inline]
+    fn fresh_leased(&self, id: &str, at: &mut Moment) -> Option<Lookup> {
+        if self.clock.is_fake() {
+            // A fake clock is the test's time, whatever the request's; no lease.
+            return self.fresh(id, self.clock.now());
+        }
+        let now = at.instant();
+        // Read before the entry: a change after this reading moves it past the lease.
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let e = self.entries.get(id)?;
+        let lifetime = self.lifetime(&e.value);
+        if now.saturating_duration_since(e.at) >= lifetime {
+            return None;
+        }
+        if e.value.is_some() {
+            if let Some(until) = e.at.checked_add(lifetime) {
+                at.grant(Lease { until, epoch });
+            }
+        }
+        Some(e.value.clone())
+    }
+
+    /// A miss: one question to the inner registry for every lookup of `id` waiting at
+    /// the same time. An id outside the floor every rule keeps (only a caller other
+    /// than the resolver could pass one) is asked about and never cached.
+    async fn miss(&self, id: &str) -> Result<Lookup, RegistryError> {
+        let Some(id) = TenantId::within_floor(id) else {
+            return self.inner.lookup(id, &mut Moment::at(self.now())).await;
+        };
+        let flight: Flight = match self.flights.get(id.as_str()) {
+            Some(f) => Arc::clone(f.value()),
+            None => Arc::clone(
+                self.flights
+                    .entry(id.clone())
+                    .or_insert_with(|| Arc::new(OnceCell::new()))
+                    .value(),
+            ),
+        };
+        let answer = flight.get_or_init(|| self.fetch(&id)).await.clone();
+        self.flights
+            .remove_if(id.as_str(), |_, f| Arc::ptr_eq(f, &flight));
+        answer
+    }
+
     fn store(&self, id: &TenantId, value: &Lookup, generation: u64) {
         if self.generation.load(Ordering::Acquire) != generation {
             return;
@@ -282,7 +328,7 @@ impl<R: TenantRegistry> CachedRegistry<R> {
 
     async fn fetch(&self, id: &TenantId) -> Result<Lookup, RegistryError> {
         let generation = self.generation.load(Ordering::Acquire);
-        match self.inner.lookup(id).await {
+        match self.inner.lookup(id, &mut Moment::at(self.now())).await {
             Ok(value) => {
                 self.store(id, &value, generation);
                 Ok(value)
@@ -303,68 +349,23 @@ impl<R: TenantRegistry> CachedRegistry<R> {
     }
 }
 
-#[async_trait::async_trait]
 impl<R: TenantRegistry> TenantRegistry for CachedRegistry<R> {
-    async fn lookup(&self, id: &TenantId) -> Result<Lookup, RegistryError> {
-        if let Some(hit) = self.fresh(id, self.now()) {
-            return Ok(hit);
-        }
-        let flight: Flight = match self.flights.get(id.as_str()) {
-            Some(f) => Arc::clone(f.value()),
-            None => Arc::clone(
-                self.flights
-                    .entry(id.clone())
-                    .or_insert_with(|| Arc::new(OnceCell::new()))
-                    .value(),
-            ),
-        };
-        let answer = flight.get_or_init(|| self.fetch(id)).await.clone();
-        self.flights
-            .remove_if(id.as_str(), |_, f| Arc::ptr_eq(f, &flight));
-        answer
-    }
-
-    #[inline]
-    fn lookup_ready(&self, id: &str) -> Option<Lookup> {
-        self.fresh(id, self.now())
-    }
-
-    #[inline]
-    fn lookup_ready_at(&self, id: &str, now: Instant) -> Option<Lookup> {
-        // A fake clock is the test's time, whatever the request's.
-        let now = if self.clock.is_fake() {
-            self.clock.now()
-        } else {
-            now
-        };
-        self.fresh(id, now)
-    }
-
-    /// A found, fresh record comes with a lease until its TTL ends, under the cache's
-    /// epoch, which moves once [`invalidate`](Self::invalidate) or
+    /// A fresh entry answers now: a found record with a lease until its TTL ends, under
+    /// the cache's epoch, which moves once [`invalidate`](Self::invalidate) or
     /// [`invalidate_all`](Self::invalidate_all) has dropped entries and whenever a
     /// fresh entry is overwritten; so while the lease holds, the cache would answer
     /// with the same record. No lease on a fake clock (the test's time is not the
-    /// request's) nor for "not found".
-    fn lookup_leased_at(&self, id: &str, now: Instant) -> Option<(Lookup, Option<Lease>)> {
-        if self.clock.is_fake() {
-            return self.lookup_ready_at(id, now).map(|answer| (answer, None));
+    /// request's) nor for "not found". A miss asks the inner registry once for every
+    /// lookup of the same id waiting at the same time.
+    fn lookup<'a>(
+        &'a self,
+        id: &'a str,
+        at: &mut Moment,
+    ) -> Answer<'a, Result<Lookup, RegistryError>> {
+        if let Some(hit) = self.fresh_leased(id, at) {
+            return Answer::Now(Ok(hit));
         }
-        // Read before the entry: a change after this reading moves it past the lease.
-        let epoch = self.epoch.load(Ordering::Acquire);
-        let e = self.entries.get(id)?;
-        let lifetime = self.lifetime(&e.value);
-        if now.saturating_duration_since(e.at) >= lifetime {
-            return None;
-        }
-        let lease = match e.value {
-            Some(_) => {
-                e.at.checked_add(lifetime)
-                    .map(|until| Lease { until, epoch })
-            }
-            None => None,
-        };
-        Some((e.value.clone(), lease))
+        Answer::later(self.miss(id))
     }
 
     #[inline]
@@ -389,9 +390,12 @@ mod tests {
         delay: Duration,
     }
 
-    #[async_trait::async_trait]
     impl TenantRegistry for Backend {
-        async fn lookup(&self, id: &TenantId) -> Result<Lookup, RegistryError> {
+        fn lookup<'a>(
+            &'a self,
+            id: &'a str,
+            _: &mut Moment,
+        ) -> Answer<'a, Result<Lookup, RegistryError>> {
             // Read first, answer after the delay: a slow query that saw the old state.
             let found = {
                 let recs = self.records.lock().unwrap();
@@ -399,14 +403,42 @@ mod tests {
             };
             let failing = self.failing.load(Ordering::SeqCst);
             self.calls.fetch_add(1, Ordering::SeqCst);
-            if !self.delay.is_zero() {
-                tokio::time::sleep(self.delay).await;
-            }
-            if failing {
-                return Err(RegistryError::new("backend down"));
-            }
-            Ok(found)
+            Answer::later(async move {
+                if !self.delay.is_zero() {
+                    tokio::time::sleep(self.delay).await;
+                }
+                if failing {
+                    return Err(RegistryError::new("backend down"));
+                }
+                Ok(found)
+            })
         }
+    }
+
+    /// The cache's answer without waiting, if it has one now.
+    fn ready<R: TenantRegistry>(c: &CachedRegistry<R>, id: &str) -> Option<Lookup> {
+        c.lookup(id, &mut Moment::at(Instant::now()))
+            .now()
+            .map(|answer| answer.expect("a cache answers now only from an entry"))
+    }
+
+    /// The cache's answer, waiting for it.
+    async fn ask<R: TenantRegistry>(
+        c: &CachedRegistry<R>,
+        id: &str,
+    ) -> Result<Lookup, RegistryError> {
+        c.lookup(id, &mut Moment::at(Instant::now())).await
+    }
+
+    /// The answer at `now` without waiting, with the lease granted on it.
+    fn leased<R: TenantRegistry>(
+        c: &CachedRegistry<R>,
+        id: &str,
+        now: Instant,
+    ) -> Option<(Lookup, Option<Lease>)> {
+        let mut at = Moment::at(now);
+        let answer = c.lookup(id, &mut at).now()?.expect("an entry");
+        Some((answer, at.lease()))
     }
 
     fn id(s: &str) -> TenantId {
@@ -438,36 +470,33 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn hit_within_ttl_and_refetch_after() {
         let (c, time) = faked(CachedRegistry::new(backend_with(&["acme"]), cfg()));
-        assert!(
-            c.lookup_ready("acme").is_none(),
-            "cold cache answers nothing"
-        );
-        assert!(c.lookup(&id("acme")).await.unwrap().is_some());
-        assert!(c.lookup_ready("acme").unwrap().is_some());
-        c.lookup(&id("acme")).await.unwrap();
+        assert!(ready(&c, "acme").is_none(), "cold cache answers nothing");
+        assert!(ask(&c, "acme").await.unwrap().is_some());
+        assert!(ready(&c, "acme").unwrap().is_some());
+        ask(&c, "acme").await.unwrap();
         assert_eq!(c.inner().calls.load(Ordering::SeqCst), 1);
         time.advance(Duration::from_secs(11));
-        assert!(c.lookup_ready("acme").is_none());
-        c.lookup(&id("acme")).await.unwrap();
+        assert!(ready(&c, "acme").is_none());
+        ask(&c, "acme").await.unwrap();
         assert_eq!(c.inner().calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test(start_paused = true)]
     async fn negative_answers_expire_sooner_and_invalidate_ends_them() {
         let (c, time) = faked(CachedRegistry::new(backend_with(&[]), cfg()));
-        assert!(c.lookup(&id("newco")).await.unwrap().is_none());
-        assert!(c.lookup_ready("newco").unwrap().is_none());
+        assert!(ask(&c, "newco").await.unwrap().is_none());
+        assert!(ready(&c, "newco").unwrap().is_none());
         time.advance(Duration::from_secs(3));
-        assert!(c.lookup_ready("newco").is_none(), "negative TTL is 2 s");
+        assert!(ready(&c, "newco").is_none(), "negative TTL is 2 s");
 
-        c.lookup(&id("newco")).await.unwrap();
+        ask(&c, "newco").await.unwrap();
         c.inner()
             .records
             .lock()
             .unwrap()
             .push(TenantRecord::new(id("newco"), "free"));
         c.invalidate("newco");
-        assert!(c.lookup(&id("newco")).await.unwrap().is_some());
+        assert!(ask(&c, "newco").await.unwrap().is_some());
     }
 
     #[tokio::test(start_paused = true)]
@@ -480,7 +509,7 @@ mod tests {
         let mut tasks = Vec::new();
         for _ in 0..64 {
             let c = Arc::clone(&c);
-            tasks.push(tokio::spawn(async move { c.lookup(&id("acme")).await }));
+            tasks.push(tokio::spawn(async move { ask(&c, "acme").await }));
         }
         for t in tasks {
             assert!(t.await.unwrap().unwrap().is_some());
@@ -491,29 +520,29 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn stale_if_error_is_bounded() {
         let (c, time) = faked(CachedRegistry::new(backend_with(&["acme"]), cfg()));
-        c.lookup(&id("acme")).await.unwrap();
+        ask(&c, "acme").await.unwrap();
         c.inner().failing.store(true, Ordering::SeqCst);
 
         time.advance(Duration::from_secs(15)); // past TTL, inside window
-        assert!(c.lookup(&id("acme")).await.unwrap().is_some());
+        assert!(ask(&c, "acme").await.unwrap().is_some());
 
         time.advance(Duration::from_secs(20)); // 35 s > 10 + 20
         assert!(
-            c.lookup(&id("acme")).await.is_err(),
+            ask(&c, "acme").await.is_err(),
             "fail closed after the window"
         );
 
         // An id never seen: unavailable, not "not found".
-        assert!(c.lookup(&id("other")).await.is_err());
+        assert!(ask(&c, "other").await.is_err());
     }
 
     #[tokio::test(start_paused = true)]
     async fn stale_not_found_is_never_served_on_error() {
         let (c, time) = faked(CachedRegistry::new(backend_with(&[]), cfg()));
-        assert!(c.lookup(&id("ghost")).await.unwrap().is_none());
+        assert!(ask(&c, "ghost").await.unwrap().is_none());
         c.inner().failing.store(true, Ordering::SeqCst);
         time.advance(Duration::from_secs(3));
-        assert!(c.lookup(&id("ghost")).await.is_err());
+        assert!(ask(&c, "ghost").await.is_err());
     }
 
     #[tokio::test(start_paused = true)]
@@ -524,7 +553,7 @@ mod tests {
         };
         let c = Arc::new(CachedRegistry::new(backend, cfg()));
         let c2 = Arc::clone(&c);
-        let lookup = tokio::spawn(async move { c2.lookup(&id("newco")).await });
+        let lookup = tokio::spawn(async move { ask(&c2, "newco").await });
         while c.inner().calls.load(Ordering::SeqCst) == 0 {
             tokio::task::yield_now().await;
         }
@@ -538,8 +567,8 @@ mod tests {
             lookup.await.unwrap().unwrap().is_none(),
             "the old answer, to its caller"
         );
-        assert!(c.lookup_ready("newco").is_none(), "but not cached");
-        assert!(c.lookup(&id("newco")).await.unwrap().is_some());
+        assert!(ready(&c, "newco").is_none(), "but not cached");
+        assert!(ask(&c, "newco").await.unwrap().is_some());
     }
 
     #[tokio::test(start_paused = true)]
@@ -549,24 +578,21 @@ mod tests {
             cfg().max_entries(10),
         ));
         for i in 0..100 {
-            c.lookup(&id(&format!("t{i}"))).await.unwrap();
+            ask(&c, &format!("t{i}")).await.unwrap();
         }
         assert!(c.len() <= 10);
         time.advance(Duration::from_secs(3));
-        c.lookup(&id("fresh")).await.unwrap();
-        assert!(
-            c.lookup_ready("fresh").is_some(),
-            "expired entries are swept"
-        );
+        ask(&c, "fresh").await.unwrap();
+        assert!(ready(&c, "fresh").is_some(), "expired entries are swept");
     }
 
     #[tokio::test]
     async fn leases_hold_until_the_ttl_or_a_change() {
         let c = CachedRegistry::new(backend_with(&["acme"]), cfg());
         let now = Instant::now();
-        assert!(c.lookup_leased_at("acme", now).is_none(), "cold");
-        c.lookup(&id("acme")).await.unwrap();
-        let (found, lease) = c.lookup_leased_at("acme", now).unwrap();
+        assert!(leased(&c, "acme", now).is_none(), "cold");
+        ask(&c, "acme").await.unwrap();
+        let (found, lease) = leased(&c, "acme", now).unwrap();
         let lease = lease.expect("a fresh record is leased");
         assert!(found.is_some());
         assert!(c.lease_holds(&lease, now));
@@ -574,23 +600,20 @@ mod tests {
 
         c.invalidate("other");
         assert!(!c.lease_holds(&lease, now), "any invalidation ends it");
-        let (_, lease) = c.lookup_leased_at("acme", now).unwrap();
+        let (_, lease) = leased(&c, "acme", now).unwrap();
         let lease = lease.unwrap();
         c.invalidate_all();
         assert!(!c.lease_holds(&lease, now));
 
         // A fresh entry overwritten ends its leases; storing a new id does not.
-        c.lookup(&id("acme")).await.unwrap();
-        let (_, lease) = c.lookup_leased_at("acme", Instant::now()).unwrap();
+        ask(&c, "acme").await.unwrap();
+        let (_, lease) = leased(&c, "acme", Instant::now()).unwrap();
         let lease = lease.unwrap();
         let generation = c.generation.load(Ordering::Acquire);
         c.store(&id("newco"), &None, generation);
         assert!(c.lease_holds(&lease, Instant::now()));
         assert!(
-            c.lookup_leased_at("newco", Instant::now())
-                .unwrap()
-                .1
-                .is_none(),
+            leased(&c, "newco", Instant::now()).unwrap().1.is_none(),
             "not found is never leased"
         );
         c.store(&id("acme"), &None, generation);
@@ -600,8 +623,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn no_lease_on_a_fake_clock() {
         let (c, _time) = faked(CachedRegistry::new(backend_with(&["acme"]), cfg()));
-        c.lookup(&id("acme")).await.unwrap();
-        let (found, lease) = c.lookup_leased_at("acme", Instant::now()).unwrap();
+        ask(&c, "acme").await.unwrap();
+        let (found, lease) = leased(&c, "acme", Instant::now()).unwrap();
         assert!(found.is_some() && lease.is_none());
     }
 }

@@ -5,7 +5,7 @@ use foldhash::fast::RandomState;
 use serde::Deserialize;
 
 use super::{Lookup, RegistryError, TenantRecord, TenantRegistry};
-use crate::core::{error::ConfigError, TenantId};
+use crate::core::{error::ConfigError, Answer, Moment, TenantId};
 
 /// A registry held in memory: built in code, or loaded from a JSON or TOML document.
 ///
@@ -164,15 +164,14 @@ impl fmt::Debug for InMemoryRegistry {
     }
 }
 
-#[async_trait::async_trait]
 impl TenantRegistry for InMemoryRegistry {
-    async fn lookup(&self, id: &TenantId) -> Result<Lookup, RegistryError> {
-        Ok(self.get(id))
-    }
-
     #[inline]
-    fn lookup_ready(&self, id: &str) -> Option<Lookup> {
-        Some(self.get(id))
+    fn lookup<'a>(
+        &'a self,
+        id: &'a str,
+        _: &mut Moment,
+    ) -> Answer<'a, Result<Lookup, RegistryError>> {
+        Answer::Now(Ok(self.get(id)))
     }
 }
 

@@ -28,102 +28,77 @@ pub use memory::InMemoryRegistry;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresRegistry;
 
-use crate::core::TenantId;
+pub use crate::core::Lease;
+use crate::core::{Answer, Moment};
 
 /// The outcome of a lookup that answered: the record, or `None` for an unknown id.
 pub type Lookup = Option<Arc<TenantRecord>>;
 
 /// A source of tenant records.
 ///
-/// Implement [`lookup`](TenantRegistry::lookup); return `Ok(None)` only when the
+/// Implement [`lookup`](TenantRegistry::lookup); answer `Ok(None)` only when the
 /// backend answered that the tenant does not exist, and `Err` whenever it could not
 /// answer (a timeout, a lost connection, a parse error). Mixing those two up is how an
 /// outage turns into "unknown tenant" for everyone, or worse, into a pass.
 ///
-/// [`lookup_ready`](TenantRegistry::lookup_ready) is the hot path: a registry that can
-/// answer without waiting (an in-memory map, a warm cache) returns the answer there
-/// and the resolver never creates a future for it.
-#[async_trait::async_trait]
+/// A registry that knows the answer without waiting (an in-memory map, a warm cache)
+/// answers [`Answer::Now`]: the resolver then creates no future and no timer. One that
+/// asks a server answers [`Answer::later`] with its `async` block, and the resolver
+/// waits for it at most its `registry_timeout`.
+///
+/// ```
+/// use actix_tenancy::registry::{Lookup, RegistryError, TenantRegistry};
+/// use actix_tenancy::{Answer, Moment};
+///
+/// struct Remote;
+///
+/// impl TenantRegistry for Remote {
+///     fn lookup<'a>(&'a self, id: &'a str, _: &mut Moment) -> Answer<'a, Result<Lookup, RegistryError>> {
+///         Answer::later(async move {
+///             // ask the service that knows the tenants about `id`
+///             let _ = id;
+///             Err(RegistryError::new("the tenant service is down"))
+///         })
+///     }
+/// }
+/// ```
 pub trait TenantRegistry: Send + Sync + 'static {
     /// Looks `id` up: `Ok(Some(_))` found, `Ok(None)` not found, `Err(_)` unavailable.
-    async fn lookup(&self, id: &TenantId) -> Result<Lookup, RegistryError>;
-
-    /// The answer, if it is available without waiting; `None` means "call
-    /// [`lookup`](TenantRegistry::lookup)". The default never answers early.
     ///
-    /// `id` has passed the resolver's [`TenantIdRule`](crate::TenantIdRule); it is a
-    /// plain `&str` so the warm path allocates nothing. A returned record must be the
-    /// record of `id`: the resolver checks, and fails closed if it is not.
-    fn lookup_ready(&self, id: &str) -> Option<Lookup> {
-        let _ = id;
-        None
-    }
+    /// `id` has passed the resolver's [`TenantIdRule`](crate::TenantIdRule) (a plain
+    /// `&str`, so that the warm path allocates nothing); a returned record must be the
+    /// record of `id`: the resolver checks, and fails closed if it is not. `at` is the
+    /// request's [`Moment`]: a registry that ages its answers reads the time there, and
+    /// one that can promise an answer for a while [grants](Moment::grant) a [`Lease`]
+    /// on it.
+    fn lookup<'a>(
+        &'a self,
+        id: &'a str,
+        at: &mut Moment,
+    ) -> Answer<'a, Result<Lookup, RegistryError>>;
 
-    /// [`lookup_ready`](Self::lookup_ready) at the request's monotonic time `now`,
-    /// which the pipeline reads once for every stage. A registry that ages its answers
-    /// (a cache) may use it instead of reading the clock; the default ignores it.
-    fn lookup_ready_at(&self, id: &str, now: std::time::Instant) -> Option<Lookup> {
-        let _ = now;
-        self.lookup_ready(id)
-    }
-
-    /// [`lookup_ready_at`](Self::lookup_ready_at), and, with a found record, a
-    /// [`Lease`]: the registry's promise that it would answer `id` with the same record
-    /// for as long as [`lease_holds`](Self::lease_holds) says so. The resolver keeps the
-    /// record per worker under the lease and skips the lookup while it holds. The
-    /// default gives no lease.
-    fn lookup_leased_at(
-        &self,
-        id: &str,
-        now: std::time::Instant,
-    ) -> Option<(Lookup, Option<Lease>)> {
-        self.lookup_ready_at(id, now).map(|answer| (answer, None))
-    }
-
-    /// Whether a lease this registry gave is still good at the request's monotonic
-    /// time `now`. Checked on every request that relies on it, so it must be cheap
-    /// (a clock comparison and an atomic load) and turn `false` as soon as the record
-    /// it covers may have changed (an invalidation, an expiry). The default: never.
+    /// Whether a lease this registry granted is still good at the request's monotonic
+    /// time `now`. The resolver keeps a leased record per worker and skips the lookup
+    /// while this says so, so it must be cheap (a clock comparison and an atomic load)
+    /// and turn `false` as soon as the record it covers may have changed (an
+    /// invalidation, an expiry). The default: never.
     fn lease_holds(&self, lease: &Lease, now: std::time::Instant) -> bool {
         let _ = (lease, now);
         false
     }
 }
 
-/// A registry's promise about one answer (see
-/// [`TenantRegistry::lookup_leased_at`]): good until `until` on the monotonic clock,
-/// and while the registry's `epoch`, a counter it moves on every change that could
-/// alter an answer, has not moved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lease {
-    /// The end of the answer's freshness.
-    pub until: std::time::Instant,
-    /// The registry's epoch when the answer was read.
-    pub epoch: u64,
-}
-
-#[async_trait::async_trait]
 impl<R: TenantRegistry + ?Sized> TenantRegistry for Arc<R> {
-    async fn lookup(&self, id: &TenantId) -> Result<Lookup, RegistryError> {
-        (**self).lookup(id).await
+    #[inline]
+    fn lookup<'a>(
+        &'a self,
+        id: &'a str,
+        at: &mut Moment,
+    ) -> Answer<'a, Result<Lookup, RegistryError>> {
+        (**self).lookup(id, at)
     }
 
-    fn lookup_ready(&self, id: &str) -> Option<Lookup> {
-        (**self).lookup_ready(id)
-    }
-
-    fn lookup_ready_at(&self, id: &str, now: std::time::Instant) -> Option<Lookup> {
-        (**self).lookup_ready_at(id, now)
-    }
-
-    fn lookup_leased_at(
-        &self,
-        id: &str,
-        now: std::time::Instant,
-    ) -> Option<(Lookup, Option<Lease>)> {
-        (**self).lookup_leased_at(id, now)
-    }
-
+    #[inline]
     fn lease_holds(&self, lease: &Lease, now: std::time::Instant) -> bool {
         (**self).lease_holds(lease, now)
     }

@@ -60,7 +60,7 @@ pub use listen::InvalidationListener;
 
 use super::{CacheConfig, CachedRegistry, Lookup, RegistryError, TenantRecord, TenantRegistry};
 use crate::core::is_sql_identifier as is_identifier;
-use crate::core::{error::ConfigError, TenantId, TenantIdRule};
+use crate::core::{error::ConfigError, Answer, Moment, TenantIdRule};
 
 /// The registry schema: table `tenants`. [`PostgresRegistry::migrate`] applies it; it
 /// is idempotent, and creates its objects in the first schema of the `search_path`.
@@ -249,25 +249,30 @@ impl PostgresRegistry {
 
 const DEFAULT_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
-#[async_trait::async_trait]
 impl TenantRegistry for PostgresRegistry {
-    async fn lookup(&self, id: &TenantId) -> Result<Lookup, RegistryError> {
+    fn lookup<'a>(
+        &'a self,
+        id: &'a str,
+        _: &mut Moment,
+    ) -> Answer<'a, Result<Lookup, RegistryError>> {
         // An id outside the rule was never stored (every write checks it): not found,
         // and no query.
         if self.shared.id_rule.check(id).is_err() {
-            return Ok(None);
+            return Answer::Now(Ok(None));
         }
-        let row = sqlx::query(LOOKUP)
-            .bind(id.as_str())
-            .fetch_optional(&self.shared.pool)
-            .await
-            .map_err(|e| RegistryError::new(format!("postgres lookup failed: {e}")))?;
-        match row {
-            None => Ok(None),
-            Some(row) => record_from_row(&row, &self.shared.id_rule)
-                .map(|rec| Some(Arc::new(rec)))
-                .map_err(|e| RegistryError::new(format!("postgres: bad tenant row: {e}"))),
-        }
+        Answer::later(async move {
+            let row = sqlx::query(LOOKUP)
+                .bind(id)
+                .fetch_optional(&self.shared.pool)
+                .await
+                .map_err(|e| RegistryError::new(format!("postgres lookup failed: {e}")))?;
+            match row {
+                None => Ok(None),
+                Some(row) => record_from_row(&row, &self.shared.id_rule)
+                    .map(|rec| Some(Arc::new(rec)))
+                    .map_err(|e| RegistryError::new(format!("postgres: bad tenant row: {e}"))),
+            }
+        })
     }
 }
 

@@ -21,14 +21,14 @@ use crate::{
     core::{
         error::{ConfigError, TenancyError},
         observe::{AuditEvent, Outcome, Stage as StageName},
-        Access, Principal, SourceKind, StatusRules, TenantContext, TenantId, TenantIdRule,
-        TenantRecord,
+        Access, Answer, Moment, Principal, SourceKind, StatusRules, TenantContext, TenantId,
+        TenantIdRule, TenantRecord,
     },
     pipeline::{
         common_setters, wait, Built, Common, Decision, Exempt, Flow, Settings, Stage, Step, Worker,
         WorkerCx,
     },
-    registry::{Lease, Lookup, TenantRegistry},
+    registry::{Lease, Lookup, RegistryError, TenantRegistry},
 };
 
 /// The resolution middleware. Build it with [`TenantResolver::builder`], once per
@@ -286,14 +286,6 @@ impl<'a> Named<'a> {
     }
 }
 
-/// `Named` ids have passed the rule already; parsing one again cannot fail. Should it
-/// ever, the request fails closed.
-fn unreachable_invalid() -> Result<Lookup, TenancyError> {
-    Err(TenancyError::Misconfigured(
-        "a validated tenant id failed validation",
-    ))
-}
-
 fn registry_panicked() -> TenancyError {
     TenancyError::TenantUnavailable {
         retry_after: None,
@@ -388,6 +380,26 @@ impl ResolveWorker {
 
 /// What one resolution runs with: the pipeline's settings, the worker's contexts, and
 /// whether the path is exempt.
+/// The registry's lookup, once it is done.
+type LaterLookup<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Lookup, RegistryError>> + Send + 'a>>;
+
+/// What the registry answered when asked.
+enum Asked<'a> {
+    /// The answer, with the lease the registry granted on it.
+    Now(Result<Lookup, TenancyError>, Option<Lease>),
+    /// The wait for the answer.
+    Later(LaterLookup<'a>),
+}
+
+/// The registry could not answer.
+fn unavailable(err: RegistryError) -> TenancyError {
+    TenancyError::TenantUnavailable {
+        retry_after: None,
+        reason: err.to_string().into(),
+    }
+}
+
 struct At<'a> {
     settings: &'a Settings,
     contexts: &'a ContextCache,
@@ -475,34 +487,30 @@ impl ResolveStage {
         }
     }
 
-    /// Asks the registry, waiting at most `registry_timeout`; a panic in the registry
-    /// is an unavailable registry, never a crashed worker.
-    async fn lookup(&self, id: &TenantId) -> Result<Lookup, TenancyError> {
-        let call = AssertUnwindSafe(self.registry.lookup(id)).catch_unwind();
-        match tokio::time::timeout(self.registry_timeout, call).await {
-            Ok(Ok(Ok(answer))) => Ok(answer),
-            Ok(Ok(Err(err))) => Err(TenancyError::TenantUnavailable {
-                retry_after: None,
-                reason: err.to_string().into(),
-            }),
+    /// Asks the registry at the request's time `now`: its answer now, with the lease
+    /// it granted on it, or the wait for it. A panic in the registry is an unavailable
+    /// registry, never a crashed worker.
+    fn ask<'a>(&'a self, id: &'a str, now: std::time::Instant) -> Asked<'a> {
+        let mut at = Moment::at(now);
+        match catch_unwind(AssertUnwindSafe(|| self.registry.lookup(id, &mut at))) {
+            Ok(Answer::Now(answer)) => Asked::Now(answer.map_err(unavailable), at.lease()),
+            Ok(Answer::Later(wait)) => Asked::Later(wait),
+            Err(_panic) => Asked::Now(Err(registry_panicked()), None),
+        }
+    }
+
+    /// Waits for the registry's answer at most `registry_timeout`; a panic is an
+    /// unavailable registry.
+    async fn wait(&self, wait: LaterLookup<'_>) -> Result<Lookup, TenancyError> {
+        match tokio::time::timeout(self.registry_timeout, AssertUnwindSafe(wait).catch_unwind())
+            .await
+        {
+            Ok(Ok(answer)) => answer.map_err(unavailable),
             Ok(Err(_panic)) => Err(registry_panicked()),
             Err(_) => Err(TenancyError::TenantUnavailable {
                 retry_after: None,
                 reason: "tenant registry lookup timed out".into(),
             }),
-        }
-    }
-
-    /// The registry's answer without waiting, when it has one, with the registry's
-    /// lease on it if it gives one; a panic is an unavailable registry.
-    fn lookup_ready(
-        &self,
-        id: &str,
-        now: std::time::Instant,
-    ) -> Option<(Result<Lookup, TenancyError>, Option<Lease>)> {
-        match catch_unwind(AssertUnwindSafe(|| self.registry.lookup_leased_at(id, now))) {
-            Ok(answer) => answer.map(|(answer, lease)| (Ok(answer), lease)),
-            Err(_panic) => Some((Err(registry_panicked()), None)),
         }
     }
 
@@ -569,7 +577,11 @@ impl ResolveStage {
                 return Some(self.admit_known(req, at, named, record, known));
             }
         }
-        let (answer, lease) = self.lookup_ready(&named.id, at.now)?;
+        // A registry that must wait is asked again by `run`: its answer is not
+        // awaited here.
+        let Asked::Now(answer, lease) = self.ask(&named.id, at.now) else {
+            return None;
+        };
         Some(self.conclude(req, at, named, answer, lease))
     }
 
@@ -587,12 +599,9 @@ impl ResolveStage {
             Ok(None) => return self.missing(req, at),
             Err(done) => return done,
         };
-        let (answer, lease) = match self.lookup_ready(&named.id, at.now) {
-            Some(answered) => answered,
-            None => match self.rule.parse(&named.id) {
-                Ok(id) => (self.lookup(&id).await, None),
-                Err(_) => (unreachable_invalid(), None),
-            },
+        let (answer, lease) = match self.ask(&named.id, at.now) {
+            Asked::Now(answer, lease) => (answer, lease),
+            Asked::Later(wait) => (self.wait(wait).await, None),
         };
         self.conclude(req, at, named, answer, lease)
     }

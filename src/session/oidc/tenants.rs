@@ -3,6 +3,7 @@
 use std::{
     collections::HashMap,
     fmt,
+    future::IntoFuture,
     panic::{catch_unwind, AssertUnwindSafe},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -14,7 +15,7 @@ use serde_json::Value;
 
 use super::{OidcError, RemoteKeys};
 use crate::{
-    core::TenantId,
+    core::{Moment, TenantId},
     registry::TenantRegistry,
     session::{oidc::RemoteKeysBuilder, SessionError},
 };
@@ -318,10 +319,16 @@ impl TenantIssuers {
                 registry,
                 attribute,
             } => {
-                let ready =
-                    catch_unwind(AssertUnwindSafe(|| registry.lookup_ready(tenant.as_str())))
-                        .map_err(|_| unavailable("the registry panicked"))?;
-                Ok(ready.map(|found| self.binding_in(found, attribute)))
+                let ready = catch_unwind(AssertUnwindSafe(|| {
+                    // A registry that must wait is asked again by `binding`.
+                    registry.lookup(tenant.as_str(), &mut Moment::now()).now()
+                }))
+                .map_err(|_| unavailable("the registry panicked"))?;
+                match ready {
+                    Some(Ok(found)) => Ok(Some(self.binding_in(found, attribute))),
+                    Some(Err(_)) => Err(unavailable("the registry did not answer")),
+                    None => Ok(None),
+                }
             }
         }
     }
@@ -372,7 +379,11 @@ impl TenantIssuers {
         else {
             return Ok(None);
         };
-        let lookup = AssertUnwindSafe(registry.lookup(tenant)).catch_unwind();
+        let asked = catch_unwind(AssertUnwindSafe(|| {
+            registry.lookup(tenant.as_str(), &mut Moment::now())
+        }))
+        .map_err(|_| unavailable("the registry panicked"))?;
+        let lookup = AssertUnwindSafe(asked.into_future()).catch_unwind();
         let found = match tokio::time::timeout(self.registry_timeout, lookup).await {
             Ok(Ok(Ok(found))) => found,
             Ok(Ok(Err(_))) => return Err(unavailable("the registry did not answer")),
