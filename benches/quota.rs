@@ -14,7 +14,7 @@ use actix_tenancy::{
     quota::{LocalQuota, Period, QuotaManager, QuotaPlan, QuotaPlans},
     registry::TenantRecord,
     resolve::SourceKind,
-    TenantContext, TenantId,
+    Moment, TenantContext, TenantId,
 };
 use criterion::{criterion_group, criterion_main, Criterion};
 
@@ -41,7 +41,11 @@ fn quota() -> LocalQuota {
 }
 
 fn check(q: &LocalQuota, t: &TenantContext) -> bool {
-    q.check_now(t, 1).unwrap().unwrap().allowed
+    q.check(t, 1, &mut Moment::now())
+        .now()
+        .unwrap()
+        .unwrap()
+        .allowed
 }
 
 fn benches(c: &mut Criterion) {

@@ -15,6 +15,7 @@
 
 use std::{hint::black_box, num::NonZeroU32, sync::Arc, time::Instant};
 
+use actix_tenancy::Moment;
 use actix_tenancy::{
     quota::{LocalQuota, Period, QuotaManager, QuotaPlan, QuotaPlans},
     registry::TenantRecord,
@@ -52,7 +53,8 @@ fn main() {
                 .expect("plans");
             let q = LocalQuota::new(plans);
             Box::new(move |t| {
-                q.check_now(t, 1)
+                q.check(t, 1, &mut Moment::now())
+                    .now()
                     .is_some_and(|d| d.is_ok_and(|d| d.allowed))
             })
         }

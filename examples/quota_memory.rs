@@ -19,6 +19,7 @@ use std::{
     time::{Duration, UNIX_EPOCH},
 };
 
+use actix_tenancy::Moment;
 use actix_tenancy::{
     quota::{LocalQuota, Period, QuotaManager, QuotaPlan, QuotaPlans},
     registry::TenantRecord,
@@ -78,7 +79,7 @@ fn main() {
         .collect();
     let before = rss_kib();
     for t in &tenants {
-        quota.check_now(t, 1);
+        quota.check(t, 1, &mut Moment::now()).now();
     }
     let full = rss_kib();
     let tracked = quota.len();

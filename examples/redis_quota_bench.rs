@@ -24,6 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use actix_tenancy::Moment;
 use actix_tenancy::{
     quota::{Period, QuotaManager, QuotaPlan, QuotaPlans, RedisQuota},
     registry::TenantRecord,
@@ -80,7 +81,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let seconds: u64 = args.get(3).ok_or(usage)?.parse()?;
             // Warm: the script is loaded, the connection made.
             for i in 0..concurrency {
-                assert!(quota.check(&tenant(i), 1).await?.allowed);
+                assert!(
+                    quota
+                        .check(&tenant(i), 1, &mut Moment::now())
+                        .await?
+                        .allowed
+                );
             }
             let done = Arc::new(AtomicU64::new(0));
             let until = Instant::now() + Duration::from_secs(seconds);
@@ -90,7 +96,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let (quota, done, t) = (Arc::clone(&quota), Arc::clone(&done), tenant(i));
                     actix_web::rt::spawn(async move {
                         while Instant::now() < until {
-                            match quota.check(&t, 1).await {
+                            match quota.check(&t, 1, &mut Moment::now()).await {
                                 Ok(d) if d.allowed => {
                                     done.fetch_add(1, Ordering::Relaxed);
                                 }

@@ -60,10 +60,10 @@ use crate::{
 ///     .unwrap();
 /// let quota = LocalQuota::with_clock(plans, time.clock());
 /// let acme = testing::tenant("acme", "free");
-/// assert!(quota.check(&acme, 1).await.unwrap().allowed);
-/// assert!(!quota.check(&acme, 1).await.unwrap().allowed);
+/// assert!(quota.check(&acme, 1, &mut Moment::now()).await.unwrap().allowed);
+/// assert!(!quota.check(&acme, 1, &mut Moment::now()).await.unwrap().allowed);
 /// time.advance(Duration::from_secs(60)); // no sleep: the minute has passed
-/// assert!(quota.check(&acme, 1).await.unwrap().allowed);
+/// assert!(quota.check(&acme, 1, &mut Moment::now()).await.unwrap().allowed);
 /// # });
 /// ```
 #[derive(Debug, Clone)]
@@ -203,7 +203,7 @@ pub async fn registry_unavailable<R: TenantRegistry>(registry: &R, id: &TenantId
 
 async fn checked<Q: QuotaManager>(quota: &Q, t: &TenantContext, cost: u32) -> QuotaDecision {
     quota
-        .check(t, cost)
+        .check(t, cost, &mut Moment::now())
         .await
         .unwrap_or_else(|e| panic!("check({}, {cost}) failed: {e}", t.id()))
 }

@@ -13,7 +13,7 @@ use actix_tenancy::{
     },
     registry::postgres::PostgresRegistry,
     session::{InMemoryRevocations, RedisRevocations},
-    testing,
+    testing, Answer, Moment,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
@@ -129,13 +129,22 @@ async fn the_local_and_redis_quotas_conform() {
 #[should_panic(expected = "concurrent checks against a burst of 6 admitted 24")]
 async fn a_manager_that_admits_everything_fails_the_quota_suite() {
     struct Open;
-    #[async_trait::async_trait]
     impl QuotaManager for Open {
-        async fn check(&self, _: &TenantContext, _: u32) -> Result<QuotaDecision, QuotaError> {
-            Ok(QuotaDecision::allow())
+        fn check<'a>(
+            &'a self,
+            _: &'a TenantContext,
+            _: u32,
+            _: &mut Moment,
+        ) -> Answer<'a, Result<QuotaDecision, QuotaError>> {
+            Answer::later(async { Ok(QuotaDecision::allow()) })
         }
-        async fn settle(&self, _: &TenantContext, _: Charge, _: u32) -> Result<(), QuotaError> {
-            Ok(())
+        fn settle<'a>(
+            &'a self,
+            _: &'a TenantContext,
+            _: Charge,
+            _: u32,
+        ) -> Answer<'a, Result<(), QuotaError>> {
+            Answer::Now(Ok(()))
         }
     }
     testing::quota_conformance(&Open, (&testing::tenant("acme", "rate"), 6), None).await;

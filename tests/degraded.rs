@@ -9,6 +9,7 @@
 //! Needs `redis-server` (skips without it outside CI; fails under `CI=true`).
 
 use std::{
+    future::IntoFuture as _,
     num::NonZeroU32,
     time::{Duration, Instant},
 };
@@ -16,6 +17,7 @@ use std::{
 use actix_tenancy::quota::{
     FailureMode, Period, QuotaManager as _, QuotaPlan, QuotaPlans, RedisQuota, TenantQuota,
 };
+use actix_tenancy::Moment;
 use actix_web::{
     body::MessageBody,
     dev::{Service, ServiceResponse},
@@ -312,7 +314,7 @@ fn one_replica(url: &str, prefix: &str, units: u64) -> RedisQuota {
 async fn freeze(redis: &std::process::Child, q: &RedisQuota) {
     signal(redis, "-STOP");
     let bystander = common::stack::context("bystander", "pro");
-    q.check(&bystander, 1).await.unwrap();
+    q.check(&bystander, 1, &mut Moment::now()).await.unwrap();
 }
 
 /// Thaws `redis` and waits for the replica to pay its debts and go back to Redis
@@ -324,7 +326,7 @@ async fn thaw(redis: &std::process::Child) {
 
 /// What Redis says is left of `tenant`'s day budget after one more unit.
 async fn left_after_one(q: &RedisQuota, tenant: &actix_tenancy::TenantContext) -> u64 {
-    let d = q.check(tenant, 1).await.unwrap();
+    let d = q.check(tenant, 1, &mut Moment::now()).await.unwrap();
     assert!(d.allowed, "{d:?}");
     d.budget.unwrap().remaining
 }
@@ -342,7 +344,7 @@ async fn a_cost_corrected_during_an_outage_for_a_charge_redis_admitted_reaches_r
     let acme = common::stack::context("acme", "pro");
     // Charged 1 by Redis; the request turns out to cost 5,000 (an LLM's tokens),
     // and settles while Redis is frozen.
-    let charged = q.check(&acme, 1).await.unwrap();
+    let charged = q.check(&acme, 1, &mut Moment::now()).await.unwrap();
     assert!(charged.allowed && charged.charged_at.is_some());
     freeze(&redis, &q).await;
     q.settle(&acme, charged.charge(1), 5_000).await.unwrap();
@@ -355,7 +357,7 @@ async fn a_cost_corrected_during_an_outage_for_a_charge_redis_admitted_reaches_r
         &common::services::unique_prefix("degraded", "down"),
         10_000,
     );
-    let charged = q.check(&acme, 100).await.unwrap();
+    let charged = q.check(&acme, 100, &mut Moment::now()).await.unwrap();
     freeze(&redis, &q).await;
     q.settle(&acme, charged.charge(100), 0).await.unwrap();
     thaw(&redis).await;
@@ -374,13 +376,18 @@ async fn a_change_of_tier_during_an_outage_keeps_the_debt() {
     );
     let pro = common::stack::context("acme", "pro");
     let basic = common::stack::context("acme", "basic");
-    assert!(q.check(&pro, 1).await.unwrap().allowed);
+    assert!(q.check(&pro, 1, &mut Moment::now()).await.unwrap().allowed);
     freeze(&redis, &q).await;
     for _ in 0..10 {
-        assert!(q.check(&pro, 1).await.unwrap().allowed);
+        assert!(q.check(&pro, 1, &mut Moment::now()).await.unwrap().allowed);
     }
     // Moved to another tier mid-outage: neither a fresh local share nor a debt forgotten.
-    assert!(q.check(&basic, 1).await.unwrap().allowed);
+    assert!(
+        q.check(&basic, 1, &mut Moment::now())
+            .await
+            .unwrap()
+            .allowed
+    );
     thaw(&redis).await;
     assert_eq!(left_after_one(&q, &basic).await, 100 - 12 - 1);
 }
@@ -401,7 +408,7 @@ fn a_heartbeat_its_runtime_never_polled_does_not_pin_the_replica_locally() {
         .block_on(async { one_replica(&url, &prefix, 100) });
     actix_web::rt::System::new().block_on(async {
         let acme = common::stack::context("acme", "pro");
-        assert!(q.check(&acme, 1).await.unwrap().allowed);
+        assert!(q.check(&acme, 1, &mut Moment::now()).await.unwrap().allowed);
         freeze(&redis, &q).await;
         assert!(q.is_degraded());
         thaw(&redis).await;
@@ -436,28 +443,32 @@ async fn a_check_whose_answer_came_too_late_leaves_no_charge() {
     let prefix = common::services::unique_prefix("degraded", "late");
     let q = fail_closed(&url, &prefix, 3, Duration::from_millis(50));
     let acme = common::stack::context("acme", "pro");
-    assert!(q.check(&acme, 1).await.unwrap().allowed);
+    assert!(q.check(&acme, 1, &mut Moment::now()).await.unwrap().allowed);
     // Redis runs the next check only once it thaws: its answer comes too late, the
     // request is refused (503), and the charge Redis made then is given back.
     signal(&redis, "-STOP");
-    assert!(q.check(&acme, 1).await.is_err());
+    assert!(q.check(&acme, 1, &mut Moment::now()).await.is_err());
     thaw(&redis).await;
-    assert!(q.check(&acme, 1).await.unwrap().allowed);
+    assert!(q.check(&acme, 1, &mut Moment::now()).await.unwrap().allowed);
     assert!(
-        q.check(&acme, 1).await.unwrap().allowed,
+        q.check(&acme, 1, &mut Moment::now()).await.unwrap().allowed,
         "the 503 cost nothing"
     );
-    assert!(!q.check(&acme, 1).await.unwrap().allowed);
+    assert!(!q.check(&acme, 1, &mut Moment::now()).await.unwrap().allowed);
 
     // A request dropped while its check waits (the client went away) costs nothing
     // either.
     let prefix = common::services::unique_prefix("degraded", "gone");
     let q = fail_closed(&url, &prefix, 2, Duration::from_secs(5));
-    assert!(q.check(&acme, 1).await.unwrap().allowed);
+    assert!(q.check(&acme, 1, &mut Moment::now()).await.unwrap().allowed);
     signal(&redis, "-STOP");
-    let gone = tokio::time::timeout(Duration::from_millis(50), q.check(&acme, 1)).await;
+    let gone = tokio::time::timeout(
+        Duration::from_millis(50),
+        q.check(&acme, 1, &mut Moment::now()).into_future(),
+    )
+    .await;
     assert!(gone.is_err(), "dropped while waiting");
     thaw(&redis).await;
-    assert!(q.check(&acme, 1).await.unwrap().allowed);
-    assert!(!q.check(&acme, 1).await.unwrap().allowed);
+    assert!(q.check(&acme, 1, &mut Moment::now()).await.unwrap().allowed);
+    assert!(!q.check(&acme, 1, &mut Moment::now()).await.unwrap().allowed);
 }

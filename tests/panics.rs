@@ -1,5 +1,5 @@
 //! Every piece of the application's code the crate calls on the request path may panic:
-//! a cost estimator, a quota manager (`check_now_at`, `check`, `settle_now`, `settle`),
+//! a cost estimator, a quota manager (`check` when asked and while answering, `settle`),
 //! a custom tenant source (sync and async; the async one may also hang), an audit
 //! sink, an error responder, and a quota manager settling while a handler's panic
 //! unwinds. Each is answered (`503` for a backend, `500` where the fault is the
@@ -14,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+use actix_tenancy::{Answer, Moment};
 use actix_tenancy::{
     observe::AuditEvent,
     prelude::*,
@@ -63,7 +64,8 @@ fn code(body: &str) -> String {
     v["code"].as_str().unwrap_or_default().to_owned()
 }
 
-/// A quota manager that panics where it is told to.
+/// A quota manager that panics where it is told to: a check when asked
+/// (`check_now`) or while its answer is awaited (`check`); a settlement when asked.
 struct Panicking {
     check_now: bool,
     check: bool,
@@ -71,36 +73,35 @@ struct Panicking {
     settled: Arc<AtomicUsize>,
 }
 
-#[async_trait::async_trait]
 impl QuotaManager for Panicking {
-    async fn check(&self, _: &TenantContext, _: u32) -> Result<QuotaDecision, QuotaError> {
-        if self.check {
-            panic!("injected check panic");
+    fn check<'a>(
+        &'a self,
+        _: &'a TenantContext,
+        _: u32,
+        _: &mut Moment,
+    ) -> Answer<'a, Result<QuotaDecision, QuotaError>> {
+        if self.check_now {
+            panic!("injected check panic, when asked");
         }
-        Ok(QuotaDecision::allow())
+        Answer::later(async move {
+            if self.check {
+                panic!("injected check panic");
+            }
+            Ok(QuotaDecision::allow())
+        })
     }
 
-    async fn settle(&self, _: &TenantContext, _: Charge, _: u32) -> Result<(), QuotaError> {
+    fn settle<'a>(
+        &'a self,
+        _: &'a TenantContext,
+        _: Charge,
+        _: u32,
+    ) -> Answer<'a, Result<(), QuotaError>> {
         self.settled.fetch_add(1, Ordering::SeqCst);
         if self.settle {
-            panic!("injected settle panic");
+            panic!("injected settle panic, when asked");
         }
-        Ok(())
-    }
-
-    fn check_now(&self, _: &TenantContext, _: u32) -> Option<Result<QuotaDecision, QuotaError>> {
-        if self.check_now {
-            panic!("injected check_now panic");
-        }
-        None
-    }
-
-    fn settle_now(&self, _: &TenantContext, _: Charge, _: u32) -> Option<Result<(), QuotaError>> {
-        if self.settle {
-            self.settled.fetch_add(1, Ordering::SeqCst);
-            panic!("injected settle_now panic");
-        }
-        None
+        Answer::Now(Ok(()))
     }
 }
 
@@ -174,8 +175,7 @@ async fn a_panicking_quota_manager_is_a_503_and_a_panicking_settle_loses_only_it
     )
     .await;
     assert_eq!(send(&app, acme("/")).await, (200, "ok".into()));
-    // `settle_now` panicked; `settle` was never reached (its panic would have been
-    // caught on the spawned task too).
+    // `settle` panicked when asked, once: caught, and not asked again.
     assert_eq!(settled.load(Ordering::SeqCst), 1);
 }
 
@@ -219,7 +219,7 @@ async fn a_settle_that_panics_while_a_handler_panics_does_not_abort() {
     assert_eq!(
         settled.load(Ordering::SeqCst),
         1,
-        "settle_now ran on a task, caught"
+        "settle ran on a task, caught"
     );
     // The worker still serves.
     let (status, _) = send(&app, test::TestRequest::get().uri("/")).await;

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use actix_tenancy::Moment;
 use actix_tenancy::{
     policy::{PolicyRequest, PolicySet, RulePolicy, Rules},
     prelude::*,
@@ -85,14 +86,25 @@ fn a_quota_check_that_passes_or_refuses_allocates_nothing() {
     };
     let (pro, free) = (ctx("acme", "pro"), ctx("globex", "free"));
     // The first check of a tenant makes its entry (the map may grow): not measured.
-    let check = |t: &TenantContext| quota.check_now(t, 1).unwrap().unwrap().allowed;
+    let check = |t: &TenantContext| {
+        quota
+            .check(t, 1, &mut Moment::now())
+            .now()
+            .unwrap()
+            .unwrap()
+            .allowed
+    };
     assert!(check(&pro) && check(&free));
     let mut answers = (0, 0);
     let info = allocation_counter::measure(|| {
         for _ in 0..100 {
             answers.0 += usize::from(check(&pro));
             answers.1 += usize::from(check(&free));
-            quota.settle_now(&pro, Charge::new(1), 0).unwrap().unwrap();
+            quota
+                .settle(&pro, Charge::new(1), 0)
+                .now()
+                .unwrap()
+                .unwrap();
         }
     });
     assert_eq!(answers, (100, 0), "passes and refusals both measured");

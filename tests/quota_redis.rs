@@ -8,6 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use actix_tenancy::Moment;
 use actix_tenancy::{
     prelude::*,
     quota::{
@@ -16,6 +17,7 @@ use actix_tenancy::{
 };
 use actix_web::{test, web, App};
 use futures_util::future::join_all;
+use std::future::IntoFuture as _;
 
 #[allow(dead_code, unreachable_pub)]
 mod common {
@@ -49,20 +51,26 @@ async fn exactly_the_burst_passes_under_concurrency() {
         .build()
         .unwrap();
     let t = ctx("acme", "pro");
-    let answers = join_all((0..100).map(|_| q.check(&t, 1))).await;
+    let answers =
+        join_all((0..100).map(|_| q.check(&t, 1, &mut Moment::now()).into_future())).await;
     let passed = answers
         .into_iter()
         .filter(|a| a.as_ref().unwrap().allowed)
         .count();
     assert_eq!(passed, 20);
-    let refused = q.check(&t, 1).await.unwrap();
+    let refused = q.check(&t, 1, &mut Moment::now()).await.unwrap();
     let wait = refused.retry_after.unwrap();
     assert!(
         wait > Duration::ZERO && wait <= Duration::from_secs(3),
         "{wait:?}"
     );
     // Another tenant is untouched.
-    assert!(q.check(&ctx("globex", "pro"), 1).await.unwrap().allowed);
+    assert!(
+        q.check(&ctx("globex", "pro"), 1, &mut Moment::now())
+            .await
+            .unwrap()
+            .allowed
+    );
 }
 
 #[actix_web::test]
@@ -125,22 +133,22 @@ async fn budgets_admit_with_the_rate_and_settle_corrects_them() {
         .build()
         .unwrap();
     let t = ctx("acme", "pro");
-    let first = q.check(&t, 3).await.unwrap();
+    let first = q.check(&t, 3, &mut Moment::now()).await.unwrap();
     assert!(first.allowed);
     assert_eq!(first.budget.unwrap().remaining, 7);
     assert_eq!(first.rate.unwrap().remaining, 0);
     // Refused by the rate: the budget keeps its units.
-    assert!(!q.check(&t, 1).await.unwrap().allowed);
+    assert!(!q.check(&t, 1, &mut Moment::now()).await.unwrap().allowed);
     // Refused by the budget (cost 8 > 7 left), without consuming rate: never mind the
     // rate, it is exhausted anyway; the budget state says why.
-    let over = q.check(&t, 8).await.unwrap();
+    let over = q.check(&t, 8, &mut Moment::now()).await.unwrap();
     assert!(!over.allowed);
     assert_eq!(over.budget.unwrap().remaining, 7);
     let reset = over.retry_after.unwrap();
     assert!(reset <= Duration::from_secs(86_400));
     // Charged 3, actually used 1: two units back.
     q.settle(&t, Charge::new(3), 1).await.unwrap();
-    let more = q.check(&t, 11).await.unwrap();
+    let more = q.check(&t, 11, &mut Moment::now()).await.unwrap();
     assert!(
         !more.allowed && more.retry_after.is_none(),
         "more than the budget: never"
@@ -160,11 +168,11 @@ async fn a_rate_of_requests_beside_a_budget_of_units() {
         .build()
         .unwrap();
     let t = ctx("acme", "pro");
-    assert!(q.check(&t, 400).await.unwrap().allowed);
-    let d = q.check(&t, 400).await.unwrap();
+    assert!(q.check(&t, 400, &mut Moment::now()).await.unwrap().allowed);
+    let d = q.check(&t, 400, &mut Moment::now()).await.unwrap();
     assert!(d.allowed);
     assert_eq!(d.budget.unwrap().remaining, 200);
-    let d = q.check(&t, 1).await.unwrap();
+    let d = q.check(&t, 1, &mut Moment::now()).await.unwrap();
     assert!(!d.allowed, "two requests used the rate");
     assert!(d.retry_after.is_some());
 }
@@ -328,7 +336,7 @@ async fn redis_down_falls_back_to_a_divided_local_plan() {
     let t = ctx("acme", "pro");
     let mut passed = 0;
     for _ in 0..20 {
-        if q.check(&t, 1).await.unwrap().allowed {
+        if q.check(&t, 1, &mut Moment::now()).await.unwrap().allowed {
             passed += 1;
         }
     }
@@ -368,7 +376,10 @@ async fn recovers_when_redis_comes_back() {
     .build()
     .unwrap();
     let t = ctx("acme", "pro");
-    assert!(q.check(&t, 1).await.is_err(), "down: fail closed");
+    assert!(
+        q.check(&t, 1, &mut Moment::now()).await.is_err(),
+        "down: fail closed"
+    );
     assert!(q.is_degraded());
 
     let mut server = std::process::Command::new("redis-server")
@@ -387,7 +398,7 @@ async fn recovers_when_redis_comes_back() {
     let mut recovered = false;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if q.check(&t, 1).await.is_ok() {
+        if q.check(&t, 1, &mut Moment::now()).await.is_ok() {
             recovered = true;
             break;
         }
@@ -412,18 +423,18 @@ async fn a_refusal_names_its_limit_and_reports_every_limits_real_remaining() {
     .build()
     .unwrap();
     let t = ctx("acme", "pro");
-    let first = q.check(&t, 30).await.unwrap();
+    let first = q.check(&t, 30, &mut Moment::now()).await.unwrap();
     assert!(first.allowed && first.refused_by.is_none());
     let rate_left = first.rate.unwrap().remaining;
     assert_eq!(rate_left, 20);
     // Refused by the day: the rate, uncharged, reports what it has left.
-    let over = q.check(&t, 80).await.unwrap();
+    let over = q.check(&t, 80, &mut Moment::now()).await.unwrap();
     assert!(!over.allowed);
     assert_eq!(over.refused_by, Some(QuotaLimit::Budget(Period::Day)));
     assert_eq!(over.budget.unwrap().remaining, 70);
     assert!(over.rate.unwrap().remaining >= rate_left, "{:?}", over.rate);
     // Refused by the rate (21 > 20 left): the day, uncharged, reports its 70.
-    let fast = q.check(&t, 21).await.unwrap();
+    let fast = q.check(&t, 21, &mut Moment::now()).await.unwrap();
     assert!(!fast.allowed);
     assert_eq!(fast.refused_by, Some(QuotaLimit::Rate));
     assert_eq!(fast.budget.unwrap().remaining, 70);

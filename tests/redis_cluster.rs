@@ -8,6 +8,7 @@
 
 use std::time::{Duration, Instant};
 
+use actix_tenancy::Moment;
 use actix_tenancy::{
     prelude::*,
     quota::{FailureMode, Period, QuotaManager, QuotaPlan, QuotaPlans, RedisQuota, TenantQuota},
@@ -122,7 +123,7 @@ async fn a_tenants_keys_share_a_slot_and_tenants_spread_over_the_masters() {
     let q = quota(&nodes, &prefix);
     for i in 0..48 {
         let t = testing::tenant(&format!("t{i}"), "budget");
-        assert!(q.check(&t, 1).await.unwrap().allowed);
+        assert!(q.check(&t, 1, &mut Moment::now()).await.unwrap().allowed);
     }
     let mut masters_with_keys = 0;
     for url in &nodes {
@@ -318,13 +319,16 @@ async fn a_frozen_master_is_answered_by_the_fallback_in_time_and_left_when_it_th
             .unwrap(),
     );
     let t = testing::tenant("acme", "budget");
-    assert!(q.check(&t, 1).await.unwrap().allowed);
+    assert!(q.check(&t, 1, &mut Moment::now()).await.unwrap().allowed);
     let master = cluster.master_for_key(&format!("{prefix}:{{acme}}"));
     cluster.stop(master);
     let (mut slowest, mut admitted) = (Duration::ZERO, 0);
     for _ in 0..20 {
         let started = Instant::now();
-        let d = q.check(&t, 1).await.expect("the fallback answers");
+        let d = q
+            .check(&t, 1, &mut Moment::now())
+            .await
+            .expect("the fallback answers");
         slowest = slowest.max(started.elapsed());
         admitted += usize::from(d.allowed);
     }
@@ -341,7 +345,7 @@ async fn a_frozen_master_is_answered_by_the_fallback_in_time_and_left_when_it_th
     cluster.cont(master);
     let started = Instant::now();
     while q.is_degraded() && started.elapsed() < Duration::from_secs(10) {
-        let _ = q.check(&t, 1).await;
+        let _ = q.check(&t, 1, &mut Moment::now()).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
@@ -349,5 +353,5 @@ async fn a_frozen_master_is_answered_by_the_fallback_in_time_and_left_when_it_th
         "still degraded 10 s after the master thawed"
     );
     // What the fallback admitted was charged back: the day's budget is spent.
-    assert!(!q.check(&t, 1).await.unwrap().allowed);
+    assert!(!q.check(&t, 1, &mut Moment::now()).await.unwrap().allowed);
 }

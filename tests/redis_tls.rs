@@ -6,6 +6,7 @@
 
 use std::{net::TcpListener, process::Child, time::Duration};
 
+use actix_tenancy::Moment;
 use actix_tenancy::{
     prelude::*,
     quota::{QuotaManager, QuotaPlan, QuotaPlans, RedisQuota, TenantQuota},
@@ -216,7 +217,7 @@ async fn an_untrusted_certificate_or_plain_tcp_fails_closed() {
             .timeout(Duration::from_millis(500))
             .build()
             .unwrap();
-        let answer = quota.check(&tenant, 1).await;
+        let answer = quota.check(&tenant, 1, &mut Moment::now()).await;
         assert!(answer.is_err(), "{url}: must fail closed, was {answer:?}");
     }
     // And the trusted client still gets through, so the failures above were the trust.

@@ -30,7 +30,7 @@ use foldhash::fast::RandomState;
 use super::{
     Charge, LocalQuota, QuotaDecision, QuotaError, QuotaManager as _, QuotaPlan, QuotaPlans,
 };
-use crate::core::{Clock, TenantContext, TenantId};
+use crate::core::{Clock, Moment, TenantContext, TenantId};
 
 /// The replica's share of the plans: each divided by `n`.
 struct Share {
@@ -258,8 +258,9 @@ impl Fallback {
         tenant: &TenantContext,
         plan: &Arc<QuotaPlan>,
         cost: u32,
+        at: &mut Moment,
     ) -> Result<QuotaDecision, QuotaError> {
-        let decision = match self.share.load().local.check_now(tenant, cost) {
+        let decision = match self.share.load().local.check(tenant, cost, at).now() {
             Some(d) => d?,
             None => return Err(QuotaError::new("no local decision")),
         };
@@ -290,7 +291,8 @@ impl Fallback {
         charge: Charge,
         actual: u32,
     ) {
-        self.share.load().local.settle_now(tenant, charge, actual);
+        // A local share settles now: nothing to wait for.
+        let _ = self.share.load().local.settle(tenant, charge, actual).now();
         if !self.beating.load(Ordering::Acquire) {
             return;
         }
@@ -379,7 +381,7 @@ mod tests {
 
     fn admitted(f: &Fallback, t: &TenantContext, plan: &Arc<QuotaPlan>) -> usize {
         (0..200)
-            .filter(|_| f.decide(t, plan, 1).unwrap().allowed)
+            .filter(|_| f.decide(t, plan, 1, &mut Moment::now()).unwrap().allowed)
             .count()
     }
 

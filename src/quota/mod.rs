@@ -69,7 +69,7 @@ pub use redis::{FailureMode, RedisQuota, RedisQuotaBuilder};
 pub use stage::{ActualCost, TenantQuota, TenantQuotaBuilder};
 
 pub use crate::core::Charge;
-use crate::core::TenantContext;
+use crate::core::{Answer, Moment, TenantContext};
 
 /// The state of the rate limit after a check, for the response headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,92 +253,49 @@ impl std::error::Error for QuotaError {}
 /// [`check`](Self::check) consumes `cost` units when it allows the request;
 /// [`settle`](Self::settle) corrects the charge once the real cost is known (AI
 /// endpoints learn the token count at the end: the estimate is charged up front and
-/// corrected afterwards). Managers that can answer without waiting also implement the
-/// `_now` variants, which the middleware prefers.
-#[async_trait::async_trait]
+/// corrected afterwards). A manager that decides without waiting (a local limiter)
+/// answers [`Answer::Now`], and the stage creates no future; one that asks a server
+/// answers [`Answer::later`].
 pub trait QuotaManager: Send + Sync + 'static {
-    /// Checks `cost` units for `tenant`, consuming them if allowed.
-    async fn check(&self, tenant: &TenantContext, cost: u32) -> Result<QuotaDecision, QuotaError>;
+    /// Checks `cost` units for `tenant` at the request's moment `at`, consuming them
+    /// if allowed. A manager on the system's monotonic clock may read the time from
+    /// `at` rather than read the clock again.
+    fn check<'a>(
+        &'a self,
+        tenant: &'a TenantContext,
+        cost: u32,
+        at: &mut Moment,
+    ) -> Answer<'a, Result<QuotaDecision, QuotaError>>;
 
     /// Corrects `charge` (what a check admitted, [`QuotaDecision::charge`]) to
     /// `actual` units (a refund when fewer), in the budget period the charge was made
     /// in: a period that has ended since is not the current one's to correct.
-    async fn settle(
-        &self,
-        tenant: &TenantContext,
+    fn settle<'a>(
+        &'a self,
+        tenant: &'a TenantContext,
         charge: Charge,
         actual: u32,
-    ) -> Result<(), QuotaError>;
-
-    /// [`check`](Self::check) without waiting, when possible (`None`: call `check`).
-    fn check_now(
-        &self,
-        tenant: &TenantContext,
-        cost: u32,
-    ) -> Option<Result<QuotaDecision, QuotaError>> {
-        let _ = (tenant, cost);
-        None
-    }
-
-    /// [`check_now`](Self::check_now) at the request's monotonic time `now`, which the
-    /// pipeline reads once for every stage: a manager on the system's monotonic clock
-    /// may use it instead of reading the clock again. The default ignores it.
-    fn check_now_at(
-        &self,
-        tenant: &TenantContext,
-        cost: u32,
-        now: std::time::Instant,
-    ) -> Option<Result<QuotaDecision, QuotaError>> {
-        let _ = now;
-        self.check_now(tenant, cost)
-    }
-
-    /// [`settle`](Self::settle) without waiting, when possible (`None`: call `settle`).
-    fn settle_now(
-        &self,
-        tenant: &TenantContext,
-        charge: Charge,
-        actual: u32,
-    ) -> Option<Result<(), QuotaError>> {
-        let _ = (tenant, charge, actual);
-        None
-    }
+    ) -> Answer<'a, Result<(), QuotaError>>;
 }
 
-#[async_trait::async_trait]
 impl<Q: QuotaManager + ?Sized> QuotaManager for std::sync::Arc<Q> {
-    async fn check(&self, tenant: &TenantContext, cost: u32) -> Result<QuotaDecision, QuotaError> {
-        (**self).check(tenant, cost).await
+    #[inline]
+    fn check<'a>(
+        &'a self,
+        tenant: &'a TenantContext,
+        cost: u32,
+        at: &mut Moment,
+    ) -> Answer<'a, Result<QuotaDecision, QuotaError>> {
+        (**self).check(tenant, cost, at)
     }
-    async fn settle(
-        &self,
-        tenant: &TenantContext,
+
+    #[inline]
+    fn settle<'a>(
+        &'a self,
+        tenant: &'a TenantContext,
         charge: Charge,
         actual: u32,
-    ) -> Result<(), QuotaError> {
-        (**self).settle(tenant, charge, actual).await
-    }
-    fn check_now(
-        &self,
-        tenant: &TenantContext,
-        cost: u32,
-    ) -> Option<Result<QuotaDecision, QuotaError>> {
-        (**self).check_now(tenant, cost)
-    }
-    fn check_now_at(
-        &self,
-        tenant: &TenantContext,
-        cost: u32,
-        now: std::time::Instant,
-    ) -> Option<Result<QuotaDecision, QuotaError>> {
-        (**self).check_now_at(tenant, cost, now)
-    }
-    fn settle_now(
-        &self,
-        tenant: &TenantContext,
-        charge: Charge,
-        actual: u32,
-    ) -> Option<Result<(), QuotaError>> {
-        (**self).settle_now(tenant, charge, actual)
+    ) -> Answer<'a, Result<(), QuotaError>> {
+        (**self).settle(tenant, charge, actual)
     }
 }

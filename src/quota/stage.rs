@@ -1,7 +1,7 @@
 //! The quota stage: [`TenantQuota`] charges each request to its tenant's plan, and
 //! settles the charge once the response is known.
 
-use std::{fmt, rc::Rc, sync::Arc};
+use std::{fmt, future::IntoFuture as _, rc::Rc, sync::Arc};
 
 use actix_web::{dev::ServiceRequest, HttpMessage as _, HttpRequest};
 
@@ -15,7 +15,7 @@ use crate::{
         caught::{caught, caught_async},
         error::{ConfigError, ErrorCode, TenancyError},
         observe::{AuditEvent, Outcome, Stage as StageName, Timer},
-        TenantContext,
+        Moment, TenantContext,
     },
     pipeline::{
         common_setters, wait, After, Built, Common, Decision, Ended, Fields, Flow, Refusal,
@@ -220,27 +220,26 @@ impl QuotaStage {
             Err(err) => return self.refuse(settings, req, &tenant, err).into(),
         };
         let now = flow.now();
-        let ready = caught("QuotaManager::check_now_at", || {
-            self.manager.check_now_at(&tenant, cost, now)
+        let asked = caught("QuotaManager::check", || {
+            self.manager
+                .check(&tenant, cost, &mut Moment::at(now))
+                .now()
         })
         .unwrap_or_else(|| Some(Err(QuotaError::new("the quota manager panicked"))));
-        match ready {
+        match asked {
             Some(answer) => {
                 let step = self.decided(settings, req, tenant, cost, answer, flow);
                 timer.stop(StageName::Quota);
                 step.into()
             }
+            // A manager that must wait is asked again here, and waited for once (its
+            // first answer, a future not yet polled, was dropped above).
             None => {
                 let (me, settings) = (Arc::clone(self), Arc::clone(settings));
                 wait(move |req, flow| {
                     Box::pin(async move {
                         let timer = Timer::start();
-                        let answer =
-                            caught_async("QuotaManager::check", me.manager.check(&tenant, cost))
-                                .await
-                                .unwrap_or_else(|| {
-                                    Err(QuotaError::new("the quota manager panicked"))
-                                });
+                        let answer = me.wait_check(&tenant, cost, now).await;
                         let step = me.decided(&settings, req, tenant, cost, answer, flow);
                         timer.stop(StageName::Quota);
                         step
@@ -248,6 +247,25 @@ impl QuotaStage {
                 })
             }
         }
+    }
+
+    /// Asks the manager again and waits for its answer; a panic, when asked or while
+    /// answering, is an unavailable manager.
+    async fn wait_check(
+        &self,
+        tenant: &TenantContext,
+        cost: u32,
+        now: std::time::Instant,
+    ) -> Result<QuotaDecision, QuotaError> {
+        let panicked = || Err(QuotaError::new("the quota manager panicked"));
+        let Some(check) = caught("QuotaManager::check", || {
+            self.manager.check(tenant, cost, &mut Moment::at(now))
+        }) else {
+            return panicked();
+        };
+        caught_async("QuotaManager::check", check.into_future())
+            .await
+            .unwrap_or_else(panicked)
     }
 
     #[inline(always)]
@@ -399,16 +417,26 @@ impl Settle for QuotaStage {
 /// Corrects a charge, without waiting when the manager can; a manager that panics
 /// loses that one correction (logged), never the response or the worker.
 fn correct(stage: Arc<QuotaStage>, tenant: &Arc<TenantContext>, charge: Charge, actual: u32) {
-    let now = caught("QuotaManager::settle_now", || {
-        stage.manager.settle_now(tenant, charge, actual)
+    let now = caught("QuotaManager::settle", || {
+        stage.manager.settle(tenant, charge, actual).now()
     });
-    if !matches!(now, Some(None)) {
-        return;
+    match now {
+        Some(Some(Err(err))) => {
+            tracing::warn!(target: "actix_tenancy::quota", error = %err, "quota correction failed");
+            return;
+        }
+        Some(Some(Ok(()))) | None => return,
+        // Asked again on a task of its own, and waited for there.
+        Some(None) => {}
     }
     let tenant = Arc::clone(tenant);
     actix_web::rt::spawn(async move {
-        let settle = stage.manager.settle(&tenant, charge, actual);
-        if let Some(Err(err)) = caught_async("QuotaManager::settle", settle).await {
+        let Some(settle) = caught("QuotaManager::settle", || {
+            stage.manager.settle(&tenant, charge, actual)
+        }) else {
+            return;
+        };
+        if let Some(Err(err)) = caught_async("QuotaManager::settle", settle.into_future()).await {
             tracing::warn!(target: "actix_tenancy::quota", error = %err, "quota correction failed");
         }
     });

@@ -20,7 +20,7 @@ use super::{
     plan::UnknownTier, refuse, BudgetState, Charge, QuotaDecision, QuotaError, QuotaLimit,
     QuotaManager, QuotaPlan, QuotaPlans, RateState,
 };
-use crate::core::{TenantContext, TenantId};
+use crate::core::{Answer, Moment, TenantContext, TenantId};
 
 mod slot;
 use slot::*;
@@ -220,11 +220,13 @@ where
         self.shared.sweep()
     }
 
+    /// A decision at the clock's time.
+    #[cfg(test)]
     fn decide(&self, tenant: &TenantContext, cost: u32) -> QuotaDecision {
         self.decide_at(tenant, cost, None)
     }
 
-    /// [`decide`](Self::decide), at `now` when given and the clock is the system's.
+    /// A decision at `now` when given and the clock is the system's.
     fn decide_at(
         &self,
         tenant: &TenantContext,
@@ -583,52 +585,28 @@ fn shadowed(plan: &QuotaPlan, mut decision: QuotaDecision) -> QuotaDecision {
     decision
 }
 
-#[async_trait::async_trait]
 impl<C> QuotaManager for LocalQuota<C>
 where
     C: Clock + Clone + Send + Sync + 'static,
     C::Instant: Send + Sync,
 {
-    async fn check(&self, tenant: &TenantContext, cost: u32) -> Result<QuotaDecision, QuotaError> {
-        Ok(self.decide(tenant, cost))
+    #[inline]
+    fn check<'a>(
+        &'a self,
+        tenant: &'a TenantContext,
+        cost: u32,
+        at: &mut Moment,
+    ) -> Answer<'a, Result<QuotaDecision, QuotaError>> {
+        Answer::Now(Ok(self.decide_at(tenant, cost, Some(at.instant()))))
     }
 
-    async fn settle(
-        &self,
-        tenant: &TenantContext,
+    fn settle<'a>(
+        &'a self,
+        tenant: &'a TenantContext,
         charge: Charge,
         actual: u32,
-    ) -> Result<(), QuotaError> {
+    ) -> Answer<'a, Result<(), QuotaError>> {
         self.correct(tenant, charge, actual);
-        Ok(())
-    }
-
-    #[inline]
-    fn check_now(
-        &self,
-        tenant: &TenantContext,
-        cost: u32,
-    ) -> Option<Result<QuotaDecision, QuotaError>> {
-        Some(Ok(self.decide(tenant, cost)))
-    }
-
-    #[inline]
-    fn check_now_at(
-        &self,
-        tenant: &TenantContext,
-        cost: u32,
-        now: std::time::Instant,
-    ) -> Option<Result<QuotaDecision, QuotaError>> {
-        Some(Ok(self.decide_at(tenant, cost, Some(now))))
-    }
-
-    fn settle_now(
-        &self,
-        tenant: &TenantContext,
-        charge: Charge,
-        actual: u32,
-    ) -> Option<Result<(), QuotaError>> {
-        self.correct(tenant, charge, actual);
-        Some(Ok(()))
+        Answer::Now(Ok(()))
     }
 }

@@ -24,7 +24,7 @@ use super::{
     fallback::Fallback, refuse, Charge, QuotaDecision, QuotaError, QuotaManager, QuotaPlan,
     QuotaPlans,
 };
-use crate::core::{error::ConfigError, RedisConnection, TenantContext};
+use crate::core::{error::ConfigError, Answer, Moment, RedisConnection, TenantContext};
 
 mod heartbeat;
 mod scripts;
@@ -361,7 +361,7 @@ impl RedisQuota {
         match &self.fallback {
             Some(f) => {
                 f.redis_failed();
-                f.decide(tenant, plan, cost)
+                f.decide(tenant, plan, cost, &mut Moment::now())
             }
             None => Err(QuotaError::new(why)),
         }
@@ -467,18 +467,56 @@ impl Drop for Unsettled<'_> {
     }
 }
 
-#[async_trait::async_trait]
 impl QuotaManager for RedisQuota {
-    async fn check(&self, tenant: &TenantContext, cost: u32) -> Result<QuotaDecision, QuotaError> {
+    fn check<'a>(
+        &'a self,
+        tenant: &'a TenantContext,
+        cost: u32,
+        at: &mut Moment,
+    ) -> Answer<'a, Result<QuotaDecision, QuotaError>> {
         let Some(plan) = self.plans.plan_for(tenant) else {
-            return Ok(refuse(None, None, None, None, None));
+            return Answer::Now(Ok(refuse(None, None, None, None, None)));
         };
         if let Some(f) = &self.fallback {
             self.ensure_heartbeat();
             if f.local_only() {
-                return f.decide(tenant, plan, cost);
+                return Answer::Now(f.decide(tenant, plan, cost, at));
             }
         }
+        Answer::later(self.ask(tenant, plan, cost))
+    }
+
+    fn settle<'a>(
+        &'a self,
+        tenant: &'a TenantContext,
+        charge: Charge,
+        actual: u32,
+    ) -> Answer<'a, Result<(), QuotaError>> {
+        let Some(plan) = self.plans.plan_for(tenant) else {
+            return Answer::Now(Ok(()));
+        };
+        if plan.budgets().is_empty() {
+            return Answer::Now(Ok(()));
+        }
+        // While deciding locally, a correction changes the local share and what is
+        // owed to Redis, whoever admitted the charge (Redis just before the outage,
+        // or this replica during it).
+        if let Some(f) = self.fallback.as_ref().filter(|f| f.local_only()) {
+            f.settle(tenant, plan, charge, actual);
+            return Answer::Now(Ok(()));
+        }
+        Answer::later(self.correct(tenant, plan, charge, actual))
+    }
+}
+
+impl RedisQuota {
+    /// The check, asked of Redis.
+    async fn ask(
+        &self,
+        tenant: &TenantContext,
+        plan: &Arc<QuotaPlan>,
+        cost: u32,
+    ) -> Result<QuotaDecision, QuotaError> {
         let key = self.key(tenant);
         let mut invocation = self.check.key(&key);
         check_args(plan, cost, |a| {
@@ -529,25 +567,14 @@ impl QuotaManager for RedisQuota {
         }
     }
 
-    async fn settle(
+    /// The correction, sent to Redis.
+    async fn correct(
         &self,
         tenant: &TenantContext,
+        plan: &QuotaPlan,
         charge: Charge,
         actual: u32,
     ) -> Result<(), QuotaError> {
-        let Some(plan) = self.plans.plan_for(tenant) else {
-            return Ok(());
-        };
-        if plan.budgets().is_empty() {
-            return Ok(());
-        }
-        // While deciding locally, a correction changes the local share and what is
-        // owed to Redis, whoever admitted the charge (Redis just before the outage,
-        // or this replica during it).
-        if let Some(f) = self.fallback.as_ref().filter(|f| f.local_only()) {
-            f.settle(tenant, plan, charge, actual);
-            return Ok(());
-        }
         let mut invocation = self.settle.key(self.key(tenant));
         invocation.arg(i64::from(actual) - i64::from(charge.units()));
         invocation.arg(charge.charged_at().unwrap_or(0));
