@@ -15,7 +15,7 @@ PORT=${PORT:-18099}
 ADDR=127.0.0.1:$PORT
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 cargo build --release --features jwt --example bench_server -q
-BIN=${CARGO_TARGET_DIR:-target}/release/examples/bench_server
+BIN=${CARGO_TARGET_DIR:-target}/release/examples/bench_server # bench/bench_server.rs
 MODES=("$@")
 [ ${#MODES[@]} -gt 0 ] || MODES=(bare bare-headers resolve cached policy full full-headers full-jwt peer floor)
 rest=(); for m in "${MODES[@]}"; do [ "$m" = bare ] || rest+=("$m"); done

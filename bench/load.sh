@@ -18,7 +18,7 @@ PORT=${PORT:-18097}
 ADDR=127.0.0.1:$PORT
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 cargo build --release --features jwt --example bench_server -q
-BIN=target/release/examples/bench_server
+BIN=${CARGO_TARGET_DIR:-target}/release/examples/bench_server # bench/bench_server.rs
 MODES=("$@")
 [ ${#MODES[@]} -gt 0 ] || MODES=(bare resolve cached policy full full-headers full-jwt peer floor)
 rest=(); for m in "${MODES[@]}"; do [ "$m" = bare ] || rest+=("$m"); done

@@ -16,7 +16,7 @@ N2=${N2:-120000}
 NATIVE=${NATIVE:-3000000}
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 cargo build --release --example quota_engine -q
-BIN=target/release/examples/quota_engine
+BIN=${CARGO_TARGET_DIR:-target}/release/examples/quota_engine # bench/quota_engine.rs
 SIZES=("$@")
 [ ${#SIZES[@]} -gt 0 ] || SIZES=(1 1000 100000 1000000)
 OUT=$(mktemp -d)

@@ -13,7 +13,7 @@ URL=${REDIS_URL:-redis://127.0.0.1:6379}
 SECS=${1:-5}
 command -v redis-benchmark >/dev/null || { echo "redis-benchmark is needed" >&2; exit 1; }
 cargo build --release --features redis-cluster --example redis_quota_bench -q
-BIN=target/release/examples/redis_quota_bench
+BIN=${CARGO_TARGET_DIR:-target}/release/examples/redis_quota_bench # bench/redis_quota_bench.rs
 OUT=$(mktemp -d); trap 'rm -rf "$OUT"' EXIT
 
 hostport() { local hp=${1#redis://}; hp=${hp%%/*}; echo "${hp%%:*} ${hp##*:}"; }

@@ -73,6 +73,22 @@
 //! # });
 //! ```
 //!
+//! # Guides
+//!
+//! The documentation by topic, in the [`guide`] module:
+//!
+//! | guide | covers |
+//! | --- | --- |
+//! | [resolution](guide::resolution) | the sources and their order, tenant ids and hosts, a `Tenancy` per scope, client certificates, W3C Baggage, the error codes and bodies |
+//! | [registries](guide::registries) | the in-memory registry and its files, your own store behind the cache, PostgreSQL kept fresh on every replica |
+//! | [sessions and identity providers](guide::sessions) | JWT sessions: keys, refresh, revocation; tokens from OpenID providers, a provider per tenant |
+//! | [policy](guide::policy) | `RulePolicy`: routes, capabilities and feature flags per tier and tenant, versions and shadow mode; your own evaluator; guards |
+//! | [quotas and Redis](guide::quotas) | plans, costs and `429`s; `RedisQuota`, its failure modes and their bounds, Redis Cluster and TLS |
+//! | [tenant data](guide::tenant_data) | `TenantTx` in the pooled, schema and database models; migrations across tenants |
+//! | [observability](guide::observability) | audit events, the tenant span, the access line, metrics |
+//! | [testing your service](guide::testing) | handlers without the middleware, conformance suites, a fake clock |
+//! | [operating it](guide::operating) | bounded waits, replicas, suspending a tenant, rotating keys, log volume, the build |
+//!
 //! # Crate features
 //!
 //! | feature | adds |
@@ -108,7 +124,7 @@
 //!
 //! | module | holds | imports |
 //! | --- | --- | --- |
-//! | `core/` | tenant ids and their rule, [`SourceKind`](resolve::SourceKind), records, [`TenantContext`], [`Principal`], [`TenancyError`] with its codes and responder, the [audit](observe) sink and events, what resolution leaves in the request extensions, the capability trait handlers ask through, the [`Charge`](quota::Charge) a quota check made, and the guard every call into the application's code runs under | nothing of the crate |
+//! | `core/` | tenant ids and their rule, [`SourceKind`](resolve::SourceKind), records, [`TenantContext`], [`Principal`], [`TenancyError`](error::TenancyError) with its codes and responder, the [audit](observe) sink and events, what resolution leaves in the request extensions, the capability trait handlers ask through, the [`Charge`](quota::Charge) a quota check made, and the guard every call into the application's code runs under | nothing of the crate |
 //! | `pipeline/` | the one middleware service and its named future; the stage protocol (`prepare` → pass, refuse, or wait once: the wait's output has no "wait" arm); the response-side step, settled when the response's body ends ([`SettlingBody`](dev::SettlingBody)); the settings every stage shares (responder, audit sink, per-tenant metrics); the per-worker route cache | `core` |
 //! | `extract.rs`, [`guard`] | the [`Tenant`] and [`Principal`] extractors, route guards: they read what the core holds | `core` |
 //! | [`registry`] | the resolver's backends (in memory, cached, PostgreSQL) | `core` |
@@ -147,6 +163,31 @@ pub use extract::Tenant;
 pub use resolve::tls;
 pub use resolve::{Source, TenantResolver};
 pub use tenancy::{Tenancy, TenancyBuilder};
+
+/// The guides: the crate's documentation by topic, one page each.
+///
+/// Each page is a Markdown file of the crate (`docs/guide/`), shown here and compiled
+/// with its examples as doctests.
+pub mod guide {
+    #[doc = include_str!("../docs/guide/resolution.md")]
+    pub mod resolution {}
+    #[doc = include_str!("../docs/guide/registries.md")]
+    pub mod registries {}
+    #[doc = include_str!("../docs/guide/sessions.md")]
+    pub mod sessions {}
+    #[doc = include_str!("../docs/guide/policy.md")]
+    pub mod policy {}
+    #[doc = include_str!("../docs/guide/quotas.md")]
+    pub mod quotas {}
+    #[doc = include_str!("../docs/guide/tenant_data.md")]
+    pub mod tenant_data {}
+    #[doc = include_str!("../docs/guide/observability.md")]
+    pub mod observability {}
+    #[doc = include_str!("../docs/guide/testing.md")]
+    pub mod testing {}
+    #[doc = include_str!("../docs/guide/operating.md")]
+    pub mod operating {}
+}
 
 /// Types that appear in middleware signatures; rarely named directly.
 pub mod dev {

@@ -50,6 +50,7 @@ use crate::{
 /// use actix_tenancy::{
 ///     quota::{LocalQuota, QuotaManager, QuotaPlan, QuotaPlans},
 ///     testing::{self, FakeClock},
+///     Moment,
 /// };
 ///
 /// # actix_web::rt::System::new().block_on(async {

@@ -6,7 +6,7 @@
 //! does. The times to answer and to recover are printed (`--nocapture`).
 //!
 //! The timeouts are the defaults the documents give (THREAT_MODEL.md, threat 16;
-//! README): registry 2 s, evaluator 100 ms, revocation store 1 s, the Redis quota
+//! the operating guide): registry 2 s, evaluator 100 ms, revocation store 1 s, the Redis quota
 //! 50 ms. A hanging or frozen backend's request is answered no sooner than its bound
 //! (so the bound in force is the documented one) and no later than the bound plus
 //! [`SLACK`].

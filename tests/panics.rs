@@ -14,7 +14,6 @@ use std::{
     time::Duration,
 };
 
-use actix_tenancy::{Answer, Moment};
 use actix_tenancy::{
     observe::AuditEvent,
     prelude::*,
@@ -24,6 +23,7 @@ use actix_tenancy::{
     },
     resolve::SourceError,
 };
+use actix_tenancy::{Answer, Moment};
 use actix_web::{dev::ServiceRequest, test, web, App, HttpMessage as _, HttpRequest, HttpResponse};
 use futures_util::FutureExt as _;
 

@@ -1,6 +1,7 @@
-//! `RulePolicy` decides and `LocalQuota` checks without allocating, as the README
-//! says: `allocation-counter`'s global allocator counts this thread's allocations
-//! while they decide (alone in their binary, since it sets the global allocator).
+//! `RulePolicy` decides and `LocalQuota` checks without allocating, as the policy
+//! guide and the CHANGELOG say: `allocation-counter`'s global allocator counts this
+//! thread's allocations while they decide (alone in their binary, since it sets the
+//! global allocator).
 
 use std::sync::Arc;
 

@@ -51,7 +51,7 @@ fn ask(method: Method, route: &str) -> PolicyRequest {
     PolicyRequest::new(method, route).with_route(route)
 }
 
-/// The tiered policy the README shows, plus tenant and parent overrides.
+/// The tiered policy the policy guide shows, plus tenant and parent overrides.
 fn tiered() -> PolicySet {
     PolicySet::new()
         .default_rules(Rules::new().allow("GET /health").deny("* /admin/**"))

@@ -9,7 +9,7 @@
 //!   replica's last check of it, not a fresh allowance. When every replica's last
 //!   check was recent, together they admit at most what was left; what others spent
 //!   after a replica's last check, and a tenant a replica never checked (a fresh
-//!   share), can add up to one plan per period (the README's bounds).
+//!   share), can add up to one plan per period (the bounds in [`guide::quotas`](crate::guide::quotas)).
 //! - **The debt.** What is admitted locally is recorded per tenant and period, and
 //!   charged to Redis (`RECONCILE`) once it answers again, before any replica goes back
 //!   to it: the heartbeat holds the replica on its share for a grace period of two

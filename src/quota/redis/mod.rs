@@ -61,7 +61,7 @@ pub enum FailureMode {
     /// total stays within the plan (measured in `tests/degraded.rs`); mirrors that are
     /// old, or missing, can let through up to one more plan per period. While
     /// degraded, checks are decided locally at once, without waiting for Redis; the
-    /// heartbeat alone probes it. The README's "When Redis fails" gives the bounds and
+    /// heartbeat alone probes it. [`guide::quotas`](crate::guide::quotas) ("When Redis fails") gives the bounds and
     /// the measured totals. Build the manager within a Tokio runtime (the heartbeat
     /// is spawned there; without one it starts on the first check).
     FallbackLocal {
