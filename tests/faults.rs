@@ -92,19 +92,20 @@ impl TenantRegistry for FaultyRegistry {
 /// An evaluator that allows everything, when it is healthy.
 struct FaultyEvaluator(Mode);
 
-#[async_trait::async_trait]
 impl PolicyEvaluator for FaultyEvaluator {
-    async fn evaluate(
-        &self,
-        _: &TenantContext,
-        _: &PolicyRequest,
-    ) -> Result<Decision, PolicyError> {
-        match self.0.get() {
-            ERROR => Err(PolicyError::new("injected failure")),
-            HANG => std::future::pending().await,
-            PANIC => panic!("injected evaluator panic"),
-            _ => Ok(Decision::allow("healthy")),
-        }
+    fn evaluate<'a>(
+        &'a self,
+        _: &'a TenantContext,
+        _: &'a PolicyRequest,
+    ) -> Answer<'a, Result<Decision, PolicyError>> {
+        Answer::later(async move {
+            match self.0.get() {
+                ERROR => Err(PolicyError::new("injected failure")),
+                HANG => std::future::pending().await,
+                PANIC => panic!("injected evaluator panic"),
+                _ => Ok(Decision::allow("healthy")),
+            }
+        })
     }
 }
 

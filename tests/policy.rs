@@ -6,6 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use actix_tenancy::Answer;
 use actix_tenancy::{
     observe::AuditEvent,
     policy::{Decision, PolicyError, PolicyEvaluator, PolicyRequest, TenantPolicy},
@@ -188,21 +189,22 @@ async fn capabilities_come_from_headers_and_hostile_ones_are_refused() {
 /// An evaluator that fails in the way it is told to, by tenant.
 struct Flaky;
 
-#[async_trait::async_trait]
 impl PolicyEvaluator for Flaky {
-    async fn evaluate(
-        &self,
-        tenant: &TenantContext,
-        req: &PolicyRequest,
-    ) -> Result<Decision, PolicyError> {
-        match (tenant.id().as_str(), req.path()) {
-            (_, "/slow") => {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                Ok(Decision::allow("too late"))
+    fn evaluate<'a>(
+        &'a self,
+        tenant: &'a TenantContext,
+        req: &'a PolicyRequest,
+    ) -> Answer<'a, Result<Decision, PolicyError>> {
+        Answer::later(async move {
+            match (tenant.id().as_str(), req.path()) {
+                (_, "/slow") => {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    Ok(Decision::allow("too late"))
+                }
+                ("globex", _) => Err(PolicyError::new("backend down")),
+                _ => Ok(Decision::allow("ok")),
             }
-            ("globex", _) => Err(PolicyError::new("backend down")),
-            _ => Ok(Decision::allow("ok")),
-        }
+        })
     }
 }
 
@@ -242,14 +244,13 @@ async fn errors_timeouts_and_panics_are_503_and_the_next_request_is_served() {
     assert_eq!(test::call_service(&app, ok()).await.status(), 200);
 
     struct AsyncPanic;
-    #[async_trait::async_trait]
     impl PolicyEvaluator for AsyncPanic {
-        async fn evaluate(
-            &self,
-            _: &TenantContext,
-            _: &PolicyRequest,
-        ) -> Result<Decision, PolicyError> {
-            panic!("async evaluator bug")
+        fn evaluate<'a>(
+            &'a self,
+            _: &'a TenantContext,
+            _: &'a PolicyRequest,
+        ) -> Answer<'a, Result<Decision, PolicyError>> {
+            Answer::later(async { panic!("async evaluator bug") })
         }
     }
     let app = app!(TenantPolicy::new(AsyncPanic));

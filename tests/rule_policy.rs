@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use actix_tenancy::Answer;
 use actix_tenancy::{
     error::ConfigError,
     guard,
@@ -648,23 +649,25 @@ struct Remote {
     fail: AtomicBool,
 }
 
-#[async_trait::async_trait]
 impl PolicyEvaluator for Remote {
-    async fn evaluate(
-        &self,
-        tenant: &TenantContext,
-        _: &PolicyRequest,
-    ) -> Result<Decision, PolicyError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(PolicyError::new("policy service down"));
-        }
-        let v = self.version.load(Ordering::SeqCst) as u64;
-        Ok(if tenant.tier() == "pro" {
-            Decision::allow("pro").with_version(v)
-        } else {
-            Decision::deny("not pro").with_version(v)
+    fn evaluate<'a>(
+        &'a self,
+        tenant: &'a TenantContext,
+        _: &'a PolicyRequest,
+    ) -> Answer<'a, Result<Decision, PolicyError>> {
+        // The work is in the future: the stage may ask twice (now, then to wait).
+        Answer::later(async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(PolicyError::new("policy service down"));
+            }
+            let v = self.version.load(Ordering::SeqCst) as u64;
+            Ok(if tenant.tier() == "pro" {
+                Decision::allow("pro").with_version(v)
+            } else {
+                Decision::deny("not pro").with_version(v)
+            })
         })
     }
 
@@ -733,18 +736,18 @@ async fn cached_entries_expire() {
     let q = ask(Method::GET, "/items/{id}");
     assert!(cached.evaluate(&t, &q).await.unwrap().allowed);
     assert!(
-        cached.evaluate_now(&t, &q).unwrap().unwrap().allowed,
+        cached.evaluate(&t, &q).now().unwrap().unwrap().allowed,
         "a hit needs no wait"
     );
     assert_eq!(remote.calls.load(Ordering::SeqCst), 1);
     // The same tenant on another tier is asked again, never answered from the cache.
     let downgraded = ctx("acme", "free", None);
-    assert!(cached.evaluate_now(&downgraded, &q).is_none());
+    assert!(cached.evaluate(&downgraded, &q).now().is_none());
     assert!(!cached.evaluate(&downgraded, &q).await.unwrap().allowed);
     assert_eq!(remote.calls.load(Ordering::SeqCst), 2);
     tokio::time::sleep(Duration::from_millis(40)).await;
     assert!(
-        cached.evaluate_now(&t, &q).is_none(),
+        cached.evaluate(&t, &q).now().is_none(),
         "expired: ask the evaluator"
     );
     assert!(!cached.is_empty());
@@ -761,24 +764,14 @@ struct Counting {
     panics: bool,
 }
 
-#[async_trait::async_trait]
 impl PolicyEvaluator for Counting {
-    async fn evaluate(
-        &self,
-        tenant: &TenantContext,
-        req: &PolicyRequest,
-    ) -> Result<Decision, PolicyError> {
+    fn evaluate<'a>(
+        &'a self,
+        tenant: &'a TenantContext,
+        req: &'a PolicyRequest,
+    ) -> Answer<'a, Result<Decision, PolicyError>> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        Ok(self.rules.decide(tenant, req))
-    }
-
-    fn evaluate_now(
-        &self,
-        tenant: &TenantContext,
-        req: &PolicyRequest,
-    ) -> Option<Result<Decision, PolicyError>> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        Some(Ok(self.rules.decide(tenant, req)))
+        Answer::Now(Ok(self.rules.decide(tenant, req)))
     }
 
     fn memo_epoch(&self) -> Option<u64> {

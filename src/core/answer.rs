@@ -16,7 +16,11 @@ use std::{
 /// A backend that knows the answer without waiting (an in-memory map, a warm cache, a
 /// local limiter) returns `Answer::Now`, and the middleware goes on without creating a
 /// future or a timer; one that must ask a server returns [`Answer::later`] with its
-/// `async` block. Either way the caller can `.await` it:
+/// `async` block. Either way the caller can `.await` it.
+///
+/// The middleware asks a backend once for an answer now and, when it must wait, asks
+/// again inside its one wait (the first future is dropped unpolled). So do the work in
+/// the future (an `async` block does nothing until polled), not before returning it.
 ///
 /// ```
 /// use actix_tenancy::Answer;

@@ -10,7 +10,7 @@ use actix_web::http::Method;
 use dashmap::DashMap;
 
 use super::{Decision, PolicyError, PolicyEvaluator, PolicyRequest};
-use crate::core::{TenantContext, TenantId};
+use crate::core::{Answer, TenantContext, TenantId};
 
 /// Caches the decisions of a slow evaluator (a policy service, a database) for a TTL.
 ///
@@ -133,38 +133,31 @@ impl<E: PolicyEvaluator> CachedPolicy<E> {
     }
 }
 
-#[async_trait::async_trait]
 impl<E: PolicyEvaluator> PolicyEvaluator for CachedPolicy<E> {
-    async fn evaluate(
-        &self,
-        tenant: &TenantContext,
-        req: &PolicyRequest,
-    ) -> Result<Decision, PolicyError> {
+    fn evaluate<'a>(
+        &'a self,
+        tenant: &'a TenantContext,
+        req: &'a PolicyRequest,
+    ) -> Answer<'a, Result<Decision, PolicyError>> {
         let key = self.key(tenant, req);
         if let Some(hit) = key.as_ref().and_then(|k| self.hit(k)) {
-            return Ok(hit);
+            return Answer::Now(Ok(hit));
         }
-        let answer = self.inner.evaluate(tenant, req).await;
-        self.store(key, &answer);
-        answer
+        match self.inner.evaluate(tenant, req) {
+            Answer::Now(answer) => {
+                self.store(key, &answer);
+                Answer::Now(answer)
+            }
+            Answer::Later(later) => Answer::later(async move {
+                let answer = later.await;
+                self.store(key, &answer);
+                answer
+            }),
+        }
     }
 
-    fn evaluate_now(
-        &self,
-        tenant: &TenantContext,
-        req: &PolicyRequest,
-    ) -> Option<Result<Decision, PolicyError>> {
-        let key = self.key(tenant, req);
-        if let Some(hit) = key.as_ref().and_then(|k| self.hit(k)) {
-            return Some(Ok(hit));
-        }
-        let answer = self.inner.evaluate_now(tenant, req)?;
-        self.store(key, &answer);
-        Some(answer)
-    }
-
-    fn shadow_now(&self, tenant: &TenantContext, req: &PolicyRequest) -> Option<Decision> {
-        self.inner.shadow_now(tenant, req)
+    fn shadow(&self, tenant: &TenantContext, req: &PolicyRequest) -> Option<Decision> {
+        self.inner.shadow(tenant, req)
     }
 
     fn can(&self, tenant: &TenantContext, capability: &str) -> bool {

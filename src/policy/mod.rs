@@ -70,7 +70,7 @@ pub use cache::CachedPolicy;
 pub use rules::{PolicySet, RulePolicy, Rules, DEFAULT_KEEP_VERSIONS};
 pub use stage::{TenantPolicy, TenantPolicyBuilder};
 
-use crate::core::TenantContext;
+use crate::core::{Answer, TenantContext};
 
 /// What the evaluator is asked about.
 #[derive(Debug, Clone)]
@@ -231,34 +231,24 @@ impl std::error::Error for PolicyError {}
 
 /// Decides whether a tenant may make a request. Usable as `Arc<dyn PolicyEvaluator>`.
 ///
-/// Implement [`evaluate`](Self::evaluate) for an evaluator that waits (a policy
-/// service, a database). An evaluator that decides in memory also implements
-/// [`evaluate_now`](Self::evaluate_now), which the stage prefers: no future, no timer.
-/// A closure `Fn(&TenantContext, &PolicyRequest) -> Result<Decision, PolicyError>` is
-/// such an evaluator.
-#[async_trait::async_trait]
+/// Implement [`evaluate`](Self::evaluate): an evaluator that decides in memory answers
+/// [`Answer::Now`] (no future, no timer); one that asks a policy service answers
+/// [`Answer::later`], and the stage waits for it at most its timeout (do the work
+/// inside it: see [`Answer`]). A closure
+/// `Fn(&TenantContext, &PolicyRequest) -> Result<Decision, PolicyError>` is an
+/// evaluator that answers now.
 pub trait PolicyEvaluator: Send + Sync + 'static {
     /// Decides.
-    async fn evaluate(
-        &self,
-        tenant: &TenantContext,
-        req: &PolicyRequest,
-    ) -> Result<Decision, PolicyError>;
-
-    /// Decides without waiting, when possible (`None`: call `evaluate`).
-    fn evaluate_now(
-        &self,
-        tenant: &TenantContext,
-        req: &PolicyRequest,
-    ) -> Option<Result<Decision, PolicyError>> {
-        let _ = (tenant, req);
-        None
-    }
+    fn evaluate<'a>(
+        &'a self,
+        tenant: &'a TenantContext,
+        req: &'a PolicyRequest,
+    ) -> Answer<'a, Result<Decision, PolicyError>>;
 
     /// The decision of a shadow version running beside the active one, if there is one
     /// and it can decide without waiting. The stage audits it as would-allow or
     /// would-deny; it never changes the response.
-    fn shadow_now(&self, tenant: &TenantContext, req: &PolicyRequest) -> Option<Decision> {
+    fn shadow(&self, tenant: &TenantContext, req: &PolicyRequest) -> Option<Decision> {
         let _ = (tenant, req);
         None
     }
@@ -279,7 +269,7 @@ pub trait PolicyEvaluator: Send + Sync + 'static {
 
     /// Lets the stage remember decisions, per worker, while the answer stays the same
     /// number. `Some(epoch)` promises that, for as long as this returns `epoch`,
-    /// [`evaluate_now`](Self::evaluate_now) gives a request that asks for no
+    /// [`evaluate`](Self::evaluate) gives a request that asks for no
     /// capability the same decision for the same tenant record, method and routed
     /// path: it reads nothing else (no scopes, no claims, no clock, no other header),
     /// and no shadow version needs to see each request. The stage then evaluates a
@@ -292,48 +282,32 @@ pub trait PolicyEvaluator: Send + Sync + 'static {
     }
 }
 
-#[async_trait::async_trait]
 impl<F> PolicyEvaluator for F
 where
     F: Fn(&TenantContext, &PolicyRequest) -> Result<Decision, PolicyError> + Send + Sync + 'static,
 {
-    async fn evaluate(
-        &self,
-        tenant: &TenantContext,
-        req: &PolicyRequest,
-    ) -> Result<Decision, PolicyError> {
-        self(tenant, req)
-    }
-
-    fn evaluate_now(
-        &self,
-        tenant: &TenantContext,
-        req: &PolicyRequest,
-    ) -> Option<Result<Decision, PolicyError>> {
-        Some(self(tenant, req))
+    #[inline]
+    fn evaluate<'a>(
+        &'a self,
+        tenant: &'a TenantContext,
+        req: &'a PolicyRequest,
+    ) -> Answer<'a, Result<Decision, PolicyError>> {
+        Answer::Now(self(tenant, req))
     }
 }
 
-#[async_trait::async_trait]
 impl<P: PolicyEvaluator + ?Sized> PolicyEvaluator for std::sync::Arc<P> {
-    async fn evaluate(
-        &self,
-        tenant: &TenantContext,
-        req: &PolicyRequest,
-    ) -> Result<Decision, PolicyError> {
-        (**self).evaluate(tenant, req).await
+    #[inline]
+    fn evaluate<'a>(
+        &'a self,
+        tenant: &'a TenantContext,
+        req: &'a PolicyRequest,
+    ) -> Answer<'a, Result<Decision, PolicyError>> {
+        (**self).evaluate(tenant, req)
     }
 
-    fn evaluate_now(
-        &self,
-        tenant: &TenantContext,
-        req: &PolicyRequest,
-    ) -> Option<Result<Decision, PolicyError>> {
-        (**self).evaluate_now(tenant, req)
-    }
-
-    fn shadow_now(&self, tenant: &TenantContext, req: &PolicyRequest) -> Option<Decision> {
-        (**self).shadow_now(tenant, req)
+    fn shadow(&self, tenant: &TenantContext, req: &PolicyRequest) -> Option<Decision> {
+        (**self).shadow(tenant, req)
     }
 
     fn can(&self, tenant: &TenantContext, capability: &str) -> bool {

@@ -1,5 +1,6 @@
 use std::{
     fmt,
+    future::IntoFuture as _,
     panic::{catch_unwind, AssertUnwindSafe},
     rc::Rc,
     sync::Arc,
@@ -289,7 +290,7 @@ impl PolicyStage {
         let evaluator = &self.evaluator;
         let timer = Timer::start();
         let answer = match catch_unwind(AssertUnwindSafe(|| {
-            evaluator.evaluate_now(tenant, &question)
+            evaluator.evaluate(tenant, &question).now()
         })) {
             Ok(Some(answer)) => {
                 if let (Some((epoch, probe)), Some(path), Ok(d)) = (memo, &path, &answer) {
@@ -298,6 +299,7 @@ impl PolicyStage {
                 }
                 answer
             }
+            // An evaluator that must wait is asked again, and waited for once.
             Ok(None) => {
                 let (me, settings) = (Arc::clone(self), Arc::clone(settings));
                 let tenant = Arc::clone(tenant);
@@ -323,11 +325,17 @@ impl PolicyStage {
         question: &PolicyRequest,
     ) -> Next {
         let timer = Timer::start();
-        let call = AssertUnwindSafe(self.evaluator.evaluate(tenant, question)).catch_unwind();
-        let answer = match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_panic)) => Err(PolicyError::new("the evaluator panicked")),
-            Err(_) => Err(PolicyError::new("the evaluator timed out")),
+        let evaluator = &self.evaluator;
+        let answer = match catch_unwind(AssertUnwindSafe(|| evaluator.evaluate(tenant, question))) {
+            Ok(answer) => {
+                let call = AssertUnwindSafe(answer.into_future()).catch_unwind();
+                match tokio::time::timeout(self.timeout, call).await {
+                    Ok(Ok(answer)) => answer,
+                    Ok(Err(_panic)) => Err(PolicyError::new("the evaluator panicked")),
+                    Err(_) => Err(PolicyError::new("the evaluator timed out")),
+                }
+            }
+            Err(_panic) => Err(PolicyError::new("the evaluator panicked")),
         };
         let step = self.decided(settings, req, tenant, question, answer);
         timer.stop(StageName::Policy);
@@ -343,7 +351,7 @@ impl PolicyStage {
         question: &PolicyRequest,
     ) {
         let evaluator = &self.evaluator;
-        let shadow = catch_unwind(AssertUnwindSafe(|| evaluator.shadow_now(tenant, question)));
+        let shadow = catch_unwind(AssertUnwindSafe(|| evaluator.shadow(tenant, question)));
         if let Ok(Some(d)) = shadow {
             let outcome = if d.allowed {
                 Outcome::WouldAllow

@@ -255,7 +255,7 @@ impl std::error::Error for QuotaError {}
 /// endpoints learn the token count at the end: the estimate is charged up front and
 /// corrected afterwards). A manager that decides without waiting (a local limiter)
 /// answers [`Answer::Now`], and the stage creates no future; one that asks a server
-/// answers [`Answer::later`].
+/// answers [`Answer::later`] (do the work inside it: see [`Answer`]).
 pub trait QuotaManager: Send + Sync + 'static {
     /// Checks `cost` units for `tenant` at the request's moment `at`, consuming them
     /// if allowed. A manager on the system's monotonic clock may read the time from

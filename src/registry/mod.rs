@@ -44,7 +44,8 @@ pub type Lookup = Option<Arc<TenantRecord>>;
 /// A registry that knows the answer without waiting (an in-memory map, a warm cache)
 /// answers [`Answer::Now`]: the resolver then creates no future and no timer. One that
 /// asks a server answers [`Answer::later`] with its `async` block, and the resolver
-/// waits for it at most its `registry_timeout`.
+/// waits for it at most its `registry_timeout` (do the work inside the block: see
+/// [`Answer`]).
 ///
 /// ```
 /// use actix_tenancy::registry::{Lookup, RegistryError, TenantRegistry};

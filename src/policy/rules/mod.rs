@@ -16,7 +16,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Deserialize;
 
 use super::{Decision, PolicyError, PolicyEvaluator, PolicyRequest};
-use crate::core::{error::ConfigError, TenantContext};
+use crate::core::{error::ConfigError, Answer, TenantContext};
 
 mod rule;
 use rule::*;
@@ -488,26 +488,17 @@ impl History {
     }
 }
 
-#[async_trait::async_trait]
 impl PolicyEvaluator for RulePolicy {
-    async fn evaluate(
-        &self,
-        tenant: &TenantContext,
-        req: &PolicyRequest,
-    ) -> Result<Decision, PolicyError> {
-        Ok(self.decide(tenant, req))
-    }
-
     #[inline]
-    fn evaluate_now(
-        &self,
-        tenant: &TenantContext,
-        req: &PolicyRequest,
-    ) -> Option<Result<Decision, PolicyError>> {
-        Some(Ok(self.decide(tenant, req)))
+    fn evaluate<'a>(
+        &'a self,
+        tenant: &'a TenantContext,
+        req: &'a PolicyRequest,
+    ) -> Answer<'a, Result<Decision, PolicyError>> {
+        Answer::Now(Ok(self.decide(tenant, req)))
     }
 
-    fn shadow_now(&self, tenant: &TenantContext, req: &PolicyRequest) -> Option<Decision> {
+    fn shadow(&self, tenant: &TenantContext, req: &PolicyRequest) -> Option<Decision> {
         if !self.shared.has_shadow.load(Ordering::Acquire) {
             return None;
         }
