@@ -163,6 +163,105 @@ pub(super) fn validations(c: &SessionConfig) -> Vec<(Algorithm, Validation)> {
         .collect()
 }
 
+/// A decoded token's claims, typed as this crate relies on them, whatever the library
+/// accepted.
+struct Claims<'a>(&'a Map<String, Value>);
+
+impl<'a> Claims<'a> {
+    /// A time claim: a whole number of unix seconds, if present.
+    fn number(&self, name: &'static str) -> Result<Option<u64>, SessionError> {
+        match self.0.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or(invalid("a time claim is not a whole number")),
+        }
+    }
+
+    /// A claim that must be a string, if present.
+    fn text(&self, name: &str) -> Result<Option<&'a str>, SessionError> {
+        match self.0.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(invalid("a claim that must be a string is not")),
+        }
+    }
+
+    /// `iat` and `exp`, for a token alive now on the configured clock (within the
+    /// leeway) and living no longer than any revocation is kept.
+    fn times(&self, c: &SessionConfig) -> Result<(u64, u64), SessionError> {
+        let (now, leeway) = (c.clock.unix_secs(), c.leeway.as_secs());
+        let expires_at = self.number("exp")?.ok_or(invalid("no exp"))?;
+        if expires_at.saturating_add(leeway) < now {
+            return Err(invalid("expired"));
+        }
+        if self
+            .number("nbf")?
+            .is_some_and(|nbf| nbf > now.saturating_add(leeway))
+        {
+            return Err(invalid("not yet valid"));
+        }
+        // A revocation is kept for the longest life a token may have: a token whose
+        // life is unknown (no `iat`) or longer would outlive it.
+        let issued_at = self
+            .number("iat")?
+            .ok_or(invalid("no iat: the token's life is unknown"))?;
+        // A token "issued" in the future would outlive every revocation by tenant or
+        // subject (those revoke what was issued before a cut-off): refuse it.
+        if issued_at > now.saturating_add(leeway) {
+            return Err(invalid("issued in the future"));
+        }
+        if expires_at.saturating_sub(issued_at) > c.token_life() {
+            return Err(invalid(
+                "the token lives longer than any revocation is kept",
+            ));
+        }
+        Ok((issued_at, expires_at))
+    }
+
+    /// The token's kind (`token_use`; none is an access token), if it is `want`.
+    fn usage(&self, want: Use) -> Result<Use, SessionError> {
+        let usage = match self.text(TOKEN_USE)? {
+            None | Some("access") => Use::Access,
+            Some("refresh") => Use::Refresh,
+            Some(_) => return Err(invalid("unknown token_use")),
+        };
+        if usage != want {
+            return Err(invalid(match want {
+                Use::Access => "a refresh token is not an access token",
+                Use::Refresh => "an access token cannot refresh",
+            }));
+        }
+        Ok(usage)
+    }
+
+    /// The tenant the token names, passing the configuration's rule; none only when
+    /// the configuration does not require one.
+    fn tenant(&self, c: &SessionConfig) -> Result<Option<TenantId>, SessionError> {
+        let tenant = match c.tenant_named(self.0)? {
+            None => None,
+            Some(t) => Some(
+                c.id_rule
+                    .parse(t)
+                    .map_err(|_| invalid("malformed tenant claim"))?,
+            ),
+        };
+        if tenant.is_none() && c.require_tenant {
+            return Err(invalid("the token names no tenant"));
+        }
+        Ok(tenant)
+    }
+
+    /// The roles at the configuration's roles claim (none without one).
+    fn roles(&self, c: &SessionConfig) -> Result<Vec<String>, SessionError> {
+        match c.roles_claim.as_deref().and_then(|p| at_path(self.0, p)) {
+            None => Ok(Vec::new()),
+            Some(v) => words(v).ok_or(invalid("the roles claim is neither a string nor an array")),
+        }
+    }
+}
+
 impl SessionManager {
     /// Checks an access token's signature and claims (no revocation). A token
     /// verified before and not yet expired comes from the cache; a remote key set may
@@ -208,6 +307,10 @@ impl SessionManager {
         }
     }
 
+    /// Checks `token` as a token of kind `want`, signed by a key of `keys`, from the
+    /// issuer and for the audiences `expect` names (the configuration's when `None`):
+    /// its shape, its signature, and every claim this crate relies on, in this order
+    /// (the first that fails is the reason); revocation is checked next.
     pub(super) fn check_as(
         &self,
         token: &str,
@@ -215,6 +318,52 @@ impl SessionManager {
         keys: &KeySet,
         expect: Option<&Expect<'_>>,
     ) -> Result<Verified, SessionError> {
+        let c = &self.inner.config;
+        let (claims, issuer) = self.decode(token, keys, expect)?;
+        let read = Claims(&claims);
+        let (issued_at, expires_at) = read.times(c)?;
+        if read.text("iss")? != Some(issuer) {
+            return Err(invalid("wrong issuer"));
+        }
+        let subject = read
+            .text("sub")?
+            .filter(|s| !s.is_empty())
+            .ok_or(invalid("no subject"))?;
+        let usage = read.usage(want)?;
+        let tenant = read.tenant(c)?;
+        let jti = read.text("jti")?.map(str::to_owned);
+        if jti.is_none() && c.require_jti {
+            return Err(invalid(
+                "the token has no jti, so it could not be revoked alone",
+            ));
+        }
+        let family = read.text(FAMILY)?.map(str::to_owned);
+        let roles = read.roles(c)?;
+        if usage == Use::Refresh && (jti.is_none() || family.is_none() || tenant.is_none()) {
+            return Err(invalid("a refresh token needs jti, fam and a tenant"));
+        }
+        Ok(Verified {
+            roles,
+            subject: subject.to_owned(),
+            tenant,
+            jti,
+            family,
+            issued_at: Some(issued_at),
+            expires_at,
+            claims,
+        })
+    }
+
+    /// The claims of `token`, and the issuer they must name: the token has the shape
+    /// of a JWT, its header names a key of `keys`, and the library has checked its
+    /// signature, `iss` and `aud` (those of `expect`, else the configuration's) and
+    /// that `exp`, `iss`, `aud` and `sub` are present.
+    fn decode<'a>(
+        &'a self,
+        token: &str,
+        keys: &KeySet,
+        expect: Option<&Expect<'a>>,
+    ) -> Result<(Map<String, Value>, &'a str), SessionError> {
         let c = &self.inner.config;
         let header = header_of(token)?;
         let key = keys.verifier(&header).map_err(|e| match e {
@@ -239,101 +388,7 @@ impl SessionManager {
         };
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, key.decoding(), v)
             .map_err(|e| SessionError::Invalid(Cow::Owned(e.to_string())))?;
-        let claims = data.claims;
-
-        // Type every claim this crate relies on, whatever the library accepted.
-        let number = |name: &'static str| -> Result<Option<u64>, SessionError> {
-            match claims.get(name) {
-                None => Ok(None),
-                Some(v) => v
-                    .as_u64()
-                    .map(Some)
-                    .ok_or(invalid("a time claim is not a whole number")),
-            }
-        };
-        let text = |name: &str| -> Result<Option<&str>, SessionError> {
-            match claims.get(name) {
-                None => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s)),
-                Some(_) => Err(invalid("a claim that must be a string is not")),
-            }
-        };
-        let (now, leeway) = (c.clock.unix_secs(), c.leeway.as_secs());
-        let expires_at = number("exp")?.ok_or(invalid("no exp"))?;
-        if expires_at.saturating_add(leeway) < now {
-            return Err(invalid("expired"));
-        }
-        if number("nbf")?.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
-            return Err(invalid("not yet valid"));
-        }
-        // A revocation is kept for the longest life a token may have: a token whose
-        // life is unknown (no `iat`) or longer would outlive it.
-        let issued_at = number("iat")?.ok_or(invalid("no iat: the token's life is unknown"))?;
-        // A token "issued" in the future would outlive every revocation by tenant or
-        // subject (those revoke what was issued before a cut-off): refuse it.
-        if issued_at > now.saturating_add(leeway) {
-            return Err(invalid("issued in the future"));
-        }
-        if expires_at.saturating_sub(issued_at) > c.token_life() {
-            return Err(invalid(
-                "the token lives longer than any revocation is kept",
-            ));
-        }
-        if text("iss")? != Some(issuer) {
-            return Err(invalid("wrong issuer"));
-        }
-        let subject = text("sub")?
-            .filter(|s| !s.is_empty())
-            .ok_or(invalid("no subject"))?;
-        let usage = match text(TOKEN_USE)? {
-            None | Some("access") => Use::Access,
-            Some("refresh") => Use::Refresh,
-            Some(_) => return Err(invalid("unknown token_use")),
-        };
-        if usage != want {
-            return Err(invalid(match want {
-                Use::Access => "a refresh token is not an access token",
-                Use::Refresh => "an access token cannot refresh",
-            }));
-        }
-        let named = c.tenant_named(&claims)?;
-        let tenant = match named {
-            None => None,
-            Some(t) => Some(
-                c.id_rule
-                    .parse(t)
-                    .map_err(|_| invalid("malformed tenant claim"))?,
-            ),
-        };
-        if tenant.is_none() && c.require_tenant {
-            return Err(invalid("the token names no tenant"));
-        }
-        let jti = text("jti")?.map(str::to_owned);
-        if jti.is_none() && c.require_jti {
-            return Err(invalid(
-                "the token has no jti, so it could not be revoked alone",
-            ));
-        }
-        let family = text(FAMILY)?.map(str::to_owned);
-        let roles = match c.roles_claim.as_deref().and_then(|p| at_path(&claims, p)) {
-            None => Vec::new(),
-            Some(v) => {
-                words(v).ok_or(invalid("the roles claim is neither a string nor an array"))?
-            }
-        };
-        if usage == Use::Refresh && (jti.is_none() || family.is_none() || tenant.is_none()) {
-            return Err(invalid("a refresh token needs jti, fam and a tenant"));
-        }
-        Ok(Verified {
-            roles,
-            subject: subject.to_owned(),
-            tenant,
-            jti,
-            family,
-            issued_at: Some(issued_at),
-            expires_at,
-            claims,
-        })
+        Ok((data.claims, issuer))
     }
 
     /// Verifies an access token: signature, `exp`, `nbf`, `iss`, `aud`, type and
