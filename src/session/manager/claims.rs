@@ -136,3 +136,193 @@ pub(super) fn is_session_claim(name: &str, tenant_claim: &str) -> bool {
             "iss" | "aud" | "sub" | "iat" | "nbf" | "exp" | "jti" | "scope" | FAMILY | TOKEN_USE
         )
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn object(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn path(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    fn tenant_at(from: &TenantFrom, claims: Value) -> Result<Option<String>, SessionError> {
+        from.read(&object(claims)).map(|t| t.map(str::to_owned))
+    }
+
+    #[test]
+    fn a_claim_path_goes_down_one_object_a_name() {
+        let claims = object(json!({
+            "a": {"b": {"c": 1}, "list": [{"c": 2}]},
+            "a.b": "dotted",
+            "top": "t",
+        }));
+        assert_eq!(at_path(&claims, &path(&["a", "b", "c"])), Some(&json!(1)));
+        assert_eq!(at_path(&claims, &path(&["a", "b"])), Some(&json!({"c": 1})));
+        assert_eq!(at_path(&claims, &path(&["top"])), Some(&json!("t")));
+        assert_eq!(
+            at_path(&claims, &path(&["a.b"])),
+            Some(&json!("dotted")),
+            "a name is taken literally, dots and all"
+        );
+        assert_eq!(at_path(&claims, &path(&["a", "x"])), None, "missing below");
+        assert_eq!(at_path(&claims, &path(&["x", "b"])), None, "missing on top");
+        assert_eq!(
+            at_path(&claims, &path(&["top", "b"])),
+            None,
+            "a string has no names"
+        );
+        assert_eq!(
+            at_path(&claims, &path(&["a", "list", "c"])),
+            None,
+            "nor an array"
+        );
+        assert_eq!(at_path(&claims, &[]), None, "an empty path names nothing");
+    }
+
+    #[test]
+    fn a_nested_tenant_claim_is_read_where_the_path_says() {
+        let from = TenantFrom::claim_path(["https://example.com/claims", "tenant"]);
+        let nested = json!({"https://example.com/claims": {"tenant": "acme"}});
+        assert_eq!(tenant_at(&from, nested).unwrap().as_deref(), Some("acme"));
+        let top = json!({"tenant_id": "acme", "tenant": "acme"});
+        assert_eq!(tenant_at(&from, top).unwrap(), None, "only the path counts");
+        let above = json!({"https://example.com/claims": "acme"});
+        assert_eq!(
+            tenant_at(&from, above).unwrap(),
+            None,
+            "nothing below a string"
+        );
+
+        let dotted = TenantFrom::claim("https://example.com/tenant");
+        let claims = json!({"https://example.com/tenant": "globex"});
+        assert_eq!(
+            tenant_at(&dotted, claims).unwrap().as_deref(),
+            Some("globex")
+        );
+        assert_eq!(
+            dotted,
+            TenantFrom::claim_path(["https://example.com/tenant"])
+        );
+    }
+
+    #[test]
+    fn a_tenant_claim_that_is_not_a_string_is_refused() {
+        let from = TenantFrom::claim_path(["org", "id"]);
+        for value in [
+            json!(7),
+            json!(["acme"]),
+            json!({"id": "acme"}),
+            json!(true),
+            json!(null),
+        ] {
+            let claims = json!({"org": {"id": value.clone()}});
+            assert!(
+                matches!(
+                    tenant_at(&from, claims),
+                    Err(SessionError::Invalid(why)) if why == "the tenant claim is not a string"
+                ),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_issuer_pattern_takes_one_path_segment() {
+        let from = TenantFrom::issuer_pattern("https://sso.test/realms/{tenant}/v2").unwrap();
+        let at = |iss: Value| tenant_at(&from, json!({"iss": iss})).unwrap();
+        assert_eq!(
+            at(json!("https://sso.test/realms/acme/v2")).as_deref(),
+            Some("acme")
+        );
+        for refused in [
+            "https://sso.test/realms//v2",
+            "https://sso.test/realms/a/b/v2",
+            "https://sso.test/realms/a?b/v2",
+            "https://sso.test/realms/a#b/v2",
+            "https://sso.test/realms/acme/v3",
+            "https://sso.test/realm/acme/v2",
+            "http://sso.test/realms/acme/v2",
+            "",
+        ] {
+            assert_eq!(at(json!(refused)), None, "{refused}");
+        }
+        assert_eq!(
+            at(json!(7)),
+            None,
+            "an issuer that is not a string names none"
+        );
+        assert_eq!(
+            tenant_at(&from, json!({})).unwrap(),
+            None,
+            "nor does no issuer"
+        );
+
+        let at_end = TenantFrom::issuer_pattern("https://sso.test/realms/{tenant}").unwrap();
+        let iss = json!({"iss": "https://sso.test/realms/acme"});
+        assert_eq!(tenant_at(&at_end, iss).unwrap().as_deref(), Some("acme"));
+    }
+
+    #[test]
+    fn an_issuer_pattern_needs_one_tenant_after_a_prefix() {
+        for bad in [
+            "https://sso.test/realms/",
+            "https://sso.test/{tenant}/{tenant}",
+            "{tenant}.sso.test",
+            "{tenant}",
+            "",
+        ] {
+            assert!(
+                matches!(
+                    TenantFrom::issuer_pattern(bad),
+                    Err(ConfigError::InvalidIssuerPattern(p)) if p == bad
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_list_claim_is_an_array_of_strings_or_one_spaced_string() {
+        let w = |v: Value| words(&v);
+        assert_eq!(w(json!("a b  c ")), Some(path(&["a", "b", "c"])));
+        assert_eq!(w(json!("")), Some(vec![]));
+        assert_eq!(
+            w(json!("a\tb")),
+            Some(path(&["a\tb"])),
+            "only spaces separate"
+        );
+        assert_eq!(w(json!(["a", 1, "b c", null])), Some(path(&["a", "b c"])));
+        assert_eq!(w(json!([])), Some(vec![]));
+        for neither in [json!(1), json!(true), json!(null), json!({"a": "b"})] {
+            assert_eq!(w(neither.clone()), None, "{neither}");
+        }
+    }
+
+    #[test]
+    fn session_claims_are_the_registered_ones_and_the_tenants() {
+        for name in [
+            "iss",
+            "aud",
+            "sub",
+            "iat",
+            "nbf",
+            "exp",
+            "jti",
+            "scope",
+            "fam",
+            "token_use",
+            "org",
+        ] {
+            assert!(is_session_claim(name, "org"), "{name}");
+        }
+        for name in ["tenant_id", "scp", "roles", "name", ""] {
+            assert!(!is_session_claim(name, "org"), "{name}");
+        }
+    }
+}

@@ -235,3 +235,130 @@ impl SessionConfig {
             .saturating_add(self.leeway.as_secs())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const DAY: u64 = 24 * 3600;
+
+    fn config() -> SessionConfig {
+        SessionConfig::new("https://auth.test", "api")
+    }
+
+    fn tenant(c: &SessionConfig, claims: Value) -> Result<Option<String>, SessionError> {
+        let claims = claims.as_object().unwrap().clone();
+        c.tenant_named(&claims).map(|t| t.map(str::to_owned))
+    }
+
+    #[test]
+    fn the_defaults_are_those_documented() {
+        let c = config();
+        assert_eq!(c.issuer, "https://auth.test");
+        assert_eq!(c.audiences, ["api"]);
+        assert_eq!(c.access_ttl, Duration::from_secs(15 * 60));
+        assert_eq!(c.refresh_ttl, Duration::from_secs(30 * DAY));
+        assert_eq!(c.leeway, Duration::from_secs(30));
+        assert_eq!(c.refresh_grace, Duration::from_secs(30));
+        assert_eq!(c.tenant_claim, "tenant_id");
+        assert!(c.require_tenant && c.require_jti);
+        assert_eq!((c.tenant_from.clone(), c.roles_claim.clone()), (None, None));
+        assert_eq!(c.verified_cache, 10_000);
+        assert!(!c.clock.is_fake());
+        assert_eq!(c.token_life(), 30 * DAY, "the refresh TTL");
+    }
+
+    #[test]
+    fn an_empty_audience_list_keeps_the_audiences() {
+        let c = config().audiences(Vec::<String>::new());
+        assert_eq!(c.audiences, ["api"]);
+        let c = c.audiences(["a", "b"]);
+        assert_eq!(c.audiences, ["a", "b"], "the list replaces the first");
+    }
+
+    #[test]
+    fn a_token_lives_at_most_the_longest_of_its_limits() {
+        let secs = Duration::from_secs;
+        let c = config().access_ttl(secs(60)).refresh_ttl(secs(120));
+        assert_eq!(c.token_life(), 120, "never less than the refresh TTL");
+        assert_eq!(c.clone().max_token_life(secs(90)).token_life(), 120);
+        assert_eq!(c.clone().max_token_life(secs(DAY)).token_life(), DAY);
+        let c = c.access_ttl(secs(200));
+        assert_eq!(c.token_life(), 200, "nor than the access TTL");
+    }
+
+    #[test]
+    fn revocations_are_kept_past_the_last_token_they_can_cover() {
+        let secs = Duration::from_secs;
+        let c = config()
+            .leeway(secs(10))
+            .access_ttl(secs(60))
+            .refresh_ttl(secs(100));
+        assert_eq!(
+            c.cut_off(1_000),
+            1_010,
+            "a token stamped within the leeway ahead"
+        );
+        // Issued at the cut-off, living 100 s, accepted 10 s past its `exp`.
+        assert_eq!(c.kept_until(1_000), 1_120);
+        assert_eq!(c.cut_off(u64::MAX - 5), u64::MAX, "saturates");
+        assert_eq!(c.kept_until(u64::MAX - 5), u64::MAX);
+        let none = c.leeway(Duration::ZERO);
+        assert_eq!(
+            (none.cut_off(1_000), none.kept_until(1_000)),
+            (1_000, 1_100)
+        );
+    }
+
+    #[test]
+    fn the_tenant_claim_must_be_a_string() {
+        let c = config();
+        assert_eq!(
+            tenant(&c, json!({"tenant_id": "acme"})).unwrap().as_deref(),
+            Some("acme")
+        );
+        assert_eq!(tenant(&c, json!({"org": "acme"})).unwrap(), None);
+        for value in [
+            json!(1),
+            json!(["acme"]),
+            json!({"id": "acme"}),
+            json!(null),
+        ] {
+            assert!(
+                matches!(
+                    tenant(&c, json!({"tenant_id": value.clone()})),
+                    Err(SessionError::Invalid(why)) if why == "a claim that must be a string is not"
+                ),
+                "{value}"
+            );
+        }
+        let org = c.tenant_claim("org");
+        assert_eq!(
+            tenant(&org, json!({"org": "acme"})).unwrap().as_deref(),
+            Some("acme")
+        );
+        assert_eq!(tenant(&org, json!({"tenant_id": "acme"})).unwrap(), None);
+    }
+
+    #[test]
+    fn tenant_from_replaces_the_tenant_claim_when_reading() {
+        let c = config().tenant_from(TenantFrom::claim_path(["org", "id"]));
+        assert_eq!(
+            tenant(&c, json!({"org": {"id": "globex"}, "tenant_id": "acme"}))
+                .unwrap()
+                .as_deref(),
+            Some("globex")
+        );
+        assert_eq!(tenant(&c, json!({"tenant_id": "acme"})).unwrap(), None);
+        assert!(
+            matches!(
+                tenant(&c, json!({"org": {"id": 7}})),
+                Err(SessionError::Invalid(why)) if why == "the tenant claim is not a string"
+            ),
+            "the path's own refusal"
+        );
+        assert_eq!(c.tenant_claim, "tenant_id", "issued tokens still carry it");
+    }
+}
