@@ -35,6 +35,8 @@ mod issue;
 #[cfg(feature = "oidc")]
 mod providers;
 mod refresh;
+#[cfg(test)]
+mod testkit;
 mod verify;
 
 use cache::TokenCache;

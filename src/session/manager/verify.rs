@@ -411,3 +411,369 @@ impl SessionManager {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{
+        super::{
+            testkit::{acme, claims, config, mint, reason, sessions, AUD, ISS, SECRET, T0},
+            TenantFrom,
+        },
+        *,
+    };
+    use crate::session::{Revocation, RevocationError, RevocationStore};
+
+    /// `check_as` of `token` for `want` against the configuration, with the
+    /// manager's own keys.
+    fn check(s: &SessionManager, token: &str, want: Use) -> Result<Verified, SessionError> {
+        s.check_as(token, want, &s.keys(), None)
+    }
+
+    /// The reason an access token of `claims` (patched) is refused by `s`.
+    fn refused(s: &SessionManager, patch: Value) -> String {
+        reason(check(s, &mint(&claims(patch)), Use::Access))
+    }
+
+    fn accepted(s: &SessionManager, patch: Value) -> Verified {
+        let token = mint(&claims(patch.clone()));
+        check(s, &token, Use::Access).unwrap_or_else(|e| panic!("{patch}: {e}"))
+    }
+
+    #[test]
+    fn a_good_token_gives_its_facts_and_its_principal() {
+        let (s, _) = sessions(config());
+        let v = accepted(&s, json!({"scope": "a b", "name": "Ada"}));
+        assert_eq!(v.subject, "u1");
+        assert_eq!(v.tenant, Some(acme()));
+        assert_eq!(v.jti.as_deref(), Some("j1"));
+        assert_eq!(v.family, None, "a token of another issuer has no family");
+        assert_eq!((v.issued_at, v.expires_at), (Some(T0), T0 + 600));
+        let facts = v.facts();
+        assert_eq!(
+            (facts.jti, facts.tenant, facts.subject, facts.issued_at),
+            (Some("j1"), Some("acme"), "u1", Some(T0))
+        );
+        let p = v.into_principal();
+        assert_eq!(p.subject(), "u1");
+        assert_eq!(p.tenant(), Some(&acme()));
+        assert_eq!(p.token_id(), Some("j1"));
+        assert_eq!(p.scopes(), ["a", "b"]);
+        assert_eq!(
+            p.expires_at(),
+            Some(UNIX_EPOCH + Duration::from_secs(T0 + 600))
+        );
+        assert_eq!(p.claims()["name"], "Ada", "every claim is kept");
+    }
+
+    #[test]
+    fn the_leeway_counts_through_its_last_second_on_exp_nbf_and_iat() {
+        let (s, _) = sessions(config());
+        accepted(
+            &s,
+            json!({"iat": T0 - 600, "nbf": T0 - 600, "exp": T0 - 30}),
+        );
+        let late = json!({"iat": T0 - 600, "nbf": T0 - 600, "exp": T0 - 31});
+        assert_eq!(refused(&s, late), "expired");
+        accepted(&s, json!({"nbf": T0 + 30}));
+        assert_eq!(refused(&s, json!({"nbf": T0 + 31})), "not yet valid");
+        accepted(&s, json!({"iat": T0 + 30}));
+        assert_eq!(refused(&s, json!({"iat": T0 + 31})), "issued in the future");
+    }
+
+    #[test]
+    fn expiry_follows_the_configured_clock() {
+        let (s, time) = sessions(config().leeway(Duration::ZERO));
+        let token = mint(&claims(json!({})));
+        time.advance(Duration::from_secs(600));
+        assert!(check(&s, &token, Use::Access).is_ok(), "through its `exp`");
+        time.advance(Duration::from_secs(1));
+        assert_eq!(reason(check(&s, &token, Use::Access)), "expired");
+    }
+
+    #[test]
+    fn time_claims_are_whole_numbers_and_iat_is_required() {
+        let (s, _) = sessions(config());
+        let unknown = "no iat: the token's life is unknown";
+        assert_eq!(refused(&s, json!({"iat": null})), unknown);
+        let not_whole = "a time claim is not a whole number";
+        for patch in [
+            json!({"iat": "1800000000"}),
+            json!({"iat": -1}),
+            json!({"iat": 1.5}),
+            json!({"nbf": "1800000000"}),
+        ] {
+            assert_eq!(refused(&s, patch.clone()), not_whole, "{patch}");
+        }
+        accepted(&s, json!({"nbf": null}));
+    }
+
+    #[test]
+    fn a_token_may_live_no_longer_than_revocations_are_kept() {
+        let secs = Duration::from_secs;
+        let (s, _) = sessions(config().access_ttl(secs(60)).refresh_ttl(secs(900)));
+        accepted(&s, json!({"exp": T0 + 900}));
+        let why = "the token lives longer than any revocation is kept";
+        assert_eq!(refused(&s, json!({"exp": T0 + 901})), why);
+        let day = secs(24 * 3600);
+        let (longer, _) = sessions(config().refresh_ttl(secs(900)).max_token_life(day));
+        accepted(&longer, json!({"exp": T0 + 24 * 3600}));
+        let day_and_a_second = json!({"exp": T0 + 24 * 3600 + 1});
+        assert_eq!(refused(&longer, day_and_a_second), why);
+    }
+
+    #[test]
+    fn the_subject_and_the_claims_read_as_strings_must_be_strings() {
+        let (s, _) = sessions(config());
+        assert_eq!(refused(&s, json!({"sub": ""})), "no subject");
+        let not_text = "a claim that must be a string is not";
+        for patch in [
+            json!({"jti": 7}),
+            json!({"fam": ["f"]}),
+            json!({"token_use": true}),
+            json!({"tenant_id": 7}),
+        ] {
+            assert_eq!(refused(&s, patch.clone()), not_text, "{patch}");
+        }
+    }
+
+    #[test]
+    fn token_use_tells_access_from_refresh_tokens() {
+        let (s, _) = sessions(config());
+        let refresh = |patch: Value| check(&s, &mint(&claims(patch)), Use::Refresh);
+        accepted(&s, json!({"token_use": "access"}));
+        accepted(&s, json!({}));
+        assert_eq!(
+            refused(&s, json!({"token_use": "refresh", "fam": "f"})),
+            "a refresh token is not an access token"
+        );
+        assert_eq!(refused(&s, json!({"token_use": "id"})), "unknown token_use");
+        assert_eq!(
+            reason(refresh(json!({"fam": "f"}))),
+            "an access token cannot refresh",
+            "no token_use is an access token"
+        );
+        let good = refresh(json!({"token_use": "refresh", "fam": "f"})).unwrap();
+        assert_eq!(good.family.as_deref(), Some("f"));
+        let needs = "a refresh token needs jti, fam and a tenant";
+        assert_eq!(reason(refresh(json!({"token_use": "refresh"}))), needs);
+        let (lax, _) = sessions(config().require_jti(false).require_tenant(false));
+        let lax_refresh = |patch: Value| check(&lax, &mint(&claims(patch)), Use::Refresh);
+        for missing in ["jti", "tenant_id"] {
+            let mut patch = json!({"token_use": "refresh", "fam": "f"});
+            patch[missing] = Value::Null;
+            assert_eq!(reason(lax_refresh(patch)), needs, "{missing}");
+        }
+    }
+
+    #[test]
+    fn jti_and_tenant_are_required_unless_turned_off() {
+        let (s, _) = sessions(config());
+        assert_eq!(
+            refused(&s, json!({"jti": null})),
+            "the token has no jti, so it could not be revoked alone"
+        );
+        assert_eq!(
+            refused(&s, json!({"tenant_id": null})),
+            "the token names no tenant"
+        );
+        assert_eq!(
+            refused(&s, json!({"tenant_id": "ACME; drop"})),
+            "malformed tenant claim"
+        );
+        let (lax, _) = sessions(config().require_jti(false).require_tenant(false));
+        let v = accepted(&lax, json!({"jti": null, "tenant_id": null}));
+        assert_eq!((v.jti, v.tenant), (None, None));
+        assert_eq!(
+            refused(&lax, json!({"tenant_id": "ACME; drop"})),
+            "malformed tenant claim",
+            "a tenant that is named must still be well formed"
+        );
+    }
+
+    #[test]
+    fn roles_are_read_at_the_configured_path() {
+        let (s, _) = sessions(config().roles_claim(["realm_access", "roles"]));
+        let roles = |patch: Value| accepted(&s, patch).roles;
+        let nested = json!({"realm_access": {"roles": ["admin", 1, "ops"]}});
+        assert_eq!(roles(nested), ["admin", "ops"]);
+        let spaced = json!({"realm_access": {"roles": "admin ops"}});
+        assert_eq!(roles(spaced), ["admin", "ops"]);
+        assert!(
+            roles(json!({})).is_empty(),
+            "none where the path finds nothing"
+        );
+        assert!(roles(json!({"realm_access": "admin"})).is_empty());
+        assert_eq!(
+            refused(&s, json!({"realm_access": {"roles": {"admin": true}}})),
+            "the roles claim is neither a string nor an array"
+        );
+        let (unset, _) = sessions(config());
+        let ignored = accepted(&unset, json!({"roles": 7}));
+        assert!(
+            ignored.roles.is_empty(),
+            "no roles claim configured: not read"
+        );
+    }
+
+    #[test]
+    fn scopes_are_scope_or_else_scp() {
+        let (s, _) = sessions(config());
+        let scopes = |patch: Value| accepted(&s, patch).scopes();
+        assert_eq!(scopes(json!({"scp": ["a", "b"]})), ["a", "b"]);
+        assert_eq!(scopes(json!({"scope": "c", "scp": "a b"})), ["c"]);
+        assert!(
+            scopes(json!({"scope": 7})).is_empty(),
+            "neither a list nor words"
+        );
+        assert!(scopes(json!({})).is_empty());
+    }
+
+    #[test]
+    fn tenant_from_names_the_tenant_checked() {
+        let realm = "https://sso.test/realms/acme";
+        let pattern = TenantFrom::issuer_pattern("https://sso.test/realms/{tenant}").unwrap();
+        let (s, _) = sessions(SessionConfig::new(realm, AUD).tenant_from(pattern));
+        let token = mint(&claims(json!({"iss": realm, "tenant_id": "globex"})));
+        let v = check(&s, &token, Use::Access).unwrap();
+        assert_eq!(v.tenant, Some(acme()), "from the issuer, not the claim");
+
+        let (s, _) = sessions(config().tenant_from(TenantFrom::claim_path(["org", "id"])));
+        let v = accepted(&s, json!({"org": {"id": "acme"}, "tenant_id": null}));
+        assert_eq!(v.tenant, Some(acme()));
+        assert_eq!(refused(&s, json!({})), "the token names no tenant");
+        assert_eq!(
+            refused(&s, json!({"org": {"id": "Not Valid!"}})),
+            "malformed tenant claim"
+        );
+    }
+
+    #[test]
+    fn an_expectation_replaces_the_configured_issuer_and_audiences() {
+        let (s, _) = sessions(config());
+        let others = ["web".to_owned(), "mobile".to_owned()];
+        let expect = Expect {
+            issuer: "https://idp.test",
+            audiences: &others,
+        };
+        let as_expected =
+            |patch: Value| s.check_as(&mint(&claims(patch)), Use::Access, &s.keys(), Some(&expect));
+        let ours = json!({"iss": "https://idp.test", "aud": ["x", "mobile"]});
+        assert!(as_expected(ours).is_ok());
+        assert!(
+            as_expected(json!({})).is_err(),
+            "the configured issuer no longer"
+        );
+        let theirs = json!({"iss": "https://idp.test", "aud": AUD});
+        assert!(as_expected(theirs).is_err(), "nor its audience");
+
+        let anyone = Expect {
+            issuer: "https://idp.test",
+            audiences: &[],
+        };
+        let token = mint(&claims(json!({"iss": "https://idp.test", "aud": "x"})));
+        assert!(
+            s.check_as(&token, Use::Access, &s.keys(), Some(&anyone))
+                .is_ok(),
+            "no audiences: any audience"
+        );
+    }
+
+    #[test]
+    fn only_tokens_of_a_jwt_shape_and_a_known_key_are_decoded() {
+        let (s, _) = sessions(config());
+        let too_large = "a".repeat(MAX_TOKEN_LEN + 1);
+        let two_parts = "e30.e30";
+        let good = mint(&claims(json!({})));
+        for (token, why) in [
+            (too_large.as_str(), "the token is too large"),
+            (two_parts, "a JWT has three parts"),
+            ("e30.e30.e30.e30", "a JWT has three parts"),
+            ("!!.e30.sig", "malformed token header"),
+            ("e30.e30.sig", "malformed token header"),
+        ] {
+            assert_eq!(reason(header_of(token)), why, "{token:.20}");
+            assert_eq!(reason(check(&s, token, Use::Access)), why, "{token:.20}");
+        }
+        assert!(header_of(&good).is_ok());
+        let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+        header.kid = Some("k9".into());
+        let key = jsonwebtoken::EncodingKey::from_secret(SECRET);
+        let unknown = jsonwebtoken::encode(&header, &claims(json!({})), &key).unwrap();
+        assert_eq!(reason(check(&s, &unknown, Use::Access)), "unknown kid");
+    }
+
+    #[test]
+    fn validations_hold_the_configured_issuer_leeway_and_required_claims() {
+        let c = config().leeway(Duration::from_secs(7));
+        let all = validations(&c);
+        assert_eq!(all.len(), SUPPORTED.len());
+        for (alg, v) in &all {
+            assert_eq!(v.algorithms, [*alg]);
+            assert_eq!(v.leeway, 7);
+            assert!(
+                !v.validate_exp && !v.validate_nbf,
+                "checked on the configured clock"
+            );
+            assert!(v.validate_aud);
+            assert_eq!(
+                v.iss
+                    .as_ref()
+                    .map(|i| i.iter().cloned().collect::<Vec<_>>()),
+                Some(vec![ISS.to_owned()])
+            );
+            for claim in ["exp", "iss", "aud", "sub"] {
+                assert!(v.required_spec_claims.contains(claim), "{claim}");
+            }
+        }
+    }
+
+    /// A store that cannot answer.
+    struct Down;
+
+    #[async_trait::async_trait]
+    impl RevocationStore for Down {
+        async fn revoke(&self, _: Revocation<'_>, _: u64) -> Result<(), RevocationError> {
+            Err(RevocationError::new("down"))
+        }
+
+        async fn is_revoked(&self, _: &TokenFacts<'_>) -> Result<bool, RevocationError> {
+            Err(RevocationError::new("down"))
+        }
+
+        async fn consume(
+            &self,
+            _: &str,
+            _: &str,
+            _: u64,
+        ) -> Result<crate::session::Consumed, RevocationError> {
+            Err(RevocationError::new("down"))
+        }
+    }
+
+    #[actix_web::test]
+    async fn verify_checks_revocation_after_the_token() {
+        let (s, _) = sessions(config());
+        let pair = s
+            .issue(&acme(), "u1", crate::session::Grant::new())
+            .unwrap();
+        let p = s.verify(&pair.access_token).await.unwrap();
+        assert_eq!(p.subject(), "u1");
+        s.revoke(p.token_id().unwrap()).await.unwrap();
+        assert!(matches!(
+            s.verify(&pair.access_token).await,
+            Err(SessionError::Revoked)
+        ));
+        let down = s.clone().with_store(Down);
+        assert!(matches!(
+            down.verify(&pair.access_token).await,
+            Err(SessionError::Store(_))
+        ));
+        assert_eq!(
+            reason(down.verify("e30.e30").await),
+            "a JWT has three parts",
+            "a bad token is refused before the store is asked"
+        );
+    }
+}
