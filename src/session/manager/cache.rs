@@ -159,7 +159,45 @@ impl SessionManager {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::{hash::BuildHasher, time::Duration};
+
+    use serde_json::{json, Value};
+
+    use super::{
+        super::{
+            testkit::{claims, config, mint, sessions, T0},
+            Check, SessionConfig,
+        },
+        *,
+    };
+
+    /// A good access token of acme's `u1`, numbered `n` (its `jti`), with `patch`.
+    fn token(n: u32, patch: Value) -> String {
+        let mut claims = claims(patch);
+        claims["jti"] = format!("j{n}").into();
+        mint(&claims)
+    }
+
+    /// Checks `token`, which must pass.
+    fn checked(s: &SessionManager, token: &str) -> Arc<Checked> {
+        match s.check(token) {
+            Check::Ready(done) => done.unwrap(),
+            #[cfg(feature = "oidc")]
+            Check::Wait(_) => panic!("own keys never wait"),
+        }
+    }
+
+    fn held(s: &SessionManager, token: &str) -> bool {
+        s.cached(token.as_bytes()).is_some()
+    }
+
+    fn size(s: &SessionManager) -> usize {
+        s.inner.cache.map.len()
+    }
+
+    fn small(max: usize) -> SessionConfig {
+        config().verified_cache(max)
+    }
 
     #[test]
     fn tokens_are_found_by_their_bytes_though_hashed_by_their_end() {
@@ -175,5 +213,131 @@ mod tests {
         assert!(map.get(&b"short"[..]).is_none());
         map.insert(b"short".to_vec().into(), 3);
         assert_eq!(*map.get(&b"short"[..]).unwrap(), 3);
+    }
+
+    #[test]
+    fn the_hash_reads_a_tokens_length_and_its_last_bytes_only() {
+        let build = TailHash::default();
+        let tail = "t".repeat(HASHED_TAIL);
+        let hash = |s: String| build.hash_one(s.as_bytes());
+        assert_eq!(
+            hash(format!("aaaa.{tail}")),
+            hash(format!("bbbb.{tail}")),
+            "the same length and end"
+        );
+        assert_ne!(hash(format!("aaaa.{tail}")), hash(format!("aaaa.{tail}x")));
+        let other_end = format!("aaaa.{}u", &tail[1..]);
+        assert_ne!(
+            hash(format!("aaaa.{tail}")),
+            hash(other_end),
+            "another last byte"
+        );
+        assert_ne!(hash(format!("aaaa.{tail}")), hash(format!("aaaaa.{tail}")));
+    }
+
+    #[test]
+    fn a_token_checked_once_comes_from_the_cache_by_its_exact_bytes() {
+        let (s, _) = sessions(config());
+        let expired = token(1, json!({"exp": T0 - 60, "iat": T0 - 120}));
+        assert!(matches!(s.check(&expired), Check::Ready(Err(_))));
+        assert_eq!(size(&s), 0, "a token refused is not remembered");
+        let good = token(1, json!({}));
+        assert!(!held(&s, &good));
+        let first = checked(&s, &good);
+        let again = s.cached(good.as_bytes()).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "the same check, not a new one");
+        assert!(Arc::ptr_eq(&first, &checked(&s, &good)));
+        assert_eq!(size(&s), 1);
+
+        // Its last byte changed (the end the hash reads), or a byte of its claims
+        // (the same end): not the token cached.
+        let mut tail = good.clone().into_bytes();
+        *tail.last_mut().unwrap() ^= 1;
+        assert!(s.cached(&tail).is_none());
+        let mut head = good.clone().into_bytes();
+        head[40] ^= 1;
+        assert_eq!(
+            head[head.len() - HASHED_TAIL..],
+            good.as_bytes()[good.len() - HASHED_TAIL..]
+        );
+        assert!(s.cached(&head).is_none());
+        assert!(s.cached(&good.as_bytes()[..good.len() - 1]).is_none());
+        assert!(s.cached(&[b'a'; MAX_TOKEN_LEN + 1]).is_none());
+    }
+
+    #[test]
+    fn a_cached_token_expires_with_the_leeway() {
+        let (s, time) = sessions(config());
+        let good = token(1, json!({}));
+        checked(&s, &good);
+        time.advance(Duration::from_secs(600 + 30));
+        assert!(held(&s, &good), "through its `exp` plus the leeway");
+        time.advance(Duration::from_secs(1));
+        assert!(!held(&s, &good));
+        assert!(
+            matches!(s.check(&good), Check::Ready(Err(_))),
+            "and checked again"
+        );
+    }
+
+    #[test]
+    fn a_full_cache_keeps_what_it_holds_until_it_expires() {
+        let (s, time) = sessions(small(2));
+        let (one, two, three) = (
+            token(1, json!({})),
+            token(2, json!({})),
+            token(3, json!({})),
+        );
+        for t in [&one, &two, &three] {
+            checked(&s, t);
+        }
+        assert!(held(&s, &one) && held(&s, &two));
+        assert!(!held(&s, &three), "no room: checked, not remembered");
+        assert_eq!(size(&s), 2);
+
+        // Once those two have expired, the next token remembered sweeps them out.
+        time.advance(Duration::from_secs(631));
+        let now = T0 + 631;
+        let four = token(4, json!({"iat": now, "nbf": now, "exp": now + 600}));
+        checked(&s, &four);
+        assert!(held(&s, &four));
+        assert_eq!(size(&s), 1, "the expired ones are gone");
+    }
+
+    #[test]
+    fn a_cache_of_none_remembers_nothing() {
+        let (s, _) = sessions(small(0));
+        let good = token(1, json!({}));
+        let (a, b) = (checked(&s, &good), checked(&s, &good));
+        assert!(!Arc::ptr_eq(&a, &b), "checked twice");
+        assert!(!held(&s, &good));
+        assert_eq!(size(&s), 0);
+    }
+
+    #[test]
+    fn an_entry_is_used_only_while_its_keys_are_held() {
+        let (s, _) = sessions(config());
+        let good = token(1, json!({}));
+        checked(&s, &good);
+        // The same keys, but another set: the entry stays in the map, unused.
+        s.inner.keys.store(Arc::new(s.keys().as_ref().clone()));
+        assert_eq!(size(&s), 1);
+        assert!(!held(&s, &good), "verified by a set no longer held");
+        checked(&s, &good);
+        assert!(held(&s, &good), "checked again with the set held now");
+
+        // A full cache sweeps entries of sets no longer held.
+        let (s, _) = sessions(small(1));
+        checked(&s, &good);
+        s.inner.keys.store(Arc::new(s.keys().as_ref().clone()));
+        let other = token(2, json!({}));
+        checked(&s, &other);
+        assert!(held(&s, &other));
+        assert_eq!(size(&s), 1);
+
+        // Changing the keys through the manager empties the cache.
+        s.set_keys(s.keys().as_ref().clone());
+        assert_eq!(size(&s), 0);
+        assert!(!held(&s, &other));
     }
 }
