@@ -168,3 +168,140 @@ impl SessionManager {
             .map_err(|e| SessionError::Key(KeyError::new(format!("signing failed: {e}"))))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{
+        super::testkit::{acme, claims_of, config, reason, sessions, AUD, ISS, T0},
+        *,
+    };
+    use crate::session::KeySet;
+
+    const ACCESS: u64 = 15 * 60;
+    const REFRESH: u64 = 30 * 24 * 3600;
+
+    fn hex_id(v: &Value) -> bool {
+        v.as_str().is_some_and(|s| {
+            s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
+    }
+
+    #[test]
+    fn random_ids_are_128_bits_in_lowercase_hex() {
+        let (a, b) = (random_id().unwrap(), random_id().unwrap());
+        assert!(hex_id(&json!(a)) && hex_id(&json!(b)), "{a} {b}");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_new_pair_carries_the_session_claims() {
+        let (s, _) = sessions(config().audiences([AUD, "second"]));
+        let pair = s.issue(&acme(), "u1", Grant::new()).unwrap();
+        assert_eq!((pair.token_type, pair.expires_in), ("Bearer", ACCESS));
+        let header = jsonwebtoken::decode_header(&pair.access_token).unwrap();
+        assert_eq!(
+            (header.alg, header.kid.as_deref()),
+            (jsonwebtoken::Algorithm::HS256, Some("k1"))
+        );
+        let (access, refresh) = (
+            claims_of(&pair.access_token),
+            claims_of(&pair.refresh_token),
+        );
+        for (claims, usage, ttl) in [(&access, "access", ACCESS), (&refresh, "refresh", REFRESH)] {
+            assert_eq!(claims["iss"], ISS);
+            assert_eq!(claims["aud"], AUD, "the first audience");
+            assert_eq!(
+                (&claims["sub"], &claims["tenant_id"]),
+                (&json!("u1"), &json!("acme"))
+            );
+            assert_eq!((&claims["iat"], &claims["nbf"]), (&json!(T0), &json!(T0)));
+            assert_eq!(claims["exp"], T0 + ttl, "{usage}");
+            assert_eq!(claims["token_use"], usage);
+            assert!(hex_id(&claims["jti"]) && hex_id(&claims["fam"]), "{claims}");
+            assert!(claims.get("scope").is_none(), "no scopes granted");
+        }
+        assert_eq!(access["fam"], refresh["fam"], "one family");
+        assert_ne!(access["jti"], refresh["jti"]);
+        let again = s.issue(&acme(), "u1", Grant::new()).unwrap();
+        assert_ne!(
+            claims_of(&again.access_token)["fam"],
+            access["fam"],
+            "a login, a family"
+        );
+    }
+
+    #[test]
+    fn a_grant_adds_scopes_and_claims_but_no_session_claim() {
+        let (s, _) = sessions(config().tenant_claim("org"));
+        let mut grant = Grant::new().scopes(["a", "b"]).claim("name", "Ada");
+        for name in [
+            "iss", "aud", "sub", "org", "iat", "nbf", "exp", "jti", "fam", "scope",
+        ] {
+            grant = grant.claim(name, "forged");
+        }
+        let grant = grant.claim("token_use", "refresh");
+        let pair = s.issue(&acme(), "u1", grant).unwrap();
+        let claims = claims_of(&pair.access_token);
+        assert_eq!(claims["name"], "Ada");
+        assert_eq!(claims["scope"], "a b");
+        assert_eq!((&claims["iss"], &claims["aud"]), (&json!(ISS), &json!(AUD)));
+        assert_eq!(
+            (&claims["sub"], &claims["org"]),
+            (&json!("u1"), &json!("acme"))
+        );
+        assert!(
+            claims.get("tenant_id").is_none(),
+            "the configured claim only"
+        );
+        assert_eq!(
+            (&claims["iat"], &claims["exp"]),
+            (&json!(T0), &json!(T0 + ACCESS))
+        );
+        assert_eq!(claims["token_use"], "access");
+        assert!(hex_id(&claims["jti"]) && hex_id(&claims["fam"]));
+    }
+
+    #[test]
+    fn expires_in_counts_from_now_for_a_pair_made_earlier() {
+        let (s, _) = sessions(config());
+        let pair_at = |at: u64| {
+            let rotation = Rotation {
+                at,
+                access: "a".repeat(32),
+                refresh: "b".repeat(32),
+            };
+            s.pair(&acme(), "u1", &[], Map::new(), "f", &rotation)
+                .unwrap()
+        };
+        assert_eq!(pair_at(T0 - 100).expires_in, ACCESS - 100);
+        assert_eq!(pair_at(T0 - ACCESS - 1).expires_in, 0, "never below zero");
+        let pair = pair_at(T0 - 100);
+        assert_eq!(
+            pair.access_token,
+            pair_at(T0 - 100).access_token,
+            "HMAC: the same bytes"
+        );
+        assert_eq!(claims_of(&pair.access_token)["jti"], "a".repeat(32));
+        assert_eq!(claims_of(&pair.refresh_token)["jti"], "b".repeat(32));
+    }
+
+    #[test]
+    fn issuing_needs_a_key_that_signs() {
+        let c = config();
+        let verify_only = SessionManager::new(c, KeySet::verify_only());
+        match verify_only.issue(&acme(), "u1", Grant::new()) {
+            Err(SessionError::Key(e)) => {
+                assert!(e.to_string().contains("no signing key"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let (s, _) = sessions(config());
+        let access = s.issue(&acme(), "u1", Grant::new()).unwrap().access_token;
+        assert_eq!(
+            reason(verify_only.check_as(&access, Use::Access, &verify_only.keys(), None)),
+            "unknown kid"
+        );
+    }
+}

@@ -2,7 +2,7 @@
 //! tokens minted by hand.
 
 use std::{
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, UNIX_EPOCH},
 };
 
@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::{SessionConfig, SessionError, SessionManager};
 use crate::{
     core::{clock::FakeTime, Clock, TenantId},
-    session::{Key, KeySet},
+    session::{Consumed, Key, KeySet, Revocation, RevocationError, RevocationStore, TokenFacts},
 };
 
 pub(super) const ISS: &str = "https://auth.test";
@@ -66,10 +66,54 @@ pub(super) fn mint(claims: &Value) -> String {
     jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(SECRET)).unwrap()
 }
 
+/// The claims a token carries, read without checking it.
+pub(super) fn claims_of(token: &str) -> Value {
+    jsonwebtoken::dangerous::insecure_decode_claims::<Value>(token).unwrap()
+}
+
 /// Why `result` is [`SessionError::Invalid`]; a panic for anything else.
 pub(super) fn reason<T: std::fmt::Debug>(result: Result<T, SessionError>) -> String {
     match result {
         Err(SessionError::Invalid(why)) => why.into_owned(),
         other => panic!("not an invalid token: {other:?}"),
+    }
+}
+
+/// A revocation store that records what it is told and revokes nothing; or, `down`,
+/// one that cannot answer.
+#[derive(Debug, Default)]
+pub(super) struct Recorder {
+    pub(super) down: bool,
+    /// Each revocation (as `Debug` prints it) and its `until`.
+    pub(super) revoked: Mutex<Vec<(String, u64)>>,
+}
+
+impl Recorder {
+    fn answer<T>(&self, value: T) -> Result<T, RevocationError> {
+        if self.down {
+            Err(RevocationError::new("down"))
+        } else {
+            Ok(value)
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl RevocationStore for Recorder {
+    async fn revoke(&self, what: Revocation<'_>, until: u64) -> Result<(), RevocationError> {
+        self.answer(())?;
+        self.revoked
+            .lock()
+            .unwrap()
+            .push((format!("{what:?}"), until));
+        Ok(())
+    }
+
+    async fn is_revoked(&self, _: &TokenFacts<'_>) -> Result<bool, RevocationError> {
+        self.answer(false)
+    }
+
+    async fn consume(&self, _: &str, _: &str, _: u64) -> Result<Consumed, RevocationError> {
+        self.answer(Consumed::First)
     }
 }

@@ -418,12 +418,13 @@ mod tests {
 
     use super::{
         super::{
-            testkit::{acme, claims, config, mint, reason, sessions, AUD, ISS, SECRET, T0},
+            testkit::{
+                acme, claims, config, mint, reason, sessions, Recorder, AUD, ISS, SECRET, T0,
+            },
             TenantFrom,
         },
         *,
     };
-    use crate::session::{Revocation, RevocationError, RevocationStore};
 
     /// `check_as` of `token` for `want` against the configuration, with the
     /// manager's own keys.
@@ -729,29 +730,6 @@ mod tests {
         }
     }
 
-    /// A store that cannot answer.
-    struct Down;
-
-    #[async_trait::async_trait]
-    impl RevocationStore for Down {
-        async fn revoke(&self, _: Revocation<'_>, _: u64) -> Result<(), RevocationError> {
-            Err(RevocationError::new("down"))
-        }
-
-        async fn is_revoked(&self, _: &TokenFacts<'_>) -> Result<bool, RevocationError> {
-            Err(RevocationError::new("down"))
-        }
-
-        async fn consume(
-            &self,
-            _: &str,
-            _: &str,
-            _: u64,
-        ) -> Result<crate::session::Consumed, RevocationError> {
-            Err(RevocationError::new("down"))
-        }
-    }
-
     #[actix_web::test]
     async fn verify_checks_revocation_after_the_token() {
         let (s, _) = sessions(config());
@@ -765,7 +743,10 @@ mod tests {
             s.verify(&pair.access_token).await,
             Err(SessionError::Revoked)
         ));
-        let down = s.clone().with_store(Down);
+        let down = s.clone().with_store(Recorder {
+            down: true,
+            ..Recorder::default()
+        });
         assert!(matches!(
             down.verify(&pair.access_token).await,
             Err(SessionError::Store(_))
