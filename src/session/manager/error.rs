@@ -71,3 +71,47 @@ impl std::error::Error for SessionError {}
 pub(super) fn invalid(why: &'static str) -> SessionError {
     SessionError::Invalid(Cow::Borrowed(why))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_says_what_went_wrong_for_the_logs() {
+        let cases = [
+            (invalid("expired"), "invalid token: expired"),
+            (SessionError::Revoked, "token revoked"),
+            (
+                SessionError::RefreshReused,
+                "refresh token reused: its whole family is revoked",
+            ),
+            (
+                SessionError::Store(RevocationError::new("timed out")),
+                "revocation store unavailable: timed out",
+            ),
+            (
+                SessionError::Unavailable(Cow::Borrowed("not fetched")),
+                "no keys to verify with: not fetched",
+            ),
+            (
+                SessionError::Key(KeyError::new("no signing key")),
+                "key: no signing key",
+            ),
+        ];
+        for (error, said) in cases {
+            assert_eq!(error.to_string(), said);
+        }
+        for refusal in [
+            SessionError::Conflict,
+            SessionError::OtherAudience,
+            SessionError::Unbound,
+        ] {
+            let said = refusal.to_string();
+            assert!(said.starts_with("the token"), "{said}");
+        }
+        assert!(matches!(
+            invalid("x"),
+            SessionError::Invalid(Cow::Borrowed("x"))
+        ));
+    }
+}

@@ -254,3 +254,48 @@ impl SessionManager {
         &*self.inner.store
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{
+        testkit::{acme, config, sessions},
+        *,
+    };
+    use crate::session::Grant;
+
+    #[actix_web::test]
+    async fn another_store_shares_the_keys_but_not_the_revocations_or_the_cache() {
+        let (s, _) = sessions(config());
+        let pair = s.issue(&acme(), "u1", Grant::new()).unwrap();
+        let p = s.verify(&pair.access_token).await.unwrap();
+        let moved = s.clone().with_store(InMemoryRevocations::new());
+        assert!(Arc::ptr_eq(&moved.keys(), &s.keys()));
+        assert_eq!(moved.config().issuer, s.config().issuer);
+        assert!(
+            moved.cached(pair.access_token.as_bytes()).is_none(),
+            "a cache of its own"
+        );
+        s.revoke(p.token_id().unwrap()).await.unwrap();
+        assert!(
+            moved.verify(&pair.access_token).await.is_ok(),
+            "a store of its own"
+        );
+        assert!(s.verify(&pair.access_token).await.is_err());
+    }
+
+    #[actix_web::test]
+    async fn a_rotated_key_signs_and_the_old_one_verifies_until_retired() {
+        let (s, _) = sessions(config());
+        let old = s.issue(&acme(), "u1", Grant::new()).unwrap().access_token;
+        let secret = b"another secret of at least 32 bytes, k2";
+        s.rotate(Key::hmac("k2", Algorithm::HS256, secret).unwrap())
+            .unwrap();
+        assert_eq!(s.keys().signing_kid(), Some("k2"));
+        let new = s.issue(&acme(), "u1", Grant::new()).unwrap().access_token;
+        assert!(s.verify(&old).await.is_ok() && s.verify(&new).await.is_ok());
+        s.retire("k1").unwrap();
+        assert!(s.verify(&old).await.is_err(), "its key is gone");
+        assert!(s.verify(&new).await.is_ok());
+        assert!(s.retire("k9").is_err(), "no such key");
+    }
+}
