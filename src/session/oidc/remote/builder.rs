@@ -131,7 +131,7 @@ impl RemoteKeysBuilder {
         self
     }
 
-    fn assemble(self) -> Result<RemoteKeys, OidcError> {
+    pub(super) fn assemble(self) -> Result<RemoteKeys, OidcError> {
         let o = &self.options;
         let parse = |url: &str| Url::parse(url, o.plain_loopback).map_err(OidcError::Config);
         let origin = match &self.given {

@@ -161,3 +161,17 @@ impl Remote {
         Ok(url)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_digest_tells_one_set_from_another() {
+        let set = br#"{"keys": []}"#;
+        let copy = String::from_utf8(set.to_vec()).unwrap();
+        assert_eq!(digest(set), digest(copy.as_bytes()), "the same bytes");
+        assert_ne!(digest(set), digest(br#"{"keys": [] }"#));
+        assert_ne!(digest(b""), digest(b" "));
+    }
+}

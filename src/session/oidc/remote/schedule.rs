@@ -91,3 +91,80 @@ impl Remote {
         Some(running)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{super::RemoteKeys, *};
+
+    const fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    /// A key set that is never fetched (no refresh task): its schedule read by hand.
+    fn unstarted() -> RemoteKeys {
+        RemoteKeys::jwks("https://keys.test/jwks")
+            .cooldown(secs(10))
+            .refresh(secs(100))
+            .assemble()
+            .unwrap()
+    }
+
+    /// The wait `next_refresh_in` gives for a set fetched `fetched` ago (fresh for
+    /// 60 s), after `failures` failed fetches, the last attempt `attempted` ago.
+    fn wait(
+        keys: &RemoteKeys,
+        fetched: Option<Duration>,
+        failures: u32,
+        attempted: Option<Duration>,
+    ) -> Duration {
+        let ago = |d: Duration| Instant::now().checked_sub(d).unwrap();
+        {
+            let mut s = keys.inner.state();
+            s.fresh_for = secs(60);
+            s.fetched_at = fetched.map(ago);
+            s.failures = failures;
+            s.attempted_at = attempted.map(ago);
+        }
+        keys.inner.next_refresh_in()
+    }
+
+    /// Whether `wait` is `expected`, less the little time the test itself took.
+    fn about(wait: Duration, expected: Duration) -> bool {
+        wait <= expected && wait + secs(1) > expected
+    }
+
+    #[test]
+    fn a_set_never_fetched_is_fetched_at_once() {
+        let keys = unstarted();
+        assert_eq!(keys.inner.next_refresh_in(), Duration::ZERO);
+        assert_eq!(wait(&keys, None, 0, Some(secs(0))), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_good_set_is_refetched_when_it_stops_being_fresh() {
+        let keys = unstarted();
+        assert!(about(wait(&keys, Some(secs(0)), 0, None), secs(60)));
+        assert!(about(wait(&keys, Some(secs(45)), 0, None), secs(15)));
+        assert_eq!(wait(&keys, Some(secs(61)), 0, None), Duration::ZERO);
+    }
+
+    #[test]
+    fn after_failures_the_wait_doubles_from_the_cooldown_up_to_the_refresh_interval() {
+        let keys = unstarted();
+        for (failures, backoff) in [(1, 10), (2, 20), (3, 40), (4, 80), (5, 100), (40, 100)] {
+            let waited = wait(&keys, Some(secs(0)), failures, Some(secs(0)));
+            assert!(about(waited, secs(backoff)), "{failures}: {waited:?}");
+        }
+        let later = wait(&keys, None, 2, Some(secs(15)));
+        assert!(
+            about(later, secs(5)),
+            "counted from the last attempt: {later:?}"
+        );
+        assert_eq!(wait(&keys, None, 2, Some(secs(21))), Duration::ZERO);
+        assert_eq!(
+            wait(&keys, None, 3, None),
+            Duration::ZERO,
+            "never attempted"
+        );
+    }
+}
