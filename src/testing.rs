@@ -404,7 +404,7 @@ mod revocation {
     /// tests); panics, naming the rule, on the first violation. It takes about two
     /// seconds: the last rule is checked at the end of a second, on the system's clock.
     ///
-    /// - a revoked `jti` is revoked, another is not, and `is_revoked_now`, when it
+    /// - a revoked `jti` is revoked, another is not, and an answer given now, when it
     ///   answers, agrees;
     /// - a subject or tenant revocation applies to tokens issued at or before its
     ///   cut-off and not to later ones, and not to another subject or tenant;
@@ -436,10 +436,11 @@ mod revocation {
             !revoked(store, &facts(&b, &acme, "u1", t)).await,
             "another jti must not be"
         );
-        if let Some(now) = store.is_revoked_now(&facts(&a, &acme, "u1", t)) {
+        let asked = facts(&a, &acme, "u1", t);
+        if let Some(now) = store.is_revoked(&asked).now() {
             assert!(
-                now.expect("is_revoked_now"),
-                "is_revoked_now disagrees with is_revoked"
+                now.expect("is_revoked, answered now"),
+                "an answer given now disagrees with one waited for"
             );
         }
 

@@ -7,6 +7,7 @@ use std::{
     time::{Duration, UNIX_EPOCH},
 };
 
+use actix_tenancy::Answer;
 use actix_tenancy::{
     prelude::*,
     quota::{LocalQuota, Period, QuotaPlan, QuotaPlans, TenantQuota},
@@ -498,33 +499,41 @@ struct LateStore {
     give_up: Option<Duration>,
 }
 
-#[async_trait::async_trait]
 impl RevocationStore for LateStore {
-    async fn revoke(&self, what: Revocation<'_>, until: u64) -> Result<(), RevocationError> {
-        self.inner.revoke(what, until).await
-    }
-
-    async fn is_revoked(&self, token: &TokenFacts<'_>) -> Result<bool, RevocationError> {
-        self.inner.is_revoked(token).await
-    }
-
-    async fn consume(
-        &self,
-        jti: &str,
-        rotation: &str,
+    fn revoke<'a>(
+        &'a self,
+        what: Revocation<'a>,
         until: u64,
-    ) -> Result<Consumed, RevocationError> {
-        let answer = self.inner.consume(jti, rotation, until).await;
-        if self.late.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            match self.give_up {
-                Some(after) => {
-                    tokio::time::sleep(after).await;
-                    return Err(RevocationError::new("the store did not answer in time"));
+    ) -> Answer<'a, Result<(), RevocationError>> {
+        self.inner.revoke(what, until)
+    }
+
+    fn is_revoked<'a>(
+        &'a self,
+        token: &'a TokenFacts<'_>,
+    ) -> Answer<'a, Result<bool, RevocationError>> {
+        self.inner.is_revoked(token)
+    }
+
+    fn consume<'a>(
+        &'a self,
+        jti: &'a str,
+        rotation: &'a str,
+        until: u64,
+    ) -> Answer<'a, Result<Consumed, RevocationError>> {
+        Answer::later(async move {
+            let answer = self.inner.consume(jti, rotation, until).await;
+            if self.late.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                match self.give_up {
+                    Some(after) => {
+                        tokio::time::sleep(after).await;
+                        return Err(RevocationError::new("the store did not answer in time"));
+                    }
+                    None => tokio::time::sleep(Duration::from_millis(700)).await,
                 }
-                None => tokio::time::sleep(Duration::from_millis(700)).await,
             }
-        }
-        answer
+            answer
+        })
     }
 }
 

@@ -272,21 +272,34 @@ mod revocations {
     /// waiting, so every check takes the async path.
     struct FaultyStore(Mode);
 
-    #[async_trait::async_trait]
     impl RevocationStore for FaultyStore {
-        async fn revoke(&self, _: Revocation<'_>, _: u64) -> Result<(), RevocationError> {
-            Ok(())
+        fn revoke<'a>(
+            &'a self,
+            _: Revocation<'a>,
+            _: u64,
+        ) -> Answer<'a, Result<(), RevocationError>> {
+            Answer::Now(Ok(()))
         }
-        async fn is_revoked(&self, _: &TokenFacts<'_>) -> Result<bool, RevocationError> {
-            match self.0.get() {
-                ERROR => Err(RevocationError::new("injected failure")),
-                HANG => std::future::pending().await,
-                PANIC => panic!("injected store panic"),
-                _ => Ok(false),
-            }
+        fn is_revoked<'a>(
+            &'a self,
+            _: &'a TokenFacts<'_>,
+        ) -> Answer<'a, Result<bool, RevocationError>> {
+            Answer::later(async move {
+                match self.0.get() {
+                    ERROR => Err(RevocationError::new("injected failure")),
+                    HANG => std::future::pending().await,
+                    PANIC => panic!("injected store panic"),
+                    _ => Ok(false),
+                }
+            })
         }
-        async fn consume(&self, _: &str, _: &str, _: u64) -> Result<Consumed, RevocationError> {
-            Ok(Consumed::First)
+        fn consume<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+            _: u64,
+        ) -> Answer<'a, Result<Consumed, RevocationError>> {
+            Answer::Now(Ok(Consumed::First))
         }
     }
 

@@ -2,7 +2,7 @@ use std::{fmt, sync::Arc, time::SystemTime};
 
 use actix_web::HttpMessage;
 
-use super::tenant::TenantId;
+use super::{answer::Answer, tenant::TenantId};
 
 /// A verified identity: who made the request and, when the credential says so, for
 /// which tenant.
@@ -198,11 +198,10 @@ impl fmt::Debug for Principal {
 /// `SessionManager` implements it (feature `jwt`); registry admin operations that end a
 /// tenant's access (`PostgresRegistry::suspend_and_revoke`) call it, so the registry
 /// needs no session types.
-#[async_trait::async_trait]
 pub trait RevokeSessions: Send + Sync {
     /// Revokes every token issued to `tenant` until now.
-    async fn revoke_sessions(
-        &self,
-        tenant: &TenantId,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+    fn revoke_sessions<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+    ) -> Answer<'a, Result<(), Box<dyn std::error::Error + Send + Sync>>>;
 }

@@ -3,7 +3,7 @@
 use std::{fmt, time::Duration};
 
 use super::{now, Consumed, Revocation, RevocationError, RevocationStore, TokenFacts};
-use crate::core::{error::ConfigError, RedisConnection};
+use crate::core::{error::ConfigError, Answer, RedisConnection};
 
 /// Keeps revocations in Redis so that every replica sees a revocation at once (feature
 /// `redis` with `jwt`).
@@ -179,9 +179,34 @@ impl RedisRevocations {
     }
 }
 
-#[async_trait::async_trait]
 impl RevocationStore for RedisRevocations {
-    async fn revoke(&self, what: Revocation<'_>, until: u64) -> Result<(), RevocationError> {
+    fn revoke<'a>(
+        &'a self,
+        what: Revocation<'a>,
+        until: u64,
+    ) -> Answer<'a, Result<(), RevocationError>> {
+        Answer::later(self.write(what, until))
+    }
+
+    fn is_revoked<'a>(
+        &'a self,
+        token: &'a TokenFacts<'_>,
+    ) -> Answer<'a, Result<bool, RevocationError>> {
+        Answer::later(self.read(token))
+    }
+
+    fn consume<'a>(
+        &'a self,
+        jti: &'a str,
+        rotation: &'a str,
+        until: u64,
+    ) -> Answer<'a, Result<Consumed, RevocationError>> {
+        Answer::later(self.mark_used(jti, rotation, until))
+    }
+}
+
+impl RedisRevocations {
+    async fn write(&self, what: Revocation<'_>, until: u64) -> Result<(), RevocationError> {
         let ttl = Self::ttl(until);
         let (key, value) = match what {
             Revocation::Token(jti) => (self.key("jti", &[jti]), 0),
@@ -203,7 +228,7 @@ impl RevocationStore for RedisRevocations {
             .map(drop)
     }
 
-    async fn is_revoked(&self, t: &TokenFacts<'_>) -> Result<bool, RevocationError> {
+    async fn read(&self, t: &TokenFacts<'_>) -> Result<bool, RevocationError> {
         let keys = [
             t.jti.map(|j| self.key("jti", &[j])),
             t.family.map(|f| self.key("fam", &[f])),
@@ -234,7 +259,7 @@ impl RevocationStore for RedisRevocations {
         Ok(jti.is_some() || fam.is_some() || tenant.is_some_and(cut) || subject.is_some_and(cut))
     }
 
-    async fn consume(
+    async fn mark_used(
         &self,
         jti: &str,
         rotation: &str,

@@ -8,7 +8,7 @@ use std::{
 
 use dashmap::DashMap;
 
-use crate::core::Clock;
+use crate::core::{Answer, Clock};
 
 /// What a revocation applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,55 +96,58 @@ pub enum Consumed {
 ///
 /// [`testing::revocation_conformance`](crate::testing::revocation_conformance)
 /// (feature `testing`) checks these rules against any store.
-#[async_trait::async_trait]
 pub trait RevocationStore: Send + Sync + 'static {
     /// Records a revocation, kept through the second `until`.
-    async fn revoke(&self, what: Revocation<'_>, until: u64) -> Result<(), RevocationError>;
+    fn revoke<'a>(
+        &'a self,
+        what: Revocation<'a>,
+        until: u64,
+    ) -> Answer<'a, Result<(), RevocationError>>;
 
-    /// Whether any revocation applies to the token.
-    async fn is_revoked(&self, token: &TokenFacts<'_>) -> Result<bool, RevocationError>;
-
-    /// The answer without waiting, when the store can give one (in memory); `None`
-    /// means "call [`is_revoked`](Self::is_revoked)".
-    fn is_revoked_now(&self, token: &TokenFacts<'_>) -> Option<Result<bool, RevocationError>> {
-        let _ = token;
-        None
-    }
+    /// Whether any revocation applies to the token. A store that knows without
+    /// waiting (in memory) answers [`Answer::Now`]; the JWT stage then creates no
+    /// future (do the work of a later answer inside it: see [`Answer`]).
+    fn is_revoked<'a>(
+        &'a self,
+        token: &'a TokenFacts<'_>,
+    ) -> Answer<'a, Result<bool, RevocationError>>;
 
     /// Marks the refresh token `jti` used by `rotation` (an opaque mark the manager
     /// reads back), kept through the second `until`, atomically: the first call
     /// records its `rotation` and answers [`Consumed::First`]; every later call
     /// records nothing and answers [`Consumed::Already`] with the first call's
     /// `rotation`, also when the first call's answer never reached its caller.
-    async fn consume(
-        &self,
-        jti: &str,
-        rotation: &str,
+    fn consume<'a>(
+        &'a self,
+        jti: &'a str,
+        rotation: &'a str,
         until: u64,
-    ) -> Result<Consumed, RevocationError>;
+    ) -> Answer<'a, Result<Consumed, RevocationError>>;
 }
 
-#[async_trait::async_trait]
 impl<S: RevocationStore + ?Sized> RevocationStore for std::sync::Arc<S> {
-    async fn revoke(&self, what: Revocation<'_>, until: u64) -> Result<(), RevocationError> {
-        (**self).revoke(what, until).await
-    }
-
-    async fn is_revoked(&self, token: &TokenFacts<'_>) -> Result<bool, RevocationError> {
-        (**self).is_revoked(token).await
-    }
-
-    fn is_revoked_now(&self, token: &TokenFacts<'_>) -> Option<Result<bool, RevocationError>> {
-        (**self).is_revoked_now(token)
-    }
-
-    async fn consume(
-        &self,
-        jti: &str,
-        rotation: &str,
+    fn revoke<'a>(
+        &'a self,
+        what: Revocation<'a>,
         until: u64,
-    ) -> Result<Consumed, RevocationError> {
-        (**self).consume(jti, rotation, until).await
+    ) -> Answer<'a, Result<(), RevocationError>> {
+        (**self).revoke(what, until)
+    }
+
+    fn is_revoked<'a>(
+        &'a self,
+        token: &'a TokenFacts<'_>,
+    ) -> Answer<'a, Result<bool, RevocationError>> {
+        (**self).is_revoked(token)
+    }
+
+    fn consume<'a>(
+        &'a self,
+        jti: &'a str,
+        rotation: &'a str,
+        until: u64,
+    ) -> Answer<'a, Result<Consumed, RevocationError>> {
+        (**self).consume(jti, rotation, until)
     }
 }
 
@@ -286,9 +289,34 @@ impl InMemoryRevocations {
     }
 }
 
-#[async_trait::async_trait]
 impl RevocationStore for InMemoryRevocations {
-    async fn revoke(&self, what: Revocation<'_>, until: u64) -> Result<(), RevocationError> {
+    fn revoke<'a>(
+        &'a self,
+        what: Revocation<'a>,
+        until: u64,
+    ) -> Answer<'a, Result<(), RevocationError>> {
+        Answer::Now(self.write(what, until))
+    }
+
+    fn is_revoked<'a>(
+        &'a self,
+        token: &'a TokenFacts<'_>,
+    ) -> Answer<'a, Result<bool, RevocationError>> {
+        Answer::Now(Ok(self.check(token)))
+    }
+
+    fn consume<'a>(
+        &'a self,
+        jti: &'a str,
+        rotation: &'a str,
+        until: u64,
+    ) -> Answer<'a, Result<Consumed, RevocationError>> {
+        Answer::Now(self.mark_used(jti, rotation, until))
+    }
+}
+
+impl InMemoryRevocations {
+    fn write(&self, what: Revocation<'_>, until: u64) -> Result<(), RevocationError> {
         let keep = |old: u64| old.max(until);
         let kind = match what {
             Revocation::Token(_) => TOKENS,
@@ -329,15 +357,7 @@ impl RevocationStore for InMemoryRevocations {
         Ok(())
     }
 
-    async fn is_revoked(&self, token: &TokenFacts<'_>) -> Result<bool, RevocationError> {
-        Ok(self.check(token))
-    }
-
-    fn is_revoked_now(&self, token: &TokenFacts<'_>) -> Option<Result<bool, RevocationError>> {
-        Some(Ok(self.check(token)))
-    }
-
-    async fn consume(
+    fn mark_used(
         &self,
         jti: &str,
         rotation: &str,

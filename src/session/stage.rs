@@ -287,7 +287,8 @@ impl AuthStage {
             }
         };
         let store = self.sessions.store();
-        let now = catch_unwind(AssertUnwindSafe(|| store.is_revoked_now(&verified.facts())))
+        let facts = verified.facts();
+        let now = catch_unwind(AssertUnwindSafe(|| store.is_revoked(&facts).now()))
             .unwrap_or_else(|_| Some(Err(RevocationError::new("the store panicked"))));
         match now {
             Some(Ok(false)) => {

@@ -219,13 +219,12 @@ impl SessionManager {
     }
 }
 
-#[async_trait::async_trait]
 impl crate::core::RevokeSessions for SessionManager {
-    async fn revoke_sessions(
-        &self,
-        tenant: &TenantId,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        Ok(self.revoke_tenant(tenant).await?)
+    fn revoke_sessions<'a>(
+        &'a self,
+        tenant: &'a TenantId,
+    ) -> crate::core::Answer<'a, Result<(), Box<dyn std::error::Error + Send + Sync>>> {
+        crate::core::Answer::later(async move { Ok(self.revoke_tenant(tenant).await?) })
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::{SessionConfig, SessionError, SessionManager};
 use crate::{
-    core::{clock::FakeTime, Clock, TenantId},
+    core::{clock::FakeTime, Answer, Clock, TenantId},
     session::{Consumed, Key, KeySet, Revocation, RevocationError, RevocationStore, TokenFacts},
 };
 
@@ -98,22 +98,33 @@ impl Recorder {
     }
 }
 
-#[async_trait::async_trait]
 impl RevocationStore for Recorder {
-    async fn revoke(&self, what: Revocation<'_>, until: u64) -> Result<(), RevocationError> {
-        self.answer(())?;
-        self.revoked
-            .lock()
-            .unwrap()
-            .push((format!("{what:?}"), until));
-        Ok(())
+    fn revoke<'a>(
+        &'a self,
+        what: Revocation<'a>,
+        until: u64,
+    ) -> Answer<'a, Result<(), RevocationError>> {
+        Answer::Now(self.answer(()).map(|()| {
+            self.revoked
+                .lock()
+                .unwrap()
+                .push((format!("{what:?}"), until));
+        }))
     }
 
-    async fn is_revoked(&self, _: &TokenFacts<'_>) -> Result<bool, RevocationError> {
-        self.answer(false)
+    fn is_revoked<'a>(
+        &'a self,
+        _: &'a TokenFacts<'_>,
+    ) -> Answer<'a, Result<bool, RevocationError>> {
+        Answer::Now(self.answer(false))
     }
 
-    async fn consume(&self, _: &str, _: &str, _: u64) -> Result<Consumed, RevocationError> {
-        self.answer(Consumed::First)
+    fn consume<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: u64,
+    ) -> Answer<'a, Result<Consumed, RevocationError>> {
+        Answer::Now(self.answer(Consumed::First))
     }
 }
