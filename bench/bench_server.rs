@@ -16,7 +16,7 @@
 //! - `full`: `policy` plus the local quota stage (a rate far above the load, and a daily
 //!   budget), without quota headers on allowed responses: the full stack;
 //! - `full-headers`: the same with the quota headers on every response;
-//! - `full-jwt`: `full` behind `JwtAuth` (HS256); the client sends a bearer token
+//! - `full-jwt`: `full` behind `TenantAuth` (HS256); the client sends a bearer token
 //!   (`bench_server token TENANT` prints one) and the resolver reads its claim;
 //! - `peer`: the same handler behind `actix-extensible-rate-limit` (in-memory backend,
 //!   keyed by `X-Tenant-ID`), a peer crate's per-key limit, as a baseline.
@@ -37,7 +37,7 @@ use actix_tenancy::{
     prelude::*,
     quota::{LocalQuota, Period, QuotaPlan, QuotaPlans, TenantQuota},
     registry::{Lookup, RegistryError, TenantRegistry},
-    session::{Grant, JwtAuth, Key, KeySet, SessionConfig, SessionManager},
+    session::{Grant, Key, KeySet, SessionConfig, SessionManager, TenantAuth},
 };
 use actix_tenancy::{Answer, Moment};
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -150,7 +150,7 @@ fn tenancy(mode: &str) -> Option<Tenancy> {
         tenancy = tenancy.quota(quota);
     }
     if mode == "full-jwt" {
-        tenancy = tenancy.auth(JwtAuth::new(sessions()));
+        tenancy = tenancy.auth(TenantAuth::new(sessions()));
     }
     Some(tenancy.build().expect("valid configuration"))
 }

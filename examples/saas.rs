@@ -22,7 +22,7 @@ use actix_tenancy::{
         TenantQuotaBuilder,
     },
     registry::{Access, StatusRules},
-    session::{Grant, JwtAuth, Key, KeySet, SessionConfig, SessionError, SessionManager},
+    session::{Grant, Key, KeySet, SessionConfig, SessionError, SessionManager, TenantAuth},
     Clock,
 };
 use actix_web::{
@@ -200,7 +200,7 @@ pub fn build_on(redis_url: Option<&str>, clock: Option<Clock>) -> Result<Demo, B
         .build()?;
     let tenancy = Tenancy::builder()
         .auth(
-            JwtAuth::builder(sessions.clone())
+            TenantAuth::builder(sessions.clone())
                 .allow_anonymous(true)
                 .build()?,
         )

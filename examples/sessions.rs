@@ -14,7 +14,7 @@
 
 use actix_tenancy::{
     prelude::*,
-    session::{Grant, JwtAuth, Key, KeySet, SessionConfig, SessionError, SessionManager},
+    session::{Grant, Key, KeySet, SessionConfig, SessionError, SessionManager, TenantAuth},
 };
 use actix_web::{web, App, HttpResponse, HttpServer};
 use jsonwebtoken::Algorithm;
@@ -48,7 +48,7 @@ pub fn tenancy(sessions: &SessionManager) -> Result<Tenancy, Box<dyn std::error:
         .with(TenantRecord::new(TenantId::parse("acme")?, "pro"))
         .with(TenantRecord::new(TenantId::parse("globex")?, "free"));
     Ok(Tenancy::builder()
-        .auth(JwtAuth::new(sessions.clone()))
+        .auth(TenantAuth::new(sessions.clone()))
         .resolver(
             TenantResolver::builder(registry)
                 .source(Source::claim())

@@ -13,7 +13,7 @@
 //!   [cache](registry::CachedRegistry) unless it answers from memory), which
 //!   distinguishes *not found* from *unavailable* so an outage is a `503`, never a pass.
 //! - [Sessions](session) (feature `jwt`) issue, verify, refresh and revoke JWT-backed
-//!   tenant sessions; their `JwtAuth` stage runs ahead of resolution.
+//!   tenant sessions; their `TenantAuth` stage runs ahead of resolution.
 //! - [Policy](policy) decides whether the tenant may make the request: your async
 //!   evaluator, or the built-in [`RulePolicy`](policy::RulePolicy).
 //! - [Quotas](quota) charge each tenant's rate and budgets, locally or in Redis.
@@ -99,7 +99,7 @@
 //! | `redis` | `RedisQuota`: one quota shared by every replica (see [`quota`]); with `jwt`, `RedisRevocations` |
 //! | `redis-tls` | `rediss://` (TLS) for the Redis backends |
 //! | `redis-cluster` | Redis Cluster for the Redis backends ([`RedisConnection::cluster`]) |
-//! | `jwt` | JWT sessions: `KeySet`, `SessionManager`, `JwtAuth` (see [`session`]) |
+//! | `jwt` | JWT sessions: `KeySet`, `SessionManager`, `TenantAuth` (see [`session`]) |
 //! | `oidc` | tokens from identity providers: OpenID discovery, remote JWKS kept fresh, a provider per tenant (`session::oidc`) |
 //! | `postgres` | `PostgresRegistry`: tenants in PostgreSQL, kept fresh on every replica by `NOTIFY`; `storage`: the `TenantTx` extractor in the pooled, schema and database models |
 //! | `tls` | `Source::certificate`: the tenant from a verified TLS client certificate (see `tls`) |

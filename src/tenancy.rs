@@ -74,7 +74,7 @@ impl Tenancy {
 #[must_use]
 pub struct TenancyBuilder {
     #[cfg(feature = "jwt")]
-    auth: Option<crate::session::JwtAuth>,
+    auth: Option<crate::session::TenantAuth>,
     resolver: Option<TenantResolver>,
     policy: Option<TenantPolicy>,
     quota: Option<TenantQuota>,
@@ -95,7 +95,7 @@ impl TenancyBuilder {
     /// [`Source::claim`](crate::resolve::Source::claim), or `build` fails: a token for
     /// tenant A must never be served as tenant B because a header said so.
     #[cfg(feature = "jwt")]
-    pub fn auth(mut self, auth: crate::session::JwtAuth) -> Self {
+    pub fn auth(mut self, auth: crate::session::TenantAuth) -> Self {
         self.auth = Some(auth);
         self
     }

@@ -132,7 +132,7 @@ fn client_values_are_escaped_in_every_line() {
 #[cfg(feature = "jwt")]
 #[::core::prelude::v1::test]
 fn a_hostile_token_leaves_no_raw_byte_either() {
-    use actix_tenancy::session::{JwtAuth, Key, KeySet, SessionConfig, SessionManager};
+    use actix_tenancy::session::{Key, KeySet, SessionConfig, SessionManager, TenantAuth};
     use jsonwebtoken::Algorithm;
 
     let log = captured(async {
@@ -142,7 +142,7 @@ fn a_hostile_token_leaves_no_raw_byte_either() {
         .unwrap();
         let sessions = SessionManager::new(SessionConfig::new("iss", "aud"), keys);
         let tenancy = common::stack::on_claim(InMemoryRegistry::new())
-            .auth(JwtAuth::new(sessions))
+            .auth(TenantAuth::new(sessions))
             .build()
             .unwrap();
         let app = test::init_service(

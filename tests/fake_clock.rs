@@ -12,8 +12,8 @@ use actix_tenancy::{
     prelude::*,
     quota::{LocalQuota, Period, QuotaPlan, QuotaPlans, TenantQuota},
     session::{
-        Consumed, Grant, InMemoryRevocations, JwtAuth, Key, KeySet, Revocation, RevocationError,
-        RevocationStore, SessionConfig, SessionError, SessionManager, TokenFacts,
+        Consumed, Grant, InMemoryRevocations, Key, KeySet, Revocation, RevocationError,
+        RevocationStore, SessionConfig, SessionError, SessionManager, TenantAuth, TokenFacts,
     },
     testing::FakeClock,
 };
@@ -154,7 +154,7 @@ async fn a_token_expires_and_a_revocation_dates_on_the_fake_clock() {
         .with_store(InMemoryRevocations::new().with_clock(time.clock()));
     let registry = InMemoryRegistry::new().with(TenantRecord::new(id("acme"), "pro"));
     let app = app!(Tenancy::builder()
-        .auth(JwtAuth::new(sessions.clone()))
+        .auth(TenantAuth::new(sessions.clone()))
         .resolver(
             TenantResolver::builder(registry)
                 .source(Source::claim())

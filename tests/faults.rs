@@ -261,8 +261,8 @@ async fn a_failing_hanging_or_panicking_evaluator_is_a_503_in_time() {
 #[cfg(feature = "jwt")]
 mod revocations {
     use actix_tenancy::session::{
-        Consumed, Grant, JwtAuth, Key, KeySet, Revocation, RevocationError, RevocationStore,
-        SessionConfig, SessionManager, TokenFacts,
+        Consumed, Grant, Key, KeySet, Revocation, RevocationError, RevocationStore, SessionConfig,
+        SessionManager, TenantAuth, TokenFacts,
     };
     use jsonwebtoken::Algorithm;
 
@@ -315,7 +315,7 @@ mod revocations {
         let acme = TenantId::parse("acme").unwrap();
         let pair = sessions.issue(&acme, "ada", Grant::new()).unwrap();
         // The default revocation timeout.
-        let auth = JwtAuth::builder(sessions).build().unwrap();
+        let auth = TenantAuth::builder(sessions).build().unwrap();
         let registry = InMemoryRegistry::new().with(TenantRecord::new(acme, "pro"));
         let tenancy = common::stack::on_claim(registry)
             .auth(auth)

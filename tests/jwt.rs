@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix_tenancy::{
     prelude::*,
     session::{
-        Grant, JwtAuth, Key, KeySet, SessionConfig, SessionError, SessionManager, TokenPair,
+        Grant, Key, KeySet, SessionConfig, SessionError, SessionManager, TenantAuth, TokenPair,
         MAX_TOKEN_LEN,
     },
 };
@@ -57,7 +57,7 @@ fn tenancy(sessions: &SessionManager) -> Tenancy {
         .with(TenantRecord::new(id("acme"), "pro"))
         .with(TenantRecord::new(id("globex"), "free"));
     Tenancy::builder()
-        .auth(JwtAuth::new(sessions.clone()))
+        .auth(TenantAuth::new(sessions.clone()))
         .resolver(
             TenantResolver::builder(registry)
                 .source(Source::claim())
@@ -598,7 +598,7 @@ async fn allow_missing_lets_the_resolver_decide_and_principal_is_optional() {
     let registry = InMemoryRegistry::new().with(TenantRecord::new(id("acme"), "pro"));
     let tenancy = Tenancy::builder()
         .auth(
-            JwtAuth::builder(s.clone())
+            TenantAuth::builder(s.clone())
                 .allow_anonymous(true)
                 .build()
                 .unwrap(),
@@ -704,11 +704,11 @@ async fn standalone_jwt_auth_must_run_before_the_resolver() {
             .to(|t: Tenant, p: Principal| async move { format!("{} {}", p.subject(), t.id()) })
     };
     let pair = s.issue(&id("acme"), "user-1", Grant::new()).unwrap();
-    // Registered last, JwtAuth runs first: the resolver sees the token's tenant.
+    // Registered last, TenantAuth runs first: the resolver sees the token's tenant.
     let right = test::init_service(
         App::new()
             .wrap(resolver())
-            .wrap(JwtAuth::new(s.clone()))
+            .wrap(TenantAuth::new(s.clone()))
             .route("/me", me()),
     )
     .await;
@@ -717,7 +717,7 @@ async fn standalone_jwt_auth_must_run_before_the_resolver() {
     // The other way round the resolver decided without it: fail closed.
     let wrong = test::init_service(
         App::new()
-            .wrap(JwtAuth::new(s.clone()))
+            .wrap(TenantAuth::new(s.clone()))
             .wrap(resolver())
             .route("/me", me()),
     )
@@ -728,7 +728,7 @@ async fn standalone_jwt_auth_must_run_before_the_resolver() {
 
 #[actix_web::test]
 async fn a_zero_revocation_timeout_is_a_config_error() {
-    let err = JwtAuth::builder(sessions())
+    let err = TenantAuth::builder(sessions())
         .revocation_timeout(std::time::Duration::ZERO)
         .build()
         .unwrap_err();
@@ -742,7 +742,7 @@ async fn a_zero_revocation_timeout_is_a_config_error() {
 async fn jwt_auth_without_a_claim_source_is_a_config_error() {
     let registry = InMemoryRegistry::new();
     let err = Tenancy::builder()
-        .auth(JwtAuth::new(sessions()))
+        .auth(TenantAuth::new(sessions()))
         .resolver(
             TenantResolver::builder(registry)
                 .source(Source::header())

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use actix_tenancy::{
     prelude::*,
-    session::{Grant, JwtAuth, Key, KeySet, SessionConfig, SessionManager},
+    session::{Grant, Key, KeySet, SessionConfig, SessionManager, TenantAuth},
 };
 use actix_web::{
     body::MessageBody,
@@ -62,7 +62,7 @@ fn bearer(req: test::TestRequest, token: &str) -> test::TestRequest {
 /// The outer `Tenancy`: JWT auth, then the claim.
 fn outer(s: &SessionManager) -> Tenancy {
     Tenancy::builder()
-        .auth(JwtAuth::new(s.clone()))
+        .auth(TenantAuth::new(s.clone()))
         .resolver(
             TenantResolver::builder(reg())
                 .source(Source::claim())
@@ -252,7 +252,7 @@ async fn a_tenancy_on_a_scope_the_outer_one_exempts_works_on_its_own() {
     // The layout a new user wrote: JWT and the claim for the app, except `/public/`,
     // where a second `Tenancy` lets anonymous callers name their tenant by header.
     let outer = Tenancy::builder()
-        .auth(JwtAuth::new(s.clone()))
+        .auth(TenantAuth::new(s.clone()))
         .resolver(
             TenantResolver::builder(reg())
                 .source(Source::claim())
@@ -264,7 +264,7 @@ async fn a_tenancy_on_a_scope_the_outer_one_exempts_works_on_its_own() {
         .unwrap();
     let public = Tenancy::builder()
         .auth(
-            JwtAuth::builder(s.clone())
+            TenantAuth::builder(s.clone())
                 .allow_anonymous(true)
                 .build()
                 .unwrap(),

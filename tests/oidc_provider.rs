@@ -17,7 +17,7 @@ use actix_tenancy::{
     prelude::*,
     session::{
         oidc::{Binding, RemoteKeys, TenantIssuers},
-        JwtAuth, SessionConfig, SessionManager,
+        SessionConfig, SessionManager, TenantAuth,
     },
 };
 use actix_web::{dev::Service, test, web, App, HttpResponse};
@@ -155,7 +155,7 @@ macro_rules! app {
             App::new()
                 .wrap(
                     common::stack::on_claim($registry)
-                        .auth(JwtAuth::new($sessions))
+                        .auth(TenantAuth::new($sessions))
                         $(.audit($audit))?
                         .build()
                         .unwrap(),
@@ -619,7 +619,7 @@ async fn a_provider_that_never_answers_is_503_within_the_key_timeout() {
     let issuer = format!("http://{}", silent.local_addr().unwrap());
     let remote = keys(&issuer).start().unwrap();
     let sessions = SessionManager::remote(SessionConfig::new(&issuer, "api"), remote).unwrap();
-    let auth = JwtAuth::builder(sessions)
+    let auth = TenantAuth::builder(sessions)
         .key_timeout(Duration::from_millis(200))
         .build()
         .unwrap();

@@ -13,7 +13,7 @@ use actix_tenancy::{
     prelude::*,
     quota::{LocalQuota, Period, QuotaPlan, QuotaPlans, TenantQuota},
     resolve::TenantResolverBuilder,
-    session::{Grant, JwtAuth, Key, KeySet, SessionConfig, SessionManager},
+    session::{Grant, Key, KeySet, SessionConfig, SessionManager, TenantAuth},
 };
 use actix_web::{
     body::MessageBody,
@@ -96,7 +96,7 @@ fn tenancy(s: &SessionManager, estimated: &Estimated) -> Tenancy {
         .build()
         .unwrap();
     Tenancy::builder()
-        .auth(JwtAuth::new(s.clone()))
+        .auth(TenantAuth::new(s.clone()))
         .resolver(
             TenantResolver::builder(registry())
                 .source(Source::claim())
@@ -196,7 +196,7 @@ async fn the_principal_is_found_wherever_the_request_ends() {
 /// The JWT stage and `resolver` (its claim source and the rest), nothing else.
 fn jwt_and(s: &SessionManager, resolver: TenantResolverBuilder) -> Tenancy {
     Tenancy::builder()
-        .auth(JwtAuth::new(s.clone()))
+        .auth(TenantAuth::new(s.clone()))
         .resolver(resolver.build().unwrap())
         .build()
         .unwrap()

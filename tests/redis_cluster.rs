@@ -180,7 +180,7 @@ async fn a_logout_on_the_cluster_is_seen_by_another_replica() {
     let (a, b) = (make(), make());
     let app = |sessions: SessionManager| async move {
         let tenancy = common::stack::on_claim(common::stack::acme_on("pro"))
-            .auth(actix_tenancy::session::JwtAuth::new(sessions))
+            .auth(actix_tenancy::session::TenantAuth::new(sessions))
             .build()
             .unwrap();
         test::init_service(App::new().wrap(tenancy).route(

@@ -10,7 +10,7 @@ use actix_tenancy::Moment;
 use actix_tenancy::{
     prelude::*,
     quota::{QuotaManager, QuotaPlan, QuotaPlans, RedisQuota, TenantQuota},
-    session::{Grant, JwtAuth, Key, KeySet, RedisRevocations, SessionConfig, SessionManager},
+    session::{Grant, Key, KeySet, RedisRevocations, SessionConfig, SessionManager, TenantAuth},
 };
 use actix_web::{http::header, test, web, App};
 use jsonwebtoken::Algorithm;
@@ -148,7 +148,7 @@ async fn the_quota_and_the_revocations_work_over_tls() {
         .unwrap();
     let registry = InMemoryRegistry::new().with(TenantRecord::new(acme(), "pro"));
     let tenancy = Tenancy::builder()
-        .auth(JwtAuth::new(sessions.clone()))
+        .auth(TenantAuth::new(sessions.clone()))
         .resolver(
             TenantResolver::builder(registry)
                 .source(Source::claim())

@@ -7,7 +7,8 @@ use std::time::Duration;
 use actix_tenancy::{
     prelude::*,
     session::{
-        Grant, JwtAuth, Key, KeySet, RedisRevocations, SessionConfig, SessionError, SessionManager,
+        Grant, Key, KeySet, RedisRevocations, SessionConfig, SessionError, SessionManager,
+        TenantAuth,
     },
 };
 use actix_web::{http::header, test, web, App};
@@ -68,11 +69,11 @@ fn app(
     )
 }
 
-/// `JwtAuth` on `sessions`, and the tenant from the token's claim.
+/// `TenantAuth` on `sessions`, and the tenant from the token's claim.
 fn stack(sessions: &SessionManager) -> actix_tenancy::TenancyBuilder {
     let registry = InMemoryRegistry::new().with(TenantRecord::new(acme(), "pro"));
     Tenancy::builder()
-        .auth(JwtAuth::new(sessions.clone()))
+        .auth(TenantAuth::new(sessions.clone()))
         .resolver(
             TenantResolver::builder(registry)
                 .source(Source::claim())

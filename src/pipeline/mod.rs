@@ -309,13 +309,13 @@ where
                 tracing::error!(
                     target: "actix_tenancy",
                     tenant = tenant.id().as_str(),
-                    "JwtAuth ran after a TenantResolver had settled the request's tenant: \
-                     wrap JwtAuth outside the resolver (register it with .wrap() after), \
+                    "TenantAuth ran after a TenantResolver had settled the request's tenant: \
+                     wrap TenantAuth outside the resolver (register it with .wrap() after), \
                      use Tenancy::builder().auth(), or exempt this scope's paths in the \
                      outer resolver"
                 );
                 return Err(TenancyError::Misconfigured(
-                    "JwtAuth wrapped inside the resolver",
+                    "TenantAuth wrapped inside the resolver",
                 ));
             }
             flow.outer = Some(Arc::clone(tenant));

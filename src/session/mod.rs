@@ -1,6 +1,6 @@
 //! Verified identities: the [`Principal`] that authentication puts in the request
 //! extensions (the resolver's claim source reads it), and, with the `jwt` feature,
-//! JWT-backed tenant sessions: [`KeySet`], [`SessionManager`], [`JwtAuth`] and the
+//! JWT-backed tenant sessions: [`KeySet`], [`SessionManager`], [`TenantAuth`] and the
 //! [`RevocationStore`]s.
 
 pub(crate) use crate::core::Principal;
@@ -32,7 +32,7 @@ pub use revocation::{
     Consumed, InMemoryRevocations, Revocation, RevocationError, RevocationStore, TokenFacts,
 };
 #[cfg(feature = "jwt")]
-pub use stage::{JwtAuth, JwtAuthBuilder};
+pub use stage::{TenantAuth, TenantAuthBuilder};
 
 /// Now, in unix seconds, on the system's clock: for what does not take the sessions'
 /// [`Clock`](crate::Clock) (a remote key set's schedule, Redis TTLs, the test kit).

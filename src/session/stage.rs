@@ -1,4 +1,4 @@
-//! The `JwtAuth` stage: `Authorization: Bearer` → a verified [`Principal`](crate::Principal).
+//! The `TenantAuth` stage: `Authorization: Bearer` → a verified [`Principal`](crate::Principal).
 
 use std::{
     fmt,
@@ -37,15 +37,15 @@ use crate::{
 /// | request | answer |
 /// | --- | --- |
 /// | a valid access token | the [`Principal`](crate::Principal) goes into the request extensions |
-/// | no `Authorization` header | `401 unauthenticated` with `WWW-Authenticate: Bearer`, or on without a principal when [`allow_anonymous`](JwtAuthBuilder::allow_anonymous) |
+/// | no `Authorization` header | `401 unauthenticated` with `WWW-Authenticate: Bearer`, or on without a principal when [`allow_anonymous`](TenantAuthBuilder::allow_anonymous) |
 /// | anything else: malformed, over 8 KiB, bad signature, expired, wrong `iss` / `aud`, a refresh token, revoked | `401 unauthenticated` with `WWW-Authenticate: Bearer error="invalid_token"`; no detail in the body |
 /// | the revocation store fails | `503 auth_unavailable` (fail closed) |
 /// | (feature `oidc`) no keys from the identity provider yet, or the registry cannot say which provider a tenant uses | `503 auth_unavailable` (fail closed) |
 /// | (feature `oidc`, `TenantIssuers`) a valid token from a provider trusted for some tenant that names a tenant it may not be used for (another provider's, one without a provider, an id no tenant has, or its own provider's tenant whose binding takes other audiences) | `403 tenant_forbidden`, the same bytes as for an unknown or suspended tenant; the audit reason says which |
 #[derive(Clone)]
-pub struct JwtAuth(Built<AuthStage>);
+pub struct TenantAuth(Built<AuthStage>);
 
-impl JwtAuth {
+impl TenantAuth {
     /// Verifies tokens with `sessions`, with the defaults: a request without a token
     /// is refused.
     pub fn new(sessions: SessionManager) -> Self {
@@ -53,8 +53,8 @@ impl JwtAuth {
     }
 
     /// A builder for the stage verifying tokens with `sessions`.
-    pub fn builder(sessions: SessionManager) -> JwtAuthBuilder {
-        JwtAuthBuilder {
+    pub fn builder(sessions: SessionManager) -> TenantAuthBuilder {
+        TenantAuthBuilder {
             sessions,
             allow_anonymous: false,
             revocation_timeout: Duration::from_secs(1),
@@ -64,9 +64,9 @@ impl JwtAuth {
     }
 }
 
-/// Builds a [`JwtAuth`].
+/// Builds a [`TenantAuth`].
 #[must_use]
-pub struct JwtAuthBuilder {
+pub struct TenantAuthBuilder {
     sessions: SessionManager,
     allow_anonymous: bool,
     revocation_timeout: Duration,
@@ -74,15 +74,15 @@ pub struct JwtAuthBuilder {
     common: Common,
 }
 
-impl fmt::Debug for JwtAuthBuilder {
+impl fmt::Debug for TenantAuthBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JwtAuthBuilder")
+        f.debug_struct("TenantAuthBuilder")
             .field("allow_anonymous", &self.allow_anonymous)
             .finish_non_exhaustive()
     }
 }
 
-impl JwtAuthBuilder {
+impl TenantAuthBuilder {
     /// Lets a request without an `Authorization` header go on without a principal
     /// (the resolver's other sources then decide). A header that is present is always
     /// checked. (The resolver's `allow_missing` is about a missing *tenant*.)
@@ -111,7 +111,7 @@ impl JwtAuthBuilder {
     common_setters!();
 
     /// Checks the configuration and builds the stage.
-    pub fn build(self) -> Result<JwtAuth, ConfigError> {
+    pub fn build(self) -> Result<TenantAuth, ConfigError> {
         if self.revocation_timeout.is_zero() {
             return Err(ConfigError::ZeroDuration("the revocation timeout"));
         }
@@ -121,14 +121,14 @@ impl JwtAuthBuilder {
         Ok(self.assemble())
     }
 
-    fn assemble(self) -> JwtAuth {
+    fn assemble(self) -> TenantAuth {
         let stage = AuthStage {
             sessions: self.sessions,
             allow_anonymous: self.allow_anonymous,
             revocation_timeout: self.revocation_timeout,
             key_timeout: self.key_timeout,
         };
-        JwtAuth(Built::new(stage, self.common))
+        TenantAuth(Built::new(stage, self.common))
     }
 }
 
@@ -146,7 +146,7 @@ fn store_failed(why: &'static str) -> SessionError {
 
 impl fmt::Debug for AuthStage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JwtAuth")
+        f.debug_struct("TenantAuth")
             .field("allow_anonymous", &self.allow_anonymous)
             .finish_non_exhaustive()
     }
@@ -419,9 +419,9 @@ impl AuthStage {
 }
 
 crate::pipeline::built_stage!(
-    /// Standalone, `JwtAuth` only attaches the principal; wrap it outside a
+    /// Standalone, `TenantAuth` only attaches the principal; wrap it outside a
     /// [`TenantResolver`](crate::TenantResolver) (actix runs the last `.wrap()` first), or
     /// better, use [`Tenancy::builder().auth(..)`](crate::TenancyBuilder::auth), which
     /// puts every stage in the right order.
-    JwtAuth
+    TenantAuth
 );

@@ -561,7 +561,9 @@ mod server {
         prelude::*,
         quota::{FailureMode, QuotaPlan, QuotaPlans, RedisQuota, TenantQuota},
         registry::TenantRegistry,
-        session::{Grant, JwtAuth, Key, KeySet, RedisRevocations, SessionConfig, SessionManager},
+        session::{
+            Grant, Key, KeySet, RedisRevocations, SessionConfig, SessionManager, TenantAuth,
+        },
     };
     use actix_web::{web, App, HttpResponse, HttpServer};
     use jsonwebtoken::Algorithm;
@@ -681,7 +683,7 @@ mod server {
         let (resolver, _listener) = resolver(&config.registry).await?;
         let tenancy = Tenancy::builder()
             .auth(
-                JwtAuth::builder(sessions.clone())
+                TenantAuth::builder(sessions.clone())
                     .allow_anonymous(true)
                     .build()?,
             )
