@@ -135,6 +135,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
+mod backend;
 pub mod baggage;
 mod core;
 mod extract;
@@ -152,7 +153,7 @@ mod tenancy;
 pub mod testing;
 
 #[cfg(feature = "redis")]
-pub use crate::core::RedisConnection;
+pub use crate::backend::RedisConnection;
 pub use crate::core::{error, observe};
 pub use crate::core::{
     Answer, Clock, InvalidTenantId, Moment, Principal, TenantContext, TenantId, TenantIdRule,

@@ -16,6 +16,8 @@ use std::{
 const LAYERS: &[(&str, &[&str])] = &[
     ("core", &[]),
     ("pipeline", &["core"]),
+    // What the backends share (the Redis connection, SQL helpers): beside the pipeline.
+    ("backend", &["core"]),
     ("extract", &["core"]),
     // A helper beside the stages: its incoming side is a resolver source.
     ("baggage", &["core", "resolve"]),
@@ -23,14 +25,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("testing", &["core", "registry", "quota", "session"]),
     ("guard", &["core"]),
     // The registry is the resolver's backend, beneath it: the core only.
-    ("registry", &["core"]),
+    ("registry", &["core", "backend"]),
     ("resolve", &["core", "pipeline", "registry"]),
     ("policy", &["core", "pipeline"]),
-    ("quota", &["core", "pipeline"]),
+    ("quota", &["core", "pipeline", "backend"]),
     // Per-tenant identity providers may be bound in registry records.
-    ("session", &["core", "pipeline", "registry"]),
+    ("session", &["core", "pipeline", "registry", "backend"]),
     // Tenant data: read from what resolution left, like the extractors.
-    ("storage", &["core"]),
+    ("storage", &["core", "backend"]),
     (
         "tenancy",
         &["core", "pipeline", "resolve", "policy", "quota", "session"],
@@ -149,4 +151,158 @@ fn the_reader_finds_imports_in_paths_and_groups() {
     ));
     let names: Vec<_> = names.iter().map(String::as_str).collect();
     assert_eq!(names, ["core", "pipeline", "resolve"]);
+}
+
+/// The stages' own types and modules, which the core and the pipeline never name:
+/// they know stages only through the pipeline's stage protocol.
+const STAGE_NAMES: &[&str] = &[
+    "TenantResolver",
+    "TenantPolicy",
+    "TenantQuota",
+    "TenantAuth",
+    "JwtAuth",
+    "SessionManager",
+    "RulePolicy",
+    "LocalQuota",
+    "RedisQuota",
+    "InMemoryRegistry",
+    "CachedRegistry",
+    "PostgresRegistry",
+    "TenantIssuers",
+    // Modules, as the start of a path.
+    "resolve::",
+    "policy::",
+    "quota::",
+    "session::",
+    "registry::",
+    "tenancy::",
+];
+
+/// The identifiers of Rust `text` outside comments, string and char literals (a
+/// message may name what it likes); one that starts a path (`x::`) as `x::`.
+fn code_identifiers(text: &str) -> BTreeSet<String> {
+    let b = text.as_bytes();
+    let (mut i, mut ids, mut word) = (0, BTreeSet::new(), String::new());
+    let flush = |word: &mut String, ids: &mut BTreeSet<String>, path: bool| {
+        if word.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            if path {
+                word.push_str("::");
+            }
+            ids.insert(std::mem::take(word));
+        }
+        word.clear();
+    };
+    while i < b.len() {
+        let c = b[i];
+        if c.is_ascii_alphanumeric() || c == b'_' {
+            // `r"..."`, `r#"..."#`, `b"..."`, `br"..."`: the prefix is no identifier.
+            let raw = word.is_empty() && (c == b'r' || c == b'b');
+            if raw {
+                let mut j = i + 1;
+                if c == b'b' && b.get(j) == Some(&b'r') {
+                    j += 1;
+                }
+                let hashes = b[j..].iter().take_while(|&&h| h == b'#').count();
+                if b.get(j + hashes) == Some(&b'"') && (hashes > 0 || b[i..j].contains(&b'r')) {
+                    let close: Vec<u8> = std::iter::once(b'"')
+                        .chain(std::iter::repeat_n(b'#', hashes))
+                        .collect();
+                    let from = j + hashes + 1;
+                    let end = b[from..]
+                        .windows(close.len())
+                        .position(|w| w == close.as_slice())
+                        .map_or(b.len(), |p| from + p + close.len());
+                    i = end;
+                    continue;
+                }
+            }
+            word.push(c as char);
+            i += 1;
+            continue;
+        }
+        flush(&mut word, &mut ids, b[i..].starts_with(b"::"));
+        match c {
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                i = b[i..]
+                    .iter()
+                    .position(|&x| x == b'\n')
+                    .map_or(b.len(), |p| i + p);
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i = b[i + 2..]
+                    .windows(2)
+                    .position(|w| w == b"*/")
+                    .map_or(b.len(), |p| i + 2 + p + 2);
+            }
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            // A char literal ('x', '\n', '"'); a lifetime ('a) is left to be read on.
+            b'\'' if b.get(i + 1) == Some(&b'\\') => {
+                i += 2;
+                while i < b.len() && b[i] != b'\'' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'\'' if b.get(i + 2) == Some(&b'\'') => i += 3,
+            _ => i += 1,
+        }
+    }
+    flush(&mut word, &mut ids, false);
+    ids
+}
+
+#[test]
+fn the_core_and_the_pipeline_name_no_stage_by_module_or_by_type() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    for layer in ["core", "pipeline", "backend"] {
+        let mut files = Vec::new();
+        rust_files(&src.join(layer), &mut files);
+        assert!(!files.is_empty(), "src/{layer} has no files");
+        for file in files {
+            if file.file_name().is_some_and(|n| n == "tests.rs") {
+                continue;
+            }
+            let text = fs::read_to_string(&file).unwrap();
+            let text = match text.find("\n#[cfg(test)]\nmod tests") {
+                Some(cut) => &text[..cut],
+                None => &text,
+            };
+            let named: Vec<String> = code_identifiers(text)
+                .into_iter()
+                .filter(|w| STAGE_NAMES.contains(&w.as_str()))
+                .collect();
+            assert!(
+                named.is_empty(),
+                "{} names {named:?}, which only the stages and the composition root may",
+                file.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn the_stage_name_check_sees_code_and_not_messages_or_comments() {
+    let ids = code_identifiers(concat!(
+        "let r: TenantResolver = x; // TenantAuth\n",
+        "f(\"a \\\"TenantQuota\\\" https://x\", '\"', 'a', b'\\'');\n",
+        "/* RulePolicy */ let s = r#\"LocalQuota \"quoted\"\"#; g::<'a, SessionManager>();",
+        "crate::quota::Charge; policy.version = 1;",
+    ));
+    assert!(ids.contains("TenantResolver") && ids.contains("SessionManager"));
+    assert!(ids.contains("quota::") && ids.contains("policy") && !ids.contains("policy::"));
+    for hidden in [
+        "TenantAuth",
+        "TenantQuota",
+        "RulePolicy",
+        "LocalQuota",
+        "https",
+    ] {
+        assert!(!ids.contains(hidden), "{hidden}: {ids:?}");
+    }
 }

@@ -14,8 +14,6 @@ pub mod error;
 pub mod observe;
 mod principal;
 pub(crate) mod record;
-#[cfg(feature = "redis")]
-mod redis_conn;
 pub(crate) mod resolution;
 mod source;
 pub(crate) mod tenant;
@@ -25,20 +23,6 @@ pub use charge::Charge;
 pub use clock::Clock;
 pub use principal::{Principal, RevokeSessions};
 pub use record::{Access, StatusRules, TenantRecord, TenantStatus};
-#[cfg(feature = "redis")]
-pub use redis_conn::RedisConnection;
 pub(crate) use resolution::{Capabilities, Resolution};
 pub use source::SourceKind;
 pub use tenant::{InvalidTenantId, TenantContext, TenantId, TenantIdRule, MAX_TENANT_ID_LEN};
-
-/// `[a-z_][a-z0-9_]{0,62}`: a PostgreSQL name (a channel, a role) that needs no
-/// quoting.
-#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-pub(crate) fn is_sql_identifier(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && (b[0].is_ascii_lowercase() || b[0] == b'_')
-        && b.iter()
-            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
-}

@@ -309,13 +309,13 @@ where
                 tracing::error!(
                     target: "actix_tenancy",
                     tenant = tenant.id().as_str(),
-                    "TenantAuth ran after a TenantResolver had settled the request's tenant: \
-                     wrap TenantAuth outside the resolver (register it with .wrap() after), \
-                     use Tenancy::builder().auth(), or exempt this scope's paths in the \
-                     outer resolver"
+                    "an authentication stage ran after a resolving stage had settled the \
+                     request's tenant: wrap the authentication outside the resolution \
+                     (register it with .wrap() after), compose both in one Tenancy, or \
+                     exempt this scope's paths in the outer resolution"
                 );
                 return Err(TenancyError::Misconfigured(
-                    "TenantAuth wrapped inside the resolver",
+                    "authentication wrapped inside the resolution",
                 ));
             }
             flow.outer = Some(Arc::clone(tenant));

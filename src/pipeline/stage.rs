@@ -356,10 +356,10 @@ impl Flow {
 fn unresolved() -> TenancyError {
     tracing::error!(
         target: "actix_tenancy",
-        "a tenancy stage ran with no tenant resolution: wrap it inside a \
-         TenantResolver, or use Tenancy::builder()"
+        "a tenancy stage ran with no tenant resolution: wrap it inside a resolving \
+         stage, or compose both in one Tenancy"
     );
-    TenancyError::Misconfigured("TenantResolver middleware missing")
+    TenancyError::Misconfigured("no tenant resolution before this stage")
 }
 
 /// The paths that need no tenant, matched against the path actix routes on.

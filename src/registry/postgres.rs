@@ -59,7 +59,7 @@ pub use admin::AdminError;
 pub use listen::InvalidationListener;
 
 use super::{CacheConfig, CachedRegistry, Lookup, RegistryError, TenantRecord, TenantRegistry};
-use crate::core::is_sql_identifier as is_identifier;
+use crate::backend::sql::is_sql_identifier as is_identifier;
 use crate::core::{error::ConfigError, Answer, Moment, TenantIdRule};
 
 /// The registry schema: table `tenants`. [`PostgresRegistry::migrate`] applies it; it

@@ -3,6 +3,7 @@
 //! JWT-backed tenant sessions: [`KeySet`], [`SessionManager`], [`TenantAuth`] and the
 //! [`RevocationStore`]s.
 
+#[cfg(feature = "jwt")]
 pub(crate) use crate::core::Principal;
 pub use crate::core::RevokeSessions;
 

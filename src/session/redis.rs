@@ -3,7 +3,10 @@
 use std::{fmt, time::Duration};
 
 use super::{now, Consumed, Revocation, RevocationError, RevocationStore, TokenFacts};
-use crate::core::{error::ConfigError, Answer, RedisConnection};
+use crate::{
+    backend::RedisConnection,
+    core::{error::ConfigError, Answer},
+};
 
 /// Keeps revocations in Redis so that every replica sees a revocation at once (feature
 /// `redis` with `jwt`).

@@ -497,7 +497,7 @@ impl TenantDataBuilder {
                 .schemas
                 .as_ref()
                 .is_some_and(|(_, p)| role.starts_with(p.as_str()));
-            if !crate::core::is_sql_identifier(role) || shadows {
+            if !crate::backend::sql::is_sql_identifier(role) || shadows {
                 return Err(ConfigError::InvalidSqlName {
                     what: "role",
                     name: role.clone(),

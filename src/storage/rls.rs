@@ -4,7 +4,7 @@ use std::{fmt, sync::Arc};
 
 use sqlx::{PgPool, Postgres, Transaction};
 
-use crate::core::is_sql_identifier as is_identifier;
+use crate::backend::sql::is_sql_identifier as is_identifier;
 use crate::core::{error::ConfigError, TenantId};
 
 /// Begins a transaction on `pool` with `app.tenant_id` set to `tenant` for that

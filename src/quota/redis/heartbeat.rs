@@ -10,7 +10,7 @@ use super::{
     super::fallback::{Fallback, Owed},
     scripts::{reconcile_args, tenant_key},
 };
-use crate::core::{RedisConnection, TenantId};
+use crate::{backend::RedisConnection, core::TenantId};
 
 /// An id for this replica's heartbeat: the process and a moment of its life, hashed
 /// with a per-process random seed.

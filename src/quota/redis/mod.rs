@@ -24,7 +24,10 @@ use super::{
     fallback::Fallback, refuse, Charge, QuotaDecision, QuotaError, QuotaManager, QuotaPlan,
     QuotaPlans,
 };
-use crate::core::{error::ConfigError, Answer, Moment, RedisConnection, TenantContext};
+use crate::{
+    backend::RedisConnection,
+    core::{error::ConfigError, Answer, Moment, TenantContext},
+};
 
 mod heartbeat;
 mod scripts;

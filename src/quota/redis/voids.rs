@@ -13,7 +13,7 @@ use std::{
 
 use redis::Script;
 
-use crate::core::RedisConnection;
+use crate::backend::RedisConnection;
 
 /// The checks a manager gave up on, waiting to be voided, and whether a task voids
 /// them now.

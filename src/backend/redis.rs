@@ -7,7 +7,7 @@ use redis::{
     Cmd, Pipeline, RedisFuture, Value,
 };
 
-use super::error::ConfigError;
+use crate::core::error::ConfigError;
 
 /// A connection to Redis that the Redis backends share (feature `redis`): one node
 /// through the `redis` crate's [`ConnectionManager`], or, with feature

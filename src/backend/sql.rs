@@ -1,0 +1,35 @@
+//! SQL helpers of the PostgreSQL backends.
+
+/// `[a-z_][a-z0-9_]{0,62}`: a PostgreSQL name (a channel, a role) that needs no
+/// quoting.
+pub(crate) fn is_sql_identifier(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0] == b'_')
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_sql_identifier;
+
+    #[test]
+    fn only_names_that_need_no_quoting_pass() {
+        for ok in ["tenancy", "_x", "app_role_2", &"a".repeat(63)] {
+            assert!(is_sql_identifier(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "Tenancy",
+            "9x",
+            "a-b",
+            "a b",
+            "x\"; drop",
+            &"a".repeat(64),
+        ] {
+            assert!(!is_sql_identifier(bad), "{bad}");
+        }
+    }
+}
