@@ -120,15 +120,19 @@
 //! # Layout
 //!
 //! Layers only look down; `tests/layers.rs` reads the sources and fails on an import
-//! from a layer above.
+//! from a layer above, and on a stage named (by module or by type) in the core, the
+//! pipeline or the backends.
 //!
 //! | module | holds | imports |
 //! | --- | --- | --- |
-//! | `core/` | tenant ids and their rule, [`SourceKind`](resolve::SourceKind), records, [`TenantContext`], [`Principal`], [`TenancyError`](error::TenancyError) with its codes and responder, the [audit](observe) sink and events, what resolution leaves in the request extensions, the capability trait handlers ask through, the [`Charge`](quota::Charge) a quota check made, and the guard every call into the application's code runs under | nothing of the crate |
+//! | `core/` | tenant ids and their rule, [`SourceKind`](resolve::SourceKind), records, [`TenantContext`], [`Principal`], [`TenancyError`](error::TenancyError) with its codes and responder, the [audit](observe) sink and events, [`Answer`] and [`Moment`] (what every backend operation returns, and the request's moment it is asked at), what resolution leaves in the request extensions, the capability trait handlers ask through, the [`Charge`](quota::Charge) a quota check made, and the guard every call into the application's code runs under | nothing of the crate |
 //! | `pipeline/` | the one middleware service and its named future; the stage protocol (`prepare` → pass, refuse, or wait once: the wait's output has no "wait" arm); the response-side step, settled when the response's body ends ([`SettlingBody`](dev::SettlingBody)); the settings every stage shares (responder, audit sink, per-tenant metrics); the per-worker route cache | `core` |
+//! | `backend/` | what backends share: the Redis connection ([`RedisConnection`], feature `redis`) and the SQL helpers (feature `postgres`) | `core` |
 //! | `extract.rs`, [`guard`] | the [`Tenant`] and [`Principal`] extractors, route guards: they read what the core holds | `core` |
-//! | [`registry`] | the resolver's backends (in memory, cached, PostgreSQL) | `core` |
-//! | [`resolve`], [`policy`], [`quota`], [`session`] | one stage each, the same files for the same things: `mod.rs` (docs, re-exports, the stage's own types and traits), `stage.rs` (the public stage, its builder, the protocol's implementation), its backends and helpers one file each | `core`, `pipeline` (and the resolver its `registry`); never another stage |
+//! | [`registry`] | the resolver's backends (in memory, cached, PostgreSQL) | `core`, `backend` |
+//! | [`resolve`], [`policy`], [`quota`], [`session`] | one stage each, the same files for the same things: `mod.rs` (docs, re-exports, the stage's own types and traits), `stage.rs` or `stage/` (the public stage, its builder, the protocol's implementation; the resolver's as `identify`, `admit` and `contexts`), and each engine a folder of one concept a file with its unit tests beside it (`quota/local/`, `quota/redis/` with its Lua scripts, `policy/rules/`, `session/manager/`, `session/oidc/remote/`) | `core`, `pipeline`, `backend` (and the resolver and sessions the `registry`); never another stage |
+//! | [`storage`] (feature `postgres`) | tenant data: the `TenantTx` extractor in three models, migrations, row-level security | `core`, `backend` |
+//! | [`guide`] | the guides, from `docs/guide/*.md` | none |
 //! | `tenancy.rs` | [`Tenancy`], the composition root: the one module that names every stage | all of the above |
 
 #![forbid(unsafe_code)]

@@ -1,34 +1,36 @@
 //! The resolution stage: [`TenantResolver`], its builder, and the stage it runs.
+//!
+//! | file | holds |
+//! | --- | --- |
+//! | `mod.rs` | the middleware and its builder, the stage and its worker, one resolution's run (now, or with one wait) and its report |
+//! | `identify.rs` | the sources read into the one tenant they name |
+//! | `admit.rs` | the registry asked, and the record judged by status, region and method |
+//! | `contexts.rs` | the contexts a worker keeps per tenant, under the registry's lease |
 
-use std::{
-    borrow::Cow,
-    cell::RefCell,
-    collections::HashMap,
-    fmt,
-    panic::{catch_unwind, AssertUnwindSafe},
-    rc::Rc,
-    sync::Arc,
-    time::Duration,
-};
+mod admit;
+mod contexts;
+mod identify;
 
-use futures_util::FutureExt as _;
+use std::{fmt, rc::Rc, sync::Arc, time::Duration};
 
-use actix_web::{dev::ServiceRequest, http::Method};
+use actix_web::dev::ServiceRequest;
 
-use super::source::{self, AsyncFn, Imp, Source};
+use super::source::{AsyncFn, Imp, Source};
+use admit::Asked;
+use contexts::{ContextCache, Known};
+use identify::Named;
+
 use crate::{
-    core::caught::caught_async,
     core::{
         error::{ConfigError, TenancyError},
         observe::{AuditEvent, Outcome, Stage as StageName},
-        Access, Answer, Moment, Principal, SourceKind, StatusRules, TenantContext, TenantId,
-        TenantIdRule, TenantRecord,
+        Principal, SourceKind, StatusRules, TenantContext, TenantId, TenantIdRule,
     },
     pipeline::{
         common_setters, wait, Built, Common, Decision, Exempt, Flow, Settings, Stage, Step, Worker,
         WorkerCx,
     },
-    registry::{Lease, Lookup, RegistryError, TenantRegistry},
+    registry::TenantRegistry,
 };
 
 /// The resolution middleware. Build it with [`TenantResolver::builder`], once per
@@ -253,54 +255,6 @@ impl fmt::Debug for ResolveStage {
 /// What resolution decided: a tenant, no tenant (`Ok(None)`), or a rejection.
 pub(crate) type Resolved = Result<Option<Arc<TenantContext>>, TenancyError>;
 
-/// The tenant named so far: its id (validated, borrowed from the request where it
-/// could be), the source, and the source's rank.
-struct Named<'a> {
-    id: Cow<'a, str>,
-    kind: SourceKind,
-    rank: usize,
-}
-
-impl<'a> Named<'a> {
-    /// Folds one more source's answer in: agree, or remember the first conflict; and
-    /// keep the best-ranked source (verified first, then configuration order).
-    fn merge(slot: &mut Option<Named<'a>>, conflict: &mut Option<TenancyError>, next: Named<'a>) {
-        let Some(cur) = slot else {
-            *slot = Some(next);
-            return;
-        };
-        let next_wins = (next.kind.is_verified() && !cur.kind.is_verified())
-            || (next.kind.is_verified() == cur.kind.is_verified() && next.rank < cur.rank);
-        if cur.id != next.id {
-            if conflict.is_none() {
-                let (first, second) = if next_wins {
-                    (next.kind, cur.kind)
-                } else {
-                    (cur.kind, next.kind)
-                };
-                *conflict = Some(TenancyError::TenantConflict { first, second });
-            }
-        } else if next_wins {
-            *slot = Some(next);
-        }
-    }
-}
-
-fn registry_panicked() -> TenancyError {
-    TenancyError::TenantUnavailable {
-        retry_after: None,
-        reason: "the tenant registry panicked".into(),
-    }
-}
-
-/// Methods that do not change state; read-only tenants may use them.
-fn is_safe(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-    )
-}
-
 impl Stage for ResolveStage {
     fn worker(self: Arc<Self>, cx: &WorkerCx) -> Box<dyn Worker> {
         Box::new(ResolveWorker {
@@ -380,26 +334,6 @@ impl ResolveWorker {
 
 /// What one resolution runs with: the pipeline's settings, the worker's contexts, and
 /// whether the path is exempt.
-/// The registry's lookup, once it is done.
-type LaterLookup<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Lookup, RegistryError>> + Send + 'a>>;
-
-/// What the registry answered when asked.
-enum Asked<'a> {
-    /// The answer, with the lease the registry granted on it.
-    Now(Result<Lookup, TenancyError>, Option<Lease>),
-    /// The wait for the answer.
-    Later(LaterLookup<'a>),
-}
-
-/// The registry could not answer.
-fn unavailable(err: RegistryError) -> TenancyError {
-    TenancyError::TenantUnavailable {
-        retry_after: None,
-        reason: err.to_string().into(),
-    }
-}
-
 struct At<'a> {
     settings: &'a Settings,
     contexts: &'a ContextCache,
@@ -413,136 +347,6 @@ struct At<'a> {
 }
 
 impl ResolveStage {
-    /// Runs the synchronous sources, in order.
-    fn identify_sync<'a>(
-        &self,
-        req: &'a ServiceRequest,
-        principal: Option<&'a Principal>,
-        named: &mut Option<Named<'a>>,
-        conflict: &mut Option<TenancyError>,
-    ) -> Result<(), TenancyError> {
-        for (rank, kind, imp) in &self.sync_sources {
-            if let Some(id) = imp.extract(*kind, req, principal, &self.rule)? {
-                Named::merge(
-                    named,
-                    conflict,
-                    Named {
-                        id,
-                        kind: *kind,
-                        rank: *rank,
-                    },
-                );
-            }
-        }
-        Ok(())
-    }
-
-    /// Runs every source; at most one tenant comes out. Malformed input anywhere is a
-    /// `400`, even when two other sources already disagree: a conflict is only
-    /// reported once every source has been read and validated.
-    async fn identify<'a>(
-        &self,
-        req: &'a ServiceRequest,
-        principal: Option<&'a Principal>,
-    ) -> Result<Option<Named<'a>>, TenancyError> {
-        let mut named = None;
-        let mut conflict = None;
-        self.identify_sync(req, principal, &mut named, &mut conflict)?;
-        for (rank, kind, f) in &self.async_sources {
-            // The application's code: bounded in time like the registry (a source
-            // that hangs is an unavailable tenant lookup), and a panic is a `500`.
-            let call = caught_async("Source::custom_async", f(req));
-            let raw = match tokio::time::timeout(self.registry_timeout, call).await {
-                Ok(Some(raw)) => raw,
-                Ok(None) => {
-                    return Err(TenancyError::Panicked("a custom tenant source panicked"));
-                }
-                Err(_) => {
-                    return Err(TenancyError::TenantUnavailable {
-                        retry_after: None,
-                        reason: "a custom tenant source did not answer in time".into(),
-                    })
-                }
-            };
-            let raw = raw.map_err(|e| TenancyError::TenantInvalid {
-                source: *kind,
-                reason: e.to_string().into(),
-            })?;
-            if let Some(raw) = raw {
-                let id = source::check(*kind, &self.rule, Cow::Owned(raw))?;
-                Named::merge(
-                    &mut named,
-                    &mut conflict,
-                    Named {
-                        id,
-                        kind: *kind,
-                        rank: *rank,
-                    },
-                );
-            }
-        }
-        match conflict {
-            Some(err) => Err(err),
-            None => Ok(named),
-        }
-    }
-
-    /// Asks the registry at the request's time `now`: its answer now, with the lease
-    /// it granted on it, or the wait for it. A panic in the registry is an unavailable
-    /// registry, never a crashed worker.
-    fn ask<'a>(&'a self, id: &'a str, now: std::time::Instant) -> Asked<'a> {
-        let mut at = Moment::at(now);
-        match catch_unwind(AssertUnwindSafe(|| self.registry.lookup(id, &mut at))) {
-            Ok(Answer::Now(answer)) => Asked::Now(answer.map_err(unavailable), at.lease()),
-            Ok(Answer::Later(wait)) => Asked::Later(wait),
-            Err(_panic) => Asked::Now(Err(registry_panicked()), None),
-        }
-    }
-
-    /// Waits for the registry's answer at most `registry_timeout`; a panic is an
-    /// unavailable registry.
-    async fn wait(&self, wait: LaterLookup<'_>) -> Result<Lookup, TenancyError> {
-        match tokio::time::timeout(self.registry_timeout, AssertUnwindSafe(wait).catch_unwind())
-            .await
-        {
-            Ok(Ok(answer)) => answer.map_err(unavailable),
-            Ok(Err(_panic)) => Err(registry_panicked()),
-            Err(_) => Err(TenancyError::TenantUnavailable {
-                retry_after: None,
-                reason: "tenant registry lookup timed out".into(),
-            }),
-        }
-    }
-
-    /// Whether the registry's lease still holds; a panic is "no".
-    #[inline]
-    fn lease_holds(&self, lease: &Lease, now: std::time::Instant) -> bool {
-        catch_unwind(AssertUnwindSafe(|| self.registry.lease_holds(lease, now))).unwrap_or(false)
-    }
-
-    fn admit(&self, record: &TenantRecord, method: &Method) -> Result<(), TenancyError> {
-        match self.status_rules.access(record.status()) {
-            Access::Allow => {}
-            Access::ReadOnly if is_safe(method) => {}
-            Access::ReadOnly => return Err(TenancyError::TenantReadOnly),
-            Access::Unavailable { retry_after } => {
-                return Err(TenancyError::TenantUnavailable {
-                    retry_after: Some(retry_after),
-                    reason: record.status().reason().into(),
-                })
-            }
-            Access::Forbidden => {
-                return Err(TenancyError::TenantForbidden {
-                    reason: record.status().reason().into(),
-                })
-            }
-        }
-        match (&self.region, record.region()) {
-            (Some(here), Some(there)) if here != there => Err(TenancyError::TenantMisdirected),
-            _ => Ok(()),
-        }
-    }
-
     /// Resolves the request's tenant without waiting, when it can: `None` means an
     /// async source or a registry miss needs [`run`](Self::run). The outcome, when there
     /// is one, has been reported; `Ok(None)` means the request goes on without a tenant.
@@ -691,104 +495,6 @@ impl ResolveStage {
         }
     }
 
-    /// Decides on the registry's answer.
-    fn conclude(
-        &self,
-        req: &ServiceRequest,
-        at: &At<'_>,
-        named: Named<'_>,
-        answer: Result<Lookup, TenancyError>,
-        lease: Option<Lease>,
-    ) -> Resolved {
-        let record = match answer {
-            Ok(Some(record)) if record.id().as_str() == named.id => record,
-            Ok(Some(_)) => {
-                let err = TenancyError::TenantUnavailable {
-                    retry_after: None,
-                    reason: "the registry answered with another tenant's record".into(),
-                };
-                return self.fail(req, at, err, Some(&named));
-            }
-            Ok(None) => {
-                let err = TenancyError::TenantForbidden {
-                    reason: "unknown tenant".into(),
-                };
-                return self.fail(req, at, err, Some(&named));
-            }
-            Err(err) => return self.fail(req, at, err, Some(&named)),
-        };
-        self.admit_known(req, at, named, record, lease.map(Known::Lease))
-    }
-
-    /// Decides on the record of the named tenant: its status and region, then its
-    /// context. `known` is what this worker's context cache had for the tenant (a
-    /// context under a lease that holds), or the registry's fresh lease to keep.
-    #[inline]
-    fn admit_known(
-        &self,
-        req: &ServiceRequest,
-        at: &At<'_>,
-        named: Named<'_>,
-        record: Arc<TenantRecord>,
-        known: Option<Known>,
-    ) -> Resolved {
-        if let Err(err) = self.admit(&record, req.method()) {
-            // A known tenant refused by its status or region: the event names its tier
-            // (the client's answer is the same as for an unknown one).
-            let reason = err.reason();
-            self.report(
-                req,
-                at,
-                Outcome::Rejected(err.code()),
-                Some(record.id()),
-                Some(record.tier()),
-                Some(named.kind),
-                &reason,
-            );
-            return Err(err);
-        }
-        if !at.settings.silent_pass() {
-            self.report(
-                req,
-                at,
-                Outcome::Allowed,
-                Some(record.id()),
-                Some(record.tier()),
-                Some(named.kind),
-                "resolved",
-            );
-        }
-        let kind = named.kind;
-        // The record's own id: an `Arc` clone, no allocation for the id.
-        let id = || record.id().clone();
-        let principal = at.principal.cloned();
-        let shared = match (known, &principal) {
-            // Held under a lease that holds: the context itself when the source is
-            // the same; a request with a principal leaves the entry as it is.
-            (Some(Known::Held(ctx, _)), None) if ctx.source() == kind => return Ok(Some(ctx)),
-            (Some(Known::Held(..)), Some(_)) => None,
-            (Some(Known::Held(_, lease)), None) => {
-                Some(at.contexts.get_leased(id(), kind, &record, Some(lease)))
-            }
-            // The registry's fresh lease is kept, also on behalf of requests with a
-            // principal (the entry then holds a context without one, for the lease).
-            (Some(Known::Lease(lease)), _) => {
-                Some(at.contexts.get_leased(id(), kind, &record, Some(lease)))
-            }
-            (None, None) => Some(at.contexts.get_leased(id(), kind, &record, None)),
-            (None, Some(_)) => None,
-        };
-        match (principal, shared) {
-            (None, Some(ctx)) => Ok(Some(ctx)),
-            (principal, _) => Ok(Some(Arc::new(TenantContext::new(
-                id(),
-                kind,
-                record,
-                principal,
-            )))),
-        }
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn report(
         &self,
@@ -815,122 +521,4 @@ impl ResolveStage {
     }
 }
 
-/// The contexts of tenants without a principal, per worker: a request for a tenant
-/// whose current record was seen before, from the same source, shares that context
-/// instead of allocating one. One entry per tenant, replaced when the registry hands
-/// out another record (a refresh, a tier change) or the source differs; at most
-/// [`ContextCache::MAX_ENTRIES`] tenants, and a full cache starts over. Only tenants
-/// the registry accepted get here, so clients cannot fill it with made-up ids.
-///
-/// An entry also keeps the registry's [`Lease`] on its record, when the registry gave
-/// one: while the lease holds, the resolver takes the record from here and does not
-/// ask the registry.
-#[derive(Default)]
-pub(crate) struct ContextCache {
-    entries: RefCell<HashMap<TenantId, Held, foldhash::fast::RandomState>>,
-}
-
-/// A context, and the registry's lease on its record.
-struct Held {
-    ctx: Arc<TenantContext>,
-    lease: Option<Lease>,
-}
-
-/// What the resolver knows of a tenant's record besides the registry's answer.
-enum Known {
-    /// This worker's context for the tenant, under a lease that holds.
-    Held(Arc<TenantContext>, Lease),
-    /// The registry's lease on the record it just gave.
-    Lease(Lease),
-}
-
-impl ContextCache {
-    const MAX_ENTRIES: usize = 1024;
-
-    /// The context held for `id` and its lease, if it has one (whether the lease still
-    /// holds is the registry's to say).
-    fn leased(&self, id: &str) -> Option<(Arc<TenantContext>, Lease)> {
-        let entries = self.entries.borrow();
-        let held = entries.get(id)?;
-        let lease = held.lease?;
-        Some((Arc::clone(&held.ctx), lease))
-    }
-
-    #[cfg(test)]
-    fn get(&self, id: TenantId, kind: SourceKind, record: Arc<TenantRecord>) -> Arc<TenantContext> {
-        self.get_leased(id, kind, &record, None)
-    }
-
-    /// The context of `id` from `kind` with `record`, shared when this worker has it;
-    /// the entry keeps `lease` from now on.
-    fn get_leased(
-        &self,
-        id: TenantId,
-        kind: SourceKind,
-        record: &Arc<TenantRecord>,
-        lease: Option<Lease>,
-    ) -> Arc<TenantContext> {
-        let mut entries = self.entries.borrow_mut();
-        if let Some(held) = entries.get_mut(id.as_str()) {
-            if held.ctx.source() == kind && Arc::ptr_eq(held.ctx.record_arc(), record) {
-                held.lease = lease;
-                return Arc::clone(&held.ctx);
-            }
-        } else if entries.len() >= Self::MAX_ENTRIES {
-            entries.clear();
-        }
-        let ctx = Arc::new(TenantContext::new(
-            id.clone(),
-            kind,
-            Arc::clone(record),
-            None,
-        ));
-        entries.insert(
-            id,
-            Held {
-                ctx: Arc::clone(&ctx),
-                lease,
-            },
-        );
-        ctx
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.entries.borrow().len()
-    }
-}
-
 crate::pipeline::built_stage!(TenantResolver);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn contexts_are_shared_per_record_and_source_within_bounds() {
-        let cache = ContextCache::default();
-        let id = TenantId::parse("acme").unwrap();
-        let record = Arc::new(TenantRecord::new(id.clone(), "pro"));
-        let a = cache.get(id.clone(), SourceKind::Header, Arc::clone(&record));
-        let b = cache.get(id.clone(), SourceKind::Header, Arc::clone(&record));
-        assert!(Arc::ptr_eq(&a, &b));
-        let by_host = cache.get(id.clone(), SourceKind::Host, Arc::clone(&record));
-        assert_eq!(by_host.source(), SourceKind::Host, "the source must match");
-        assert_eq!(cache.len(), 1, "one entry per tenant");
-
-        // The registry replaced the record (a tier change): a new context.
-        let moved = Arc::new(TenantRecord::new(id.clone(), "enterprise"));
-        let c = cache.get(id.clone(), SourceKind::Header, moved);
-        assert_eq!((c.tier(), a.tier()), ("enterprise", "pro"));
-        assert_eq!(cache.len(), 1, "the old record is let go");
-
-        for i in 0..ContextCache::MAX_ENTRIES + 5 {
-            let id = TenantId::parse(&format!("t{i}")).unwrap();
-            let record = Arc::new(TenantRecord::new(id.clone(), "free"));
-            let ctx = cache.get(id.clone(), SourceKind::Header, record);
-            assert_eq!(ctx.id(), &id);
-            assert!(cache.len() <= ContextCache::MAX_ENTRIES);
-        }
-    }
-}
