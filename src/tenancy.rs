@@ -121,39 +121,30 @@ impl TenancyBuilder {
 
     common_setters!();
 
-    /// Checks the configuration and builds the pipeline. The responder, the audit sink
-    /// and per-tenant metrics are shared by every stage: each may be set once, here or
-    /// on one of the stages; set twice, `build` fails rather than pick one.
+    /// Checks the configuration and builds the pipeline. The responder, the audit sink,
+    /// the metrics and the access log set here are every stage's: they live on the
+    /// pipeline, in one place.
     pub fn build(self) -> Result<Tenancy, ConfigError> {
         let resolver = self.resolver.ok_or(ConfigError::Missing("a resolver"))?;
-        let twice = |setting| ConfigError::SettingTwice(setting);
         #[cfg(feature = "jwt")]
         let reads_claims = resolver.reads_claims();
-        let (resolve, own) = resolver.into_parts();
-        let mut common = self.common.merge(own).map_err(twice)?;
         let mut stages: Vec<Arc<dyn Stage>> = Vec::with_capacity(4);
         #[cfg(feature = "jwt")]
         if let Some(auth) = self.auth {
             if !reads_claims {
                 return Err(ConfigError::AuthWithoutClaim);
             }
-            let (stage, own) = auth.into_parts();
-            common = common.merge(own).map_err(twice)?;
-            stages.push(stage);
+            stages.push(auth.into_stage());
         }
-        stages.push(resolve);
+        stages.push(resolver.into_stage());
         if let Some(policy) = self.policy {
-            let (stage, own) = policy.into_parts();
-            common = common.merge(own).map_err(twice)?;
-            stages.push(stage);
+            stages.push(policy.into_stage());
         }
         if let Some(quota) = self.quota {
-            let (stage, own) = quota.into_parts();
-            common = common.merge(own).map_err(twice)?;
-            stages.push(stage);
+            stages.push(quota.into_stage());
         }
         Ok(Tenancy {
-            pipeline: Arc::new(Pipeline::new(stages, common)),
+            pipeline: Arc::new(Pipeline::new(stages, self.common)),
         })
     }
 }

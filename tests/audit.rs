@@ -45,9 +45,14 @@ async fn every_resolution_emits_one_event() {
             })
         }
     };
-    let resolver = TenantResolver::builder(registry())
-        .source(Source::header())
-        .exempt("/health")
+    let resolver = Tenancy::builder()
+        .resolver(
+            TenantResolver::builder(registry())
+                .source(Source::header())
+                .exempt("/health")
+                .build()
+                .unwrap(),
+        )
         .audit(sink)
         .build()
         .unwrap();

@@ -86,8 +86,13 @@ async fn decisions_are_counted_by_stage_outcome_code_and_tier() {
     assert_eq!(got, want, "no tenant label unless asked for");
 
     // Opted in: a tenant label.
-    let labelled = TenantResolver::builder(registry())
-        .source(Source::header())
+    let labelled = Tenancy::builder()
+        .resolver(
+            TenantResolver::builder(registry())
+                .source(Source::header())
+                .build()
+                .unwrap(),
+        )
         .per_tenant_metrics(true)
         .build()
         .unwrap();
@@ -135,8 +140,13 @@ async fn decisions_are_counted_by_stage_outcome_code_and_tier() {
 
     // Named tenants: their requests counted by status class and timed; any other
     // tenant is `other`, a request without one `none`.
-    let watched = TenantResolver::builder(registry())
-        .source(Source::header())
+    let watched = Tenancy::builder()
+        .resolver(
+            TenantResolver::builder(registry())
+                .source(Source::header())
+                .build()
+                .unwrap(),
+        )
         .metrics_for_tenants(["acme"])
         .build()
         .unwrap();

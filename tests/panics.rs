@@ -284,8 +284,13 @@ async fn panicking_or_hanging_custom_sources_are_answered() {
 #[actix_web::test]
 async fn a_panicking_audit_sink_or_responder_leaves_every_answer_as_it_was() {
     quiet_injected_panics();
-    let audited = TenantResolver::builder(registry())
-        .source(Source::header())
+    let audited = Tenancy::builder()
+        .resolver(
+            TenantResolver::builder(registry())
+                .source(Source::header())
+                .build()
+                .unwrap(),
+        )
         .audit(|_: &AuditEvent<'_>| panic!("injected audit panic"))
         .build()
         .unwrap();
@@ -299,8 +304,13 @@ async fn a_panicking_audit_sink_or_responder_leaves_every_answer_as_it_was() {
     let (status, body) = send(&app, test::TestRequest::get().uri("/")).await;
     assert_eq!((status, code(&body)), (401, "tenant_missing".into()));
 
-    let responded = TenantResolver::builder(registry())
-        .source(Source::header())
+    let responded = Tenancy::builder()
+        .resolver(
+            TenantResolver::builder(registry())
+                .source(Source::header())
+                .build()
+                .unwrap(),
+        )
         .responder(|_: &TenancyError, _: &HttpRequest| -> HttpResponse {
             panic!("injected responder panic")
         })

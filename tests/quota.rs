@@ -352,8 +352,16 @@ async fn shadow_plans_pass_and_mark() {
     use actix_tenancy::observe::{AuditEvent, Stage};
     let outcomes: Arc<std::sync::Mutex<Vec<(Stage, String)>>> = Arc::default();
     let seen = Arc::clone(&outcomes);
-    // Set on the quota stage, the sink is the whole pipeline's: it hears every stage.
-    let quota = TenantQuota::builder(LocalQuota::new(plans()))
+    // The pipeline's sink hears every stage.
+    let tenancy = Tenancy::builder()
+        .resolver(
+            TenantResolver::builder(registry())
+                .source(Source::header())
+                .exempt("/health")
+                .build()
+                .unwrap(),
+        )
+        .quota(TenantQuota::new(LocalQuota::new(plans())))
         .audit(move |e: &AuditEvent<'_>| {
             seen.lock()
                 .unwrap()
@@ -361,7 +369,7 @@ async fn shadow_plans_pass_and_mark() {
         })
         .build()
         .unwrap();
-    let app = app!(tenancy(registry(), quota));
+    let app = app!(tenancy);
     let first = test::call_service(&app, req("shadowy").to_request()).await;
     assert_eq!(first.status(), 200);
     assert!(header(&first, "x-quota-shadow").is_none());

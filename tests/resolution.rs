@@ -1516,13 +1516,18 @@ fn assert_custom(r: &Reply, status: u16, code: &str) {
 
 #[actix_web::test]
 async fn custom_responder_shapes_middleware_and_extractor_rejections() {
-    let resolver = builder()
-        .source(Source::header())
-        .exempt("/exempt-whoami")
+    let tenancy = Tenancy::builder()
+        .resolver(
+            builder()
+                .source(Source::header())
+                .exempt("/exempt-whoami")
+                .build()
+                .unwrap(),
+        )
         .responder(custom_responder)
         .build()
         .unwrap();
-    let app = app!(resolver);
+    let app = app!(tenancy);
     // Middleware rejections.
     assert_custom(&call!(app, get("/whoami")).await, 401, "tenant_missing");
     assert_custom(&call!(app, with_tenant("Bad")).await, 400, "tenant_invalid");
@@ -1543,19 +1548,24 @@ async fn custom_responder_shapes_middleware_and_extractor_rejections() {
 
 #[actix_web::test]
 async fn custom_responder_shapes_the_allow_missing_extractor_401() {
-    let resolver = builder()
-        .source(Source::header())
-        .allow_missing(true)
+    let tenancy = Tenancy::builder()
+        .resolver(
+            builder()
+                .source(Source::header())
+                .allow_missing(true)
+                .build()
+                .unwrap(),
+        )
         .responder(custom_responder)
         .build()
         .unwrap();
-    let app = app!(resolver);
+    let app = app!(tenancy);
     let r = call!(app, get("/whoami")).await;
     assert_custom(&r, 401, "tenant_missing");
 }
 
 #[actix_web::test]
-async fn tenancy_responder_overrides_the_resolver_responder() {
+async fn the_pipelines_responder_answers_an_invalid_id_and_a_missing_one() {
     let tenancy = Tenancy::builder()
         .resolver(
             builder()

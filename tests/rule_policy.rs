@@ -14,7 +14,7 @@ use actix_tenancy::Answer;
 use actix_tenancy::{
     error::ConfigError,
     guard,
-    observe::{AuditEvent, Stage},
+    observe::{AuditEvent, AuditSink, Stage},
     policy::{
         CachedPolicy, Decision, PolicyError, PolicyEvaluator, PolicyRequest, PolicySet, RulePolicy,
         Rules, TenantPolicy,
@@ -165,6 +165,16 @@ fn tenancy(policy: TenantPolicy) -> Tenancy {
     Tenancy::builder()
         .resolver(resolver())
         .policy(policy)
+        .build()
+        .unwrap()
+}
+
+/// [`tenancy`] with the pipeline's audit sink.
+fn audited(policy: TenantPolicy, sink: impl AuditSink) -> Tenancy {
+    Tenancy::builder()
+        .resolver(resolver())
+        .policy(policy)
+        .audit(sink)
         .build()
         .unwrap()
 }
@@ -592,12 +602,7 @@ async fn a_shadow_version_is_audited_and_changes_no_response() {
     let policy = RulePolicy::new(tiered()).unwrap();
     let app = test::init_service(
         App::new()
-            .wrap(tenancy(
-                TenantPolicy::builder(policy.clone())
-                    .audit(sink)
-                    .build()
-                    .unwrap(),
-            ))
+            .wrap(audited(TenantPolicy::new(policy.clone()), sink))
             .route("/items/{id}", web::get().to(|| async { "item" })),
     )
     .await;
@@ -799,12 +804,12 @@ async fn remembered_decisions_follow_records_capabilities_versions_and_shadows()
     };
     let stage = TenantPolicy::builder(policy.clone())
         .capability_header("tool", HeaderName::from_static("x-tool"))
-        .audit(sink)
         .build()
         .unwrap();
     let tenancy = Tenancy::builder()
         .resolver(resolver)
         .policy(stage)
+        .audit(sink)
         .build()
         .unwrap();
     let app = test::init_service(

@@ -180,16 +180,21 @@ struct Server {
     ca: Ca,
 }
 
+/// `resolver` as the only stage of a pipeline.
+fn alone(resolver: TenantResolver) -> Tenancy {
+    Tenancy::builder().resolver(resolver).build().unwrap()
+}
+
 impl Server {
     /// Starts a one-worker rustls server on an ephemeral loopback port, with a fresh
     /// test CA (`server.ca`) that client certificates must chain to; with
     /// `optional_client_auth`, a client may present none.
     fn start(resolver: TenantResolver, optional_client_auth: bool) -> Self {
-        Self::start_with(resolver, optional_client_auth, Transport::Tls, true)
+        Self::start_with(alone(resolver), optional_client_auth, Transport::Tls, true)
     }
 
     fn start_with(
-        resolver: TenantResolver,
+        resolver: Tenancy,
         optional_client_auth: bool,
         transport: Transport,
         hook: bool,
@@ -638,9 +643,14 @@ async fn a_server_without_the_hook_fails_closed() {
             reasons.lock().unwrap().push(e.reason.to_owned())
         }
     };
-    let resolver = TenantResolver::builder(registry())
-        .source(Source::certificate(san_rule()))
-        .source(Source::header())
+    let resolver = Tenancy::builder()
+        .resolver(
+            TenantResolver::builder(registry())
+                .source(Source::certificate(san_rule()))
+                .source(Source::header())
+                .build()
+                .unwrap(),
+        )
         .audit(sink)
         .build()
         .unwrap();
@@ -670,7 +680,7 @@ async fn plain_connections_with_the_hook_have_no_certificate() {
         .source(Source::header())
         .build()
         .unwrap();
-    let server = Server::start_with(resolver, false, Transport::Plain, true);
+    let server = Server::start_with(alone(resolver), false, Transport::Plain, true);
     let reply = server.get_plain("/whoami", &[]).await.unwrap();
     reply.assert_rejected(401, "tenant_missing");
     let reply = server

@@ -99,14 +99,9 @@ macro_rules! built_stage {
         }
 
         impl $ty {
-            /// The stage, and the shared settings given to its builder.
-            pub(crate) fn into_parts(
-                self,
-            ) -> (
-                std::sync::Arc<dyn crate::pipeline::Stage>,
-                crate::pipeline::Common,
-            ) {
-                self.0.into_parts()
+            /// The stage, to compose with others in one pipeline.
+            pub(crate) fn into_stage(self) -> std::sync::Arc<dyn crate::pipeline::Stage> {
+                self.0.into_stage()
             }
         }
 

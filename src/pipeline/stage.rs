@@ -476,47 +476,18 @@ impl fmt::Debug for Common {
     }
 }
 
-impl Common {
-    /// Takes `other`'s settings in; a setting given in both is named in the error.
-    pub(crate) fn merge(mut self, other: Common) -> Result<Self, &'static str> {
-        fn one<T>(a: &mut Option<T>, b: Option<T>, name: &'static str) -> Result<(), &'static str> {
-            match (a.is_some(), b) {
-                (true, Some(_)) => Err(name),
-                (_, b @ Some(_)) => {
-                    *a = b;
-                    Ok(())
-                }
-                (_, None) => Ok(()),
-            }
-        }
-        one(&mut self.responder, other.responder, "responder")?;
-        one(&mut self.audit, other.audit, "audit")?;
-        one(
-            &mut self.per_tenant_metrics,
-            other.per_tenant_metrics,
-            "per_tenant_metrics",
-        )?;
-        one(&mut self.access_log, other.access_log, "access_log")?;
-        one(&mut self.watched, other.watched, "metrics_for_tenants")?;
-        Ok(self)
-    }
-}
-
-/// The setters of [`Common`] on a builder with a `common` field: the same three on
-/// every stage's builder and on `Tenancy`'s.
+/// The setters of [`Common`], the settings every stage of a pipeline shares, on
+/// `Tenancy`'s builder.
 macro_rules! common_setters {
     () => {
         /// How rejections are answered (default: [`ProblemJson`](crate::error::ProblemJson)).
-        /// Set once per pipeline: on [`Tenancy::builder()`](crate::Tenancy::builder)
-        /// when the stages are composed, or on one of its stages.
         pub fn responder(mut self, responder: impl crate::core::error::ErrorResponder) -> Self {
             self.common.responder = Some(std::sync::Arc::new(responder));
             self
         }
 
         /// Where every stage's decisions are reported (default:
-        /// [`TracingAudit`](crate::observe::TracingAudit)). Set once per pipeline, as
-        /// the responder.
+        /// [`TracingAudit`](crate::observe::TracingAudit)).
         pub fn audit(mut self, sink: impl crate::core::observe::AuditSink) -> Self {
             self.common.audit = Some(std::sync::Arc::new(sink));
             self
@@ -524,7 +495,7 @@ macro_rules! common_setters {
 
         /// Adds a `tenant` label to every stage's decision counter (feature
         /// `metrics`). Off by default: one time series per tenant can overwhelm a
-        /// metrics backend. Set once per pipeline, as the responder.
+        /// metrics backend.
         pub fn per_tenant_metrics(mut self, on: bool) -> Self {
             self.common.per_tenant_metrics = Some(on);
             self
@@ -538,7 +509,6 @@ macro_rules! common_setters {
         /// other tenant is labelled `other` and a request without one `none`: the
         /// series are bounded by the list. A request dropped before its answer is
         /// counted too, as `none` with the status `dropped` (or `5xx` for a panic).
-        /// Set once per pipeline, as the responder.
         pub fn metrics_for_tenants<I, S>(mut self, tenants: I) -> Self
         where
             I: IntoIterator<Item = S>,
@@ -553,7 +523,7 @@ macro_rules! common_setters {
         /// and the time taken; a request dropped before its answer gets one too
         /// (`dropped`, status 499, or `panicked`, 500, without its tenant). Off by
         /// default: most services log access elsewhere, and success is otherwise
-        /// silent. Set once per pipeline, as the responder.
+        /// silent.
         pub fn access_log(mut self, on: bool) -> Self {
             self.common.access_log = Some(on);
             self
@@ -620,28 +590,26 @@ pub(crate) trait Composed {
     fn pipeline(&self) -> Arc<Pipeline>;
 }
 
-/// A stage as its public type holds it: the stage, the shared settings its builder was
-/// given (for a `Tenancy` to merge), and the pipeline it runs standalone, built once.
+/// A stage as its public type holds it: the stage, and the pipeline it runs standalone
+/// (with the default shared settings; a `Tenancy` carries any others), built once.
 pub(crate) struct Built<T> {
     pub(crate) stage: Arc<T>,
-    pub(crate) common: Common,
     pipeline: Arc<Pipeline>,
 }
 
 impl<T: Stage> Built<T> {
-    pub(crate) fn new(stage: T, common: Common) -> Self {
+    pub(crate) fn new(stage: T) -> Self {
         let stage = Arc::new(stage);
         let alone: Arc<dyn Stage> = Arc::clone(&stage) as Arc<dyn Stage>;
         Self {
-            pipeline: Arc::new(Pipeline::new(vec![alone], common.clone())),
+            pipeline: Arc::new(Pipeline::new(vec![alone], Common::default())),
             stage,
-            common,
         }
     }
 
-    /// The stage as the pipeline runs it, and the settings given with it.
-    pub(crate) fn into_parts(self) -> (Arc<dyn Stage>, Common) {
-        (self.stage, self.common)
+    /// The stage as the pipeline runs it.
+    pub(crate) fn into_stage(self) -> Arc<dyn Stage> {
+        self.stage
     }
 }
 
@@ -649,7 +617,6 @@ impl<T> Clone for Built<T> {
     fn clone(&self) -> Self {
         Self {
             stage: Arc::clone(&self.stage),
-            common: self.common.clone(),
             pipeline: Arc::clone(&self.pipeline),
         }
     }

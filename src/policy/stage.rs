@@ -24,8 +24,8 @@ use crate::{
         Capabilities, TenantContext,
     },
     pipeline::{
-        common_setters, wait, Built, Common, Decision as Next, Flow, RouteCache, RoutedPath,
-        Settings, Stage, Step, Worker, WorkerCx,
+        wait, Built, Decision as Next, Flow, RouteCache, RoutedPath, Settings, Stage, Step, Worker,
+        WorkerCx,
     },
 };
 
@@ -49,7 +49,6 @@ impl TenantPolicy {
             evaluator: Arc::new(evaluator),
             timeout: Duration::from_millis(100),
             capabilities: Vec::new(),
-            common: Common::default(),
         }
     }
 }
@@ -60,7 +59,6 @@ pub struct TenantPolicyBuilder {
     evaluator: Arc<dyn PolicyEvaluator>,
     timeout: Duration,
     capabilities: Vec<(&'static str, HeaderName)>,
-    common: Common,
 }
 
 impl fmt::Debug for TenantPolicyBuilder {
@@ -103,8 +101,6 @@ impl TenantPolicyBuilder {
         self
     }
 
-    common_setters!();
-
     /// Checks the configuration and builds the stage.
     pub fn build(self) -> Result<TenantPolicy, ConfigError> {
         if self.timeout.is_zero() {
@@ -120,7 +116,7 @@ impl TenantPolicyBuilder {
             timeout: self.timeout,
             capabilities: self.capabilities,
         };
-        TenantPolicy(Built::new(stage, self.common))
+        TenantPolicy(Built::new(stage))
     }
 }
 

@@ -18,8 +18,8 @@ use crate::{
         Moment, TenantContext,
     },
     pipeline::{
-        common_setters, wait, After, Built, Common, Decision, Ended, Fields, Flow, Refusal,
-        RouteCache, Settings, Settle, Stage, Step, Worker, WorkerCx,
+        wait, After, Built, Decision, Ended, Fields, Flow, Refusal, RouteCache, Settings, Settle,
+        Stage, Step, Worker, WorkerCx,
     },
 };
 
@@ -52,7 +52,6 @@ impl TenantQuota {
             headers_on_success: true,
             refund_server_errors: false,
             min_cost: 1,
-            common: Common::default(),
         }
     }
 }
@@ -65,7 +64,6 @@ pub struct TenantQuotaBuilder {
     headers_on_success: bool,
     refund_server_errors: bool,
     min_cost: u32,
-    common: Common,
 }
 
 impl fmt::Debug for TenantQuotaBuilder {
@@ -112,8 +110,6 @@ impl TenantQuotaBuilder {
         self
     }
 
-    common_setters!();
-
     /// Builds the stage. Every combination of these settings is valid; the `Result`
     /// keeps the construction of every stage the same.
     pub fn build(self) -> Result<TenantQuota, ConfigError> {
@@ -128,7 +124,7 @@ impl TenantQuotaBuilder {
             refund_server_errors: self.refund_server_errors,
             min_cost: self.min_cost,
         };
-        TenantQuota(Built::new(stage, self.common))
+        TenantQuota(Built::new(stage))
     }
 }
 

@@ -20,10 +20,7 @@ use crate::{
         error::{ConfigError, TenancyError},
         observe::{AuditEvent, Outcome, Stage as StageName},
     },
-    pipeline::{
-        common_setters, wait, Built, Common, Decision, Flow, Settings, Stage, Step, Worker,
-        WorkerCx,
-    },
+    pipeline::{wait, Built, Decision, Flow, Settings, Stage, Step, Worker, WorkerCx},
 };
 
 /// Authenticates requests with the bearer tokens of a [`SessionManager`] (or an
@@ -59,7 +56,6 @@ impl TenantAuth {
             allow_anonymous: false,
             revocation_timeout: Duration::from_secs(1),
             key_timeout: Duration::from_secs(5),
-            common: Common::default(),
         }
     }
 }
@@ -71,7 +67,6 @@ pub struct TenantAuthBuilder {
     allow_anonymous: bool,
     revocation_timeout: Duration,
     key_timeout: Duration,
-    common: Common,
 }
 
 impl fmt::Debug for TenantAuthBuilder {
@@ -108,8 +103,6 @@ impl TenantAuthBuilder {
         self
     }
 
-    common_setters!();
-
     /// Checks the configuration and builds the stage.
     pub fn build(self) -> Result<TenantAuth, ConfigError> {
         if self.revocation_timeout.is_zero() {
@@ -128,7 +121,7 @@ impl TenantAuthBuilder {
             revocation_timeout: self.revocation_timeout,
             key_timeout: self.key_timeout,
         };
-        TenantAuth(Built::new(stage, self.common))
+        TenantAuth(Built::new(stage))
     }
 }
 

@@ -24,10 +24,6 @@ pub enum ConfigError {
     DuplicateSource(&'static str),
     /// A required part was not configured.
     Missing(&'static str),
-    /// A setting every stage of a pipeline shares (the responder, the audit sink,
-    /// per-tenant metrics) was given on more than one stage, or on a stage and on
-    /// `Tenancy`.
-    SettingTwice(&'static str),
     /// An authentication stage was composed with a resolver that does not read the
     /// token's tenant ([`Source::claim`](crate::Source::claim)).
     AuthWithoutClaim,
@@ -153,10 +149,6 @@ impl fmt::Display for ConfigError {
             Self::AuthWithoutClaim => f.write_str(
                 "an authentication stage needs Source::claim() in the resolver, so that the \
                  token's tenant wins over every other source",
-            ),
-            Self::SettingTwice(what) => write!(
-                f,
-                "the setting {what} is given twice: set it once, on Tenancy::builder() or on one stage"
             ),
             Self::IssuerMismatch { configured, keys } => write!(
                 f,

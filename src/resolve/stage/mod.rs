@@ -26,10 +26,7 @@ use crate::{
         observe::{AuditEvent, Outcome, Stage as StageName},
         Principal, SourceKind, StatusRules, TenantContext, TenantId, TenantIdRule,
     },
-    pipeline::{
-        common_setters, wait, Built, Common, Decision, Exempt, Flow, Settings, Stage, Step, Worker,
-        WorkerCx,
-    },
+    pipeline::{wait, Built, Decision, Exempt, Flow, Settings, Stage, Step, Worker, WorkerCx},
     registry::TenantRegistry,
 };
 
@@ -68,7 +65,6 @@ impl TenantResolver {
             status_rules: StatusRules::default(),
             region: None,
             registry_timeout: Duration::from_secs(2),
-            common: Common::default(),
         }
     }
 }
@@ -86,7 +82,6 @@ pub struct TenantResolverBuilder {
     status_rules: StatusRules,
     region: Option<String>,
     registry_timeout: Duration,
-    common: Common,
 }
 
 impl fmt::Debug for TenantResolverBuilder {
@@ -154,8 +149,6 @@ impl TenantResolverBuilder {
         self
     }
 
-    common_setters!();
-
     /// Checks the configuration and builds the resolver.
     pub fn build(self) -> Result<TenantResolver, ConfigError> {
         if self.sources.is_empty() {
@@ -205,7 +198,7 @@ impl TenantResolverBuilder {
             region: self.region,
             registry_timeout: self.registry_timeout,
         };
-        Ok(TenantResolver(Built::new(stage, self.common)))
+        Ok(TenantResolver(Built::new(stage)))
     }
 }
 
