@@ -538,3 +538,57 @@ fn concurrent_checks_admit_exactly_the_second_budget() {
     // Sweeps racing the checks (taking the same locks) keep them exact.
     assert_eq!(admitted_by_8_threads(plans, true), 100);
 }
+
+/// A rate-only plan decides as governor's own limiter does: the same admissions, the
+/// same burst left after each, the same wait on each refusal, the same refusal (never)
+/// of a cost above the burst, on one fake clock, over a pseudo-random run of costs and
+/// gaps.
+#[test]
+fn a_rate_only_plan_decides_as_governors_limiter() {
+    use std::num::NonZeroU32;
+
+    use governor::{middleware::StateInformationMiddleware, RateLimiter};
+
+    let plans = [
+        QuotaPlan::per_second(5).burst(3),
+        QuotaPlan::rate(7, Duration::from_secs(2)).burst(4),
+        QuotaPlan::per_minute(1),
+    ];
+    for plan in plans {
+        let quota = plan.rate_limit().and_then(|r| r.quota()).unwrap();
+        let burst = plan.rate_limit().unwrap().burst;
+        let built = QuotaPlans::builder().tier("t", plan).build().unwrap();
+        let (q, clock, _) = manager(built);
+        let governor = RateLimiter::direct_with_clock(quota, clock.clone())
+            .with_middleware::<StateInformationMiddleware>();
+        let tenant = ctx("globex", "t");
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for step in 0..400 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let cost = u32::try_from(x % u64::from(burst + 2)).unwrap().max(1);
+            let d = q.decide(&tenant, cost);
+            let n = NonZeroU32::new(cost).unwrap();
+            match governor.check_n(n) {
+                Ok(Ok(state)) => {
+                    assert!(d.allowed, "step {step}: governor admits {cost}");
+                    let rate = d.rate.unwrap();
+                    assert_eq!(rate.remaining, state.remaining_burst_capacity(), "{step}");
+                }
+                Ok(Err(refusal)) => {
+                    assert!(!d.allowed, "step {step}: governor refuses {cost}");
+                    assert_eq!(
+                        d.retry_after,
+                        Some(refusal.wait_time_from(clock.now())),
+                        "{step}"
+                    );
+                }
+                Err(_) => {
+                    assert!(!d.allowed && d.retry_after.is_none(), "{step}: never fits");
+                }
+            }
+            clock.advance(Duration::from_millis((x >> 20) % 900));
+        }
+    }
+}
