@@ -13,13 +13,13 @@
 //! `would_allow` for shadow decisions), `code` (the
 //! rejection's code, or `none`) and `tier` (or `none` when no record was found).
 //! Tenant ids are not labels by default: with many tenants they would make one time
-//! series each. Opt in with [`TenantResolverBuilder::per_tenant_metrics`], which adds
+//! series each. Opt in with [`TenancyBuilder::per_tenant_metrics`], which adds
 //! a `tenant` label: the id of a tenant whose record was found, `unknown` for an id
 //! with no record (made up by a client, or named by a token before the registry was
 //! asked), `none` without an id, so clients cannot create series. Install any `metrics` recorder (e.g. a Prometheus exporter) to
 //! collect them.
 //!
-//! [`TenantResolverBuilder::per_tenant_metrics`]: crate::resolve::TenantResolverBuilder::per_tenant_metrics
+//! [`TenancyBuilder::per_tenant_metrics`]: crate::TenancyBuilder::per_tenant_metrics
 
 mod tracing_audit;
 
