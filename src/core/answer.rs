@@ -54,6 +54,7 @@ impl<'a, T> Answer<'a, T> {
     }
 
     /// The answer if it is known now.
+    #[inline]
     pub fn now(self) -> Option<T> {
         match self {
             Self::Now(value) => Some(value),
@@ -149,27 +150,32 @@ pub struct Lease {
 
 impl Moment {
     /// The moment `now`, with no lease granted yet.
+    #[inline]
     pub fn at(now: Instant) -> Self {
         Self { now, lease: None }
     }
 
     /// The moment of the system's monotonic clock now.
+    #[inline]
     pub fn now() -> Self {
         Self::at(Instant::now())
     }
 
     /// The moment's monotonic time.
+    #[inline]
     pub fn instant(&self) -> Instant {
         self.now
     }
 
     /// Grants `lease` on the answer given at this moment (a registry's promise that it
     /// would give the same answer while the lease holds).
+    #[inline]
     pub fn grant(&mut self, lease: Lease) {
         self.lease = Some(lease);
     }
 
     /// The lease granted at this moment, if any.
+    #[inline]
     pub fn lease(&self) -> Option<Lease> {
         self.lease
     }
