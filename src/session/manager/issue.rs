@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{
-    claims::{Use, FAMILY, TOKEN_USE},
+    claims::{is_session_claim, Use, FAMILY, TOKEN_USE},
     refresh::Rotation,
     SessionError, SessionManager,
 };
@@ -102,6 +102,9 @@ impl SessionManager {
         rotation: &Rotation,
     ) -> Result<TokenPair, SessionError> {
         let c = &self.inner.config;
+        // No extra claim may stand for a session claim: not even `scope` when no scope
+        // was granted (a refresh would read it back as the session's scopes).
+        claims.retain(|name, _| !is_session_claim(name, &c.tenant_claim));
         if !scopes.is_empty() {
             claims.insert("scope".into(), scopes.join(" ").into());
         }
@@ -261,6 +264,18 @@ mod tests {
         );
         assert_eq!(claims["token_use"], "access");
         assert!(hex_id(&claims["jti"]) && hex_id(&claims["fam"]));
+    }
+
+    #[test]
+    fn a_grant_without_scopes_cannot_forge_a_scope_claim() {
+        let (s, _) = sessions(config());
+        let pair = s
+            .issue(&acme(), "u1", Grant::new().claim("scope", "admin"))
+            .unwrap();
+        for token in [&pair.access_token, &pair.refresh_token] {
+            let claims = claims_of(token);
+            assert!(claims.get("scope").is_none(), "{claims}");
+        }
     }
 
     #[test]
