@@ -49,9 +49,7 @@ impl TenantId {
     /// `raw` as an id if it is within the floor every rule keeps (1 to 255 bytes of
     /// printable ASCII, no spaces): for a string a rule has passed, whichever rule.
     pub(crate) fn within_floor(raw: &str) -> Option<Self> {
-        let b = raw.as_bytes();
-        (!b.is_empty() && b.len() <= HARD_MAX_TENANT_ID_LEN && b.iter().all(u8::is_ascii_graphic))
-            .then(|| TenantId(Arc::from(raw)))
+        floor(raw).ok().map(|()| TenantId(Arc::from(raw)))
     }
 }
 
@@ -224,12 +222,7 @@ impl TenantIdRule {
                 }
             }
             Self::Custom(rule) => {
-                if bytes.len() > HARD_MAX_TENANT_ID_LEN {
-                    return Err(InvalidTenantId::TooLong);
-                }
-                if !bytes.iter().all(u8::is_ascii_graphic) {
-                    return Err(InvalidTenantId::BadCharacter);
-                }
+                floor(raw)?;
                 if rule(raw) {
                     Ok(())
                 } else {
@@ -243,6 +236,21 @@ impl TenantIdRule {
     pub fn parse(&self, raw: &str) -> Result<TenantId, InvalidTenantId> {
         self.check(raw)?;
         Ok(TenantId(Arc::from(raw)))
+    }
+}
+
+/// The floor every rule keeps, custom ones included: 1 to 255 bytes of printable
+/// ASCII, no spaces.
+fn floor(raw: &str) -> Result<(), InvalidTenantId> {
+    let bytes = raw.as_bytes();
+    if bytes.is_empty() {
+        Err(InvalidTenantId::Empty)
+    } else if bytes.len() > HARD_MAX_TENANT_ID_LEN {
+        Err(InvalidTenantId::TooLong)
+    } else if !bytes.iter().all(u8::is_ascii_graphic) {
+        Err(InvalidTenantId::BadCharacter)
+    } else {
+        Ok(())
     }
 }
 
