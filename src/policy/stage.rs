@@ -114,6 +114,7 @@ impl TenantPolicyBuilder {
         let stage = PolicyStage {
             evaluator: self.evaluator,
             timeout: self.timeout,
+            every_capability: (1u16 << self.capabilities.len()).wrapping_sub(1) as Present,
             capabilities: self.capabilities,
         };
         TenantPolicy(Built::new(stage))
@@ -126,6 +127,8 @@ pub(crate) struct PolicyStage {
     /// The capability headers, each with the kind it names (at most
     /// [`MAX_CAPABILITY_HEADERS`]).
     capabilities: Vec<(&'static str, HeaderName)>,
+    /// A bit for each capability header: what a request with many fields may carry.
+    every_capability: Present,
 }
 
 /// The most capability headers a stage reads (a bit each in [`Present`]).
@@ -508,7 +511,7 @@ impl PolicyStage {
     /// looked up. Every value of a header that is there is then read and checked, so a
     /// repeated or malformed capability header is refused as before.
     fn capability_headers_present(&self, headers: &HeaderMap) -> Present {
-        let all = (1u16 << self.capabilities.len()).wrapping_sub(1) as Present;
+        let all = self.every_capability;
         if all == 0 {
             return 0;
         }
