@@ -1,7 +1,10 @@
 //! The verified-token cache: tokens by their exact bytes, hashed by their tail, each
 //! used only while the keys (and binding) that verified it are still held.
 
-use std::sync::Arc;
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc,
+};
 
 use dashmap::DashMap;
 
@@ -18,6 +21,13 @@ pub(super) struct TokenCache {
     /// By the token's exact bytes (a hit needs no parsing, not even of its characters).
     map: DashMap<Box<[u8]>, (VerifiedBy, Arc<Checked>), TailHash>,
     max: usize,
+    /// The second (the sessions' clock) of the last sweep of a full map: at most one a
+    /// second, so a full map of live tokens costs each new token one lookup, not a
+    /// walk over every entry.
+    swept: AtomicU64,
+    /// How many sweeps ran.
+    #[cfg(test)]
+    sweeps: std::sync::atomic::AtomicUsize,
 }
 
 /// Hashes a token by its length and its last 32 bytes, the end of its signature: a
@@ -79,6 +89,9 @@ impl TokenCache {
         Self {
             map: DashMap::default(),
             max,
+            swept: AtomicU64::new(u64::MAX),
+            #[cfg(test)]
+            sweeps: Default::default(),
         }
     }
 
@@ -144,6 +157,11 @@ impl SessionManager {
         }
         if cache.map.len() >= cache.max {
             let (now, leeway) = (self.now(), self.inner.config.leeway.as_secs());
+            if cache.swept.swap(now, Ordering::Relaxed) == now {
+                return checked; // swept this second: not remembered
+            }
+            #[cfg(test)]
+            cache.sweeps.fetch_add(1, Ordering::Relaxed);
             cache.map.retain(|_, (by, c)| {
                 self.still_held(by) && c.expires_at.saturating_add(leeway) >= now
             });
@@ -294,9 +312,17 @@ mod tests {
         assert!(held(&s, &one) && held(&s, &two));
         assert!(!held(&s, &three), "no room: checked, not remembered");
         assert_eq!(size(&s), 2);
+        // Full of live tokens: one sweep a second, not one for every new token.
+        for n in 10..50 {
+            checked(&s, &token(n, json!({})));
+        }
+        assert_eq!(s.inner.cache.sweeps.load(Ordering::Relaxed), 1);
+        time.advance(Duration::from_secs(1));
+        checked(&s, &token(50, json!({})));
+        assert_eq!(s.inner.cache.sweeps.load(Ordering::Relaxed), 2);
 
         // Once those two have expired, the next token remembered sweeps them out.
-        time.advance(Duration::from_secs(631));
+        time.advance(Duration::from_secs(630));
         let now = T0 + 631;
         let four = token(4, json!({"iat": now, "nbf": now, "exp": now + 600}));
         checked(&s, &four);
