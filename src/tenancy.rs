@@ -132,7 +132,11 @@ impl TenancyBuilder {
         #[cfg(feature = "jwt")]
         if let Some(auth) = self.auth {
             if !reads_claims {
-                return Err(ConfigError::AuthWithoutClaim);
+                return Err(ConfigError::Conflict(
+                    "an authentication stage needs Source::claim() in the resolver, so that \
+                     the token's tenant wins over every other source"
+                        .into(),
+                ));
             }
             stages.push(auth.into_stage());
         }

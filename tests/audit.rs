@@ -84,7 +84,7 @@ async fn every_resolution_emits_one_event() {
 
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 6, "one event per request: {seen:#?}");
-    assert!(seen.iter().all(|e| e.stage == Stage::Resolution));
+    assert!(seen.iter().all(|e| e.stage == Stage::named("resolution")));
 
     assert_eq!(seen[0].outcome, Outcome::Allowed);
     assert_eq!(seen[0].tenant.as_deref(), Some("acme"));

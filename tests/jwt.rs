@@ -734,7 +734,11 @@ async fn a_zero_revocation_timeout_is_a_config_error() {
         .unwrap_err();
     assert_eq!(
         err,
-        actix_tenancy::error::ConfigError::ZeroDuration("the revocation timeout")
+        actix_tenancy::error::ConfigError::Invalid {
+            setting: "revocation timeout",
+            value: "0s".into(),
+            reason: "it must be longer than zero".into(),
+        }
     );
 }
 

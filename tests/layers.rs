@@ -169,6 +169,17 @@ const STAGE_NAMES: &[&str] = &[
     "CachedRegistry",
     "PostgresRegistry",
     "TenantIssuers",
+    // A list of the stages (once `observe::Stage`'s variants) or of their settings'
+    // mistakes (once variants of `ConfigError`): each stage names itself and its
+    // settings. (What resolution leaves, `core::Resolution`, is the core's own.)
+    "Authentication",
+    "Policy",
+    "Quota",
+    "InvalidCapability",
+    "InvalidPlan",
+    "InvalidIssuerPattern",
+    "StalePolicyVersion",
+    "AuthWithoutClaim",
     // Modules, as the start of a path.
     "resolve::",
     "policy::",

@@ -382,7 +382,7 @@ async fn started_without_keys_answers_503_until_they_arrive() {
             SessionConfig::new("https://other.example.com", "api"),
             keys(&issuer).start().unwrap()
         ),
-        Err(actix_tenancy::error::ConfigError::IssuerMismatch { .. })
+        Err(actix_tenancy::error::ConfigError::Conflict(_))
     ));
 }
 

@@ -17,7 +17,7 @@ use actix_tenancy::{
     observe::{AuditEvent, AuditSink, Stage},
     policy::{
         CachedPolicy, Decision, PolicyError, PolicyEvaluator, PolicyRequest, PolicySet, RulePolicy,
-        Rules, TenantPolicy,
+        Rules, TenantPolicy, VersionError,
     },
     prelude::*,
     resolve::SourceKind,
@@ -415,10 +415,14 @@ async fn invalid_policy_files_are_rejected_naming_the_line_and_change_nothing() 
     ];
     for (text, line, what) in cases {
         let err = PolicySet::from_json(text)
+            .map_err(VersionError::from)
             .and_then(|set| policy.load(set))
             .unwrap_err();
         assert!(
-            matches!(err, ConfigError::InvalidDocument { of: "policy", .. }),
+            matches!(
+                err,
+                VersionError::Invalid(ConfigError::InvalidDocument { of: "policy", .. })
+            ),
             "{err:?}"
         );
         let err = err.to_string();
@@ -438,8 +442,8 @@ async fn invalid_policy_files_are_rejected_naming_the_line_and_change_nothing() 
         .load(PolicySet::new().default_rules(Rules::new().allow_capability("tool")))
         .unwrap_err();
     assert!(
-        matches!(&err, ConfigError::InvalidRule { at, reason }
-            if at == "default" && reason.contains("invalid capability")),
+        matches!(&err, VersionError::Invalid(ConfigError::Invalid { setting: "policy rule of", value, reason })
+            if value == "default" && reason.contains("invalid capability")),
         "{err:?}"
     );
     assert_eq!(policy.version(), 1);
@@ -467,6 +471,7 @@ beta = true
     assert!(policy.can(&ctx("acme", "pro", None), "feature:beta"));
     let err =
         PolicySet::from_toml("[tiers.free.routes]\nallow = [\"GET /ok\"]\ndeny = [\"FETCH /x\"]\n")
+            .map_err(VersionError::from)
             .and_then(|set| policy.load(set))
             .unwrap_err()
             .to_string();
@@ -590,7 +595,7 @@ async fn a_shadow_version_is_audited_and_changes_no_response() {
     let sink = {
         let seen = Arc::clone(&seen);
         move |e: &AuditEvent<'_>| {
-            if e.stage == Stage::Policy {
+            if e.stage == Stage::named("policy") {
                 seen.lock().unwrap().push((
                     e.outcome.as_str().to_owned(),
                     e.rule.map(str::to_owned),
@@ -797,7 +802,7 @@ async fn remembered_decisions_follow_records_capabilities_versions_and_shadows()
     let sink = {
         let seen = Arc::clone(&seen);
         move |e: &AuditEvent<'_>| {
-            if e.stage == Stage::Policy && e.outcome.as_str() != "allowed" {
+            if e.stage == Stage::named("policy") && e.outcome.as_str() != "allowed" {
                 seen.lock().unwrap().push(e.outcome.as_str().to_owned());
             }
         }

@@ -704,7 +704,7 @@ fn bad_rules_fail_at_build() {
             .build()
             .unwrap_err();
         assert!(
-            matches!(err, ConfigError::InvalidCertificateRule(ref p) if p == prefix),
+            matches!(&err, ConfigError::Invalid { setting: "SAN URI prefix", value, .. } if value == prefix),
             "{prefix:?}: {err:?}"
         );
     }

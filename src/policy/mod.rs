@@ -67,7 +67,7 @@ use std::{borrow::Cow, fmt, sync::Arc};
 use actix_web::http::Method;
 
 pub use cache::CachedPolicy;
-pub use rules::{PolicySet, RulePolicy, Rules, DEFAULT_KEEP_VERSIONS};
+pub use rules::{PolicySet, RulePolicy, Rules, VersionError, DEFAULT_KEEP_VERSIONS};
 pub use stage::{TenantPolicy, TenantPolicyBuilder};
 
 use crate::core::{Answer, TenantContext};

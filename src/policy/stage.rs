@@ -1,17 +1,9 @@
-use std::{
-    fmt,
-    future::IntoFuture as _,
-    panic::{catch_unwind, AssertUnwindSafe},
-    rc::Rc,
-    sync::Arc,
-    time::Duration,
-};
+use std::{fmt, future::IntoFuture as _, rc::Rc, sync::Arc, time::Duration};
 
 use actix_web::{
     dev::ServiceRequest,
     http::header::{HeaderMap, HeaderName},
 };
-use futures_util::FutureExt as _;
 
 use super::{
     memo::{Memo, Probe},
@@ -19,6 +11,7 @@ use super::{
 };
 use crate::{
     core::{
+        caught::{caught, caught_async},
         error::{ConfigError, ErrorCode, TenancyError},
         observe::{AuditEvent, Outcome, Stage as StageName, Timer},
         Capabilities, TenantContext,
@@ -28,6 +21,9 @@ use crate::{
         WorkerCx,
     },
 };
+
+/// This stage's name in the audit events and metrics.
+const STAGE: StageName = StageName::named("policy");
 
 /// The policy stage. Give it to [`Tenancy::builder().policy(...)`](crate::TenancyBuilder::policy);
 /// it runs after resolution and before quota. [`new`](Self::new) takes the defaults;
@@ -104,7 +100,7 @@ impl TenantPolicyBuilder {
     /// Checks the configuration and builds the stage.
     pub fn build(self) -> Result<TenantPolicy, ConfigError> {
         if self.timeout.is_zero() {
-            return Err(ConfigError::ZeroDuration("the policy timeout"));
+            return Err(ConfigError::zero_duration("policy timeout"));
         }
         check_capabilities(&self.capabilities)?;
         Ok(self.assemble())
@@ -141,7 +137,11 @@ type Present = u8;
 /// A kind is a short lowercase name (`model`, `tool`); each kind and each header once.
 fn check_capabilities(list: &[(&'static str, HeaderName)]) -> Result<(), ConfigError> {
     if list.len() > MAX_CAPABILITY_HEADERS {
-        return Err(ConfigError::InvalidCapability("at most eight".into()));
+        return Err(ConfigError::invalid(
+            "capability headers",
+            "",
+            "at most eight",
+        ));
     }
     for (i, (kind, name)) in list.iter().enumerate() {
         let well_formed = !kind.is_empty()
@@ -150,21 +150,23 @@ fn check_capabilities(list: &[(&'static str, HeaderName)]) -> Result<(), ConfigE
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         if !well_formed {
-            return Err(ConfigError::InvalidCapability(format!(
-                "kind {kind:?}: 1 to 32 of a-z, 0-9, '-' and '_'"
-            )));
+            return Err(ConfigError::invalid(
+                "capability kind",
+                *kind,
+                "1 to 32 of a-z, 0-9, '-' and '_'",
+            ));
         }
         for (other, other_name) in &list[..i] {
             if other == kind {
-                return Err(ConfigError::InvalidCapability(format!(
-                    "kind {kind:?} is read from two headers"
-                )));
+                return Err(ConfigError::Duplicate {
+                    what: "capability kind",
+                    value: (*kind).to_owned(),
+                });
             }
             if other_name == name {
-                return Err(ConfigError::SameHeader {
-                    first: other,
-                    second: kind,
-                });
+                return Err(ConfigError::Conflict(
+                    format!("the {other} header and the {kind} header are the same header").into(),
+                ));
             }
         }
     }
@@ -199,7 +201,7 @@ impl Capabilities for PolicyStage {
     /// Whether `tenant` has `capability`; a panicking evaluator grants nothing.
     fn can(&self, tenant: &TenantContext, capability: &str) -> bool {
         let evaluator = &self.evaluator;
-        catch_unwind(AssertUnwindSafe(|| evaluator.can(tenant, capability))).unwrap_or(false)
+        caught("policy capability", || evaluator.can(tenant, capability)).unwrap_or(false)
     }
 }
 
@@ -263,7 +265,7 @@ impl PolicyStage {
                 self.judge(settings, req, tenant, Ok(d))
             });
             if let Some(next) = remembered {
-                timer.stop(StageName::Policy);
+                timer.stop(STAGE);
                 return next.into();
             }
         }
@@ -288,10 +290,10 @@ impl PolicyStage {
         }
         let evaluator = &self.evaluator;
         let timer = Timer::start();
-        let answer = match catch_unwind(AssertUnwindSafe(|| {
+        let answer = match caught("policy evaluator", || {
             evaluator.evaluate(tenant, &question).now()
-        })) {
-            Ok(Some(answer)) => {
+        }) {
+            Some(Some(answer)) => {
                 if let (Some((epoch, probe)), Some(path), Ok(d)) = (memo, &path, &answer) {
                     let record = tenant.record_arc();
                     worker.memo.remember(epoch, table, probe, record, path, d);
@@ -299,19 +301,19 @@ impl PolicyStage {
                 answer
             }
             // An evaluator that must wait is asked again, and waited for once.
-            Ok(None) => {
+            Some(None) => {
                 let (me, settings) = (Arc::clone(self), Arc::clone(settings));
                 let tenant = Arc::clone(tenant);
                 return wait(move |req, _flow| {
                     Box::pin(async move { me.evaluate(&settings, req, &tenant, &question).await })
                 });
             }
-            Err(_) => Err(PolicyError::new("the evaluator panicked")),
+            None => Err(PolicyError::new("the evaluator panicked")),
         };
         let step = self
             .decided(settings, req, tenant, &question, answer)
             .into();
-        timer.stop(StageName::Policy);
+        timer.stop(STAGE);
         step
     }
 
@@ -325,19 +327,19 @@ impl PolicyStage {
     ) -> Next {
         let timer = Timer::start();
         let evaluator = &self.evaluator;
-        let answer = match catch_unwind(AssertUnwindSafe(|| evaluator.evaluate(tenant, question))) {
-            Ok(answer) => {
-                let call = AssertUnwindSafe(answer.into_future()).catch_unwind();
+        let answer = match caught("policy evaluator", || evaluator.evaluate(tenant, question)) {
+            Some(answer) => {
+                let call = caught_async("policy evaluator", answer.into_future());
                 match tokio::time::timeout(self.timeout, call).await {
-                    Ok(Ok(answer)) => answer,
-                    Ok(Err(_panic)) => Err(PolicyError::new("the evaluator panicked")),
+                    Ok(Some(answer)) => answer,
+                    Ok(None) => Err(PolicyError::new("the evaluator panicked")),
                     Err(_) => Err(PolicyError::new("the evaluator timed out")),
                 }
             }
-            Err(_panic) => Err(PolicyError::new("the evaluator panicked")),
+            None => Err(PolicyError::new("the evaluator panicked")),
         };
         let step = self.decided(settings, req, tenant, question, answer);
-        timer.stop(StageName::Policy);
+        timer.stop(STAGE);
         step
     }
 
@@ -350,8 +352,8 @@ impl PolicyStage {
         question: &PolicyRequest,
     ) {
         let evaluator = &self.evaluator;
-        let shadow = catch_unwind(AssertUnwindSafe(|| evaluator.shadow(tenant, question)));
-        if let Ok(Some(d)) = shadow {
+        let shadow = caught("policy shadow", || evaluator.shadow(tenant, question));
+        if let Some(Some(d)) = shadow {
             let outcome = if d.allowed {
                 Outcome::WouldAllow
             } else {
@@ -375,7 +377,7 @@ impl PolicyStage {
             return None;
         }
         let evaluator = &self.evaluator;
-        let epoch = catch_unwind(AssertUnwindSafe(|| evaluator.memo_epoch())).ok()??;
+        let epoch = caught("policy memo epoch", || evaluator.memo_epoch())??;
         let path = req.match_info().as_str();
         Probe::of(tenant.record_arc(), req.method(), path).map(|probe| (epoch, probe))
     }
@@ -546,7 +548,7 @@ impl PolicyStage {
         decision: Option<&Decision>,
     ) {
         settings.report(&AuditEvent {
-            stage: StageName::Policy,
+            stage: STAGE,
             outcome,
             tenant: tenant.map(TenantContext::id),
             tier: tenant.map(TenantContext::tier),

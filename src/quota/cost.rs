@@ -190,21 +190,29 @@ impl RouteCostBuilder {
         let mut routes = Vec::with_capacity(self.routes.len());
         for (i, (method, pattern, _)) in self.routes.iter().enumerate() {
             if !pattern.starts_with('/') {
-                return Err(ConfigError::InvalidRoutePattern(pattern.to_string()));
+                return Err(ConfigError::invalid(
+                    "route pattern",
+                    &**pattern,
+                    "it must start with '/'",
+                ));
             }
             if self.routes[..i]
                 .iter()
                 .any(|(m, p, _)| m == method && p == pattern)
             {
-                return Err(ConfigError::DuplicateRoute(format!("{method} {pattern}")));
+                return Err(ConfigError::Duplicate {
+                    what: "route",
+                    value: format!("{method} {pattern}"),
+                });
             }
         }
         for bound in self.routes {
             // actix's own matcher for the pattern; it panics on a pattern it cannot
             // read (a bad regex), which is a configuration error here.
             let pattern = Arc::clone(&bound.1);
-            let def = std::panic::catch_unwind(|| ResourceDef::new(&*pattern))
-                .map_err(|_| ConfigError::InvalidRoutePattern(pattern.to_string()))?;
+            let def = std::panic::catch_unwind(|| ResourceDef::new(&*pattern)).map_err(|_| {
+                ConfigError::invalid("route pattern", &*pattern, "actix cannot read it")
+            })?;
             routes.push((bound, def));
         }
         Ok(RouteCost {
@@ -267,8 +275,9 @@ impl HeaderCost {
     /// Reads `name`; at most 1,000,000 units, 1 when absent.
     pub fn new(name: &str) -> Result<Self, ConfigError> {
         Ok(Self {
-            name: HeaderName::try_from(name)
-                .map_err(|_| ConfigError::InvalidHeaderName(name.to_owned()))?,
+            name: HeaderName::try_from(name).map_err(|_| {
+                ConfigError::invalid("header name", name, "not a valid HTTP header name")
+            })?,
             max: 1_000_000,
             default: 1,
         })

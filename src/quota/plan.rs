@@ -307,10 +307,7 @@ impl QuotaPlan {
     }
 
     fn validate(&self, name: &str) -> Result<(), ConfigError> {
-        let bad = |reason: &'static str| ConfigError::InvalidPlan {
-            plan: name.to_owned(),
-            reason,
-        };
+        let bad = |reason: &'static str| ConfigError::invalid("quota plan", name, reason);
         if let Some(rate) = &self.rate {
             if rate.amount == 0 || rate.burst == 0 || rate.per.is_zero() {
                 return Err(bad("a rate needs a positive amount, burst and period"));
@@ -470,13 +467,13 @@ impl QuotaPlansBuilder {
     /// Checks every plan.
     pub fn build(self) -> Result<QuotaPlans, ConfigError> {
         for (tier, plan) in &self.plans.tiers {
-            plan.validate(&format!("for tier {tier:?}"))?;
+            plan.validate(&format!("tier:{tier}"))?;
         }
         for (id, plan) in &self.plans.tenants {
-            plan.validate(&format!("for tenant {id:?}"))?;
+            plan.validate(&format!("tenant:{id}"))?;
         }
         if let UnknownTier::Plan(plan) = &self.plans.unknown {
-            plan.validate("for unknown tiers")?;
+            plan.validate("default")?;
         }
         Ok(self.plans)
     }
@@ -512,7 +509,13 @@ mod tests {
             QuotaPlan::unlimited().budget(0, Period::Day),
         ] {
             let res = QuotaPlans::builder().tier("free", plan).build();
-            assert!(matches!(res, Err(ConfigError::InvalidPlan { .. })));
+            assert!(matches!(
+                res,
+                Err(ConfigError::Invalid {
+                    setting: "quota plan",
+                    ..
+                })
+            ));
         }
     }
 }

@@ -23,6 +23,9 @@ use crate::{
     },
 };
 
+/// This stage's name in the audit events and metrics.
+const STAGE: StageName = StageName::named("quota");
+
 /// The quota stage. Give it to [`Tenancy::builder().quota(...)`](crate::TenancyBuilder::quota);
 /// it runs after resolution (and policy), on every request that has a tenant.
 ///
@@ -225,7 +228,7 @@ impl QuotaStage {
         match asked {
             Some(answer) => {
                 let step = self.decided(settings, req, tenant, cost, answer, flow);
-                timer.stop(StageName::Quota);
+                timer.stop(STAGE);
                 step.into()
             }
             // A manager that must wait is asked again here, and waited for once (its
@@ -237,7 +240,7 @@ impl QuotaStage {
                         let timer = Timer::start();
                         let answer = me.wait_check(&tenant, cost, now).await;
                         let step = me.decided(&settings, req, tenant, cost, answer, flow);
-                        timer.stop(StageName::Quota);
+                        timer.stop(STAGE);
                         step
                     })
                 })
@@ -349,7 +352,7 @@ impl QuotaStage {
         why: &str,
     ) {
         settings.report(&AuditEvent {
-            stage: StageName::Quota,
+            stage: STAGE,
             outcome,
             tenant: Some(tenant.id()),
             tier: Some(tenant.tier()),

@@ -93,7 +93,10 @@ impl InMemoryRegistry {
         for rec in doc.tenants {
             let id = rec.id().clone();
             if reg.insert(rec).is_some() {
-                return Err(ConfigError::DuplicateTenant(id.as_str().to_owned()));
+                return Err(ConfigError::Duplicate {
+                    what: "tenant",
+                    value: id.as_str().to_owned(),
+                });
             }
         }
         Ok(reg)

@@ -149,14 +149,15 @@ impl PostgresRegistryBuilder {
     /// Checks the settings.
     pub fn build(self) -> Result<PostgresRegistry, ConfigError> {
         if !is_identifier(&self.channel) {
-            return Err(ConfigError::InvalidSqlName {
-                what: "NOTIFY channel",
-                name: self.channel,
-            });
+            return Err(ConfigError::sql_name("NOTIFY channel", self.channel));
         }
         let (min, max) = self.backoff;
         if min.is_zero() || max < min {
-            return Err(ConfigError::InvalidBackoff);
+            return Err(ConfigError::invalid(
+                "reconnect backoff",
+                format!("{min:?}..{max:?}"),
+                "its minimum must be longer than zero and at most its maximum",
+            ));
         }
         Ok(self.unchecked())
     }

@@ -113,9 +113,9 @@ impl Source {
     pub fn header_named(name: &str) -> Self {
         Self {
             kind: SourceKind::Header,
-            imp: HeaderName::try_from(name)
-                .map(Imp::Header)
-                .map_err(|_| ConfigError::InvalidHeaderName(name.to_owned())),
+            imp: HeaderName::try_from(name).map(Imp::Header).map_err(|_| {
+                ConfigError::invalid("header name", name, "not a valid HTTP header name")
+            }),
         }
     }
 
@@ -139,13 +139,21 @@ impl Source {
             if !valid_domain(&b) {
                 return Self {
                     kind: SourceKind::Host,
-                    imp: Err(ConfigError::InvalidBaseDomain(b)),
+                    imp: Err(ConfigError::invalid(
+                        "base domain",
+                        b,
+                        "not a plain DNS name",
+                    )),
                 };
             }
             bases.push(b);
         }
         let imp = if bases.is_empty() {
-            Err(ConfigError::InvalidBaseDomain(String::new()))
+            Err(ConfigError::invalid(
+                "base domain",
+                "",
+                "at least one is needed",
+            ))
         } else {
             // Most specific first: `eu.example.com` before `example.com`.
             bases.sort_by_key(|b| std::cmp::Reverse(b.len()));
@@ -168,7 +176,11 @@ impl Source {
             imp: if ok {
                 Ok(Imp::Path(prefix.to_owned()))
             } else {
-                Err(ConfigError::InvalidPathPrefix(prefix.to_owned()))
+                Err(ConfigError::invalid(
+                    "path prefix",
+                    prefix,
+                    "it must start and end with '/'",
+                ))
             },
         }
     }

@@ -299,7 +299,11 @@ impl CertificateRule {
         Self(if ok {
             Ok(RuleImp::SanUriPrefix(prefix.to_owned()))
         } else {
-            Err(ConfigError::InvalidCertificateRule(prefix.to_owned()))
+            Err(ConfigError::invalid(
+                "SAN URI prefix",
+                prefix,
+                "it must be visible ASCII, contain ':' and end with '/'",
+            ))
         })
     }
 

@@ -23,6 +23,9 @@ use crate::{
     pipeline::{wait, Built, Decision, Flow, Settings, Stage, Step, Worker, WorkerCx},
 };
 
+/// This stage's name in the audit events and metrics.
+const STAGE: StageName = StageName::named("authentication");
+
 /// Authenticates requests with the bearer tokens of a [`SessionManager`] (or an
 /// external issuer whose keys it holds), ahead of tenant resolution.
 ///
@@ -106,10 +109,10 @@ impl TenantAuthBuilder {
     /// Checks the configuration and builds the stage.
     pub fn build(self) -> Result<TenantAuth, ConfigError> {
         if self.revocation_timeout.is_zero() {
-            return Err(ConfigError::ZeroDuration("the revocation timeout"));
+            return Err(ConfigError::zero_duration("revocation timeout"));
         }
         if self.key_timeout.is_zero() {
-            return Err(ConfigError::ZeroDuration("the key timeout"));
+            return Err(ConfigError::zero_duration("key timeout"));
         }
         Ok(self.assemble())
     }
@@ -331,7 +334,7 @@ impl AuthStage {
         let principal = verified.principal();
         #[cfg(feature = "metrics")]
         settings.count(&AuditEvent {
-            stage: StageName::Authentication,
+            stage: STAGE,
             outcome: Outcome::Allowed,
             tenant: principal.tenant(),
             tier: None,
@@ -397,7 +400,7 @@ impl AuthStage {
         reason: &str,
     ) {
         settings.report(&AuditEvent {
-            stage: StageName::Authentication,
+            stage: STAGE,
             outcome: Outcome::Rejected(err.code()),
             tenant: None,
             tier: None,

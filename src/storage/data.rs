@@ -486,10 +486,7 @@ impl TenantDataBuilder {
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
             if !ok {
-                return Err(ConfigError::InvalidSqlName {
-                    what: "schema prefix",
-                    name: prefix.clone(),
-                });
+                return Err(ConfigError::sql_name("schema prefix", prefix.clone()));
             }
         }
         if let Some(role) = &self.role {
@@ -498,10 +495,7 @@ impl TenantDataBuilder {
                 .as_ref()
                 .is_some_and(|(_, p)| role.starts_with(p.as_str()));
             if !crate::backend::sql::is_sql_identifier(role) || shadows {
-                return Err(ConfigError::InvalidSqlName {
-                    what: "role",
-                    name: role.clone(),
-                });
+                return Err(ConfigError::sql_name("role", role.clone()));
             }
         }
         if let Some(DatabaseUrls::Template(t)) = &self.databases {
@@ -515,11 +509,11 @@ impl TenantDataBuilder {
             return Err(ConfigError::Missing("room for one pool and one connection"));
         }
         for (d, what) in [
-            (self.idle_timeout, "the idle timeout"),
-            (self.acquire_timeout, "the acquire timeout"),
+            (self.idle_timeout, "idle timeout"),
+            (self.acquire_timeout, "acquire timeout"),
         ] {
             if d.is_zero() {
-                return Err(ConfigError::ZeroDuration(what));
+                return Err(ConfigError::zero_duration(what));
             }
         }
         let databases = self.databases.map(|urls| {

@@ -32,29 +32,39 @@ pub(crate) use tracing_audit::{escaped, wanted};
 
 use super::{error::ErrorCode, source::SourceKind, tenant::TenantId};
 
-/// The stage that made a decision.
+/// The stage that made a decision, by its name: the crate's stages are
+/// `authentication` (a bearer token), `resolution` (tenant resolution and registry
+/// validation), `policy` and `quota`.
+///
+/// The name is the `stage` label of the metrics and the audit lines. Each stage names
+/// itself; nothing here lists them.
+///
+/// ```
+/// use actix_tenancy::observe::{AuditEvent, Stage};
+///
+/// fn is_policy(e: &AuditEvent<'_>) -> bool {
+///     e.stage == Stage::named("policy")
+/// }
+/// assert_eq!(Stage::named("quota").as_str(), "quota");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Stage {
-    /// Authentication (a bearer token).
-    Authentication,
-    /// Tenant resolution and registry validation.
-    Resolution,
-    /// Policy evaluation.
-    Policy,
-    /// Quota checks.
-    Quota,
-}
+pub struct Stage(&'static str);
 
 impl Stage {
-    /// The stage as text.
+    /// The stage named `name` (a short lowercase word).
+    pub const fn named(name: &'static str) -> Self {
+        Self(name)
+    }
+
+    /// The stage's name.
     pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Authentication => "authentication",
-            Self::Resolution => "resolution",
-            Self::Policy => "policy",
-            Self::Quota => "quota",
-        }
+        self.0
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
     }
 }
 
@@ -285,10 +295,4 @@ pub struct NoAudit;
 
 impl AuditSink for NoAudit {
     fn record(&self, _: &AuditEvent<'_>) {}
-}
-
-impl fmt::Display for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }

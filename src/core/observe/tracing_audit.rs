@@ -6,7 +6,7 @@ use std::{
     fmt,
     sync::{
         atomic::{AtomicU32, AtomicU64, Ordering},
-        Arc,
+        Arc, OnceLock,
     },
     time::{Duration, Instant},
 };
@@ -75,6 +75,8 @@ struct Throttle {
     per_ms: u64,
     start: Instant,
     slots: Box<[Slot]>,
+    /// Each row's stage, taken by the first stage seen without a row.
+    stages: [OnceLock<&'static str>; STAGES],
 }
 
 #[derive(Default)]
@@ -85,16 +87,8 @@ struct Slot {
     suppressed: AtomicU64,
 }
 
-const STAGES: usize = 4;
-
-fn stage_index(stage: Stage) -> usize {
-    match stage {
-        Stage::Authentication => 0,
-        Stage::Resolution => 1,
-        Stage::Policy => 2,
-        Stage::Quota => 3,
-    }
-}
+/// The stages the throttle counts apart; a ninth stage name shares the last row.
+const STAGES: usize = 8;
 
 /// What the throttle says of one line.
 enum Verdict {
@@ -115,7 +109,18 @@ impl Throttle {
             per_ms,
             start: Instant::now(),
             slots,
+            stages: Default::default(),
         }
+    }
+
+    /// The row of `stage`'s counts: found, or taken (without a lock) on its first line.
+    fn row(&self, stage: Stage) -> usize {
+        for (i, name) in self.stages.iter().enumerate() {
+            if *name.get_or_init(|| stage.as_str()) == stage.as_str() {
+                return i;
+            }
+        }
+        STAGES - 1
     }
 
     fn admit(&self, stage: Stage, code: ErrorCode) -> Verdict {
@@ -123,7 +128,7 @@ impl Throttle {
             return Verdict::Write;
         }
         let code = ErrorCode::ALL.iter().position(|c| *c == code).unwrap_or(0);
-        let slot = &self.slots[stage_index(stage) * ErrorCode::ALL.len() + code];
+        let slot = &self.slots[self.row(stage) * ErrorCode::ALL.len() + code];
         let elapsed = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         let window = elapsed / self.per_ms;
         let mut dropped = 0;
@@ -277,6 +282,8 @@ pub(crate) fn wanted(level: tracing::Level) -> bool {
 mod tests {
     use super::*;
 
+    const RESOLUTION: Stage = Stage::named("resolution");
+
     #[test]
     fn escapes_what_could_break_a_line_and_passes_the_rest() {
         assert!(matches!(
@@ -295,26 +302,40 @@ mod tests {
         let t = Throttle::new(3, Duration::from_secs(3600));
         let code = ErrorCode::TenantForbidden;
         let written = (0..100)
-            .filter(|_| !matches!(t.admit(Stage::Resolution, code), Verdict::Suppress))
+            .filter(|_| !matches!(t.admit(RESOLUTION, code), Verdict::Suppress))
             .count();
         assert_eq!(written, 3);
         // Another stage or code has its own bound.
-        assert!(matches!(t.admit(Stage::Policy, code), Verdict::Write));
         assert!(matches!(
-            t.admit(Stage::Resolution, ErrorCode::TenantInvalid),
+            t.admit(Stage::named("policy"), code),
+            Verdict::Write
+        ));
+        assert!(matches!(
+            t.admit(RESOLUTION, ErrorCode::TenantInvalid),
             Verdict::Write
         ));
         // The next interval starts with the count of what the last one suppressed.
-        let slot = &t.slots[stage_index(Stage::Resolution) * ErrorCode::ALL.len()
+        let slot = &t.slots[t.row(RESOLUTION) * ErrorCode::ALL.len()
             + ErrorCode::ALL.iter().position(|c| *c == code).unwrap()];
         slot.window.store(u64::MAX, Ordering::Release);
+        assert!(matches!(t.admit(RESOLUTION, code), Verdict::WriteAfter(97)));
+        // Each stage name has a row of its own; past eight, the last row is shared.
+        let t = Throttle::new(1, Duration::from_secs(3600));
+        for name in ["a", "b", "c", "d", "e", "f", "g", "h"] {
+            assert!(matches!(t.admit(Stage::named(name), code), Verdict::Write));
+        }
+        assert_eq!(t.row(Stage::named("g")), 6);
+        assert_eq!(t.row(Stage::named("i")), STAGES - 1);
+        // "i" counts with "h", which has written its line; "a" has its own row.
         assert!(matches!(
-            t.admit(Stage::Resolution, code),
-            Verdict::WriteAfter(97)
+            t.admit(Stage::named("i"), code),
+            Verdict::Suppress
+        ));
+        assert!(matches!(
+            t.admit(Stage::named("a"), code),
+            Verdict::Suppress
         ));
         let unbounded = Throttle::new(u32::MAX, Duration::from_secs(1));
-        assert!(
-            (0..1000).all(|_| matches!(unbounded.admit(Stage::Resolution, code), Verdict::Write))
-        );
+        assert!((0..1000).all(|_| matches!(unbounded.admit(RESOLUTION, code), Verdict::Write)));
     }
 }

@@ -14,10 +14,7 @@ pub(super) struct Level {
 impl Level {
     pub(super) fn compile(name: &str, rules: Rules) -> Result<Self, ConfigError> {
         if let Some(e) = rules.errors.into_iter().next() {
-            return Err(ConfigError::InvalidRule {
-                at: name.to_owned(),
-                reason: e,
-            });
+            return Err(ConfigError::invalid("policy rule of", name, e));
         }
         let id = |list: &str, raw: &str| -> Arc<str> { format!("{name} {list} {raw}").into() };
         let mut level = Self {
@@ -28,10 +25,8 @@ impl Level {
         };
         for (feature, on) in rules.features {
             let raw = format!("feature:{}", feature.0);
-            let rule = CapabilityRule::parse(&raw).map_err(|reason| ConfigError::InvalidRule {
-                at: name.to_owned(),
-                reason,
-            })?;
+            let rule = CapabilityRule::parse(&raw)
+                .map_err(|reason| ConfigError::invalid("policy rule of", name, reason))?;
             let id = id(if on { "feature-on" } else { "feature-off" }, &feature.0);
             if on {
                 level.cap_allow.push((rule, id));

@@ -21,7 +21,10 @@ use crate::core::{error::ConfigError, Answer, TenantContext};
 mod rule;
 use rule::*;
 mod compiled;
+mod versions;
+
 use compiled::*;
+pub use versions::VersionError;
 #[cfg(test)]
 mod tests;
 
@@ -371,7 +374,7 @@ impl RulePolicy {
 
     /// Validates and compiles `set`, then makes it the active version; returns its
     /// version. On error nothing changes.
-    pub fn load(&self, set: PolicySet) -> Result<u64, ConfigError> {
+    pub fn load(&self, set: PolicySet) -> Result<u64, VersionError> {
         let mut h = self.history();
         let compiled = Arc::new(h.compile(set)?);
         let version = compiled.version;
@@ -382,7 +385,7 @@ impl RulePolicy {
     }
 
     /// Makes the version loaded before the active one active again; returns it.
-    pub fn rollback(&self) -> Result<u64, ConfigError> {
+    pub fn rollback(&self) -> Result<u64, VersionError> {
         let h = self.history();
         let active = self.version();
         let pos = h.kept.iter().position(|c| c.version == active);
@@ -391,25 +394,25 @@ impl RulePolicy {
                 self.activate(Arc::clone(previous));
                 Ok(previous.version)
             }
-            None => Err(ConfigError::PolicyVersionNotKept(None)),
+            None => Err(VersionError::NotKept(None)),
         }
     }
 
     /// Makes a kept `version` active again.
-    pub fn rollback_to(&self, version: u64) -> Result<u64, ConfigError> {
+    pub fn rollback_to(&self, version: u64) -> Result<u64, VersionError> {
         let h = self.history();
         match h.kept.iter().find(|c| c.version == version) {
             Some(kept) => {
                 self.activate(Arc::clone(kept));
                 Ok(version)
             }
-            None => Err(ConfigError::PolicyVersionNotKept(Some(version))),
+            None => Err(VersionError::NotKept(Some(version))),
         }
     }
 
     /// Runs `set` in shadow beside the active version: its decisions are audited as
     /// would-allow / would-deny and change no response. Returns its version.
-    pub fn load_shadow(&self, set: PolicySet) -> Result<u64, ConfigError> {
+    pub fn load_shadow(&self, set: PolicySet) -> Result<u64, VersionError> {
         let mut h = self.history();
         let compiled = Arc::new(h.compile(set)?);
         let version = compiled.version;
@@ -424,10 +427,10 @@ impl RulePolicy {
     }
 
     /// Makes the shadow version the active one; returns its version.
-    pub fn promote_shadow(&self) -> Result<u64, ConfigError> {
+    pub fn promote_shadow(&self) -> Result<u64, VersionError> {
         let mut h = self.history();
         let Some(shadow) = self.shared.shadow.swap(None) else {
-            return Err(ConfigError::NoShadowPolicy);
+            return Err(VersionError::NoShadow);
         };
         self.shared.has_shadow.store(false, Ordering::Release);
         let version = shadow.version;
@@ -458,19 +461,16 @@ impl RulePolicy {
 }
 
 impl History {
-    fn compile(&mut self, set: PolicySet) -> Result<Compiled, ConfigError> {
+    fn compile(&mut self, set: PolicySet) -> Result<Compiled, VersionError> {
         let version = match set.version {
             Some(v) if v <= self.highest => {
-                return Err(ConfigError::StalePolicyVersion {
+                return Err(VersionError::Stale {
                     version: v,
                     newest: self.highest,
                 })
             }
             Some(v) => v,
-            None => self
-                .highest
-                .checked_add(1)
-                .ok_or(ConfigError::PolicyVersionsExhausted)?,
+            None => self.highest.checked_add(1).ok_or(VersionError::Exhausted)?,
         };
         let compiled = Compiled::compile(set, version)?;
         self.highest = version;

@@ -1,18 +1,17 @@
 //! Admission: the registry asked (now, or waited for once), and the tenant's record
 //! judged by its status, its region and the request's method.
 
-use std::{
-    panic::{catch_unwind, AssertUnwindSafe},
-    sync::Arc,
-};
+use std::sync::Arc;
 
 use actix_web::{dev::ServiceRequest, http::Method};
-use futures_util::FutureExt as _;
 
 use super::{contexts::Known, At, Named, ResolveStage, Resolved};
 use crate::{
     core::{
-        error::TenancyError, observe::Outcome, Access, Answer, Moment, TenantContext, TenantRecord,
+        caught::{caught, caught_async},
+        error::TenancyError,
+        observe::Outcome,
+        Access, Answer, Moment, TenantContext, TenantRecord,
     },
     registry::{Lease, Lookup, RegistryError},
 };
@@ -58,21 +57,21 @@ impl ResolveStage {
     /// registry, never a crashed worker.
     pub(super) fn ask<'a>(&'a self, id: &'a str, now: std::time::Instant) -> Asked<'a> {
         let mut at = Moment::at(now);
-        match catch_unwind(AssertUnwindSafe(|| self.registry.lookup(id, &mut at))) {
-            Ok(Answer::Now(answer)) => Asked::Now(answer.map_err(unavailable), at.lease()),
-            Ok(Answer::Later(wait)) => Asked::Later(wait),
-            Err(_panic) => Asked::Now(Err(registry_panicked()), None),
+        match caught("registry lookup", || self.registry.lookup(id, &mut at)) {
+            Some(Answer::Now(answer)) => Asked::Now(answer.map_err(unavailable), at.lease()),
+            Some(Answer::Later(wait)) => Asked::Later(wait),
+            None => Asked::Now(Err(registry_panicked()), None),
         }
     }
 
     /// Waits for the registry's answer at most `registry_timeout`; a panic is an
     /// unavailable registry.
     pub(super) async fn wait(&self, wait: LaterLookup<'_>) -> Result<Lookup, TenancyError> {
-        match tokio::time::timeout(self.registry_timeout, AssertUnwindSafe(wait).catch_unwind())
+        match tokio::time::timeout(self.registry_timeout, caught_async("registry lookup", wait))
             .await
         {
-            Ok(Ok(answer)) => answer.map_err(unavailable),
-            Ok(Err(_panic)) => Err(registry_panicked()),
+            Ok(Some(answer)) => answer.map_err(unavailable),
+            Ok(None) => Err(registry_panicked()),
             Err(_) => Err(TenancyError::TenantUnavailable {
                 retry_after: None,
                 reason: "tenant registry lookup timed out".into(),
@@ -83,7 +82,7 @@ impl ResolveStage {
     /// Whether the registry's lease still holds; a panic is "no".
     #[inline]
     pub(super) fn lease_holds(&self, lease: &Lease, now: std::time::Instant) -> bool {
-        catch_unwind(AssertUnwindSafe(|| self.registry.lease_holds(lease, now))).unwrap_or(false)
+        caught("registry lease", || self.registry.lease_holds(lease, now)).unwrap_or(false)
     }
 
     pub(super) fn admit(&self, record: &TenantRecord, method: &Method) -> Result<(), TenancyError> {

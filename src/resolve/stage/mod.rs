@@ -30,6 +30,9 @@ use crate::{
     registry::TenantRegistry,
 };
 
+/// This stage's name in the audit events and metrics.
+const STAGE: StageName = StageName::named("resolution");
+
 /// The resolution middleware. Build it with [`TenantResolver::builder`], once per
 /// process, and `.wrap()` clones of it; or hand it to [`Tenancy`](crate::Tenancy) to
 /// compose it with the other stages.
@@ -152,7 +155,7 @@ impl TenantResolverBuilder {
     /// Checks the configuration and builds the resolver.
     pub fn build(self) -> Result<TenantResolver, ConfigError> {
         if self.sources.is_empty() {
-            return Err(ConfigError::NoSources);
+            return Err(ConfigError::Missing("a tenant source"));
         }
         let mut sync_sources = Vec::new();
         let mut async_sources = Vec::new();
@@ -170,7 +173,10 @@ impl TenantResolverBuilder {
             };
             if let Some(key) = key {
                 if seen.contains(&key) {
-                    return Err(ConfigError::DuplicateSource(s.kind.as_str()));
+                    return Err(ConfigError::Duplicate {
+                        what: "source",
+                        value: s.kind.as_str().to_owned(),
+                    });
                 }
                 seen.push(key);
             }
@@ -181,7 +187,11 @@ impl TenantResolverBuilder {
         }
         for p in self.exempt.iter().chain(&self.exempt_prefixes) {
             if !p.starts_with('/') {
-                return Err(ConfigError::InvalidExemptPath(p.clone()));
+                return Err(ConfigError::invalid(
+                    "exempt path",
+                    p.clone(),
+                    "it must start with '/'",
+                ));
             }
         }
         let stage = ResolveStage {
@@ -500,7 +510,7 @@ impl ResolveStage {
         reason: &str,
     ) {
         at.settings.report(&AuditEvent {
-            stage: StageName::Resolution,
+            stage: STAGE,
             outcome,
             tenant,
             tier,

@@ -64,7 +64,13 @@ impl TenantFrom {
     /// A part of `iss`: `pattern` holds `{tenant}` once, and the issuer must match the
     /// rest exactly; the tenant part holds no `/`, `?` or `#`.
     pub fn issuer_pattern(pattern: &str) -> Result<Self, ConfigError> {
-        let bad = || ConfigError::InvalidIssuerPattern(pattern.to_owned());
+        let bad = || {
+            ConfigError::invalid(
+                "issuer pattern",
+                pattern,
+                "it must hold {tenant} exactly once",
+            )
+        };
         let (prefix, suffix) = pattern.split_once("{tenant}").ok_or_else(bad)?;
         if suffix.contains("{tenant}") || prefix.is_empty() {
             return Err(bad());
@@ -280,7 +286,7 @@ mod tests {
             assert!(
                 matches!(
                     TenantFrom::issuer_pattern(bad),
-                    Err(ConfigError::InvalidIssuerPattern(p)) if p == bad
+                    Err(ConfigError::Invalid { setting: "issuer pattern", value, .. }) if value == bad
                 ),
                 "{bad}"
             );

@@ -148,7 +148,7 @@ impl SessionManager {
     /// Verifies the tokens of one identity provider, with its [`RemoteKeys`]
     /// (feature `oidc`); issues none. Tokens must carry the configuration's issuer
     /// and one of its audiences. Keys found by discovery must be the configuration's
-    /// issuer's, or this is [`ConfigError::IssuerMismatch`].
+    /// issuer's, or this is a [`ConfigError::Conflict`].
     ///
     /// [`RemoteKeys`]: super::oidc::RemoteKeys
     #[cfg(feature = "oidc")]
@@ -158,10 +158,13 @@ impl SessionManager {
     ) -> Result<Self, ConfigError> {
         if let Some(found) = keys.issuer_name() {
             if found != config.issuer {
-                return Err(ConfigError::IssuerMismatch {
-                    configured: config.issuer.clone(),
-                    keys: found.to_owned(),
-                });
+                return Err(ConfigError::Conflict(
+                    format!(
+                        "the key set is the issuer {found:?}'s, but tokens are checked for {:?}",
+                        config.issuer
+                    )
+                    .into(),
+                ));
             }
         }
         Ok(Self::with_trust(
