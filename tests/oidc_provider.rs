@@ -452,7 +452,7 @@ async fn two_tenants_on_two_providers_and_the_cross_tenant_token_is_refused_and_
     assert_eq!(conflicts.len(), 1, "{conflicts:?}");
     assert!(conflicts[0].contains("TenantForbidden"), "{conflicts:?}");
     assert!(
-        conflicts[0].contains("Authentication")
+        conflicts[0].contains("authentication")
             && conflicts[0].contains("identity provider of the tenant"),
         "{conflicts:?}"
     );
