@@ -91,6 +91,7 @@ impl ConfigError {
     }
 
     /// `name` is not a PostgreSQL name this crate writes into SQL.
+    #[cfg(feature = "postgres")]
     pub(crate) fn sql_name(setting: &'static str, name: impl Into<String>) -> Self {
         Self::invalid(
             setting,
