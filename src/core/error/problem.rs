@@ -6,16 +6,21 @@ use super::*;
 /// responder set one: `Bearer` when no credential came, `Bearer error="invalid_token"`
 /// when one came and failed.
 pub(crate) fn add_challenge(err: &TenancyError, res: &mut HttpResponse) {
-    use actix_web::http::header::{HeaderValue, WWW_AUTHENTICATE};
-    let value = match err {
-        TenancyError::CredentialMissing => HeaderValue::from_static("Bearer"),
-        TenancyError::Unauthenticated { .. } => {
-            HeaderValue::from_static("Bearer error=\"invalid_token\"")
+    use actix_web::http::header::WWW_AUTHENTICATE;
+    if let Some(value) = challenge(err) {
+        if !res.headers().contains_key(WWW_AUTHENTICATE) {
+            let value = HeaderValue::from_static(value);
+            res.headers_mut().insert(WWW_AUTHENTICATE, value);
         }
-        _ => return,
-    };
-    if !res.headers().contains_key(WWW_AUTHENTICATE) {
-        res.headers_mut().insert(WWW_AUTHENTICATE, value);
+    }
+}
+
+/// The `WWW-Authenticate` challenge of an authentication rejection.
+fn challenge(err: &TenancyError) -> Option<&'static str> {
+    match err {
+        TenancyError::CredentialMissing => Some("Bearer"),
+        TenancyError::Unauthenticated { .. } => Some("Bearer error=\"invalid_token\""),
+        _ => None,
     }
 }
 
@@ -68,6 +73,27 @@ impl ResponseError for TenancyError {
 /// };
 /// fn takes(_: impl ErrorResponder) {}
 /// takes(mine);
+/// ```
+///
+/// To keep the default body and add to it, start from [`ProblemJson::problem`], the
+/// rejection as data:
+///
+/// ```
+/// use actix_tenancy::error::{ProblemJson, TenancyError};
+/// use actix_web::{HttpRequest, HttpResponse};
+///
+/// let problems = ProblemJson::default();
+/// let mine = move |err: &TenancyError, req: &HttpRequest| {
+///     let id = req.headers().get("x-request-id").map(|v| v.as_bytes());
+///     let mut res = HttpResponse::from(problems.problem(err, id));
+///     res.headers_mut().insert(
+///         actix_web::http::header::HeaderName::from_static("x-served-by"),
+///         actix_web::http::header::HeaderValue::from_static("api-eu-1"),
+///     );
+///     res
+/// };
+/// # fn takes(_: impl actix_tenancy::error::ErrorResponder) {}
+/// # takes(mine);
 /// ```
 ///
 /// A responder must not put [`TenancyError::reason`] in the body: it is for logs.
@@ -164,7 +190,7 @@ impl ProblemJson {
     /// The response for `err`, without `instance` (there is no request to take it
     /// from).
     pub fn body(&self, err: &TenancyError) -> HttpResponse {
-        self.build(err, None)
+        self.problem(err, None).into()
     }
 
     /// The response for `err` to `req`.
@@ -173,16 +199,31 @@ impl ProblemJson {
             .instance
             .as_ref()
             .and_then(|name| req.headers().get(name))
-            .map(HeaderValue::as_bytes)
-            .filter(|id| is_request_id(id));
-        // Checked above: unreserved ASCII only, so it needs no JSON escaping.
-        self.build(err, id.and_then(|id| std::str::from_utf8(id).ok()))
+            .map(HeaderValue::as_bytes);
+        self.problem(err, id).into()
     }
 
-    pub(super) fn build(&self, err: &TenancyError, instance: Option<&str>) -> HttpResponse {
+    /// `err` as data: the status, headers and body of the answer, for any web
+    /// framework. `request_id` is the request's id as it came (the value of the
+    /// [`instance_header`](Self::instance_header)); it becomes `instance` only when it
+    /// is 1 to 128 URI-unreserved characters.
+    ///
+    /// ```
+    /// use actix_tenancy::error::{ProblemJson, TenancyError};
+    ///
+    /// let problem = ProblemJson::default().problem(&TenancyError::CredentialMissing, Some(b"r-1"));
+    /// assert_eq!(problem.status(), 401);
+    /// assert!(problem.body().ends_with("\"instance\":\"r-1\"}\n"));
+    /// assert!(problem.headers().any(|(name, value)| name == "www-authenticate" && value == "Bearer"));
+    /// ```
+    pub fn problem(&self, err: &TenancyError, request_id: Option<&[u8]>) -> Problem {
         use std::fmt::Write as _;
         let code = err.code();
         let status = code.status();
+        // Checked here: unreserved ASCII only, so it needs no JSON escaping.
+        let instance = request_id
+            .filter(|id| is_request_id(id))
+            .and_then(|id| std::str::from_utf8(id).ok());
         // Titles, codes and phrases are fixed ASCII without quotes or backslashes; the
         // user-configured type base was escaped when it was set.
         let mut body = String::with_capacity(160);
@@ -218,16 +259,70 @@ impl ProblemJson {
             let _ = write!(body, r#","instance":"{id}""#);
         }
         body.push_str("}\n");
-        let mut res = HttpResponse::build(status);
+        Problem {
+            status: status.as_u16(),
+            retry_after: err.retry_after().map(retry_after_secs),
+            challenge: challenge(err),
+            body,
+        }
+    }
+}
+
+/// A rejection as data, from [`ProblemJson::problem`]: the status, the headers and the
+/// body of the answer, which an adapter for any web framework turns into its response
+/// (`HttpResponse::from` here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    status: u16,
+    retry_after: Option<u64>,
+    challenge: Option<&'static str>,
+    body: String,
+}
+
+impl Problem {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The headers, names in lowercase: `content-type`, `cache-control`, and
+    /// `retry-after` and `www-authenticate` where the rejection has them.
+    pub fn headers(&self) -> impl Iterator<Item = (&'static str, Cow<'static, str>)> + '_ {
+        [
+            Some(("content-type", Cow::Borrowed("application/problem+json"))),
+            Some(("cache-control", Cow::Borrowed("no-store"))),
+            self.retry_after
+                .map(|s| ("retry-after", Cow::Owned(s.to_string()))),
+            self.challenge
+                .map(|c| ("www-authenticate", Cow::Borrowed(c))),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// The `application/problem+json` body, ending in a newline.
+    pub fn body(&self) -> &str {
+        &self.body
+    }
+}
+
+impl From<Problem> for HttpResponse {
+    fn from(p: Problem) -> Self {
+        let mut res = HttpResponse::build(
+            StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        );
         res.insert_header((
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         ));
         res.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
-        if let Some(after) = err.retry_after() {
-            res.insert_header((header::RETRY_AFTER, retry_after_secs(after)));
+        if let Some(after) = p.retry_after {
+            res.insert_header((header::RETRY_AFTER, after));
         }
-        res.body(body)
+        if let Some(c) = p.challenge {
+            res.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static(c)));
+        }
+        res.body(p.body)
     }
 }
 

@@ -160,3 +160,48 @@ fn instance_is_the_request_id_when_it_is_a_safe_one() {
         "another header is read"
     );
 }
+
+#[test]
+fn a_problem_as_data_is_the_response_actix_sends() {
+    use actix_web::body::MessageBody as _;
+    for code in ErrorCode::ALL {
+        let err = sample(code);
+        for responder in [ProblemJson::default(), ProblemJson::default().about_blank()] {
+            let problem = responder.problem(&err, Some(b"r-1"));
+            assert_eq!(problem.status(), err.status().as_u16());
+            let mut res: HttpResponse = problem.clone().into();
+            // The challenge the pipeline adds is already there: added once.
+            add_challenge(&err, &mut res);
+            assert_eq!(res.status().as_u16(), problem.status());
+            let mut sent: Vec<(String, String)> = res
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+                .collect();
+            let mut data: Vec<(String, String)> = problem
+                .headers()
+                .map(|(n, v)| (n.to_owned(), v.into_owned()))
+                .collect();
+            sent.sort();
+            data.sort();
+            assert_eq!(sent, data, "{code}");
+            let body = res.into_body().try_into_bytes().ok().unwrap();
+            assert_eq!(&body[..], problem.body().as_bytes(), "{code}");
+        }
+    }
+    let later = ProblemJson::default().problem(&sample(ErrorCode::TenantUnavailable), None);
+    assert!(
+        later.headers().any(|(n, v)| n == "retry-after" && v == "2"),
+        "{later:?}"
+    );
+    let never = ProblemJson::default().problem(&sample(ErrorCode::QuotaExceeded), None);
+    assert!(
+        !never.headers().any(|(n, _)| n == "retry-after"),
+        "{never:?}"
+    );
+    let denied = ProblemJson::default().problem(&sample(ErrorCode::PolicyDenied), None);
+    assert!(!denied.headers().any(|(n, _)| n == "www-authenticate"));
+    // A hostile id is left out of the data as it is out of the response.
+    let hostile = ProblemJson::default().problem(&sample(ErrorCode::TenantMissing), Some(b"a\"b"));
+    assert!(!hostile.body().contains("instance"), "{}", hostile.body());
+}
