@@ -123,9 +123,18 @@
 //! from a layer above, and on a stage named (by module or by type) in the core, the
 //! pipeline or the backends.
 //!
+//! The crate is the actix adapter of a workspace: `crates/tenancy-core` holds what needs
+//! no web framework, and `tests/layers.rs` fails if it names one (in its code or its
+//! dependencies). It holds, so far, tenant ids and their rule,
+//! [`SourceKind`](resolve::SourceKind), records and their statuses, [`Answer`] and
+//! [`Moment`], the [`Charge`](quota::Charge), the [`Clock`] and the guard every call into
+//! the application's code runs under; this crate re-exports each where it has always been.
+//! The rest moves there module by module (issue #29).
+//!
 //! | module | holds | imports |
 //! | --- | --- | --- |
-//! | `core/` | tenant ids and their rule, [`SourceKind`](resolve::SourceKind), records, [`TenantContext`], [`Principal`], [`TenancyError`](error::TenancyError) with its codes and responder, [`ConfigError`](error::ConfigError) as a few shapes each stage fills in with its own setting, the [audit](observe) sink and events (a stage is a name it gives itself), [`Answer`] and [`Moment`] (what every backend operation returns, and the request's moment it is asked at), what resolution leaves in the request extensions, the capability trait handlers ask through, the [`Charge`](quota::Charge) a quota check made, and the guard every call into the application's code runs under | nothing of the crate |
+//! | `crates/tenancy-core` | the framework-neutral values above | no web framework |
+//! | `core/` | what the neutral values are re-exported from, [`TenantContext`], [`Principal`], [`TenancyError`](error::TenancyError) with its codes, its responder and the rejection as data ([`Problem`](error::Problem)), [`ConfigError`](error::ConfigError) as a few shapes each stage fills in with its own setting, the [audit](observe) sink and events (a stage is a name it gives itself), what resolution leaves in the request extensions, and the capability trait handlers ask through | `tenancy-core`, nothing else of the crate |
 //! | `pipeline/` | the one middleware service and its named future; the stage protocol (`prepare` → pass, refuse, or wait once: the wait's output has no "wait" arm); the response-side step, settled when the response's body ends ([`SettlingBody`](dev::SettlingBody)); the settings every stage shares (responder, audit sink, per-tenant metrics); the per-worker route cache | `core` |
 //! | `backend/` | what backends share: the Redis connection ([`RedisConnection`], feature `redis`) and the SQL helpers (feature `postgres`) | `core` |
 //! | `extract.rs`, [`guard`] | the [`Tenant`] and [`Principal`] extractors, route guards: they read what the core holds | `core` |

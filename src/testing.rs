@@ -18,97 +18,47 @@
 //! assert_eq!(whoami(tenant).await, "acme");
 //! # });
 //! ```
+//!
+//! The [`FakeClock`] (from `tenancy-core`) drives a quota, a registry cache or the
+//! sessions past a period without sleeping:
+//!
+//! ```
+//! use std::time::Duration;
+//! use actix_tenancy::{
+//!     quota::{LocalQuota, QuotaManager, QuotaPlan, QuotaPlans},
+//!     testing::{self, FakeClock},
+//!     Moment,
+//! };
+//!
+//! # actix_web::rt::System::new().block_on(async {
+//! let time = FakeClock::new();
+//! let plans = QuotaPlans::builder()
+//!     .tier("free", QuotaPlan::per_minute(1))
+//!     .build()
+//!     .unwrap();
+//! let quota = LocalQuota::with_clock(plans, time.clock());
+//! let acme = testing::tenant("acme", "free");
+//! assert!(quota.check(&acme, 1, &mut Moment::now()).await.unwrap().allowed);
+//! assert!(!quota.check(&acme, 1, &mut Moment::now()).await.unwrap().allowed);
+//! time.advance(Duration::from_secs(60)); // no sleep: the minute has passed
+//! assert!(quota.check(&acme, 1, &mut Moment::now()).await.unwrap().allowed);
+//! # });
+//! ```
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::{sync::Arc, time::Duration};
 
 use actix_web::HttpMessage;
 
 use crate::{
     core::{
-        clock::FakeTime, error::ProblemJson, resolution::Resolution, Clock, Moment, SourceKind,
-        TenantContext, TenantId, TenantRecord,
+        error::ProblemJson, resolution::Resolution, Moment, SourceKind, TenantContext, TenantId,
+        TenantRecord,
     },
     quota::{Charge, QuotaDecision, QuotaLimit, QuotaManager},
     registry::TenantRegistry,
 };
 
-/// A clock that moves only when the test moves it: hand its [`clock`](Self::clock) to
-/// [`CachedRegistry::with_clock`](crate::registry::CachedRegistry::with_clock),
-/// [`LocalQuota::with_clock`](crate::quota::LocalQuota::with_clock) and
-/// `SessionConfig::clock` (feature `jwt`), then [`advance`](Self::advance) it past a
-/// TTL, a refill, a budget period or a token's expiry. Its monotonic and wall clocks
-/// move together; clones share one time.
-///
-/// What it does not move: Redis's own clock (the Redis quota and revocation store read
-/// Redis's `TIME` and TTLs), a remote key set's fetch schedule, and tokio's timers.
-///
-/// ```
-/// use std::time::Duration;
-/// use actix_tenancy::{
-///     quota::{LocalQuota, QuotaManager, QuotaPlan, QuotaPlans},
-///     testing::{self, FakeClock},
-///     Moment,
-/// };
-///
-/// # actix_web::rt::System::new().block_on(async {
-/// let time = FakeClock::new();
-/// let plans = QuotaPlans::builder()
-///     .tier("free", QuotaPlan::per_minute(1))
-///     .build()
-///     .unwrap();
-/// let quota = LocalQuota::with_clock(plans, time.clock());
-/// let acme = testing::tenant("acme", "free");
-/// assert!(quota.check(&acme, 1, &mut Moment::now()).await.unwrap().allowed);
-/// assert!(!quota.check(&acme, 1, &mut Moment::now()).await.unwrap().allowed);
-/// time.advance(Duration::from_secs(60)); // no sleep: the minute has passed
-/// assert!(quota.check(&acme, 1, &mut Moment::now()).await.unwrap().allowed);
-/// # });
-/// ```
-#[derive(Debug, Clone)]
-pub struct FakeClock(Arc<FakeTime>);
-
-impl Default for FakeClock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl FakeClock {
-    /// A fake clock whose wall time starts at the system's time now.
-    pub fn new() -> Self {
-        Self::starting_at(SystemTime::now())
-    }
-
-    /// A fake clock whose wall time starts at `wall` (a budget test can start a minute
-    /// before midnight UTC, say).
-    pub fn starting_at(wall: SystemTime) -> Self {
-        Self(Arc::new(FakeTime::new(wall)))
-    }
-
-    /// Moves both clocks forward by `by`.
-    pub fn advance(&self, by: Duration) {
-        self.0.advance(by);
-    }
-
-    /// How far the clock has been moved since it was made.
-    pub fn advanced(&self) -> Duration {
-        self.0.advanced()
-    }
-
-    /// The [`Clock`] to hand to the stages.
-    pub fn clock(&self) -> Clock {
-        Clock::fake(Arc::clone(&self.0))
-    }
-}
-
-impl From<&FakeClock> for Clock {
-    fn from(fake: &FakeClock) -> Self {
-        fake.clock()
-    }
-}
+pub use tenancy_core::FakeClock;
 
 /// The context of an active tenant `id` on `tier`, as if named by a header. Panics on
 /// an id the default rule refuses (it is for tests).

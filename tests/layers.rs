@@ -268,6 +268,55 @@ fn code_identifiers(text: &str) -> BTreeSet<String> {
     ids
 }
 
+/// What a web framework's crates are called: the neutral core names none of them.
+const FRAMEWORKS: &[&str] = &[
+    "actix",
+    "actix_web",
+    "actix_http",
+    "actix_rt",
+    "actix_service",
+    "actix_tls",
+    "actix_router",
+    "axum",
+    "axum_core",
+    "tower",
+    "tower_layer",
+    "tower_service",
+    "tonic",
+    "hyper",
+    "http",
+    "http_body",
+];
+
+#[test]
+fn the_neutral_core_names_no_web_framework_in_its_code_or_its_dependencies() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/tenancy-core");
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    assert!(files.len() >= 5, "crates/tenancy-core/src has {files:?}");
+    for file in files {
+        let text = fs::read_to_string(&file).unwrap();
+        let named: Vec<String> = code_identifiers(&text)
+            .into_iter()
+            .filter(|w| FRAMEWORKS.contains(&w.trim_end_matches("::")))
+            .collect();
+        assert!(
+            named.is_empty(),
+            "{} names {named:?}: the core is framework-neutral",
+            file.display()
+        );
+    }
+    let manifest = fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    for line in manifest.lines() {
+        let name = line.split(['=', ' ', '.']).next().unwrap_or("");
+        let crate_name = name.replace('-', "_");
+        assert!(
+            !FRAMEWORKS.contains(&crate_name.as_str()),
+            "crates/tenancy-core depends on {name}: the core is framework-neutral"
+        );
+    }
+}
+
 #[test]
 fn the_core_and_the_pipeline_name_no_stage_by_module_or_by_type() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");

@@ -6,23 +6,23 @@
 //! resolution leaves in the request extensions. It imports no other module of the
 //! crate: the pipeline and every stage build on it, never the other way round.
 
-mod answer;
-pub(crate) mod caught;
-mod charge;
-pub(crate) mod clock;
 pub mod error;
 pub mod observe;
 mod principal;
-pub(crate) mod record;
 pub(crate) mod resolution;
-mod source;
-pub(crate) mod tenant;
+mod tenant;
 
-pub use answer::{Answer, AnswerFuture, Lease, Moment};
-pub use charge::Charge;
-pub use clock::Clock;
+// The values of the framework-neutral core (`tenancy-core`), where the crate has
+// always had them.
+pub use tenancy_core::{
+    Access, Answer, AnswerFuture, Charge, Clock, InvalidTenantId, Lease, Moment, SourceKind,
+    StatusRules, TenantId, TenantIdRule, TenantRecord, TenantStatus, MAX_TENANT_ID_LEN,
+};
+/// Panic guards for the application's callbacks.
+pub(crate) mod caught {
+    pub(crate) use tenancy_core::{caught, caught_async};
+}
+
 pub use principal::{Principal, RevokeSessions};
-pub use record::{Access, StatusRules, TenantRecord, TenantStatus};
 pub(crate) use resolution::{Capabilities, Resolution};
-pub use source::SourceKind;
-pub use tenant::{InvalidTenantId, TenantContext, TenantId, TenantIdRule, MAX_TENANT_ID_LEN};
+pub use tenant::TenantContext;

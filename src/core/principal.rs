@@ -2,7 +2,7 @@ use std::{fmt, sync::Arc, time::SystemTime};
 
 use actix_web::HttpMessage;
 
-use super::{answer::Answer, tenant::TenantId};
+use super::{Answer, TenantId};
 
 /// A verified identity: who made the request and, when the credential says so, for
 /// which tenant.

@@ -379,7 +379,8 @@ mod tests {
     use std::sync::{atomic::AtomicUsize, Mutex};
 
     use super::*;
-    use crate::{core::clock::FakeTime, registry::TenantRecord};
+    use crate::registry::TenantRecord;
+    use tenancy_core::FakeClock;
 
     /// A backend that counts calls, can be made to fail, and answers after a delay.
     #[derive(Default)]
@@ -455,9 +456,9 @@ mod tests {
     }
 
     /// `c` on a fake clock, and the handle that moves it.
-    fn faked<R: TenantRegistry>(c: CachedRegistry<R>) -> (CachedRegistry<R>, Arc<FakeTime>) {
-        let time = Arc::new(FakeTime::new(std::time::SystemTime::now()));
-        (c.with_clock(Clock::fake(Arc::clone(&time))), time)
+    fn faked<R: TenantRegistry>(c: CachedRegistry<R>) -> (CachedRegistry<R>, FakeClock) {
+        let time = FakeClock::new();
+        (c.with_clock(time.clock()), time)
     }
 
     fn cfg() -> CacheConfig {

@@ -430,10 +430,10 @@ mod tests {
 
     #[actix_web::test]
     async fn entries_count_and_are_kept_through_their_last_second() {
-        use crate::core::clock::FakeTime;
+        use tenancy_core::FakeClock;
         let start = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
-        let time = std::sync::Arc::new(FakeTime::new(start));
-        let store = InMemoryRevocations::new().with_clock(Clock::fake(time.clone()));
+        let time = FakeClock::starting_at(start);
+        let store = InMemoryRevocations::new().with_clock(time.clock());
         let now = 1_800_000_000;
         store.revoke(Revocation::Token("t"), now + 5).await.unwrap();
         let used = store.consume("r", "rotation-1", now + 5).await.unwrap();

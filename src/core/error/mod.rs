@@ -36,7 +36,7 @@ use actix_web::{
     HttpRequest, HttpResponse, ResponseError,
 };
 
-use super::source::SourceKind;
+use super::SourceKind;
 
 mod problem;
 pub use problem::*;

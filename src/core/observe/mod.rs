@@ -30,7 +30,7 @@ use actix_web::http::Method;
 pub use tracing_audit::TracingAudit;
 pub(crate) use tracing_audit::{escaped, wanted};
 
-use super::{error::ErrorCode, source::SourceKind, tenant::TenantId};
+use super::{error::ErrorCode, SourceKind, TenantId};
 
 /// The stage that made a decision, by its name: the crate's stages are
 /// `authentication` (a bearer token), `resolution` (tenant resolution and registry

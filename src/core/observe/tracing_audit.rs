@@ -12,7 +12,7 @@ use std::{
 };
 
 use super::{AuditEvent, AuditSink, Outcome, Stage};
-use crate::core::{error::ErrorCode, source::SourceKind, tenant::TenantId};
+use crate::core::{error::ErrorCode, SourceKind, TenantId};
 
 /// The default sink: one `tracing` event per decision, target `actix_tenancy::audit`.
 ///

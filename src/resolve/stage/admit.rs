@@ -96,7 +96,9 @@ impl ResolveStage {
                     reason: record.status().reason().into(),
                 })
             }
-            Access::Forbidden => {
+            // Forbidden, and any access a later core adds: refused until this stage
+            // knows it (fail closed).
+            _ => {
                 return Err(TenancyError::TenantForbidden {
                     reason: record.status().reason().into(),
                 })

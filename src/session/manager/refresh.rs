@@ -242,10 +242,7 @@ mod tests {
         },
         *,
     };
-    use crate::{
-        core::Clock,
-        session::{InMemoryRevocations, RevocationStore as _},
-    };
+    use crate::session::{InMemoryRevocations, RevocationStore as _};
 
     const ID: &str = "0123456789abcdef0123456789abcdef";
     /// How long a revocation made at [`T0`] is kept by default: from the cut-off
@@ -359,7 +356,7 @@ mod tests {
     #[actix_web::test]
     async fn a_mark_this_crate_did_not_write_is_no_retry() {
         let (s, time) = sessions(config());
-        let clock = Clock::fake(Arc::clone(&time));
+        let clock = time.clock();
         let store = Arc::new(InMemoryRevocations::new().with_clock(clock));
         let s = s.with_store(Arc::clone(&store));
         let pair = s.issue(&acme(), "u1", Grant::new()).unwrap();

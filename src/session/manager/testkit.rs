@@ -2,7 +2,7 @@
 //! tokens minted by hand.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::Mutex,
     time::{Duration, UNIX_EPOCH},
 };
 
@@ -11,9 +11,10 @@ use serde_json::{json, Value};
 
 use super::{SessionConfig, SessionError, SessionManager};
 use crate::{
-    core::{clock::FakeTime, Answer, Clock, TenantId},
+    core::{Answer, TenantId},
     session::{Consumed, Key, KeySet, Revocation, RevocationError, RevocationStore, TokenFacts},
 };
+use tenancy_core::FakeClock;
 
 pub(super) const ISS: &str = "https://auth.test";
 pub(super) const AUD: &str = "api";
@@ -28,10 +29,10 @@ pub(super) fn config() -> SessionConfig {
 
 /// Sessions under `config` that sign with the HMAC key `k1`, on a fake clock at
 /// [`T0`] (the time returned moves it).
-pub(super) fn sessions(config: SessionConfig) -> (SessionManager, Arc<FakeTime>) {
-    let time = Arc::new(FakeTime::new(UNIX_EPOCH + Duration::from_secs(T0)));
+pub(super) fn sessions(config: SessionConfig) -> (SessionManager, FakeClock) {
+    let time = FakeClock::starting_at(UNIX_EPOCH + Duration::from_secs(T0));
     let key = Key::hmac("k1", Algorithm::HS256, SECRET).unwrap();
-    let config = config.clock(Clock::fake(Arc::clone(&time)));
+    let config = config.clock(time.clock());
     (
         SessionManager::new(config, KeySet::signing(key).unwrap()),
         time,

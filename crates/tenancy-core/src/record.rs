@@ -2,7 +2,7 @@ use std::{fmt, str::FromStr, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use super::tenant::TenantId;
+use super::id::TenantId;
 
 /// Where a tenant is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -56,7 +56,7 @@ impl TenantStatus {
 
     /// "tenant is {status}", for logs: a constant, so a refusal by status costs what
     /// a refusal of an unknown tenant costs (no formatting on that path).
-    pub(crate) const fn reason(self) -> &'static str {
+    pub const fn reason(self) -> &'static str {
         match self {
             Self::Active => "tenant is active",
             Self::Provisioning => "tenant is provisioning",
@@ -115,7 +115,7 @@ pub enum Access {
 /// | suspended, deleted | 403 `tenant_forbidden` (same as unknown) |
 ///
 /// ```
-/// use actix_tenancy::registry::{Access, StatusRules, TenantStatus};
+/// use tenancy_core::{Access, StatusRules, TenantStatus};
 ///
 /// // Let tenants in arrears keep writing for now.
 /// let rules = StatusRules::default().set(TenantStatus::InArrears, Access::Allow);
@@ -162,8 +162,7 @@ impl StatusRules {
 /// What the registry knows about one tenant.
 ///
 /// ```
-/// use actix_tenancy::registry::{TenantRecord, TenantStatus};
-/// use actix_tenancy::TenantId;
+/// use tenancy_core::{TenantId, TenantRecord, TenantStatus};
 ///
 /// let rec = TenantRecord::new(TenantId::parse("acme").unwrap(), "pro")
 ///     .with_region("eu")

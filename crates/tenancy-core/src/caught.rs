@@ -1,5 +1,6 @@
-//! User code the crate calls on the request path, run so that a panic in it is an
-//! answer, never a reset connection or a crashed worker.
+//! User code called on the request path, run so that a panic in it is an answer,
+//! never a reset connection or a crashed worker. Each adapter runs an application's
+//! callbacks through these.
 
 use std::{
     future::Future,
@@ -14,7 +15,7 @@ use futures_util::FutureExt as _;
 /// Never call this while the thread is already unwinding ([`std::thread::panicking`]):
 /// a second panic then aborts the process whatever catches it.
 #[inline]
-pub(crate) fn caught<T>(what: &'static str, f: impl FnOnce() -> T) -> Option<T> {
+pub fn caught<T>(what: &'static str, f: impl FnOnce() -> T) -> Option<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(out) => Some(out),
         Err(_) => {
@@ -25,7 +26,7 @@ pub(crate) fn caught<T>(what: &'static str, f: impl FnOnce() -> T) -> Option<T> 
 }
 
 /// Awaits `fut`; `None` when it panicked, logged as [`caught`] does.
-pub(crate) async fn caught_async<T>(what: &'static str, fut: impl Future<Output = T>) -> Option<T> {
+pub async fn caught_async<T>(what: &'static str, fut: impl Future<Output = T>) -> Option<T> {
     match AssertUnwindSafe(fut).catch_unwind().await {
         Ok(out) => Some(out),
         Err(_) => {

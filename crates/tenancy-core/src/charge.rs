@@ -1,13 +1,13 @@
 //! What a quota check charged, carried to the response side to be settled.
 
 /// A charge a quota check made, handed back to
-/// [`QuotaManager::settle`](crate::quota::QuotaManager::settle) to correct: the units,
+/// the quota manager's `settle` to correct: the units,
 /// and the wall-clock second the manager charged them at, so that a correction applies
 /// to the budget period the charge was made in, never to the next one (a refund
 /// settled after midnight credits yesterday, which no longer counts, not today).
 ///
 /// ```
-/// use actix_tenancy::quota::Charge;
+/// use tenancy_core::Charge;
 ///
 /// let charge = Charge::new(100).at(1_767_225_590);
 /// assert_eq!((charge.units(), charge.charged_at()), (100, Some(1_767_225_590)));

@@ -1,5 +1,4 @@
-//! The time the crate's stages read, real or (with the `testing` feature) a fake one a
-//! test moves by hand.
+//! The time the stages read, real or a fake one a test moves by hand.
 
 use std::{
     fmt,
@@ -21,9 +20,8 @@ use std::{
 ///   `iat` (unix seconds, shared with the token's issuer), a revocation's cut-off, a
 ///   budget's calendar period (UTC days and months).
 ///
-/// The default, [`Clock::system`], reads the operating system. With the `testing`
-/// feature, [`testing::FakeClock`](crate::testing::FakeClock) gives a clock that
-/// moves only when the test says, so TTLs, refills, budgets and token expiry are tested
+/// The default, [`Clock::system`], reads the operating system. [`FakeClock`] gives a
+/// clock that moves only when the test says, so TTLs, refills, budgets and token expiry are tested
 /// without sleeping. Cloning is cheap (a pointer at most).
 #[derive(Clone, Default)]
 pub struct Clock {
@@ -79,7 +77,6 @@ impl Clock {
         self.fake.is_some()
     }
 
-    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub(crate) fn fake(time: Arc<FakeTime>) -> Self {
         Self { fake: Some(time) }
     }
@@ -94,7 +91,6 @@ pub(crate) struct FakeTime {
     advanced_nanos: AtomicU64,
 }
 
-#[cfg_attr(not(feature = "testing"), allow(dead_code))]
 impl FakeTime {
     pub(crate) fn new(wall_start: SystemTime) -> Self {
         Self {
@@ -119,6 +115,68 @@ impl FakeTime {
     }
 }
 
+/// A clock that moves only when the test moves it: hand its [`clock`](Self::clock) to
+/// whatever reads a [`Clock`] (the registry cache, the local quotas, the sessions),
+/// then [`advance`](Self::advance) it past a TTL, a refill, a budget period or a
+/// token's expiry. Its monotonic and wall clocks move together; clones share one time.
+///
+/// What it does not move: a server's own clock (Redis's `TIME` and TTLs), a remote key
+/// set's fetch schedule, and the runtime's timers.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use tenancy_core::FakeClock;
+///
+/// let time = FakeClock::starting_at(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+/// let clock = time.clock();
+/// let start = clock.now();
+/// time.advance(Duration::from_secs(60)); // no sleep: the minute has passed
+/// assert_eq!(clock.now() - start, Duration::from_secs(60));
+/// assert_eq!(clock.unix_secs(), 1_800_000_060);
+/// ```
+#[derive(Debug, Clone)]
+pub struct FakeClock(Arc<FakeTime>);
+
+impl Default for FakeClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FakeClock {
+    /// A fake clock whose wall time starts at the system's time now.
+    pub fn new() -> Self {
+        Self::starting_at(SystemTime::now())
+    }
+
+    /// A fake clock whose wall time starts at `wall` (a budget test can start a minute
+    /// before midnight UTC, say).
+    pub fn starting_at(wall: SystemTime) -> Self {
+        Self(Arc::new(FakeTime::new(wall)))
+    }
+
+    /// Moves both clocks forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        self.0.advance(by);
+    }
+
+    /// How far the clock has been moved since it was made.
+    pub fn advanced(&self) -> Duration {
+        self.0.advanced()
+    }
+
+    /// The [`Clock`] to hand to what reads the time.
+    pub fn clock(&self) -> Clock {
+        Clock::fake(Arc::clone(&self.0))
+    }
+}
+
+impl From<&FakeClock> for Clock {
+    fn from(fake: &FakeClock) -> Self {
+        fake.clock()
+    }
+}
+
 impl governor::clock::Clock for Clock {
     type Instant = Instant;
 
@@ -135,8 +193,8 @@ mod tests {
     #[test]
     fn a_fake_clock_moves_only_when_told_and_both_clocks_together() {
         let wall = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let time = Arc::new(FakeTime::new(wall));
-        let clock = Clock::fake(Arc::clone(&time));
+        let time = FakeClock::starting_at(wall);
+        let clock = time.clock();
         let (m0, w0) = (clock.now(), clock.wall());
         assert_eq!(w0, wall);
         assert_eq!(clock.now(), m0, "it does not run by itself");

@@ -2,14 +2,12 @@
 
 use std::fmt;
 
-/// Which kind of source named the tenant; recorded in [`TenantContext::source`],
-/// audit events and logs.
-///
-/// [`TenantContext::source`]: crate::TenantContext::source
+/// Which kind of source named the tenant; recorded in the tenant's context, in audit
+/// events and in logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SourceKind {
-    /// The tenant claim of a verified [`Principal`](crate::Principal).
+    /// The tenant claim of a verified principal.
     Claim,
     /// A verified TLS client certificate.
     Certificate,

@@ -23,7 +23,7 @@ use std::{
 /// the future (an `async` block does nothing until polled), not before returning it.
 ///
 /// ```
-/// use actix_tenancy::Answer;
+/// use tenancy_core::Answer;
 ///
 /// fn doubled(n: u32, cached: bool) -> Answer<'static, u32> {
 ///     if cached {
@@ -33,7 +33,7 @@ use std::{
 ///     }
 /// }
 ///
-/// # actix_web::rt::System::new().block_on(async {
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// assert_eq!(doubled(2, true).await, 4);
 /// assert_eq!(doubled(2, false).await, 4);
 /// assert_eq!(doubled(3, true).now(), Some(6));
@@ -128,9 +128,8 @@ impl<T> Future for AnswerFuture<'_, T> {
 /// [`instant`](Self::instant) is the monotonic time of the request: a backend that ages its
 /// answers (a cache) or meters time (a local limiter on the system's clock) uses it
 /// rather than reading the clock again. A registry that can promise its answer for a
-/// while grants a [`Lease`](crate::registry::Lease) with
-/// [`grant`](Self::grant); the resolver then keeps the record per worker while
-/// [`TenantRegistry::lease_holds`](crate::registry::TenantRegistry::lease_holds).
+/// while grants a [`Lease`] with [`grant`](Self::grant); the resolver then keeps the
+/// record per worker while the registry's `lease_holds` says the lease holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Moment {
     now: Instant,
@@ -186,7 +185,10 @@ mod tests {
     use super::*;
 
     fn block_on<T>(f: impl Future<Output = T>) -> T {
-        actix_web::rt::System::new().block_on(f)
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 
     #[test]

@@ -1,0 +1,34 @@
+//! The framework-neutral core of [actix-tenancy](https://docs.rs/actix-tenancy): the
+//! values every adapter and backend shares, whatever web framework serves the request.
+//!
+//! - [`TenantId`] and its [`TenantIdRule`]: one tenant, one spelling.
+//! - [`TenantRecord`], its [`TenantStatus`] and the [`StatusRules`] that say what each
+//!   status may do.
+//! - [`SourceKind`]: which kind of source named a tenant.
+//! - [`Answer`]: the one return type of every backend operation, ready now or later,
+//!   and the request's [`Moment`].
+//! - [`Charge`]: what a quota check charged, to be settled.
+//! - [`Clock`] and [`FakeClock`]: the time the stages read.
+//! - [`caught`] and [`caught_async`]: an application's callbacks, run so that a panic is
+//!   an answer.
+//!
+//! It names no web framework: `tests/layers.rs` in the workspace holds it to that.
+//! `actix-tenancy` re-exports everything here where its users have always found it.
+
+#![deny(missing_docs)]
+
+mod answer;
+mod caught;
+mod charge;
+mod clock;
+mod id;
+mod record;
+mod source;
+
+pub use answer::{Answer, AnswerFuture, Lease, Moment};
+pub use caught::{caught, caught_async};
+pub use charge::Charge;
+pub use clock::{Clock, FakeClock};
+pub use id::{InvalidTenantId, TenantId, TenantIdRule, MAX_TENANT_ID_LEN};
+pub use record::{Access, StatusRules, TenantRecord, TenantStatus};
+pub use source::SourceKind;
