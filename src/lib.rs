@@ -127,18 +127,20 @@
 //! no web framework, and `tests/layers.rs` fails if it names one (in its code or its
 //! dependencies). It holds, so far, tenant ids and their rule,
 //! [`SourceKind`](resolve::SourceKind), records and their statuses, [`Answer`] and
-//! [`Moment`], the [`Charge`](quota::Charge), the [`Clock`] and the guard every call into
-//! the application's code runs under; this crate re-exports each where it has always been.
+//! [`Moment`], the [`Charge`](quota::Charge), the [`Clock`],
+//! [`ConfigError`](error::ConfigError), the [`registry`] in memory and its cache, and the
+//! guard every call into the application's code runs under; this crate re-exports each
+//! where it has always been.
 //! The rest moves there module by module (issue #29).
 //!
 //! | module | holds | imports |
 //! | --- | --- | --- |
 //! | `crates/tenancy-core` | the framework-neutral values above | no web framework |
-//! | `core/` | what the neutral values are re-exported from, [`TenantContext`], [`Principal`], [`TenancyError`](error::TenancyError) with its codes, its responder and the rejection as data ([`Problem`](error::Problem)), [`ConfigError`](error::ConfigError) as a few shapes each stage fills in with its own setting, the [audit](observe) sink and events (a stage is a name it gives itself), what resolution leaves in the request extensions, and the capability trait handlers ask through | `tenancy-core`, nothing else of the crate |
+//! | `core/` | what the neutral values are re-exported from, [`TenantContext`], [`Principal`], [`TenancyError`](error::TenancyError) with its codes, its responder and the rejection as data ([`Problem`](error::Problem)), [`ConfigError`](error::ConfigError) (re-exported), the [audit](observe) sink and events (a stage is a name it gives itself), what resolution leaves in the request extensions, and the capability trait handlers ask through | `tenancy-core`, nothing else of the crate |
 //! | `pipeline/` | the one middleware service and its named future; the stage protocol (`prepare` → pass, refuse, or wait once: the wait's output has no "wait" arm); the response-side step, settled when the response's body ends ([`SettlingBody`](dev::SettlingBody)); the settings every stage shares (responder, audit sink, per-tenant metrics); the per-worker route cache | `core` |
 //! | `backend/` | what backends share: the Redis connection ([`RedisConnection`], feature `redis`) and the SQL helpers (feature `postgres`) | `core` |
 //! | `extract.rs`, [`guard`] | the [`Tenant`] and [`Principal`] extractors, route guards: they read what the core holds | `core` |
-//! | [`registry`] | the resolver's backends (in memory, cached, PostgreSQL) | `core`, `backend` |
+//! | [`registry`] | the resolver's backends: in memory and cached (re-exported from `tenancy-core`), PostgreSQL | `core`, `backend` |
 //! | [`resolve`], [`policy`], [`quota`], [`session`] | one stage each, the same files for the same things: `mod.rs` (docs, re-exports, the stage's own types and traits), `stage.rs` or `stage/` (the public stage, its builder, the protocol's implementation; the resolver's as `identify`, `admit` and `contexts`), and each engine a folder of one concept a file with its unit tests beside it (`quota/local/`, `quota/redis/` with its Lua scripts, `policy/rules/`, `session/manager/`, `session/oidc/remote/`) | `core`, `pipeline`, `backend` (and the resolver and sessions the `registry`); never another stage |
 //! | [`storage`] (feature `postgres`) | tenant data: the `TenantTx` extractor in three models, migrations, row-level security | `core`, `backend` |
 //! | [`guide`] | the guides, from `docs/guide/*.md` | none |

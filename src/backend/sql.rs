@@ -1,5 +1,16 @@
 //! SQL helpers of the PostgreSQL backends.
 
+use crate::core::error::ConfigError;
+
+/// The error for a `name` that is not a PostgreSQL name this crate writes into SQL.
+pub(crate) fn bad_name(setting: &'static str, name: impl Into<String>) -> ConfigError {
+    ConfigError::invalid(
+        setting,
+        name,
+        "not 1 to 63 bytes of [a-z0-9_] starting with a letter or '_'",
+    )
+}
+
 /// `[a-z_][a-z0-9_]{0,62}`: a PostgreSQL name (a channel, a role) that needs no
 /// quoting.
 pub(crate) fn is_sql_identifier(s: &str) -> bool {

@@ -14,9 +14,10 @@ mod tenant;
 
 // The values of the framework-neutral core (`tenancy-core`), where the crate has
 // always had them.
+pub(crate) use tenancy_core::{Access, StatusRules, TenantRecord};
 pub use tenancy_core::{
-    Access, Answer, AnswerFuture, Charge, Clock, InvalidTenantId, Lease, Moment, SourceKind,
-    StatusRules, TenantId, TenantIdRule, TenantRecord, TenantStatus, MAX_TENANT_ID_LEN,
+    Answer, AnswerFuture, Charge, Clock, InvalidTenantId, Moment, SourceKind, TenantId,
+    TenantIdRule, MAX_TENANT_ID_LEN,
 };
 /// Panic guards for the application's callbacks.
 pub(crate) mod caught {

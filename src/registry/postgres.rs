@@ -149,7 +149,10 @@ impl PostgresRegistryBuilder {
     /// Checks the settings.
     pub fn build(self) -> Result<PostgresRegistry, ConfigError> {
         if !is_identifier(&self.channel) {
-            return Err(ConfigError::sql_name("NOTIFY channel", self.channel));
+            return Err(crate::backend::sql::bad_name(
+                "NOTIFY channel",
+                self.channel,
+            ));
         }
         let (min, max) = self.backoff;
         if min.is_zero() || max < min {

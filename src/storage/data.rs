@@ -486,7 +486,10 @@ impl TenantDataBuilder {
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
             if !ok {
-                return Err(ConfigError::sql_name("schema prefix", prefix.clone()));
+                return Err(crate::backend::sql::bad_name(
+                    "schema prefix",
+                    prefix.clone(),
+                ));
             }
         }
         if let Some(role) = &self.role {
@@ -495,7 +498,7 @@ impl TenantDataBuilder {
                 .as_ref()
                 .is_some_and(|(_, p)| role.starts_with(p.as_str()));
             if !crate::backend::sql::is_sql_identifier(role) || shadows {
-                return Err(ConfigError::sql_name("role", role.clone()));
+                return Err(crate::backend::sql::bad_name("role", role.clone()));
             }
         }
         if let Some(DatabaseUrls::Template(t)) = &self.databases {

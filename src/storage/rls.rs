@@ -72,7 +72,7 @@ impl TenantDb {
     /// `[a-z0-9_]`, starting with a letter or `_`.
     pub fn with_role(mut self, role: &str) -> Result<Self, ConfigError> {
         if !is_identifier(role) {
-            return Err(ConfigError::sql_name("role", role));
+            return Err(crate::backend::sql::bad_name("role", role));
         }
         self.role = Some(Arc::from(role));
         Ok(self)

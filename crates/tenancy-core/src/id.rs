@@ -46,9 +46,7 @@ impl TenantId {
 
     /// `raw` as an id if it is within the floor every rule keeps (1 to 255 bytes of
     /// printable ASCII, no spaces): for a string a rule has passed, whichever rule.
-    // For the workspace's registry cache, until it moves here: not part of the API.
-    #[doc(hidden)]
-    pub fn within_floor(raw: &str) -> Option<Self> {
+    pub(crate) fn within_floor(raw: &str) -> Option<Self> {
         floor(raw).ok().map(|()| TenantId(Arc::from(raw)))
     }
 }

@@ -5,10 +5,14 @@
 //! - [`TenantRecord`], its [`TenantStatus`] and the [`StatusRules`] that say what each
 //!   status may do.
 //! - [`SourceKind`]: which kind of source named a tenant.
+//! - [`registry`]: the [`TenantRegistry`](registry::TenantRegistry) trait, the registry
+//!   in memory and the cache in front of any registry.
 //! - [`Answer`]: the one return type of every backend operation, ready now or later,
 //!   and the request's [`Moment`].
 //! - [`Charge`]: what a quota check charged, to be settled.
 //! - [`Clock`] and [`FakeClock`]: the time the stages read.
+//! - [`ConfigError`]: a configuration mistake, in a few shapes each stage fills in with
+//!   its own setting.
 //! - [`caught`] and [`caught_async`]: an application's callbacks, run so that a panic is
 //!   an answer.
 //!
@@ -21,14 +25,17 @@ mod answer;
 mod caught;
 mod charge;
 mod clock;
+mod config;
 mod id;
 mod record;
+pub mod registry;
 mod source;
 
 pub use answer::{Answer, AnswerFuture, Lease, Moment};
 pub use caught::{caught, caught_async};
 pub use charge::Charge;
 pub use clock::{Clock, FakeClock};
+pub use config::ConfigError;
 pub use id::{InvalidTenantId, TenantId, TenantIdRule, MAX_TENANT_ID_LEN};
 pub use record::{Access, StatusRules, TenantRecord, TenantStatus};
 pub use source::SourceKind;

@@ -40,8 +40,7 @@ use super::SourceKind;
 
 mod problem;
 pub use problem::*;
-mod config;
-pub use config::*;
+pub use tenancy_core::ConfigError;
 #[cfg(test)]
 mod tests;
 

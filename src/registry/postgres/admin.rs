@@ -11,7 +11,8 @@ use sqlx::{
 };
 
 use super::{is_label, record_from_row, returning_record, PostgresRegistry};
-use crate::core::{InvalidTenantId, RevokeSessions, TenantRecord, TenantStatus};
+use crate::core::{InvalidTenantId, RevokeSessions, TenantRecord};
+use tenancy_core::TenantStatus;
 
 /// Why an admin operation on a [`PostgresRegistry`] did not happen.
 ///

@@ -3,7 +3,7 @@
 //! The core names no stage: each stage (and each backend) builds its own error from these
 //! few shapes, naming its setting and what the setting must be.
 
-use super::*;
+use std::{borrow::Cow, fmt};
 
 /// A configuration mistake, reported when the middleware (or one of its backends) is
 /// built, never at request time.
@@ -12,12 +12,10 @@ use super::*;
 /// setting (`setting`, `what`) and what it must be (`reason`), and the message says both.
 ///
 /// ```
-/// use actix_tenancy::{error::ConfigError, registry::InMemoryRegistry, Source, TenantResolver};
+/// use tenancy_core::ConfigError;
 ///
-/// let err = TenantResolver::builder(InMemoryRegistry::new())
-///     .source(Source::header_named("X Tenant"))
-///     .build()
-///     .unwrap_err();
+/// // What a resolver answers for `Source::header_named("X Tenant")`:
+/// let err = ConfigError::invalid("header name", "X Tenant", "not a valid HTTP header name");
 /// assert!(matches!(err, ConfigError::Invalid { setting: "header name", .. }));
 /// assert_eq!(err.to_string(), r#"invalid header name "X Tenant": not a valid HTTP header name"#);
 /// ```
@@ -72,7 +70,7 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// The setting's `value` is not valid: it must be (or is wrong because) `reason`.
-    pub(crate) fn invalid(
+    pub fn invalid(
         setting: &'static str,
         value: impl Into<String>,
         reason: impl Into<Cow<'static, str>>,
@@ -86,18 +84,8 @@ impl ConfigError {
 
     /// A duration that must be longer than zero is zero (a timeout that would refuse
     /// every request).
-    pub(crate) fn zero_duration(setting: &'static str) -> Self {
+    pub fn zero_duration(setting: &'static str) -> Self {
         Self::invalid(setting, "0s", "it must be longer than zero")
-    }
-
-    /// `name` is not a PostgreSQL name this crate writes into SQL.
-    #[cfg(feature = "postgres")]
-    pub(crate) fn sql_name(setting: &'static str, name: impl Into<String>) -> Self {
-        Self::invalid(
-            setting,
-            name,
-            "not 1 to 63 bytes of [a-z0-9_] starting with a letter or '_'",
-        )
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::Instant;
 use tokio::sync::OnceCell;
 
 use super::{Lease, Lookup, RegistryError, TenantRegistry};
-use crate::core::{Answer, Clock, Moment, TenantId};
+use crate::{Answer, Clock, Moment, TenantId};
 
 /// How [`CachedRegistry`] keeps answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +113,7 @@ type Flight = Arc<OnceCell<Result<Lookup, RegistryError>>>;
 ///
 /// ```
 /// use std::time::Duration;
-/// use actix_tenancy::registry::{CacheConfig, CachedRegistry, InMemoryRegistry};
+/// use tenancy_core::registry::{CacheConfig, CachedRegistry, InMemoryRegistry};
 ///
 /// let cached = CachedRegistry::new(
 ///     InMemoryRegistry::new(),
@@ -163,13 +163,14 @@ impl<R: TenantRegistry> CachedRegistry<R> {
     }
 
     /// A receiver whose `changed()` fails once this cache is dropped.
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    pub(crate) fn dropped(&self) -> tokio::sync::watch::Receiver<()> {
+    // For actix-tenancy's PostgreSQL listener, until it moves here: not part of the API.
+    #[doc(hidden)]
+    pub fn dropped(&self) -> tokio::sync::watch::Receiver<()> {
         self.gone.subscribe()
     }
 
     /// Reads ages from `clock` instead of the system's: with a
-    /// [`testing::FakeClock`](crate::testing::FakeClock), a test moves past a TTL
+    /// [`FakeClock`](crate::FakeClock), a test moves past a TTL
     /// without sleeping.
     #[must_use]
     pub fn with_clock(mut self, clock: Clock) -> Self {
@@ -379,8 +380,7 @@ mod tests {
     use std::sync::{atomic::AtomicUsize, Mutex};
 
     use super::*;
-    use crate::registry::TenantRecord;
-    use tenancy_core::FakeClock;
+    use crate::{FakeClock, TenantRecord};
 
     /// A backend that counts calls, can be made to fail, and answers after a delay.
     #[derive(Default)]

@@ -5,7 +5,7 @@ use foldhash::fast::RandomState;
 use serde::Deserialize;
 
 use super::{Lookup, RegistryError, TenantRecord, TenantRegistry};
-use crate::core::{error::ConfigError, Answer, Moment, TenantId};
+use crate::{Answer, ConfigError, Moment, TenantId};
 
 /// A registry held in memory: built in code, or loaded from a JSON or TOML document.
 ///
@@ -15,7 +15,7 @@ use crate::core::{error::ConfigError, Answer, Moment, TenantId};
 /// [`invalidate`](super::CachedRegistry::invalidate) too.
 ///
 /// ```
-/// use actix_tenancy::registry::{InMemoryRegistry, TenantRecord, TenantStatus};
+/// use tenancy_core::registry::{InMemoryRegistry, TenantRecord, TenantStatus};
 ///
 /// let registry = InMemoryRegistry::from_json_str(r#"{ "tenants": [
 ///     { "id": "acme",    "tier": "pro" },
@@ -121,7 +121,7 @@ impl InMemoryRegistry {
     ///
     /// ```
     /// # #[cfg(feature = "toml")] {
-    /// use actix_tenancy::registry::InMemoryRegistry;
+    /// use tenancy_core::registry::InMemoryRegistry;
     ///
     /// let registry = InMemoryRegistry::from_toml_str(r#"
     ///     [[tenants]]
@@ -181,7 +181,7 @@ impl TenantRegistry for InMemoryRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::TenantStatus;
+    use crate::TenantStatus;
 
     #[test]
     fn json_document_loads_and_rejects_mistakes() {
