@@ -72,6 +72,10 @@ pub fn tenant(id: &str, tier: &str) -> TenantContext {
 /// extractor (and `Option<Tenant>`) find it: for calling handlers directly, or for an
 /// app under test without the middleware. Errors answer in the default problem+json.
 pub fn attach(req: &impl HttpMessage, ctx: TenantContext) {
+    // The principal's one home is the request extensions, as the resolver leaves it.
+    if let Some(p) = ctx.principal() {
+        req.extensions_mut().insert(p.clone());
+    }
     req.extensions_mut().insert(Resolution {
         tenant: Some(Arc::new(ctx)),
         exempt: false,

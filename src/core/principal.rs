@@ -162,22 +162,10 @@ impl Principal {
         req.extensions_mut().insert(self);
     }
 
-    /// The verified principal of the request, if any: once a tenant is resolved, the
-    /// one its tenant was resolved with (the tenant's context carries the principal
-    /// the resolver read from the request extensions, where the JWT stage puts it);
-    /// otherwise the one an authentication stage attached to the request.
+    /// The verified principal of the request, if any: the one an authentication stage
+    /// attached to the request extensions, its one home. A resolved tenant's context
+    /// carries the same principal: the resolver read it there.
     pub fn of(req: &impl HttpMessage) -> Option<Principal> {
-        let ext = req.extensions();
-        let resolved = ext
-            .get::<super::Resolution>()
-            .and_then(|r| r.tenant.as_ref())
-            .and_then(|t| t.principal());
-        resolved.or_else(|| ext.get::<Principal>()).cloned()
-    }
-
-    /// The principal attached to the request extensions, if any (not the resolved
-    /// context's): what an authentication layer outside the pipeline left.
-    pub(crate) fn attached(req: &impl HttpMessage) -> Option<Principal> {
         req.extensions().get::<Principal>().cloned()
     }
 }

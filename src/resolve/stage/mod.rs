@@ -288,7 +288,7 @@ impl Worker for ResolveWorker {
     fn prepare(&self, req: &ServiceRequest, flow: &mut Flow) -> Step {
         // The verified principal has one home, the request extensions: an
         // authentication stage of this pipeline or a layer outside put it there.
-        let principal = Principal::attached(req);
+        let principal = Principal::of(req);
         let now = flow.now();
         let at = At {
             settings: &self.settings,
