@@ -489,7 +489,8 @@ async fn quota_rejections_use_the_pipeline_responder() {
         )
         .quota(TenantQuota::new(LocalQuota::new(plans())))
         .responder(|err: &TenancyError, _: &HttpRequest| {
-            HttpResponse::build(err.status()).body(format!("mine:{}", err.code()))
+            HttpResponse::build(StatusCode::from_u16(err.status()).unwrap())
+                .body(format!("mine:{}", err.code()))
         })
         .build()
         .unwrap();

@@ -1496,7 +1496,7 @@ async fn outer_middleware_decorates_rejections() {
 // ---------------------------------------------------------------------------------
 
 fn custom_responder(err: &TenancyError, _req: &HttpRequest) -> HttpResponse {
-    HttpResponse::build(err.status())
+    HttpResponse::build(StatusCode::from_u16(err.status()).unwrap())
         .insert_header(("x-custom-responder", "1"))
         .json(serde_json::json!({ "error": { "code": err.code().as_str() } }))
 }

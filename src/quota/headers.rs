@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 
+use tenancy_core::error::retry_after_secs;
+
 use super::QuotaDecision;
-use crate::{core::error::retry_after_secs, pipeline::Fields};
+use crate::pipeline::Fields;
 
 /// `X-Quota-Remaining`: units that could pass now (rate and budgets).
 pub const QUOTA_REMAINING: HeaderName = HeaderName::from_static("x-quota-remaining");

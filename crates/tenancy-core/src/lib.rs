@@ -11,12 +11,16 @@
 //!   and the request's [`Moment`].
 //! - [`Charge`]: what a quota check charged, to be settled.
 //! - [`Clock`] and [`FakeClock`]: the time the stages read.
-//! - [`ConfigError`]: a configuration mistake, in a few shapes each stage fills in with
-//!   its own setting.
+//! - [`error`]: every rejection as data ([`TenancyError`](error::TenancyError), its
+//!   code, status and `application/problem+json` body), and [`ConfigError`], a
+//!   configuration mistake in a few shapes each stage fills in with its own setting.
 //! - [`caught`] and [`caught_async`]: an application's callbacks, run so that a panic is
 //!   an answer.
 //!
-//! It names no web framework: `tests/layers.rs` in the workspace holds it to that.
+//! It names no web framework, but for `src/compat/`: the few impls of a framework's
+//! traits for the core's own types, which Rust lets only this crate write, each behind a
+//! feature that only that framework's adapter turns on (`actix-web-4`).
+//! `tests/layers.rs` in the workspace holds it to that.
 //! `actix-tenancy` re-exports everything here where its users have always found it.
 
 #![deny(missing_docs)]
@@ -25,7 +29,8 @@ mod answer;
 mod caught;
 mod charge;
 mod clock;
-mod config;
+mod compat;
+pub mod error;
 mod id;
 mod record;
 pub mod registry;
@@ -35,7 +40,7 @@ pub use answer::{Answer, AnswerFuture, Lease, Moment};
 pub use caught::{caught, caught_async};
 pub use charge::Charge;
 pub use clock::{Clock, FakeClock};
-pub use config::ConfigError;
+pub use error::ConfigError;
 pub use id::{InvalidTenantId, TenantId, TenantIdRule, MAX_TENANT_ID_LEN};
 pub use record::{Access, StatusRules, TenantRecord, TenantStatus};
 pub use source::SourceKind;

@@ -26,361 +26,113 @@
 //! source, which status, which backend error) goes to logs and the audit sink only.
 //! Swap the body shape with your own [`ErrorResponder`].
 
-use std::{borrow::Cow, fmt, time::Duration};
-
 use actix_web::{
-    http::{
-        header::{self, HeaderValue},
-        StatusCode,
-    },
-    HttpRequest, HttpResponse, ResponseError,
+    http::header::{HeaderValue, WWW_AUTHENTICATE},
+    HttpRequest, HttpResponse,
 };
 
-use super::SourceKind;
+// The rejections as data, framework-neutral (`tenancy-core`), where the crate has always
+// had them; what follows is how actix answers them.
+pub use tenancy_core::error::{
+    ConfigError, ErrorCode, Problem, ProblemJson, TenancyError, DEFAULT_TYPE_BASE,
+};
 
-mod problem;
-pub use problem::*;
-pub use tenancy_core::ConfigError;
 #[cfg(test)]
 mod tests;
 
-/// The stable, public code of a rejection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorCode {
-    /// `tenant_missing`, 401.
-    TenantMissing,
-    /// `tenant_invalid`, 400.
-    TenantInvalid,
-    /// `tenant_conflict`, 403.
-    TenantConflict,
-    /// `tenant_forbidden`, 403.
-    TenantForbidden,
-    /// `tenant_misdirected`, 421.
-    TenantMisdirected,
-    /// `tenant_unavailable`, 503.
-    TenantUnavailable,
-    /// `tenant_read_only`, 403.
-    TenantReadOnly,
-    /// `unauthenticated`, 401.
-    Unauthenticated,
-    /// `auth_unavailable`, 503.
-    AuthUnavailable,
-    /// `policy_denied`, 403.
-    PolicyDenied,
-    /// `policy_unavailable`, 503.
-    PolicyUnavailable,
-    /// `quota_exceeded`, 429.
-    QuotaExceeded,
-    /// `quota_unavailable`, 503.
-    QuotaUnavailable,
-    /// `cost_invalid`, 400.
-    CostInvalid,
-    /// `invalid_request`, 400.
-    InvalidRequest,
-    /// `internal_error`, 500.
-    Internal,
-}
-
-impl ErrorCode {
-    /// Every code, in table order.
-    pub const ALL: [ErrorCode; 16] = [
-        Self::TenantMissing,
-        Self::TenantInvalid,
-        Self::TenantConflict,
-        Self::TenantForbidden,
-        Self::TenantMisdirected,
-        Self::TenantUnavailable,
-        Self::TenantReadOnly,
-        Self::Unauthenticated,
-        Self::AuthUnavailable,
-        Self::PolicyDenied,
-        Self::PolicyUnavailable,
-        Self::QuotaExceeded,
-        Self::QuotaUnavailable,
-        Self::CostInvalid,
-        Self::InvalidRequest,
-        Self::Internal,
-    ];
-
-    /// The code as it appears in bodies, logs and metrics.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::TenantMissing => "tenant_missing",
-            Self::TenantInvalid => "tenant_invalid",
-            Self::TenantConflict => "tenant_conflict",
-            Self::TenantForbidden => "tenant_forbidden",
-            Self::TenantMisdirected => "tenant_misdirected",
-            Self::TenantUnavailable => "tenant_unavailable",
-            Self::TenantReadOnly => "tenant_read_only",
-            Self::Unauthenticated => "unauthenticated",
-            Self::AuthUnavailable => "auth_unavailable",
-            Self::PolicyDenied => "policy_denied",
-            Self::PolicyUnavailable => "policy_unavailable",
-            Self::QuotaExceeded => "quota_exceeded",
-            Self::QuotaUnavailable => "quota_unavailable",
-            Self::CostInvalid => "cost_invalid",
-            Self::InvalidRequest => "invalid_request",
-            Self::Internal => "internal_error",
-        }
-    }
-
-    /// The HTTP status.
-    pub const fn status(self) -> StatusCode {
-        match self {
-            Self::TenantMissing | Self::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Self::TenantInvalid | Self::CostInvalid | Self::InvalidRequest => {
-                StatusCode::BAD_REQUEST
-            }
-            Self::TenantConflict
-            | Self::TenantForbidden
-            | Self::TenantReadOnly
-            | Self::PolicyDenied => StatusCode::FORBIDDEN,
-            Self::TenantMisdirected => StatusCode::MISDIRECTED_REQUEST,
-            Self::TenantUnavailable
-            | Self::AuthUnavailable
-            | Self::PolicyUnavailable
-            | Self::QuotaUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
-            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    /// A short, fixed, human-readable title. It never contains request data.
-    pub const fn title(self) -> &'static str {
-        match self {
-            Self::TenantMissing => "Tenant required",
-            Self::TenantInvalid => "Invalid tenant identifier",
-            Self::TenantConflict => "Conflicting tenant identifiers",
-            Self::TenantForbidden => "Tenant not allowed",
-            Self::TenantMisdirected => "Tenant served by another region",
-            Self::TenantUnavailable => "Tenant temporarily unavailable",
-            Self::TenantReadOnly => "Tenant is read-only",
-            Self::Unauthenticated => "Authentication required",
-            Self::AuthUnavailable => "Authentication temporarily unavailable",
-            Self::PolicyDenied => "Denied by tenant policy",
-            Self::PolicyUnavailable => "Policy temporarily unavailable",
-            Self::QuotaExceeded => "Quota exceeded",
-            Self::QuotaUnavailable => "Quota temporarily unavailable",
-            Self::CostInvalid => "Invalid request cost",
-            Self::InvalidRequest => "Invalid request",
-            Self::Internal => "Internal server error",
+/// Adds the `WWW-Authenticate` challenge of an authentication rejection
+/// ([`TenancyError::challenge`]), unless the responder set one.
+pub(crate) fn add_challenge(err: &TenancyError, res: &mut HttpResponse) {
+    if let Some(value) = err.challenge() {
+        if !res.headers().contains_key(WWW_AUTHENTICATE) {
+            let value = HeaderValue::from_static(value);
+            res.headers_mut().insert(WWW_AUTHENTICATE, value);
         }
     }
 }
 
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
+/// `responder`'s answer to `err`; the default body when the responder panicked (it
+/// is the application's code: the client still gets an answer of the right status).
+pub(crate) fn respond(
+    responder: &dyn ErrorResponder,
+    err: &TenancyError,
+    req: &HttpRequest,
+) -> HttpResponse {
+    crate::core::caught::caught("ErrorResponder::respond", || responder.respond(err, req))
+        .unwrap_or_else(|| ProblemJson::default().problem(err, None).into())
 }
 
-/// A rejection: one variant per failure in the table of the [module docs](self).
+/// The error an extractor returns: `err` answered by `responder`, with its challenge.
+pub(crate) fn respond_err(
+    err: TenancyError,
+    responder: &dyn ErrorResponder,
+    req: &HttpRequest,
+) -> actix_web::Error {
+    let mut res = respond(responder, &err, req);
+    add_challenge(&err, &mut res);
+    actix_web::error::InternalError::from_response(err, res).into()
+}
+
+/// Turns a rejection into the response the client sees.
 ///
-/// The fields are for logs, metrics and the audit sink; [`ProblemJson`] shows none of
-/// them to the client except `Retry-After`.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum TenancyError {
-    /// No source yielded a tenant, and missing is not allowed.
-    TenantMissing,
-    /// A source yielded an id that failed validation, or input it could not read.
-    TenantInvalid {
-        /// The source whose input was bad.
-        source: SourceKind,
-        /// Why, for logs.
-        reason: Cow<'static, str>,
-    },
-    /// Two sources named different tenants.
-    TenantConflict {
-        /// The source that won the ranking.
-        first: SourceKind,
-        /// The source that disagreed.
-        second: SourceKind,
-    },
-    /// The tenant is unknown, suspended or deleted. Deliberately one variant with one
-    /// body: outsiders cannot tell which.
-    TenantForbidden {
-        /// Why, for logs (`unknown`, `suspended`, ...).
-        reason: Cow<'static, str>,
-    },
-    /// The tenant's record names another region than this deployment's.
-    TenantMisdirected,
-    /// The registry could not answer, or the tenant is provisioning / in maintenance.
-    TenantUnavailable {
-        /// Sent as `Retry-After`, in whole seconds, when set.
-        retry_after: Option<Duration>,
-        /// Why, for logs.
-        reason: Cow<'static, str>,
-    },
-    /// A write to a tenant whose status allows reads only.
-    TenantReadOnly,
-    /// The request carried no credential where one is required. Answered like
-    /// [`Unauthenticated`](Self::Unauthenticated) (`401 unauthenticated`), with a
-    /// challenge that names no error (RFC 6750, section 3.1).
-    CredentialMissing,
-    /// An invalid, expired or revoked credential.
-    Unauthenticated {
-        /// Why, for logs.
-        reason: Cow<'static, str>,
-    },
-    /// The credential could not be checked (the revocation store failed): fail closed.
-    AuthUnavailable {
-        /// Why, for logs.
-        reason: Cow<'static, str>,
-    },
-    /// The policy evaluator denied the request.
-    PolicyDenied {
-        /// Why, for logs.
-        reason: Cow<'static, str>,
-    },
-    /// The policy refused a capability the request asked for by a header the policy
-    /// stage was told to read: a `403 policy_denied` whose body names the kind of
-    /// capability (`"capability": "model"`), never the value asked for or the rules.
-    CapabilityDenied {
-        /// The kind of capability refused, as the stage was configured (`model`).
-        capability: &'static str,
-        /// Why, for logs.
-        reason: Cow<'static, str>,
-    },
-    /// The policy evaluator failed, timed out or panicked.
-    PolicyUnavailable {
-        /// Why, for logs.
-        reason: Cow<'static, str>,
-    },
-    /// The quota is used up.
-    QuotaExceeded {
-        /// Sent as `Retry-After`, in whole seconds rounded up, at least 1.
-        retry_after: Option<Duration>,
-        /// The limit that refused, by its name in the `RateLimit` fields (`rate`,
-        /// `hour`, `day`, `month`): sent as the problem body's `limit` member, so a
-        /// client knows whether to wait a second or a day.
-        limit: Option<&'static str>,
-    },
-    /// The quota backend failed and the mode is fail-closed.
-    QuotaUnavailable {
-        /// Why, for logs.
-        reason: Cow<'static, str>,
-    },
-    /// The request's declared cost is malformed (negative, not a number, too large).
-    CostInvalid {
-        /// Why, for logs.
-        reason: Cow<'static, str>,
-    },
-    /// A handler refused a malformed request (a body it cannot read): for
-    /// applications that answer every rejection in the crate's shape.
-    InvalidRequest {
-        /// Why, for logs.
-        reason: Cow<'static, str>,
-    },
-    /// The application is wired wrongly: a stage ran without its prerequisite.
-    Misconfigured(&'static str),
-    /// Application code the crate called panicked (a cost estimator, a custom
-    /// source): `500`, never a reset connection. Names the callback, for logs.
-    Panicked(&'static str),
+/// The default is [`ProblemJson`]. A closure `Fn(&TenancyError, &HttpRequest) ->
+/// HttpResponse` is a responder too:
+///
+/// ```
+/// use actix_tenancy::error::{ErrorResponder, TenancyError};
+/// use actix_web::{http::StatusCode, HttpRequest, HttpResponse};
+///
+/// let mine = |err: &TenancyError, _req: &HttpRequest| {
+///     HttpResponse::build(StatusCode::from_u16(err.status()).unwrap())
+///         .json(serde_json::json!({ "error": { "code": err.code().as_str() } }))
+/// };
+/// fn takes(_: impl ErrorResponder) {}
+/// takes(mine);
+/// ```
+///
+/// To keep the default body and add to it, start from [`ProblemJson::problem`], the
+/// rejection as data:
+///
+/// ```
+/// use actix_tenancy::error::{ProblemJson, TenancyError};
+/// use actix_web::{HttpRequest, HttpResponse};
+///
+/// let problems = ProblemJson::default();
+/// let mine = move |err: &TenancyError, req: &HttpRequest| {
+///     let id = req.headers().get("x-request-id").map(|v| v.as_bytes());
+///     let mut res = HttpResponse::from(problems.problem(err, id));
+///     res.headers_mut().insert(
+///         actix_web::http::header::HeaderName::from_static("x-served-by"),
+///         actix_web::http::header::HeaderValue::from_static("api-eu-1"),
+///     );
+///     res
+/// };
+/// # fn takes(_: impl actix_tenancy::error::ErrorResponder) {}
+/// # takes(mine);
+/// ```
+///
+/// A responder must not put [`TenancyError::reason`] in the body: it is for logs.
+pub trait ErrorResponder: Send + Sync + 'static {
+    /// The response for `err`.
+    fn respond(&self, err: &TenancyError, req: &HttpRequest) -> HttpResponse;
 }
 
-impl TenancyError {
-    /// The stable public code.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            Self::TenantMissing => ErrorCode::TenantMissing,
-            Self::TenantInvalid { .. } => ErrorCode::TenantInvalid,
-            Self::TenantConflict { .. } => ErrorCode::TenantConflict,
-            Self::TenantForbidden { .. } => ErrorCode::TenantForbidden,
-            Self::TenantMisdirected => ErrorCode::TenantMisdirected,
-            Self::TenantUnavailable { .. } => ErrorCode::TenantUnavailable,
-            Self::TenantReadOnly => ErrorCode::TenantReadOnly,
-            Self::CredentialMissing | Self::Unauthenticated { .. } => ErrorCode::Unauthenticated,
-            Self::AuthUnavailable { .. } => ErrorCode::AuthUnavailable,
-            Self::PolicyDenied { .. } | Self::CapabilityDenied { .. } => ErrorCode::PolicyDenied,
-            Self::PolicyUnavailable { .. } => ErrorCode::PolicyUnavailable,
-            Self::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
-            Self::QuotaUnavailable { .. } => ErrorCode::QuotaUnavailable,
-            Self::CostInvalid { .. } => ErrorCode::CostInvalid,
-            Self::InvalidRequest { .. } => ErrorCode::InvalidRequest,
-            Self::Misconfigured(_) | Self::Panicked(_) => ErrorCode::Internal,
-        }
-    }
-
-    /// The HTTP status.
-    pub fn status(&self) -> StatusCode {
-        self.code().status()
-    }
-
-    /// How long the client should wait before retrying, when that is known.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Self::TenantUnavailable { retry_after, .. }
-            | Self::QuotaExceeded { retry_after, .. } => *retry_after,
-            _ => None,
-        }
-    }
-
-    /// A fixed public explanation, for the few rejections where the title alone would
-    /// mislead the client. Never contains request data.
-    pub fn detail(&self) -> Option<&'static str> {
-        match self {
-            Self::QuotaExceeded {
-                retry_after: None, ..
-            } => Some("This request can never be admitted by the quota; retrying will not help."),
-            _ => None,
-        }
-    }
-
-    /// The quota limit that refused (`rate`, `hour`, `day`, `month`), for
-    /// [`QuotaExceeded`](Self::QuotaExceeded). Public: it names the client's own limit,
-    /// as the `RateLimit` fields do.
-    pub fn limit(&self) -> Option<&'static str> {
-        match self {
-            Self::QuotaExceeded { limit, .. } => *limit,
-            _ => None,
-        }
-    }
-
-    /// The kind of capability refused (`model`), for
-    /// [`CapabilityDenied`](Self::CapabilityDenied). Public: it names what the client
-    /// asked for, not the rules.
-    pub fn capability(&self) -> Option<&'static str> {
-        match self {
-            Self::CapabilityDenied { capability, .. } => Some(capability),
-            _ => None,
-        }
-    }
-
-    /// The internal reason, for logs and audit. Never send it to clients.
-    pub fn reason(&self) -> Cow<'static, str> {
-        match self {
-            Self::TenantInvalid { source, reason } => {
-                Cow::Owned(format!("{}: {reason}", source.as_str()))
-            }
-            Self::TenantConflict { first, second } => Cow::Owned(format!(
-                "{} and {} name different tenants",
-                first.as_str(),
-                second.as_str()
-            )),
-            Self::TenantForbidden { reason }
-            | Self::TenantUnavailable { reason, .. }
-            | Self::Unauthenticated { reason }
-            | Self::AuthUnavailable { reason }
-            | Self::PolicyDenied { reason }
-            | Self::CapabilityDenied { reason, .. }
-            | Self::PolicyUnavailable { reason }
-            | Self::QuotaUnavailable { reason }
-            | Self::CostInvalid { reason }
-            | Self::InvalidRequest { reason } => reason.clone(),
-            Self::Misconfigured(what) => Cow::Borrowed(what),
-            Self::Panicked(what) => Cow::Borrowed(what),
-            Self::CredentialMissing => Cow::Borrowed("no bearer token"),
-            other => Cow::Borrowed(other.code().title()),
-        }
+impl<F> ErrorResponder for F
+where
+    F: Fn(&TenancyError, &HttpRequest) -> HttpResponse + Send + Sync + 'static,
+{
+    fn respond(&self, err: &TenancyError, req: &HttpRequest) -> HttpResponse {
+        self(err, req)
     }
 }
 
-impl fmt::Display for TenancyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.code(), self.reason())
+/// The default body, with `instance` from the request's id header.
+impl ErrorResponder for ProblemJson {
+    fn respond(&self, err: &TenancyError, req: &HttpRequest) -> HttpResponse {
+        let id = self
+            .instance_header_name()
+            .and_then(|name| req.headers().get(name))
+            .map(HeaderValue::as_bytes);
+        self.problem(err, id).into()
     }
 }
-
-impl std::error::Error for TenancyError {}

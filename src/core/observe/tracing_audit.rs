@@ -162,7 +162,7 @@ impl AuditSink for TracingAudit {
             Outcome::Allowed | Outcome::Skipped => tracing::Level::DEBUG,
             Outcome::WouldDeny(_) | Outcome::WouldAllow => tracing::Level::INFO,
             Outcome::Rejected(ErrorCode::Internal) => tracing::Level::ERROR,
-            Outcome::Rejected(code) if code.status().is_server_error() => tracing::Level::WARN,
+            Outcome::Rejected(code) if code.status() >= 500 => tracing::Level::WARN,
             Outcome::Rejected(_) => tracing::Level::INFO,
         };
         if !wanted(level) {

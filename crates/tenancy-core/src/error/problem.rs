@@ -1,134 +1,27 @@
-//! How a rejection is answered: the `ErrorResponder` trait, the default `ProblemJson` body, the challenge and `Retry-After`.
+//! The default body of a rejection, `application/problem+json` (RFC 9457), as data.
 
-use super::*;
+use std::{borrow::Cow, time::Duration};
 
-/// Adds the `WWW-Authenticate` challenge of an authentication rejection, unless the
-/// responder set one: `Bearer` when no credential came, `Bearer error="invalid_token"`
-/// when one came and failed.
-pub(crate) fn add_challenge(err: &TenancyError, res: &mut HttpResponse) {
-    use actix_web::http::header::WWW_AUTHENTICATE;
-    if let Some(value) = challenge(err) {
-        if !res.headers().contains_key(WWW_AUTHENTICATE) {
-            let value = HeaderValue::from_static(value);
-            res.headers_mut().insert(WWW_AUTHENTICATE, value);
-        }
-    }
-}
-
-/// The `WWW-Authenticate` challenge of an authentication rejection.
-fn challenge(err: &TenancyError) -> Option<&'static str> {
-    match err {
-        TenancyError::CredentialMissing => Some("Bearer"),
-        TenancyError::Unauthenticated { .. } => Some("Bearer error=\"invalid_token\""),
-        _ => None,
-    }
-}
-
-/// `responder`'s answer to `err`; the default body when the responder panicked (it
-/// is the application's code: the client still gets an answer of the right status).
-pub(crate) fn respond(
-    responder: &dyn ErrorResponder,
-    err: &TenancyError,
-    req: &HttpRequest,
-) -> HttpResponse {
-    crate::core::caught::caught("ErrorResponder::respond", || responder.respond(err, req))
-        .unwrap_or_else(|| ProblemJson::default().body(err))
-}
-
-/// The error an extractor returns: `err` answered by `responder`, with its challenge.
-pub(crate) fn respond_err(
-    err: TenancyError,
-    responder: &dyn ErrorResponder,
-    req: &HttpRequest,
-) -> actix_web::Error {
-    let mut res = respond(responder, &err, req);
-    add_challenge(&err, &mut res);
-    actix_web::error::InternalError::from_response(err, res).into()
-}
-
-impl ResponseError for TenancyError {
-    fn status_code(&self) -> StatusCode {
-        self.status()
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let mut res = ProblemJson::default().body(self);
-        add_challenge(self, &mut res);
-        res
-    }
-}
-
-/// Turns a rejection into the response the client sees.
-///
-/// The default is [`ProblemJson`]. A closure `Fn(&TenancyError, &HttpRequest) ->
-/// HttpResponse` is a responder too:
-///
-/// ```
-/// use actix_tenancy::error::{ErrorResponder, TenancyError};
-/// use actix_web::{HttpRequest, HttpResponse};
-///
-/// let mine = |err: &TenancyError, _req: &HttpRequest| {
-///     HttpResponse::build(err.status())
-///         .json(serde_json::json!({ "error": { "code": err.code().as_str() } }))
-/// };
-/// fn takes(_: impl ErrorResponder) {}
-/// takes(mine);
-/// ```
-///
-/// To keep the default body and add to it, start from [`ProblemJson::problem`], the
-/// rejection as data:
-///
-/// ```
-/// use actix_tenancy::error::{ProblemJson, TenancyError};
-/// use actix_web::{HttpRequest, HttpResponse};
-///
-/// let problems = ProblemJson::default();
-/// let mine = move |err: &TenancyError, req: &HttpRequest| {
-///     let id = req.headers().get("x-request-id").map(|v| v.as_bytes());
-///     let mut res = HttpResponse::from(problems.problem(err, id));
-///     res.headers_mut().insert(
-///         actix_web::http::header::HeaderName::from_static("x-served-by"),
-///         actix_web::http::header::HeaderValue::from_static("api-eu-1"),
-///     );
-///     res
-/// };
-/// # fn takes(_: impl actix_tenancy::error::ErrorResponder) {}
-/// # takes(mine);
-/// ```
-///
-/// A responder must not put [`TenancyError::reason`] in the body: it is for logs.
-pub trait ErrorResponder: Send + Sync + 'static {
-    /// The response for `err`.
-    fn respond(&self, err: &TenancyError, req: &HttpRequest) -> HttpResponse;
-}
-
-impl<F> ErrorResponder for F
-where
-    F: Fn(&TenancyError, &HttpRequest) -> HttpResponse + Send + Sync + 'static,
-{
-    fn respond(&self, err: &TenancyError, req: &HttpRequest) -> HttpResponse {
-        self(err, req)
-    }
-}
+use super::TenancyError;
 
 /// Where the default problem `type` URIs point: this module's table of codes on
 /// docs.rs, which has an anchor per code (`…#tenant_missing`).
 pub const DEFAULT_TYPE_BASE: &str =
     "https://docs.rs/actix-tenancy/latest/actix_tenancy/error/index.html#";
 
-/// The default responder: an RFC 9457 `application/problem+json` body, ending in a
-/// newline.
+/// The default body of a rejection: RFC 9457 `application/problem+json`, ending in a
+/// newline. [`problem`](Self::problem) builds it, as data, for any web framework.
 ///
 /// ```json
 /// {"type":"https://docs.rs/actix-tenancy/latest/actix_tenancy/error/index.html#tenant_missing","title":"Tenant required","status":401,"code":"tenant_missing"}
 /// ```
 ///
-/// - `type` names the problem: by default the row of the [module](super)'s table for
+/// - `type` names the problem: by default the row of actix-tenancy's table of codes for
 ///   the code, so a client or an operator who follows it reads what the code means;
 ///   with [`type_base`](Self::type_base), your own base followed by the code. With
 ///   [`about_blank`](Self::about_blank), `about:blank` and, as RFC 9457 asks of that
 ///   type, the status's phrase as the `title` (`"Unauthorized"`).
-/// - `title` is the code's fixed short text ([`ErrorCode::title`]).
+/// - `title` is the code's fixed short text ([`ErrorCode::title`](super::ErrorCode::title)).
 /// - `code` is an extension member carrying the stable code, for clients to match on;
 ///   `limit` and `capability` say which quota limit or capability kind refused.
 /// - `instance` is the request's id, when the request carries one in `X-Request-Id`
@@ -143,15 +36,16 @@ pub const DEFAULT_TYPE_BASE: &str =
 #[derive(Debug, Clone)]
 pub struct ProblemJson {
     /// The JSON-escaped type base, without quotes; `None` for `about:blank`.
-    pub(super) type_base: Option<String>,
-    pub(super) instance: Option<header::HeaderName>,
+    type_base: Option<String>,
+    /// The request header `instance` is taken from, in lowercase.
+    instance: Option<String>,
 }
 
 impl Default for ProblemJson {
     fn default() -> Self {
         Self {
             type_base: Some(DEFAULT_TYPE_BASE.to_owned()),
-            instance: Some(header::HeaderName::from_static("x-request-id")),
+            instance: Some("x-request-id".to_owned()),
         }
     }
 }
@@ -173,11 +67,19 @@ impl ProblemJson {
         self
     }
 
-    /// Takes `instance` from this request header instead of `X-Request-Id`.
+    /// Takes `instance` from this request header instead of `X-Request-Id` (a header
+    /// name, in any case: `HeaderName::from_static("x-correlation-id")` or
+    /// `"X-Correlation-Id"`).
     #[must_use]
-    pub fn instance_header(mut self, name: header::HeaderName) -> Self {
-        self.instance = Some(name);
+    pub fn instance_header(mut self, name: impl AsRef<str>) -> Self {
+        self.instance = Some(name.as_ref().to_ascii_lowercase());
         self
+    }
+
+    /// The request header `instance` is taken from (lowercase), if any: what an adapter
+    /// reads to pass [`problem`](Self::problem) its `request_id`.
+    pub fn instance_header_name(&self) -> Option<&str> {
+        self.instance.as_deref()
     }
 
     /// Never sends `instance`.
@@ -187,29 +89,13 @@ impl ProblemJson {
         self
     }
 
-    /// The response for `err`, without `instance` (there is no request to take it
-    /// from).
-    pub fn body(&self, err: &TenancyError) -> HttpResponse {
-        self.problem(err, None).into()
-    }
-
-    /// The response for `err` to `req`.
-    pub fn body_for(&self, err: &TenancyError, req: &HttpRequest) -> HttpResponse {
-        let id = self
-            .instance
-            .as_ref()
-            .and_then(|name| req.headers().get(name))
-            .map(HeaderValue::as_bytes);
-        self.problem(err, id).into()
-    }
-
     /// `err` as data: the status, headers and body of the answer, for any web
     /// framework. `request_id` is the request's id as it came (the value of the
     /// [`instance_header`](Self::instance_header)); it becomes `instance` only when it
     /// is 1 to 128 URI-unreserved characters.
     ///
     /// ```
-    /// use actix_tenancy::error::{ProblemJson, TenancyError};
+    /// use tenancy_core::error::{ProblemJson, TenancyError};
     ///
     /// let problem = ProblemJson::default().problem(&TenancyError::CredentialMissing, Some(b"r-1"));
     /// assert_eq!(problem.status(), 401);
@@ -234,13 +120,13 @@ impl ProblemJson {
             }
             None => {
                 body.push_str(r#"{"type":"about:blank""#);
-                status.canonical_reason().unwrap_or("Error")
+                code.phrase()
             }
         };
         let _ = write!(
             body,
             r#","title":"{title}","status":{},"code":"{}""#,
-            status.as_u16(),
+            status,
             code.as_str()
         );
         if let Some(d) = err.detail() {
@@ -260,9 +146,9 @@ impl ProblemJson {
         }
         body.push_str("}\n");
         Problem {
-            status: status.as_u16(),
+            status,
             retry_after: err.retry_after().map(retry_after_secs),
-            challenge: challenge(err),
+            challenge: err.challenge(),
             body,
         }
     }
@@ -270,13 +156,13 @@ impl ProblemJson {
 
 /// A rejection as data, from [`ProblemJson::problem`]: the status, the headers and the
 /// body of the answer, which an adapter for any web framework turns into its response
-/// (`HttpResponse::from` here).
+/// (in actix-tenancy, `HttpResponse::from(problem)`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    status: u16,
-    retry_after: Option<u64>,
-    challenge: Option<&'static str>,
-    body: String,
+    pub(crate) status: u16,
+    pub(crate) retry_after: Option<u64>,
+    pub(crate) challenge: Option<&'static str>,
+    pub(crate) body: String,
 }
 
 impl Problem {
@@ -306,43 +192,17 @@ impl Problem {
     }
 }
 
-impl From<Problem> for HttpResponse {
-    fn from(p: Problem) -> Self {
-        let mut res = HttpResponse::build(
-            StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        );
-        res.insert_header((
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        ));
-        res.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
-        if let Some(after) = p.retry_after {
-            res.insert_header((header::RETRY_AFTER, after));
-        }
-        if let Some(c) = p.challenge {
-            res.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static(c)));
-        }
-        res.body(p.body)
-    }
-}
-
 /// 1 to 128 URI-unreserved characters: safe to echo as a JSON string and a relative
 /// URI reference.
-pub(super) fn is_request_id(id: &[u8]) -> bool {
+fn is_request_id(id: &[u8]) -> bool {
     (1..=128).contains(&id.len())
         && id
             .iter()
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
-impl ErrorResponder for ProblemJson {
-    fn respond(&self, err: &TenancyError, req: &HttpRequest) -> HttpResponse {
-        self.body_for(err, req)
-    }
-}
-
 /// Whole seconds, rounded up, at least 1.
-pub(crate) fn retry_after_secs(d: Duration) -> u64 {
+pub fn retry_after_secs(d: Duration) -> u64 {
     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
     secs.max(1)
 }
