@@ -21,7 +21,8 @@ fn every_test_the_threat_model_names_exists() {
     let mut code = String::new();
     sources(&root.join("tests"), &mut code);
     sources(&root.join("src"), &mut code);
-    // Test names: backticked snake_case words of three parts or more.
+    sources(&root.join("crates"), &mut code); // the workspace's other crates
+                                              // Test names: backticked snake_case words of three parts or more.
     let names: Vec<&str> = model
         .split('`')
         .skip(1)
@@ -40,5 +41,24 @@ fn every_test_the_threat_model_names_exists() {
     assert!(
         missing.is_empty(),
         "THREAT_MODEL.md names tests that do not exist: {missing:?}"
+    );
+}
+
+#[test]
+fn every_file_the_threat_model_names_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = fs::read_to_string(root.join("THREAT_MODEL.md")).unwrap();
+    // Paths: backticked words under src/ or crates/ that end in `.rs`.
+    let paths: Vec<&str> = model
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|w| (w.starts_with("src/") || w.starts_with("crates/")) && w.ends_with(".rs"))
+        .collect();
+    assert!(paths.len() >= 10, "only {} paths found", paths.len());
+    let missing: Vec<_> = paths.iter().filter(|p| !root.join(p).is_file()).collect();
+    assert!(
+        missing.is_empty(),
+        "THREAT_MODEL.md names files that do not exist: {missing:?}"
     );
 }
