@@ -13,8 +13,8 @@ use actix_web::{
 
 use crate::error::{Problem, ProblemJson, TenancyError};
 
-/// A rejection answered in the default body; actix-tenancy's pipeline answers one
-/// with the application's responder instead.
+/// A rejection a handler returns (`Result<_, TenancyError>`), answered in the default
+/// body; the middleware's own rejections go through the application's responder.
 impl ResponseError for TenancyError {
     fn status_code(&self) -> StatusCode {
         StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
