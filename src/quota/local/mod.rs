@@ -159,7 +159,7 @@ impl LocalQuota<MonotonicClock> {
 impl LocalQuota<crate::core::Clock> {
     /// A manager for `plans` on `clock`, its monotonic time for the rate limiters and
     /// its wall time for the budgets: with a
-    /// [`testing::FakeClock`](crate::testing::FakeClock), a test refills a rate or
+    /// [`testing::FakeClock`](tenancy_core::FakeClock), a test refills a rate or
     /// starts a new budget period without sleeping.
     pub fn with_clock(plans: QuotaPlans, clock: crate::core::Clock) -> Self {
         let wall = clock.clone();

@@ -53,7 +53,7 @@ impl SessionConfig {
 
     /// Reads the wall-clock time (tokens' `iat`, `nbf` and `exp`, revocation cut-offs)
     /// from `clock` instead of the system's: with a
-    /// [`testing::FakeClock`](crate::testing::FakeClock), a test lets a token expire
+    /// [`testing::FakeClock`](tenancy_core::FakeClock), a test lets a token expire
     /// without sleeping. A remote key set's fetch schedule and a revocation store's own
     /// expiry keep their clocks (give [`InMemoryRevocations`](crate::session::InMemoryRevocations)
     /// the same one with `with_clock`).

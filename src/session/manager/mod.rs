@@ -195,6 +195,12 @@ impl SessionManager {
 
     /// Keeps revocations in `store` (e.g. [`RedisRevocations`](super::RedisRevocations)
     /// so every replica sees them).
+    ///
+    /// A builder step: it makes a new manager, with the keys it had, a fresh
+    /// verified-token cache, and its own key slot. Call it before you clone the manager
+    /// into the app: a clone taken before it keeps the old store, and a later
+    /// [`set_keys`](Self::set_keys) or [`rotate`](Self::rotate) on one of them does not
+    /// reach the other.
     pub fn with_store(self, store: impl RevocationStore) -> Self {
         let inner = Inner {
             config: self.inner.config.clone(),
