@@ -1582,6 +1582,66 @@ async fn the_pipelines_responder_answers_an_invalid_id_and_a_missing_one() {
     assert_custom(&call!(app, get("/whoami")).await, 401, "tenant_missing");
 }
 
+#[actix_web::test]
+async fn a_handlers_tenancy_error_and_a_missing_principal_answer_as_the_middleware_does() {
+    async fn refuse() -> Result<HttpResponse, TenancyError> {
+        Err(TenancyError::InvalidRequest {
+            reason: "the body is not JSON (secret detail)".into(),
+        })
+    }
+    async fn me(p: Principal) -> String {
+        p.subject().to_owned()
+    }
+    macro_rules! app_with {
+        ($($mw:expr)?) => {
+            test::init_service(
+                App::new()
+                    $(.wrap($mw))?
+                    .route("/refuse", web::post().to(refuse))
+                    .route("/me", web::get().to(me)),
+            )
+            .await
+        };
+    }
+    let custom = Tenancy::builder()
+        .resolver(header_resolver())
+        .responder(custom_responder)
+        .build()
+        .unwrap();
+    let app = app_with!(custom);
+    let post = || test::TestRequest::post().uri("/refuse");
+    let r = call!(app, post().insert_header(("x-tenant-id", "acme"))).await;
+    assert_custom(&r, 400, "invalid_request");
+    let r = call!(app, get("/me").insert_header(("x-tenant-id", "acme"))).await;
+    assert_custom(&r, 401, "unauthenticated");
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+
+    // The default responder, inside the middleware and without it: the problem body.
+    let plain = Tenancy::builder()
+        .resolver(header_resolver())
+        .build()
+        .unwrap();
+    async fn answers_the_problem<S, B>(app: &S)
+    where
+        S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+        B: MessageBody,
+    {
+        let req = test::TestRequest::post().uri("/refuse");
+        let r = call(app, req.insert_header(("x-tenant-id", "acme")).to_request()).await;
+        assert_eq!(r.status.as_u16(), 400, "{}", r.text());
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+        assert_eq!(r.json()["code"], "invalid_request");
+        assert!(!r.text().contains("secret"), "{}", r.text());
+        let req = get("/me").insert_header(("x-tenant-id", "acme"));
+        let r = call(app, req.to_request()).await;
+        assert_eq!(r.status.as_u16(), 401);
+        assert_eq!(r.json()["code"], "unauthenticated");
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    }
+    answers_the_problem(&app_with!(plain)).await;
+    answers_the_problem(&app_with!()).await;
+}
+
 // ---------------------------------------------------------------------------------
 // 13. Tenancy and configuration errors
 // ---------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ use std::{
 };
 
 use actix_web::{
-    body::{EitherBody, MessageBody},
+    body::{BoxBody, EitherBody, MessageBody},
     dev::{Service, ServiceRequest, ServiceResponse},
     HttpMessage as _,
 };
@@ -43,7 +43,7 @@ pub(crate) use stage::{
 };
 
 use crate::core::{
-    error::{add_challenge, respond, TenancyError},
+    error::{add_challenge, respond, ProblemJson, TenancyError},
     Resolution, TenantContext,
 };
 
@@ -390,6 +390,22 @@ fn answered<B: MessageBody>(
 ) -> Output<B> {
     match res {
         Ok(mut res) => {
+            if let Some(err) = returned_rejection(&res) {
+                // A handler's or an extractor's `TenancyError`, in the default body
+                // (its `ResponseError`): answered as the middleware answers its own.
+                let (req, _) = res.into_parts();
+                let responder = Resolution::of(&req).map(|r| r.responder);
+                let mut answer = match responder {
+                    Some(r) => respond(&*r, &err, &req),
+                    None => ProblemJson::default().problem(&err, None).into(),
+                };
+                add_challenge(&err, &mut answer);
+                let mut res = ServiceResponse::new(req, answer);
+                let settling = after.and_then(|after| after.apply(&mut res));
+                return Ok(res
+                    .map_body(|_, body| BoxBody::new(SettlingBody::new(body, settling)))
+                    .map_into_right_body());
+            }
             let settling = after.and_then(|after| after.apply(&mut res));
             Ok(res
                 .map_body(|_, body| SettlingBody::new(body, settling))
@@ -402,6 +418,14 @@ fn answered<B: MessageBody>(
             Err(err)
         }
     }
+}
+
+/// The `TenancyError` the inner service answered with, if it returned one as its error
+/// (`Err(TenancyError)` from a handler, or an extractor's): not one the crate already
+/// answered with a responder (those are wrapped, and their body is the responder's).
+#[inline]
+fn returned_rejection<B>(res: &ServiceResponse<B>) -> Option<TenancyError> {
+    res.response().error()?.as_error::<TenancyError>().cloned()
 }
 
 /// The access line and the request metrics a request owes until it is answered.
