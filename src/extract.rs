@@ -1,4 +1,5 @@
-//! The extractors handlers take: [`Tenant`] and [`Principal`]. They only read what the
+//! The extractors handlers take: [`Tenant`] and [`Principal`](crate::Principal) (whose
+//! actix impl is in `tenancy-core`, which owns the type). They only read what the
 //! middleware stored in the request extensions; nothing is resolved again.
 
 use std::{
@@ -11,8 +12,8 @@ use std::{
 use actix_web::{dev::Payload, FromRequest, HttpRequest};
 
 use crate::core::{
-    error::{respond_err, ErrorResponder, ProblemJson, TenancyError},
-    Capabilities, Principal, Resolution, TenantContext,
+    error::{respond_err, ProblemJson, TenancyError},
+    Capabilities, Resolution, TenantContext,
 };
 
 /// The resolved tenant of a request, as a handler argument.
@@ -128,35 +129,6 @@ impl FromRequest for Tenant {
                     &ProblemJson::default(),
                     req,
                 ))
-            }
-        })
-    }
-}
-
-/// The verified principal, as a handler argument: `401 unauthenticated` (with a
-/// `WWW-Authenticate: Bearer` challenge) when no authentication stage attached one.
-/// Take `Option<Principal>` where a principal is optional.
-///
-/// ```
-/// use actix_tenancy::Principal;
-///
-/// async fn me(p: Principal) -> String {
-///     p.subject().to_owned()
-/// }
-/// ```
-impl FromRequest for Principal {
-    type Error = actix_web::Error;
-    type Future = std::future::Ready<Result<Self, Self::Error>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(match Principal::of(req) {
-            Some(p) => Ok(p),
-            None => {
-                let err = TenancyError::CredentialMissing;
-                let responder = Resolution::of(req).map(|r| r.responder);
-                let responder: Arc<dyn ErrorResponder> =
-                    responder.unwrap_or_else(|| Arc::new(ProblemJson::default()));
-                Err(respond_err(err, &*responder, req))
             }
         })
     }

@@ -127,7 +127,8 @@
 //! no web framework, and `tests/layers.rs` fails if it names one (in its code or its
 //! dependencies). It holds, so far, tenant ids and their rule,
 //! [`SourceKind`](resolve::SourceKind), records and their statuses, [`Answer`] and
-//! [`Moment`], the [`Charge`](quota::Charge), the [`Clock`], the rejections as data
+//! [`Moment`], the [`Charge`](quota::Charge), the [`Clock`], the verified [`Principal`]
+//! and the [`TenantContext`], the rejections as data
 //! ([`error`]: codes, [`TenancyError`](error::TenancyError), problem bodies,
 //! [`ConfigError`](error::ConfigError)), the [`registry`] in memory and its cache, and the
 //! guard every call into the application's code runs under; this crate re-exports each
@@ -136,11 +137,11 @@
 //!
 //! | module | holds | imports |
 //! | --- | --- | --- |
-//! | `crates/tenancy-core` | the framework-neutral values above; in `src/compat/`, behind its feature `actix-web-4`, actix-web's traits for its own types (`ResponseError`, `HttpResponse::from(Problem)`), which only it may write | no web framework outside `compat/` |
-//! | `core/` | what the neutral values are re-exported from, [`TenantContext`], [`Principal`], the actix side of rejections ([`ErrorResponder`](error::ErrorResponder); [`TenancyError`](error::TenancyError), its codes, the rejection as data ([`Problem`](error::Problem)) and [`ConfigError`](error::ConfigError) are re-exported from `tenancy-core`), the [audit](observe) sink and events (a stage is a name it gives itself), what resolution leaves in the request extensions, and the capability trait handlers ask through | `tenancy-core`, nothing else of the crate |
+//! | `crates/tenancy-core` | the framework-neutral values above; in `src/compat/`, behind its feature `actix-web-4`, actix-web's traits for its own types (`ResponseError`, `HttpResponse::from(Problem)`, the `Principal` extractor and `Principal::attach`/`of`), which only it may write | no web framework outside `compat/` |
+//! | `core/` | what the neutral values are re-exported from, the actix side of rejections ([`ErrorResponder`](error::ErrorResponder); [`TenancyError`](error::TenancyError), its codes, the rejection as data ([`Problem`](error::Problem)) and [`ConfigError`](error::ConfigError) are re-exported from `tenancy-core`), the [audit](observe) sink and events (a stage is a name it gives itself), what resolution leaves in the request extensions, and the capability trait handlers ask through | `tenancy-core`, nothing else of the crate |
 //! | `pipeline/` | the one middleware service and its named future; the stage protocol (`prepare` → pass, refuse, or wait once: the wait's output has no "wait" arm); the response-side step, settled when the response's body ends ([`SettlingBody`](dev::SettlingBody)); the settings every stage shares (responder, audit sink, per-tenant metrics); the per-worker route cache | `core` |
 //! | `backend/` | what backends share: the Redis connection ([`RedisConnection`], feature `redis`) and the SQL helpers (feature `postgres`) | `core` |
-//! | `extract.rs`, [`guard`] | the [`Tenant`] and [`Principal`] extractors, route guards: they read what the core holds | `core` |
+//! | `extract.rs`, [`guard`] | the [`Tenant`] extractor, route guards: they read what the core holds | `core` |
 //! | [`registry`] | the resolver's backends: in memory and cached (re-exported from `tenancy-core`), PostgreSQL | `core`, `backend` |
 //! | [`resolve`], [`policy`], [`quota`], [`session`] | one stage each, the same files for the same things: `mod.rs` (docs, re-exports, the stage's own types and traits), `stage.rs` or `stage/` (the public stage, its builder, the protocol's implementation; the resolver's as `identify`, `admit` and `contexts`), and each engine a folder of one concept a file with its unit tests beside it (`quota/local/`, `quota/redis/` with its Lua scripts, `policy/rules/`, `session/manager/`, `session/oidc/remote/`) | `core`, `pipeline`, `backend` (and the resolver and sessions the `registry`); never another stage |
 //! | [`storage`] (feature `postgres`) | tenant data: the `TenantTx` extractor in three models, migrations, row-level security | `core`, `backend` |

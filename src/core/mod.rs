@@ -8,22 +8,18 @@
 
 pub mod error;
 pub mod observe;
-mod principal;
 pub(crate) mod resolution;
-mod tenant;
 
 // The values of the framework-neutral core (`tenancy-core`), where the crate has
 // always had them.
 pub(crate) use tenancy_core::{Access, StatusRules, TenantRecord};
 pub use tenancy_core::{
-    Answer, AnswerFuture, Charge, Clock, InvalidTenantId, Moment, SourceKind, TenantId,
-    TenantIdRule, MAX_TENANT_ID_LEN,
+    Answer, AnswerFuture, Charge, Clock, InvalidTenantId, Moment, Principal, RevokeSessions,
+    SourceKind, TenantContext, TenantId, TenantIdRule, MAX_TENANT_ID_LEN,
 };
 /// Panic guards for the application's callbacks.
 pub(crate) mod caught {
     pub(crate) use tenancy_core::{caught, caught_async};
 }
 
-pub use principal::{Principal, RevokeSessions};
 pub(crate) use resolution::{Capabilities, Resolution};
-pub use tenant::TenantContext;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use actix_web::{HttpMessage as _, HttpRequest};
 
-use super::{error::ErrorResponder, tenant::TenantContext};
+use super::{error::ErrorResponder, TenantContext};
 
 /// Answers "may this tenant use this capability?" for handlers and guards
 /// ([`Tenant::can`](crate::Tenant::can), [`guard::capability`](crate::guard::capability)).

@@ -5,6 +5,8 @@
 //! - [`TenantRecord`], its [`TenantStatus`] and the [`StatusRules`] that say what each
 //!   status may do.
 //! - [`SourceKind`]: which kind of source named a tenant.
+//! - [`Principal`]: a verified identity, and [`TenantContext`]: what the resolver
+//!   settled for one request.
 //! - [`registry`]: the [`TenantRegistry`](registry::TenantRegistry) trait, the registry
 //!   in memory and the cache in front of any registry.
 //! - [`Answer`]: the one return type of every backend operation, ready now or later,
@@ -30,8 +32,10 @@ mod caught;
 mod charge;
 mod clock;
 mod compat;
+mod context;
 pub mod error;
 mod id;
+mod principal;
 mod record;
 pub mod registry;
 mod source;
@@ -40,7 +44,9 @@ pub use answer::{Answer, AnswerFuture, Lease, Moment};
 pub use caught::{caught, caught_async};
 pub use charge::Charge;
 pub use clock::{Clock, FakeClock};
+pub use context::TenantContext;
 pub use error::ConfigError;
 pub use id::{InvalidTenantId, TenantId, TenantIdRule, MAX_TENANT_ID_LEN};
+pub use principal::{Principal, RevokeSessions};
 pub use record::{Access, StatusRules, TenantRecord, TenantStatus};
 pub use source::SourceKind;

@@ -4,14 +4,18 @@
 //! the decisions stay in the neutral code.
 
 use actix_web::{
+    dev::Payload,
     http::{
         header::{self, HeaderValue},
         StatusCode,
     },
-    HttpResponse, ResponseError,
+    FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError,
 };
 
-use crate::error::{Problem, ProblemJson, TenancyError};
+use crate::{
+    error::{Problem, ProblemJson, TenancyError},
+    Principal,
+};
 
 /// A rejection a handler returns (`Result<_, TenancyError>`), answered in the default
 /// body; the middleware's own rejections go through the application's responder.
@@ -43,5 +47,35 @@ impl From<Problem> for HttpResponse {
             res.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static(c)));
         }
         res.body(p.body)
+    }
+}
+
+/// Where an actix request keeps its principal: the request extensions.
+impl Principal {
+    /// Puts this principal into the request extensions, its one home, for the resolver
+    /// and every later reader. Call it only after the credential has been verified.
+    pub fn attach(self, req: &impl HttpMessage) {
+        req.extensions_mut().insert(self);
+    }
+
+    /// The verified principal of the request, if any: the one an authentication stage
+    /// attached to the request extensions. A resolved tenant's context carries the
+    /// same principal: the resolver read it there.
+    pub fn of(req: &impl HttpMessage) -> Option<Principal> {
+        req.extensions().get::<Principal>().cloned()
+    }
+}
+
+/// The verified principal, as a handler argument: `401 unauthenticated` (with a
+/// `WWW-Authenticate: Bearer` challenge) when no authentication stage attached one,
+/// answered by the application's responder inside actix-tenancy's middleware. Take
+/// `Option<Principal>` where a principal is optional.
+impl FromRequest for Principal {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let principal = Principal::of(req).ok_or(TenancyError::CredentialMissing);
+        std::future::ready(principal.map_err(actix_web::Error::from))
     }
 }

@@ -2,13 +2,12 @@
 
 use std::sync::Arc;
 
-use super::Principal;
-use tenancy_core::{SourceKind, TenantId, TenantRecord};
+use crate::{Principal, SourceKind, TenantId, TenantRecord};
 
 /// Everything known about the tenant of one request, settled once by the resolver.
 ///
 /// It sits in the request extensions as `Arc<TenantContext>`; handlers read it through
-/// the [`Tenant`](crate::Tenant) extractor. Nothing downstream re-reads a header to learn the tenant.
+/// the adapter's `Tenant` extractor. Nothing downstream re-reads a header to learn the tenant.
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct TenantContext {

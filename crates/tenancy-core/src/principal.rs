@@ -1,27 +1,23 @@
 use std::{fmt, sync::Arc, time::SystemTime};
 
-use actix_web::HttpMessage;
-
-use super::{Answer, TenantId};
+use crate::{Answer, TenantId};
 
 /// A verified identity: who made the request and, when the credential says so, for
 /// which tenant.
 ///
-/// An authentication middleware (this crate's JWT stage, or your own) verifies a
-/// credential and then inserts the `Principal` into the request extensions with
-/// [`Principal::attach`]. The resolver's claim source ([`Source::claim`]) reads it: a
-/// verified tenant claim wins over every other source, and any source that names a
-/// different tenant is a conflict.
+/// An authentication middleware (the JWT stage, or your own) verifies a credential and
+/// then puts the `Principal` into the request extensions, its one home (in actix,
+/// `Principal::attach`). The resolver's claim source reads it: a verified tenant claim
+/// wins over every other source, and any source that names a different tenant is a
+/// conflict.
 ///
 /// Only insert a `Principal` after verifying the credential it came from: the resolver
 /// trusts it.
 ///
 /// Cloning is a reference-count increment.
 ///
-/// [`Source::claim`]: crate::resolve::Source::claim
-///
 /// ```
-/// use actix_tenancy::{Principal, TenantId};
+/// use tenancy_core::{Principal, TenantId};
 ///
 /// let p = Principal::new("user-42")
 ///     .with_tenant(TenantId::parse("acme").unwrap())
@@ -154,19 +150,6 @@ impl Principal {
     /// The raw claims (`Null` when none were kept).
     pub fn claims(&self) -> &serde_json::Value {
         &self.0.claims
-    }
-
-    /// Puts this principal into the request extensions, for the resolver to read.
-    /// Call it only after the credential has been verified.
-    pub fn attach(self, req: &impl HttpMessage) {
-        req.extensions_mut().insert(self);
-    }
-
-    /// The verified principal of the request, if any: the one an authentication stage
-    /// attached to the request extensions, its one home. A resolved tenant's context
-    /// carries the same principal: the resolver read it there.
-    pub fn of(req: &impl HttpMessage) -> Option<Principal> {
-        req.extensions().get::<Principal>().cloned()
     }
 }
 
