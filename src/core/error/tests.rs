@@ -52,6 +52,19 @@ fn every_code_has_its_anchor_in_the_table_the_problem_type_points_at() {
 }
 
 #[test]
+fn every_codes_status_and_phrase_are_the_ones_http_knows() {
+    // The core keeps its own small table (it names no framework); actix's is the oracle.
+    for code in ErrorCode::ALL {
+        let status = actix_web::http::StatusCode::from_u16(code.status()).unwrap();
+        assert!(
+            status.is_client_error() || status.is_server_error(),
+            "{code}"
+        );
+        assert_eq!(Some(code.phrase()), status.canonical_reason(), "{code}");
+    }
+}
+
+#[test]
 fn a_problem_as_data_is_the_response_actix_sends() {
     for err in samples() {
         for responder in [ProblemJson::default(), ProblemJson::default().about_blank()] {
