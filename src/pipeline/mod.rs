@@ -43,7 +43,7 @@ pub(crate) use stage::{
 };
 
 use crate::core::{
-    error::{add_challenge, respond, ProblemJson, TenancyError},
+    error::{respond, ErrorResponder, TenancyError},
     Resolution, TenantContext,
 };
 
@@ -370,7 +370,6 @@ where
                 .insert(Refused(refusal.err.code()));
         }
         let mut res = respond(&*self.pipeline.settings.responder, &refusal.err, &http_req);
-        add_challenge(&refusal.err, &mut res);
         if let Some(fields) = refusal.fields {
             fields.write(res.headers_mut());
         }
@@ -390,16 +389,11 @@ fn answered<B: MessageBody>(
 ) -> Output<B> {
     match res {
         Ok(mut res) => {
-            if let Some(err) = returned_rejection(&res) {
+            if let Some((err, responder)) = returned_rejection(&res) {
                 // A handler's or an extractor's `TenancyError`, in the default body
                 // (its `ResponseError`): answered as the middleware answers its own.
                 let (req, _) = res.into_parts();
-                let responder = Resolution::of(&req).map(|r| r.responder);
-                let mut answer = match responder {
-                    Some(r) => respond(&*r, &err, &req),
-                    None => ProblemJson::default().problem(&err, None).into(),
-                };
-                add_challenge(&err, &mut answer);
+                let answer = respond(&*responder, &err, &req);
                 let mut res = ServiceResponse::new(req, answer);
                 let settling = after.and_then(|after| after.apply(&mut res));
                 return Ok(res
@@ -421,11 +415,18 @@ fn answered<B: MessageBody>(
 }
 
 /// The `TenancyError` the inner service answered with, if it returned one as its error
-/// (`Err(TenancyError)` from a handler, or an extractor's): not one the crate already
-/// answered with a responder (those are wrapped, and their body is the responder's).
+/// (`Err(TenancyError)` from a handler, or an extractor's), and the responder of the
+/// resolution that should answer it instead of the default body. Not one the crate
+/// already answered with a responder (those are wrapped, and their body is the
+/// responder's); without a resolution the default body stands.
 #[inline]
-fn returned_rejection<B>(res: &ServiceResponse<B>) -> Option<TenancyError> {
-    res.response().error()?.as_error::<TenancyError>().cloned()
+fn returned_rejection<B>(
+    res: &ServiceResponse<B>,
+) -> Option<(TenancyError, Arc<dyn ErrorResponder>)> {
+    let err = res.response().error()?.as_error::<TenancyError>()?;
+    let ext = res.request().extensions();
+    let responder = Arc::clone(&ext.get::<Resolution>()?.responder);
+    Some((err.clone(), responder))
 }
 
 /// The access line and the request metrics a request owes until it is answered.

@@ -42,7 +42,7 @@ mod tests;
 
 /// Adds the `WWW-Authenticate` challenge of an authentication rejection
 /// ([`TenancyError::challenge`]), unless the responder set one.
-pub(crate) fn add_challenge(err: &TenancyError, res: &mut HttpResponse) {
+fn add_challenge(err: &TenancyError, res: &mut HttpResponse) {
     if let Some(value) = err.challenge() {
         if !res.headers().contains_key(WWW_AUTHENTICATE) {
             let value = HeaderValue::from_static(value);
@@ -51,15 +51,19 @@ pub(crate) fn add_challenge(err: &TenancyError, res: &mut HttpResponse) {
     }
 }
 
-/// `responder`'s answer to `err`; the default body when the responder panicked (it
-/// is the application's code: the client still gets an answer of the right status).
+/// `responder`'s answer to `err`, with its challenge; the default body when the
+/// responder panicked (it is the application's code: the client still gets an answer
+/// of the right status).
 pub(crate) fn respond(
     responder: &dyn ErrorResponder,
     err: &TenancyError,
     req: &HttpRequest,
 ) -> HttpResponse {
-    crate::core::caught::caught("ErrorResponder::respond", || responder.respond(err, req))
-        .unwrap_or_else(|| ProblemJson::default().problem(err, None).into())
+    let mut res =
+        crate::core::caught::caught("ErrorResponder::respond", || responder.respond(err, req))
+            .unwrap_or_else(|| ProblemJson::default().problem(err, None).into());
+    add_challenge(err, &mut res);
+    res
 }
 
 /// The error an extractor returns: `err` answered by `responder`, with its challenge.
@@ -68,8 +72,7 @@ pub(crate) fn respond_err(
     responder: &dyn ErrorResponder,
     req: &HttpRequest,
 ) -> actix_web::Error {
-    let mut res = respond(responder, &err, req);
-    add_challenge(&err, &mut res);
+    let res = respond(responder, &err, req);
     actix_web::error::InternalError::from_response(err, res).into()
 }
 
@@ -129,10 +132,14 @@ where
 /// The default body, with `instance` from the request's id header.
 impl ErrorResponder for ProblemJson {
     fn respond(&self, err: &TenancyError, req: &HttpRequest) -> HttpResponse {
-        let id = self
-            .instance_header_name()
-            .and_then(|name| req.headers().get(name))
-            .map(HeaderValue::as_bytes);
+        // Compared by name: a `&str` key would be parsed (and a custom name copied)
+        // into a `HeaderName` on every rejection.
+        let id = self.instance_header_name().and_then(|name| {
+            req.headers()
+                .iter()
+                .find(|(n, _)| n.as_str() == name)
+                .map(|(_, v)| v.as_bytes())
+        });
         self.problem(err, id).into()
     }
 }

@@ -3,10 +3,12 @@
 //! another crate's trait for it, so these few impls live here; each only converts, and
 //! the decisions stay in the neutral code.
 
+use std::borrow::Cow;
+
 use actix_web::{
     dev::Payload,
     http::{
-        header::{self, HeaderValue},
+        header::{HeaderName, HeaderValue},
         StatusCode,
     },
     FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError,
@@ -29,22 +31,23 @@ impl ResponseError for TenancyError {
     }
 }
 
-/// The response the crate sends for a [`Problem`].
+/// The response the crate sends for a [`Problem`]: its status, its
+/// [headers](Problem::headers) and its body.
 impl From<Problem> for HttpResponse {
     fn from(p: Problem) -> Self {
         let mut res = HttpResponse::build(
             StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         );
-        res.insert_header((
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        ));
-        res.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
-        if let Some(after) = p.retry_after {
-            res.insert_header((header::RETRY_AFTER, after));
-        }
-        if let Some(c) = p.challenge {
-            res.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static(c)));
+        for (name, value) in p.headers() {
+            // Fixed lowercase names; fixed words, and a number of seconds.
+            let value = match value {
+                Cow::Borrowed(v) => HeaderValue::from_static(v),
+                Cow::Owned(v) => match HeaderValue::try_from(v) {
+                    Ok(v) => v,
+                    Err(_) => continue, // never: digits are a header value
+                },
+            };
+            res.insert_header((HeaderName::from_static(name), value));
         }
         res.body(p.body)
     }
