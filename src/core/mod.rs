@@ -17,9 +17,5 @@ pub use tenancy_core::{
     Answer, AnswerFuture, Charge, Clock, InvalidTenantId, Moment, Principal, RevokeSessions,
     SourceKind, TenantContext, TenantId, TenantIdRule, MAX_TENANT_ID_LEN,
 };
-/// Panic guards for the application's callbacks.
-pub(crate) mod caught {
-    pub(crate) use tenancy_core::{caught, caught_async};
-}
 
 pub(crate) use resolution::{Capabilities, Resolution};

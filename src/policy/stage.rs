@@ -9,9 +9,10 @@ use super::{
     memo::{Memo, Probe},
     Decision, PolicyError, PolicyEvaluator, PolicyRequest,
 };
+use tenancy_core::{caught, caught_async};
+
 use crate::{
     core::{
-        caught::{caught, caught_async},
         error::{ConfigError, ErrorCode, TenancyError},
         observe::{AuditEvent, Outcome, Stage as StageName, Timer},
         Capabilities, TenantContext,

@@ -10,9 +10,10 @@ use super::{
     headers::headers,
     Charge, QuotaDecision, QuotaError, QuotaLimit, QuotaManager,
 };
+use tenancy_core::{caught, caught_async};
+
 use crate::{
     core::{
-        caught::{caught, caught_async},
         error::{ConfigError, ErrorCode, TenancyError},
         observe::{AuditEvent, Outcome, Stage as StageName, Timer},
         Moment, TenantContext,

@@ -359,7 +359,7 @@ impl Imp {
                 let segment = rest.split('/').next().unwrap_or_default();
                 check(kind, rule, Cow::Borrowed(segment)).map(Some)
             }
-            Imp::Custom(f) => match crate::core::caught::caught("Source::custom", || f(req)) {
+            Imp::Custom(f) => match tenancy_core::caught("Source::custom", || f(req)) {
                 Some(Ok(Some(raw))) => check(kind, rule, Cow::Owned(raw)).map(Some),
                 Some(Ok(None)) => Ok(None),
                 Some(Err(e)) => Err(invalid(kind, e.0)),

@@ -59,9 +59,8 @@ pub(crate) fn respond(
     err: &TenancyError,
     req: &HttpRequest,
 ) -> HttpResponse {
-    let mut res =
-        crate::core::caught::caught("ErrorResponder::respond", || responder.respond(err, req))
-            .unwrap_or_else(|| ProblemJson::default().problem(err, None).into());
+    let mut res = tenancy_core::caught("ErrorResponder::respond", || responder.respond(err, req))
+        .unwrap_or_else(|| ProblemJson::default().problem(err, None).into());
     add_challenge(err, &mut res);
     res
 }

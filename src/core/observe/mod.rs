@@ -243,7 +243,7 @@ impl Timer {
 pub(crate) fn emit(audit: &dyn AuditSink, per_tenant: bool, event: &AuditEvent<'_>) {
     // The sink is the application's code: a panic in it loses that one event (logged),
     // never the decision or the connection.
-    let _ = super::caught::caught("AuditSink::record", || audit.record(event));
+    let _ = tenancy_core::caught("AuditSink::record", || audit.record(event));
     #[cfg(feature = "metrics")]
     count(per_tenant, event);
     #[cfg(not(feature = "metrics"))]

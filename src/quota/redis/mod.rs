@@ -293,7 +293,7 @@ impl RedisQuota {
         if let Some(hook) = &self.hook {
             // The application's code, called on a check's path: a panic in it loses
             // the notice (logged), never the check.
-            let _ = crate::core::caught::caught("RedisQuota mode hook", || hook(degraded));
+            let _ = tenancy_core::caught("RedisQuota mode hook", || hook(degraded));
         }
     }
 

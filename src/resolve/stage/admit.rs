@@ -6,12 +6,11 @@ use std::sync::Arc;
 use actix_web::{dev::ServiceRequest, http::Method};
 
 use super::{contexts::Known, At, Named, ResolveStage, Resolved};
+use tenancy_core::{caught, caught_async};
+
 use crate::{
     core::{
-        caught::{caught, caught_async},
-        error::TenancyError,
-        observe::Outcome,
-        Access, Answer, Moment, TenantContext, TenantRecord,
+        error::TenancyError, observe::Outcome, Access, Answer, Moment, TenantContext, TenantRecord,
     },
     registry::{Lease, Lookup, RegistryError},
 };

@@ -6,7 +6,9 @@ use std::borrow::Cow;
 use actix_web::dev::ServiceRequest;
 
 use super::{super::source, ResolveStage};
-use crate::core::{caught::caught_async, error::TenancyError, Principal, SourceKind};
+use tenancy_core::caught_async;
+
+use crate::core::{error::TenancyError, Principal, SourceKind};
 
 /// The tenant named so far: its id (validated, borrowed from the request where it
 /// could be), the source, and the source's rank.

@@ -433,7 +433,7 @@ impl TenantIssuers {
         // The template is the application's code: a panic in it is a `503` for this
         // tenant, never a crashed worker (nor a poisoned lock).
         let Some(builder) =
-            crate::core::caught::caught("TenantIssuers template", || (self.template)(issuer))
+            tenancy_core::caught("TenantIssuers template", || (self.template)(issuer))
         else {
             return Err(unavailable("the tenant's identity provider cannot be used"));
         };
