@@ -4,8 +4,8 @@ use std::{borrow::Cow, time::Duration};
 
 use super::TenancyError;
 
-/// Where the default problem `type` URIs point: this module's table of codes on
-/// docs.rs, which has an anchor per code (`…#tenant_missing`).
+/// Where the default problem `type` URIs point: the table of codes on actix-tenancy's
+/// `error` page on docs.rs, which has an anchor per code (`…#tenant_missing`).
 pub const DEFAULT_TYPE_BASE: &str =
     "https://docs.rs/actix-tenancy/latest/actix_tenancy/error/index.html#";
 
