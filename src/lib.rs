@@ -125,7 +125,7 @@
 //!
 //! The crate is the actix adapter of a workspace: `crates/tenancy-core` holds what needs
 //! no web framework, and `tests/layers.rs` fails if it names one (in its code or its
-//! dependencies). It holds, so far, tenant ids and their rule,
+//! dependencies) outside its `compat/` impls of actix's traits. It holds, so far, tenant ids and their rule,
 //! [`SourceKind`](resolve::SourceKind), records and their statuses, [`Answer`] and
 //! [`Moment`], the [`Charge`](quota::Charge), the [`Clock`], the verified [`Principal`]
 //! and the [`TenantContext`], the rejections as data
