@@ -336,10 +336,57 @@ fn the_neutral_core_names_no_web_framework_but_in_its_compat_impls() {
             line.contains("optional = true"),
             "crates/tenancy-core depends on {name} whatever its features: {line}"
         );
+        // The feature that turns it on is named for a framework and its major version
+        // (`actix-web-4`, `axum-core-0_5`), and turns on nothing but that framework's
+        // crates.
+        let feature = manifest.lines().find(|l| {
+            l.contains(&format!("\"dep:{name}\""))
+                && l.split('=').next().is_some_and(|f| {
+                    let f = f.trim().replace('-', "_");
+                    FRAMEWORKS.iter().any(|fw| f.starts_with(fw))
+                        && f.ends_with(|c: char| c.is_ascii_digit())
+                })
+        });
+        let feature =
+            feature.unwrap_or_else(|| panic!("{name} is turned on by no framework's feature"));
         assert!(
-            manifest.contains(&format!("= [\"dep:{name}\"]")),
-            "{name} is turned on by a feature of its own"
+            feature
+                .split('"')
+                .filter(|w| w.starts_with("dep:"))
+                .all(|w| FRAMEWORKS.contains(&w[4..].replace('-', "_").as_str())),
+            "{feature}: a framework's feature turns on that framework only"
         );
+    }
+}
+
+/// Each adapter names its own framework only: actix-tenancy no Tower crate, and
+/// tower-tenancy no actix crate. What they share is in the core.
+#[test]
+fn each_adapter_names_its_own_framework_only() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tower_side = [
+        "axum",
+        "axum_core",
+        "tower",
+        "tower_layer",
+        "tower_service",
+        "tonic",
+    ];
+    for (dir, foreign) in [
+        (root.join("src"), &tower_side[..]),
+        (root.join("crates/tower-tenancy/src"), &FRAMEWORKS[..7]),
+    ] {
+        let mut files = Vec::new();
+        rust_files(&dir, &mut files);
+        assert!(!files.is_empty(), "{} has no sources", dir.display());
+        for file in files {
+            let text = fs::read_to_string(&file).unwrap();
+            let named: Vec<String> = code_identifiers(&text)
+                .into_iter()
+                .filter(|w| foreign.contains(&w.trim_end_matches("::")))
+                .collect();
+            assert!(named.is_empty(), "{} names {named:?}", file.display());
+        }
     }
 }
 

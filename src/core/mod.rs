@@ -12,10 +12,10 @@ pub(crate) mod resolution;
 
 // The values of the framework-neutral core (`tenancy-core`), where the crate has
 // always had them.
-pub(crate) use tenancy_core::{Access, StatusRules, TenantRecord};
 pub use tenancy_core::{
     Answer, AnswerFuture, Charge, Clock, InvalidTenantId, Moment, Principal, RevokeSessions,
     SourceKind, TenantContext, TenantId, TenantIdRule, MAX_TENANT_ID_LEN,
 };
+pub(crate) use tenancy_core::{StatusRules, TenantRecord};
 
 pub(crate) use resolution::{Capabilities, Resolution};

@@ -35,6 +35,7 @@ use crate::core::{
     observe::{emit, AuditEvent, AuditSink, TracingAudit},
     Capabilities, Charge, Resolution, TenantContext,
 };
+pub(crate) use tenancy_core::Exempt;
 
 /// A stage as configured: built once, shared by every worker.
 pub(crate) trait Stage: Send + Sync + 'static {
@@ -360,25 +361,6 @@ fn unresolved() -> TenancyError {
          stage, or compose both in one Tenancy"
     );
     TenancyError::Misconfigured("no tenant resolution before this stage")
-}
-
-/// The paths that need no tenant, matched against the path actix routes on.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Exempt {
-    pub(crate) paths: Vec<String>,
-    pub(crate) prefixes: Vec<String>,
-}
-
-impl Exempt {
-    #[inline]
-    pub(crate) fn matches(&self, path: &str) -> bool {
-        self.paths.iter().any(|p| p == path)
-            || self.prefixes.iter().any(|p| path.starts_with(p.as_str()))
-    }
-
-    fn is_empty(&self) -> bool {
-        self.paths.is_empty() && self.prefixes.is_empty()
-    }
 }
 
 /// What every stage of one pipeline shares: how rejections are answered, where

@@ -1,5 +1,7 @@
 use std::{borrow::Cow, fmt, sync::Arc};
 
+use tenancy_core::resolve;
+
 use actix_web::{
     dev::ServiceRequest,
     http::header::{self, HeaderName, HeaderValue},
@@ -8,34 +10,10 @@ use futures_util::future::LocalBoxFuture;
 
 use crate::core::{
     error::{ConfigError, TenancyError},
-    InvalidTenantId, Principal, SourceKind, TenantIdRule,
+    Principal, SourceKind, TenantIdRule,
 };
 
-/// The header [`Source::header`] reads.
-pub const TENANT_HEADER: &str = "x-tenant-id";
-
-/// A custom source refused the request's input. The reason is for logs; the client
-/// gets `400 tenant_invalid`.
-#[derive(Debug, Clone)]
-pub struct SourceError(Cow<'static, str>);
-
-impl SourceError {
-    /// A refusal with a reason for the logs.
-    pub fn new(reason: impl Into<Cow<'static, str>>) -> Self {
-        Self(reason.into())
-    }
-}
-
-impl fmt::Display for SourceError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for SourceError {}
-
-/// What a custom source returns: an id, nothing, or a refusal.
-pub type SourceResult = Result<Option<String>, SourceError>;
+pub use tenancy_core::resolve::{SourceError, SourceResult, TENANT_HEADER};
 
 type SyncFn = Arc<dyn Fn(&ServiceRequest) -> SourceResult + Send + Sync>;
 pub(crate) type AsyncFn =
@@ -133,32 +111,7 @@ impl Source {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let mut bases = Vec::new();
-        for b in base_domains {
-            let b = b.as_ref().trim_end_matches('.').to_ascii_lowercase();
-            if !valid_domain(&b) {
-                return Self {
-                    kind: SourceKind::Host,
-                    imp: Err(ConfigError::invalid(
-                        "base domain",
-                        b,
-                        "not a plain DNS name",
-                    )),
-                };
-            }
-            bases.push(b);
-        }
-        let imp = if bases.is_empty() {
-            Err(ConfigError::invalid(
-                "base domain",
-                "",
-                "at least one is needed",
-            ))
-        } else {
-            // Most specific first: `eu.example.com` before `example.com`.
-            bases.sort_by_key(|b| std::cmp::Reverse(b.len()));
-            Ok(Imp::Host(bases))
-        };
+        let imp = resolve::base_domains(base_domains).map(Imp::Host);
         Self {
             kind: SourceKind::Host,
             imp,
@@ -170,18 +123,9 @@ impl Source {
     /// (percent-decoded except for reserved characters), so the tenant and the route
     /// can never be read from two spellings of one path.
     pub fn path_prefix(prefix: &str) -> Self {
-        let ok = prefix.len() >= 2 && prefix.starts_with('/') && prefix.ends_with('/');
         Self {
             kind: SourceKind::Path,
-            imp: if ok {
-                Ok(Imp::Path(prefix.to_owned()))
-            } else {
-                Err(ConfigError::invalid(
-                    "path prefix",
-                    prefix,
-                    "it must start and end with '/'",
-                ))
-            },
+            imp: resolve::path_prefix(prefix).map(Imp::Path),
         }
     }
 
@@ -270,59 +214,26 @@ impl Source {
     }
 }
 
-/// A DNS name: labels of letters, digits and `-`; the last label is not all digits
-/// (no top-level domain is, and this keeps IPv4 addresses from ever matching).
-fn valid_domain(d: &str) -> bool {
-    let numeric_tld = d
-        .rsplit('.')
-        .next()
-        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()));
-    !numeric_tld
-        && !d.is_empty()
-        && d.len() <= 253
-        && d.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-}
-
-fn invalid(kind: SourceKind, reason: impl Into<Cow<'static, str>>) -> TenancyError {
-    TenancyError::TenantInvalid {
-        source: kind,
-        reason: reason.into(),
-    }
-}
-
-/// Checks `raw` against the rule without allocating.
+/// The values of a header, as bytes.
 #[inline]
-pub(crate) fn check<'a>(
-    kind: SourceKind,
-    rule: &TenantIdRule,
-    raw: Cow<'a, str>,
-) -> Result<Cow<'a, str>, TenancyError> {
-    rule.check(&raw)
-        .map_err(|e: InvalidTenantId| invalid(kind, e.to_string()))?;
-    Ok(raw)
-}
-
-/// The one value of a header that must not repeat.
-fn single_header<'a>(
-    req: &'a ServiceRequest,
-    name: &HeaderName,
-    kind: SourceKind,
-) -> Result<Option<&'a HeaderValue>, TenancyError> {
-    let mut values = req.headers().get_all(name);
-    let first = values.next();
-    if values.next().is_some() {
-        return Err(invalid(kind, format!("more than one {name} header")));
-    }
-    Ok(first)
+fn values<'a>(req: &'a ServiceRequest, name: &HeaderName) -> impl Iterator<Item = &'a [u8]> {
+    req.headers().get_all(name).map(HeaderValue::as_bytes)
 }
 
 impl Imp {
+    /// What makes this source the one it is, for a source that may be configured
+    /// only once; custom sources and certificate rules (a SAN URI and the CN may check
+    /// each other) may repeat.
+    pub(crate) fn key(&self, kind: SourceKind) -> Option<Cow<'static, str>> {
+        match self {
+            Imp::Claim | Imp::Host(_) | Imp::Path(_) => Some(Cow::Borrowed(kind.as_str())),
+            Imp::Header(name) => Some(Cow::Owned(format!("header {name}"))),
+            Imp::Custom(_) | Imp::CustomAsync(_) => None,
+            #[cfg(feature = "tls")]
+            Imp::Certificate(_) => None,
+        }
+    }
+
     /// Runs a synchronous source. Async sources answer `Ok(None)` here; the resolver
     /// runs them separately.
     /// The id is validated, and borrowed from the request where it can be.
@@ -335,34 +246,22 @@ impl Imp {
         rule: &TenantIdRule,
     ) -> Result<Option<Cow<'a, str>>, TenancyError> {
         match self {
-            Imp::Claim => {
-                let Some(tenant) = principal.and_then(Principal::tenant) else {
-                    return Ok(None);
-                };
-                check(kind, rule, Cow::Borrowed(tenant.as_str())).map(Some)
-            }
+            Imp::Claim => resolve::claim_tenant(principal, kind, rule),
             Imp::Header(name) => {
-                let Some(value) = single_header(req, name, kind)? else {
-                    return Ok(None);
-                };
-                let raw = value
-                    .to_str()
-                    .map_err(|_| invalid(kind, "header value is not visible ASCII"))?;
-                check(kind, rule, Cow::Borrowed(raw)).map(Some)
+                resolve::header_tenant(values(req, name), name.as_str(), kind, rule)
             }
-            Imp::Host(bases) => host_tenant(req, bases, kind, rule),
+            Imp::Host(bases) => {
+                let authority = req.uri().authority().map(|a| resolve::Authority {
+                    full: a.as_str(),
+                    host: a.host(),
+                });
+                resolve::host_tenant(values(req, &header::HOST), authority, bases, kind, rule)
+            }
             Imp::Path(prefix) => {
-                let path = req.match_info().as_str();
-                let Some(rest) = path.strip_prefix(prefix.as_str()) else {
-                    return Ok(None);
-                };
-                let segment = rest.split('/').next().unwrap_or_default();
-                check(kind, rule, Cow::Borrowed(segment)).map(Some)
+                resolve::path_tenant(req.match_info().as_str(), prefix, kind, rule)
             }
             Imp::Custom(f) => match tenancy_core::caught("Source::custom", || f(req)) {
-                Some(Ok(Some(raw))) => check(kind, rule, Cow::Owned(raw)).map(Some),
-                Some(Ok(None)) => Ok(None),
-                Some(Err(e)) => Err(invalid(kind, e.0)),
+                Some(answer) => resolve::custom_tenant(kind, rule, answer),
                 None => Err(TenancyError::Panicked("a custom tenant source panicked")),
             },
             Imp::CustomAsync(_) => Ok(None),
@@ -377,74 +276,11 @@ impl Imp {
                     return Ok(None);
                 };
                 match cert_rule.tenant(cert) {
-                    Ok(Some(raw)) => check(kind, rule, raw).map(Some),
+                    Ok(Some(raw)) => resolve::check(kind, rule, raw).map(Some),
                     Ok(None) => Ok(None),
-                    Err(reason) => Err(invalid(kind, reason)),
+                    Err(reason) => Err(resolve::invalid(kind, reason)),
                 }
             }
         }
     }
-}
-
-fn host_tenant<'a>(
-    req: &'a ServiceRequest,
-    bases: &[String],
-    kind: SourceKind,
-    rule: &TenantIdRule,
-) -> Result<Option<Cow<'a, str>>, TenancyError> {
-    let host = match single_header(req, &header::HOST, kind)? {
-        Some(v) => {
-            let v = v
-                .to_str()
-                .map_err(|_| invalid(kind, "host is not visible ASCII"))?;
-            // An absolute-form target (`GET http://acme.example.com/ HTTP/1.1`) names a
-            // host too; a proxy may route by one and the app read the other, so two
-            // that disagree are refused, never settled by picking one.
-            if let Some(a) = req.uri().authority() {
-                if !a.as_str().eq_ignore_ascii_case(v) {
-                    return Err(invalid(kind, "the target's authority and Host disagree"));
-                }
-            }
-            v
-        }
-        None => match req.uri().authority() {
-            Some(a) => a.host(),
-            None => return Ok(None),
-        },
-    };
-    if host.starts_with('[') {
-        return Ok(None); // an IPv6 literal
-    }
-    let host = match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        Some(_) => return Err(invalid(kind, "malformed host")),
-        None => host,
-    };
-    let host = host.strip_suffix('.').unwrap_or(host);
-    if host.parse::<std::net::Ipv4Addr>().is_ok() {
-        return Ok(None); // an IPv4 address names no tenant
-    }
-    for base in bases {
-        let n = host.len();
-        let b = base.len();
-        if n == b && host.eq_ignore_ascii_case(base) {
-            return Ok(None); // the apex: no tenant
-        }
-        if n > b + 1
-            && host.as_bytes()[n - b - 1] == b'.'
-            && host[n - b..].eq_ignore_ascii_case(base)
-        {
-            let label = &host[..n - b - 1];
-            if label.contains('.') {
-                return Err(invalid(kind, "more than one label above the base domain"));
-            }
-            let label = if label.bytes().any(|c| c.is_ascii_uppercase()) {
-                Cow::Owned(label.to_ascii_lowercase())
-            } else {
-                Cow::Borrowed(label)
-            };
-            return check(kind, rule, label).map(Some);
-        }
-    }
-    Ok(None)
 }

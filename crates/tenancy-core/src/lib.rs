@@ -38,6 +38,7 @@ mod id;
 mod principal;
 mod record;
 pub mod registry;
+pub mod resolve;
 mod source;
 
 pub use answer::{Answer, AnswerFuture, Lease, Moment};
@@ -49,4 +50,5 @@ pub use error::ConfigError;
 pub use id::{InvalidTenantId, TenantId, TenantIdRule, MAX_TENANT_ID_LEN};
 pub use principal::{Principal, RevokeSessions};
 pub use record::{Access, StatusRules, TenantRecord, TenantStatus};
+pub use resolve::Exempt;
 pub use source::SourceKind;

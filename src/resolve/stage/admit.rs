@@ -3,32 +3,15 @@
 
 use std::sync::Arc;
 
-use actix_web::{dev::ServiceRequest, http::Method};
+use actix_web::dev::ServiceRequest;
 
 use super::{contexts::Known, At, Named, ResolveStage, Resolved};
-use tenancy_core::{caught, caught_async};
+use tenancy_core::{caught, caught_async, resolve};
 
 use crate::{
-    core::{
-        error::TenancyError, observe::Outcome, Access, Answer, Moment, TenantContext, TenantRecord,
-    },
+    core::{error::TenancyError, observe::Outcome, Answer, Moment, TenantContext, TenantRecord},
     registry::{Lease, Lookup, RegistryError},
 };
-
-pub(super) fn registry_panicked() -> TenancyError {
-    TenancyError::TenantUnavailable {
-        retry_after: None,
-        reason: "the tenant registry panicked".into(),
-    }
-}
-
-/// Methods that do not change state; read-only tenants may use them.
-pub(super) fn is_safe(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-    )
-}
 
 /// The registry's lookup, once it is done.
 pub(super) type LaterLookup<'a> =
@@ -42,14 +25,6 @@ pub(super) enum Asked<'a> {
     Later(LaterLookup<'a>),
 }
 
-/// The registry could not answer.
-pub(super) fn unavailable(err: RegistryError) -> TenancyError {
-    TenancyError::TenantUnavailable {
-        retry_after: None,
-        reason: err.to_string().into(),
-    }
-}
-
 impl ResolveStage {
     /// Asks the registry at the request's time `now`: its answer now, with the lease
     /// it granted on it, or the wait for it. A panic in the registry is an unavailable
@@ -57,24 +32,26 @@ impl ResolveStage {
     pub(super) fn ask<'a>(&'a self, id: &'a str, now: std::time::Instant) -> Asked<'a> {
         let mut at = Moment::at(now);
         match caught("registry lookup", || self.registry.lookup(id, &mut at)) {
-            Some(Answer::Now(answer)) => Asked::Now(answer.map_err(unavailable), at.lease()),
+            Some(Answer::Now(answer)) => {
+                Asked::Now(answer.map_err(resolve::unavailable), at.lease())
+            }
             Some(Answer::Later(wait)) => Asked::Later(wait),
-            None => Asked::Now(Err(registry_panicked()), None),
+            None => Asked::Now(Err(resolve::registry_panicked()), None),
         }
     }
 
     /// Waits for the registry's answer at most `registry_timeout`; a panic is an
     /// unavailable registry.
     pub(super) async fn wait(&self, wait: LaterLookup<'_>) -> Result<Lookup, TenancyError> {
-        match tokio::time::timeout(self.registry_timeout, caught_async("registry lookup", wait))
-            .await
+        match tokio::time::timeout(
+            self.settings.registry_timeout,
+            caught_async("registry lookup", wait),
+        )
+        .await
         {
-            Ok(Some(answer)) => answer.map_err(unavailable),
-            Ok(None) => Err(registry_panicked()),
-            Err(_) => Err(TenancyError::TenantUnavailable {
-                retry_after: None,
-                reason: "tenant registry lookup timed out".into(),
-            }),
+            Ok(Some(answer)) => answer.map_err(resolve::unavailable),
+            Ok(None) => Err(resolve::registry_panicked()),
+            Err(_) => Err(resolve::registry_timed_out()),
         }
     }
 
@@ -82,31 +59,6 @@ impl ResolveStage {
     #[inline]
     pub(super) fn lease_holds(&self, lease: &Lease, now: std::time::Instant) -> bool {
         caught("registry lease", || self.registry.lease_holds(lease, now)).unwrap_or(false)
-    }
-
-    pub(super) fn admit(&self, record: &TenantRecord, method: &Method) -> Result<(), TenancyError> {
-        match self.status_rules.access(record.status()) {
-            Access::Allow => {}
-            Access::ReadOnly if is_safe(method) => {}
-            Access::ReadOnly => return Err(TenancyError::TenantReadOnly),
-            Access::Unavailable { retry_after } => {
-                return Err(TenancyError::TenantUnavailable {
-                    retry_after: Some(retry_after),
-                    reason: record.status().reason().into(),
-                })
-            }
-            // Forbidden, and any access a later core adds: refused until this stage
-            // knows it (fail closed).
-            _ => {
-                return Err(TenancyError::TenantForbidden {
-                    reason: record.status().reason().into(),
-                })
-            }
-        }
-        match (&self.region, record.region()) {
-            (Some(here), Some(there)) if here != there => Err(TenancyError::TenantMisdirected),
-            _ => Ok(()),
-        }
     }
 
     /// Decides on the registry's answer.
@@ -118,21 +70,8 @@ impl ResolveStage {
         answer: Result<Lookup, TenancyError>,
         lease: Option<Lease>,
     ) -> Resolved {
-        let record = match answer {
-            Ok(Some(record)) if record.id().as_str() == named.id => record,
-            Ok(Some(_)) => {
-                let err = TenancyError::TenantUnavailable {
-                    retry_after: None,
-                    reason: "the registry answered with another tenant's record".into(),
-                };
-                return self.fail(req, at, err, Some(&named));
-            }
-            Ok(None) => {
-                let err = TenancyError::TenantForbidden {
-                    reason: "unknown tenant".into(),
-                };
-                return self.fail(req, at, err, Some(&named));
-            }
+        let record = match resolve::recognise(&named.id, answer) {
+            Ok(record) => record,
             Err(err) => return self.fail(req, at, err, Some(&named)),
         };
         self.admit_known(req, at, named, record, lease.map(Known::Lease))
@@ -150,7 +89,8 @@ impl ResolveStage {
         record: Arc<TenantRecord>,
         known: Option<Known>,
     ) -> Resolved {
-        if let Err(err) = self.admit(&record, req.method()) {
+        let safe = resolve::is_safe_method(req.method().as_str());
+        if let Err(err) = self.settings.admission.admit(&record, safe) {
             // A known tenant refused by its status or region: the event names its tier
             // (the client's answer is the same as for an unknown one).
             let reason = err.reason();

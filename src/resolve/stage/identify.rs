@@ -1,51 +1,15 @@
 //! Identification: the sources read, in order, into the one tenant they name (or
 //! the first conflict between them).
 
-use std::borrow::Cow;
-
 use actix_web::dev::ServiceRequest;
 
-use super::{super::source, ResolveStage};
-use tenancy_core::caught_async;
+use super::ResolveStage;
+use tenancy_core::{
+    caught_async,
+    resolve::{self, Named, Naming},
+};
 
-use crate::core::{error::TenancyError, Principal, SourceKind};
-
-/// The tenant named so far: its id (validated, borrowed from the request where it
-/// could be), the source, and the source's rank.
-pub(super) struct Named<'a> {
-    pub(super) id: Cow<'a, str>,
-    pub(super) kind: SourceKind,
-    pub(super) rank: usize,
-}
-
-impl<'a> Named<'a> {
-    /// Folds one more source's answer in: agree, or remember the first conflict; and
-    /// keep the best-ranked source (verified first, then configuration order).
-    pub(super) fn merge(
-        slot: &mut Option<Named<'a>>,
-        conflict: &mut Option<TenancyError>,
-        next: Named<'a>,
-    ) {
-        let Some(cur) = slot else {
-            *slot = Some(next);
-            return;
-        };
-        let next_wins = (next.kind.is_verified() && !cur.kind.is_verified())
-            || (next.kind.is_verified() == cur.kind.is_verified() && next.rank < cur.rank);
-        if cur.id != next.id {
-            if conflict.is_none() {
-                let (first, second) = if next_wins {
-                    (next.kind, cur.kind)
-                } else {
-                    (cur.kind, next.kind)
-                };
-                *conflict = Some(TenancyError::TenantConflict { first, second });
-            }
-        } else if next_wins {
-            *slot = Some(next);
-        }
-    }
-}
+use crate::core::{error::TenancyError, Principal};
 
 impl ResolveStage {
     /// Runs the synchronous sources, in order.
@@ -53,20 +17,15 @@ impl ResolveStage {
         &self,
         req: &'a ServiceRequest,
         principal: Option<&'a Principal>,
-        named: &mut Option<Named<'a>>,
-        conflict: &mut Option<TenancyError>,
+        naming: &mut Naming<'a>,
     ) -> Result<(), TenancyError> {
         for (rank, kind, imp) in &self.sync_sources {
-            if let Some(id) = imp.extract(*kind, req, principal, &self.rule)? {
-                Named::merge(
-                    named,
-                    conflict,
-                    Named {
-                        id,
-                        kind: *kind,
-                        rank: *rank,
-                    },
-                );
+            if let Some(id) = imp.extract(*kind, req, principal, &self.settings.rule)? {
+                naming.add(Named {
+                    id,
+                    kind: *kind,
+                    rank: *rank,
+                });
             }
         }
         Ok(())
@@ -80,14 +39,13 @@ impl ResolveStage {
         req: &'a ServiceRequest,
         principal: Option<&'a Principal>,
     ) -> Result<Option<Named<'a>>, TenancyError> {
-        let mut named = None;
-        let mut conflict = None;
-        self.identify_sync(req, principal, &mut named, &mut conflict)?;
+        let mut naming = Naming::new();
+        self.identify_sync(req, principal, &mut naming)?;
         for (rank, kind, f) in &self.async_sources {
             // The application's code: bounded in time like the registry (a source
             // that hangs is an unavailable tenant lookup), and a panic is a `500`.
             let call = caught_async("Source::custom_async", f(req));
-            let raw = match tokio::time::timeout(self.registry_timeout, call).await {
+            let raw = match tokio::time::timeout(self.settings.registry_timeout, call).await {
                 Ok(Some(raw)) => raw,
                 Ok(None) => {
                     return Err(TenancyError::Panicked("a custom tenant source panicked"));
@@ -99,26 +57,14 @@ impl ResolveStage {
                     })
                 }
             };
-            let raw = raw.map_err(|e| TenancyError::TenantInvalid {
-                source: *kind,
-                reason: e.to_string().into(),
-            })?;
-            if let Some(raw) = raw {
-                let id = source::check(*kind, &self.rule, Cow::Owned(raw))?;
-                Named::merge(
-                    &mut named,
-                    &mut conflict,
-                    Named {
-                        id,
-                        kind: *kind,
-                        rank: *rank,
-                    },
-                );
+            if let Some(id) = resolve::custom_tenant(*kind, &self.settings.rule, raw)? {
+                naming.add(Named {
+                    id,
+                    kind: *kind,
+                    rank: *rank,
+                });
             }
         }
-        match conflict {
-            Some(err) => Err(err),
-            None => Ok(named),
-        }
+        naming.finish()
     }
 }

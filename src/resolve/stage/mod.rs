@@ -18,7 +18,7 @@ use actix_web::dev::ServiceRequest;
 use super::source::{AsyncFn, Imp, Source};
 use admit::Asked;
 use contexts::{ContextCache, Known};
-use identify::Named;
+use tenancy_core::resolve::{Named, Naming, Settings as ResolveSettings};
 
 use crate::{
     core::{
@@ -61,13 +61,7 @@ impl TenantResolver {
         TenantResolverBuilder {
             registry: Arc::new(registry),
             sources: Vec::new(),
-            rule: TenantIdRule::Default,
-            allow_missing: false,
-            exempt: Vec::new(),
-            exempt_prefixes: Vec::new(),
-            status_rules: StatusRules::default(),
-            region: None,
-            registry_timeout: Duration::from_secs(2),
+            settings: ResolveSettings::default(),
         }
     }
 }
@@ -78,20 +72,14 @@ impl TenantResolver {
 pub struct TenantResolverBuilder {
     registry: Arc<dyn TenantRegistry>,
     sources: Vec<Source>,
-    rule: TenantIdRule,
-    allow_missing: bool,
-    exempt: Vec<String>,
-    exempt_prefixes: Vec<String>,
-    status_rules: StatusRules,
-    region: Option<String>,
-    registry_timeout: Duration,
+    settings: ResolveSettings,
 }
 
 impl fmt::Debug for TenantResolverBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TenantResolverBuilder")
             .field("sources", &self.sources)
-            .field("allow_missing", &self.allow_missing)
+            .field("allow_missing", &self.settings.allow_missing)
             .finish_non_exhaustive()
     }
 }
@@ -107,40 +95,40 @@ impl TenantResolverBuilder {
     /// Handlers then see no tenant: take `Option<Tenant>`. Malformed and conflicting
     /// ids are still rejected.
     pub fn allow_missing(mut self, allow: bool) -> Self {
-        self.allow_missing = allow;
+        self.settings.allow_missing = allow;
         self
     }
 
     /// A path that needs no tenant, matched exactly against the routed path
     /// (e.g. `/health`). Sources are not read there.
     pub fn exempt(mut self, path: impl Into<String>) -> Self {
-        self.exempt.push(path.into());
+        self.settings.exempt.paths.push(path.into());
         self
     }
 
     /// Every path under `prefix` needs no tenant. Use a prefix ending in `/` (e.g.
     /// `/public/`) so `/publicity` is not exempted by accident.
     pub fn exempt_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.exempt_prefixes.push(prefix.into());
+        self.settings.exempt.prefixes.push(prefix.into());
         self
     }
 
     /// The rule ids are validated with (default: [`TenantIdRule::Default`]).
     pub fn id_rule(mut self, rule: TenantIdRule) -> Self {
-        self.rule = rule;
+        self.settings.rule = rule;
         self
     }
 
     /// What each tenant status gets (default: [`StatusRules::default`]).
     pub fn status_rules(mut self, rules: StatusRules) -> Self {
-        self.status_rules = rules;
+        self.settings.admission.status_rules = rules;
         self
     }
 
     /// This deployment's region. A tenant whose record names another region gets
     /// `421 tenant_misdirected`; records without a region pass.
     pub fn region(mut self, region: impl Into<String>) -> Self {
-        self.region = Some(region.into());
+        self.settings.admission.region = Some(region.into());
         self
     }
 
@@ -148,65 +136,33 @@ impl TenantResolverBuilder {
     /// may take before the request fails closed with `503 tenant_unavailable`. Default
     /// 2 s. Warm cache hits never wait.
     pub fn registry_timeout(mut self, timeout: Duration) -> Self {
-        self.registry_timeout = timeout;
+        self.settings.registry_timeout = timeout;
         self
     }
 
     /// Checks the configuration and builds the resolver.
     pub fn build(self) -> Result<TenantResolver, ConfigError> {
-        if self.sources.is_empty() {
-            return Err(ConfigError::Missing("a tenant source"));
-        }
+        let sources = self
+            .sources
+            .into_iter()
+            .enumerate()
+            .map(|(rank, s)| s.imp.map(|imp| (rank, s.kind, imp)))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.settings
+            .check(sources.iter().map(|(_, kind, imp)| (*kind, imp.key(*kind))))?;
         let mut sync_sources = Vec::new();
         let mut async_sources = Vec::new();
-        let mut seen = Vec::new();
-        for (rank, s) in self.sources.into_iter().enumerate() {
-            let imp = s.imp?;
-            // The same source twice is a configuration mistake; custom sources may repeat.
-            let key = match &imp {
-                Imp::Claim | Imp::Host(_) | Imp::Path(_) => Some(s.kind.as_str().to_owned()),
-                Imp::Header(name) => Some(format!("header {name}")),
-                Imp::Custom(_) | Imp::CustomAsync(_) => None,
-                // Several certificate rules (a SAN URI and the CN) may check each other.
-                #[cfg(feature = "tls")]
-                Imp::Certificate(_) => None,
-            };
-            if let Some(key) = key {
-                if seen.contains(&key) {
-                    return Err(ConfigError::Duplicate {
-                        what: "source",
-                        value: s.kind.as_str().to_owned(),
-                    });
-                }
-                seen.push(key);
-            }
+        for (rank, kind, imp) in sources {
             match imp {
-                Imp::CustomAsync(f) => async_sources.push((rank, s.kind, f)),
-                imp => sync_sources.push((rank, s.kind, imp)),
-            }
-        }
-        for p in self.exempt.iter().chain(&self.exempt_prefixes) {
-            if !p.starts_with('/') {
-                return Err(ConfigError::invalid(
-                    "exempt path",
-                    p.clone(),
-                    "it must start with '/'",
-                ));
+                Imp::CustomAsync(f) => async_sources.push((rank, kind, f)),
+                imp => sync_sources.push((rank, kind, imp)),
             }
         }
         let stage = ResolveStage {
             registry: self.registry,
             sync_sources,
             async_sources,
-            rule: self.rule,
-            allow_missing: self.allow_missing,
-            exempt: Exempt {
-                paths: self.exempt,
-                prefixes: self.exempt_prefixes,
-            },
-            status_rules: self.status_rules,
-            region: self.region,
-            registry_timeout: self.registry_timeout,
+            settings: self.settings,
         };
         Ok(TenantResolver(Built::new(stage)))
     }
@@ -229,12 +185,7 @@ pub(crate) struct ResolveStage {
     registry: Arc<dyn TenantRegistry>,
     sync_sources: Vec<(usize, SourceKind, Imp)>,
     async_sources: Vec<(usize, SourceKind, AsyncFn)>,
-    rule: TenantIdRule,
-    allow_missing: bool,
-    exempt: Exempt,
-    status_rules: StatusRules,
-    region: Option<String>,
-    registry_timeout: Duration,
+    settings: ResolveSettings,
 }
 
 impl fmt::Debug for ResolveStage {
@@ -247,10 +198,10 @@ impl fmt::Debug for ResolveStage {
             .collect();
         f.debug_struct("TenantResolver")
             .field("sources", &kinds)
-            .field("allow_missing", &self.allow_missing)
-            .field("exempt", &self.exempt.paths)
-            .field("exempt_prefixes", &self.exempt.prefixes)
-            .field("region", &self.region)
+            .field("allow_missing", &self.settings.allow_missing)
+            .field("exempt", &self.settings.exempt.paths)
+            .field("exempt_prefixes", &self.settings.exempt.prefixes)
+            .field("region", &self.settings.admission.region)
             .finish_non_exhaustive()
     }
 }
@@ -272,7 +223,7 @@ impl Stage for ResolveStage {
     }
 
     fn exempt(&self) -> Option<&Exempt> {
-        Some(&self.exempt)
+        Some(&self.settings.exempt)
     }
 }
 
@@ -360,14 +311,14 @@ impl ResolveStage {
         if !self.async_sources.is_empty() {
             return None;
         }
-        let mut named = None;
-        let mut conflict = None;
-        if let Err(err) = self.identify_sync(req, at.principal, &mut named, &mut conflict) {
+        let mut naming = Naming::new();
+        if let Err(err) = self.identify_sync(req, at.principal, &mut naming) {
             return Some(self.fail(req, at, err, None));
         }
-        if let Some(err) = conflict {
-            return Some(self.fail(req, at, err, None));
-        }
+        let named = match naming.finish() {
+            Ok(named) => named,
+            Err(err) => return Some(self.fail(req, at, err, None)),
+        };
         let named = match self.agree(req, at, named) {
             Ok(named) => named,
             Err(done) => return Some(done),
@@ -477,7 +428,7 @@ impl ResolveStage {
     ) -> Resolved {
         let reason = err.reason();
         // The rejection path may allocate: the id named in the audit event.
-        let id = named.and_then(|n| self.rule.parse(&n.id).ok());
+        let id = named.and_then(|n| self.settings.rule.parse(&n.id).ok());
         self.report(
             req,
             at,
@@ -491,7 +442,7 @@ impl ResolveStage {
     }
 
     fn missing(&self, req: &ServiceRequest, at: &At<'_>) -> Resolved {
-        if self.allow_missing {
+        if self.settings.allow_missing {
             self.skip(req, at, "no tenant named")
         } else {
             self.fail(req, at, TenancyError::TenantMissing, None)

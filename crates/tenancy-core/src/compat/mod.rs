@@ -4,3 +4,5 @@
 
 #[cfg(feature = "actix-web-4")]
 mod actix;
+#[cfg(feature = "axum-core-0_5")]
+mod axum;

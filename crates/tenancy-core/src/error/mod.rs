@@ -103,6 +103,23 @@ impl ErrorCode {
         }
     }
 
+    /// The gRPC status code a gRPC request is refused with: `INVALID_ARGUMENT` (3) for
+    /// a `400`, `UNAUTHENTICATED` (16) for a `401`, `PERMISSION_DENIED` (7) for a
+    /// `403`, `FAILED_PRECONDITION` (9) for a tenant served in another region,
+    /// `RESOURCE_EXHAUSTED` (8) for a quota, `UNAVAILABLE` (14) for a backend that
+    /// cannot answer, `INTERNAL` (13) otherwise.
+    pub const fn grpc_code(self) -> u8 {
+        match self.status() {
+            400 => 3,
+            401 => 16,
+            403 => 7,
+            421 => 9,
+            429 => 8,
+            503 => 14,
+            _ => 13,
+        }
+    }
+
     /// The HTTP status, as a number every web framework reads
     /// (`StatusCode::from_u16`).
     pub const fn status(self) -> u16 {

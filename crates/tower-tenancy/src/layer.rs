@@ -1,0 +1,493 @@
+//! [`TenancyLayer`], its builder, its [`Service`] and the service's named future.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{ready, Context, Poll},
+    time::{Duration, Instant},
+};
+
+use http::{request::Parts, Request, Response};
+use tenancy_core::{
+    caught, caught_async,
+    error::{ConfigError, Problem, ProblemJson, TenancyError},
+    registry::{Lookup, TenantRegistry},
+    resolve::{self, Named, Naming, Settings},
+    Answer, Moment, Principal, SourceKind, StatusRules, TenantContext, TenantIdRule,
+};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::{
+    body::{Rejection, TenancyBody},
+    grpc::GrpcStatus,
+    source::{Imp, Source},
+    tenant::{Resolution, Tenant},
+};
+
+/// Resolves each request's tenant once, before the inner service (and so before the
+/// router, when the layer wraps it): from the configured [`Source`]s, validated
+/// against the registry, the tenant's record judged by its status and region. The
+/// tenant goes into the request extensions, where the [`Tenant`] extractor reads it;
+/// a request it refuses never reaches the inner service, and is answered in
+/// `application/problem+json`, the same bodies actix-tenancy sends.
+///
+/// Cheap to clone: the configuration is shared.
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use tenancy_core::{registry::InMemoryRegistry, TenantId, TenantRecord};
+/// use tower_tenancy::{Source, Tenant, TenancyLayer};
+///
+/// let registry = InMemoryRegistry::new().with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"));
+/// let tenancy = TenancyLayer::builder(registry)
+///     .source(Source::header())
+///     .exempt("/health")
+///     .build()
+///     .unwrap();
+/// let app: Router = Router::new()
+///     .route("/whoami", get(|tenant: Tenant| async move { tenant.id().to_string() }))
+///     .route("/health", get(|| async { "ok" }))
+///     .layer(tenancy);
+/// ```
+#[derive(Clone)]
+pub struct TenancyLayer {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for TenancyLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.shared.fmt(f)
+    }
+}
+
+impl TenancyLayer {
+    /// A builder validating tenants against `registry`. Wrap the registry in a
+    /// [`CachedRegistry`](tenancy_core::registry::CachedRegistry) unless it answers
+    /// from memory already.
+    pub fn builder(registry: impl TenantRegistry) -> TenancyLayerBuilder {
+        TenancyLayerBuilder {
+            registry: Arc::new(registry),
+            sources: Vec::new(),
+            settings: Settings::default(),
+            responder: ProblemJson::default(),
+        }
+    }
+}
+
+/// Builds a [`TenancyLayer`]. Defaults are the safe ones, the same as actix-tenancy's
+/// resolver: no tenant is a `401`, ids follow the default rule, suspended tenants look
+/// unknown.
+#[must_use]
+pub struct TenancyLayerBuilder {
+    registry: Arc<dyn TenantRegistry>,
+    sources: Vec<Source>,
+    settings: Settings,
+    responder: ProblemJson,
+}
+
+impl fmt::Debug for TenancyLayerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenancyLayerBuilder")
+            .field("sources", &self.sources)
+            .field("allow_missing", &self.settings.allow_missing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TenancyLayerBuilder {
+    /// Adds a source; sources are consulted in the order added.
+    pub fn source(mut self, source: Source) -> Self {
+        self.sources.push(source);
+        self
+    }
+
+    /// Lets requests with no tenant through (default `false`: `401 tenant_missing`).
+    /// Handlers then see no tenant: take `Option<Tenant>`. Malformed and conflicting
+    /// ids are still rejected.
+    pub fn allow_missing(mut self, allow: bool) -> Self {
+        self.settings.allow_missing = allow;
+        self
+    }
+
+    /// A path that needs no tenant, matched exactly against the routing path
+    /// (e.g. `/health`). Sources are not read there.
+    pub fn exempt(mut self, path: impl Into<String>) -> Self {
+        self.settings.exempt.paths.push(path.into());
+        self
+    }
+
+    /// Every path under `prefix` needs no tenant. Use a prefix ending in `/` (e.g.
+    /// `/public/`) so `/publicity` is not exempted by accident.
+    pub fn exempt_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.settings.exempt.prefixes.push(prefix.into());
+        self
+    }
+
+    /// The rule ids are validated with (default: [`TenantIdRule::Default`]).
+    pub fn id_rule(mut self, rule: TenantIdRule) -> Self {
+        self.settings.rule = rule;
+        self
+    }
+
+    /// What each tenant status gets (default: [`StatusRules::default`]).
+    pub fn status_rules(mut self, rules: StatusRules) -> Self {
+        self.settings.admission.status_rules = rules;
+        self
+    }
+
+    /// This deployment's region. A tenant whose record names another region gets
+    /// `421 tenant_misdirected`; records without a region pass.
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.settings.admission.region = Some(region.into());
+        self
+    }
+
+    /// How long a registry lookup may take before the request is answered `503`
+    /// (default 2 s).
+    pub fn registry_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.registry_timeout = timeout;
+        self
+    }
+
+    /// How rejections are written (default: [`ProblemJson::default`]).
+    pub fn responder(mut self, responder: ProblemJson) -> Self {
+        self.responder = responder;
+        self
+    }
+
+    /// Checks the configuration and builds the layer.
+    pub fn build(self) -> Result<TenancyLayer, ConfigError> {
+        let sources = self
+            .sources
+            .into_iter()
+            .enumerate()
+            .map(|(rank, s)| s.imp.map(|imp| (rank, s.kind, imp)))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.settings
+            .check(sources.iter().map(|(_, kind, imp)| (*kind, imp.key(*kind))))?;
+        Ok(TenancyLayer {
+            shared: Arc::new(Shared {
+                registry: self.registry,
+                sources,
+                settings: self.settings,
+                responder: Arc::new(self.responder),
+            }),
+        })
+    }
+}
+
+/// The layer's configuration, shared by every clone of the layer and its services.
+struct Shared {
+    registry: Arc<dyn TenantRegistry>,
+    sources: Vec<(usize, SourceKind, Imp)>,
+    settings: Settings,
+    responder: Arc<ProblemJson>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kinds: Vec<_> = self.sources.iter().map(|s| (s.0, s.1)).collect();
+        f.debug_struct("TenancyLayer")
+            .field("sources", &kinds)
+            .field("allow_missing", &self.settings.allow_missing)
+            .field("exempt", &self.settings.exempt)
+            .field("region", &self.settings.admission.region)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What resolution decided: a tenant, no tenant, or a rejection.
+type Resolved = Result<Option<Arc<TenantContext>>, TenancyError>;
+
+/// A resolution that waits for the registry.
+type Waiting = Pin<Box<dyn Future<Output = Resolved> + Send>>;
+
+/// A resolution decided now, or the wait for it.
+enum Outcome {
+    Now(Resolved),
+    Later(Waiting),
+}
+
+/// The tenant named, owned, for a resolution that waits.
+struct Owned {
+    id: String,
+    kind: SourceKind,
+}
+
+impl Shared {
+    /// Resolves the request's tenant, now when the registry answers at once.
+    fn resolve(self: &Arc<Self>, head: &Parts) -> Outcome {
+        let path = resolve::routing_path(head.uri.path());
+        if self.settings.exempt.matches(&path) {
+            return Outcome::Now(Ok(None));
+        }
+        let principal = head.extensions.get::<Principal>();
+        let mut naming = Naming::new();
+        for (rank, kind, imp) in &self.sources {
+            match imp.extract(*kind, head, &path, principal, &self.settings.rule) {
+                Ok(Some(id)) => naming.add(Named {
+                    id,
+                    kind: *kind,
+                    rank: *rank,
+                }),
+                Ok(None) => {}
+                Err(err) => return Outcome::Now(Err(err)),
+            }
+        }
+        let named = match naming.finish() {
+            Ok(Some(named)) => named,
+            Ok(None) if self.settings.allow_missing => return Outcome::Now(Ok(None)),
+            Ok(None) => return Outcome::Now(Err(TenancyError::TenantMissing)),
+            Err(err) => return Outcome::Now(Err(err)),
+        };
+        let safe = resolve::is_safe_method(head.method.as_str());
+        let now = Instant::now();
+        let mut at = Moment::at(now);
+        // A registry that must wait is asked again from a future that owns what it
+        // needs: the first answer borrows the request.
+        let now_answer = match caught("registry lookup", || {
+            self.registry.lookup(&named.id, &mut at)
+        }) {
+            Some(Answer::Now(answer)) => Some(answer.map_err(resolve::unavailable)),
+            Some(Answer::Later(_)) => None,
+            None => Some(Err(resolve::registry_panicked())),
+        };
+        if let Some(answer) = now_answer {
+            return Outcome::Now(self.conclude(&named.id, named.kind, answer, principal, safe));
+        }
+        let me = Arc::clone(self);
+        let owned = Owned {
+            id: named.id.into_owned(),
+            kind: named.kind,
+        };
+        let principal = principal.cloned();
+        Outcome::Later(Box::pin(async move {
+            let answer = me.wait(&owned.id, now).await;
+            me.conclude(&owned.id, owned.kind, answer, principal.as_ref(), safe)
+        }))
+    }
+
+    /// Waits for the registry at most `registry_timeout`; a panic is an unavailable
+    /// registry.
+    async fn wait(&self, id: &str, now: Instant) -> Result<Lookup, TenancyError> {
+        let mut at = Moment::at(now);
+        let lookup = match caught("registry lookup", || self.registry.lookup(id, &mut at)) {
+            Some(answer) => answer,
+            None => return Err(resolve::registry_panicked()),
+        };
+        let answer = async move {
+            match lookup {
+                Answer::Now(answer) => Some(answer),
+                Answer::Later(wait) => caught_async("registry lookup", wait).await,
+            }
+        };
+        match tokio::time::timeout(self.settings.registry_timeout, answer).await {
+            Ok(Some(answer)) => answer.map_err(resolve::unavailable),
+            Ok(None) => Err(resolve::registry_panicked()),
+            Err(_) => Err(resolve::registry_timed_out()),
+        }
+    }
+
+    /// Decides on the registry's answer for the named tenant.
+    fn conclude(
+        &self,
+        id: &str,
+        kind: SourceKind,
+        answer: Result<Lookup, TenancyError>,
+        principal: Option<&Principal>,
+        safe: bool,
+    ) -> Resolved {
+        let record = resolve::recognise(id, answer)?;
+        self.settings.admission.admit(&record, safe)?;
+        Ok(Some(Arc::new(TenantContext::new(
+            record.id().clone(),
+            kind,
+            record,
+            principal.cloned(),
+        ))))
+    }
+
+    /// The rejection's answer, in the configured problem body.
+    fn problem(&self, err: &TenancyError, head: &Parts) -> Problem {
+        let request_id = self
+            .responder
+            .instance_header_name()
+            .and_then(|name| head.headers.get(name))
+            .map(|v| v.as_bytes());
+        self.responder.problem(err, request_id)
+    }
+}
+
+impl<S> Layer<S> for TenancyLayer {
+    type Service = TenancyService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TenancyService {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The service of a [`TenancyLayer`]: resolves the tenant, then calls the inner
+/// service with it in the request extensions, or answers the rejection itself.
+#[derive(Clone)]
+pub struct TenancyService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for TenancyService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenancyService")
+            .field("inner", &self.inner)
+            .field("layer", &self.shared)
+            .finish()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for TenancyService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+{
+    type Response = Response<TenancyBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    /// The inner service's readiness only: the tenant is not known before `call`, and
+    /// rejections come from the future.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // The service made ready is the one called; a clone stays for the next request.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let (head, body) = req.into_parts();
+        let state = match self.shared.resolve(&head) {
+            Outcome::Now(resolved) => self.shared.settle(inner, head, body, resolved),
+            Outcome::Later(waiting) => State::Waiting {
+                waiting,
+                rest: Some((inner, head, body)),
+            },
+        };
+        ResponseFuture {
+            state,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl Shared {
+    /// Calls the inner service with the resolution, or answers the rejection.
+    fn settle<S, ReqBody, ResBody>(
+        self: &Arc<Self>,
+        mut inner: S,
+        mut head: Parts,
+        body: ReqBody,
+        resolved: Resolved,
+    ) -> State<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    {
+        match resolved {
+            Ok(tenant) => {
+                // The principal stays where the claim source read it.
+                head.extensions.insert(Resolution {
+                    tenant: tenant.map(Tenant),
+                    responder: Arc::clone(&self.responder),
+                });
+                State::Inner {
+                    future: inner.call(Request::from_parts(head, body)),
+                }
+            }
+            // A gRPC client reads a gRPC status; any other, the problem body.
+            Err(err) if crate::grpc::is_grpc(&head.headers) => State::Refused {
+                rejection: Some(Rejection::Grpc(GrpcStatus::of(&err))),
+            },
+            Err(err) => State::Refused {
+                rejection: Some(Rejection::Problem(self.problem(&err, &head))),
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`TenancyService`]: the wait for the registry, when it must wait,
+    /// then the inner service's response; or the rejection.
+    pub struct ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        #[pin]
+        state: State<S, ReqBody>,
+        shared: Arc<Shared>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        Waiting {
+            waiting: Waiting,
+            rest: Option<(S, Parts, ReqBody)>,
+        },
+        Inner {
+            #[pin]
+            future: S::Future,
+        },
+        Refused {
+            rejection: Option<Rejection>,
+        },
+    }
+}
+
+impl<S, ReqBody> fmt::Debug for ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Output = Result<Response<TenancyBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let next = match this.state.as_mut().project() {
+                StateProj::Waiting { waiting, rest } => {
+                    let resolved = ready!(waiting.as_mut().poll(cx));
+                    let Some((inner, head, body)) = rest.take() else {
+                        // Polled again after it finished: nothing to answer.
+                        return Poll::Pending;
+                    };
+                    this.shared.settle(inner, head, body, resolved)
+                }
+                StateProj::Inner { future } => {
+                    let res = ready!(future.poll(cx))?;
+                    return Poll::Ready(Ok(res.map(TenancyBody::inner)));
+                }
+                StateProj::Refused { rejection } => {
+                    let Some(rejection) = rejection.take() else {
+                        return Poll::Pending;
+                    };
+                    return Poll::Ready(Ok(crate::body::response(rejection)));
+                }
+            };
+            this.state.set(next);
+        }
+    }
+}

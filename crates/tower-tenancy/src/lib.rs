@@ -1,0 +1,66 @@
+//! Multi-tenant isolation for Tower stacks (axum, tonic, hyper): the tenant settled
+//! once, at the boundary, before the router; validated against a registry; refused
+//! requests never reach the service, and are answered in the same
+//! `application/problem+json` bodies as actix-tenancy's.
+//!
+//! This crate is the Tower adapter of [`tenancy_core`], as actix-tenancy is its actix
+//! adapter: every decision (which source names the tenant, what is malformed, what
+//! an unknown or suspended tenant is answered) is the core's, so the two adapters
+//! answer each request the same. A conformance table in the workspace runs the same
+//! requests through both and compares status, code and body.
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use tenancy_core::{registry::InMemoryRegistry, TenantId, TenantRecord};
+//! use tower_tenancy::{Source, Tenant, TenancyLayer};
+//!
+//! async fn whoami(tenant: Tenant) -> String {
+//!     format!("{} on {}", tenant.id(), tenant.tier())
+//! }
+//!
+//! let registry = InMemoryRegistry::new()
+//!     .with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"));
+//! let app: Router = Router::new()
+//!     .route("/whoami", get(whoami))
+//!     .layer(TenancyLayer::builder(registry).source(Source::header()).build().unwrap());
+//! ```
+//!
+//! | type | what it is |
+//! | --- | --- |
+//! | [`TenancyLayer`] | the layer, built once with [`TenancyLayer::builder`] |
+//! | [`Source`] | where the tenant id is read: claim, header, host, path, your function |
+//! | [`Tenant`] | the resolved tenant; an axum extractor with the `axum` feature |
+//! | [`TenancyService`], [`ResponseFuture`], [`TenancyBody`] | the service, its named future and body |
+//!
+//! A gRPC request (tonic's) that the layer refuses is answered with a gRPC status
+//! (`UNAUTHENTICATED`, `PERMISSION_DENIED`, `RESOURCE_EXHAUSTED` with a `RetryInfo`,
+//! `UNAVAILABLE`, ...), not a problem body; a tonic handler reads the tenant with
+//! [`Tenant::of`]`(request.extensions())`.
+//!
+//! Features: `axum` (the extractors for axum 0.8: `Tenant`, `Option<Tenant>`, and the
+//! core's `Principal`; `IntoResponse` for a `TenancyError` a handler returns).
+
+#![deny(missing_docs)]
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+mod body;
+mod grpc;
+mod layer;
+mod source;
+mod tenant;
+
+pub use body::TenancyBody;
+pub use layer::{ResponseFuture, TenancyLayer, TenancyLayerBuilder, TenancyService};
+pub use source::Source;
+pub use tenancy_core::{
+    error::{ProblemJson, TenancyError},
+    resolve::{SourceError, SourceResult, TENANT_HEADER},
+    Principal, SourceKind, TenantContext,
+};
+pub use tenant::Tenant;
+#[cfg(feature = "axum")]
+pub use tenant::TenantRejection;
