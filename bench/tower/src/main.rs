@@ -1,0 +1,126 @@
+//! The axum server that `bench/callgrind.sh` measures beside the actix one.
+//!
+//! ```sh
+//! cargo run --release -p tenancy-bench-tower -- MODE [ADDR]   # one thread
+//! ```
+//!
+//! Modes, each serving `GET /hello` → `ok` on one current-thread runtime:
+//! - `axum-bare`: axum with no middleware;
+//! - `axum-governor`: tower-governor's layer keyed on `X-Tenant-ID` (a rate far above
+//!   the load), the anchor: what one layer of a peer crate costs per tenant;
+//! - `axum-resolve`: tower-tenancy's `TenancyLayer` on `X-Tenant-ID`, an in-memory
+//!   registry of 10,000 tenants;
+//! - `axum-cached`: the same registry behind `CachedRegistry`, as a remote store would
+//!   be (warm: every request is a cache hit).
+//!
+//! The client is actix-tenancy's `bench_server client`, the same for every mode.
+
+use std::sync::Arc;
+
+use axum::{routing::get, Router};
+use tenancy_core::{
+    registry::{
+        CacheConfig, CachedRegistry, InMemoryRegistry, Lookup, RegistryError, TenantRegistry,
+    },
+    Answer, Moment, TenantId, TenantRecord,
+};
+use tower_tenancy::{Source, TenancyLayer};
+
+const TENANTS: usize = 10_000;
+
+fn registry() -> InMemoryRegistry {
+    InMemoryRegistry::from_records((0..TENANTS).map(|i| {
+        TenantRecord::new(
+            TenantId::parse(&format!("t{i}")).expect("valid id"),
+            if i % 2 == 0 { "pro" } else { "free" },
+        )
+    }))
+}
+
+/// A registry that can only answer asynchronously, like a database.
+struct Remote(InMemoryRegistry);
+
+impl TenantRegistry for Remote {
+    fn lookup<'a>(
+        &'a self,
+        id: &'a str,
+        _: &mut Moment,
+    ) -> Answer<'a, Result<Lookup, RegistryError>> {
+        Answer::later(async move { Ok(self.0.get(id)) })
+    }
+}
+
+/// tower-governor's key: the tenant header, as the anchor limits per tenant.
+#[derive(Clone, Copy)]
+struct TenantHeader;
+
+impl tower_governor::key_extractor::KeyExtractor for TenantHeader {
+    type Key = String;
+
+    fn extract<T>(
+        &self,
+        req: &axum::http::Request<T>,
+    ) -> Result<String, tower_governor::GovernorError> {
+        req.headers()
+            .get("x-tenant-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .ok_or(tower_governor::GovernorError::UnableToExtractKey)
+    }
+}
+
+fn app(mode: &str) -> Router {
+    let hello = Router::new().route("/hello", get(|| async { "ok" }));
+    match mode {
+        "axum-bare" => hello,
+        "axum-governor" => {
+            let config = tower_governor::governor::GovernorConfigBuilder::default()
+                .key_extractor(TenantHeader)
+                .per_nanosecond(1)
+                .burst_size(1_000_000)
+                .finish()
+                .expect("a valid governor configuration");
+            hello.layer(tower_governor::GovernorLayer::new(Arc::new(config)))
+        }
+        "axum-resolve" => hello.layer(
+            TenancyLayer::builder(registry())
+                .source(Source::header())
+                .build()
+                .expect("a valid layer"),
+        ),
+        "axum-cached" => hello.layer(
+            TenancyLayer::builder(CachedRegistry::new(
+                Remote(registry()),
+                CacheConfig::default(),
+            ))
+            .source(Source::header())
+            .build()
+            .expect("a valid layer"),
+        ),
+        other => panic!(
+            "unknown mode {other:?}; modes: axum-bare axum-governor axum-resolve axum-cached"
+        ),
+    }
+}
+
+fn main() -> std::io::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mode = args.first().map_or("axum-bare", String::as_str).to_owned();
+    let addr = args
+        .get(1)
+        .map_or("127.0.0.1:8089", String::as_str)
+        .to_owned();
+    eprintln!("bench_axum: {mode} on {addr}");
+    let app = app(&mode);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let listener = tokio::net::TcpListener::bind(&addr).await?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await
+        })
+}
