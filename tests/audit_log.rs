@@ -19,7 +19,7 @@ impl log::Log for Capture {
         m.level() <= log::Level::Debug
     }
     fn log(&self, record: &log::Record<'_>) {
-        if record.target().starts_with("actix_tenancy") {
+        if record.target().starts_with("actix_tenancy") || record.target() == "tenancy::audit" {
             let line = record.args().to_string();
             LINES.lock().unwrap().push((record.level(), line));
         }

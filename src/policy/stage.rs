@@ -548,18 +548,19 @@ impl PolicyStage {
         why: &str,
         decision: Option<&Decision>,
     ) {
-        settings.report(&AuditEvent {
-            stage: STAGE,
-            outcome,
-            tenant: tenant.map(TenantContext::id),
-            tier: tenant.map(TenantContext::tier),
-            source: tenant.map(TenantContext::source),
-            method: req.method(),
-            path: req.match_info().as_str(),
-            reason: why,
-            rule: decision.and_then(|d| d.rule.as_deref()),
-            policy_version: decision.map(|d| d.version),
-        });
+        let (method, path) = (req.method().as_str(), req.match_info().as_str());
+        settings.report(
+            &AuditEvent::new(STAGE, outcome, method, path, why)
+                .tenant(
+                    tenant.map(TenantContext::id),
+                    tenant.map(TenantContext::tier),
+                    tenant.map(TenantContext::source),
+                )
+                .rule(
+                    decision.and_then(|d| d.rule.as_deref()),
+                    decision.map(|d| d.version),
+                ),
+        );
     }
 }
 

@@ -352,18 +352,12 @@ impl QuotaStage {
         outcome: Outcome,
         why: &str,
     ) {
-        settings.report(&AuditEvent {
-            stage: STAGE,
-            outcome,
-            tenant: Some(tenant.id()),
-            tier: Some(tenant.tier()),
-            source: Some(tenant.source()),
-            method: req.method(),
-            path: req.match_info().as_str(),
-            reason: why,
-            rule: None,
-            policy_version: None,
-        });
+        let (method, path) = (req.method().as_str(), req.match_info().as_str());
+        settings.report(&AuditEvent::new(STAGE, outcome, method, path, why).tenant(
+            Some(tenant.id()),
+            Some(tenant.tier()),
+            Some(tenant.source()),
+        ));
     }
 }
 

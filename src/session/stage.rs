@@ -333,18 +333,16 @@ impl AuthStage {
     fn passed(&self, settings: &Settings, req: &ServiceRequest, verified: &Checked) {
         let principal = verified.principal();
         #[cfg(feature = "metrics")]
-        settings.count(&AuditEvent {
-            stage: STAGE,
-            outcome: Outcome::Allowed,
-            tenant: principal.tenant(),
-            tier: None,
-            source: None,
-            method: req.method(),
-            path: req.match_info().as_str(),
-            reason: "",
-            rule: None,
-            policy_version: None,
-        });
+        settings.count(
+            &AuditEvent::new(
+                STAGE,
+                Outcome::Allowed,
+                req.method().as_str(),
+                req.match_info().as_str(),
+                "",
+            )
+            .tenant(principal.tenant(), None, None),
+        );
         #[cfg(not(feature = "metrics"))]
         let _ = settings;
         principal.attach(req);
@@ -399,18 +397,13 @@ impl AuthStage {
         err: &TenancyError,
         reason: &str,
     ) {
-        settings.report(&AuditEvent {
-            stage: STAGE,
-            outcome: Outcome::Rejected(err.code()),
-            tenant: None,
-            tier: None,
-            source: None,
-            method: req.method(),
-            path: req.match_info().as_str(),
+        settings.report(&AuditEvent::new(
+            STAGE,
+            Outcome::Rejected(err.code()),
+            req.method().as_str(),
+            req.match_info().as_str(),
             reason,
-            rule: None,
-            policy_version: None,
-        });
+        ));
     }
 }
 

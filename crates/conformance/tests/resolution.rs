@@ -2,14 +2,18 @@
 //! headers, or the handler's answer), run against both adapters: actix-tenancy's
 //! `TenantResolver` in an actix `App`, and tower-tenancy's `TenancyLayer` in an axum
 //! `Router`. Each row checks what the table expects on each adapter, and that the two
-//! answers are the same byte for byte.
+//! answers are the same byte for byte, and so are the audit events each reported.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use actix_web::{dev::Service as _, test as atest, web, App, HttpMessage as _};
 use axum::{body::Body, routing::get};
 use http_body_util::BodyExt as _;
 use tenancy_core::{
+    observe::AuditEvent,
     registry::{InMemoryRegistry, Lookup, RegistryError, TenantRegistry},
     Answer, Moment, Principal, TenantId, TenantRecord, TenantStatus,
 };
@@ -100,12 +104,41 @@ impl Req {
     }
 }
 
-/// An answer: the status, the headers a rejection carries, and the body.
+/// An answer: the status, the headers a rejection carries, the body, and the audit
+/// events the adapter reported.
 #[derive(Debug, PartialEq, Eq)]
 struct Got {
     status: u16,
     headers: Vec<(&'static str, String)>,
     body: String,
+    audit: Vec<String>,
+}
+
+/// A sink that keeps every event, written out whole.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<String>>>);
+
+impl Recorder {
+    fn sink(&self) -> impl Fn(&AuditEvent<'_>) + Send + Sync + 'static {
+        let events = Arc::clone(&self.0);
+        move |e: &AuditEvent<'_>| {
+            events.lock().unwrap().push(format!(
+                "{} {} tenant={:?} tier={:?} source={:?} {} {} reason={:?}",
+                e.stage,
+                e.outcome.as_str(),
+                e.tenant.map(|t| t.as_str()),
+                e.tier,
+                e.source.map(|s| s.as_str()),
+                e.method,
+                e.path,
+                e.reason
+            ))
+        }
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut self.0.lock().unwrap())
+    }
 }
 
 const COMPARED: [&str; 4] = [
@@ -134,6 +167,7 @@ fn principal(tenant: &str) -> Principal {
 }
 
 async fn on_actix(req: &Req) -> Got {
+    let audit = Recorder::default();
     let resolver = actix_tenancy::TenantResolver::builder(Registry::new())
         .source(actix_tenancy::Source::claim())
         .source(actix_tenancy::Source::header())
@@ -147,9 +181,14 @@ async fn on_actix(req: &Req) -> Got {
     async fn whoami(t: Option<actix_tenancy::Tenant>) -> String {
         served(t.as_deref())
     }
+    let tenancy = actix_tenancy::Tenancy::builder()
+        .resolver(resolver)
+        .audit(audit.sink())
+        .build()
+        .unwrap();
     let app = atest::init_service(
         App::new()
-            .wrap(resolver)
+            .wrap(tenancy)
             .wrap_fn(|req, srv| {
                 if let Some(t) = req.headers().get("x-test-principal") {
                     let t = t.to_str().unwrap().to_owned();
@@ -189,10 +228,12 @@ async fn on_actix(req: &Req) -> Got {
         status,
         headers,
         body,
+        audit: audit.take(),
     }
 }
 
 async fn on_axum(req: &Req) -> Got {
+    let audit = Recorder::default();
     let layer = tower_tenancy::TenancyLayer::builder(Registry::new())
         .source(tower_tenancy::Source::claim())
         .source(tower_tenancy::Source::header())
@@ -201,6 +242,7 @@ async fn on_axum(req: &Req) -> Got {
         .exempt("/health")
         .region("eu")
         .registry_timeout(Duration::from_millis(200))
+        .audit(audit.sink())
         .build()
         .unwrap();
     async fn whoami(t: Option<tower_tenancy::Tenant>) -> String {
@@ -245,6 +287,7 @@ async fn on_axum(req: &Req) -> Got {
         status,
         headers,
         body: String::from_utf8(body.to_vec()).unwrap(),
+        audit: audit.take(),
     }
 }
 
@@ -507,10 +550,21 @@ async fn both_adapters_answer_every_row_of_the_table_the_same() {
     }
     let body = |n: &str| &answers.iter().find(|(name, _)| *name == n).unwrap().1;
     // An unknown tenant and a suspended one cannot be told apart.
-    assert_eq!(body("unknown"), body("suspended"));
+    let (unknown, suspended) = (body("unknown"), body("suspended"));
+    assert_eq!(
+        (unknown.status, &unknown.headers, &unknown.body),
+        (suspended.status, &suspended.headers, &suspended.body)
+    );
     // The request id is echoed when it is safe to, and never otherwise.
     assert!(body("a request id").body.contains(r#""instance":"req-1""#));
     assert!(!body("a hostile request id").body.contains("instance"));
+    // Every request was reported once, whatever its outcome.
+    assert!(
+        answers.iter().all(|(_, got)| got.audit.len() == 1),
+        "{answers:#?}"
+    );
+    assert!(body("unknown").audit[0].contains("tier=None"));
+    assert!(body("suspended").audit[0].contains("tier=Some(\"free\")"));
     // A rejection that knows when to come back says so.
     assert!(body("maintenance")
         .headers

@@ -35,6 +35,7 @@ mod compat;
 mod context;
 pub mod error;
 mod id;
+pub mod observe;
 mod principal;
 mod record;
 pub mod registry;

@@ -13,9 +13,10 @@ use http::{request::Parts, Request, Response};
 use tenancy_core::{
     caught, caught_async,
     error::{ConfigError, Problem, ProblemJson, TenancyError},
+    observe::{self, AuditEvent, AuditSink, Outcome, Stage, TracingAudit},
     registry::{Lookup, TenantRegistry},
     resolve::{self, Named, Naming, Settings},
-    Answer, Moment, Principal, SourceKind, StatusRules, TenantContext, TenantIdRule,
+    Answer, Moment, Principal, SourceKind, StatusRules, TenantContext, TenantId, TenantIdRule,
 };
 use tower_layer::Layer;
 use tower_service::Service;
@@ -73,6 +74,7 @@ impl TenancyLayer {
             sources: Vec::new(),
             settings: Settings::default(),
             responder: ProblemJson::default(),
+            audit: None,
         }
     }
 }
@@ -86,6 +88,7 @@ pub struct TenancyLayerBuilder {
     sources: Vec<Source>,
     settings: Settings,
     responder: ProblemJson,
+    audit: Option<Arc<dyn AuditSink>>,
 }
 
 impl fmt::Debug for TenancyLayerBuilder {
@@ -158,6 +161,13 @@ impl TenancyLayerBuilder {
         self
     }
 
+    /// Where every decision is reported (default: [`TracingAudit`], target
+    /// `tenancy::audit`, as actix-tenancy's; a closure `Fn(&AuditEvent)` is a sink).
+    pub fn audit(mut self, sink: impl AuditSink) -> Self {
+        self.audit = Some(Arc::new(sink));
+        self
+    }
+
     /// Checks the configuration and builds the layer.
     pub fn build(self) -> Result<TenancyLayer, ConfigError> {
         let sources = self
@@ -174,10 +184,17 @@ impl TenancyLayerBuilder {
                 sources,
                 settings: self.settings,
                 responder: Arc::new(self.responder),
+                default_audit: self.audit.is_none(),
+                audit: self
+                    .audit
+                    .unwrap_or_else(|| Arc::new(TracingAudit::default())),
             }),
         })
     }
 }
+
+/// This stage's name in the audit events, as actix-tenancy's resolver names it.
+const STAGE: Stage = Stage::named("resolution");
 
 /// The layer's configuration, shared by every clone of the layer and its services.
 struct Shared {
@@ -185,6 +202,9 @@ struct Shared {
     sources: Vec<(usize, SourceKind, Imp)>,
     settings: Settings,
     responder: Arc<ProblemJson>,
+    audit: Arc<dyn AuditSink>,
+    /// The sink is the default `TracingAudit` (none was given).
+    default_audit: bool,
 }
 
 impl fmt::Debug for Shared {
@@ -206,23 +226,39 @@ type Resolved = Result<Option<Arc<TenantContext>>, TenancyError>;
 type Waiting = Pin<Box<dyn Future<Output = Resolved> + Send>>;
 
 /// A resolution decided now, or the wait for it.
-enum Outcome {
+enum Settled {
     Now(Resolved),
     Later(Waiting),
 }
 
-/// The tenant named, owned, for a resolution that waits.
+/// The tenant named and the request's method and routing path, owned, for a
+/// resolution that waits.
 struct Owned {
     id: String,
     kind: SourceKind,
+    method: String,
+    path: String,
+}
+
+/// What an audit event says of the request.
+#[derive(Clone, Copy)]
+struct Req<'a> {
+    method: &'a str,
+    path: &'a str,
 }
 
 impl Shared {
-    /// Resolves the request's tenant, now when the registry answers at once.
-    fn resolve(self: &Arc<Self>, head: &Parts) -> Outcome {
+    /// Resolves the request's tenant, now when the registry answers at once. Every
+    /// outcome is reported to the audit sink, as actix-tenancy's resolver reports it.
+    fn resolve(self: &Arc<Self>, head: &Parts) -> Settled {
         let path = resolve::routing_path(head.uri.path());
+        let req = Req {
+            method: head.method.as_str(),
+            path: &path,
+        };
         if self.settings.exempt.matches(&path) {
-            return Outcome::Now(Ok(None));
+            self.report(req, Outcome::Skipped, None, None, None, "exempt path");
+            return Settled::Now(Ok(None));
         }
         let principal = head.extensions.get::<Principal>();
         let mut naming = Naming::new();
@@ -234,14 +270,17 @@ impl Shared {
                     rank: *rank,
                 }),
                 Ok(None) => {}
-                Err(err) => return Outcome::Now(Err(err)),
+                Err(err) => return Settled::Now(self.fail(req, err, None)),
             }
         }
         let named = match naming.finish() {
             Ok(Some(named)) => named,
-            Ok(None) if self.settings.allow_missing => return Outcome::Now(Ok(None)),
-            Ok(None) => return Outcome::Now(Err(TenancyError::TenantMissing)),
-            Err(err) => return Outcome::Now(Err(err)),
+            Ok(None) if self.settings.allow_missing => {
+                self.report(req, Outcome::Skipped, None, None, None, "no tenant named");
+                return Settled::Now(Ok(None));
+            }
+            Ok(None) => return Settled::Now(self.fail(req, TenancyError::TenantMissing, None)),
+            Err(err) => return Settled::Now(self.fail(req, err, None)),
         };
         let safe = resolve::is_safe_method(head.method.as_str());
         let now = Instant::now();
@@ -256,17 +295,24 @@ impl Shared {
             None => Some(Err(resolve::registry_panicked())),
         };
         if let Some(answer) = now_answer {
-            return Outcome::Now(self.conclude(&named.id, named.kind, answer, principal, safe));
+            let resolved = self.conclude(req, &named.id, named.kind, answer, principal, safe);
+            return Settled::Now(resolved);
         }
         let me = Arc::clone(self);
         let owned = Owned {
             id: named.id.into_owned(),
             kind: named.kind,
+            method: req.method.to_owned(),
+            path: req.path.to_owned(),
         };
         let principal = principal.cloned();
-        Outcome::Later(Box::pin(async move {
+        Settled::Later(Box::pin(async move {
             let answer = me.wait(&owned.id, now).await;
-            me.conclude(&owned.id, owned.kind, answer, principal.as_ref(), safe)
+            let req = Req {
+                method: &owned.method,
+                path: &owned.path,
+            };
+            me.conclude(req, &owned.id, owned.kind, answer, principal.as_ref(), safe)
         }))
     }
 
@@ -294,20 +340,65 @@ impl Shared {
     /// Decides on the registry's answer for the named tenant.
     fn conclude(
         &self,
+        req: Req<'_>,
         id: &str,
         kind: SourceKind,
         answer: Result<Lookup, TenancyError>,
         principal: Option<&Principal>,
         safe: bool,
     ) -> Resolved {
-        let record = resolve::recognise(id, answer)?;
-        self.settings.admission.admit(&record, safe)?;
+        let record = match resolve::recognise(id, answer) {
+            Ok(record) => record,
+            Err(err) => return self.fail(req, err, Some((id, kind))),
+        };
+        let (tenant, tier) = (Some(record.id()), Some(record.tier()));
+        if let Err(err) = self.settings.admission.admit(&record, safe) {
+            // A known tenant refused by its status or region: the event names its tier
+            // (the client's answer is the same as for an unknown one).
+            let outcome = Outcome::Rejected(err.code());
+            self.report(req, outcome, tenant, tier, Some(kind), &err.reason());
+            return Err(err);
+        }
+        if !self.silent_pass() {
+            self.report(req, Outcome::Allowed, tenant, tier, Some(kind), "resolved");
+        }
         Ok(Some(Arc::new(TenantContext::new(
             record.id().clone(),
             kind,
             record,
             principal.cloned(),
         ))))
+    }
+
+    /// Reports a rejection, naming the tenant when one was named and valid.
+    fn fail(&self, req: Req<'_>, err: TenancyError, named: Option<(&str, SourceKind)>) -> Resolved {
+        let id = named.and_then(|(id, _)| self.settings.rule.parse(id).ok());
+        let outcome = Outcome::Rejected(err.code());
+        let source = named.map(|(_, kind)| kind);
+        self.report(req, outcome, id.as_ref(), None, source, &err.reason());
+        Err(err)
+    }
+
+    /// Whether a pass would be written nowhere: the default sink, which nobody
+    /// listens to at `DEBUG`. The event is then not even built.
+    #[inline]
+    fn silent_pass(&self) -> bool {
+        self.default_audit && !observe::wanted(tracing::Level::DEBUG)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &self,
+        req: Req<'_>,
+        outcome: Outcome,
+        tenant: Option<&TenantId>,
+        tier: Option<&str>,
+        source: Option<SourceKind>,
+        reason: &str,
+    ) {
+        let event = AuditEvent::new(STAGE, outcome, req.method, req.path, reason)
+            .tenant(tenant, tier, source);
+        observe::report(&*self.audit, &event);
     }
 
     /// The rejection's answer, in the configured problem body.
@@ -369,8 +460,8 @@ where
         let inner = std::mem::replace(&mut self.inner, clone);
         let (head, body) = req.into_parts();
         let state = match self.shared.resolve(&head) {
-            Outcome::Now(resolved) => self.shared.settle(inner, head, body, resolved),
-            Outcome::Later(waiting) => State::Waiting {
+            Settled::Now(resolved) => self.shared.settle(inner, head, body, resolved),
+            Settled::Later(waiting) => State::Waiting {
                 waiting,
                 rest: Some((inner, head, body)),
             },

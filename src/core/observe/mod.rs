@@ -2,7 +2,7 @@
 //! fields the crate sets.
 //!
 //! Each request that a stage decides on produces one [`AuditEvent`]. The default sink,
-//! [`TracingAudit`], writes it as a `tracing` event with target `actix_tenancy::audit`:
+//! [`TracingAudit`], writes it as a `tracing` event with target `tenancy::audit`:
 //! `DEBUG` for passes, `INFO` for rejections, `WARN` for backend failures and `ERROR`
 //! for misconfiguration. The inner service runs inside a `tenant` span with the fields
 //! `tenant.id` and `tenant.tier`, so handler logs carry the tenant.
@@ -21,135 +21,8 @@
 //!
 //! [`TenancyBuilder::per_tenant_metrics`]: crate::TenancyBuilder::per_tenant_metrics
 
-mod tracing_audit;
-
-use std::fmt;
-
-use actix_web::http::Method;
-
-pub use tracing_audit::TracingAudit;
-pub(crate) use tracing_audit::{escaped, wanted};
-
-use super::{error::ErrorCode, SourceKind, TenantId};
-
-/// The stage that made a decision, by its name: the crate's stages are
-/// `authentication` (a bearer token), `resolution` (tenant resolution and registry
-/// validation), `policy` and `quota`.
-///
-/// The name is the `stage` label of the metrics and the audit lines. Each stage names
-/// itself; nothing here lists them.
-///
-/// ```
-/// use actix_tenancy::observe::{AuditEvent, Stage};
-///
-/// fn is_policy(e: &AuditEvent<'_>) -> bool {
-///     e.stage == Stage::named("policy")
-/// }
-/// assert_eq!(Stage::named("quota").as_str(), "quota");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Stage(&'static str);
-
-impl Stage {
-    /// The stage named `name` (a short lowercase word).
-    pub const fn named(name: &'static str) -> Self {
-        Self(name)
-    }
-
-    /// The stage's name.
-    pub const fn as_str(self) -> &'static str {
-        self.0
-    }
-}
-
-impl fmt::Display for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
-    }
-}
-
-/// What the stage decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Outcome {
-    /// The request goes on.
-    Allowed,
-    /// The request goes on without a tenant (an exempt path, or none found and missing
-    /// is allowed).
-    Skipped,
-    /// The request was answered with this rejection.
-    Rejected(ErrorCode),
-    /// Shadow mode: the request goes on, but this rejection would have answered it.
-    WouldDeny(ErrorCode),
-    /// Shadow mode: a shadow policy version would have let the request on.
-    WouldAllow,
-}
-
-impl Outcome {
-    /// `allowed`, `skipped`, `would_deny` (a shadow-mode refusal), or the rejection's
-    /// code.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Allowed => "allowed",
-            Self::Skipped => "skipped",
-            Self::Rejected(code) => code.as_str(),
-            Self::WouldDeny(_) => "would_deny",
-            Self::WouldAllow => "would_allow",
-        }
-    }
-}
-
-/// One decision, as reported to the [`AuditSink`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct AuditEvent<'a> {
-    /// The stage.
-    pub stage: Stage,
-    /// The decision.
-    pub outcome: Outcome,
-    /// The tenant, when one was named and valid.
-    pub tenant: Option<&'a TenantId>,
-    /// The tenant's tier, when its record was found.
-    pub tier: Option<&'a str>,
-    /// The source that named the tenant.
-    pub source: Option<SourceKind>,
-    /// The request method.
-    pub method: &'a Method,
-    /// The request path (as routed).
-    pub path: &'a str,
-    /// Why, in words, for operators. May name internal details; never sent to clients.
-    pub reason: &'a str,
-    /// The policy rule that decided (policy stage).
-    pub rule: Option<&'a str>,
-    /// The policy version that decided (policy stage).
-    pub policy_version: Option<u64>,
-}
-
-/// Receives every decision. Keep it fast: it runs on the request path (send to a
-/// channel for anything slow).
-///
-/// A closure `Fn(&AuditEvent<'_>)` is a sink:
-///
-/// ```
-/// use actix_tenancy::observe::{AuditEvent, AuditSink};
-///
-/// let sink = |e: &AuditEvent<'_>| eprintln!("{} {}", e.stage.as_str(), e.outcome.as_str());
-/// fn takes(_: impl AuditSink) {}
-/// takes(sink);
-/// ```
-pub trait AuditSink: Send + Sync + 'static {
-    /// Records one decision.
-    fn record(&self, event: &AuditEvent<'_>);
-}
-
-impl<F> AuditSink for F
-where
-    F: Fn(&AuditEvent<'_>) + Send + Sync + 'static,
-{
-    fn record(&self, event: &AuditEvent<'_>) {
-        self(event)
-    }
-}
+pub(crate) use tenancy_core::observe::{escaped, wanted};
+pub use tenancy_core::observe::{AuditEvent, AuditSink, NoAudit, Outcome, Stage, TracingAudit};
 
 /// The metric every decision counts in (feature `metrics`).
 pub const DECISIONS_METRIC: &str = "tenancy_decisions_total";
@@ -241,9 +114,7 @@ impl Timer {
 /// Reports a decision: to the audit sink, and, with the `metrics` feature, to the
 /// decision counter (with a `tenant` label only when `per_tenant` is set).
 pub(crate) fn emit(audit: &dyn AuditSink, per_tenant: bool, event: &AuditEvent<'_>) {
-    // The sink is the application's code: a panic in it loses that one event (logged),
-    // never the decision or the connection.
-    let _ = tenancy_core::caught("AuditSink::record", || audit.record(event));
+    tenancy_core::observe::report(audit, event);
     #[cfg(feature = "metrics")]
     count(per_tenant, event);
     #[cfg(not(feature = "metrics"))]
@@ -259,13 +130,8 @@ pub(crate) const UNKNOWN_TENANT_LABEL: &str = "unknown";
 #[cfg(feature = "metrics")]
 pub(crate) fn count(per_tenant: bool, e: &AuditEvent<'_>) {
     describe_once();
-    let (outcome, code) = match e.outcome {
-        Outcome::Allowed => ("allowed", "none"),
-        Outcome::Skipped => ("skipped", "none"),
-        Outcome::Rejected(code) => ("rejected", code.as_str()),
-        Outcome::WouldDeny(code) => ("would_deny", code.as_str()),
-        Outcome::WouldAllow => ("would_allow", "none"),
-    };
+    let outcome = e.outcome.kind();
+    let code = e.outcome.code().map_or("none", |c| c.as_str());
     let tier = e.tier.unwrap_or("none").to_owned();
     let stage = e.stage.as_str();
     if per_tenant {
@@ -287,12 +153,4 @@ pub(crate) fn count(per_tenant: bool, e: &AuditEvent<'_>) {
             "code" => code, "tier" => tier)
         .increment(1);
     }
-}
-
-/// A sink that drops every event.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoAudit;
-
-impl AuditSink for NoAudit {
-    fn record(&self, _: &AuditEvent<'_>) {}
 }

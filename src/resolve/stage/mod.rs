@@ -460,18 +460,10 @@ impl ResolveStage {
         source: Option<SourceKind>,
         reason: &str,
     ) {
-        at.settings.report(&AuditEvent {
-            stage: STAGE,
-            outcome,
-            tenant,
-            tier,
-            source,
-            method: req.method(),
-            path: req.match_info().as_str(),
-            reason,
-            rule: None,
-            policy_version: None,
-        });
+        let (method, path) = (req.method().as_str(), req.match_info().as_str());
+        at.settings.report(
+            &AuditEvent::new(STAGE, outcome, method, path, reason).tenant(tenant, tier, source),
+        );
     }
 }
 

@@ -12,9 +12,9 @@ use std::{
 };
 
 use super::{AuditEvent, AuditSink, Outcome, Stage};
-use crate::core::{error::ErrorCode, SourceKind, TenantId};
+use crate::{error::ErrorCode, SourceKind, TenantId};
 
-/// The default sink: one `tracing` event per decision, target `actix_tenancy::audit`.
+/// The default sink: one `tracing` event per decision, target `tenancy::audit`.
 ///
 /// `DEBUG` for passes, `INFO` for rejections and shadow decisions, `WARN` for backend
 /// failures, `ERROR` for misconfiguration.
@@ -187,7 +187,7 @@ impl AuditSink for TracingAudit {
 /// A client's value in a log line: control characters, quotes, backslashes, spaces
 /// and everything outside printable ASCII escaped, so the value stays one token of
 /// one line in any format. Borrowed (no allocation) when nothing needs escaping.
-pub(crate) fn escaped(s: &str) -> Cow<'_, str> {
+pub fn escaped(s: &str) -> Cow<'_, str> {
     let plain = |c: char| c.is_ascii_graphic() && c != '"' && c != '\\';
     if s.chars().all(plain) {
         return Cow::Borrowed(s);
@@ -208,15 +208,15 @@ macro_rules! event_at {
     ($level:expr, $($fields:tt)+) => {
         match $level {
             tracing::Level::DEBUG => {
-                tracing::event!(target: "actix_tenancy::audit", tracing::Level::DEBUG, $($fields)+)
+                tracing::event!(target: "tenancy::audit", tracing::Level::DEBUG, $($fields)+)
             }
             tracing::Level::INFO => {
-                tracing::event!(target: "actix_tenancy::audit", tracing::Level::INFO, $($fields)+)
+                tracing::event!(target: "tenancy::audit", tracing::Level::INFO, $($fields)+)
             }
             tracing::Level::WARN => {
-                tracing::event!(target: "actix_tenancy::audit", tracing::Level::WARN, $($fields)+)
+                tracing::event!(target: "tenancy::audit", tracing::Level::WARN, $($fields)+)
             }
-            _ => tracing::event!(target: "actix_tenancy::audit", tracing::Level::ERROR, $($fields)+),
+            _ => tracing::event!(target: "tenancy::audit", tracing::Level::ERROR, $($fields)+),
         }
     };
 }
@@ -235,7 +235,7 @@ fn event(e: &AuditEvent<'_>, level: tracing::Level) {
         tenant.id = tenant.as_deref(),
         tenant.tier = tier.as_deref(),
         source = e.source.map(SourceKind::as_str),
-        method = &*escaped(e.method.as_str()),
+        method = &*escaped(e.method),
         path = &*escaped(e.path),
         reason = &*escaped(e.reason),
         rule = rule.as_deref(),
@@ -264,7 +264,7 @@ fn suppressed(e: &AuditEvent<'_>, level: tracing::Level, dropped: u64) {
 /// tracing's features, so nothing it would emit is skipped; the common case, nobody
 /// listening at `DEBUG`, costs two atomic loads instead of building the event.
 #[inline]
-pub(crate) fn wanted(level: tracing::Level) -> bool {
+pub fn wanted(level: tracing::Level) -> bool {
     if tracing::level_enabled!(level) {
         return true;
     }
