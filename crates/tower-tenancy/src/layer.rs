@@ -455,16 +455,21 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        // The service made ready is the one called; a clone stays for the next request.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
         let (head, body) = req.into_parts();
         let state = match self.shared.resolve(&head) {
-            Settled::Now(resolved) => self.shared.settle(inner, head, body, resolved),
-            Settled::Later(waiting) => State::Waiting {
-                waiting,
-                rest: Some((inner, head, body)),
-            },
+            // Decided now: the service made ready is called now, and stays for the
+            // next request (no clone).
+            Settled::Now(resolved) => self.shared.settle(&mut self.inner, head, body, resolved),
+            // The registry must be waited for: the service made ready goes with the
+            // future, and a clone stays for the next request.
+            Settled::Later(waiting) => {
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                State::Waiting {
+                    waiting,
+                    rest: Some((inner, head, body)),
+                }
+            }
         };
         ResponseFuture {
             state,
@@ -477,7 +482,7 @@ impl Shared {
     /// Calls the inner service with the resolution, or answers the rejection.
     fn settle<S, ReqBody, ResBody>(
         self: &Arc<Self>,
-        mut inner: S,
+        inner: &mut S,
         mut head: Parts,
         body: ReqBody,
         resolved: Resolved,
@@ -561,11 +566,11 @@ where
             let next = match this.state.as_mut().project() {
                 StateProj::Waiting { waiting, rest } => {
                     let resolved = ready!(waiting.as_mut().poll(cx));
-                    let Some((inner, head, body)) = rest.take() else {
+                    let Some((mut inner, head, body)) = rest.take() else {
                         // Polled again after it finished: nothing to answer.
                         return Poll::Pending;
                     };
-                    this.shared.settle(inner, head, body, resolved)
+                    this.shared.settle(&mut inner, head, body, resolved)
                 }
                 StateProj::Inner { future } => {
                     let res = ready!(future.poll(cx))?;
