@@ -14,6 +14,11 @@ mod quickstart {
     include!("../examples/quickstart.rs");
 }
 
+#[allow(dead_code, unreachable_pub)]
+mod quickstart_axum {
+    include!("../crates/tower-tenancy/examples/quickstart.rs");
+}
+
 #[actix_web::test]
 async fn readme_quickstart_session_answers_as_shown() {
     let readme = include_str!("../README.md");
@@ -31,6 +36,32 @@ async fn readme_quickstart_session_answers_as_shown() {
     .await;
     for ex in session {
         let body = test::call_and_read_body(&app, common::curl::request(&ex).to_request()).await;
+        assert_eq!(std::str::from_utf8(&body).unwrap(), ex.body(), "{ex:?}");
+    }
+}
+
+/// The same session against the quickstart on axum (tower-tenancy's example): the
+/// same bytes for every line.
+#[actix_web::test]
+async fn readme_quickstart_session_answers_the_same_on_axum() {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+
+    let readme = include_str!("../README.md");
+    let session = common::curl::exchanges(readme, "The quickstart");
+    assert!(session.len() >= 8);
+    let app = quickstart_axum::app().unwrap();
+    for ex in session {
+        let mut req = axum::http::Request::builder()
+            .method(ex.method.as_str())
+            .uri(&ex.path)
+            .header("host", &ex.host);
+        for (name, value) in &ex.headers {
+            req = req.header(name.as_str(), value.as_str());
+        }
+        let req = req.body(axum::body::Body::empty()).unwrap();
+        let res = app.clone().oneshot(req).await.unwrap();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(std::str::from_utf8(&body).unwrap(), ex.body(), "{ex:?}");
     }
 }

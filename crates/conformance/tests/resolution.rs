@@ -4,167 +4,17 @@
 //! `Router`. Each row checks what the table expects on each adapter, and that the two
 //! answers are the same byte for byte, and so are the audit events each reported.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use actix_web::{dev::Service as _, test as atest, web, App, HttpMessage as _};
 use axum::{body::Body, routing::get};
 use http_body_util::BodyExt as _;
-use tenancy_core::{
-    observe::AuditEvent,
-    registry::{InMemoryRegistry, Lookup, RegistryError, TenantRegistry},
-    Answer, Moment, Principal, TenantId, TenantRecord, TenantStatus,
-};
 use tower::ServiceExt as _;
 
-/// The tenants every row runs against, and three that the registry cannot serve.
-#[derive(Clone)]
-struct Registry(Arc<InMemoryRegistry>);
+#[allow(dead_code, unreachable_pub)]
+mod common;
 
-impl Registry {
-    fn new() -> Self {
-        let rec = |id: &str, tier: &str| TenantRecord::new(TenantId::parse(id).unwrap(), tier);
-        Self(Arc::new(
-            InMemoryRegistry::new()
-                .with(rec("acme", "pro"))
-                .with(rec("globex", "free").with_status(TenantStatus::Suspended))
-                .with(rec("initech", "free").with_status(TenantStatus::ReadOnly))
-                .with(rec("hooli", "free").with_status(TenantStatus::Maintenance))
-                .with(rec("umbrella", "pro").with_region("us"))
-                .with(rec("slowco", "pro"))
-                .with(rec("liar", "pro")),
-        ))
-    }
-}
-
-impl TenantRegistry for Registry {
-    fn lookup<'a>(
-        &'a self,
-        id: &'a str,
-        at: &mut Moment,
-    ) -> Answer<'a, Result<Lookup, RegistryError>> {
-        match id {
-            "broken" => Answer::Now(Err(RegistryError::new("the registry is down"))),
-            "panics" => panic!("a registry bug"),
-            // Waits, then answers: the adapters' waiting path.
-            "slowco" => Answer::later(async move {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                Ok(self.0.get(id))
-            }),
-            // Never answers in time: the adapters' timeout.
-            "stuck" => Answer::later(async move {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                Ok(None)
-            }),
-            // Answers with another tenant's record.
-            "liar" => Answer::Now(Ok(self.0.get("acme"))),
-            _ => self.0.lookup(id, at),
-        }
-    }
-}
-
-/// One request: method, target, headers, and the principal an outer layer attached.
-struct Req {
-    method: &'static str,
-    uri: &'static str,
-    headers: Vec<(&'static str, &'static [u8])>,
-    principal: Option<&'static str>,
-}
-
-fn get_(uri: &'static str) -> Req {
-    Req {
-        method: "GET",
-        uri,
-        headers: Vec::new(),
-        principal: None,
-    }
-}
-
-impl Req {
-    fn h(mut self, name: &'static str, value: &'static str) -> Self {
-        self.headers.push((name, value.as_bytes()));
-        self
-    }
-
-    fn raw(mut self, name: &'static str, value: &'static [u8]) -> Self {
-        self.headers.push((name, value));
-        self
-    }
-
-    fn method(mut self, m: &'static str) -> Self {
-        self.method = m;
-        self
-    }
-
-    fn signed_in(mut self, tenant: &'static str) -> Self {
-        self.principal = Some(tenant);
-        self
-    }
-}
-
-/// An answer: the status, the headers a rejection carries, the body, and the audit
-/// events the adapter reported.
-#[derive(Debug, PartialEq, Eq)]
-struct Got {
-    status: u16,
-    headers: Vec<(&'static str, String)>,
-    body: String,
-    audit: Vec<String>,
-}
-
-/// A sink that keeps every event, written out whole.
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<String>>>);
-
-impl Recorder {
-    fn sink(&self) -> impl Fn(&AuditEvent<'_>) + Send + Sync + 'static {
-        let events = Arc::clone(&self.0);
-        move |e: &AuditEvent<'_>| {
-            events.lock().unwrap().push(format!(
-                "{} {} tenant={:?} tier={:?} source={:?} {} {} reason={:?}",
-                e.stage,
-                e.outcome.as_str(),
-                e.tenant.map(|t| t.as_str()),
-                e.tier,
-                e.source.map(|s| s.as_str()),
-                e.method,
-                e.path,
-                e.reason
-            ))
-        }
-    }
-
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut self.0.lock().unwrap())
-    }
-}
-
-const COMPARED: [&str; 4] = [
-    "content-type",
-    "cache-control",
-    "retry-after",
-    "www-authenticate",
-];
-
-/// What the table expects: the handler's answer, or a rejection's status and code.
-enum Want {
-    Served(&'static str),
-    Refused(u16, &'static str),
-}
-
-/// The handler both adapters mount: the tenant's id and the source that named it.
-fn served(tenant: Option<&tenancy_core::TenantContext>) -> String {
-    match tenant {
-        Some(t) => format!("{} {}", t.id(), t.source().as_str()),
-        None => "no tenant".to_owned(),
-    }
-}
-
-fn principal(tenant: &str) -> Principal {
-    Principal::new("alice").with_tenant(TenantId::parse(tenant).unwrap())
-}
+use common::*;
 
 async fn on_actix(req: &Req) -> Got {
     let audit = Recorder::default();
@@ -288,28 +138,6 @@ async fn on_axum(req: &Req) -> Got {
         headers,
         body: String::from_utf8(body.to_vec()).unwrap(),
         audit: audit.take(),
-    }
-}
-
-fn check(name: &str, want: &Want, got: &Got, adapter: &str) {
-    match want {
-        Want::Served(body) => {
-            assert_eq!(
-                (got.status, got.body.as_str()),
-                (200, *body),
-                "{name} on {adapter}: {got:?}"
-            );
-        }
-        Want::Refused(status, code) => {
-            assert_eq!(got.status, *status, "{name} on {adapter}: {got:?}");
-            let needle = format!(r#""code":"{code}""#);
-            assert!(got.body.contains(&needle), "{name} on {adapter}: {got:?}");
-            assert!(
-                got.headers
-                    .contains(&("content-type", "application/problem+json".into())),
-                "{name} on {adapter}: {got:?}"
-            );
-        }
     }
 }
 

@@ -256,9 +256,21 @@ impl Shared {
             method: head.method.as_str(),
             path: &path,
         };
+        // A tenant an outer layer settled: this resolution must agree with it, and
+        // never moves the request to another tenant. (An outer resolution with no
+        // tenant settled nothing: this layer resolves on its own.)
+        let outer = head
+            .extensions
+            .get::<Resolution>()
+            .and_then(|r| r.tenant.as_ref())
+            .map(|t| Arc::clone(t.context()));
         if self.settings.exempt.matches(&path) {
-            self.report(req, Outcome::Skipped, None, None, None, "exempt path");
-            return Settled::Now(Ok(None));
+            let why = match outer {
+                None => "exempt path",
+                Some(_) => "exempt path: the outer resolution stands",
+            };
+            self.report(req, Outcome::Skipped, None, None, None, why);
+            return Settled::Now(Ok(outer));
         }
         let principal = head.extensions.get::<Principal>();
         let mut naming = Naming::new();
@@ -273,14 +285,32 @@ impl Shared {
                 Err(err) => return Settled::Now(self.fail(req, err, None)),
             }
         }
-        let named = match naming.finish() {
-            Ok(Some(named)) => named,
-            Ok(None) if self.settings.allow_missing => {
+        let named = match (naming.finish(), outer) {
+            (Err(err), _) => return Settled::Now(self.fail(req, err, None)),
+            (Ok(Some(named)), None) => named,
+            (Ok(Some(named)), Some(outer)) if named.id == outer.id().as_str() => named,
+            (Ok(Some(named)), Some(outer)) => {
+                let err = TenancyError::TenantConflict {
+                    first: outer.source(),
+                    second: named.kind,
+                };
+                return Settled::Now(self.fail(req, err, Some((&named.id, named.kind))));
+            }
+            (Ok(None), Some(outer)) => {
+                if !self.silent_pass() {
+                    let (id, tier) = (Some(outer.id()), Some(outer.tier()));
+                    let why = "the outer resolution stands";
+                    self.report(req, Outcome::Allowed, id, tier, Some(outer.source()), why);
+                }
+                return Settled::Now(Ok(Some(outer)));
+            }
+            (Ok(None), None) if self.settings.allow_missing => {
                 self.report(req, Outcome::Skipped, None, None, None, "no tenant named");
                 return Settled::Now(Ok(None));
             }
-            Ok(None) => return Settled::Now(self.fail(req, TenancyError::TenantMissing, None)),
-            Err(err) => return Settled::Now(self.fail(req, err, None)),
+            (Ok(None), None) => {
+                return Settled::Now(self.fail(req, TenancyError::TenantMissing, None))
+            }
         };
         let safe = resolve::is_safe_method(head.method.as_str());
         let now = Instant::now();
