@@ -6,8 +6,7 @@
 //! two answers (and their audit events) must be the same.
 
 use actix_web::{test as atest, web, App};
-use axum::{body::Body, routing::get};
-use http_body_util::BodyExt as _;
+use axum::routing::get;
 use tower::ServiceExt as _;
 
 #[allow(dead_code, unreachable_pub)]
@@ -52,32 +51,8 @@ async fn on_actix(req: &Req) -> Got {
             ),
     )
     .await;
-    let mut tr = atest::TestRequest::default()
-        .method(req.method.parse().unwrap())
-        .uri(req.uri);
-    for (name, value) in &req.headers {
-        tr = tr.append_header((
-            *name,
-            actix_web::http::header::HeaderValue::from_bytes(value).unwrap(),
-        ));
-    }
-    let res = atest::call_service(&app, tr.to_request()).await;
-    let status = res.status().as_u16();
-    let headers = COMPARED
-        .iter()
-        .filter_map(|n| {
-            res.headers()
-                .get(*n)
-                .map(|v| (*n, v.to_str().unwrap().to_owned()))
-        })
-        .collect();
-    let body = String::from_utf8(atest::read_body(res).await.to_vec()).unwrap();
-    Got {
-        status,
-        headers,
-        body,
-        audit: audit.take(),
-    }
+    let res = atest::call_service(&app, actix_request(req)).await;
+    actix_answer(res, &audit).await
 }
 
 async fn on_axum(req: &Req) -> Got {
@@ -100,30 +75,8 @@ async fn on_axum(req: &Req) -> Got {
         .route("/whoami", get(whoami))
         .route("/t/{tenant}/whoami", get(whoami).layer(inner))
         .layer(outer);
-    let mut b = http::Request::builder().method(req.method).uri(req.uri);
-    for (name, value) in &req.headers {
-        b = b.header(*name, http::HeaderValue::from_bytes(value).unwrap());
-    }
-    let res = router
-        .oneshot(b.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    let headers = COMPARED
-        .iter()
-        .filter_map(|n| {
-            res.headers()
-                .get(*n)
-                .map(|v| (*n, v.to_str().unwrap().to_owned()))
-        })
-        .collect();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    Got {
-        status,
-        headers,
-        body: String::from_utf8(body.to_vec()).unwrap(),
-        audit: audit.take(),
-    }
+    let res = router.oneshot(axum_request(req)).await.unwrap();
+    axum_answer(res, &audit).await
 }
 
 fn table() -> Vec<(&'static str, Req, Want)> {

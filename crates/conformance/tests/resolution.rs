@@ -7,8 +7,7 @@
 use std::time::Duration;
 
 use actix_web::{dev::Service as _, test as atest, web, App, HttpMessage as _};
-use axum::{body::Body, routing::get};
-use http_body_util::BodyExt as _;
+use axum::routing::get;
 use tower::ServiceExt as _;
 
 #[allow(dead_code, unreachable_pub)]
@@ -51,35 +50,8 @@ async fn on_actix(req: &Req) -> Got {
             .route("/health", web::to(|| async { "ok" })),
     )
     .await;
-    let mut tr = atest::TestRequest::default()
-        .method(req.method.parse().unwrap())
-        .uri(req.uri);
-    for (name, value) in &req.headers {
-        tr = tr.append_header((
-            *name,
-            actix_web::http::header::HeaderValue::from_bytes(value).unwrap(),
-        ));
-    }
-    if let Some(p) = req.principal {
-        tr = tr.insert_header(("x-test-principal", p));
-    }
-    let res = atest::call_service(&app, tr.to_request()).await;
-    let status = res.status().as_u16();
-    let headers = COMPARED
-        .iter()
-        .filter_map(|n| {
-            res.headers()
-                .get(*n)
-                .map(|v| (*n, v.to_str().unwrap().to_owned()))
-        })
-        .collect();
-    let body = String::from_utf8(atest::read_body(res).await.to_vec()).unwrap();
-    Got {
-        status,
-        headers,
-        body,
-        audit: audit.take(),
-    }
+    let res = atest::call_service(&app, actix_request(req)).await;
+    actix_answer(res, &audit).await
 }
 
 async fn on_axum(req: &Req) -> Got {
@@ -104,7 +76,7 @@ async fn on_axum(req: &Req) -> Got {
         .route("/health", get(|| async { "ok" }))
         .layer(layer)
         .layer(tower::util::MapRequestLayer::new(
-            |mut r: http::Request<Body>| {
+            |mut r: http::Request<axum::body::Body>| {
                 if let Some(t) = r.headers().get("x-test-principal") {
                     let t = t.to_str().unwrap().to_owned();
                     r.extensions_mut().insert(principal(&t));
@@ -112,33 +84,8 @@ async fn on_axum(req: &Req) -> Got {
                 r
             },
         ));
-    let mut b = http::Request::builder().method(req.method).uri(req.uri);
-    for (name, value) in &req.headers {
-        b = b.header(*name, http::HeaderValue::from_bytes(value).unwrap());
-    }
-    if let Some(p) = req.principal {
-        b = b.header("x-test-principal", p);
-    }
-    let res = router
-        .oneshot(b.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    let headers = COMPARED
-        .iter()
-        .filter_map(|n| {
-            res.headers()
-                .get(*n)
-                .map(|v| (*n, v.to_str().unwrap().to_owned()))
-        })
-        .collect();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    Got {
-        status,
-        headers,
-        body: String::from_utf8(body.to_vec()).unwrap(),
-        audit: audit.take(),
-    }
+    let res = router.oneshot(axum_request(req)).await.unwrap();
+    axum_answer(res, &audit).await
 }
 
 fn table() -> Vec<(&'static str, Req, Want)> {

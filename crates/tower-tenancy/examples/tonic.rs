@@ -80,8 +80,9 @@ pub async fn greeter(
     Ok(tonic::server::Grpc::new(Raw).unary(hello, req).await)
 }
 
-/// The app: the layer around the gRPC method; the tenant from `x-tenant-id`.
-pub fn app() -> axum::Router {
+/// The layer: the tenant from `x-tenant-id` metadata; `acme` active, `globex`
+/// suspended, `hooli` in maintenance.
+pub fn layer() -> TenancyLayer {
     let registry = InMemoryRegistry::new()
         .with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"))
         .with(
@@ -92,11 +93,15 @@ pub fn app() -> axum::Router {
             TenantRecord::new(TenantId::parse("hooli").unwrap(), "free")
                 .with_status(TenantStatus::Maintenance),
         );
-    let layer = TenancyLayer::builder(registry)
+    TenancyLayer::builder(registry)
         .source(Source::header())
         .build()
-        .expect("a valid layer");
-    axum::Router::new().fallback_service(layer.layer(tower::service_fn(greeter)))
+        .expect("a valid layer")
+}
+
+/// The app: the layer around the gRPC method.
+pub fn app() -> axum::Router {
+    axum::Router::new().fallback_service(layer().layer(tower::service_fn(greeter)))
 }
 
 /// Serves the app on `listener`: HTTP/2 without TLS for gRPC clients (and HTTP/1.1).

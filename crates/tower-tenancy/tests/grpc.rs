@@ -1,72 +1,21 @@
-//! The layer in front of a tonic service: the tenant from gRPC metadata, read in the
+//! The layer in front of a tonic service (the example's method, through the layer
+//! alone, without a server): the tenant from gRPC metadata, read in the
 //! handler; and every rejection a gRPC status that tonic reads, never a problem body a
 //! gRPC client cannot.
 
-use std::convert::Infallible;
-
 use axum::body::Body;
-use bytes::{Buf as _, BufMut as _, Bytes};
 use http::Request;
 use http_body_util::BodyExt as _;
-use tenancy_core::{registry::InMemoryRegistry, TenantId, TenantRecord, TenantStatus};
-use tonic::{
-    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
-    Code, Status,
-};
+use tonic::{Code, Status};
 use tower::{Layer as _, ServiceExt as _};
-use tower_tenancy::{Source, TenancyLayer, Tenant};
 
-/// Messages as raw bytes: a gRPC service without protoc.
-#[derive(Debug, Clone, Copy, Default)]
-struct Raw;
-
-impl Encoder for Raw {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
+/// The tonic example's codec and method (`examples/tonic.rs`).
+#[allow(dead_code, unreachable_pub)]
+mod example {
+    include!("../examples/tonic.rs");
 }
 
-impl Decoder for Raw {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
-}
-
-impl Codec for Raw {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = Raw;
-    type Decoder = Raw;
-
-    fn encoder(&mut self) -> Raw {
-        Raw
-    }
-
-    fn decoder(&mut self) -> Raw {
-        Raw
-    }
-}
-
-/// A unary gRPC method answering "hello {tenant}: {message}".
-async fn greeter(req: Request<Body>) -> Result<http::Response<tonic::body::Body>, Infallible> {
-    let hello = tower::service_fn(|r: tonic::Request<Bytes>| async move {
-        let tenant = Tenant::of(r.extensions()).ok_or_else(|| Status::internal("no tenant"))?;
-        let text = format!(
-            "hello {}: {}",
-            tenant.id(),
-            String::from_utf8_lossy(r.get_ref())
-        );
-        Ok::<_, Status>(tonic::Response::new(Bytes::from(text)))
-    });
-    Ok(tonic::server::Grpc::new(Raw).unary(hello, req).await)
-}
+use example::{greeter, layer};
 
 /// A gRPC call as a client sends it: one length-prefixed message.
 fn call(tenant: Option<&str>, message: &[u8]) -> Request<Body> {
@@ -82,23 +31,6 @@ fn call(tenant: Option<&str>, message: &[u8]) -> Request<Body> {
         b = b.header("x-tenant-id", t);
     }
     b.body(Body::from(frame)).unwrap()
-}
-
-fn layer() -> TenancyLayer {
-    let registry = InMemoryRegistry::new()
-        .with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"))
-        .with(
-            TenantRecord::new(TenantId::parse("globex").unwrap(), "free")
-                .with_status(TenantStatus::Suspended),
-        )
-        .with(
-            TenantRecord::new(TenantId::parse("hooli").unwrap(), "free")
-                .with_status(TenantStatus::Maintenance),
-        );
-    TenancyLayer::builder(registry)
-        .source(Source::header())
-        .build()
-        .unwrap()
 }
 
 #[tokio::test]

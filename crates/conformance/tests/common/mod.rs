@@ -180,3 +180,68 @@ pub fn check(name: &str, want: &Want, got: &Got, adapter: &str) {
         }
     }
 }
+
+/// The request as actix's test kit sends it; a principal goes in `x-test-principal`,
+/// which the app's outer middleware turns into one.
+pub fn actix_request(req: &Req) -> actix_http::Request {
+    let mut tr = actix_web::test::TestRequest::default()
+        .method(req.method.parse().unwrap())
+        .uri(req.uri);
+    for (name, value) in &req.headers {
+        let value = actix_web::http::header::HeaderValue::from_bytes(value).unwrap();
+        tr = tr.append_header((*name, value));
+    }
+    if let Some(p) = req.principal {
+        tr = tr.insert_header(("x-test-principal", p));
+    }
+    tr.to_request()
+}
+
+/// An actix answer, with the audit events the request caused.
+pub async fn actix_answer<B>(res: actix_web::dev::ServiceResponse<B>, audit: &Recorder) -> Got
+where
+    B: actix_web::body::MessageBody,
+{
+    let status = res.status().as_u16();
+    let headers = compared(|n| res.headers().get(n).map(|v| v.as_bytes().to_vec()));
+    let body = actix_web::test::read_body(res).await;
+    got(status, headers, &body, audit)
+}
+
+/// The same request for axum.
+pub fn axum_request(req: &Req) -> http::Request<axum::body::Body> {
+    let mut b = http::Request::builder().method(req.method).uri(req.uri);
+    for (name, value) in &req.headers {
+        b = b.header(*name, http::HeaderValue::from_bytes(value).unwrap());
+    }
+    if let Some(p) = req.principal {
+        b = b.header("x-test-principal", p);
+    }
+    b.body(axum::body::Body::empty()).unwrap()
+}
+
+/// An axum answer, with the audit events the request caused.
+pub async fn axum_answer(res: axum::response::Response, audit: &Recorder) -> Got {
+    use http_body_util::BodyExt as _;
+    let status = res.status().as_u16();
+    let headers = compared(|n| res.headers().get(n).map(|v| v.as_bytes().to_vec()));
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    got(status, headers, &body, audit)
+}
+
+/// The compared headers an answer carries, by the adapter's lookup.
+fn compared(get: impl Fn(&str) -> Option<Vec<u8>>) -> Vec<(&'static str, String)> {
+    COMPARED
+        .iter()
+        .filter_map(|n| get(n).map(|v| (*n, String::from_utf8(v).unwrap())))
+        .collect()
+}
+
+fn got(status: u16, headers: Vec<(&'static str, String)>, body: &[u8], audit: &Recorder) -> Got {
+    Got {
+        status,
+        headers,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+        audit: audit.take(),
+    }
+}
