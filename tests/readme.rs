@@ -16,7 +16,7 @@ mod quickstart {
 
 #[allow(dead_code, unreachable_pub)]
 mod quickstart_axum {
-    include!("../crates/tower-tenancy/examples/quickstart.rs");
+    include!("../crates/tower-tenancy/examples/axum_quickstart.rs");
 }
 
 #[actix_web::test]

@@ -2,7 +2,7 @@
 // of `localhost`, the same tenants and the same answers as actix-tenancy's
 // `examples/quickstart.rs`.
 //
-//     cargo run -p tower-tenancy --example quickstart --features axum
+//     cargo run -p tower-tenancy --example axum_quickstart --features axum
 //     curl -s localhost:8080/whoami -H 'X-Tenant-ID: acme'
 //
 // Listens on 127.0.0.1:8080 unless `BIND_ADDR` says otherwise. The workspace's
