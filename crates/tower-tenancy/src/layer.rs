@@ -173,11 +173,10 @@ impl TenancyLayerBuilder {
         let sources = self
             .sources
             .into_iter()
-            .enumerate()
-            .map(|(rank, s)| s.imp.map(|imp| (rank, s.kind, imp)))
+            .map(|s| s.imp.map(|imp| (s.kind, imp)))
             .collect::<Result<Vec<_>, _>>()?;
         self.settings
-            .check(sources.iter().map(|(_, kind, imp)| (*kind, imp.key(*kind))))?;
+            .check(sources.iter().map(|(kind, imp)| (*kind, imp.key(*kind))))?;
         Ok(TenancyLayer {
             shared: Arc::new(Shared {
                 registry: self.registry,
@@ -199,7 +198,8 @@ const STAGE: Stage = Stage::named("resolution");
 /// The layer's configuration, shared by every clone of the layer and its services.
 struct Shared {
     registry: Arc<dyn TenantRegistry>,
-    sources: Vec<(usize, SourceKind, Imp)>,
+    /// In the order configured: a source's place is its rank.
+    sources: Vec<(SourceKind, Imp)>,
     settings: Settings,
     responder: Arc<ProblemJson>,
     audit: Arc<dyn AuditSink>,
@@ -209,7 +209,7 @@ struct Shared {
 
 impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kinds: Vec<_> = self.sources.iter().map(|s| (s.0, s.1)).collect();
+        let kinds: Vec<_> = self.sources.iter().map(|s| s.0).collect();
         f.debug_struct("TenancyLayer")
             .field("sources", &kinds)
             .field("allow_missing", &self.settings.allow_missing)
@@ -274,12 +274,12 @@ impl Shared {
         }
         let principal = head.extensions.get::<Principal>();
         let mut naming = Naming::new();
-        for (rank, kind, imp) in &self.sources {
+        for (rank, (kind, imp)) in self.sources.iter().enumerate() {
             match imp.extract(*kind, head, &path, principal, &self.settings.rule) {
                 Ok(Some(id)) => naming.add(Named {
                     id,
                     kind: *kind,
-                    rank: *rank,
+                    rank,
                 }),
                 Ok(None) => {}
                 Err(err) => return Settled::Now(self.fail(req, err, None)),
@@ -430,16 +430,16 @@ impl Shared {
             .tenant(tenant, tier, source);
         observe::report(&*self.audit, &event);
     }
+}
 
-    /// The rejection's answer, in the configured problem body.
-    fn problem(&self, err: &TenancyError, head: &Parts) -> Problem {
-        let request_id = self
-            .responder
-            .instance_header_name()
-            .and_then(|name| head.headers.get(name))
-            .map(|v| v.as_bytes());
-        self.responder.problem(err, request_id)
-    }
+/// The answer to `err` in `responder`'s problem body, its `instance` taken from the
+/// request header the responder names: the layer's rejections and the extractors'.
+pub(crate) fn problem(responder: &ProblemJson, err: &TenancyError, head: &Parts) -> Problem {
+    let request_id = responder
+        .instance_header_name()
+        .and_then(|name| head.headers.get(name))
+        .map(|v| v.as_bytes());
+    responder.problem(err, request_id)
 }
 
 impl<S> Layer<S> for TenancyLayer {
@@ -497,21 +497,18 @@ where
                 let inner = std::mem::replace(&mut self.inner, clone);
                 State::Waiting {
                     waiting,
-                    rest: Some((inner, head, body)),
+                    rest: Some((inner, head, body, Arc::clone(&self.shared))),
                 }
             }
         };
-        ResponseFuture {
-            state,
-            shared: Arc::clone(&self.shared),
-        }
+        ResponseFuture { state }
     }
 }
 
 impl Shared {
     /// Calls the inner service with the resolution, or answers the rejection.
     fn settle<S, ReqBody, ResBody>(
-        self: &Arc<Self>,
+        &self,
         inner: &mut S,
         mut head: Parts,
         body: ReqBody,
@@ -536,7 +533,7 @@ impl Shared {
                 rejection: Some(Rejection::Grpc(GrpcStatus::of(&err))),
             },
             Err(err) => State::Refused {
-                rejection: Some(Rejection::Problem(self.problem(&err, &head))),
+                rejection: Some(Rejection::Problem(problem(&self.responder, &err, &head))),
             },
         }
     }
@@ -551,7 +548,6 @@ pin_project_lite::pin_project! {
     {
         #[pin]
         state: State<S, ReqBody>,
-        shared: Arc<Shared>,
     }
 }
 
@@ -563,7 +559,7 @@ pin_project_lite::pin_project! {
     {
         Waiting {
             waiting: Waiting,
-            rest: Option<(S, Parts, ReqBody)>,
+            rest: Option<(S, Parts, ReqBody, Arc<Shared>)>,
         },
         Inner {
             #[pin]
@@ -596,11 +592,11 @@ where
             let next = match this.state.as_mut().project() {
                 StateProj::Waiting { waiting, rest } => {
                     let resolved = ready!(waiting.as_mut().poll(cx));
-                    let Some((mut inner, head, body)) = rest.take() else {
+                    let Some((mut inner, head, body, shared)) = rest.take() else {
                         // Polled again after it finished: nothing to answer.
                         return Poll::Pending;
                     };
-                    this.shared.settle(&mut inner, head, body, resolved)
+                    shared.settle(&mut inner, head, body, resolved)
                 }
                 StateProj::Inner { future } => {
                     let res = ready!(future.poll(cx))?;

@@ -79,11 +79,7 @@ mod axum_impls {
     }
 
     fn reject(err: &TenancyError, responder: &ProblemJson, parts: &Parts) -> TenantRejection {
-        let request_id = responder
-            .instance_header_name()
-            .and_then(|name| parts.headers.get(name))
-            .map(|v| v.as_bytes());
-        TenantRejection(responder.problem(err, request_id))
+        TenantRejection(crate::layer::problem(responder, err, parts))
     }
 
     fn missing_layer(parts: &Parts) -> TenantRejection {
