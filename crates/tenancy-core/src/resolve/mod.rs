@@ -44,11 +44,6 @@ impl SourceError {
     pub fn new(reason: impl Into<Cow<'static, str>>) -> Self {
         Self(reason.into())
     }
-
-    /// The reason, for the logs.
-    pub fn reason(&self) -> &str {
-        &self.0
-    }
 }
 
 impl fmt::Display for SourceError {
