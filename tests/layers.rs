@@ -288,6 +288,14 @@ const FRAMEWORKS: &[&str] = &[
     "http_body",
 ];
 
+/// The crates of `list` that `text`'s code names (`http::` as well as `http`).
+fn crates_named(text: &str, list: &[&str]) -> Vec<String> {
+    code_identifiers(text)
+        .into_iter()
+        .filter(|w| list.contains(&w.trim_end_matches("::")))
+        .collect()
+}
+
 #[test]
 fn the_neutral_core_names_no_web_framework_but_in_its_compat_impls() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/tenancy-core");
@@ -296,10 +304,7 @@ fn the_neutral_core_names_no_web_framework_but_in_its_compat_impls() {
     assert!(files.len() >= 5, "crates/tenancy-core/src has {files:?}");
     for file in files {
         let text = fs::read_to_string(&file).unwrap();
-        let named: Vec<String> = code_identifiers(&text)
-            .into_iter()
-            .filter(|w| FRAMEWORKS.contains(&w.trim_end_matches("::")))
-            .collect();
+        let named = crates_named(&text, FRAMEWORKS);
         // Rust lets only the crate that owns a type implement a framework's trait for
         // it: those impls, and nothing else, are in src/compat/, one file a framework.
         let rel = file.strip_prefix(&root).unwrap();
@@ -381,10 +386,7 @@ fn each_adapter_names_its_own_framework_only() {
         assert!(!files.is_empty(), "{} has no sources", dir.display());
         for file in files {
             let text = fs::read_to_string(&file).unwrap();
-            let named: Vec<String> = code_identifiers(&text)
-                .into_iter()
-                .filter(|w| foreign.contains(&w.trim_end_matches("::")))
-                .collect();
+            let named = crates_named(&text, foreign);
             assert!(named.is_empty(), "{} names {named:?}", file.display());
         }
     }
