@@ -36,36 +36,14 @@ use actix_tenancy::{
     policy::{PolicySet, RulePolicy, Rules, TenantPolicy},
     prelude::*,
     quota::{LocalQuota, Period, QuotaPlan, QuotaPlans, TenantQuota},
-    registry::{Lookup, RegistryError, TenantRegistry},
     session::{Grant, Key, KeySet, SessionConfig, SessionManager, TenantAuth},
 };
-use actix_tenancy::{Answer, Moment};
 use actix_web::{web, App, HttpResponse, HttpServer};
 
-const TENANTS: usize = 10_000;
+#[path = "registry.rs"]
+mod registry;
 
-fn registry() -> InMemoryRegistry {
-    InMemoryRegistry::from_records((0..TENANTS).map(|i| {
-        TenantRecord::new(
-            TenantId::parse(&format!("t{i}")).expect("valid id"),
-            if i % 2 == 0 { "pro" } else { "free" },
-        )
-    }))
-}
-
-/// A registry that can only answer asynchronously, like a database: the cache in
-/// front of it is what keeps the hot path synchronous.
-struct Remote(InMemoryRegistry);
-
-impl TenantRegistry for Remote {
-    fn lookup<'a>(
-        &'a self,
-        id: &'a str,
-        _: &mut Moment,
-    ) -> Answer<'a, Result<Lookup, RegistryError>> {
-        Answer::later(async move { Ok(self.0.get(id)) })
-    }
-}
+use registry::{registry, Remote, TENANTS};
 
 async fn hello() -> HttpResponse {
     HttpResponse::Ok().body("ok")

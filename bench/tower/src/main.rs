@@ -18,37 +18,15 @@
 use std::sync::Arc;
 
 use axum::{routing::get, Router};
-use tenancy_core::{
-    registry::{
-        CacheConfig, CachedRegistry, InMemoryRegistry, Lookup, RegistryError, TenantRegistry,
-    },
-    Answer, Moment, TenantId, TenantRecord,
-};
+use tenancy_core::registry::{CacheConfig, CachedRegistry};
 use tower_tenancy::{Source, TenancyLayer};
 
-const TENANTS: usize = 10_000;
+// The tenants the actix bench server serves too (its `TENANTS` unused here).
+#[path = "../../registry.rs"]
+#[allow(dead_code)]
+mod registry;
 
-fn registry() -> InMemoryRegistry {
-    InMemoryRegistry::from_records((0..TENANTS).map(|i| {
-        TenantRecord::new(
-            TenantId::parse(&format!("t{i}")).expect("valid id"),
-            if i % 2 == 0 { "pro" } else { "free" },
-        )
-    }))
-}
-
-/// A registry that can only answer asynchronously, like a database.
-struct Remote(InMemoryRegistry);
-
-impl TenantRegistry for Remote {
-    fn lookup<'a>(
-        &'a self,
-        id: &'a str,
-        _: &mut Moment,
-    ) -> Answer<'a, Result<Lookup, RegistryError>> {
-        Answer::later(async move { Ok(self.0.get(id)) })
-    }
-}
+use registry::{registry, Remote};
 
 /// tower-governor's key: the tenant header, as the anchor limits per tenant.
 #[derive(Clone, Copy)]
