@@ -22,7 +22,7 @@ cargo build --release --features jwt --example bench_server -q
 BIN=${CARGO_TARGET_DIR:-target}/release/examples/bench_server # bench/bench_server.rs
 MODES=("$@")
 [ ${#MODES[@]} -gt 0 ] || MODES=(bare bare-headers resolve cached policy full full-headers full-jwt peer floor
-  axum-bare axum-governor axum-resolve axum-cached)
+  axum-bare axum-governor axum-resolve axum-cached axum-full)
 AXUM_BIN=${CARGO_TARGET_DIR:-target}/release/bench_axum # bench/tower
 axum=0; for m in "${MODES[@]}"; do case "$m" in axum-*) axum=1 ;; esac; done
 [ "$axum" = 0 ] || cargo build --release -p tenancy-bench-tower -q

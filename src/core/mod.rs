@@ -13,9 +13,9 @@ pub(crate) mod resolution;
 // The values of the framework-neutral core (`tenancy-core`), where the crate has
 // always had them.
 pub use tenancy_core::{
-    Answer, AnswerFuture, Charge, Clock, InvalidTenantId, Moment, Principal, RevokeSessions,
-    SourceKind, TenantContext, TenantId, TenantIdRule, MAX_TENANT_ID_LEN,
+    Answer, AnswerFuture, Clock, InvalidTenantId, Moment, Principal, RevokeSessions, SourceKind,
+    TenantContext, TenantId, TenantIdRule, MAX_TENANT_ID_LEN,
 };
-pub(crate) use tenancy_core::{StatusRules, TenantRecord};
+pub(crate) use tenancy_core::{Charge, StatusRules, TenantRecord};
 
 pub(crate) use resolution::{Capabilities, Resolution};

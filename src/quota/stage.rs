@@ -8,13 +8,14 @@ use actix_web::{dev::ServiceRequest, HttpMessage as _, HttpRequest};
 use super::{
     cost::{CostEstimator, CostRequest},
     headers::headers,
-    Charge, QuotaDecision, QuotaError, QuotaLimit, QuotaManager,
+    ActualCost, Charge, QuotaDecision, QuotaError, QuotaManager,
 };
+use tenancy_core::quota::{correction, judge, Judgement};
 use tenancy_core::{caught, caught_async};
 
 use crate::{
     core::{
-        error::{ConfigError, ErrorCode, TenancyError},
+        error::{ConfigError, TenancyError},
         observe::{AuditEvent, Outcome, Stage as StageName, Timer},
         Moment, TenantContext,
     },
@@ -131,25 +132,6 @@ impl TenantQuotaBuilder {
         TenantQuota(Built::new(stage))
     }
 }
-
-/// The actual cost of a request, known only once the handler ran (e.g. the tokens an
-/// AI call used). Put it in the request extensions from the handler, or from a
-/// streamed body before its end (keep a clone of the `HttpRequest` in the stream); the
-/// quota stage corrects the charge once the response's body has been sent to its end,
-/// in the budget period the charge was made in:
-///
-/// ```
-/// use actix_tenancy::quota::ActualCost;
-/// use actix_web::{HttpMessage, HttpRequest, HttpResponse};
-///
-/// async fn complete(req: HttpRequest) -> HttpResponse {
-///     let used_tokens = 734; // from the model's answer
-///     req.extensions_mut().insert(ActualCost(used_tokens));
-///     HttpResponse::Ok().finish()
-/// }
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ActualCost(pub u32);
 
 pub(crate) struct QuotaStage {
     manager: Arc<dyn QuotaManager>,
@@ -278,49 +260,29 @@ impl QuotaStage {
         answer: Result<QuotaDecision, QuotaError>,
         flow: &mut Flow,
     ) -> Decision {
-        let decision = match answer {
-            Ok(decision) => decision,
-            Err(err) => {
-                let err = TenancyError::QuotaUnavailable {
-                    reason: err.to_string().into(),
-                };
-                return self.refuse(settings, req, &tenant, err);
+        let (charge, fields) = match judge(answer, cost, self.headers_on_success) {
+            Judgement::Refuse { err, fields, why } => {
+                self.report(settings, req, &tenant, Outcome::Rejected(err.code()), &why);
+                let fields = fields.map(|f| Box::new(headers(f)) as Box<dyn Fields>);
+                return Decision::Refuse(Refusal { err, fields });
+            }
+            Judgement::Admit {
+                charge,
+                fields,
+                outcome,
+                why,
+            } => {
+                if outcome != Outcome::Allowed || !settings.silent_pass() {
+                    self.report(settings, req, &tenant, outcome, why);
+                }
+                (charge, fields)
             }
         };
-        if !decision.allowed {
-            let err = TenancyError::QuotaExceeded {
-                retry_after: decision.retry_after,
-                limit: decision.refused_by.map(QuotaLimit::as_str),
-            };
-            let why = if decision.retry_after.is_some() {
-                "over quota"
-            } else {
-                "the cost can never be admitted"
-            };
-            self.report(settings, req, &tenant, Outcome::Rejected(err.code()), why);
-            return Decision::Refuse(Refusal {
-                err,
-                fields: Some(Box::new(headers(&decision, true))),
-            });
-        }
-        if decision.would_deny {
-            let code = ErrorCode::QuotaExceeded;
-            self.report(
-                settings,
-                req,
-                &tenant,
-                Outcome::WouldDeny(code),
-                "shadow: over quota",
-            );
-        } else if !settings.silent_pass() {
-            self.report(settings, req, &tenant, Outcome::Allowed, "within quota");
-        }
-        let fields = (self.headers_on_success || decision.would_deny)
-            .then(|| Box::new(headers(&decision, false)) as Box<dyn Fields>);
+        let fields = fields.map(|f| Box::new(headers(f)) as Box<dyn Fields>);
         flow.after = Some(After {
             by: Some(Arc::clone(self) as Arc<dyn Settle>),
             tenant,
-            charge: decision.charge(cost),
+            charge,
             fields,
         });
         Decision::Pass
@@ -373,11 +335,11 @@ impl Settle for QuotaStage {
         req: Option<&HttpRequest>,
         ended: Ended,
     ) {
-        let refund = self.refund_server_errors
-            && match ended {
-                Ended::Answered(status) => status.is_server_error(),
-                Ended::Abandoned => true,
-            };
+        let served = match ended {
+            Ended::Answered(status) => !status.is_server_error(),
+            Ended::Abandoned => false,
+        };
+        let refund = self.refund_server_errors && !served;
         if refund && std::thread::panicking() {
             // Dropped while a panic unwinds (the handler's): a panic in the manager now
             // would abort the process, whatever catches it. The refund is made later,
@@ -391,19 +353,16 @@ impl Settle for QuotaStage {
             }
             return;
         }
-        let actual = if refund {
-            if ended == Ended::Abandoned {
-                tracing::debug!(target: "actix_tenancy::quota", "request abandoned: refunding");
-            }
-            Some(0)
-        } else if std::thread::panicking() {
-            // Reading the extensions is safe, but the correction would run user code.
-            None
-        } else {
-            req.and_then(|req| req.extensions().get::<ActualCost>().map(|c| c.0))
-        };
-        if let Some(actual) = actual.filter(|a| *a != charge.units()) {
-            correct(self, tenant, charge, actual);
+        if refund && ended == Ended::Abandoned {
+            tracing::debug!(target: "actix_tenancy::quota", "request abandoned: refunding");
+        }
+        // While a panic unwinds, reading the extensions is safe, but the correction to
+        // the actual cost would run user code.
+        let actual = (!refund && !std::thread::panicking())
+            .then(|| req.and_then(|req| req.extensions().get::<ActualCost>().map(|c| c.0)))
+            .flatten();
+        if let Some(units) = correction(charge, self.refund_server_errors, served, actual) {
+            correct(self, tenant, charge, units);
         }
     }
 }

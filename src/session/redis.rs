@@ -4,8 +4,8 @@ use std::{fmt, time::Duration};
 
 use super::{now, Consumed, Revocation, RevocationError, RevocationStore, TokenFacts};
 use crate::{
-    backend::RedisConnection,
     core::{error::ConfigError, Answer},
+    RedisConnection,
 };
 
 /// Keeps revocations in Redis so that every replica sees a revocation at once (feature

@@ -11,15 +11,22 @@
 //! - `axum-resolve`: tower-tenancy's `TenancyLayer` on `X-Tenant-ID`, an in-memory
 //!   registry of 10,000 tenants;
 //! - `axum-cached`: the same registry behind `CachedRegistry`, as a remote store would
-//!   be (warm: every request is a cache hit).
+//!   be (warm: every request is a cache hit);
+//! - `axum-full`: `axum-cached` with tower-tenancy's `TenantQuota` on a `LocalQuota` (a
+//!   rate and a daily budget far above the load, no quota fields on success), as the
+//!   actix server's `full` has one (that one has a policy too, which tower-tenancy has
+//!   not yet).
 //!
 //! The client is actix-tenancy's `bench_server client`, the same for every mode.
 
 use std::sync::Arc;
 
 use axum::{routing::get, Router};
-use tenancy_core::registry::{CacheConfig, CachedRegistry};
-use tower_tenancy::{Source, TenancyLayer};
+use tenancy_core::{
+    quota::{LocalQuota, Period, QuotaPlan, QuotaPlans},
+    registry::{CacheConfig, CachedRegistry},
+};
+use tower_tenancy::{Source, TenancyLayer, TenantQuota};
 
 // The tenants the actix bench server serves too (its `TENANTS` unused here).
 #[path = "../../registry.rs"]
@@ -75,8 +82,30 @@ fn app(mode: &str) -> Router {
             .build()
             .expect("a valid layer"),
         ),
+        "axum-full" => {
+            let plan = || QuotaPlan::per_second(1_000_000).budget(1_000_000_000, Period::Day);
+            let plans = QuotaPlans::builder()
+                .tier("pro", plan())
+                .tier("free", plan())
+                .build()
+                .expect("valid plans");
+            let quota = TenantQuota::builder(LocalQuota::new(plans))
+                .headers_on_success(false)
+                .build()
+                .expect("a valid quota stage");
+            hello.layer(
+                TenancyLayer::builder(CachedRegistry::new(
+                    Remote(registry()),
+                    CacheConfig::default(),
+                ))
+                .source(Source::header())
+                .quota(quota)
+                .build()
+                .expect("a valid layer"),
+            )
+        }
         other => panic!(
-            "unknown mode {other:?}; modes: axum-bare axum-governor axum-resolve axum-cached"
+            "unknown mode {other:?}; modes: axum-bare axum-governor axum-resolve axum-cached axum-full"
         ),
     }
 }

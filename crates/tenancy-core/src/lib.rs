@@ -11,7 +11,10 @@
 //!   in memory and the cache in front of any registry.
 //! - [`Answer`]: the one return type of every backend operation, ready now or later,
 //!   and the request's [`Moment`].
-//! - [`Charge`]: what a quota check charged, to be settled.
+//! - [`quota`]: per-tenant plans (a rate with a burst, budgets per calendar period),
+//!   the [`QuotaManager`](quota::QuotaManager) trait, the local engine on `governor`'s
+//!   algorithm in a sharded map and, with feature `redis`, the Redis engine with its
+//!   degraded mode; and the [`Charge`] a check made, to be settled.
 //! - [`Clock`] and [`FakeClock`]: the time the stages read.
 //! - [`error`]: every rejection as data ([`TenancyError`](error::TenancyError), its
 //!   code, status and `application/problem+json` body), and [`ConfigError`], a
@@ -28,6 +31,8 @@
 #![deny(missing_docs)]
 
 mod answer;
+#[cfg(feature = "redis")]
+mod backend;
 mod caught;
 mod charge;
 mod clock;
@@ -37,12 +42,15 @@ pub mod error;
 mod id;
 pub mod observe;
 mod principal;
+pub mod quota;
 mod record;
 pub mod registry;
 pub mod resolve;
 mod source;
 
 pub use answer::{Answer, AnswerFuture, Lease, Moment};
+#[cfg(feature = "redis")]
+pub use backend::RedisConnection;
 pub use caught::{caught, caught_async};
 pub use charge::Charge;
 pub use clock::{Clock, FakeClock};

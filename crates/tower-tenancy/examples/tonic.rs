@@ -7,20 +7,25 @@
 // answers "hello TENANT: MESSAGE" for the tenant in the `x-tenant-id` metadata; a
 // call the layer refuses gets a gRPC status (`UNAUTHENTICATED` without a tenant,
 // `PERMISSION_DENIED` for an unknown or suspended one, `UNAVAILABLE` with a
-// `RetryInfo` for one in maintenance). `tests/tonic_example.rs` calls it over a real
+// `RetryInfo` for one in maintenance, `RESOURCE_EXHAUSTED` with a `RetryInfo` past a
+// tenant's ten calls a second). `tests/tonic_example.rs` calls it over a real
 // HTTP/2 connection (it includes this file, so these comments are not `//!` docs).
 
 use std::convert::Infallible;
 
 use axum::body::Body;
 use bytes::{Buf as _, BufMut as _, Bytes};
-use tenancy_core::{registry::InMemoryRegistry, TenantId, TenantRecord, TenantStatus};
+use tenancy_core::{
+    quota::{LocalQuota, QuotaPlan, QuotaPlans},
+    registry::InMemoryRegistry,
+    TenantId, TenantRecord, TenantStatus,
+};
 use tonic::{
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
     Status,
 };
 use tower::Layer as _;
-use tower_tenancy::{Source, TenancyLayer, Tenant};
+use tower_tenancy::{Source, TenancyLayer, Tenant, TenantQuota};
 
 /// Messages as raw bytes: a gRPC service without generated code.
 #[derive(Debug, Clone, Copy, Default)]
@@ -81,7 +86,7 @@ pub async fn greeter(
 }
 
 /// The layer: the tenant from `x-tenant-id` metadata; `acme` active, `globex`
-/// suspended, `hooli` in maintenance.
+/// suspended, `hooli` in maintenance; ten calls a second for each tenant.
 pub fn layer() -> TenancyLayer {
     let registry = InMemoryRegistry::new()
         .with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"))
@@ -93,8 +98,13 @@ pub fn layer() -> TenancyLayer {
             TenantRecord::new(TenantId::parse("hooli").unwrap(), "free")
                 .with_status(TenantStatus::Maintenance),
         );
+    let plans = QuotaPlans::builder()
+        .tier("pro", QuotaPlan::per_second(10))
+        .build()
+        .expect("valid plans");
     TenancyLayer::builder(registry)
         .source(Source::header())
+        .quota(TenantQuota::new(LocalQuota::new(plans)))
         .build()
         .expect("a valid layer")
 }

@@ -11,7 +11,7 @@ use http::{header::HeaderName, HeaderValue, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tenancy_core::error::Problem;
 
-use crate::grpc::GrpcStatus;
+use crate::{grpc::GrpcStatus, quota::Settlement};
 
 pin_project_lite::pin_project! {
     /// The inner service's body, or the problem body of a rejection.
@@ -29,6 +29,9 @@ pin_project_lite::pin_project! {
         Inner {
             #[pin]
             body: B,
+            // The quota charge, settled when the body has been sent to its end (or
+            // refunded when it is dropped before, with refunds on).
+            settlement: Option<Settlement>,
         },
         Problem {
             body: Option<Bytes>,
@@ -39,7 +42,28 @@ pin_project_lite::pin_project! {
 impl<B> TenancyBody<B> {
     pub(crate) fn inner(body: B) -> Self {
         Self {
-            kind: Kind::Inner { body },
+            kind: Kind::Inner {
+                body,
+                settlement: None,
+            },
+        }
+    }
+
+    /// The inner service's body, with the charge to settle at its end.
+    pub(crate) fn settled(body: B, settlement: Option<Settlement>) -> Self
+    where
+        B: Body,
+    {
+        let settlement = match settlement {
+            // A body that is over before it starts (an empty one) may never be polled.
+            Some(mut settlement) if body.is_end_stream() => {
+                settlement.served();
+                None
+            }
+            settlement => settlement,
+        };
+        Self {
+            kind: Kind::Inner { body, settlement },
         }
     }
 
@@ -62,21 +86,40 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project().kind.project() {
-            Proj::Inner { body } => body.poll_frame(cx),
+            Proj::Inner {
+                mut body,
+                settlement,
+            } => {
+                let polled = body.as_mut().poll_frame(cx);
+                if settlement.is_some() {
+                    let ended = match &polled {
+                        Poll::Ready(None) => true,
+                        Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
+                        // Failed mid-way: not served, settled as such when dropped.
+                        Poll::Ready(Some(Err(_))) | Poll::Pending => false,
+                    };
+                    if ended {
+                        if let Some(mut settlement) = settlement.take() {
+                            settlement.served();
+                        }
+                    }
+                }
+                polled
+            }
             Proj::Problem { body } => Poll::Ready(body.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Inner { body, .. } => body.is_end_stream(),
             Kind::Problem { body } => body.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Inner { body } => body.size_hint(),
+            Kind::Inner { body, .. } => body.size_hint(),
             Kind::Problem { body } => {
                 SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64))
             }

@@ -24,6 +24,7 @@ use tower_service::Service;
 use crate::{
     body::{Rejection, TenancyBody},
     grpc::GrpcStatus,
+    quota::{self, Charged, Decided, QuotaStage, Refused, Said, TenantQuota},
     source::{Imp, Source},
     tenant::{Resolution, Tenant},
 };
@@ -75,6 +76,7 @@ impl TenancyLayer {
             settings: Settings::default(),
             responder: ProblemJson::default(),
             audit: None,
+            quota: None,
         }
     }
 }
@@ -89,6 +91,7 @@ pub struct TenancyLayerBuilder {
     settings: Settings,
     responder: ProblemJson,
     audit: Option<Arc<dyn AuditSink>>,
+    quota: Option<TenantQuota>,
 }
 
 impl fmt::Debug for TenancyLayerBuilder {
@@ -168,6 +171,13 @@ impl TenancyLayerBuilder {
         self
     }
 
+    /// Charges each request that has a tenant to its plan, after resolution and
+    /// before the inner service (see [`TenantQuota`]).
+    pub fn quota(mut self, quota: TenantQuota) -> Self {
+        self.quota = Some(quota);
+        self
+    }
+
     /// Checks the configuration and builds the layer.
     pub fn build(self) -> Result<TenancyLayer, ConfigError> {
         let sources = self
@@ -184,6 +194,7 @@ impl TenancyLayerBuilder {
                 settings: self.settings,
                 responder: Arc::new(self.responder),
                 default_audit: self.audit.is_none(),
+                quota: self.quota.map(|q| q.0),
                 audit: self
                     .audit
                     .unwrap_or_else(|| Arc::new(TracingAudit::default())),
@@ -194,6 +205,8 @@ impl TenancyLayerBuilder {
 
 /// This stage's name in the audit events, as actix-tenancy's resolver names it.
 const STAGE: Stage = Stage::named("resolution");
+/// The quota stage's name, as actix-tenancy's names it.
+const QUOTA: Stage = Stage::named("quota");
 
 /// The layer's configuration, shared by every clone of the layer and its services.
 struct Shared {
@@ -205,6 +218,7 @@ struct Shared {
     audit: Arc<dyn AuditSink>,
     /// The sink is the default `TracingAudit` (none was given).
     default_audit: bool,
+    quota: Option<Arc<QuotaStage>>,
 }
 
 impl fmt::Debug for Shared {
@@ -222,13 +236,35 @@ impl fmt::Debug for Shared {
 /// What resolution decided: a tenant, no tenant, or a rejection.
 type Resolved = Result<Option<Arc<TenantContext>>, TenancyError>;
 
-/// A resolution that waits for the registry.
-type Waiting = Pin<Box<dyn Future<Output = Resolved> + Send>>;
-
 /// A resolution decided now, or the wait for it.
 enum Settled {
     Now(Resolved),
-    Later(Waiting),
+    Later(Pending),
+}
+
+/// What the layer let through: the tenant (or none), and what the quota charged.
+struct Admitted {
+    tenant: Option<Arc<TenantContext>>,
+    charged: Option<Charged>,
+}
+
+/// The layer's verdict on a request.
+type Verdict = Result<Admitted, Refused>;
+
+/// What a wait ends with: the resolution (the quota stage comes next), or the
+/// verdict.
+enum Next {
+    Resolved(Resolved),
+    Decided(Verdict),
+}
+
+/// A wait, for the registry or for the quota manager.
+type Pending = Pin<Box<dyn Future<Output = Next> + Send>>;
+
+/// A verdict now, or the wait for it.
+enum Step {
+    Now(Verdict),
+    Later(Pending),
 }
 
 /// The tenant named and the request's method and routing path, owned, for a
@@ -342,7 +378,14 @@ impl Shared {
                 method: &owned.method,
                 path: &owned.path,
             };
-            me.conclude(req, &owned.id, owned.kind, answer, principal.as_ref(), safe)
+            Next::Resolved(me.conclude(
+                req,
+                &owned.id,
+                owned.kind,
+                answer,
+                principal.as_ref(),
+                safe,
+            ))
         }))
     }
 
@@ -416,7 +459,6 @@ impl Shared {
         self.default_audit && !observe::wanted(tracing::Level::DEBUG)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn report(
         &self,
         req: Req<'_>,
@@ -429,6 +471,82 @@ impl Shared {
         let event = AuditEvent::new(STAGE, outcome, req.method, req.path, reason)
             .tenant(tenant, tier, source);
         observe::report(&*self.audit, &event);
+    }
+
+    /// After resolution: the quota stage, when there is one and the request has a
+    /// tenant; a verdict now, or the wait for the quota manager.
+    fn charge(self: &Arc<Self>, head: &Parts, resolved: Resolved) -> Step {
+        let tenant = match resolved {
+            Err(err) => return Step::Now(Err(Refused { err, fields: None })),
+            Ok(None) => {
+                let admitted = Admitted {
+                    tenant: None,
+                    charged: None,
+                };
+                return Step::Now(Ok(admitted));
+            }
+            Ok(Some(tenant)) => tenant,
+        };
+        let Some(stage) = &self.quota else {
+            let admitted = Admitted {
+                tenant: Some(tenant),
+                charged: None,
+            };
+            return Step::Now(Ok(admitted));
+        };
+        let cost = match stage.estimate(head) {
+            Ok(cost) => cost,
+            Err(err) => {
+                let path = resolve::routing_path(head.uri.path());
+                let req = Req {
+                    method: head.method.as_str(),
+                    path: &path,
+                };
+                return Step::Now(self.quota_said(req, tenant, quota::refused(err, None)));
+            }
+        };
+        let now = Instant::now();
+        let audit_pass = !self.silent_pass();
+        if let Some(answer) = stage.check_now(&tenant, cost, &mut Moment::at(now)) {
+            let decided = stage.decided(Arc::clone(&tenant), cost, answer, audit_pass);
+            let path = resolve::routing_path(head.uri.path());
+            let req = Req {
+                method: head.method.as_str(),
+                path: &path,
+            };
+            return Step::Now(self.quota_said(req, tenant, decided));
+        }
+        // The manager must wait: asked again from a future that owns what it needs.
+        let (me, stage) = (Arc::clone(self), Arc::clone(stage));
+        let method = head.method.as_str().to_owned();
+        let path = resolve::routing_path(head.uri.path()).into_owned();
+        Step::Later(Box::pin(async move {
+            let answer = stage.check_later(&tenant, cost, now).await;
+            let decided = stage.decided(Arc::clone(&tenant), cost, answer, audit_pass);
+            let req = Req {
+                method: &method,
+                path: &path,
+            };
+            Next::Decided(me.quota_said(req, tenant, decided))
+        }))
+    }
+
+    /// Reports what the quota stage said of the request, and turns its decision into
+    /// the layer's verdict.
+    fn quota_said(&self, req: Req<'_>, tenant: Arc<TenantContext>, decided: Decided) -> Verdict {
+        let (decision, said) = decided;
+        if let Some(Said { outcome, why }) = said {
+            let event = AuditEvent::new(QUOTA, outcome, req.method, req.path, &why).tenant(
+                Some(tenant.id()),
+                Some(tenant.tier()),
+                Some(tenant.source()),
+            );
+            observe::report(&*self.audit, &event);
+        }
+        decision.map(|charged| Admitted {
+            tenant: Some(tenant),
+            charged: Some(charged),
+        })
     }
 }
 
@@ -473,6 +591,7 @@ impl<S: fmt::Debug> fmt::Debug for TenancyService<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for TenancyService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    ResBody: http_body::Body,
 {
     type Response = Response<TenancyBody<ResBody>>;
     type Error = S::Error;
@@ -486,39 +605,45 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let (head, body) = req.into_parts();
-        let state = match self.shared.resolve(&head) {
-            // Decided now: the service made ready is called now, and stays for the
-            // next request (no clone).
-            Settled::Now(resolved) => self.shared.settle(&mut self.inner, head, body, resolved),
-            // The registry must be waited for: the service made ready goes with the
-            // future, and a clone stays for the next request.
-            Settled::Later(waiting) => {
-                let clone = self.inner.clone();
-                let inner = std::mem::replace(&mut self.inner, clone);
-                State::Waiting {
-                    waiting,
-                    rest: Some((inner, head, body, Arc::clone(&self.shared))),
+        let pending: Pending = match self.shared.resolve(&head) {
+            Settled::Now(resolved) => match self.shared.charge(&head, resolved) {
+                // Decided now: the service made ready is called now, and stays for the
+                // next request (no clone).
+                Step::Now(verdict) => {
+                    let state = self.shared.settle(&mut self.inner, head, body, verdict);
+                    return ResponseFuture { state };
                 }
-            }
+                Step::Later(pending) => pending,
+            },
+            Settled::Later(pending) => pending,
         };
-        ResponseFuture { state }
+        // A wait: the service made ready goes with the future, and a clone stays for
+        // the next request.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture {
+            state: State::Waiting {
+                waiting: pending,
+                rest: Some((inner, head, body, Arc::clone(&self.shared))),
+            },
+        }
     }
 }
 
 impl Shared {
-    /// Calls the inner service with the resolution, or answers the rejection.
+    /// Calls the inner service with the verdict's tenant, or answers the rejection.
     fn settle<S, ReqBody, ResBody>(
         &self,
         inner: &mut S,
         mut head: Parts,
         body: ReqBody,
-        resolved: Resolved,
+        verdict: Verdict,
     ) -> State<S, ReqBody>
     where
         S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     {
-        match resolved {
-            Ok(tenant) => {
+        match verdict {
+            Ok(Admitted { tenant, charged }) => {
                 // The principal stays where the claim source read it.
                 head.extensions.insert(Resolution {
                     tenant: tenant.map(Tenant),
@@ -526,14 +651,18 @@ impl Shared {
                 });
                 State::Inner {
                     future: inner.call(Request::from_parts(head, body)),
+                    charged,
                 }
             }
             // A gRPC client reads a gRPC status; any other, the problem body.
-            Err(err) if crate::grpc::is_grpc(&head.headers) => State::Refused {
-                rejection: Some(Rejection::Grpc(GrpcStatus::of(&err))),
+            Err(Refused { err, .. }) if crate::grpc::is_grpc(&head.headers) => State::Refused {
+                rejection: Some((Rejection::Grpc(GrpcStatus::of(&err)), None)),
             },
-            Err(err) => State::Refused {
-                rejection: Some(Rejection::Problem(problem(&self.responder, &err, &head))),
+            Err(Refused { err, fields }) => State::Refused {
+                rejection: Some((
+                    Rejection::Problem(problem(&self.responder, &err, &head)),
+                    fields,
+                )),
             },
         }
     }
@@ -558,15 +687,18 @@ pin_project_lite::pin_project! {
         S: Service<Request<ReqBody>>,
     {
         Waiting {
-            waiting: Waiting,
+            waiting: Pending,
             rest: Option<(S, Parts, ReqBody, Arc<Shared>)>,
         },
         Inner {
             #[pin]
             future: S::Future,
+            // Dropped with the future when the request is abandoned: refunded then,
+            // when refunds are on.
+            charged: Option<Charged>,
         },
         Refused {
-            rejection: Option<Rejection>,
+            rejection: Option<(Rejection, Option<tenancy_core::quota::QuotaFields>)>,
         },
     }
 }
@@ -583,6 +715,7 @@ where
 impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: http_body::Body,
 {
     type Output = Result<Response<TenancyBody<ResBody>>, S::Error>;
 
@@ -591,22 +724,48 @@ where
         loop {
             let next = match this.state.as_mut().project() {
                 StateProj::Waiting { waiting, rest } => {
-                    let resolved = ready!(waiting.as_mut().poll(cx));
+                    let next = ready!(waiting.as_mut().poll(cx));
+                    let verdict = match next {
+                        Next::Decided(verdict) => verdict,
+                        Next::Resolved(resolved) => {
+                            let Some((_, head, _, shared)) = rest.as_ref() else {
+                                return Poll::Pending;
+                            };
+                            match shared.charge(head, resolved) {
+                                Step::Now(verdict) => verdict,
+                                Step::Later(pending) => {
+                                    *waiting = pending;
+                                    continue;
+                                }
+                            }
+                        }
+                    };
                     let Some((mut inner, head, body, shared)) = rest.take() else {
                         // Polled again after it finished: nothing to answer.
                         return Poll::Pending;
                     };
-                    shared.settle(&mut inner, head, body, resolved)
+                    shared.settle(&mut inner, head, body, verdict)
                 }
-                StateProj::Inner { future } => {
-                    let res = ready!(future.poll(cx))?;
-                    return Poll::Ready(Ok(res.map(TenancyBody::inner)));
+                StateProj::Inner { future, charged } => {
+                    let mut res = ready!(future.poll(cx))?;
+                    let Some(Charged { fields, settlement }) = charged.take() else {
+                        return Poll::Ready(Ok(res.map(TenancyBody::inner)));
+                    };
+                    if let Some(fields) = fields {
+                        quota::write(fields, res.headers_mut());
+                    }
+                    let settlement = settlement.answered(res.status(), res.extensions());
+                    return Poll::Ready(Ok(res.map(|body| TenancyBody::settled(body, settlement))));
                 }
                 StateProj::Refused { rejection } => {
-                    let Some(rejection) = rejection.take() else {
+                    let Some((rejection, fields)) = rejection.take() else {
                         return Poll::Pending;
                     };
-                    return Poll::Ready(Ok(crate::body::response(rejection)));
+                    let mut res = crate::body::response(rejection);
+                    if let Some(fields) = fields {
+                        quota::write(fields, res.headers_mut());
+                    }
+                    return Poll::Ready(Ok(res));
                 }
             };
             this.state.set(next);

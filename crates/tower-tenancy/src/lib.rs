@@ -30,6 +30,7 @@
 //! | [`TenancyLayer`] | the layer, built once with [`TenancyLayer::builder`] |
 //! | [`Source`] | where the tenant id is read: claim, header, host, path, your function |
 //! | [`Tenant`] | the resolved tenant; an axum extractor with the `axum` feature |
+//! | [`TenantQuota`] | per-tenant quotas on the core's engines (local, Redis): `429` with `Retry-After` and the `RateLimit` fields |
 //! | [`TenancyService`], [`ResponseFuture`], [`TenancyBody`] | the service, its named future and body |
 //!
 //! A gRPC request (tonic's) that the layer refuses is answered with a gRPC status
@@ -50,11 +51,13 @@ struct ReadmeDoctests;
 mod body;
 mod grpc;
 mod layer;
+pub mod quota;
 mod source;
 mod tenant;
 
 pub use body::TenancyBody;
 pub use layer::{ResponseFuture, TenancyLayer, TenancyLayerBuilder, TenancyService};
+pub use quota::{TenantQuota, TenantQuotaBuilder};
 pub use source::Source;
 pub use tenancy_core::{
     error::{ProblemJson, TenancyError},

@@ -42,9 +42,7 @@ pub const TENANT_REQUESTS_METRIC: &str = "tenancy_tenant_requests_total";
 /// `tenant` (feature `metrics`).
 pub const TENANT_DURATION_METRIC: &str = "tenancy_tenant_request_duration_seconds";
 
-/// The counter of switches into and out of the Redis quota's degraded mode (feature
-/// `metrics`).
-pub const DEGRADED_METRIC: &str = "tenancy_quota_degraded_total";
+pub use tenancy_core::observe::DEGRADED_METRIC;
 
 /// Describes the crate's metrics to the installed recorder (`# HELP` lines, units), so
 /// exporters such as Prometheus show what each one is. The crate calls it once, when it

@@ -27,7 +27,9 @@ impl Registry {
                 .with(rec("hooli", "free").with_status(TenantStatus::Maintenance))
                 .with(rec("umbrella", "pro").with_region("us"))
                 .with(rec("slowco", "pro"))
-                .with(rec("liar", "pro")),
+                .with(rec("liar", "pro"))
+                .with(rec("wonka", "pro"))
+                .with(rec("stark", "free")),
         ))
     }
 }
@@ -134,17 +136,32 @@ impl Recorder {
     }
 }
 
-pub const COMPARED: [&str; 4] = [
+/// The quota fields a response carries.
+pub const QUOTA_FIELDS: [&str; 4] = [
+    "x-quota-remaining",
+    "ratelimit-policy",
+    "ratelimit",
+    "x-quota-shadow",
+];
+
+/// The headers compared between the adapters' answers.
+pub const COMPARED: [&str; 8] = [
     "content-type",
     "cache-control",
     "retry-after",
     "www-authenticate",
+    QUOTA_FIELDS[0],
+    QUOTA_FIELDS[1],
+    QUOTA_FIELDS[2],
+    QUOTA_FIELDS[3],
 ];
 
-/// What the table expects: the handler's answer, or a rejection's status and code.
+/// What the table expects: the handler's answer, a rejection's status and code, or
+/// the handler's own status.
 pub enum Want {
     Served(&'static str),
     Refused(u16, &'static str),
+    Status(u16),
 }
 
 /// The handler both adapters mount: the tenant's id and the source that named it.
@@ -167,6 +184,9 @@ pub fn check(name: &str, want: &Want, got: &Got, adapter: &str) {
                 (200, *body),
                 "{name} on {adapter}: {got:?}"
             );
+        }
+        Want::Status(status) => {
+            assert_eq!(got.status, *status, "{name} on {adapter}: {got:?}");
         }
         Want::Refused(status, code) => {
             assert_eq!(got.status, *status, "{name} on {adapter}: {got:?}");

@@ -7,12 +7,11 @@ use std::borrow::Cow;
 
 use actix_web::{
     dev::Payload,
-    http::{
-        header::{HeaderName, HeaderValue},
-        StatusCode,
-    },
+    http::{header::HeaderName, StatusCode},
     FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError,
 };
+
+pub(crate) use actix_web::http::header::HeaderValue;
 
 use crate::{
     error::{Problem, ProblemJson, TenancyError},
@@ -80,5 +79,18 @@ impl FromRequest for Principal {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let principal = Principal::of(req).ok_or(TenancyError::CredentialMissing);
         std::future::ready(principal.map_err(actix_web::Error::from))
+    }
+}
+
+/// A header value as actix-web's.
+pub(crate) fn header(text: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(text).ok()
+}
+
+impl crate::quota::QuotaPlan {
+    /// [`policy`](Self::policy) as actix-web's header value, computed once when the
+    /// plans were built (feature `actix-web-4`).
+    pub fn policy_header(&self) -> Option<&HeaderValue> {
+        self.policy_header.actix.as_ref()
     }
 }

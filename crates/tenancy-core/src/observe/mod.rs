@@ -15,6 +15,10 @@ pub use tracing_audit::{escaped, wanted, TracingAudit};
 
 use crate::{error::ErrorCode, SourceKind, TenantId};
 
+/// The counter of switches into and out of the Redis quota's degraded mode (feature
+/// `metrics`), labelled `to` (`degraded` or `normal`).
+pub const DEGRADED_METRIC: &str = "tenancy_quota_degraded_total";
+
 /// The stage that made a decision, by its name: the crate's stages are
 /// `authentication` (a bearer token), `resolution` (tenant resolution and registry
 /// validation), `policy` and `quota`.

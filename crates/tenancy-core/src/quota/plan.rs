@@ -1,9 +1,8 @@
 use std::{collections::HashMap, fmt, num::NonZeroU32, sync::Arc, time::Duration};
 
-use actix_web::http::header::HeaderValue;
 use foldhash::fast::RandomState;
 
-use crate::core::{error::ConfigError, TenantContext, TenantId};
+use crate::{error::ConfigError, TenantContext, TenantId};
 
 /// A budget period. Budgets are **calendar-aligned in UTC**: a daily budget resets at
 /// 00:00 UTC, a monthly one on the 1st. That is what tenants are billed by and what
@@ -124,7 +123,7 @@ pub struct Budget {
 ///
 /// ```
 /// use std::time::Duration;
-/// use actix_tenancy::quota::{Period, QuotaPlan};
+/// use tenancy_core::quota::{Period, QuotaPlan};
 ///
 /// // 100 requests per second with bursts of 200, and 1,000,000 tokens a day.
 /// let pro = QuotaPlan::per_second(100).burst(200).budget(1_000_000, Period::Day);
@@ -145,8 +144,10 @@ pub struct QuotaPlan {
     budgets: Vec<Budget>,
     shadow: bool,
     rate_per_request: bool,
-    /// The `RateLimit-Policy` value, computed once when the plans are built.
-    policy_header: Option<HeaderValue>,
+    /// The `RateLimit-Policy` value, computed once when the plans are built: as text,
+    /// and as the header value of each framework whose adapter is built.
+    policy: Option<Box<str>>,
+    pub(crate) policy_header: crate::compat::Header,
     /// The rate's emission interval and window, computed once when the plans are built.
     timing: Option<(Duration, Duration)>,
 }
@@ -159,7 +160,8 @@ impl QuotaPlan {
             budgets: Vec::new(),
             shadow: false,
             rate_per_request: false,
-            policy_header: None,
+            policy: None,
+            policy_header: crate::compat::Header::default(),
             timing: None,
         }
     }
@@ -245,9 +247,10 @@ impl QuotaPlan {
 
     /// The `RateLimit-Policy` field for this plan (draft-ietf-httpapi-ratelimit-headers-10):
     /// `"rate";q=<burst>;w=<seconds to refill the burst>`, then `"<period>";q=<units>;w=<seconds>`
-    /// per budget. `None` for an unlimited plan.
-    pub fn policy_header(&self) -> Option<&HeaderValue> {
-        self.policy_header.as_ref()
+    /// per budget. `None` for an unlimited plan, and for a plan not yet built into
+    /// [`QuotaPlans`] (computed once, there).
+    pub fn policy(&self) -> Option<&str> {
+        self.policy.as_deref()
     }
 
     /// The rate's emission interval (`per / amount`) and window (`interval * burst`).
@@ -255,7 +258,7 @@ impl QuotaPlan {
         self.timing.or_else(|| self.rate.as_ref().map(Rate::timing))
     }
 
-    fn with_policy_header(mut self) -> Self {
+    fn with_policy(mut self) -> Self {
         self.timing = self.rate.as_ref().map(Rate::timing);
         let mut items = Vec::new();
         if let Some(r) = &self.rate {
@@ -270,11 +273,8 @@ impl QuotaPlan {
                 b.period.nominal_secs()
             ));
         }
-        self.policy_header = if items.is_empty() {
-            None
-        } else {
-            HeaderValue::try_from(items.join(", ")).ok()
-        };
+        self.policy = (!items.is_empty()).then(|| items.join(", ").into_boxed_str());
+        self.policy_header = crate::compat::Header::new(self.policy.as_deref());
         self
     }
 
@@ -300,10 +300,11 @@ impl QuotaPlan {
             budgets,
             shadow: self.shadow,
             rate_per_request: self.rate_per_request,
-            policy_header: None,
+            policy: None,
+            policy_header: crate::compat::Header::default(),
             timing: None,
         }
-        .with_policy_header()
+        .with_policy()
     }
 
     fn validate(&self, name: &str) -> Result<(), ConfigError> {
@@ -338,8 +339,8 @@ pub enum UnknownTier {
 ///
 /// ```
 /// use std::time::Duration;
-/// use actix_tenancy::quota::{Period, QuotaPlan, QuotaPlans};
-/// use actix_tenancy::TenantId;
+/// use tenancy_core::quota::{Period, QuotaPlan, QuotaPlans};
+/// use tenancy_core::TenantId;
 ///
 /// let plans = QuotaPlans::builder()
 ///     .tier("free", QuotaPlan::per_second(5).budget(1_000, Period::Day))
@@ -441,14 +442,14 @@ pub struct QuotaPlansBuilder {
 impl QuotaPlansBuilder {
     /// The plan of every tenant on `tier`.
     pub fn tier(mut self, tier: impl Into<String>, plan: QuotaPlan) -> Self {
-        let plan = Arc::new(plan.with_policy_header());
+        let plan = Arc::new(plan.with_policy());
         self.plans.tiers.insert(tier.into(), plan);
         self
     }
 
     /// A plan for one tenant, overriding its tier's.
     pub fn tenant(mut self, tenant: TenantId, plan: QuotaPlan) -> Self {
-        let plan = Arc::new(plan.with_policy_header());
+        let plan = Arc::new(plan.with_policy());
         self.plans.tenants.insert(tenant, plan);
         self
     }
@@ -456,9 +457,7 @@ impl QuotaPlansBuilder {
     /// What tenants on a tier with no plan get (default: [`UnknownTier::Reject`]).
     pub fn unknown_tier(mut self, rule: UnknownTier) -> Self {
         self.plans.unknown = match rule {
-            UnknownTier::Plan(plan) => {
-                UnknownTier::Plan(Arc::new((*plan).clone().with_policy_header()))
-            }
+            UnknownTier::Plan(plan) => UnknownTier::Plan(Arc::new((*plan).clone().with_policy())),
             reject => reject,
         };
         self

@@ -24,10 +24,7 @@ use super::{
     fallback::Fallback, refuse, Charge, QuotaDecision, QuotaError, QuotaManager, QuotaPlan,
     QuotaPlans,
 };
-use crate::{
-    backend::RedisConnection,
-    core::{error::ConfigError, Answer, Moment, TenantContext},
-};
+use crate::{backend::RedisConnection, error::ConfigError, Answer, Moment, TenantContext};
 
 mod heartbeat;
 mod scripts;
@@ -64,7 +61,7 @@ pub enum FailureMode {
     /// total stays within the plan (measured in `tests/degraded.rs`); mirrors that are
     /// old, or missing, can let through up to one more plan per period. While
     /// degraded, checks are decided locally at once, without waiting for Redis; the
-    /// heartbeat alone probes it. [`guide::quotas`](crate::guide::quotas) ("When Redis fails") gives the bounds and
+    /// heartbeat alone probes it. [actix-tenancy's `guide::quotas`](https://docs.rs/actix-tenancy/latest/actix_tenancy/guide/quotas/index.html) ("When Redis fails") gives the bounds and
     /// the measured totals. Build the manager within a Tokio runtime (the heartbeat
     /// is spawned there; without one it starts on the first check).
     FallbackLocal {
@@ -91,15 +88,15 @@ type ModeHook = Arc<dyn Fn(bool) + Send + Sync>;
 /// to the [`on_mode_change`](RedisQuotaBuilder::on_mode_change) hook.
 ///
 /// ```no_run
-/// # async fn demo(plans: actix_tenancy::quota::QuotaPlans) -> Result<(), Box<dyn std::error::Error>> {
+/// # async fn demo(plans: tenancy_core::quota::QuotaPlans) -> Result<(), Box<dyn std::error::Error>> {
 /// use std::num::NonZeroU32;
-/// use actix_tenancy::quota::{FailureMode, RedisQuota, TenantQuota};
+/// use tenancy_core::quota::{FailureMode, RedisQuota};
 ///
 /// let quota = RedisQuota::builder("redis://127.0.0.1:6379", plans)
 ///     .failure_mode(FailureMode::FallbackLocal { replicas: NonZeroU32::new(3).unwrap() })
 ///     .on_mode_change(|degraded| eprintln!("quota degraded: {degraded}"))
 ///     .build()?;
-/// let stage = TenantQuota::new(quota);
+/// # drop(quota);
 /// # Ok(()) }
 /// ```
 pub struct RedisQuota {
@@ -177,12 +174,12 @@ impl RedisQuota {
     /// and a master's failover are followed by the client, and meanwhile the
     /// [`FailureMode`] answers within the timeout.
     ///
-    /// `build()` must run within a Tokio runtime (as in `#[actix_web::main]`): the
+    /// `build()` must run within a Tokio runtime (as in `#[tokio::main]` or `#[actix_web::main]`): the
     /// cluster client spawns its task there.
     ///
     /// ```no_run
-    /// # async fn demo(plans: actix_tenancy::quota::QuotaPlans) -> Result<(), actix_tenancy::error::ConfigError> {
-    /// use actix_tenancy::quota::RedisQuota;
+    /// # async fn demo(plans: tenancy_core::quota::QuotaPlans) -> Result<(), tenancy_core::error::ConfigError> {
+    /// use tenancy_core::quota::RedisQuota;
     ///
     /// let quota = RedisQuota::cluster(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"], plans)
     ///     .build()?;
@@ -206,8 +203,8 @@ impl RedisQuota {
     /// [`timeout`](RedisQuotaBuilder::timeout) still bounds every check.
     ///
     /// ```no_run
-    /// # async fn demo(plans: actix_tenancy::quota::QuotaPlans) -> Result<(), Box<dyn std::error::Error>> {
-    /// use actix_tenancy::quota::RedisQuota;
+    /// # async fn demo(plans: tenancy_core::quota::QuotaPlans) -> Result<(), Box<dyn std::error::Error>> {
+    /// use tenancy_core::quota::RedisQuota;
     ///
     /// let client = redis::Client::open("redis://:secret@redis.internal:6379")?;
     /// let conn = redis::aio::ConnectionManager::new(client).await?;
@@ -281,19 +278,19 @@ impl RedisQuota {
             return;
         }
         if degraded {
-            tracing::warn!(target: "actix_tenancy::quota", mode = ?self.mode, error = why,
+            tracing::warn!(target: "tenancy::quota", mode = ?self.mode, error = why,
                 "Redis quota backend unavailable: degraded mode");
         } else {
-            tracing::info!(target: "actix_tenancy::quota", "Redis quota backend answering again");
+            tracing::info!(target: "tenancy::quota", "Redis quota backend answering again");
         }
         #[cfg(feature = "metrics")]
-        metrics::counter!(crate::core::observe::DEGRADED_METRIC,
+        metrics::counter!(crate::observe::DEGRADED_METRIC,
             "to" => if degraded { "degraded" } else { "normal" })
         .increment(1);
         if let Some(hook) = &self.hook {
             // The application's code, called on a check's path: a panic in it loses
             // the notice (logged), never the check.
-            let _ = tenancy_core::caught("RedisQuota mode hook", || hook(degraded));
+            let _ = crate::caught("RedisQuota mode hook", || hook(degraded));
         }
     }
 
@@ -330,7 +327,7 @@ impl RedisQuota {
     /// back, or marked before it runs.
     fn void_later(&self, key: String, id: String) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(target: "actix_tenancy::quota",
+            tracing::warn!(target: "tenancy::quota",
                 "a check given up on outside a runtime cannot be voided");
             return;
         };

@@ -10,7 +10,7 @@ use super::{
     super::fallback::{Fallback, Owed},
     scripts::{reconcile_args, tenant_key},
 };
-use crate::{backend::RedisConnection, core::TenantId};
+use crate::{backend::RedisConnection, TenantId};
 
 /// An id for this replica's heartbeat: the process and a moment of its life, hashed
 /// with a per-process random seed.
@@ -97,7 +97,7 @@ impl Heartbeat {
                             | redis::ErrorKind::Extension
                     ) =>
                 {
-                    tracing::warn!(target: "actix_tenancy::quota", tenant = %id, error = %err,
+                    tracing::warn!(target: "tenancy::quota", tenant = %id, error = %err,
                         "Redis refused what a replica admitted while it was away; not charged");
                     unpaid.debts.pop_front();
                 }

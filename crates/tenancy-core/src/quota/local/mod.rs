@@ -53,7 +53,7 @@ use super::{
     plan::UnknownTier, refuse, BudgetState, Charge, QuotaDecision, QuotaError, QuotaLimit,
     QuotaManager, QuotaPlan, QuotaPlans, RateState,
 };
-use crate::core::{Answer, Moment, TenantContext, TenantId};
+use crate::{Answer, Moment, TenantContext, TenantId};
 
 mod slot;
 use slot::*;
@@ -99,7 +99,7 @@ struct Shared<C: Clock> {
 /// - When a tenant's plan changes (its tier changed in the registry, say), the next
 ///   request replaces its entry with one built from the new plan.
 /// - **Idle tenants are reclaimed by the manager itself**: a sweeper thread it owns
-///   (`actix-tenancy-quota-sweep`, stopped when the manager is dropped) drops every
+///   (`tenancy-quota-sweep`, stopped when the manager is dropped) drops every
 ///   entry idle for [`idle_after`](Self::idle_after) (default 10 minutes) *whose
 ///   state equals a fresh one* (its burst full again, no budget used in the current
 ///   period), then returns the map's spare memory. Eviction is therefore lossless:
@@ -156,12 +156,12 @@ impl LocalQuota<MonotonicClock> {
     }
 }
 
-impl LocalQuota<crate::core::Clock> {
+impl LocalQuota<crate::Clock> {
     /// A manager for `plans` on `clock`, its monotonic time for the rate limiters and
     /// its wall time for the budgets: with a
-    /// [`testing::FakeClock`](tenancy_core::FakeClock), a test refills a rate or
+    /// [`testing::FakeClock`](crate::FakeClock), a test refills a rate or
     /// starts a new budget period without sleeping.
-    pub fn with_clock(plans: QuotaPlans, clock: crate::core::Clock) -> Self {
+    pub fn with_clock(plans: QuotaPlans, clock: crate::Clock) -> Self {
         let wall = clock.clone();
         Self::with_clocks(plans, clock, move || wall.wall())
     }

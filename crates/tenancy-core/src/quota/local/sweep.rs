@@ -84,7 +84,7 @@ where
     C::Instant: Send + Sync,
 {
     let spawned = std::thread::Builder::new()
-        .name("actix-tenancy-quota-sweep".into())
+        .name("tenancy-quota-sweep".into())
         .stack_size(64 * 1024)
         .spawn(move || loop {
             let every = match shared.upgrade() {
@@ -109,7 +109,7 @@ where
         Ok(handle) => Some(handle),
         Err(e) => {
             tracing::warn!(
-                target: "actix_tenancy::quota",
+                target: "tenancy::quota",
                 error = %e,
                 "no sweeper thread; idle tenants are reclaimed only by evict_idle"
             );

@@ -9,7 +9,7 @@
 //!   replica's last check of it, not a fresh allowance. When every replica's last
 //!   check was recent, together they admit at most what was left; what others spent
 //!   after a replica's last check, and a tenant a replica never checked (a fresh
-//!   share), can add up to one plan per period (the bounds in [`guide::quotas`](crate::guide::quotas)).
+//!   share), can add up to one plan per period (the bounds in [actix-tenancy's `guide::quotas`](https://docs.rs/actix-tenancy/latest/actix_tenancy/guide/quotas/index.html)).
 //! - **The debt.** What is admitted locally is recorded per tenant and period, and
 //!   charged to Redis (`RECONCILE`) once it answers again, before any replica goes back
 //!   to it: the heartbeat holds the replica on its share for a grace period of two
@@ -30,7 +30,7 @@ use foldhash::fast::RandomState;
 use super::{
     Charge, LocalQuota, QuotaDecision, QuotaError, QuotaManager as _, QuotaPlan, QuotaPlans,
 };
-use crate::core::{Clock, Moment, TenantContext, TenantId};
+use crate::{Clock, Moment, TenantContext, TenantId};
 
 /// The replica's share of the plans: each divided by `n`.
 struct Share {
@@ -352,8 +352,8 @@ impl Fallback {
 mod tests {
     use super::*;
     use crate::{
-        core::{SourceKind, TenantRecord},
         quota::{Period, QuotaPlan},
+        SourceKind, TenantRecord,
     };
 
     fn ctx(id: &str, tier: &str) -> TenantContext {

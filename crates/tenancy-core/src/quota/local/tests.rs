@@ -5,8 +5,7 @@ use governor::clock::FakeRelativeClock;
 use super::*;
 use crate::{
     quota::{Period, QuotaPlans},
-    registry::TenantRecord,
-    resolve::SourceKind,
+    SourceKind, TenantRecord,
 };
 
 fn ctx(id: &str, tier: &str) -> TenantContext {

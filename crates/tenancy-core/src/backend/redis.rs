@@ -7,7 +7,7 @@ use redis::{
     Cmd, Pipeline, RedisFuture, Value,
 };
 
-use crate::core::error::ConfigError;
+use crate::error::ConfigError;
 
 /// A connection to Redis that the Redis backends share (feature `redis`): one node
 /// through the `redis` crate's [`ConnectionManager`], or, with feature
@@ -25,7 +25,7 @@ use crate::core::error::ConfigError;
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use actix_tenancy::RedisConnection;
+/// use tenancy_core::RedisConnection;
 ///
 /// let manager = redis::aio::ConnectionManager::new(redis::Client::open("redis://127.0.0.1")?).await?;
 /// let shared = RedisConnection::from(manager.clone());
@@ -69,7 +69,7 @@ fn connect_timeout(timeout: Duration) -> Duration {
 impl RedisConnection {
     /// One Redis node at `url` (`redis://`, or `rediss://` with feature `redis-tls`),
     /// connected on first use, with `timeout` on every answer. Must be called within a
-    /// Tokio runtime (as in `#[actix_web::main]`): the client's task is spawned there.
+    /// Tokio runtime (as in `#[tokio::main]` or `#[actix_web::main]`): the client's task is spawned there.
     pub fn open(url: &str, timeout: Duration) -> Result<Self, ConfigError> {
         let client = redis::Client::open(url).map_err(invalid)?;
         let config = ConnectionManagerConfig::new()
@@ -86,9 +86,9 @@ impl RedisConnection {
     /// Tokio runtime, as [`open`](Self::open).
     ///
     /// ```no_run
-    /// # async fn demo() -> Result<(), actix_tenancy::error::ConfigError> {
+    /// # async fn demo() -> Result<(), tenancy_core::error::ConfigError> {
     /// use std::time::Duration;
-    /// use actix_tenancy::RedisConnection;
+    /// use tenancy_core::RedisConnection;
     ///
     /// let conn = RedisConnection::cluster(
     ///     ["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"],

@@ -72,7 +72,7 @@ impl Voider {
             }
             void.tries += 1;
             if void.tries >= 8 {
-                tracing::warn!(target: "actix_tenancy::quota", charge = %void.id,
+                tracing::warn!(target: "tenancy::quota", charge = %void.id,
                     "a check given up on could not be voided: its charge may stand");
                 continue;
             }
