@@ -9,7 +9,10 @@ use super::{
     memo::{Memo, Probe},
     Decision, PolicyError, PolicyEvaluator, PolicyRequest,
 };
-use tenancy_core::{caught, caught_async};
+use tenancy_core::{
+    caught, caught_async,
+    policy::{asked_capability, check_capability_headers, judge, no_tenant},
+};
 
 use crate::{
     core::{
@@ -122,56 +125,20 @@ pub(crate) struct PolicyStage {
     evaluator: Arc<dyn PolicyEvaluator>,
     timeout: Duration,
     /// The capability headers, each with the kind it names (at most
-    /// [`MAX_CAPABILITY_HEADERS`]).
+    /// [`MAX_CAPABILITY_HEADERS`](tenancy_core::policy::MAX_CAPABILITY_HEADERS)).
     capabilities: Vec<(&'static str, HeaderName)>,
     /// A bit for each capability header: what a request with many fields may carry.
     every_capability: Present,
 }
 
-/// The most capability headers a stage reads (a bit each in [`Present`]).
-const MAX_CAPABILITY_HEADERS: usize = 8;
-
 /// Which capability headers a request may carry, a bit per header in the stage's
 /// order.
 type Present = u8;
 
-/// A kind is a short lowercase name (`model`, `tool`); each kind and each header once.
+/// A kind is a short lowercase name (`model`, `tool`); each kind and each header once:
+/// the core's check.
 fn check_capabilities(list: &[(&'static str, HeaderName)]) -> Result<(), ConfigError> {
-    if list.len() > MAX_CAPABILITY_HEADERS {
-        return Err(ConfigError::invalid(
-            "capability headers",
-            "",
-            "at most eight",
-        ));
-    }
-    for (i, (kind, name)) in list.iter().enumerate() {
-        let well_formed = !kind.is_empty()
-            && kind.len() <= 32
-            && kind
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if !well_formed {
-            return Err(ConfigError::invalid(
-                "capability kind",
-                *kind,
-                "1 to 32 of a-z, 0-9, '-' and '_'",
-            ));
-        }
-        for (other, other_name) in &list[..i] {
-            if other == kind {
-                return Err(ConfigError::Duplicate {
-                    what: "capability kind",
-                    value: (*kind).to_owned(),
-                });
-            }
-            if other_name == name {
-                return Err(ConfigError::Conflict(
-                    format!("the {other} header and the {kind} header are the same header").into(),
-                ));
-            }
-        }
-    }
-    Ok(())
+    check_capability_headers(list.iter().map(|(kind, name)| (*kind, name.as_str())))
 }
 
 impl fmt::Debug for PolicyStage {
@@ -223,9 +190,6 @@ impl Worker for PolicyWorker {
     }
 }
 
-/// The longest capability value read from a header.
-const MAX_CAPABILITY_LEN: usize = 128;
-
 /// Up to this many distinct field names, the capability headers are found by one pass
 /// over the names rather than by a hashed lookup each.
 const SCAN_MAX_FIELDS: usize = 8;
@@ -244,9 +208,7 @@ impl PolicyStage {
             return Step::Pass;
         }
         let Some(tenant) = tenant else {
-            let err = TenancyError::PolicyDenied {
-                reason: "no tenant: policy denies by default".into(),
-            };
+            let err = no_tenant();
             self.report(
                 settings,
                 req,
@@ -274,9 +236,9 @@ impl PolicyStage {
         // dodge a rule written for `/reports`.
         let routed = worker.routes.lookup(req);
         let path = memo.map(|_| Arc::clone(&routed.path));
-        let mut question = self.question(tenant, req, routed);
-        match self.ask_capabilities(req, &mut question, present) {
-            Ok(()) => {}
+        let question = self.question(tenant, req, routed);
+        let question = match self.ask_capabilities(req, question, present) {
+            Ok(question) => question,
             Err(err) => {
                 self.report(
                     settings,
@@ -288,7 +250,7 @@ impl PolicyStage {
                 );
                 return err.into();
             }
-        }
+        };
         let evaluator = &self.evaluator;
         let timer = Timer::start();
         let answer = match caught("policy evaluator", || {
@@ -392,10 +354,12 @@ impl PolicyStage {
         routed: RoutedPath,
     ) -> PolicyRequest {
         let RoutedPath { path, route } = routed;
-        let mut question = PolicyRequest::new(req.method().clone(), path);
-        question.route = route;
+        let mut question = PolicyRequest::new(req.method(), path);
+        if let Some(route) = route {
+            question = question.with_route(route);
+        }
         if let Some(p) = tenant.principal() {
-            question.scopes = p.scopes().to_vec();
+            question = question.with_scopes(p.scopes().to_vec());
         }
         question
     }
@@ -406,34 +370,19 @@ impl PolicyStage {
     fn ask_capabilities(
         &self,
         req: &ServiceRequest,
-        question: &mut PolicyRequest,
+        mut question: PolicyRequest,
         present: Present,
-    ) -> Result<(), TenancyError> {
+    ) -> Result<PolicyRequest, TenancyError> {
         for (i, (kind, name)) in self.capabilities.iter().enumerate() {
             if present & (1 << i) == 0 {
                 continue;
             }
-            let kind = *kind;
-            let mut values = req.headers().get_all(name);
-            let Some(value) = values.next() else { continue };
-            // Two values are refused, never decided by one of them alone.
-            let bad = || TenancyError::CapabilityDenied {
-                capability: kind,
-                reason: format!("malformed or repeated {name} header").into(),
-            };
-            if values.next().is_some() {
-                return Err(bad());
+            let values = req.headers().get_all(name).map(|v| v.as_bytes());
+            if let Some(asked) = asked_capability(kind, name.as_str(), values)? {
+                question = question.with_capability(asked);
             }
-            let value = value.to_str().map_err(|_| bad())?;
-            if value.is_empty()
-                || value.len() > MAX_CAPABILITY_LEN
-                || !value.bytes().all(|b| b.is_ascii_graphic())
-            {
-                return Err(bad());
-            }
-            question.capabilities.push(format!("{kind}:{value}"));
         }
-        Ok(())
+        Ok(question)
     }
 
     fn decided(
@@ -456,54 +405,27 @@ impl PolicyStage {
         tenant: &TenantContext,
         answer: Result<&Decision, &PolicyError>,
     ) -> Next {
-        match answer {
-            Ok(d) if d.allowed => {
+        let kinds = self.capabilities.iter().map(|(kind, _)| kind);
+        match (judge(answer, kinds), answer) {
+            (Ok(()), Ok(d)) => {
                 if !settings.silent_pass() {
-                    self.report(
-                        settings,
-                        req,
-                        Some(tenant),
-                        Outcome::Allowed,
-                        &d.reason,
-                        Some(d),
-                    );
+                    let outcome = Outcome::Allowed;
+                    self.report(settings, req, Some(tenant), outcome, &d.reason, Some(d));
                 }
                 Next::Pass
             }
-            Ok(d) => {
-                let err = match self.kind_of(d.refused.as_deref()) {
-                    Some(capability) => TenancyError::CapabilityDenied {
-                        capability,
-                        reason: d.reason.clone(),
-                    },
-                    None => TenancyError::PolicyDenied {
-                        reason: d.reason.clone(),
-                    },
-                };
-                self.report(
-                    settings,
-                    req,
-                    Some(tenant),
-                    Outcome::Rejected(err.code()),
-                    &d.reason,
-                    Some(d),
-                );
+            (Err(err), Ok(d)) => {
+                let outcome = Outcome::Rejected(err.code());
+                self.report(settings, req, Some(tenant), outcome, &d.reason, Some(d));
                 err.into()
             }
-            Err(e) => {
-                let err = TenancyError::PolicyUnavailable {
-                    reason: e.to_string().into(),
-                };
-                self.report(
-                    settings,
-                    req,
-                    Some(tenant),
-                    Outcome::Rejected(err.code()),
-                    &err.reason(),
-                    None,
-                );
+            (Err(err), Err(_)) => {
+                let outcome = Outcome::Rejected(err.code());
+                self.report(settings, req, Some(tenant), outcome, &err.reason(), None);
                 err.into()
             }
+            // An evaluator's error is never a pass.
+            (Ok(()), Err(_)) => unreachable!("judge refuses every error"),
         }
     }
 
@@ -528,15 +450,6 @@ impl PolicyStage {
             }
         }
         present
-    }
-
-    /// The kind of a refused capability, when it is one the stage reads from a header.
-    fn kind_of(&self, refused: Option<&str>) -> Option<&'static str> {
-        let (kind, _) = refused?.split_once(':')?;
-        self.capabilities
-            .iter()
-            .map(|(k, _)| *k)
-            .find(|k| *k == kind)
     }
 
     fn report(

@@ -51,13 +51,13 @@ mod cost;
 mod headers;
 mod stage;
 
-pub use cost::{CostEstimator, CostRequest, HeaderCost, QueryCost, RouteCost, RouteCostBuilder};
+pub use cost::{CostEstimator, CostRequest, RouteCost, RouteCostBuilder};
 pub use headers::{QUOTA_REMAINING, QUOTA_SHADOW, RATELIMIT, RATELIMIT_POLICY};
 pub use stage::{TenantQuota, TenantQuotaBuilder};
 pub use tenancy_core::quota::{
-    ActualCost, Budget, BudgetState, Charge, LocalQuota, Period, QuotaDecision, QuotaError,
-    QuotaFields, QuotaLimit, QuotaManager, QuotaPlan, QuotaPlans, QuotaPlansBuilder, Rate,
-    RateState, UnknownTier,
+    ActualCost, Budget, BudgetState, Charge, HeaderCost, LocalQuota, Period, QueryCost,
+    QuotaDecision, QuotaError, QuotaFields, QuotaLimit, QuotaManager, QuotaPlan, QuotaPlans,
+    QuotaPlansBuilder, Rate, RateState, UnknownTier,
 };
 #[cfg(feature = "redis")]
 pub use tenancy_core::quota::{FailureMode, RedisQuota, RedisQuotaBuilder};

@@ -12,10 +12,9 @@
 //!   registry of 10,000 tenants;
 //! - `axum-cached`: the same registry behind `CachedRegistry`, as a remote store would
 //!   be (warm: every request is a cache hit);
-//! - `axum-full`: `axum-cached` with tower-tenancy's `TenantQuota` on a `LocalQuota` (a
-//!   rate and a daily budget far above the load, no quota fields on success), as the
-//!   actix server's `full` has one (that one has a policy too, which tower-tenancy has
-//!   not yet).
+//! - `axum-full`: `axum-cached` with tower-tenancy's `TenantPolicy` (the actix server's
+//!   `RulePolicy`) and `TenantQuota` on a `LocalQuota` (a rate and a daily budget far
+//!   above the load, no quota fields on success): the actix server's `full`.
 //!
 //! The client is actix-tenancy's `bench_server client`, the same for every mode.
 
@@ -23,10 +22,11 @@ use std::sync::Arc;
 
 use axum::{routing::get, Router};
 use tenancy_core::{
+    policy::{PolicySet, RulePolicy, Rules},
     quota::{LocalQuota, Period, QuotaPlan, QuotaPlans},
     registry::{CacheConfig, CachedRegistry},
 };
-use tower_tenancy::{Source, TenancyLayer, TenantQuota};
+use tower_tenancy::{Source, TenancyLayer, TenantPolicy, TenantQuota};
 
 // The tenants the actix bench server serves too (its `TENANTS` unused here).
 #[path = "../../registry.rs"]
@@ -93,12 +93,23 @@ fn app(mode: &str) -> Router {
                 .headers_on_success(false)
                 .build()
                 .expect("a valid quota stage");
+            let rules = RulePolicy::new(
+                PolicySet::new()
+                    .default_rules(Rules::new().deny("* /admin/**"))
+                    .tier(
+                        "pro",
+                        Rules::new().allow("GET /hello").allow_capability("model:*"),
+                    )
+                    .tier("free", Rules::new().allow("GET /hello")),
+            )
+            .expect("valid policy");
             hello.layer(
                 TenancyLayer::builder(CachedRegistry::new(
                     Remote(registry()),
                     CacheConfig::default(),
                 ))
                 .source(Source::header())
+                .policy(TenantPolicy::new(rules))
                 .quota(quota)
                 .build()
                 .expect("a valid layer"),

@@ -11,6 +11,10 @@
 //!   in memory and the cache in front of any registry.
 //! - [`Answer`]: the one return type of every backend operation, ready now or later,
 //!   and the request's [`Moment`].
+//! - [`policy`]: the [`PolicyEvaluator`](policy::PolicyEvaluator) trait, the rules
+//!   engine ([`RulePolicy`](policy::RulePolicy): routes, capabilities and features per
+//!   tier and tenant, versions and shadow mode) and a cache in front of a slow
+//!   evaluator.
 //! - [`quota`]: per-tenant plans (a rate with a burst, budgets per calendar period),
 //!   the [`QuotaManager`](quota::QuotaManager) trait, the local engine on `governor`'s
 //!   algorithm in a sharded map and, with feature `redis`, the Redis engine with its
@@ -41,6 +45,7 @@ mod context;
 pub mod error;
 mod id;
 pub mod observe;
+pub mod policy;
 mod principal;
 pub mod quota;
 mod record;

@@ -24,6 +24,7 @@ use tower_service::Service;
 use crate::{
     body::{Rejection, TenancyBody},
     grpc::GrpcStatus,
+    policy::{self, PolicyStage, TenantPolicy},
     quota::{self, Charged, Decided, QuotaStage, Refused, Said, TenantQuota},
     source::{Imp, Source},
     tenant::{Resolution, Tenant},
@@ -76,6 +77,7 @@ impl TenancyLayer {
             settings: Settings::default(),
             responder: ProblemJson::default(),
             audit: None,
+            policy: None,
             quota: None,
         }
     }
@@ -91,6 +93,7 @@ pub struct TenancyLayerBuilder {
     settings: Settings,
     responder: ProblemJson,
     audit: Option<Arc<dyn AuditSink>>,
+    policy: Option<TenantPolicy>,
     quota: Option<TenantQuota>,
 }
 
@@ -171,8 +174,15 @@ impl TenancyLayerBuilder {
         self
     }
 
-    /// Charges each request that has a tenant to its plan, after resolution and
-    /// before the inner service (see [`TenantQuota`]).
+    /// Asks `policy` whether the tenant may make each request, after resolution and
+    /// before quota (see [`TenantPolicy`]).
+    pub fn policy(mut self, policy: TenantPolicy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// Charges each request that has a tenant to its plan, after resolution (and
+    /// policy) and before the inner service (see [`TenantQuota`]).
     pub fn quota(mut self, quota: TenantQuota) -> Self {
         self.quota = Some(quota);
         self
@@ -194,6 +204,7 @@ impl TenancyLayerBuilder {
                 settings: self.settings,
                 responder: Arc::new(self.responder),
                 default_audit: self.audit.is_none(),
+                policy: self.policy.map(|p| p.0),
                 quota: self.quota.map(|q| q.0),
                 audit: self
                     .audit
@@ -207,6 +218,8 @@ impl TenancyLayerBuilder {
 const STAGE: Stage = Stage::named("resolution");
 /// The quota stage's name, as actix-tenancy's names it.
 const QUOTA: Stage = Stage::named("quota");
+/// The policy stage's name, as actix-tenancy's names it.
+const POLICY: Stage = Stage::named("policy");
 
 /// The layer's configuration, shared by every clone of the layer and its services.
 struct Shared {
@@ -218,6 +231,7 @@ struct Shared {
     audit: Arc<dyn AuditSink>,
     /// The sink is the default `TracingAudit` (none was given).
     default_audit: bool,
+    policy: Option<Arc<PolicyStage>>,
     quota: Option<Arc<QuotaStage>>,
 }
 
@@ -251,10 +265,11 @@ struct Admitted {
 /// The layer's verdict on a request.
 type Verdict = Result<Admitted, Refused>;
 
-/// What a wait ends with: the resolution (the quota stage comes next), or the
-/// verdict.
+/// What a wait ends with: the resolution (policy comes next), the resolution policy
+/// let through (quota comes next), or the verdict.
 enum Next {
     Resolved(Resolved),
+    Permitted(Resolved),
     Decided(Verdict),
 }
 
@@ -264,6 +279,12 @@ type Pending = Pin<Box<dyn Future<Output = Next> + Send>>;
 /// A verdict now, or the wait for it.
 enum Step {
     Now(Verdict),
+    Later(Pending),
+}
+
+/// What policy let through now, or the wait for the evaluator.
+enum Permit {
+    Now(Resolved),
     Later(Pending),
 }
 
@@ -473,6 +494,107 @@ impl Shared {
         observe::report(&*self.audit, &event);
     }
 
+    /// The stages after resolution, from where `next` stands: policy, then quota;
+    /// the verdict now, or the wait for an evaluator or a quota manager.
+    fn advance(self: &Arc<Self>, head: &Parts, mut next: Next) -> Step {
+        loop {
+            next = match next {
+                Next::Resolved(resolved) => match self.permit(head, resolved) {
+                    Permit::Now(resolved) => Next::Permitted(resolved),
+                    Permit::Later(pending) => return Step::Later(pending),
+                },
+                Next::Permitted(resolved) => return self.charge(head, resolved),
+                Next::Decided(verdict) => return Step::Now(verdict),
+            };
+        }
+    }
+
+    /// The policy stage, when there is one: the resolution it lets through, or the
+    /// wait for the evaluator. Exempt paths skip it; a request with no tenant is
+    /// refused.
+    fn permit(self: &Arc<Self>, head: &Parts, resolved: Resolved) -> Permit {
+        let (Some(stage), Ok(tenant)) = (&self.policy, &resolved) else {
+            return Permit::Now(resolved);
+        };
+        let path = resolve::routing_path(head.uri.path());
+        if self.settings.exempt.matches(&path) {
+            return Permit::Now(resolved);
+        }
+        let req = Req {
+            method: head.method.as_str(),
+            path: &path,
+        };
+        let Some(tenant) = tenant else {
+            let err = tenancy_core::policy::no_tenant();
+            let said = policy::Said {
+                outcome: Outcome::Rejected(err.code()),
+                why: err.reason().into_owned(),
+                decision: None,
+            };
+            self.policy_said(req, None, vec![said]);
+            return Permit::Now(Err(err));
+        };
+        let question = match stage.question(head, &path, tenant) {
+            Ok(question) => question,
+            Err(err) => {
+                let said = policy::Said {
+                    outcome: Outcome::Rejected(err.code()),
+                    why: err.reason().into_owned(),
+                    decision: None,
+                };
+                self.policy_said(req, Some(tenant), vec![said]);
+                return Permit::Now(Err(err));
+            }
+        };
+        let audit_pass = !self.silent_pass();
+        if let Some(answer) = stage.evaluate_now(tenant, &question) {
+            let (verdict, said) = stage.judged(tenant, &question, answer, audit_pass);
+            self.policy_said(req, Some(tenant), said);
+            return Permit::Now(verdict.and(resolved));
+        }
+        // The evaluator must wait: asked again from a future that owns what it needs.
+        let (me, stage, tenant) = (Arc::clone(self), Arc::clone(stage), Arc::clone(tenant));
+        let method = head.method.as_str().to_owned();
+        let path = path.into_owned();
+        Permit::Later(Box::pin(async move {
+            let answer = stage.evaluate_later(&tenant, &question).await;
+            let (verdict, said) = stage.judged(&tenant, &question, answer, audit_pass);
+            let req = Req {
+                method: &method,
+                path: &path,
+            };
+            me.policy_said(req, Some(&tenant), said);
+            Next::Permitted(verdict.map(|()| Some(tenant)))
+        }))
+    }
+
+    /// Reports what the policy stage said of the request, in order.
+    fn policy_said(
+        &self,
+        req: Req<'_>,
+        tenant: Option<&Arc<TenantContext>>,
+        said: Vec<policy::Said>,
+    ) {
+        for policy::Said {
+            outcome,
+            why,
+            decision,
+        } in said
+        {
+            let event = AuditEvent::new(POLICY, outcome, req.method, req.path, &why)
+                .tenant(
+                    tenant.map(|t| t.id()),
+                    tenant.map(|t| t.tier()),
+                    tenant.map(|t| t.source()),
+                )
+                .rule(
+                    decision.as_ref().and_then(|d| d.rule.as_deref()),
+                    decision.as_ref().map(|d| d.version),
+                );
+            observe::report(&*self.audit, &event);
+        }
+    }
+
     /// After resolution: the quota stage, when there is one and the request has a
     /// tenant; a verdict now, or the wait for the quota manager.
     fn charge(self: &Arc<Self>, head: &Parts, resolved: Resolved) -> Step {
@@ -606,7 +728,7 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let (head, body) = req.into_parts();
         let pending: Pending = match self.shared.resolve(&head) {
-            Settled::Now(resolved) => match self.shared.charge(&head, resolved) {
+            Settled::Now(resolved) => match self.shared.advance(&head, Next::Resolved(resolved)) {
                 // Decided now: the service made ready is called now, and stays for the
                 // next request (no clone).
                 Step::Now(verdict) => {
@@ -725,19 +847,14 @@ where
             let next = match this.state.as_mut().project() {
                 StateProj::Waiting { waiting, rest } => {
                     let next = ready!(waiting.as_mut().poll(cx));
-                    let verdict = match next {
-                        Next::Decided(verdict) => verdict,
-                        Next::Resolved(resolved) => {
-                            let Some((_, head, _, shared)) = rest.as_ref() else {
-                                return Poll::Pending;
-                            };
-                            match shared.charge(head, resolved) {
-                                Step::Now(verdict) => verdict,
-                                Step::Later(pending) => {
-                                    *waiting = pending;
-                                    continue;
-                                }
-                            }
+                    let Some((_, head, _, shared)) = rest.as_ref() else {
+                        return Poll::Pending;
+                    };
+                    let verdict = match shared.advance(head, next) {
+                        Step::Now(verdict) => verdict,
+                        Step::Later(pending) => {
+                            *waiting = pending;
+                            continue;
                         }
                     };
                     let Some((mut inner, head, body, shared)) = rest.take() else {

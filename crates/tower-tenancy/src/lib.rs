@@ -30,6 +30,7 @@
 //! | [`TenancyLayer`] | the layer, built once with [`TenancyLayer::builder`] |
 //! | [`Source`] | where the tenant id is read: claim, header, host, path, your function |
 //! | [`Tenant`] | the resolved tenant; an axum extractor with the `axum` feature |
+//! | [`TenantPolicy`] | may this tenant make this request: the core's evaluators (`RulePolicy`, your own), `403 policy_denied` |
 //! | [`TenantQuota`] | per-tenant quotas on the core's engines (local, Redis): `429` with `Retry-After` and the `RateLimit` fields |
 //! | [`TenancyService`], [`ResponseFuture`], [`TenancyBody`] | the service, its named future and body |
 //!
@@ -51,12 +52,14 @@ struct ReadmeDoctests;
 mod body;
 mod grpc;
 mod layer;
+pub mod policy;
 pub mod quota;
 mod source;
 mod tenant;
 
 pub use body::TenancyBody;
 pub use layer::{ResponseFuture, TenancyLayer, TenancyLayerBuilder, TenancyService};
+pub use policy::{TenantPolicy, TenantPolicyBuilder};
 pub use quota::{TenantQuota, TenantQuotaBuilder};
 pub use source::Source;
 pub use tenancy_core::{

@@ -10,8 +10,8 @@ use tenancy_core::{
     error::{ConfigError, TenancyError},
     observe::Outcome,
     quota::{
-        correction, judge, ActualCost, Judgement, QuotaDecision, QuotaError, QuotaFields,
-        QuotaManager,
+        correction, judge, ActualCost, HeaderCost, Judgement, QueryCost, QuotaDecision, QuotaError,
+        QuotaFields, QuotaManager,
     },
     Charge, Moment, TenantContext,
 };
@@ -27,7 +27,9 @@ pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// How many units a request costs, read from its head before the inner service runs.
 ///
-/// A closure `Fn(&Parts) -> u32` is an estimator. Returning an error rejects the
+/// A closure `Fn(&Parts) -> u32` is an estimator; the core's
+/// [`HeaderCost`] and [`QueryCost`] read a cost the client names. Returning an error
+/// rejects the
 /// request (`400 cost_invalid` for [`TenancyError::CostInvalid`]): a cost the client
 /// sends is input like any other, and a bad one is never a credit.
 pub trait CostEstimator: Send + Sync + 'static {
@@ -41,6 +43,21 @@ where
 {
     fn estimate(&self, head: &Parts) -> Result<u32, TenancyError> {
         Ok(self(head))
+    }
+}
+
+/// A cost in a header (`x-token-count: 42`), read as actix-tenancy reads it.
+impl CostEstimator for HeaderCost {
+    fn estimate(&self, head: &Parts) -> Result<u32, TenancyError> {
+        let values = head.headers.get_all(self.name()).iter();
+        self.cost(values.map(|v| v.as_bytes()))
+    }
+}
+
+/// A cost in a query parameter (`?max_tokens=600`), read as actix-tenancy reads it.
+impl CostEstimator for QueryCost {
+    fn estimate(&self, head: &Parts) -> Result<u32, TenancyError> {
+        self.cost(head.uri.query().unwrap_or(""))
     }
 }
 

@@ -118,7 +118,7 @@ impl Recorder {
         let events = Arc::clone(&self.0);
         move |e: &AuditEvent<'_>| {
             events.lock().unwrap().push(format!(
-                "{} {} tenant={:?} tier={:?} source={:?} {} {} reason={:?}",
+                "{} {} tenant={:?} tier={:?} source={:?} {} {} reason={:?} rule={:?} version={:?}",
                 e.stage,
                 e.outcome.as_str(),
                 e.tenant.map(|t| t.as_str()),
@@ -126,7 +126,9 @@ impl Recorder {
                 e.source.map(|s| s.as_str()),
                 e.method,
                 e.path,
-                e.reason
+                e.reason,
+                e.rule,
+                e.policy_version
             ))
         }
     }

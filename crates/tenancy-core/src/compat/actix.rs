@@ -94,3 +94,35 @@ impl crate::quota::QuotaPlan {
         self.policy_header.actix.as_ref()
     }
 }
+
+impl From<&actix_web::http::Method> for crate::policy::Method {
+    fn from(m: &actix_web::http::Method) -> Self {
+        use crate::policy::Method as M;
+        use actix_web::http::Method as A;
+        match *m {
+            A::GET => M::GET,
+            A::HEAD => M::HEAD,
+            A::POST => M::POST,
+            A::PUT => M::PUT,
+            A::DELETE => M::DELETE,
+            A::PATCH => M::PATCH,
+            A::OPTIONS => M::OPTIONS,
+            A::CONNECT => M::CONNECT,
+            A::TRACE => M::TRACE,
+            // An extension method actix parsed: never one a rule names.
+            ref other => M::extension(other.as_str()),
+        }
+    }
+}
+
+impl From<actix_web::http::Method> for crate::policy::Method {
+    fn from(m: actix_web::http::Method) -> Self {
+        Self::from(&m)
+    }
+}
+
+impl PartialEq<actix_web::http::Method> for crate::policy::Method {
+    fn eq(&self, other: &actix_web::http::Method) -> bool {
+        self.as_str() == other.as_str()
+    }
+}

@@ -15,3 +15,35 @@ impl crate::quota::QuotaPlan {
         self.policy_header.http.as_ref()
     }
 }
+
+impl From<&::http::Method> for crate::policy::Method {
+    fn from(m: &::http::Method) -> Self {
+        use crate::policy::Method as M;
+        use ::http::Method as H;
+        match *m {
+            H::GET => M::GET,
+            H::HEAD => M::HEAD,
+            H::POST => M::POST,
+            H::PUT => M::PUT,
+            H::DELETE => M::DELETE,
+            H::PATCH => M::PATCH,
+            H::OPTIONS => M::OPTIONS,
+            H::CONNECT => M::CONNECT,
+            H::TRACE => M::TRACE,
+            // An extension method `http` parsed: never one a rule names.
+            ref other => M::extension(other.as_str()),
+        }
+    }
+}
+
+impl From<::http::Method> for crate::policy::Method {
+    fn from(m: ::http::Method) -> Self {
+        Self::from(&m)
+    }
+}
+
+impl PartialEq<::http::Method> for crate::policy::Method {
+    fn eq(&self, other: &::http::Method) -> bool {
+        self.as_str() == other.as_str()
+    }
+}

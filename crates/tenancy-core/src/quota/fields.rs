@@ -37,13 +37,15 @@ impl QuotaFields {
     /// The fields for `decision`; `refused` when the request is answered with the
     /// refusal (its `Retry-After` is sent, and `X-Quota-Remaining: 0`).
     pub fn of(decision: &QuotaDecision, refused: bool) -> Self {
-        let mut state = String::new();
+        // Bytes, then text once: all of it is ASCII.
+        let mut state = Vec::new();
         if let Some(r) = &decision.rate {
             push_item(&mut state, "rate", u64::from(r.remaining), r.reset);
         }
         if let Some(b) = &decision.budget {
             push_item(&mut state, b.period.as_str(), b.remaining, b.reset);
         }
+        let state = String::from_utf8(state).unwrap_or_default();
         Self {
             remaining: if refused {
                 Some(0)
@@ -71,7 +73,7 @@ fn secs(d: Duration) -> u64 {
 }
 
 /// Appends `n` in decimal.
-fn push_u64(buf: &mut String, mut n: u64) {
+fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -82,20 +84,20 @@ fn push_u64(buf: &mut String, mut n: u64) {
             break;
         }
     }
-    buf.extend(digits[i..].iter().map(|&d| char::from(d)));
+    buf.extend_from_slice(&digits[i..]);
 }
 
-fn push_item(buf: &mut String, name: &str, remaining: u64, reset: Duration) {
+fn push_item(buf: &mut Vec<u8>, name: &str, remaining: u64, reset: Duration) {
     if buf.is_empty() {
         buf.reserve(64);
     } else {
-        buf.push_str(", ");
+        buf.extend_from_slice(b", ");
     }
-    buf.push('"');
-    buf.push_str(name);
-    buf.push_str("\";r=");
+    buf.push(b'"');
+    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(b"\";r=");
     push_u64(buf, remaining);
-    buf.push_str(";t=");
+    buf.extend_from_slice(b";t=");
     push_u64(buf, secs(reset));
 }
 

@@ -41,6 +41,7 @@
 //! assert!(!check(1).allowed);
 //! ```
 
+mod cost;
 #[cfg(feature = "redis")]
 mod fallback;
 mod fields;
@@ -50,6 +51,7 @@ mod plan;
 #[cfg(feature = "redis")]
 mod redis;
 
+pub use cost::{HeaderCost, QueryCost};
 pub use fields::QuotaFields;
 pub use judge::{correction, judge, Judgement};
 pub use local::LocalQuota;

@@ -6,11 +6,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use actix_web::http::Method;
 use dashmap::DashMap;
 
-use super::{Decision, PolicyError, PolicyEvaluator, PolicyRequest};
-use crate::core::{Answer, TenantContext, TenantId};
+use super::{Decision, Method, PolicyError, PolicyEvaluator, PolicyRequest};
+use crate::{Answer, TenantContext, TenantId};
 
 /// Caches the decisions of a slow evaluator (a policy service, a database) for a TTL.
 ///
@@ -26,13 +25,16 @@ use crate::core::{Answer, TenantContext, TenantId};
 ///
 /// ```
 /// use std::time::Duration;
-/// use actix_tenancy::policy::{CachedPolicy, Decision, TenantPolicy};
+/// use tenancy_core::policy::{CachedPolicy, Decision, PolicyRequest};
+/// use tenancy_core::TenantContext;
 ///
-/// let slow = |_: &actix_tenancy::TenantContext, _: &actix_tenancy::policy::PolicyRequest| {
+/// let slow = |_: &TenantContext, _: &PolicyRequest| {
 ///     Ok(Decision::allow("asked the policy service"))
 /// };
-/// let stage = TenantPolicy::new(CachedPolicy::new(slow, Duration::from_secs(30)));
-/// # let _ = stage;
+/// // Given to a policy stage: actix-tenancy's `TenantPolicy::new(cached)`, or
+/// // tower-tenancy's `TenantPolicy::new(cached)`.
+/// let cached = CachedPolicy::new(slow, Duration::from_secs(30));
+/// # let _ = cached;
 /// ```
 pub struct CachedPolicy<E> {
     inner: E,

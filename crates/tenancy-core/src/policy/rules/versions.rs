@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::core::error::ConfigError;
+use crate::error::ConfigError;
 
 /// Why [`RulePolicy`](super::RulePolicy) would not load a policy set, or make a version
 /// active; nothing changed.

@@ -11,12 +11,11 @@ use std::{
     },
 };
 
-use actix_web::http::Method;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Deserialize;
 
-use super::{Decision, PolicyError, PolicyEvaluator, PolicyRequest};
-use crate::core::{error::ConfigError, Answer, TenantContext};
+use super::{Decision, Method, PolicyError, PolicyEvaluator, PolicyRequest};
+use crate::{error::ConfigError, Answer, TenantContext};
 
 mod rule;
 use rule::*;
@@ -262,10 +261,10 @@ fn keep<T>(rule: Result<T, String>, list: &mut Vec<T>, errors: &mut Vec<String>)
 /// Evaluation is synchronous and allocates nothing: rules are compiled when loaded.
 /// Loading validates the whole policy first, so a bad file changes nothing; a valid one
 /// replaces the active version atomically, without blocking requests. Clones share the
-/// same versions: keep one to reload, give one to [`TenantPolicy`](super::TenantPolicy).
+/// same versions: keep one to reload, give one to a policy stage.
 ///
 /// ```
-/// use actix_tenancy::policy::{PolicySet, RulePolicy, Rules};
+/// use tenancy_core::policy::{PolicySet, RulePolicy, Rules};
 ///
 /// let policy = RulePolicy::new(
 ///     PolicySet::new()
