@@ -14,6 +14,7 @@ const MAX_CAPABILITY_LEN: usize = 128;
 /// policy_denied`, or `403 capability_denied` when the refused capability is of a kind
 /// the stage reads from a header (`header_kinds`); an error, a timeout or a panic is
 /// `503 policy_unavailable` (fail closed).
+#[inline]
 pub fn judge<'k>(
     answer: Result<&Decision, &PolicyError>,
     header_kinds: impl IntoIterator<Item = &'k &'static str>,

@@ -25,8 +25,9 @@ pub struct QuotaFields {
     /// The plan that decided: its precomputed `RateLimit-Policy`.
     pub plan: Option<Arc<QuotaPlan>>,
     /// The `RateLimit` field: `"rate";r=<remaining>;t=<seconds to reset>`, then the
-    /// tightest budget's item.
-    pub state: Option<String>,
+    /// tightest budget's item. ASCII, kept as bytes: the header value each adapter
+    /// makes of it checks them once.
+    pub state: Option<Vec<u8>>,
     /// Seconds to wait, on a refusal that waiting can cure.
     pub retry_after: Option<u64>,
     /// The plan is in shadow mode and would have refused.
@@ -37,22 +38,38 @@ impl QuotaFields {
     /// The fields for `decision`; `refused` when the request is answered with the
     /// refusal (its `Retry-After` is sent, and `X-Quota-Remaining: 0`).
     pub fn of(decision: &QuotaDecision, refused: bool) -> Self {
-        // Bytes, then text once: all of it is ASCII.
+        let mut fields = Self::without_plan(decision, refused);
+        fields.plan = decision.plan.clone();
+        fields
+    }
+
+    /// [`of`](Self::of), taking the decision's plan rather than sharing it.
+    #[inline]
+    pub(crate) fn taken(decision: &mut QuotaDecision, refused: bool) -> Self {
+        let mut fields = Self::without_plan(decision, refused);
+        fields.plan = decision.plan.take();
+        fields
+    }
+
+    #[inline]
+    fn without_plan(decision: &QuotaDecision, refused: bool) -> Self {
         let mut state = Vec::new();
+        if decision.rate.is_some() || decision.budget.is_some() {
+            state.reserve(64);
+        }
         if let Some(r) = &decision.rate {
             push_item(&mut state, "rate", u64::from(r.remaining), r.reset);
         }
         if let Some(b) = &decision.budget {
             push_item(&mut state, b.period.as_str(), b.remaining, b.reset);
         }
-        let state = String::from_utf8(state).unwrap_or_default();
         Self {
             remaining: if refused {
                 Some(0)
             } else {
                 decision.remaining()
             },
-            plan: decision.plan.clone(),
+            plan: None,
             state: (!state.is_empty()).then_some(state),
             // On the refusal whatever the responder: a custom body must not lose it.
             retry_after: decision
@@ -88,9 +105,7 @@ fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
 }
 
 fn push_item(buf: &mut Vec<u8>, name: &str, remaining: u64, reset: Duration) {
-    if buf.is_empty() {
-        buf.reserve(64);
-    } else {
+    if !buf.is_empty() {
         buf.extend_from_slice(b", ");
     }
     buf.push(b'"');
@@ -126,7 +141,7 @@ mod tests {
         assert_eq!(f.retry_after, Some(2));
         assert_eq!(
             f.state.as_deref(),
-            Some("\"rate\";r=0;t=1, \"day\";r=1234567;t=3600")
+            Some(&b"\"rate\";r=0;t=1, \"day\";r=1234567;t=3600"[..])
         );
         assert!(!f.shadow);
         // Admitted: no Retry-After, the smaller remainder.

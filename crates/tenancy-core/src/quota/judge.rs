@@ -43,12 +43,13 @@ pub enum Judgement {
 /// could not answer (fail closed), an admission otherwise; `headers_on_success` is
 /// whether an admitted response carries the quota fields (a shadow would-deny always
 /// does).
+#[inline]
 pub fn judge(
     answer: Result<QuotaDecision, QuotaError>,
     cost: u32,
     headers_on_success: bool,
 ) -> Judgement {
-    let decision = match answer {
+    let mut decision = match answer {
         Ok(decision) => decision,
         Err(err) => {
             let err = TenancyError::QuotaUnavailable {
@@ -73,7 +74,7 @@ pub fn judge(
                 retry_after: decision.retry_after,
                 limit: decision.refused_by.map(QuotaLimit::as_str),
             },
-            fields: Some(QuotaFields::of(&decision, true)),
+            fields: Some(QuotaFields::taken(&mut decision, true)),
             why: why.into(),
         };
     }
@@ -85,10 +86,11 @@ pub fn judge(
     } else {
         (Outcome::Allowed, "within quota")
     };
+    let charge = decision.charge(cost);
     Judgement::Admit {
-        charge: decision.charge(cost),
+        charge,
         fields: (headers_on_success || decision.would_deny)
-            .then(|| QuotaFields::of(&decision, false)),
+            .then(|| QuotaFields::taken(&mut decision, false)),
         outcome,
         why,
     }
@@ -98,6 +100,7 @@ pub fn judge(
 /// it: `0` when refunds are on and the request was not served (a `5xx`, a failure, a
 /// client gone before the end of the body), otherwise the actual cost reported, when
 /// it differs from the charge.
+#[inline]
 pub fn correction(charge: Charge, refund: bool, served: bool, actual: Option<u32>) -> Option<u32> {
     let units = if refund && !served { Some(0) } else { actual };
     units.filter(|u| *u != charge.units())

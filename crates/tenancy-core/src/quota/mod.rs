@@ -184,6 +184,7 @@ impl QuotaDecision {
     }
 
     /// What this decision charged, for `units`: the [`Charge`] to settle.
+    #[inline]
     pub fn charge(&self, units: u32) -> Charge {
         match self.charged_at {
             Some(at) => Charge::new(units).at(at),
@@ -192,6 +193,7 @@ impl QuotaDecision {
     }
 
     /// The units that could pass now: the smaller of the rate's and the budget's.
+    #[inline]
     pub fn remaining(&self) -> Option<u64> {
         let rate = self.rate.map(|r| u64::from(r.remaining));
         let budget = self.budget.map(|b| b.remaining);
