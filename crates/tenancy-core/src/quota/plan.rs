@@ -131,7 +131,7 @@ pub struct Budget {
 /// let batch = QuotaPlan::unlimited().budget(10_000, Period::Month);
 /// ```
 ///
-/// One request costs one unit unless a [cost estimator](super::CostEstimator) says
+/// One request costs one unit unless a cost estimator (each adapter's `CostEstimator`) says
 /// otherwise; the same units count against the rate and every budget, unless
 /// [`rate_counts_requests`](Self::rate_counts_requests) makes the rate count requests.
 /// The quota stage charges at least its `min_cost` (1 by default); with `min_cost(0)`,
