@@ -304,7 +304,9 @@ mod revocation {
     use crate::session::{Consumed, Revocation, RevocationStore, TokenFacts};
 
     fn now() -> u64 {
-        crate::session::now()
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
     }
 
     /// The system's time since the epoch, to the nanosecond.
@@ -325,13 +327,11 @@ mod revocation {
         subject: &'a str,
         issued_at: u64,
     ) -> TokenFacts<'a> {
-        TokenFacts {
-            jti: Some(jti),
-            family: None,
-            tenant: Some(tenant),
-            subject,
-            issued_at: Some(issued_at),
-        }
+        let mut facts = TokenFacts::new(subject);
+        facts.jti = Some(jti);
+        facts.tenant = Some(tenant);
+        facts.issued_at = Some(issued_at);
+        facts
     }
 
     async fn revoked<S: RevocationStore>(store: &S, f: &TokenFacts<'_>) -> bool {

@@ -323,6 +323,16 @@ fn the_neutral_core_names_no_web_framework_but_in_its_compat_impls() {
             );
             continue;
         }
+        // The identity providers' key fetcher (feature `oidc`) is an HTTP client on
+        // hyper's client half: a server framework's crates it may not name.
+        if rel.starts_with("src/session/oidc") {
+            assert!(
+                named.iter().all(|n| n.trim_end_matches("::") == "hyper"),
+                "{} names {named:?}: the key fetcher is a hyper client, nothing else",
+                file.display()
+            );
+            continue;
+        }
         assert!(
             named.is_empty(),
             "{} names {named:?}: the core is framework-neutral (its compat files aside)",
@@ -341,6 +351,18 @@ fn the_neutral_core_names_no_web_framework_but_in_its_compat_impls() {
             line.contains("optional = true"),
             "crates/tenancy-core depends on {name} whatever its features: {line}"
         );
+        // hyper's client half is the identity providers' key fetcher: turned on by
+        // `oidc` alone.
+        if name == "hyper" {
+            assert!(
+                manifest
+                    .lines()
+                    .filter(|l| l.contains("\"dep:hyper\""))
+                    .all(|l| l.trim_start().starts_with("oidc =")),
+                "hyper is turned on by another feature than oidc"
+            );
+            continue;
+        }
         // The feature that turns it on is named for a framework and its major version
         // (`actix-web-4`, `axum-core-0_5`), and turns on nothing but that framework's
         // crates.

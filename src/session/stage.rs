@@ -1,20 +1,12 @@
 //! The `TenantAuth` stage: `Authorization: Bearer` → a verified [`Principal`](crate::Principal).
 
-use std::{
-    fmt,
-    panic::{catch_unwind, AssertUnwindSafe},
-    sync::Arc,
-    time::Duration,
-};
+use std::{fmt, panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
 use futures_util::FutureExt as _;
 
 use actix_web::{dev::ServiceRequest, http::header::AUTHORIZATION};
 
-use super::{
-    manager::{Check, Checked},
-    RevocationError, SessionError, SessionManager, MAX_TOKEN_LEN,
-};
+use super::{RevocationError, SessionError, SessionManager};
 use crate::{
     core::{
         error::{ConfigError, TenancyError},
@@ -22,6 +14,7 @@ use crate::{
     },
     pipeline::{wait, Built, Decision, Flow, Settings, Stage, Step, Worker, WorkerCx},
 };
+use tenancy_core::session::{bearer, refusal, TokenCheck, VerifiedToken};
 
 /// This stage's name in the audit events and metrics.
 const STAGE: StageName = StageName::named("authentication");
@@ -132,7 +125,6 @@ pub(crate) struct AuthStage {
     sessions: SessionManager,
     allow_anonymous: bool,
     revocation_timeout: Duration,
-    #[cfg_attr(not(feature = "oidc"), allow(dead_code))]
     key_timeout: Duration,
 }
 
@@ -177,60 +169,10 @@ impl Worker for AuthWorker {
     }
 }
 
-/// RFC 6750's `b64token` characters: `A-Z a-z 0-9 - . _ ~ + /` (a table: a token is
-/// read on every request, and is hundreds of bytes long).
-static B64TOKEN: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
-        b += 1;
-    }
-    t
-};
-
-/// Reads the bearer token's bytes; `Ok(None)` when there is no `Authorization`
-/// header. Their characters are checked by [`b64token`], unless the exact bytes were
-/// verified before.
-fn bearer(req: &ServiceRequest) -> Result<Option<&[u8]>, &'static str> {
-    let mut values = req.headers().get_all(AUTHORIZATION);
-    let Some(value) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err("more than one Authorization header");
-    }
-    // "Bearer " + the longest token; longer is refused before any parsing.
-    if value.len() > MAX_TOKEN_LEN + 7 {
-        return Err("the token is too large");
-    }
-    let value = value.as_bytes();
-    let space = value
-        .iter()
-        .position(|&b| b == b' ')
-        .ok_or("not a bearer credential")?;
-    let (scheme, token) = (&value[..space], &value[space + 1..]);
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
-        return Err("not a bearer credential");
-    }
-    Ok(Some(token))
-}
-
-/// RFC 6750 `b64token`: the token characters, then optional padding. One pass over
-/// the bytes, by table; whatever passes is ASCII.
-fn b64token(token: &[u8]) -> Result<&str, &'static str> {
-    let body_len = token.len() - token.iter().rev().take_while(|&&b| b == b'=').count();
-    let body = &token[..body_len];
-    if body.is_empty() || !body.iter().all(|&b| B64TOKEN[usize::from(b)]) {
-        return Err("malformed bearer token");
-    }
-    std::str::from_utf8(token).map_err(|_| "malformed bearer token")
-}
-
 impl AuthStage {
     fn prepare(self: &Arc<Self>, settings: &Arc<Settings>, req: &ServiceRequest) -> Step {
-        let token = match bearer(req) {
+        let values = req.headers().get_all(AUTHORIZATION).map(|v| v.as_bytes());
+        let token = match bearer(values) {
             Ok(Some(token)) => token,
             Ok(None) if self.allow_anonymous => return Step::Pass,
             Ok(None) => {
@@ -244,22 +186,15 @@ impl AuthStage {
             }
         };
         // A token verified before, byte for byte, needs nothing else here.
-        let checked = match self.sessions.cached(token) {
-            Some(hit) => Check::Ready(Ok(hit)),
-            None => match b64token(token) {
-                Ok(token) => self.sessions.check_uncached(token),
-                Err(why) => {
-                    let err = TenancyError::Unauthenticated { reason: why.into() };
-                    return self.refuse(settings, req, err).into();
-                }
-            },
-        };
-        let verified = match checked {
-            Check::Ready(Ok(v)) => v,
-            Check::Ready(Err(e)) => return self.failed(settings, req, e).into(),
+        let verified = match self.sessions.check_bearer(token) {
+            Ok(TokenCheck::Verified(v)) => v,
+            Ok(TokenCheck::Refused(e)) => return self.failed(settings, req, e).into(),
+            Err(why) => {
+                let err = TenancyError::Unauthenticated { reason: why.into() };
+                return self.refuse(settings, req, err).into();
+            }
             // The provider's keys must be fetched first; then revocation, as below.
-            #[cfg(feature = "oidc")]
-            Check::Wait(checking) => {
+            Ok(TokenCheck::Pending(checking)) => {
                 let (me, settings) = (Arc::clone(self), Arc::clone(settings));
                 return wait(move |req, _flow| {
                     Box::pin(async move {
@@ -282,17 +217,12 @@ impl AuthStage {
                 });
             }
         };
-        let store = self.sessions.store();
-        let facts = verified.facts();
-        let now = catch_unwind(AssertUnwindSafe(|| store.is_revoked(&facts).now()))
-            .unwrap_or_else(|_| Some(Err(RevocationError::new("the store panicked"))));
-        match now {
-            Some(Ok(false)) => {
+        match self.sessions.revocation_now(&verified) {
+            Some(Ok(())) => {
                 self.passed(settings, req, &verified);
                 Step::Pass
             }
-            Some(Ok(true)) => self.failed(settings, req, SessionError::Revoked).into(),
-            Some(Err(e)) => self.failed(settings, req, SessionError::Store(e)).into(),
+            Some(Err(e)) => self.failed(settings, req, e).into(),
             None => {
                 let (me, settings) = (Arc::clone(self), Arc::clone(settings));
                 wait(move |req, _flow| {
@@ -308,10 +238,9 @@ impl AuthStage {
         &self,
         settings: &Settings,
         req: &ServiceRequest,
-        verified: Arc<Checked>,
+        verified: VerifiedToken,
     ) -> Decision {
-        let facts = verified.facts();
-        let check = AssertUnwindSafe(self.sessions.not_revoked(&facts)).catch_unwind();
+        let check = AssertUnwindSafe(self.sessions.revocation(&verified)).catch_unwind();
         let answer = match tokio::time::timeout(self.revocation_timeout, check).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_panic)) => Err(store_failed("the store panicked")),
@@ -330,7 +259,7 @@ impl AuthStage {
     /// home, where the resolver, the extractors, `web::ReqData<Principal>` and any inner
     /// middleware read it; and (feature `metrics`) the pass counted, as the other
     /// stages' passes are.
-    fn passed(&self, settings: &Settings, req: &ServiceRequest, verified: &Checked) {
+    fn passed(&self, settings: &Settings, req: &ServiceRequest, verified: &VerifiedToken) {
         let principal = verified.principal();
         #[cfg(feature = "metrics")]
         settings.count(
@@ -348,37 +277,9 @@ impl AuthStage {
         principal.attach(req);
     }
 
+    /// A token the check refused: the core's answer to it, reported.
     fn failed(&self, settings: &Settings, req: &ServiceRequest, e: SessionError) -> Decision {
-        match e {
-            SessionError::Store(_) | SessionError::Unavailable(_) => {
-                let err = TenancyError::AuthUnavailable {
-                    reason: e.to_string().into(),
-                };
-                self.report(settings, req, &err);
-                err.into()
-            }
-            SessionError::Conflict | SessionError::OtherAudience | SessionError::Unbound => {
-                // A valid token from a trusted provider naming a tenant it may not be
-                // used for: answered as the resolver answers an unknown or suspended
-                // tenant, byte for byte, so that no token holder learns which ids are
-                // tenants; the audit reason tells operators which case it was.
-                let reason = match e {
-                    SessionError::Conflict => "cross-tenant token: the token's issuer is not the identity provider of the tenant it names",
-                    SessionError::OtherAudience => "cross-tenant token: for an audience of its identity provider that the tenant it names does not accept",
-                    _ => "the token names a tenant bound to no identity provider (unknown, or without a binding)",
-                };
-                let err = TenancyError::TenantForbidden {
-                    reason: reason.into(),
-                };
-                self.refuse(settings, req, err)
-            }
-            other => {
-                let err = TenancyError::Unauthenticated {
-                    reason: other.to_string().into(),
-                };
-                self.refuse(settings, req, err)
-            }
-        }
+        self.refuse(settings, req, refusal(e))
     }
 
     fn refuse(&self, settings: &Settings, req: &ServiceRequest, err: TenancyError) -> Decision {

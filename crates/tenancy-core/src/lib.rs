@@ -51,6 +51,8 @@ pub mod quota;
 mod record;
 pub mod registry;
 pub mod resolve;
+#[cfg(feature = "jwt")]
+pub mod session;
 mod source;
 
 pub use answer::{Answer, AnswerFuture, Lease, Moment};

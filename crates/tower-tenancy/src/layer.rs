@@ -21,6 +21,8 @@ use tenancy_core::{
 use tower_layer::Layer;
 use tower_service::Service;
 
+#[cfg(feature = "jwt")]
+use crate::auth::{Auth, AuthStage, Authenticated, TenantAuth};
 use crate::{
     body::{Rejection, TenancyBody},
     grpc::GrpcStatus,
@@ -77,6 +79,8 @@ impl TenancyLayer {
             settings: Settings::default(),
             responder: ProblemJson::default(),
             audit: None,
+            #[cfg(feature = "jwt")]
+            auth: None,
             policy: None,
             quota: None,
         }
@@ -93,6 +97,8 @@ pub struct TenancyLayerBuilder {
     settings: Settings,
     responder: ProblemJson,
     audit: Option<Arc<dyn AuditSink>>,
+    #[cfg(feature = "jwt")]
+    auth: Option<TenantAuth>,
     policy: Option<TenantPolicy>,
     quota: Option<TenantQuota>,
 }
@@ -174,6 +180,15 @@ impl TenancyLayerBuilder {
         self
     }
 
+    /// Verifies each request's bearer token before resolution (see [`TenantAuth`];
+    /// feature `jwt`). Add [`Source::claim`] to the sources, first, so that the
+    /// token's tenant wins.
+    #[cfg(feature = "jwt")]
+    pub fn auth(mut self, auth: TenantAuth) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
     /// Asks `policy` whether the tenant may make each request, after resolution and
     /// before quota (see [`TenantPolicy`]).
     pub fn policy(mut self, policy: TenantPolicy) -> Self {
@@ -204,6 +219,8 @@ impl TenancyLayerBuilder {
                 settings: self.settings,
                 responder: Arc::new(self.responder),
                 default_audit: self.audit.is_none(),
+                #[cfg(feature = "jwt")]
+                auth: self.auth.map(|a| a.0),
                 policy: self.policy.map(|p| p.0),
                 quota: self.quota.map(|q| q.0),
                 audit: self
@@ -220,6 +237,9 @@ const STAGE: Stage = Stage::named("resolution");
 const QUOTA: Stage = Stage::named("quota");
 /// The policy stage's name, as actix-tenancy's names it.
 const POLICY: Stage = Stage::named("policy");
+/// The authentication stage's name, as actix-tenancy's names it.
+#[cfg(feature = "jwt")]
+const AUTHENTICATION: Stage = Stage::named("authentication");
 
 /// The layer's configuration, shared by every clone of the layer and its services.
 struct Shared {
@@ -231,6 +251,8 @@ struct Shared {
     audit: Arc<dyn AuditSink>,
     /// The sink is the default `TracingAudit` (none was given).
     default_audit: bool,
+    #[cfg(feature = "jwt")]
+    auth: Option<Arc<AuthStage>>,
     policy: Option<Arc<PolicyStage>>,
     quota: Option<Arc<QuotaStage>>,
 }
@@ -265,9 +287,13 @@ struct Admitted {
 /// The layer's verdict on a request.
 type Verdict = Result<Admitted, Refused>;
 
-/// What a wait ends with: the resolution (policy comes next), the resolution policy
-/// let through (quota comes next), or the verdict.
+/// Where a request stands: authenticated (resolution comes next), resolved (policy
+/// comes next), let through by policy (quota comes next), or decided.
 enum Next {
+    #[cfg(feature = "jwt")]
+    Authenticated(Authenticated),
+    /// Resolution comes next.
+    Start,
     Resolved(Resolved),
     Permitted(Resolved),
     Decided(Verdict),
@@ -496,9 +522,48 @@ impl Shared {
 
     /// The stages after resolution, from where `next` stands: policy, then quota;
     /// the verdict now, or the wait for an evaluator or a quota manager.
-    fn advance(self: &Arc<Self>, head: &Parts, mut next: Next) -> Step {
+    /// Every stage, from authentication: the verdict now, or the wait for a backend.
+    fn start(self: &Arc<Self>, head: &mut Parts) -> Step {
+        #[cfg(feature = "jwt")]
+        if let Some(auth) = &self.auth {
+            return match auth.check(head) {
+                Auth::Now(authenticated) => self.advance(head, Next::Authenticated(authenticated)),
+                Auth::Later(waiting) => {
+                    Step::Later(Box::pin(async move { Next::Authenticated(waiting.await) }))
+                }
+            };
+        }
+        self.advance(head, Next::Start)
+    }
+
+    fn advance(self: &Arc<Self>, head: &mut Parts, mut next: Next) -> Step {
         loop {
             next = match next {
+                #[cfg(feature = "jwt")]
+                Next::Authenticated(Ok(principal)) => {
+                    // Its one home, where the claim source and the extractors read it.
+                    if let Some(principal) = principal {
+                        head.extensions.insert(principal);
+                    }
+                    Next::Start
+                }
+                #[cfg(feature = "jwt")]
+                Next::Authenticated(Err(err)) => {
+                    let (path, reason) = (resolve::routing_path(head.uri.path()), err.reason());
+                    let event = AuditEvent::new(
+                        AUTHENTICATION,
+                        Outcome::Rejected(err.code()),
+                        head.method.as_str(),
+                        &path,
+                        &reason,
+                    );
+                    observe::report(&*self.audit, &event);
+                    return Step::Now(Err(Refused { err, fields: None }));
+                }
+                Next::Start => match self.resolve(head) {
+                    Settled::Now(resolved) => Next::Resolved(resolved),
+                    Settled::Later(pending) => return Step::Later(pending),
+                },
                 Next::Resolved(resolved) => match self.permit(head, resolved) {
                     Permit::Now(resolved) => Next::Permitted(resolved),
                     Permit::Later(pending) => return Step::Later(pending),
@@ -726,18 +791,15 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let (head, body) = req.into_parts();
-        let pending: Pending = match self.shared.resolve(&head) {
-            Settled::Now(resolved) => match self.shared.advance(&head, Next::Resolved(resolved)) {
-                // Decided now: the service made ready is called now, and stays for the
-                // next request (no clone).
-                Step::Now(verdict) => {
-                    let state = self.shared.settle(&mut self.inner, head, body, verdict);
-                    return ResponseFuture { state };
-                }
-                Step::Later(pending) => pending,
-            },
-            Settled::Later(pending) => pending,
+        let (mut head, body) = req.into_parts();
+        let pending: Pending = match self.shared.start(&mut head) {
+            // Decided now: the service made ready is called now, and stays for the
+            // next request (no clone).
+            Step::Now(verdict) => {
+                let state = self.shared.settle(&mut self.inner, head, body, verdict);
+                return ResponseFuture { state };
+            }
+            Step::Later(pending) => pending,
         };
         // A wait: the service made ready goes with the future, and a clone stays for
         // the next request.
@@ -847,7 +909,7 @@ where
             let next = match this.state.as_mut().project() {
                 StateProj::Waiting { waiting, rest } => {
                     let next = ready!(waiting.as_mut().poll(cx));
-                    let Some((_, head, _, shared)) = rest.as_ref() else {
+                    let Some((_, head, _, shared)) = rest.as_mut() else {
                         return Poll::Pending;
                     };
                     let verdict = match shared.advance(head, next) {

@@ -30,6 +30,7 @@
 //! | [`TenancyLayer`] | the layer, built once with [`TenancyLayer::builder`] |
 //! | [`Source`] | where the tenant id is read: claim, header, host, path, your function |
 //! | [`Tenant`] | the resolved tenant; an axum extractor with the `axum` feature |
+//! | `TenantAuth` (feature `jwt`) | bearer tokens of the core's `SessionManager`, verified and checked for revocation before resolution |
 //! | [`TenantPolicy`] | may this tenant make this request: the core's evaluators (`RulePolicy`, your own), `403 policy_denied` |
 //! | [`TenantQuota`] | per-tenant quotas on the core's engines (local, Redis): `429` with `Retry-After` and the `RateLimit` fields |
 //! | [`TenancyService`], [`ResponseFuture`], [`TenancyBody`] | the service, its named future and body |
@@ -40,7 +41,9 @@
 //! [`Tenant::of`]`(request.extensions())`.
 //!
 //! Features: `axum` (the extractors for axum 0.8: `Tenant`, `Option<Tenant>`, and the
-//! core's `Principal`; `IntoResponse` for a `TenancyError` a handler returns).
+//! core's `Principal`; `IntoResponse` for a `TenancyError` a handler returns); `jwt`
+//! (`TenantAuth`, on the core's sessions); `oidc` (tokens from identity providers);
+//! `redis` (the Redis quota and revocation store).
 
 #![deny(missing_docs)]
 
@@ -49,6 +52,8 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+#[cfg(feature = "jwt")]
+pub mod auth;
 mod body;
 mod grpc;
 mod layer;
@@ -57,6 +62,8 @@ pub mod quota;
 mod source;
 mod tenant;
 
+#[cfg(feature = "jwt")]
+pub use auth::{TenantAuth, TenantAuthBuilder};
 pub use body::TenancyBody;
 pub use layer::{ResponseFuture, TenancyLayer, TenancyLayerBuilder, TenancyService};
 pub use policy::{TenantPolicy, TenantPolicyBuilder};

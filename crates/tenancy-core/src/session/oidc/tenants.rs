@@ -15,9 +15,9 @@ use serde_json::Value;
 
 use super::{OidcError, RemoteKeys};
 use crate::{
-    core::{Moment, TenantId},
     registry::TenantRegistry,
     session::{oidc::RemoteKeysBuilder, SessionError},
+    Moment, TenantId,
 };
 
 /// The most tenants whose bindings are remembered per held issuer (registry
@@ -196,8 +196,8 @@ struct Providers {
 /// once.
 ///
 /// ```
-/// use actix_tenancy::session::oidc::{Binding, TenantIssuers};
-/// use actix_tenancy::TenantId;
+/// use tenancy_core::session::oidc::{Binding, TenantIssuers};
+/// use tenancy_core::TenantId;
 ///
 /// let issuers = TenantIssuers::map()
 ///     .bind(TenantId::parse("acme").unwrap(), Binding::new("https://acme.eu.auth0.com/"))
@@ -348,7 +348,7 @@ impl TenantIssuers {
 
     fn binding_in(
         &self,
-        found: Option<Arc<crate::core::TenantRecord>>,
+        found: Option<Arc<crate::TenantRecord>>,
         attribute: &str,
     ) -> Option<Binding> {
         let record = found?;
@@ -358,7 +358,7 @@ impl TenantIssuers {
             .and_then(Binding::from_attribute);
         if binding.is_none() && record.attributes().contains_key(attribute) {
             tracing::warn!(
-                target: "actix_tenancy::oidc",
+                target: "tenancy::oidc",
                 tenant = record.id().as_str(),
                 attribute,
                 "the tenant's identity provider attribute is malformed"
@@ -432,13 +432,12 @@ impl TenantIssuers {
         }
         // The template is the application's code: a panic in it is a `503` for this
         // tenant, never a crashed worker (nor a poisoned lock).
-        let Some(builder) =
-            tenancy_core::caught("TenantIssuers template", || (self.template)(issuer))
+        let Some(builder) = crate::caught("TenantIssuers template", || (self.template)(issuer))
         else {
             return Err(unavailable("the tenant's identity provider cannot be used"));
         };
         let keys = builder.start().map_err(|e| {
-            tracing::error!(target: "actix_tenancy::oidc", issuer, "cannot use the issuer: {e}");
+            tracing::error!(target: "tenancy::oidc", issuer, "cannot use the issuer: {e}");
             unavailable("the tenant's identity provider cannot be used")
         })?;
         let mut held = Held {
@@ -492,10 +491,10 @@ impl TenantIssuers {
     ///
     /// ```no_run
     /// use std::sync::Arc;
-    /// use actix_tenancy::session::oidc::TenantIssuers;
-    /// use actix_tenancy::session::{SessionConfig, SessionManager};
+    /// use tenancy_core::session::oidc::TenantIssuers;
+    /// use tenancy_core::session::{SessionConfig, SessionManager};
     ///
-    /// # async fn run(registry: Arc<actix_tenancy::registry::InMemoryRegistry>) {
+    /// # async fn run(registry: Arc<tenancy_core::registry::InMemoryRegistry>) {
     /// let issuers = Arc::new(TenantIssuers::registry(registry, "oidc"));
     /// let sessions =
     ///     SessionManager::tenant_issuers(SessionConfig::new("unused", "api"), Arc::clone(&issuers));

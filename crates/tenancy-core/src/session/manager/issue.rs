@@ -10,7 +10,7 @@ use super::{
     refresh::Rotation,
     SessionError, SessionManager,
 };
-use crate::{core::TenantId, session::keys::KeyError};
+use crate::{session::keys::KeyError, TenantId};
 
 /// An access and a refresh token, shaped as an OAuth 2.0 token response.
 #[derive(Debug, Clone, Serialize)]

@@ -11,7 +11,7 @@ use std::{
 use serde_json::Value;
 
 use super::{
-    super::{http::Url, jwks, OidcError},
+    super::{client::Url, jwks, OidcError},
     Origin, Remote,
 };
 use crate::session::KeySet;
@@ -76,13 +76,13 @@ impl Remote {
                     me.held_until.store(0, Ordering::Relaxed);
                     me.keys.store(None);
                     tracing::error!(
-                        target: "actix_tenancy::oidc",
+                        target: "tenancy::oidc",
                         origin = ?me.origin,
                         "no successful key fetch for {:?}: the held keys are dropped", me.options.keep_for
                     );
                 }
                 tracing::warn!(
-                    target: "actix_tenancy::oidc",
+                    target: "tenancy::oidc",
                     origin = ?me.origin,
                     failures = s.failures,
                     keys_held = held,
@@ -105,7 +105,7 @@ impl Remote {
             }
             (None, Origin::Jwks(url)) => url.clone(),
         };
-        let fetched = match self.http.get(&jwks).await {
+        let fetched = match self.client.get(&jwks).await {
             Ok(f) => f,
             Err(e) => {
                 if matches!(self.origin, Origin::Issuer { .. }) {
@@ -123,7 +123,7 @@ impl Remote {
         .map_err(|e| OidcError::Fetch(format!("key set {jwks}: {e}")))?;
         if !read.skipped.is_empty() {
             tracing::debug!(
-                target: "actix_tenancy::oidc",
+                target: "tenancy::oidc",
                 url = %jwks,
                 skipped = ?read.skipped,
                 "keys left out of the set"
@@ -134,7 +134,7 @@ impl Remote {
 
     async fn discover(&self, issuer: &str, discovery: &Url) -> Result<Url, OidcError> {
         let fetched = self
-            .http
+            .client
             .get(discovery)
             .await
             .map_err(|e| OidcError::Fetch(format!("discovery {discovery}: {e}")))?;

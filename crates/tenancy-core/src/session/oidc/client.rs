@@ -292,7 +292,7 @@ impl Http {
             .header(ACCEPT, "application/json")
             .header(
                 USER_AGENT,
-                concat!("actix-tenancy/", env!("CARGO_PKG_VERSION")),
+                concat!("tenancy-core/", env!("CARGO_PKG_VERSION")),
             )
             .header(CONNECTION, "close")
             .body(Empty::<Bytes>::new())

@@ -10,8 +10,8 @@ use super::{
     SessionError, SessionManager, TokenPair,
 };
 use crate::{
-    core::TenantId,
     session::{Consumed, Principal, Revocation},
+    TenantId,
 };
 
 /// When a pair is issued and the `jti`s of its two tokens: new at a login, and at a
@@ -92,7 +92,7 @@ impl SessionManager {
                 match Rotation::parse(&mark).filter(|r| self.retry(r, now)) {
                     Some(earlier) => {
                         tracing::debug!(
-                            target: "actix_tenancy::session",
+                            target: "tenancy::session",
                             tenant = tenant.as_str(),
                             "a used refresh token was presented again within the grace: the same pair again"
                         );
@@ -101,7 +101,7 @@ impl SessionManager {
                     None => {
                         self.record(Revocation::Family(family)).await?;
                         tracing::warn!(
-                            target: "actix_tenancy::session",
+                            target: "tenancy::session",
                             tenant = tenant.as_str(),
                             "a used refresh token was presented again: its token family is revoked"
                         );
@@ -219,12 +219,12 @@ impl SessionManager {
     }
 }
 
-impl crate::core::RevokeSessions for SessionManager {
+impl crate::RevokeSessions for SessionManager {
     fn revoke_sessions<'a>(
         &'a self,
         tenant: &'a TenantId,
-    ) -> crate::core::Answer<'a, Result<(), Box<dyn std::error::Error + Send + Sync>>> {
-        crate::core::Answer::later(async move { Ok(self.revoke_tenant(tenant).await?) })
+    ) -> crate::Answer<'a, Result<(), Box<dyn std::error::Error + Send + Sync>>> {
+        crate::Answer::later(async move { Ok(self.revoke_tenant(tenant).await?) })
     }
 }
 
@@ -330,7 +330,7 @@ mod tests {
         }
     }
 
-    #[actix_web::test]
+    #[tokio::test]
     async fn a_used_refresh_token_again_is_a_retry_within_the_grace_and_theft_after() {
         let (s, time) = sessions(config());
         let pair = s.issue(&acme(), "u1", Grant::new()).unwrap();
@@ -353,7 +353,7 @@ mod tests {
         .await;
     }
 
-    #[actix_web::test]
+    #[tokio::test]
     async fn a_mark_this_crate_did_not_write_is_no_retry() {
         let (s, time) = sessions(config());
         let clock = time.clock();
@@ -369,7 +369,7 @@ mod tests {
         theft(&s, &pair.refresh_token, &[&pair.access_token]).await;
     }
 
-    #[actix_web::test]
+    #[tokio::test]
     async fn a_refresh_keeps_the_grant_and_renews_the_rest() {
         let (s, time) = sessions(config().tenant_claim("org"));
         let grant = Grant::new().scopes(["a", "b"]).claim("name", "Ada");
@@ -400,7 +400,7 @@ mod tests {
         std::mem::take(&mut *store.revoked.lock().unwrap())
     }
 
-    #[actix_web::test]
+    #[tokio::test]
     async fn revocations_are_cut_off_past_the_leeway_and_kept_as_long_as_a_token_lives() {
         let (s, store) = recorded(config());
         s.revoke("j1").await.unwrap();
@@ -423,7 +423,7 @@ mod tests {
         );
     }
 
-    #[actix_web::test]
+    #[tokio::test]
     async fn a_logout_revokes_what_the_principal_allows_for_as_long_as_it_lives() {
         let (s, store) = recorded(config());
         let at = |secs: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::{error::invalid, SessionError, TenantFrom};
-use crate::core::{Clock, TenantIdRule};
+use crate::{Clock, TenantIdRule};
 
 /// How sessions are issued and checked.
 #[derive(Debug, Clone)]
@@ -53,7 +53,7 @@ impl SessionConfig {
 
     /// Reads the wall-clock time (tokens' `iat`, `nbf` and `exp`, revocation cut-offs)
     /// from `clock` instead of the system's: with a
-    /// [`testing::FakeClock`](tenancy_core::FakeClock), a test lets a token expire
+    /// [`FakeClock`](crate::FakeClock), a test lets a token expire
     /// without sleeping. A remote key set's fetch schedule and a revocation store's own
     /// expiry keep their clocks (give [`InMemoryRevocations`](crate::session::InMemoryRevocations)
     /// the same one with `with_clock`).
@@ -131,7 +131,7 @@ impl SessionConfig {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use actix_tenancy::session::SessionConfig;
+    /// use tenancy_core::session::SessionConfig;
     ///
     /// // A provider's day-long tokens, this service's own 15-minute ones.
     /// let config = SessionConfig::new("https://login.example.com", "api")

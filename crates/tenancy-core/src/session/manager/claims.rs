@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::{error::invalid, SessionError};
-use crate::core::error::ConfigError;
+use crate::error::ConfigError;
 
 /// The claim that tells access and refresh tokens apart.
 pub(super) const TOKEN_USE: &str = "token_use";
@@ -23,7 +23,7 @@ pub(super) const FAMILY: &str = "fam";
 /// The value then passes the configuration's [`TenantIdRule`](crate::TenantIdRule) like any other source.
 ///
 /// ```
-/// use actix_tenancy::session::TenantFrom;
+/// use tenancy_core::session::TenantFrom;
 ///
 /// let keycloak = TenantFrom::issuer_pattern("https://sso.example.com/realms/{tenant}").unwrap();
 /// assert!(TenantFrom::issuer_pattern("https://sso.example.com/realms/").is_err());

@@ -24,7 +24,7 @@ use futures_util::future::{BoxFuture, Shared};
 use jsonwebtoken::Algorithm;
 
 use super::{
-    http::{Http, Url},
+    client::{Http, Url},
     OidcError,
 };
 use crate::session::KeySet;
@@ -86,7 +86,7 @@ struct State {
 
 struct Remote {
     origin: Origin,
-    http: Http,
+    client: Http,
     options: Options,
     keys: ArcSwapOption<KeySet>,
     /// Unix seconds after which the held set is no longer used (`keep_keys_for` past
@@ -225,7 +225,7 @@ fn runtime() -> Result<&'static tokio::runtime::Handle, OidcError> {
                 .map_err(|e| e.to_string())?;
             let handle = rt.handle().clone();
             std::thread::Builder::new()
-                .name("actix-tenancy-oidc".into())
+                .name("tenancy-oidc".into())
                 .spawn(move || rt.block_on(std::future::pending::<()>()))
                 .map_err(|e| e.to_string())?;
             Ok(handle)

@@ -11,7 +11,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily};
 
 use super::{
     super::{
-        http::{default_tls, Http, Url},
+        client::{default_tls, Http, Url},
         OidcError,
     },
     Given, Options, Origin, Remote, RemoteKeys, State,
@@ -187,7 +187,7 @@ impl RemoteKeysBuilder {
             Some(tls) => tls,
             None => default_tls().map_err(OidcError::Config)?,
         };
-        let http = Http {
+        let client = Http {
             tls,
             connect_timeout: self.connect_timeout,
             timeout: self.timeout,
@@ -199,7 +199,7 @@ impl RemoteKeysBuilder {
         };
         let remote = Arc::new(Remote {
             origin,
-            http,
+            client,
             options: self.options,
             keys: ArcSwapOption::empty(),
             held_until: AtomicU64::new(0),

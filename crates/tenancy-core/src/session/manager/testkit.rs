@@ -10,11 +10,11 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Value};
 
 use super::{SessionConfig, SessionError, SessionManager};
+use crate::FakeClock;
 use crate::{
-    core::{Answer, TenantId},
     session::{Consumed, Key, KeySet, Revocation, RevocationError, RevocationStore, TokenFacts},
+    Answer, TenantId,
 };
-use tenancy_core::FakeClock;
 
 pub(super) const ISS: &str = "https://auth.test";
 pub(super) const AUD: &str = "api";

@@ -17,11 +17,11 @@ use super::{
     SessionConfig, SessionError, SessionManager, Trust,
 };
 use crate::{
-    core::TenantId,
     session::{
         keys::{KeySet, NoKey, SUPPORTED},
         Principal, TokenFacts,
     },
+    TenantId,
 };
 
 /// The longest token accepted, in bytes; longer ones are rejected before parsing.
@@ -730,7 +730,7 @@ mod tests {
         }
     }
 
-    #[actix_web::test]
+    #[tokio::test]
     async fn verify_checks_revocation_after_the_token() {
         let (s, _) = sessions(config());
         let pair = s

@@ -25,7 +25,7 @@ use super::{
     InMemoryRevocations, RevocationStore,
 };
 #[cfg(feature = "oidc")]
-use crate::core::error::ConfigError;
+use crate::error::ConfigError;
 
 mod cache;
 mod claims;
@@ -70,11 +70,11 @@ enum Trust {
 ///
 /// ```
 /// use std::time::Duration;
-/// use actix_tenancy::session::{Grant, Key, KeySet, SessionConfig, SessionManager};
-/// use actix_tenancy::TenantId;
+/// use tenancy_core::session::{Grant, Key, KeySet, SessionConfig, SessionManager};
+/// use tenancy_core::TenantId;
 /// use jsonwebtoken::Algorithm;
 ///
-/// # actix_web::rt::System::new().block_on(async {
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let key = Key::hmac("k1", Algorithm::HS256, b"a secret of at least thirty-two bytes!").unwrap();
 /// let sessions = SessionManager::new(
 ///     SessionConfig::new("https://auth.example.com", "api"),
@@ -272,7 +272,7 @@ mod tests {
     };
     use crate::session::Grant;
 
-    #[actix_web::test]
+    #[tokio::test]
     async fn another_store_shares_the_keys_but_not_the_revocations_or_the_cache() {
         let (s, _) = sessions(config());
         let pair = s.issue(&acme(), "u1", Grant::new()).unwrap();
@@ -292,7 +292,7 @@ mod tests {
         assert!(s.verify(&pair.access_token).await.is_err());
     }
 
-    #[actix_web::test]
+    #[tokio::test]
     async fn a_rotated_key_signs_and_the_old_one_verifies_until_retired() {
         let (s, _) = sessions(config());
         let old = s.issue(&acme(), "u1", Grant::new()).unwrap().access_token;

@@ -218,7 +218,7 @@ impl Key {
         let Some(encoding) = &self.encoding else {
             return Ok(self);
         };
-        let message = b"actix-tenancy key self-test";
+        let message = b"tenancy key self-test";
         let signature = jsonwebtoken::crypto::sign(message, encoding, self.alg)
             .map_err(|e| KeyError::new(format!("key {:?} cannot sign: {e}", self.kid)))?;
         match jsonwebtoken::crypto::verify(&signature, message, &self.decoding, self.alg) {
@@ -277,7 +277,7 @@ pub(crate) enum NoKey {
 /// verifying; [`retire`](Self::retire) it once its last tokens have expired.
 ///
 /// ```
-/// use actix_tenancy::session::{Key, KeySet};
+/// use tenancy_core::session::{Key, KeySet};
 /// use jsonwebtoken::Algorithm;
 ///
 /// let v1 = Key::hmac("2026-01", Algorithm::HS256, &[7u8; 32]).unwrap();

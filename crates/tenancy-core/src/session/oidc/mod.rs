@@ -8,7 +8,7 @@
 //! and awc's client is not `Send`, so it could not be shared by every worker.
 //!
 //! ```no_run
-//! use actix_tenancy::session::{oidc::RemoteKeys, SessionConfig, SessionManager, TenantFrom};
+//! use tenancy_core::session::{oidc::RemoteKeys, SessionConfig, SessionManager, TenantFrom};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let issuer = "https://acme.eu.auth0.com/";
@@ -22,7 +22,7 @@
 
 use std::fmt;
 
-mod http;
+mod client;
 mod jwks;
 mod remote;
 mod tenants;
@@ -40,7 +40,7 @@ use super::{KeyError, KeySet};
 /// token without `kid` may use the set's one key of its `alg`.
 ///
 /// ```
-/// use actix_tenancy::session::oidc::read_jwks;
+/// use tenancy_core::session::oidc::read_jwks;
 /// use jsonwebtoken::Algorithm;
 ///
 /// let set = br#"{"keys": [{"kty": "oct", "kid": "s", "k": "c2VjcmV0", "alg": "HS256"}]}"#;

@@ -4,7 +4,7 @@ use std::{borrow::Cow, fmt};
 
 use crate::session::{keys::KeyError, RevocationError};
 
-/// Why a session operation failed. The [`TenantAuth`](crate::session::TenantAuth) stage answers
+/// Why a session operation failed. The `TenantAuth` stage (actix-tenancy's and tower-tenancy's) answers
 /// `401 unauthenticated` for most, `503 auth_unavailable` for
 /// [`Store`](Self::Store) and [`Unavailable`](Self::Unavailable), `403
 /// tenant_forbidden` for [`Conflict`](Self::Conflict),

@@ -3,10 +3,7 @@
 use std::{fmt, time::Duration};
 
 use super::{now, Consumed, Revocation, RevocationError, RevocationStore, TokenFacts};
-use crate::{
-    core::{error::ConfigError, Answer},
-    RedisConnection,
-};
+use crate::{error::ConfigError, Answer, RedisConnection};
 
 /// Keeps revocations in Redis so that every replica sees a revocation at once (feature
 /// `redis` with `jwt`).
@@ -30,8 +27,8 @@ use crate::{
 /// them on different shards.
 ///
 /// ```no_run
-/// # async fn demo(sessions: actix_tenancy::session::SessionManager) -> Result<(), actix_tenancy::error::ConfigError> {
-/// use actix_tenancy::session::RedisRevocations;
+/// # async fn demo(sessions: tenancy_core::session::SessionManager) -> Result<(), tenancy_core::error::ConfigError> {
+/// use tenancy_core::session::RedisRevocations;
 ///
 /// let store = RedisRevocations::new("redis://127.0.0.1:6379")?;
 /// let sessions = sessions.with_store(store);
@@ -81,8 +78,8 @@ impl RedisRevocations {
     /// within a Tokio runtime: the cluster client spawns its task there.
     ///
     /// ```no_run
-    /// # async fn demo() -> Result<(), actix_tenancy::error::ConfigError> {
-    /// use actix_tenancy::session::RedisRevocations;
+    /// # async fn demo() -> Result<(), tenancy_core::error::ConfigError> {
+    /// use tenancy_core::session::RedisRevocations;
     ///
     /// let store = RedisRevocations::cluster(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"])?;
     /// # Ok(()) }
@@ -105,7 +102,7 @@ impl RedisRevocations {
     /// ```no_run
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     /// use std::time::Duration;
-    /// use actix_tenancy::session::RedisRevocations;
+    /// use tenancy_core::session::RedisRevocations;
     ///
     /// let conn = redis::aio::ConnectionManager::new(redis::Client::open("redis://127.0.0.1")?).await?;
     /// let store = RedisRevocations::with_connection(conn, "tenancy:rev:", Duration::from_millis(100));
