@@ -25,6 +25,11 @@ mod saas {
     include!("../examples/saas.rs");
 }
 
+#[allow(dead_code, unreachable_pub)]
+mod saas_axum {
+    include!("../crates/tower-tenancy/examples/axum_saas.rs");
+}
+
 async fn app() -> impl Service<
     actix_http::Request,
     Response = ServiceResponse<impl MessageBody>,
@@ -807,4 +812,141 @@ async fn a_repeated_model_or_tool_header_is_refused_whatever_its_values() {
         problem(&r, 403, "policy_denied");
         assert_eq!(r.2["capability"], "model", "{r:?}");
     }
+}
+
+/// The demo's sessions on axum (tower-tenancy's `axum_saas`): every step of the
+/// README's session block, and the login's refusals, answered as the actix demo
+/// answers them (the tokens themselves differ: each demo mints its own).
+#[actix_web::test]
+async fn the_demo_on_axum_logs_in_refreshes_and_out_as_the_actix_demo_does() {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+
+    /// One request to both demos, with the token each minted; (status, body) of each.
+    struct Both<S> {
+        actix: S,
+        axum: axum::Router,
+    }
+    async fn send<S, B>(
+        both: &Both<S>,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> ((u16, Value), (u16, Value))
+    where
+        S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+        B: MessageBody,
+    {
+        let mut a = test::TestRequest::default()
+            .method(method.parse().unwrap())
+            .uri(path);
+        let mut x = axum::http::Request::builder().method(method).uri(path);
+        for (n, v) in headers {
+            a = a.insert_header((*n, *v));
+            x = x.header(*n, *v);
+        }
+        if let Some(b) = &body {
+            a = a.set_json(b);
+            x = x.header("content-type", "application/json");
+        }
+        let on_actix = call(&both.actix, a).await;
+        let x = x
+            .body(axum::body::Body::from(
+                body.map(|b| b.to_string()).unwrap_or_default(),
+            ))
+            .unwrap();
+        let res = both.axum.clone().oneshot(x).await.unwrap();
+        let status = res.status().as_u16();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        ((on_actix.0, on_actix.2), (status, value))
+    }
+
+    let both = Both {
+        actix: app().await,
+        axum: saas_axum::app().unwrap(),
+    };
+    let login = |tenant: &str| Some(json!({"tenant": tenant, "user": "ada"}));
+    let (a, x) = send(&both, "POST", "/auth/login", &[], login("acme")).await;
+    assert_eq!((a.0, x.0), (200, 200), "{a:?} {x:?}");
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&a.1), keys(&x.1));
+    let token = |v: &Value, k: &str| format!("Bearer {}", v[k].as_str().unwrap());
+    let (ta, tx) = (token(&a.1, "access_token"), token(&x.1, "access_token"));
+    let (ra, rx) = (
+        a.1["refresh_token"].as_str().unwrap().to_owned(),
+        x.1["refresh_token"].as_str().unwrap().to_owned(),
+    );
+
+    // Each demo with its own token, the same answers.
+    async fn with_tokens<S, B>(
+        both: &Both<S>,
+        method: &str,
+        path: &str,
+        tokens: (&str, &str),
+        extra: &[(&str, &str)],
+    ) -> ((u16, Value), (u16, Value))
+    where
+        S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+        B: MessageBody,
+    {
+        let mut ha = vec![("authorization", tokens.0)];
+        ha.extend_from_slice(extra);
+        let mut hx = vec![("authorization", tokens.1)];
+        hx.extend_from_slice(extra);
+        let (a, _) = send(both, method, path, &ha, None).await;
+        let (_, x) = send(both, method, path, &hx, None).await;
+        (a, x)
+    }
+    let whoami = with_tokens(&both, "GET", "/api/whoami", (&ta, &tx), &[]).await;
+    assert_eq!(whoami.0, whoami.1);
+    assert_eq!(
+        whoami.0 .1,
+        json!({"tenant": "acme", "tier": "pro", "source": "claim"})
+    );
+    let other = [("x-tenant-id", "globex")];
+    let conflict = with_tokens(&both, "GET", "/api/whoami", (&ta, &tx), &other).await;
+    assert_eq!(conflict.0, conflict.1);
+    assert_eq!(conflict.0 .0, 403);
+    // A refresh, on each demo with its own refresh token.
+    let (fa, _) = send(
+        &both,
+        "POST",
+        "/auth/refresh",
+        &[],
+        Some(json!({"refresh_token": ra})),
+    )
+    .await;
+    let (_, fx) = send(
+        &both,
+        "POST",
+        "/auth/refresh",
+        &[],
+        Some(json!({"refresh_token": rx})),
+    )
+    .await;
+    assert_eq!((fa.0, keys(&fa.1)), (fx.0, keys(&fx.1)));
+    assert_eq!(fa.0, 200);
+    let logout = with_tokens(&both, "POST", "/auth/logout", (&ta, &tx), &[]).await;
+    assert_eq!((logout.0 .0, logout.1 .0), (204, 204));
+    let after = with_tokens(&both, "GET", "/api/whoami", (&ta, &tx), &[]).await;
+    assert_eq!(after.0, after.1);
+    assert_eq!(after.0 .0, 401);
+    // The login's refusals, byte for byte.
+    for (tenant, status) in [("nobody", 403), ("initech", 403), ("umbrella", 421)] {
+        let (a, x) = send(&both, "POST", "/auth/login", &[], login(tenant)).await;
+        assert_eq!(a, x, "{tenant}");
+        assert_eq!(a.0, status, "{tenant}");
+    }
+    let (a, x) = send(
+        &both,
+        "POST",
+        "/auth/login",
+        &[],
+        Some(json!({"tenant": "acme"})),
+    )
+    .await;
+    assert_eq!((a.0, x.0), (400, 400), "{a:?} {x:?}");
 }

@@ -1,7 +1,7 @@
 // The SaaS demo on axum: the tenants, routes, rules, plans and answers of actix-tenancy's
 // `examples/saas.rs`, through tower-tenancy's layer (resolution, policy, quota).
 //
-//     cargo run -p tower-tenancy --example axum_saas --features axum
+//     cargo run -p tower-tenancy --example axum_saas --features axum,jwt
 //     curl -s localhost:8080/api/whoami -H 'X-Tenant-ID: acme'
 //
 // Tenants: acme (pro), globex (free), initech (suspended), umbrella (enterprise, region
@@ -12,26 +12,35 @@
 // "Try it" session against this app (it includes this file, so these are `//`
 // comments).
 
+use std::sync::Arc;
+
 use axum::{
-    http::{header::CONTENT_TYPE, request::Parts, HeaderMap, HeaderName, Method},
+    body::Bytes,
+    extract::State,
+    http::{header::CONTENT_TYPE, request::Parts, HeaderMap, HeaderName, Method, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
     Router,
 };
+use jsonwebtoken::Algorithm;
 use tenancy_core::{
     error::TenancyError,
     policy::{PolicySet, RulePolicy, Rules},
     quota::{LocalQuota, Period, QueryCost, QuotaPlan, QuotaPlans},
     registry::InMemoryRegistry,
     resolve::routing_path,
-    TenantId, TenantRecord, TenantStatus,
+    session::{Grant, Key, KeySet, SessionConfig, SessionError, SessionManager, TokenPair},
+    Access, Principal, StatusRules, TenantId, TenantRecord, TenantStatus,
 };
 use tower_tenancy::{
-    quota::CostEstimator, Source, TenancyLayer, Tenant, TenantPolicy, TenantQuota,
+    quota::CostEstimator, Source, TenancyLayer, Tenant, TenantAuth, TenantPolicy, TenantQuota,
 };
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// The secret used when `TENANCY_DEMO_SECRET` is unset (the actix demo's). Never in
+/// production.
+pub const DEFAULT_SECRET: &str = "actix-tenancy-demo-secret-change-me!";
 /// The deployment's region.
 pub const REGION: &str = "us";
 /// The models the demo knows; any other name is refused like one outside the plan.
@@ -71,6 +80,7 @@ pub fn policy() -> Result<RulePolicy, Error> {
                 Rules::new()
                     .allow("GET /api/whoami")
                     .allow("POST /api/complete")
+                    .allow("POST /auth/logout")
                     .allow_capability(&format!("model:{DEFAULT_MODEL}")),
             )
             .tier(
@@ -113,8 +123,19 @@ impl CostEstimator for Tokens {
     }
 }
 
-/// The layer: resolution, policy (reading `X-Model` and `X-Tool`), quota.
-pub fn tenancy() -> Result<TenancyLayer, Error> {
+/// The demo's sessions: the actix demo's issuer, audience and secret.
+pub fn sessions() -> Result<SessionManager, Error> {
+    let secret = std::env::var("TENANCY_DEMO_SECRET").unwrap_or_else(|_| DEFAULT_SECRET.into());
+    let keys = KeySet::signing(Key::hmac("demo", Algorithm::HS256, secret.as_bytes())?)?;
+    Ok(SessionManager::new(
+        SessionConfig::new("actix-tenancy-demo", "demo-api"),
+        keys,
+    ))
+}
+
+/// The layer: authentication (a request without a token goes on), resolution,
+/// policy (reading `X-Model` and `X-Tool`), quota.
+pub fn tenancy(sessions: &SessionManager) -> Result<TenancyLayer, Error> {
     let policy = TenantPolicy::builder(policy()?)
         .capability_header("model", HeaderName::from_static("x-model"))
         .capability_header("tool", HeaderName::from_static("x-tool"))
@@ -125,10 +146,17 @@ pub fn tenancy() -> Result<TenancyLayer, Error> {
         .cost(Tokens(QueryCost::new("max_tokens")))
         .min_cost(0)
         .build()?;
+    let auth = TenantAuth::builder(sessions.clone())
+        .allow_anonymous(true)
+        .build()?;
     Ok(TenancyLayer::builder(registry()?)
+        .auth(auth)
+        .source(Source::claim())
         .source(Source::header())
         .source(Source::subdomain(["localhost"]))
         .exempt("/health")
+        .exempt("/auth/login")
+        .exempt("/auth/refresh")
         .region(REGION)
         .policy(policy)
         .quota(quota)
@@ -177,14 +205,116 @@ async fn complete(tenant: Tenant, headers: HeaderMap) -> Response {
     }))
 }
 
+/// The demo's state: its sessions and tenants, for the login routes.
+#[derive(Debug, Clone)]
+pub struct Demo {
+    sessions: SessionManager,
+    registry: Arc<InMemoryRegistry>,
+}
+
+/// A JSON body of at most 4 KiB; anything else is a `400 invalid_request`.
+fn body_json(body: &[u8]) -> Result<serde_json::Value, TenancyError> {
+    let bad = |why: &str| TenancyError::InvalidRequest {
+        reason: why.to_owned().into(),
+    };
+    if body.len() > 4_096 {
+        return Err(bad("the body is larger than 4 KiB"));
+    }
+    serde_json::from_slice(body).map_err(|e| bad(&e.to_string()))
+}
+
+fn field<'a>(value: &'a serde_json::Value, name: &str) -> Result<&'a str, TenancyError> {
+    value
+        .get(name)
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| TenancyError::InvalidRequest {
+            reason: format!("missing field `{name}`").into(),
+        })
+}
+
+fn pair_body(pair: &TokenPair) -> Response {
+    json(serde_json::json!({
+        "access_token": pair.access_token,
+        "refresh_token": pair.refresh_token,
+        "expires_in": pair.expires_in,
+    }))
+}
+
+fn session_error(e: &SessionError) -> TenancyError {
+    match e {
+        SessionError::Store(_) => TenancyError::AuthUnavailable {
+            reason: "revocation store".into(),
+        },
+        _ => TenancyError::Unauthenticated {
+            reason: "bad refresh token".into(),
+        },
+    }
+}
+
+/// Demo login: no password. Unknown and suspended tenants get the resolver's 403.
+async fn login(State(demo): State<Demo>, body: Bytes) -> Result<Response, TenancyError> {
+    let body = body_json(&body)?;
+    let forbidden = || TenancyError::TenantForbidden {
+        reason: "login for an unknown or inactive tenant".into(),
+    };
+    let id = TenantId::parse(field(&body, "tenant")?).map_err(|_| forbidden())?;
+    let user = field(&body, "user")?;
+    if user.is_empty() || user.len() > 64 || !user.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(TenancyError::InvalidRequest {
+            reason: "user must be 1 to 64 printable ASCII characters".into(),
+        });
+    }
+    let record = demo.registry.get(id.as_str()).ok_or_else(forbidden)?;
+    // The resolver's own rules (the defaults): a session only for a tenant it serves
+    // in full.
+    if StatusRules::default().access(record.status()) != Access::Allow {
+        return Err(forbidden());
+    }
+    if record.region().is_some_and(|r| r != REGION) {
+        return Err(TenancyError::TenantMisdirected);
+    }
+    let pair = demo
+        .sessions
+        .issue(&id, user, Grant::new())
+        .map_err(|e| session_error(&e))?;
+    Ok(pair_body(&pair))
+}
+
+async fn refresh(State(demo): State<Demo>, body: Bytes) -> Result<Response, TenancyError> {
+    let body = body_json(&body)?;
+    let pair = demo
+        .sessions
+        .refresh(field(&body, "refresh_token")?)
+        .await
+        .map_err(|e| session_error(&e))?;
+    Ok(pair_body(&pair))
+}
+
+async fn logout(State(demo): State<Demo>, user: Principal) -> Result<Response, TenancyError> {
+    demo.sessions
+        .logout(&user)
+        .await
+        .map_err(|e| session_error(&e))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 /// The app: the routes, and the layer around them.
 pub fn app() -> Result<Router, Error> {
+    let sessions = sessions()?;
+    let demo = Demo {
+        sessions: sessions.clone(),
+        registry: Arc::new(registry()?),
+    };
     Ok(Router::new()
         .route("/health", get(health))
+        .route("/auth/login", post(login))
+        .route("/auth/refresh", post(refresh))
+        .route("/auth/logout", post(logout))
         .route("/api/whoami", get(whoami))
         .route("/api/reports", get(reports))
         .route("/api/complete", post(complete))
-        .layer(tenancy()?))
+        .with_state(demo)
+        .layer(tenancy(&sessions)?))
 }
 
 #[tokio::main(flavor = "current_thread")]
