@@ -19,6 +19,9 @@
 //!   the [`QuotaManager`](quota::QuotaManager) trait, the local engine on `governor`'s
 //!   algorithm in a sharded map and, with feature `redis`, the Redis engine with its
 //!   degraded mode; and the [`Charge`] a check made, to be settled.
+//! - `session` (feature `jwt`; `oidc` for identity providers): JWT sessions (the
+//!   `SessionManager`, its keys and revocation stores) and the steps of an
+//!   authentication stage every adapter runs.
 //! - [`Clock`] and [`FakeClock`]: the time the stages read.
 //! - [`error`]: every rejection as data ([`TenancyError`](error::TenancyError), its
 //!   code, status and `application/problem+json` body), and [`ConfigError`], a
