@@ -142,7 +142,7 @@
 //! | `pipeline/` | the one middleware service and its named future; the stage protocol (`prepare` → pass, refuse, or wait once: the wait's output has no "wait" arm); the response-side step, settled when the response's body ends ([`SettlingBody`](dev::SettlingBody)); the settings every stage shares (responder, audit sink, per-tenant metrics); the per-worker route cache | `core` |
 //! | `backend/` | what backends share: the SQL helpers (feature `postgres`; the Redis connection, [`RedisConnection`], is tenancy-core's) | `core` |
 //! | `extract.rs`, [`guard`] | the [`Tenant`] extractor, route guards: they read what the core holds | `core` |
-//! | [`registry`] | the resolver's backends: in memory and cached (re-exported from `tenancy-core`), PostgreSQL | `core`, `backend` |
+//! | [`registry`] | the resolver's backends: in memory, cached and PostgreSQL (all re-exported from `tenancy-core`) | `core` |
 //! | [`resolve`], [`policy`], [`quota`], [`session`] | one stage each, the same files for the same things: `mod.rs` (docs, re-exports, the stage's own types and traits), `stage.rs` or `stage/` (the public stage, its builder, the protocol's implementation; the resolver's as `identify`, `admit` and `contexts`), and each engine a folder of one concept a file with its unit tests beside it (`policy/rules/`, `session/manager/`, `session/oidc/remote/`; the quota engines, `quota/local/` and `quota/redis/` with its Lua scripts, are tenancy-core's) | `core`, `pipeline`, `backend` (and the resolver and sessions the `registry`); never another stage |
 //! | [`storage`] (feature `postgres`) | tenant data: the `TenantTx` extractor in three models, migrations, row-level security | `core`, `backend` |
 //! | [`guide`] | the guides, from `docs/guide/*.md` | none |

@@ -11,8 +11,9 @@ pub(crate) fn bad_name(setting: &'static str, name: impl Into<String>) -> Config
     )
 }
 
-/// `[a-z_][a-z0-9_]{0,62}`: a PostgreSQL name (a channel, a role) that needs no
-/// quoting.
+/// `[a-z_][a-z0-9_]{0,62}`: a PostgreSQL name (a role) that needs no quoting. The
+/// same rule as the core's registry (`tenancy_core::registry::postgres`), kept here
+/// for the tenant data stage until it moves to the core too.
 pub(crate) fn is_sql_identifier(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()

@@ -17,10 +17,7 @@
 //! keeps every replica's cache in step.
 
 #[cfg(feature = "postgres")]
-pub mod postgres;
-
-#[cfg(feature = "postgres")]
-pub use postgres::PostgresRegistry;
+pub use tenancy_core::registry::{postgres, PostgresRegistry};
 pub use tenancy_core::registry::{
     Access, CacheConfig, CachedRegistry, InMemoryRegistry, Lease, Lookup, RegistryError,
     StatusRules, TenantRecord, TenantRegistry, TenantStatus,

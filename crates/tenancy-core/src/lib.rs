@@ -8,7 +8,8 @@
 //! - [`Principal`]: a verified identity, and [`TenantContext`]: what the resolver
 //!   settled for one request.
 //! - [`registry`]: the [`TenantRegistry`](registry::TenantRegistry) trait, the registry
-//!   in memory and the cache in front of any registry.
+//!   in memory, the cache in front of any registry and, with feature `postgres`, the
+//!   registry in PostgreSQL kept fresh on every replica by `NOTIFY`.
 //! - [`Answer`]: the one return type of every backend operation, ready now or later,
 //!   and the request's [`Moment`].
 //! - [`policy`]: the [`PolicyEvaluator`](policy::PolicyEvaluator) trait, the rules

@@ -17,12 +17,16 @@
 
 mod cache;
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
 use std::{borrow::Cow, fmt, sync::Arc};
 
 pub use crate::{Access, StatusRules, TenantRecord, TenantStatus};
 pub use cache::{CacheConfig, CachedRegistry};
 pub use memory::InMemoryRegistry;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresRegistry;
 
 pub use crate::Lease;
 use crate::{Answer, Moment};

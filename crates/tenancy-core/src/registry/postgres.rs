@@ -15,16 +15,16 @@
 //!   each changed tenant, so a suspension reaches every replica within about a second.
 //!   While the listen connection is down the cache TTL still bounds staleness; after a
 //!   reconnect the whole cache is dropped, since notifications may have been missed.
-//! - Row-level security: [`TenantDb`](crate::storage::TenantDb) /
-//!   [`begin_for_tenant`](crate::storage::begin_for_tenant) (in [`storage`](crate::storage))
-//!   open a transaction with `app.tenant_id` set to the resolved tenant, for policies
+//! - Row-level security: actix-tenancy's `storage` (`TenantDb`, `begin_for_tenant`)
+//!   opens a transaction with `app.tenant_id` set to the resolved tenant, for policies
 //!   such as `tenant_id = current_setting('app.tenant_id', true)`.
+//!
+//! The registry serves every adapter: hand the cache to actix-tenancy's
+//! `TenantResolver::builder` or tower-tenancy's `TenancyLayer::builder`.
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use actix_tenancy::prelude::*;
-//! use actix_tenancy::registry::postgres::PostgresRegistry;
-//! use actix_tenancy::storage::TenantDb;
+//! use tenancy_core::registry::{postgres::PostgresRegistry, CacheConfig};
 //! use sqlx::postgres::PgPoolOptions;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,20 +32,13 @@
 //! let registry = PostgresRegistry::new(pool.clone());
 //! registry.migrate().await?;
 //!
-//! // Once per process, outside `HttpServer::new`'s closure. Keep `listener` alive as
-//! // long as the server runs: dropping it stops the invalidation task.
+//! // Once per process. Keep `listener` alive as long as the server runs: dropping it
+//! // stops the invalidation task.
 //! let (cache, listener) = registry.cached(CacheConfig::default().ttl(Duration::from_secs(30)))?;
-//! let resolver = TenantResolver::builder(cache.clone()).source(Source::header()).build()?;
 //!
 //! // A back office, on any replica:
 //! cache.inner().suspend("acme").await?;
-//!
-//! // In a handler: a transaction that row-level security scopes to the tenant.
-//! let db = TenantDb::new(pool);
-//! let mut tx = db.begin(&TenantId::parse("globex")?).await?;
-//! sqlx::query("select body from notes").fetch_all(&mut *tx).await?;
-//! tx.commit().await?;
-//! # drop((resolver, listener)); Ok(()) }
+//! # drop((cache, listener)); Ok(()) }
 //! ```
 
 mod admin;
@@ -59,8 +52,7 @@ pub use admin::AdminError;
 pub use listen::InvalidationListener;
 
 use super::{CacheConfig, CachedRegistry, Lookup, RegistryError, TenantRecord, TenantRegistry};
-use crate::backend::sql::is_sql_identifier as is_identifier;
-use crate::core::{error::ConfigError, Answer, Moment, TenantIdRule};
+use crate::{error::ConfigError, Answer, Moment, TenantIdRule};
 
 /// The registry schema: table `tenants`. [`PostgresRegistry::migrate`] applies it; it
 /// is idempotent, and creates its objects in the first schema of the `search_path`.
@@ -149,10 +141,7 @@ impl PostgresRegistryBuilder {
     /// Checks the settings.
     pub fn build(self) -> Result<PostgresRegistry, ConfigError> {
         if !is_identifier(&self.channel) {
-            return Err(crate::backend::sql::bad_name(
-                "NOTIFY channel",
-                self.channel,
-            ));
+            return Err(bad_name("NOTIFY channel", self.channel));
         }
         let (min, max) = self.backoff;
         if min.is_zero() || max < min {
@@ -227,7 +216,7 @@ impl PostgresRegistry {
     /// the cache is used: dropping it stops the task. Bind it to a name
     /// (`let (cache, _listener) = ...`); `let (cache, _) = ...` drops it at once.
     ///
-    /// Must be called inside a Tokio runtime (for instance in `#[actix_web::main]`);
+    /// Must be called inside a Tokio runtime (for instance in `#[tokio::main]` or `#[actix_web::main]`);
     /// otherwise this is a [`ConfigError`]. It does not wait for the database: the
     /// listener connects in the background and keeps retrying, and
     /// [`InvalidationListener::ready`] waits for it.
@@ -317,6 +306,28 @@ fn record_from_row(row: &PgRow, rule: &TenantIdRule) -> Result<TenantRecord, Str
 /// `[a-z0-9][a-z0-9_-]{0,63}`: the rule for tiers and regions (the table checks it too).
 fn is_label(s: &str) -> bool {
     TenantIdRule::Default.check(s).is_ok()
+}
+
+/// Whether `name` is a PostgreSQL name (a channel, a role, a schema) this crate
+/// writes into SQL without quoting: `[a-z_][a-z0-9_]{0,62}`.
+pub fn is_sql_identifier(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0] == b'_')
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+}
+
+use is_sql_identifier as is_identifier;
+
+/// The error for a `name` that is not a PostgreSQL name this crate writes into SQL.
+fn bad_name(setting: &'static str, name: impl Into<String>) -> ConfigError {
+    ConfigError::invalid(
+        setting,
+        name,
+        "not 1 to 63 bytes of [a-z0-9_] starting with a letter or '_'",
+    )
 }
 
 #[cfg(test)]

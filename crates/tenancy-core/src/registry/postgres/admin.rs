@@ -11,8 +11,7 @@ use sqlx::{
 };
 
 use super::{is_label, record_from_row, returning_record, PostgresRegistry};
-use crate::core::{InvalidTenantId, RevokeSessions, TenantRecord};
-use tenancy_core::TenantStatus;
+use crate::{InvalidTenantId, RevokeSessions, TenantRecord, TenantStatus};
 
 /// Why an admin operation on a [`PostgresRegistry`] did not happen.
 ///
@@ -140,7 +139,7 @@ impl PostgresRegistry {
     }
 
     /// Every tenant, by id (e.g. to migrate each tenant's data with
-    /// [`TenantMigrations`](crate::storage::TenantMigrations)). A row this crate cannot
+    /// actix-tenancy's `storage::TenantMigrations`). A row this crate cannot
     /// read is a [`AdminError::Database`] error.
     pub async fn list(&self) -> Result<Vec<TenantRecord>, AdminError> {
         let rows = sqlx::query(concat!(

@@ -11,7 +11,7 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use super::PostgresRegistry;
 use crate::{
-    core::error::ConfigError,
+    error::ConfigError,
     registry::{CachedRegistry, TenantRegistry},
 };
 
@@ -153,7 +153,7 @@ impl<R: TenantRegistry> Worker<R> {
                         s.connections += 1;
                     });
                     tracing::debug!(
-                        target: "actix_tenancy::registry",
+                        target: "tenancy::registry",
                         channel = %self.channel,
                         "listening for tenant changes"
                     );
@@ -172,21 +172,21 @@ impl<R: TenantRegistry> Worker<R> {
                     };
                     self.state.send_modify(|s| s.listening = false);
                     tracing::warn!(
-                        target: "actix_tenancy::registry",
+                        target: "tenancy::registry",
                         channel = %self.channel,
                         error = %reason,
                         "tenant change listener disconnected; the cache TTL bounds staleness until it reconnects"
                     );
                 }
                 Ok(Err(e)) => tracing::warn!(
-                    target: "actix_tenancy::registry",
+                    target: "tenancy::registry",
                     channel = %self.channel,
                     error = %e,
                     retry_in_ms = delay.as_millis() as u64,
                     "tenant change listener cannot connect"
                 ),
                 Err(_) => tracing::warn!(
-                    target: "actix_tenancy::registry",
+                    target: "tenancy::registry",
                     channel = %self.channel,
                     retry_in_ms = delay.as_millis() as u64,
                     "tenant change listener timed out connecting"
