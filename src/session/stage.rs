@@ -1,12 +1,10 @@
 //! The `TenantAuth` stage: `Authorization: Bearer` → a verified [`Principal`](crate::Principal).
 
-use std::{fmt, panic::AssertUnwindSafe, sync::Arc, time::Duration};
-
-use futures_util::FutureExt as _;
+use std::{fmt, sync::Arc, time::Duration};
 
 use actix_web::{dev::ServiceRequest, http::header::AUTHORIZATION};
 
-use super::{RevocationError, SessionError, SessionManager};
+use super::{SessionError, SessionManager};
 use crate::{
     core::{
         error::{ConfigError, TenancyError},
@@ -14,7 +12,7 @@ use crate::{
     },
     pipeline::{wait, Built, Decision, Flow, Settings, Stage, Step, Worker, WorkerCx},
 };
-use tenancy_core::session::{bearer, refusal, TokenCheck, VerifiedToken};
+use tenancy_core::session::{bearer, pending_keys, refusal, TokenCheck, VerifiedToken};
 
 /// This stage's name in the audit events and metrics.
 const STAGE: StageName = StageName::named("authentication");
@@ -128,10 +126,6 @@ pub(crate) struct AuthStage {
     key_timeout: Duration,
 }
 
-fn store_failed(why: &'static str) -> SessionError {
-    SessionError::Store(RevocationError::new(why))
-}
-
 impl fmt::Debug for AuthStage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TenantAuth")
@@ -199,17 +193,7 @@ impl AuthStage {
                 return wait(move |req, _flow| {
                     Box::pin(async move {
                         // Bounded, and a panic in a registry or provider code is a `503`.
-                        let checking = AssertUnwindSafe(checking).catch_unwind();
-                        let checked = match tokio::time::timeout(me.key_timeout, checking).await {
-                            Ok(Ok(checked)) => checked,
-                            Ok(Err(_panic)) => {
-                                Err(SessionError::Unavailable("the key check panicked".into()))
-                            }
-                            Err(_) => Err(SessionError::Unavailable(
-                                "the identity provider's keys did not come in time".into(),
-                            )),
-                        };
-                        match checked {
+                        match pending_keys(checking, me.key_timeout).await {
                             Ok(verified) => me.revocation(&settings, req, verified).await,
                             Err(e) => me.failed(&settings, req, e),
                         }
@@ -240,13 +224,11 @@ impl AuthStage {
         req: &ServiceRequest,
         verified: VerifiedToken,
     ) -> Decision {
-        let check = AssertUnwindSafe(self.sessions.revocation(&verified)).catch_unwind();
-        let answer = match tokio::time::timeout(self.revocation_timeout, check).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_panic)) => Err(store_failed("the store panicked")),
-            Err(_) => Err(store_failed("the store did not answer in time")),
-        };
-        match answer {
+        match self
+            .sessions
+            .revocation(&verified, self.revocation_timeout)
+            .await
+        {
             Ok(()) => {
                 self.passed(settings, req, &verified);
                 Decision::Pass

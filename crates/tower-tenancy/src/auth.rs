@@ -2,15 +2,12 @@
 //! [`TenantAuth`] verifies the bearer token before resolution, and puts its
 //! [`Principal`] where the claim source and the extractors read it.
 
-use std::{fmt, future::Future, panic::AssertUnwindSafe, pin::Pin, sync::Arc, time::Duration};
+use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
 
-use futures_util::FutureExt as _;
 use http::{header::AUTHORIZATION, request::Parts};
 use tenancy_core::{
     error::{ConfigError, TenancyError},
-    session::{
-        bearer, refusal, RevocationError, SessionError, SessionManager, TokenCheck, VerifiedToken,
-    },
+    session::{bearer, pending_keys, refusal, SessionManager, TokenCheck, VerifiedToken},
     Principal,
 };
 
@@ -183,17 +180,7 @@ impl AuthStage {
                 let me = Arc::clone(self);
                 return Auth::Later(Box::pin(async move {
                     // Bounded, and a panic in a registry or provider code is a `503`.
-                    let checking = AssertUnwindSafe(checking).catch_unwind();
-                    let checked = match tokio::time::timeout(me.key_timeout, checking).await {
-                        Ok(Ok(checked)) => checked,
-                        Ok(Err(_panic)) => {
-                            Err(SessionError::Unavailable("the key check panicked".into()))
-                        }
-                        Err(_) => Err(SessionError::Unavailable(
-                            "the identity provider's keys did not come in time".into(),
-                        )),
-                    };
-                    match checked {
+                    match pending_keys(checking, me.key_timeout).await {
                         Ok(verified) => me.revocation(verified).await,
                         Err(e) => Err(refusal(e)),
                     }
@@ -213,14 +200,11 @@ impl AuthStage {
     /// Asks the revocation store, in time: it may fail, hang or panic, and each is a
     /// `503`.
     async fn revocation(&self, verified: VerifiedToken) -> Authenticated {
-        let check = AssertUnwindSafe(self.sessions.revocation(&verified)).catch_unwind();
-        let failed = |why: &'static str| SessionError::Store(RevocationError::new(why));
-        let answer = match tokio::time::timeout(self.revocation_timeout, check).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_panic)) => Err(failed("the store panicked")),
-            Err(_) => Err(failed("the store did not answer in time")),
-        };
-        match answer {
+        match self
+            .sessions
+            .revocation(&verified, self.revocation_timeout)
+            .await
+        {
             Ok(()) => Ok(Some(verified.principal())),
             Err(e) => Err(refusal(e)),
         }

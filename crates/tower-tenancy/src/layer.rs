@@ -684,46 +684,40 @@ impl Shared {
         let cost = match stage.estimate(head) {
             Ok(cost) => cost,
             Err(err) => {
-                let path = resolve::routing_path(head.uri.path());
-                let req = Req {
-                    method: head.method.as_str(),
-                    path: &path,
-                };
-                return Step::Now(self.quota_said(req, tenant, quota::refused(err, None)));
+                let refused = quota::refused(err);
+                return Step::Now(self.quota_said(&head.method, head.uri.path(), tenant, refused));
             }
         };
         let now = Instant::now();
         let audit_pass = !self.silent_pass();
         if let Some(answer) = stage.check_now(&tenant, cost, &mut Moment::at(now)) {
             let decided = stage.decided(Arc::clone(&tenant), cost, answer, audit_pass);
-            let path = resolve::routing_path(head.uri.path());
-            let req = Req {
-                method: head.method.as_str(),
-                path: &path,
-            };
-            return Step::Now(self.quota_said(req, tenant, decided));
+            return Step::Now(self.quota_said(&head.method, head.uri.path(), tenant, decided));
         }
         // The manager must wait: asked again from a future that owns what it needs.
         let (me, stage) = (Arc::clone(self), Arc::clone(stage));
-        let method = head.method.as_str().to_owned();
-        let path = resolve::routing_path(head.uri.path()).into_owned();
+        let (method, path) = (head.method.clone(), head.uri.path().to_owned());
         Step::Later(Box::pin(async move {
             let answer = stage.check_later(&tenant, cost, now).await;
             let decided = stage.decided(Arc::clone(&tenant), cost, answer, audit_pass);
-            let req = Req {
-                method: &method,
-                path: &path,
-            };
-            Next::Decided(me.quota_said(req, tenant, decided))
+            Next::Decided(me.quota_said(&method, &path, tenant, decided))
         }))
     }
 
-    /// Reports what the quota stage said of the request, and turns its decision into
-    /// the layer's verdict.
-    fn quota_said(&self, req: Req<'_>, tenant: Arc<TenantContext>, decided: Decided) -> Verdict {
+    /// Reports what the quota stage said of the request (the routing path decoded only
+    /// then: a silent pass reports nothing), and turns its decision into the layer's
+    /// verdict.
+    fn quota_said(
+        &self,
+        method: &http::Method,
+        uri_path: &str,
+        tenant: Arc<TenantContext>,
+        decided: Decided,
+    ) -> Verdict {
         let (decision, said) = decided;
         if let Some(Said { outcome, why }) = said {
-            let event = AuditEvent::new(QUOTA, outcome, req.method, req.path, &why).tenant(
+            let path = resolve::routing_path(uri_path);
+            let event = AuditEvent::new(QUOTA, outcome, method.as_str(), &path, &why).tenant(
                 Some(tenant.id()),
                 Some(tenant.tier()),
                 Some(tenant.source()),

@@ -310,13 +310,13 @@ impl QuotaStage {
     }
 }
 
-/// A refusal for `err` with no quota fields, reported with its reason.
-pub(crate) fn refused(err: TenancyError, fields: Option<QuotaFields>) -> Decided {
+/// A refusal for `err` with no quota fields (a bad cost), reported with its reason.
+pub(crate) fn refused(err: TenancyError) -> Decided {
     let said = Said {
         outcome: Outcome::Rejected(err.code()),
         why: err.reason().into_owned().into(),
     };
-    (Err(Refused { err, fields }), Some(said))
+    (Err(Refused { err, fields: None }), Some(said))
 }
 
 /// Writes the quota fields into a response's headers.

@@ -150,10 +150,41 @@ impl SessionManager {
         })
     }
 
-    /// Whether `token` has been revoked, waited for (bound it with a timeout; a panic
-    /// inside is the caller's to catch).
-    pub async fn revocation(&self, token: &VerifiedToken) -> Result<(), SessionError> {
-        self.not_revoked(&token.facts()).await
+    /// Whether `token` has been revoked, waited for at most `timeout`: a store that
+    /// fails, panics or does not answer in time is a `SessionError::Store` (fail
+    /// closed).
+    pub async fn revocation(
+        &self,
+        token: &VerifiedToken,
+        timeout: std::time::Duration,
+    ) -> Result<(), SessionError> {
+        use futures_util::FutureExt as _;
+        let failed = |why: &'static str| SessionError::Store(RevocationError::new(why));
+        let facts = token.facts();
+        let check = AssertUnwindSafe(self.not_revoked(&facts)).catch_unwind();
+        match tokio::time::timeout(timeout, check).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_panic)) => Err(failed("the store panicked")),
+            Err(_) => Err(failed("the store did not answer in time")),
+        }
+    }
+}
+
+/// Waits for a [`TokenCheck::Pending`] check at most `timeout`: a panic in it (a
+/// registry's or a provider's code) or past the timeout is a
+/// `SessionError::Unavailable` (fail closed). The fetch itself goes on, for the
+/// requests after it.
+pub async fn pending_keys(
+    checking: futures_util::future::BoxFuture<'static, Result<VerifiedToken, SessionError>>,
+    timeout: std::time::Duration,
+) -> Result<VerifiedToken, SessionError> {
+    use futures_util::FutureExt as _;
+    match tokio::time::timeout(timeout, AssertUnwindSafe(checking).catch_unwind()).await {
+        Ok(Ok(checked)) => checked,
+        Ok(Err(_panic)) => Err(SessionError::Unavailable("the key check panicked".into())),
+        Err(_) => Err(SessionError::Unavailable(
+            "the identity provider's keys did not come in time".into(),
+        )),
     }
 }
 

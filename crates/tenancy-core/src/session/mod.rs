@@ -20,7 +20,7 @@ pub mod oidc;
 mod redis;
 mod revocation;
 
-pub use bearer::{bearer, refusal, TokenCheck, VerifiedToken};
+pub use bearer::{bearer, pending_keys, refusal, TokenCheck, VerifiedToken};
 pub use keys::{Key, KeyError, KeySet};
 pub use manager::{
     Grant, SessionConfig, SessionError, SessionManager, TenantFrom, TokenPair, MAX_TOKEN_LEN,
