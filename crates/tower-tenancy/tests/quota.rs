@@ -202,3 +202,42 @@ async fn a_grpc_call_over_its_quota_is_resource_exhausted_with_retry_info() {
     let retry = b"google.rpc.RetryInfo";
     assert!(status.details().windows(retry.len()).any(|w| w == retry));
 }
+
+#[tokio::test]
+async fn a_cost_in_a_header_is_charged_and_a_bad_one_refused() {
+    let quota = Arc::new(LocalQuota::new(plans()));
+    let registry =
+        InMemoryRegistry::new().with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"));
+    let stage = TenantQuota::builder(Arc::clone(&quota))
+        .cost(tenancy_core::quota::HeaderCost::new("x-token-count").unwrap())
+        .build()
+        .unwrap();
+    let app = Router::new().route("/", get(|| async { "ok" })).layer(
+        TenancyLayer::builder(registry)
+            .source(Source::header())
+            .quota(stage)
+            .build()
+            .unwrap(),
+    );
+    let with = |count: &str| {
+        Request::builder()
+            .uri("/")
+            .header("x-tenant-id", "acme")
+            .header("x-token-count", count)
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert_eq!(app.clone().oneshot(with("3")).await.unwrap().status(), 200);
+    assert_eq!(left(&quota), 7, "charged the 3 the header named");
+    let bad = app.clone().oneshot(with("3e2")).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let body = bad.into_body().collect().await.unwrap().to_bytes();
+    assert!(std::str::from_utf8(&body)
+        .unwrap()
+        .contains(r#""code":"cost_invalid""#));
+    assert_eq!(
+        left(&quota),
+        7,
+        "a bad cost is never a credit, nor a charge"
+    );
+}
