@@ -140,11 +140,10 @@
 //! | `crates/tenancy-core` | the framework-neutral values above; in `src/compat/`, behind its feature `actix-web-4`, actix-web's traits for its own types (`ResponseError`, `HttpResponse::from(Problem)`, the `Principal` extractor and `Principal::attach`/`of`), which only it may write | no web framework outside `compat/` |
 //! | `core/` | what the neutral values are re-exported from, the actix side of rejections ([`ErrorResponder`](error::ErrorResponder); [`TenancyError`](error::TenancyError), its codes, the rejection as data ([`Problem`](error::Problem)) and [`ConfigError`](error::ConfigError) are re-exported from `tenancy-core`), the [audit](observe) sink and events (a stage is a name it gives itself), what resolution leaves in the request extensions, and the capability trait handlers ask through | `tenancy-core`, nothing else of the crate |
 //! | `pipeline/` | the one middleware service and its named future; the stage protocol (`prepare` → pass, refuse, or wait once: the wait's output has no "wait" arm); the response-side step, settled when the response's body ends ([`SettlingBody`](dev::SettlingBody)); the settings every stage shares (responder, audit sink, per-tenant metrics); the per-worker route cache | `core` |
-//! | `backend/` | what backends share: the SQL helpers (feature `postgres`; the Redis connection, [`RedisConnection`], is tenancy-core's) | `core` |
 //! | `extract.rs`, [`guard`] | the [`Tenant`] extractor, route guards: they read what the core holds | `core` |
 //! | [`registry`] | the resolver's backends: in memory, cached and PostgreSQL (all re-exported from `tenancy-core`) | `core` |
-//! | [`resolve`], [`policy`], [`quota`], [`session`] | one stage each, the same files for the same things: `mod.rs` (docs, re-exports, the stage's own types and traits), `stage.rs` or `stage/` (the public stage, its builder, the protocol's implementation; the resolver's as `identify`, `admit` and `contexts`), and each engine a folder of one concept a file with its unit tests beside it (`policy/rules/`, `session/manager/`, `session/oidc/remote/`; the quota engines, `quota/local/` and `quota/redis/` with its Lua scripts, are tenancy-core's) | `core`, `pipeline`, `backend` (and the resolver and sessions the `registry`); never another stage |
-//! | [`storage`] (feature `postgres`) | tenant data: the `TenantTx` extractor in three models, migrations, row-level security | `core`, `backend` |
+//! | [`resolve`], [`policy`], [`quota`], [`session`] | one stage each, the same files for the same things: `mod.rs` (docs, re-exports, the stage's own types and traits), `stage.rs` or `stage/` (the public stage, its builder, the protocol's implementation; the resolver's as `identify`, `admit` and `contexts`), and each engine a folder of one concept a file with its unit tests beside it (`policy/rules/`, `session/manager/`, `session/oidc/remote/`; the quota engines, `quota/local/` and `quota/redis/` with its Lua scripts, are tenancy-core's) | `core`, `pipeline` (and the resolver and sessions the `registry`); never another stage |
+//! | [`storage`] (feature `postgres`) | tenant data: the `TenantTx` extractor (the models, migrations and row-level security are tenancy-core's, re-exported) | `core` |
 //! | [`guide`] | the guides, from `docs/guide/*.md` | none |
 //! | `tenancy.rs` | [`Tenancy`], the composition root: the one module that names every stage | all of the above |
 
@@ -169,7 +168,6 @@
     allow(rustdoc::broken_intra_doc_links)
 )]
 
-mod backend;
 pub mod baggage;
 mod core;
 mod extract;

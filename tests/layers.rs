@@ -16,8 +16,6 @@ use std::{
 const LAYERS: &[(&str, &[&str])] = &[
     ("core", &[]),
     ("pipeline", &["core"]),
-    // What the backends share (the Redis connection, SQL helpers): beside the pipeline.
-    ("backend", &["core"]),
     ("extract", &["core"]),
     // A helper beside the stages: its incoming side is a resolver source.
     ("baggage", &["core", "resolve"]),
@@ -25,14 +23,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("testing", &["core", "registry", "quota", "session"]),
     ("guard", &["core"]),
     // The registry is the resolver's backend, beneath it: the core only.
-    ("registry", &["core", "backend"]),
+    ("registry", &["core"]),
     ("resolve", &["core", "pipeline", "registry"]),
     ("policy", &["core", "pipeline"]),
-    ("quota", &["core", "pipeline", "backend"]),
+    ("quota", &["core", "pipeline"]),
     // Per-tenant identity providers may be bound in registry records.
-    ("session", &["core", "pipeline", "registry", "backend"]),
+    ("session", &["core", "pipeline", "registry"]),
     // Tenant data: read from what resolution left, like the extractors.
-    ("storage", &["core", "backend"]),
+    ("storage", &["core"]),
     (
         "tenancy",
         &["core", "pipeline", "resolve", "policy", "quota", "session"],
@@ -417,7 +415,7 @@ fn each_adapter_names_its_own_framework_only() {
 #[test]
 fn the_core_and_the_pipeline_name_no_stage_by_module_or_by_type() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    for layer in ["core", "pipeline", "backend"] {
+    for layer in ["core", "pipeline"] {
         let mut files = Vec::new();
         rust_files(&src.join(layer), &mut files);
         assert!(!files.is_empty(), "src/{layer} has no files");

@@ -12,8 +12,11 @@
 //! A schema or database that does not exist, or a pool that cannot connect, is `503
 //! tenant_unavailable`: never a fall-through to a shared database. [`TenantMigrations`]
 //! applies the application's migrations to every tenant's schema or database. Outside
-//! the request path (a job, a script), [`TenantDb`] and [`begin_for_tenant`] open the
-//! pooled model's transaction on a pool of your own.
+//! the request path (a job, a script), [`TenantData::begin`], [`TenantDb`] and
+//! [`begin_for_tenant`] open the same transactions on your own.
+//!
+//! Everything here but the extractor and [`sql_error`] is `tenancy_core::storage`,
+//! re-exported: tower-tenancy's `TenantTx` begins the same transactions for axum.
 //!
 //! ```no_run
 //! use actix_tenancy::storage::{Model, TenantData, TenantTx};
@@ -40,44 +43,13 @@
 //! # let _ = app; Ok(()) }
 //! ```
 
-mod data;
-mod migrate;
-mod pools;
-mod rls;
 mod tx;
 
-pub use data::{DatabaseUrls, Model, TenantData, TenantDataBuilder};
-pub use migrate::{MigrationReport, Progress, TenantMigrations};
-pub use rls::{begin_for_tenant, TenantDb};
+pub use tenancy_core::storage::{
+    begin_for_tenant, schema_name, DatabaseUrls, MigrationReport, Model, Progress, ScopedTx,
+    TenantData, TenantDataBuilder, TenantDb, TenantMigrations,
+};
 pub use tx::TenantTx;
-
-/// The longest schema name PostgreSQL keeps (`NAMEDATALEN - 1`).
-const MAX_IDENT: usize = 63;
-
-/// The schema of `tenant` under `prefix`: `prefix` then the id, with `[a-z0-9]` kept
-/// and every other byte written as `_` and two hex digits, so that two ids never share
-/// a schema (`my-co` → `tenant_my_2dco`). `None` when that is over 63 bytes.
-///
-/// ```
-/// use actix_tenancy::{storage::schema_name, TenantId};
-///
-/// let id = TenantId::parse("acme").unwrap();
-/// assert_eq!(schema_name("tenant_", &id).as_deref(), Some("tenant_acme"));
-/// let id = TenantId::parse("my-co").unwrap();
-/// assert_eq!(schema_name("tenant_", &id).as_deref(), Some("tenant_my_2dco"));
-/// ```
-pub fn schema_name(prefix: &str, tenant: &crate::core::TenantId) -> Option<String> {
-    let mut name = String::with_capacity(prefix.len() + tenant.as_str().len());
-    name.push_str(prefix);
-    for b in tenant.as_str().bytes() {
-        if b.is_ascii_lowercase() || b.is_ascii_digit() {
-            name.push(char::from(b));
-        } else {
-            name.push_str(&format!("_{b:02x}"));
-        }
-    }
-    (name.len() <= MAX_IDENT).then_some(name)
-}
 
 /// A query's error as a handler's answer: logged, and `500` with no detail for the
 /// client (the database's message names tables, columns and constraints).
@@ -98,31 +70,4 @@ pub fn sql_error(e: sqlx::Error) -> actix_web::Error {
         actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
     )
     .into()
-}
-
-/// `name` as a quoted SQL identifier (`"` doubled).
-fn quoted(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::core::TenantId;
-
-    #[test]
-    fn schema_names_are_injective_and_bounded() {
-        let name = |s: &str| schema_name("t_", &TenantId::parse(s).unwrap());
-        assert_ne!(name("a-b"), name("a_b"));
-        assert_ne!(name("a_2db"), name("a-b"));
-        assert_eq!(name("a_b").as_deref(), Some("t_a_5fb"));
-        assert!(name(&"a".repeat(61)).is_some(), "63 bytes with the prefix");
-        assert!(name(&"a".repeat(62)).is_none());
-        assert!(name(&format!("a{}", "-".repeat(20))).is_some(), "63 bytes");
-        assert!(
-            name(&format!("a{}", "-".repeat(21))).is_none(),
-            "escapes count"
-        );
-        assert_eq!(quoted("we\"ird"), "\"we\"\"ird\"");
-    }
 }

@@ -9,7 +9,7 @@ use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 use sqlx::{PgConnection, Postgres, Transaction};
 
-use super::{Model, TenantData};
+use super::{Model, ScopedTx, TenantData};
 use crate::core::{
     error::{respond_err, ProblemJson, TenancyError},
     resolution::Resolution,
@@ -22,74 +22,57 @@ use crate::core::{
 /// rolls back when dropped.
 ///
 /// It is built from the resolved tenant only: without the resolver's middleware the
-/// answer is a `500` that says so, without a tenant (an exempt path) `400
+/// answer is a `500` that says so, without a tenant (an exempt path) `401
 /// tenant_missing`, without `web::Data<TenantData>` a `500`; a tenant whose database
 /// or schema cannot be had is `503 tenant_unavailable`.
-pub struct TenantTx {
-    tx: Transaction<'static, Postgres>,
-    tenant: TenantId,
-    model: Model,
-    /// The hold on a tenant database's pool (database model), released with the
-    /// transaction.
-    _pool: Option<super::pools::Use>,
-}
+pub struct TenantTx(ScopedTx);
 
 impl fmt::Debug for TenantTx {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TenantTx")
-            .field("tenant", &self.tenant)
-            .field("model", &self.model)
-            .finish_non_exhaustive()
+        f.debug_tuple("TenantTx").field(&self.0).finish()
+    }
+}
+
+impl From<ScopedTx> for TenantTx {
+    /// A transaction begun with [`TenantData::begin`], as the extractor's.
+    fn from(tx: ScopedTx) -> Self {
+        Self(tx)
     }
 }
 
 impl TenantTx {
-    pub(crate) fn new(
-        tx: Transaction<'static, Postgres>,
-        tenant: TenantId,
-        model: Model,
-        pool: Option<super::pools::Use>,
-    ) -> Self {
-        Self {
-            tx,
-            tenant,
-            model,
-            _pool: pool,
-        }
-    }
-
     /// The tenant.
     pub fn tenant(&self) -> &TenantId {
-        &self.tenant
+        self.0.tenant()
     }
 
     /// The model the tenant's data is in.
     pub fn model(&self) -> Model {
-        self.model
+        self.0.model()
     }
 
     /// Commits; a failure is logged and answered `500` with no detail (the
     /// database's message names tables and constraints).
     pub async fn commit(self) -> Result<(), actix_web::Error> {
-        self.tx.commit().await.map_err(super::sql_error)
+        self.0.commit().await.map_err(super::sql_error)
     }
 
     /// The transaction itself.
     pub fn into_inner(self) -> Transaction<'static, Postgres> {
-        self.tx
+        self.0.into_inner()
     }
 }
 
 impl Deref for TenantTx {
     type Target = PgConnection;
     fn deref(&self) -> &PgConnection {
-        &self.tx
+        &self.0
     }
 }
 
 impl DerefMut for TenantTx {
     fn deref_mut(&mut self) -> &mut PgConnection {
-        &mut self.tx
+        &mut self.0
     }
 }
 
@@ -127,16 +110,13 @@ impl FromRequest for TenantTx {
                 tracing::error!(target: "actix_tenancy", "TenantTx needs app_data(web::Data<TenantData>)");
                 return Err(misconfigured("TenantData missing"));
             };
-            match data.begin_scoped(&ctx).await {
-                Ok(tx) => Ok(tx),
-                Err(e) => {
-                    tracing::warn!(target: "actix_tenancy::storage", "{e}");
-                    let err = TenancyError::TenantUnavailable {
-                        retry_after: None,
-                        reason: e.0.into(),
-                    };
-                    Err(respond_err(err, &*resolution.responder, &req))
-                }
+            match data.begin(&ctx).await {
+                Ok(tx) => Ok(Self(tx)),
+                Err(why) => Err(respond_err(
+                    tenancy_core::storage::unavailable(why),
+                    &*resolution.responder,
+                    &req,
+                )),
             }
         })
     }

@@ -23,6 +23,11 @@
 //! - `session` (feature `jwt`; `oidc` for identity providers): JWT sessions (the
 //!   `SessionManager`, its keys and revocation stores) and the steps of an
 //!   authentication stage every adapter runs.
+//! - `storage` (feature `postgres`): tenant data, PostgreSQL transactions scoped to one
+//!   tenant in three isolation models (row-level security, a schema, a database per
+//!   tenant), their migrations, and the pools of tenant databases.
+//! - `testing` (feature `testing`): a test kit, conformance suites for your own
+//!   registries, quota managers and revocation stores.
 //! - [`Clock`] and [`FakeClock`]: the time the stages read.
 //! - [`error`]: every rejection as data ([`TenancyError`](error::TenancyError), its
 //!   code, status and `application/problem+json` body), and [`ConfigError`], a
@@ -39,7 +44,7 @@
 #![deny(missing_docs)]
 
 mod answer;
-#[cfg(feature = "redis")]
+#[cfg(any(feature = "redis", feature = "postgres"))]
 mod backend;
 mod caught;
 mod charge;
@@ -58,6 +63,10 @@ pub mod resolve;
 #[cfg(feature = "jwt")]
 pub mod session;
 mod source;
+#[cfg(feature = "postgres")]
+pub mod storage;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use answer::{Answer, AnswerFuture, Lease, Moment};
 #[cfg(feature = "redis")]

@@ -33,6 +33,8 @@
 //! | `TenantAuth` (feature `jwt`) | bearer tokens of the core's `SessionManager`, verified and checked for revocation before resolution |
 //! | [`TenantPolicy`] | may this tenant make this request: the core's evaluators (`RulePolicy`, your own), `403 policy_denied` |
 //! | [`TenantQuota`] | per-tenant quotas on the core's engines (local, Redis): `429` with `Retry-After` and the `RateLimit` fields |
+//! | `storage::TenantTx` (features `postgres`, `axum`) | a PostgreSQL transaction scoped to the resolved tenant, in the core's three isolation models |
+//! | `testing` (feature `testing`) | `attach` a tenant to a request for handler tests; the core's fake clock and conformance suites |
 //! | [`TenancyService`], [`ResponseFuture`], [`TenancyBody`] | the service, its named future and body |
 //!
 //! A gRPC request (tonic's) that the layer refuses is answered with a gRPC status
@@ -43,7 +45,8 @@
 //! Features: `axum` (the extractors for axum 0.8: `Tenant`, `Option<Tenant>`, and the
 //! core's `Principal`; `IntoResponse` for a `TenancyError` a handler returns); `jwt`
 //! (`TenantAuth`, on the core's sessions); `oidc` (tokens from identity providers);
-//! `redis` (the Redis quota and revocation store).
+//! `redis` (the Redis quota and revocation store); `postgres` (the core's PostgreSQL
+//! registry and, with `axum`, the `TenantTx` extractor); `testing` (the test kit).
 
 #![deny(missing_docs)]
 
@@ -60,7 +63,11 @@ mod layer;
 pub mod policy;
 pub mod quota;
 mod source;
+#[cfg(all(feature = "postgres", feature = "axum"))]
+pub mod storage;
 mod tenant;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 #[cfg(feature = "jwt")]
 pub use auth::{TenantAuth, TenantAuthBuilder};

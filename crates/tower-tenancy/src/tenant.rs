@@ -66,9 +66,10 @@ mod axum_impls {
 
     use super::{Resolution, Tenant};
 
-    /// Why a [`Tenant`] argument could not be had: `401 tenant_missing` (the layer let
-    /// the request through without a tenant), or `500 misconfigured` (no layer ran).
-    /// Answered in the layer's problem body.
+    /// Why a [`Tenant`] (or a `TenantTx`) argument could not be had: `401
+    /// tenant_missing` (the layer let the request through without a tenant), `500`
+    /// (no layer ran), or for a `TenantTx` `503 tenant_unavailable`. Answered in the
+    /// layer's problem body.
     #[derive(Debug)]
     pub struct TenantRejection(Problem);
 
@@ -78,7 +79,11 @@ mod axum_impls {
         }
     }
 
-    fn reject(err: &TenancyError, responder: &ProblemJson, parts: &Parts) -> TenantRejection {
+    pub(crate) fn reject(
+        err: &TenancyError,
+        responder: &ProblemJson,
+        parts: &Parts,
+    ) -> TenantRejection {
         TenantRejection(crate::layer::problem(responder, err, parts))
     }
 
@@ -118,5 +123,7 @@ mod axum_impls {
     }
 }
 
+#[cfg(all(feature = "axum", feature = "postgres"))]
+pub(crate) use axum_impls::reject;
 #[cfg(feature = "axum")]
 pub use axum_impls::TenantRejection;

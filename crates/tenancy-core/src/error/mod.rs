@@ -286,6 +286,13 @@ pub enum TenancyError {
     /// Application code the crate called panicked (a cost estimator, a custom
     /// source): `500`, never a reset connection. Names the callback, for logs.
     Panicked(&'static str),
+    /// A backend the handler used failed in a way the client must not learn about (a
+    /// query on the tenant's transaction: its message names tables and constraints):
+    /// `500 internal_error`.
+    Internal {
+        /// Why, for logs.
+        reason: Cow<'static, str>,
+    },
 }
 
 impl TenancyError {
@@ -307,7 +314,9 @@ impl TenancyError {
             Self::QuotaUnavailable { .. } => ErrorCode::QuotaUnavailable,
             Self::CostInvalid { .. } => ErrorCode::CostInvalid,
             Self::InvalidRequest { .. } => ErrorCode::InvalidRequest,
-            Self::Misconfigured(_) | Self::Panicked(_) => ErrorCode::Internal,
+            Self::Misconfigured(_) | Self::Panicked(_) | Self::Internal { .. } => {
+                ErrorCode::Internal
+            }
         }
     }
 
@@ -387,7 +396,8 @@ impl TenancyError {
             | Self::PolicyUnavailable { reason }
             | Self::QuotaUnavailable { reason }
             | Self::CostInvalid { reason }
-            | Self::InvalidRequest { reason } => reason.clone(),
+            | Self::InvalidRequest { reason }
+            | Self::Internal { reason } => reason.clone(),
             Self::Misconfigured(what) => Cow::Borrowed(what),
             Self::Panicked(what) => Cow::Borrowed(what),
             Self::CredentialMissing => Cow::Borrowed("no bearer token"),

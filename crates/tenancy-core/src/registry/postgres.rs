@@ -308,39 +308,15 @@ fn is_label(s: &str) -> bool {
     TenantIdRule::Default.check(s).is_ok()
 }
 
-/// Whether `name` is a PostgreSQL name (a channel, a role, a schema) this crate
-/// writes into SQL without quoting: `[a-z_][a-z0-9_]{0,62}`.
-pub fn is_sql_identifier(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && (b[0].is_ascii_lowercase() || b[0] == b'_')
-        && b.iter()
-            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
-}
-
-use is_sql_identifier as is_identifier;
-
-/// The error for a `name` that is not a PostgreSQL name this crate writes into SQL.
-fn bad_name(setting: &'static str, name: impl Into<String>) -> ConfigError {
-    ConfigError::invalid(
-        setting,
-        name,
-        "not 1 to 63 bytes of [a-z0-9_] starting with a letter or '_'",
-    )
-}
+pub use crate::backend::sql::is_sql_identifier;
+use crate::backend::sql::{bad_name, is_sql_identifier as is_identifier};
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn identifiers_and_labels() {
-        assert!(is_identifier("actix_tenancy_tenants"));
-        assert!(is_identifier("_x1"));
-        for bad in ["", "1abc", "Abc", "a-b", "a\"b", "a b", &"a".repeat(64)] {
-            assert!(!is_identifier(bad), "{bad:?}");
-        }
+    fn labels() {
         assert!(is_label("pro"));
         assert!(is_label("eu-west-1"));
         for bad in ["", "Pro", " pro", "pro\n", "-x", &"a".repeat(65), "ｐｒｏ"] {

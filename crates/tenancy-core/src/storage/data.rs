@@ -5,8 +5,12 @@ use std::{fmt, sync::Arc, time::Duration};
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
 
-use super::{pools::Pools, quoted, schema_name, TenantTx};
-use crate::core::{error::ConfigError, TenantContext, TenantId, TenantRecord};
+use super::{pools::Pools, quoted, schema_name, ScopedTx};
+use crate::{
+    backend::sql::{bad_name, is_sql_identifier},
+    error::ConfigError,
+    TenantContext, TenantId, TenantRecord,
+};
 
 /// An isolation model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,8 +74,9 @@ pub enum DatabaseUrls {
     Attribute(String),
 }
 
-/// Tenant-scoped transactions in the configured models; cheap to clone, shared as
-/// `web::Data<TenantData>` for the [`TenantTx`] extractor.
+/// Tenant-scoped transactions in the configured models; cheap to clone, shared with
+/// each adapter's `TenantTx` extractor (actix-web: `web::Data<TenantData>`; axum: an
+/// `Extension` or the layer's builder).
 ///
 /// A tenant's model is the record's [`model_attribute`](TenantDataBuilder::model_attribute)
 /// (`"pooled"`, `"schema"` or `"database"`), else the
@@ -186,14 +191,16 @@ impl TenantData {
         self.0.databases.as_ref().map_or(0, |(_, p)| p.len())
     }
 
-    /// Begins `ctx`'s tenant's transaction: what [`TenantTx`] does for a handler, for
-    /// one that would rather begin late (after reading a slow client's body, so that
-    /// no connection waits on the client). Errors are for logs; answer them with `503`.
-    pub async fn begin(&self, ctx: &TenantContext) -> Result<TenantTx, String> {
+    /// Begins `ctx`'s tenant's transaction: what each adapter's `TenantTx` extractor
+    /// does for a handler, for one that would rather begin late (after reading a slow
+    /// client's body, so that no connection waits on the client), and for work outside
+    /// a request. The error names the tenant and what failed, for logs; answer it `503
+    /// tenant_unavailable` ([`unavailable`](super::unavailable)), never with its text.
+    pub async fn begin(&self, ctx: &TenantContext) -> Result<ScopedTx, String> {
         self.begin_scoped(ctx).await.map_err(|e| e.0)
     }
 
-    pub(crate) async fn begin_scoped(&self, ctx: &TenantContext) -> Result<TenantTx, DataError> {
+    async fn begin_scoped(&self, ctx: &TenantContext) -> Result<ScopedTx, DataError> {
         let tenant = ctx.id();
         let model = self
             .model_of(ctx.record())
@@ -286,7 +293,7 @@ impl TenantData {
                 tx
             }
         };
-        Ok(TenantTx::new(tx, tenant.clone(), model, held))
+        Ok(ScopedTx::new(tx, tenant.clone(), model, held))
     }
 
     /// Where `record`'s tenant's migrations go; `None` for a pooled tenant (the shared
@@ -486,10 +493,7 @@ impl TenantDataBuilder {
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
             if !ok {
-                return Err(crate::backend::sql::bad_name(
-                    "schema prefix",
-                    prefix.clone(),
-                ));
+                return Err(bad_name("schema prefix", prefix.clone()));
             }
         }
         if let Some(role) = &self.role {
@@ -497,8 +501,8 @@ impl TenantDataBuilder {
                 .schemas
                 .as_ref()
                 .is_some_and(|(_, p)| role.starts_with(p.as_str()));
-            if !crate::backend::sql::is_sql_identifier(role) || shadows {
-                return Err(crate::backend::sql::bad_name("role", role.clone()));
+            if !is_sql_identifier(role) || shadows {
+                return Err(bad_name("role", role.clone()));
             }
         }
         if let Some(DatabaseUrls::Template(t)) = &self.databases {
@@ -562,7 +566,7 @@ mod tests {
         let urls = DatabaseUrls::Template("postgres://app@db/t_{tenant}".into());
         let record = |id: &str| TenantRecord::new(TenantId::parse(id).unwrap(), "pro");
         assert!(database_url(&urls, &record("acme-1")).is_ok());
-        let custom = crate::core::TenantIdRule::custom(|_| true);
+        let custom = crate::TenantIdRule::custom(|_| true);
         for hostile in ["%61cme", "x?host=evil", "a/b", "u@h"] {
             let id = custom.parse(hostile).unwrap();
             let r = TenantRecord::new(id, "pro");

@@ -1,6 +1,6 @@
-//! SQL helpers of the PostgreSQL backends.
+//! SQL helpers of the PostgreSQL backends: the registry and tenant data.
 
-use crate::core::error::ConfigError;
+use crate::error::ConfigError;
 
 /// The error for a `name` that is not a PostgreSQL name this crate writes into SQL.
 pub(crate) fn bad_name(setting: &'static str, name: impl Into<String>) -> ConfigError {
@@ -11,11 +11,10 @@ pub(crate) fn bad_name(setting: &'static str, name: impl Into<String>) -> Config
     )
 }
 
-/// `[a-z_][a-z0-9_]{0,62}`: a PostgreSQL name (a role) that needs no quoting. The
-/// same rule as the core's registry (`tenancy_core::registry::postgres`), kept here
-/// for the tenant data stage until it moves to the core too.
-pub(crate) fn is_sql_identifier(s: &str) -> bool {
-    let b = s.as_bytes();
+/// Whether `name` is a PostgreSQL name (a channel, a role, a schema) this crate
+/// writes into SQL without quoting: `[a-z_][a-z0-9_]{0,62}`.
+pub fn is_sql_identifier(name: &str) -> bool {
+    let b = name.as_bytes();
     !b.is_empty()
         && b.len() <= 63
         && (b[0].is_ascii_lowercase() || b[0] == b'_')
@@ -29,7 +28,13 @@ mod tests {
 
     #[test]
     fn only_names_that_need_no_quoting_pass() {
-        for ok in ["tenancy", "_x", "app_role_2", &"a".repeat(63)] {
+        for ok in [
+            "tenancy",
+            "_x",
+            "app_role_2",
+            "actix_tenancy_tenants",
+            &"a".repeat(63),
+        ] {
             assert!(is_sql_identifier(ok), "{ok}");
         }
         for bad in [
@@ -38,6 +43,7 @@ mod tests {
             "9x",
             "a-b",
             "a b",
+            "a\"b",
             "x\"; drop",
             &"a".repeat(64),
         ] {

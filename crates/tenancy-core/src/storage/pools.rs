@@ -12,7 +12,7 @@ use std::{
 
 use sqlx::{postgres::PgPoolOptions, ConnectOptions as _, PgPool};
 
-use crate::core::TenantId;
+use crate::TenantId;
 
 struct Entry {
     pool: PgPool,
@@ -193,7 +193,7 @@ mod tests {
 
     const URL: &str = "postgres://app@127.0.0.1:1/x";
 
-    #[actix_web::test]
+    #[tokio::test]
     async fn a_held_pool_is_kept_and_a_replaced_one_is_closed_at_once() {
         let pools = Pools::new(1, 1, Duration::from_secs(60), Duration::from_secs(1));
         let (first, hold) = pools.pool_for(&id("acme"), URL).unwrap();

@@ -4,8 +4,11 @@ use std::{fmt, sync::Arc};
 
 use sqlx::{PgPool, Postgres, Transaction};
 
-use crate::backend::sql::is_sql_identifier as is_identifier;
-use crate::core::{error::ConfigError, TenantId};
+use crate::{
+    backend::sql::{bad_name, is_sql_identifier as is_identifier},
+    error::ConfigError,
+    TenantId,
+};
 
 /// Begins a transaction on `pool` with `app.tenant_id` set to `tenant` for that
 /// transaction only (`set_config('app.tenant_id', $1, true)`), so row-level security
@@ -29,21 +32,20 @@ pub async fn begin_for_tenant(
 }
 
 /// A pool whose transactions are scoped to one tenant for row-level security; cheap to
-/// clone, meant to be shared as `web::Data<TenantDb>`.
+/// clone, meant to be shared with the handlers (`web::Data<TenantDb>`, an axum
+/// `Extension`), for a job or script outside the request path too.
 ///
 /// ```no_run
-/// use actix_tenancy::{storage::TenantDb, Tenant};
-/// use actix_web::{error::ErrorInternalServerError, web, HttpResponse};
+/// use tenancy_core::{storage::TenantDb, TenantId};
 ///
-/// async fn notes(db: web::Data<TenantDb>, tenant: Tenant) -> actix_web::Result<HttpResponse> {
-///     let mut tx = db.begin(tenant.id()).await.map_err(ErrorInternalServerError)?;
+/// async fn notes(db: &TenantDb, tenant: &TenantId) -> Result<Vec<String>, sqlx::Error> {
+///     let mut tx = db.begin(tenant).await?;
 ///     // No `where tenant_id = ...`: the policy on `notes` adds it.
-///     let bodies: Vec<String> = sqlx::query_scalar("select body from notes order by id")
+///     let bodies = sqlx::query_scalar("select body from notes order by id")
 ///         .fetch_all(&mut *tx)
-///         .await
-///         .map_err(ErrorInternalServerError)?;
-///     tx.commit().await.map_err(ErrorInternalServerError)?;
-///     Ok(HttpResponse::Ok().json(bodies))
+///         .await?;
+///     tx.commit().await?;
+///     Ok(bodies)
 /// }
 /// ```
 #[derive(Clone)]
@@ -72,7 +74,7 @@ impl TenantDb {
     /// `[a-z0-9_]`, starting with a letter or `_`.
     pub fn with_role(mut self, role: &str) -> Result<Self, ConfigError> {
         if !is_identifier(role) {
-            return Err(crate::backend::sql::bad_name("role", role));
+            return Err(bad_name("role", role));
         }
         self.role = Some(Arc::from(role));
         Ok(self)

@@ -7,7 +7,7 @@ use futures_util::StreamExt as _;
 use sqlx::{Connection as _, PgConnection, PgPool};
 
 use super::{data::Target, quoted, TenantData};
-use crate::core::{TenantId, TenantRecord};
+use crate::{TenantId, TenantRecord};
 
 /// One tenant done (or the shared schema of the pooled model, `tenant: None`).
 #[derive(Debug)]
@@ -55,9 +55,9 @@ type OnProgress = dyn Fn(&Progress<'_>) + Send + Sync;
 /// same migration at once.
 ///
 /// ```no_run
-/// use actix_tenancy::storage::{TenantData, TenantMigrations};
+/// use tenancy_core::storage::{TenantData, TenantMigrations};
 ///
-/// # async fn run(data: TenantData, records: Vec<actix_tenancy::registry::TenantRecord>) {
+/// # async fn run(data: TenantData, records: Vec<tenancy_core::TenantRecord>) {
 /// let report = TenantMigrations::new()
 ///     .add("0001_notes", "create table notes (id bigserial primary key, body text not null)")
 ///     .concurrency(8)
@@ -188,10 +188,10 @@ impl TenantMigrations {
     ) {
         match r {
             Ok(n) => {
-                tracing::info!(target: "actix_tenancy::storage", tenant = tenant.map(TenantId::as_str), done, total, applied = n, "migrated")
+                tracing::info!(target: "tenancy::storage", tenant = tenant.map(TenantId::as_str), done, total, applied = n, "migrated")
             }
             Err(e) => {
-                tracing::warn!(target: "actix_tenancy::storage", tenant = tenant.map(TenantId::as_str), done, total, "migration failed: {e}")
+                tracing::warn!(target: "tenancy::storage", tenant = tenant.map(TenantId::as_str), done, total, "migration failed: {e}")
             }
         }
         if let Some(f) = &self.progress {
