@@ -125,15 +125,14 @@
 //!
 //! The crate is the actix adapter of a workspace: `crates/tenancy-core` holds what needs
 //! no web framework, and `tests/layers.rs` fails if it names one (in its code or its
-//! dependencies) outside its `compat/` impls of actix's traits. It holds, so far, tenant ids and their rule,
-//! [`SourceKind`](resolve::SourceKind), records and their statuses, [`Answer`] and
-//! [`Moment`], the [`Charge`](quota::Charge), the [`Clock`], the verified [`Principal`]
-//! and the [`TenantContext`], the rejections as data
-//! ([`error`]: codes, [`TenancyError`](error::TenancyError), problem bodies,
-//! [`ConfigError`](error::ConfigError)), the [`registry`] in memory and its cache, and the
-//! guard every call into the application's code runs under; this crate re-exports each
-//! where it has always been.
-//! The rest moves there module by module (issue #29).
+//! dependencies) outside its `compat/` impls of actix's traits: tenant ids and records,
+//! [`Answer`] and [`Moment`], the [`Clock`], the [`Principal`] and the
+//! [`TenantContext`], the rejections as data ([`error`]), the [`registry`] backends, the
+//! decisions of resolution, the [`policy`], [`quota`] and [`session`] engines, tenant
+//! data (`storage`), the audit events and metrics' series ([`observe`]) and the test
+//! kit; this crate re-exports each where it has always been, and keeps what is actix's:
+//! the middleware and its stages, the extractors and guards, the responder, the
+//! certificates of actix-tls.
 //!
 //! | module | holds | imports |
 //! | --- | --- | --- |

@@ -385,7 +385,7 @@ impl Settings {
     /// it in. A stage then skips building the event at all.
     #[inline]
     pub(crate) fn silent_pass(&self) -> bool {
-        !cfg!(feature = "metrics")
+        !crate::core::observe::COUNTING
             && self.default_audit
             && !crate::core::observe::wanted(tracing::Level::DEBUG)
     }

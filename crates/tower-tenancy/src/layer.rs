@@ -13,7 +13,7 @@ use http::{request::Parts, Request, Response};
 use tenancy_core::{
     caught, caught_async,
     error::{ConfigError, Problem, ProblemJson, TenancyError},
-    observe::{self, AuditEvent, AuditSink, Outcome, Stage, TracingAudit},
+    observe::{self, AuditEvent, AuditSink, Outcome, Stage, StageTimer, TracingAudit},
     registry::{Lookup, TenantRegistry},
     resolve::{self, Named, Naming, Settings},
     Answer, Moment, Principal, SourceKind, StatusRules, TenantContext, TenantId, TenantIdRule,
@@ -79,6 +79,7 @@ impl TenancyLayer {
             settings: Settings::default(),
             responder: ProblemJson::default(),
             audit: None,
+            per_tenant_metrics: false,
             #[cfg(feature = "jwt")]
             auth: None,
             policy: None,
@@ -97,6 +98,7 @@ pub struct TenancyLayerBuilder {
     settings: Settings,
     responder: ProblemJson,
     audit: Option<Arc<dyn AuditSink>>,
+    per_tenant_metrics: bool,
     #[cfg(feature = "jwt")]
     auth: Option<TenantAuth>,
     policy: Option<TenantPolicy>,
@@ -180,6 +182,15 @@ impl TenancyLayerBuilder {
         self
     }
 
+    /// Labels the decision counter `tenancy_decisions_total` with the tenant (feature
+    /// `metrics`; default off), as actix-tenancy's `per_tenant_metrics` does: the id of
+    /// a tenant whose record was found, `unknown` for an id without one, `none`
+    /// without an id, so clients cannot create series.
+    pub fn per_tenant_metrics(mut self, on: bool) -> Self {
+        self.per_tenant_metrics = on;
+        self
+    }
+
     /// Verifies each request's bearer token before resolution (see [`TenantAuth`];
     /// feature `jwt`). Add [`Source::claim`] to the sources, first, so that the
     /// token's tenant wins.
@@ -219,6 +230,7 @@ impl TenancyLayerBuilder {
                 settings: self.settings,
                 responder: Arc::new(self.responder),
                 default_audit: self.audit.is_none(),
+                per_tenant_metrics: self.per_tenant_metrics,
                 #[cfg(feature = "jwt")]
                 auth: self.auth.map(|a| a.0),
                 policy: self.policy.map(|p| p.0),
@@ -251,6 +263,8 @@ struct Shared {
     audit: Arc<dyn AuditSink>,
     /// The sink is the default `TracingAudit` (none was given).
     default_audit: bool,
+    /// The decision counter has a `tenant` label (feature `metrics`).
+    per_tenant_metrics: bool,
     #[cfg(feature = "jwt")]
     auth: Option<Arc<AuthStage>>,
     policy: Option<Arc<PolicyStage>>,
@@ -500,10 +514,11 @@ impl Shared {
     }
 
     /// Whether a pass would be written nowhere: the default sink, which nobody
-    /// listens to at `DEBUG`. The event is then not even built.
+    /// listens to at `DEBUG`, and no metrics to count it in. The event is then not
+    /// even built.
     #[inline]
     fn silent_pass(&self) -> bool {
-        self.default_audit && !observe::wanted(tracing::Level::DEBUG)
+        !observe::COUNTING && self.default_audit && !observe::wanted(tracing::Level::DEBUG)
     }
 
     fn report(
@@ -517,7 +532,7 @@ impl Shared {
     ) {
         let event = AuditEvent::new(STAGE, outcome, req.method, req.path, reason)
             .tenant(tenant, tier, source);
-        observe::report(&*self.audit, &event);
+        observe::emit(&*self.audit, self.per_tenant_metrics, &event);
     }
 
     /// The stages after resolution, from where `next` stands: policy, then quota;
@@ -543,6 +558,20 @@ impl Shared {
                 Next::Authenticated(Ok(principal)) => {
                     // Its one home, where the claim source and the extractors read it.
                     if let Some(principal) = principal {
+                        // Counted (feature `metrics`) as the other stages' passes are,
+                        // not audited: it would double every request's audit lines.
+                        if observe::COUNTING {
+                            let path = resolve::routing_path(head.uri.path());
+                            let event = AuditEvent::new(
+                                AUTHENTICATION,
+                                Outcome::Allowed,
+                                head.method.as_str(),
+                                &path,
+                                "",
+                            )
+                            .tenant(principal.tenant(), None, None);
+                            observe::count(self.per_tenant_metrics, &event);
+                        }
                         head.extensions.insert(principal);
                     }
                     Next::Start
@@ -557,7 +586,7 @@ impl Shared {
                         &path,
                         &reason,
                     );
-                    observe::report(&*self.audit, &event);
+                    observe::emit(&*self.audit, self.per_tenant_metrics, &event);
                     return Step::Now(Err(Refused { err, fields: None }));
                 }
                 Next::Start => match self.resolve(head) {
@@ -612,7 +641,9 @@ impl Shared {
             }
         };
         let audit_pass = !self.silent_pass();
+        let timer = StageTimer::start();
         if let Some(answer) = stage.evaluate_now(tenant, &question) {
+            timer.stop(POLICY);
             let (verdict, said) = stage.judged(tenant, &question, answer, audit_pass);
             self.policy_said(req, Some(tenant), said);
             return Permit::Now(verdict.and(resolved));
@@ -622,7 +653,9 @@ impl Shared {
         let method = head.method.as_str().to_owned();
         let path = path.into_owned();
         Permit::Later(Box::pin(async move {
+            let timer = StageTimer::start();
             let answer = stage.evaluate_later(&tenant, &question).await;
+            timer.stop(POLICY);
             let (verdict, said) = stage.judged(&tenant, &question, answer, audit_pass);
             let req = Req {
                 method: &method,
@@ -656,7 +689,7 @@ impl Shared {
                     decision.as_ref().and_then(|d| d.rule.as_deref()),
                     decision.as_ref().map(|d| d.version),
                 );
-            observe::report(&*self.audit, &event);
+            observe::emit(&*self.audit, self.per_tenant_metrics, &event);
         }
     }
 
@@ -690,7 +723,9 @@ impl Shared {
         };
         let now = Instant::now();
         let audit_pass = !self.silent_pass();
+        let timer = StageTimer::start();
         if let Some(answer) = stage.check_now(&tenant, cost, &mut Moment::at(now)) {
+            timer.stop(QUOTA);
             let decided = stage.decided(Arc::clone(&tenant), cost, answer, audit_pass);
             return Step::Now(self.quota_said(&head.method, head.uri.path(), tenant, decided));
         }
@@ -698,7 +733,9 @@ impl Shared {
         let (me, stage) = (Arc::clone(self), Arc::clone(stage));
         let (method, path) = (head.method.clone(), head.uri.path().to_owned());
         Step::Later(Box::pin(async move {
+            let timer = StageTimer::start();
             let answer = stage.check_later(&tenant, cost, now).await;
+            timer.stop(QUOTA);
             let decided = stage.decided(Arc::clone(&tenant), cost, answer, audit_pass);
             Next::Decided(me.quota_said(&method, &path, tenant, decided))
         }))
@@ -722,7 +759,7 @@ impl Shared {
                 Some(tenant.tier()),
                 Some(tenant.source()),
             );
-            observe::report(&*self.audit, &event);
+            observe::emit(&*self.audit, self.per_tenant_metrics, &event);
         }
         decision.map(|charged| Admitted {
             tenant: Some(tenant),

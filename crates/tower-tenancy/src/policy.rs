@@ -29,9 +29,15 @@ use tenancy_core::{
 /// | an error, a timeout (default 100 ms) or a panic | `503 policy_unavailable` |
 /// | no tenant (`allow_missing` let one through) | `403 policy_denied` |
 ///
-/// Exempt paths skip it. The evaluator sees the method and the path as actix routes
-/// it (percent-decoded but for `%25`, `%2F`, `%2B`), never a route pattern: the layer
-/// runs before axum's router, so rules are judged on the path.
+/// Exempt paths skip it. The evaluator sees the method, the path as actix routes it
+/// (percent-decoded but for `%25`, `%2F`, `%2B`) and, with the `axum` feature, the
+/// route template axum's router matched (`/items/{id}`, axum's `MatchedPath`) when
+/// the layer runs inside the router ([`Router::layer`](https://docs.rs/axum/0.8/axum/struct.Router.html#method.layer)
+/// or `route_layer`, as below): the route that really runs, so rules written against
+/// templates (`GET /items/{id}`) mean on axum what they mean on actix. A layer
+/// wrapped around the whole router runs before it, and the path is then all there is
+/// to judge: a rule written as a template allows nothing there (write `GET /items/*`).
+/// `RulePolicy` judges both route and path: a request is allowed only when both are.
 ///
 /// ```
 /// use axum::{routing::get, Router};
@@ -42,7 +48,7 @@ use tenancy_core::{
 /// let rules = RulePolicy::new(
 ///     PolicySet::new()
 ///         .default_rules(Rules::new().deny("* /admin/**"))
-///         .tier("free", Rules::new().allow("GET /items/*")),
+///         .tier("free", Rules::new().allow("GET /items/{id}")),
 /// )
 /// .unwrap();
 /// let registry = InMemoryRegistry::new()
@@ -169,6 +175,12 @@ impl PolicyStage {
         tenant: &TenantContext,
     ) -> Result<PolicyRequest, TenancyError> {
         let mut question = PolicyRequest::new(&head.method, path);
+        // The template axum's router matched, when the layer runs inside the router
+        // (`Router::layer`, `route_layer`): the route that really runs.
+        #[cfg(feature = "axum")]
+        if let Some(route) = head.extensions.get::<axum::extract::MatchedPath>() {
+            question = question.with_route(route.as_str());
+        }
         if let Some(p) = tenant.principal() {
             question = question.with_scopes(p.scopes().to_vec());
         }

@@ -61,6 +61,157 @@ impl CostEstimator for QueryCost {
     }
 }
 
+/// Costs by route (feature `axum`): the estimator bound to the method and the route
+/// template axum's router matched (`/api/complete`, `/items/{id}`, as written in the
+/// `Router`, nested routers' prefixes included); every other request costs
+/// [`otherwise`](RouteCostBuilder::otherwise) (default: 1 unit).
+///
+/// The template is axum's `MatchedPath`: the route that really runs, there when the
+/// layer runs inside the router (`Router::layer`, `route_layer`). A layer wrapped
+/// around the whole router runs before it and knows no route: a request whose method
+/// has bound routes is then charged the highest of their costs, never less than its
+/// route is bound to.
+///
+/// ```
+/// use http::{request::Parts, Method};
+/// use tower_tenancy::quota::RouteCost;
+/// use tenancy_core::quota::QueryCost;
+///
+/// let cost = RouteCost::builder()
+///     .route(Method::POST, "/api/complete", QueryCost::new("max_tokens").max(32_000))
+///     .otherwise(|_: &Parts| 0)
+///     .build()
+///     .unwrap();
+/// ```
+#[cfg(feature = "axum")]
+#[derive(Clone)]
+pub struct RouteCost {
+    routes: Arc<[Bound]>,
+    otherwise: Arc<dyn CostEstimator>,
+}
+
+/// An estimator bound to a method and a route template.
+#[cfg(feature = "axum")]
+type Bound = (http::Method, Arc<str>, Arc<dyn CostEstimator>);
+
+#[cfg(feature = "axum")]
+impl fmt::Debug for RouteCost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let routes: Vec<_> = self.routes.iter().map(|(m, p, _)| (m, p)).collect();
+        f.debug_struct("RouteCost")
+            .field("routes", &routes)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "axum")]
+impl RouteCost {
+    /// A builder with no route: every request costs 1 until routes are added.
+    pub fn builder() -> RouteCostBuilder {
+        RouteCostBuilder {
+            routes: Vec::new(),
+            otherwise: Arc::new(|_: &Parts| 1),
+        }
+    }
+}
+
+/// Builds a [`RouteCost`].
+#[cfg(feature = "axum")]
+#[must_use]
+pub struct RouteCostBuilder {
+    routes: Vec<Bound>,
+    otherwise: Arc<dyn CostEstimator>,
+}
+
+#[cfg(feature = "axum")]
+impl fmt::Debug for RouteCostBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let routes: Vec<_> = self.routes.iter().map(|(m, p, _)| (m, p)).collect();
+        f.debug_struct("RouteCostBuilder")
+            .field("routes", &routes)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "axum")]
+impl RouteCostBuilder {
+    /// Requests with `method` routed to `template` (as written in the `Router`,
+    /// nested prefixes included: `/api/complete`, `/items/{id}`) cost what
+    /// `estimator` says.
+    pub fn route(
+        mut self,
+        method: http::Method,
+        template: &str,
+        estimator: impl CostEstimator,
+    ) -> Self {
+        self.routes
+            .push((method, Arc::from(template), Arc::new(estimator)));
+        self
+    }
+
+    /// What every other request costs (default: 1 unit).
+    pub fn otherwise(mut self, estimator: impl CostEstimator) -> Self {
+        self.otherwise = Arc::new(estimator);
+        self
+    }
+
+    /// Checks the templates (each starts with `/`, none bound twice) and builds the
+    /// estimator.
+    pub fn build(self) -> Result<RouteCost, ConfigError> {
+        for (i, (method, template, _)) in self.routes.iter().enumerate() {
+            if !template.starts_with('/') {
+                return Err(ConfigError::invalid(
+                    "route template",
+                    &**template,
+                    "it must start with '/'",
+                ));
+            }
+            if self.routes[..i]
+                .iter()
+                .any(|(m, t, _)| m == method && t == template)
+            {
+                return Err(ConfigError::Duplicate {
+                    what: "route",
+                    value: format!("{method} {template}"),
+                });
+            }
+        }
+        Ok(RouteCost {
+            routes: self.routes.into(),
+            otherwise: self.otherwise,
+        })
+    }
+}
+
+#[cfg(feature = "axum")]
+impl CostEstimator for RouteCost {
+    /// The estimator of the route axum matched; without one (the layer runs before
+    /// the router), the highest cost bound to the request's method.
+    fn estimate(&self, head: &Parts) -> Result<u32, TenancyError> {
+        let mut bound = self
+            .routes
+            .iter()
+            .filter(|(m, ..)| *m == head.method)
+            .peekable();
+        if bound.peek().is_none() {
+            return self.otherwise.estimate(head);
+        }
+        match head.extensions.get::<axum::extract::MatchedPath>() {
+            Some(route) => match bound.find(|(_, t, _)| **t == *route.as_str()) {
+                Some((_, _, estimator)) => estimator.estimate(head),
+                None => self.otherwise.estimate(head),
+            },
+            None => {
+                let mut highest = 0;
+                for (_, _, estimator) in bound {
+                    highest = highest.max(estimator.estimate(head)?);
+                }
+                Ok(highest)
+            }
+        }
+    }
+}
+
 /// The quota stage: give it to
 /// [`TenancyLayer::builder(..).quota(..)`](crate::TenancyLayerBuilder::quota). It runs
 /// after resolution, on every request that has a tenant; a request with no tenant (an

@@ -241,3 +241,81 @@ async fn a_cost_in_a_header_is_charged_and_a_bad_one_refused() {
         "a bad cost is never a credit, nor a charge"
     );
 }
+
+/// Route costs by the template axum matched, with the layer inside the router; and
+/// with the layer around the router, where no route is known yet, the highest cost
+/// bound to the method.
+#[tokio::test]
+async fn route_costs_follow_the_template_axum_matched() {
+    use tower_tenancy::quota::RouteCost;
+    let cost = || {
+        RouteCost::builder()
+            .route(
+                http::Method::GET,
+                "/items/{id}",
+                |_: &http::request::Parts| 3,
+            )
+            .route(
+                http::Method::GET,
+                "/items/export",
+                |_: &http::request::Parts| 5,
+            )
+            .otherwise(|_: &http::request::Parts| 1)
+            .build()
+            .unwrap()
+    };
+    let stage = |quota: &Arc<LocalQuota>| {
+        TenantQuota::builder(Arc::clone(quota))
+            .cost(cost())
+            .build()
+            .unwrap()
+    };
+    let registry =
+        || InMemoryRegistry::new().with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"));
+    let routes = || {
+        Router::new()
+            .route("/items/{id}", get(|| async { "item" }))
+            .route("/items/export", get(|| async { "export" }))
+            .route("/", get(|| async { "home" }))
+    };
+    let tenancy = |quota: &Arc<LocalQuota>| {
+        TenancyLayer::builder(registry())
+            .source(Source::header())
+            .quota(stage(quota))
+            .build()
+            .unwrap()
+    };
+
+    // Inside the router: each request is charged its route's cost.
+    let quota = Arc::new(LocalQuota::new(plans()));
+    let app = routes().layer(tenancy(&quota));
+    for (uri, left_after) in [("/items/7", 7), ("/items/export", 2), ("/", 1)] {
+        let res = app.clone().oneshot(get_(uri)).await.unwrap();
+        assert_eq!(res.status(), 200, "{uri}");
+        assert_eq!(left(&quota), left_after, "{uri}");
+    }
+    // An encoded spelling is charged where axum routes it, `/items/{id}` (3 units,
+    // more than the 1 left), not as the export it decodes to.
+    let res = app.clone().oneshot(get_("/items/%65xport")).await.unwrap();
+    assert_eq!(res.status(), 429);
+    assert_eq!(left(&quota), 1, "a refusal charges nothing");
+
+    // Around the router: the route is not known yet, so a GET costs the highest bound
+    // GET cost, 5, whatever route runs.
+    let quota = Arc::new(LocalQuota::new(plans()));
+    let app = tenancy(&quota).layer(routes());
+    let res = app.clone().oneshot(get_("/")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(left(&quota), 5, "charged the highest bound cost");
+
+    // A template bound twice is refused.
+    let twice = RouteCost::builder()
+        .route(http::Method::GET, "/x", |_: &http::request::Parts| 1)
+        .route(http::Method::GET, "/x", |_: &http::request::Parts| 2)
+        .build();
+    assert!(twice.is_err());
+    assert!(RouteCost::builder()
+        .route(http::Method::GET, "x", |_: &http::request::Parts| 1)
+        .build()
+        .is_err());
+}

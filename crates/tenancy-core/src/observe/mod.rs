@@ -6,18 +6,29 @@
 //! `INFO` for rejections, `WARN` for backend failures and `ERROR` for
 //! misconfiguration; what strangers can make it write is bounded, and client values
 //! are escaped.
+//!
+//! With the `metrics` feature, every decision also increments the counter
+//! [`DECISIONS_METRIC`] (`tenancy_decisions_total`) through the
+//! [`metrics`](https://docs.rs/metrics) facade, labelled `stage`, `outcome`
+//! (`allowed`, `skipped`, `rejected`, and `would_deny` / `would_allow` for shadow
+//! decisions), `code` (the rejection's code, or `none`) and `tier` (or `none` when no
+//! record was found); the policy and quota stages are timed in [`DURATION_METRIC`].
+//! Both adapters record the same series ([`emit`], [`StageTimer`]).
 
+mod metrics;
 mod tracing_audit;
 
 use std::fmt;
 
+pub use metrics::{
+    count, emit, StageTimer, COUNTING, DECISIONS_METRIC, DEGRADED_METRIC, DURATION_METRIC,
+    TENANT_DURATION_METRIC, TENANT_REQUESTS_METRIC,
+};
+#[cfg(feature = "metrics")]
+pub use metrics::{describe_metrics, describe_once};
 pub use tracing_audit::{escaped, wanted, TracingAudit};
 
 use crate::{error::ErrorCode, SourceKind, TenantId};
-
-/// The counter of switches into and out of the Redis quota's degraded mode (feature
-/// `metrics`), labelled `to` (`degraded` or `normal`).
-pub const DEGRADED_METRIC: &str = "tenancy_quota_degraded_total";
 
 /// The stage that made a decision, by its name: the crate's stages are
 /// `authentication` (a bearer token), `resolution` (tenant resolution and registry

@@ -112,8 +112,10 @@ impl PolicyRequest {
     /// the router may run another handler than this pattern's. An evaluator that
     /// denies by route must also judge [`path`](Self::path), as
     /// [`RulePolicy`] does: a request is allowed only when
-    /// both are. tower-tenancy's layer runs before axum's router and gives no route:
-    /// the path is then all there is to judge.
+    /// both are. tower-tenancy's layer gives the template axum matched (its
+    /// `MatchedPath`) when it runs inside the router, the route that really runs, and
+    /// no route when it wraps the whole router: the path is then all there is to
+    /// judge.
     pub fn route(&self) -> Option<&str> {
         self.route.as_deref()
     }
