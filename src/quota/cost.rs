@@ -9,6 +9,8 @@ use actix_web::{
     http::Method,
 };
 
+use tenancy_core::quota::check_routes;
+
 use super::{HeaderCost, QueryCost};
 use crate::{
     core::error::{ConfigError, TenancyError},
@@ -188,25 +190,8 @@ impl RouteCostBuilder {
 
     /// Checks the patterns and builds the estimator.
     pub fn build(self) -> Result<RouteCost, ConfigError> {
+        check_routes(self.routes.iter().map(|(m, p, _)| (m.as_str(), &**p)))?;
         let mut routes = Vec::with_capacity(self.routes.len());
-        for (i, (method, pattern, _)) in self.routes.iter().enumerate() {
-            if !pattern.starts_with('/') {
-                return Err(ConfigError::invalid(
-                    "route pattern",
-                    &**pattern,
-                    "it must start with '/'",
-                ));
-            }
-            if self.routes[..i]
-                .iter()
-                .any(|(m, p, _)| m == method && p == pattern)
-            {
-                return Err(ConfigError::Duplicate {
-                    what: "route",
-                    value: format!("{method} {pattern}"),
-                });
-            }
-        }
         for bound in self.routes {
             // actix's own matcher for the pattern; it panics on a pattern it cannot
             // read (a bad regex), which is a configuration error here.

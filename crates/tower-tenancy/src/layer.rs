@@ -628,6 +628,19 @@ impl Shared {
             self.policy_said(req, None, vec![said]);
             return Permit::Now(Err(err));
         };
+        let audit_pass = !self.silent_pass();
+        let timer = StageTimer::start();
+        // A decision remembered for this tenant, method and route: no question built,
+        // no evaluator asked.
+        let memo = stage.memo_probe(head, &path, tenant);
+        if let Some((epoch, probe)) = memo {
+            if let Some(d) = stage.remembered(epoch, probe) {
+                timer.stop(POLICY);
+                let (verdict, said) = stage.judged(tenant, None, Ok(d), audit_pass);
+                self.policy_said(req, Some(tenant), said);
+                return Permit::Now(verdict.and(resolved));
+            }
+        }
         let question = match stage.question(head, &path, tenant) {
             Ok(question) => question,
             Err(err) => {
@@ -640,11 +653,12 @@ impl Shared {
                 return Permit::Now(Err(err));
             }
         };
-        let audit_pass = !self.silent_pass();
-        let timer = StageTimer::start();
         if let Some(answer) = stage.evaluate_now(tenant, &question) {
             timer.stop(POLICY);
-            let (verdict, said) = stage.judged(tenant, &question, answer, audit_pass);
+            if let (Some((epoch, probe)), Ok(d)) = (memo, &answer) {
+                stage.remember(epoch, probe, tenant, d);
+            }
+            let (verdict, said) = stage.judged(tenant, Some(&question), answer, audit_pass);
             self.policy_said(req, Some(tenant), said);
             return Permit::Now(verdict.and(resolved));
         }
@@ -656,7 +670,7 @@ impl Shared {
             let timer = StageTimer::start();
             let answer = stage.evaluate_later(&tenant, &question).await;
             timer.stop(POLICY);
-            let (verdict, said) = stage.judged(&tenant, &question, answer, audit_pass);
+            let (verdict, said) = stage.judged(&tenant, Some(&question), answer, audit_pass);
             let req = Req {
                 method: &method,
                 path: &path,

@@ -60,6 +60,7 @@ pub mod auth;
 mod body;
 mod grpc;
 mod layer;
+mod memo;
 pub mod policy;
 pub mod quota;
 mod source;

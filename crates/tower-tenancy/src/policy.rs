@@ -16,6 +16,8 @@ use tenancy_core::{
     TenantContext,
 };
 
+use crate::memo::{Memo, Probe};
+
 /// The policy stage: give it to
 /// [`TenancyLayer::builder(..).policy(..)`](crate::TenancyLayerBuilder::policy). It runs
 /// after resolution and before quota, the same stage as actix-tenancy's `TenantPolicy`
@@ -78,6 +80,7 @@ impl TenantPolicy {
             evaluator: Arc::new(evaluator),
             timeout: DEFAULT_TIMEOUT,
             capabilities: Vec::new(),
+            memo: Memo::default(),
         }))
     }
 
@@ -136,6 +139,7 @@ impl TenantPolicyBuilder {
             evaluator: self.evaluator,
             timeout: self.timeout,
             capabilities: self.capabilities,
+            memo: Memo::default(),
         })))
     }
 }
@@ -144,6 +148,8 @@ pub(crate) struct PolicyStage {
     evaluator: Arc<dyn PolicyEvaluator>,
     timeout: Duration,
     capabilities: Vec<(&'static str, HeaderName)>,
+    /// Decisions remembered while the evaluator's `memo_epoch` holds.
+    memo: Memo,
 }
 
 impl fmt::Debug for PolicyStage {
@@ -175,11 +181,8 @@ impl PolicyStage {
         tenant: &TenantContext,
     ) -> Result<PolicyRequest, TenancyError> {
         let mut question = PolicyRequest::new(&head.method, path);
-        // The template axum's router matched, when the layer runs inside the router
-        // (`Router::layer`, `route_layer`): the route that really runs.
-        #[cfg(feature = "axum")]
-        if let Some(route) = head.extensions.get::<axum::extract::MatchedPath>() {
-            question = question.with_route(route.as_str());
+        if let Some(route) = route(head) {
+            question = question.with_route(route);
         }
         if let Some(p) = tenant.principal() {
             question = question.with_scopes(p.scopes().to_vec());
@@ -191,6 +194,45 @@ impl PolicyStage {
             }
         }
         Ok(question)
+    }
+
+    /// Where a decision for this request is remembered, if it may be: the evaluator
+    /// gives an epoch (a panic there is "no"), and no capability header is present.
+    #[inline]
+    pub(crate) fn memo_probe<'r>(
+        &self,
+        head: &'r Parts,
+        path: &'r str,
+        tenant: &TenantContext,
+    ) -> Option<(u64, Probe<'r>)> {
+        if self
+            .capabilities
+            .iter()
+            .any(|(_, name)| head.headers.contains_key(name))
+        {
+            return None;
+        }
+        let evaluator = &self.evaluator;
+        let epoch = caught("policy memo epoch", || evaluator.memo_epoch())??;
+        Probe::of(tenant.record_arc(), &head.method, path, route(head)).map(|p| (epoch, p))
+    }
+
+    /// The decision remembered for `probe`, if any.
+    #[inline]
+    pub(crate) fn remembered(&self, epoch: u64, probe: Probe<'_>) -> Option<Decision> {
+        self.memo.get(epoch, probe)
+    }
+
+    /// Remembers `decision` for `probe` of `tenant`'s request.
+    pub(crate) fn remember(
+        &self,
+        epoch: u64,
+        probe: Probe<'_>,
+        tenant: &TenantContext,
+        decision: &Decision,
+    ) {
+        self.memo
+            .remember(epoch, probe, tenant.record_arc(), decision);
     }
 
     /// Asks the evaluator without waiting: `None` when it must wait.
@@ -226,17 +268,20 @@ impl PolicyStage {
     }
 
     /// The core's judgement of the answer, with what a shadow version would have
-    /// decided (audited, never the answer); `audit_pass` is whether a pass is reported.
+    /// decided of `question` (audited, never the answer; no question for a
+    /// remembered decision, which is kept only while no shadow runs); `audit_pass` is
+    /// whether a pass is reported.
     pub(crate) fn judged(
         &self,
         tenant: &TenantContext,
-        question: &PolicyRequest,
+        question: Option<&PolicyRequest>,
         answer: Result<Decision, PolicyError>,
         audit_pass: bool,
     ) -> Judged {
         let mut said = Vec::new();
         let evaluator = &self.evaluator;
-        if let Some(Some(d)) = caught("policy shadow", || evaluator.shadow(tenant, question)) {
+        let shadow = question.and_then(|q| caught("policy shadow", || evaluator.shadow(tenant, q)));
+        if let Some(Some(d)) = shadow {
             let outcome = if d.allowed {
                 Outcome::WouldAllow
             } else {
@@ -269,5 +314,22 @@ impl PolicyStage {
             }),
         }
         (verdict, said)
+    }
+}
+
+/// The template axum's router matched (`MatchedPath`), when the layer runs inside the
+/// router (`Router::layer`, `route_layer`): the route that really runs.
+#[inline]
+fn route(head: &Parts) -> Option<&str> {
+    #[cfg(feature = "axum")]
+    {
+        head.extensions
+            .get::<axum::extract::MatchedPath>()
+            .map(axum::extract::MatchedPath::as_str)
+    }
+    #[cfg(not(feature = "axum"))]
+    {
+        let _ = head;
+        None
     }
 }

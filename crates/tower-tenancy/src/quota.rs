@@ -10,8 +10,8 @@ use tenancy_core::{
     error::{ConfigError, TenancyError},
     observe::Outcome,
     quota::{
-        correction, judge, ActualCost, HeaderCost, Judgement, QueryCost, QuotaDecision, QuotaError,
-        QuotaFields, QuotaManager,
+        check_routes, correction, judge, ActualCost, HeaderCost, Judgement, QueryCost,
+        QuotaDecision, QuotaError, QuotaFields, QuotaManager,
     },
     Charge, Moment, TenantContext,
 };
@@ -158,24 +158,7 @@ impl RouteCostBuilder {
     /// Checks the templates (each starts with `/`, none bound twice) and builds the
     /// estimator.
     pub fn build(self) -> Result<RouteCost, ConfigError> {
-        for (i, (method, template, _)) in self.routes.iter().enumerate() {
-            if !template.starts_with('/') {
-                return Err(ConfigError::invalid(
-                    "route template",
-                    &**template,
-                    "it must start with '/'",
-                ));
-            }
-            if self.routes[..i]
-                .iter()
-                .any(|(m, t, _)| m == method && t == template)
-            {
-                return Err(ConfigError::Duplicate {
-                    what: "route",
-                    value: format!("{method} {template}"),
-                });
-            }
-        }
+        check_routes(self.routes.iter().map(|(m, t, _)| (m.as_str(), &**t)))?;
         Ok(RouteCost {
             routes: self.routes.into(),
             otherwise: self.otherwise,

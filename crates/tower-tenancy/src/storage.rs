@@ -7,20 +7,20 @@
 //! axum's `Extension` layer, outside the tenancy layer or inside it.
 //!
 //! ```no_run
-//! use axum::{routing::get, Extension, Json, Router};
+//! use axum::{routing::get, Extension, Router};
 //! use tower_tenancy::{
 //!     storage::{sql_error, Model, TenantData, TenantTx},
 //!     TenancyError,
 //! };
 //!
-//! async fn notes(mut tx: TenantTx) -> Result<Json<Vec<String>>, TenancyError> {
+//! async fn notes(mut tx: TenantTx) -> Result<String, TenancyError> {
 //!     // No tenant in the query: the transaction is the tenant's.
-//!     let notes = sqlx::query_scalar("select body from notes order by id")
+//!     let notes: Vec<String> = sqlx::query_scalar("select body from notes order by id")
 //!         .fetch_all(&mut *tx)
 //!         .await
 //!         .map_err(sql_error)?;
 //!     tx.commit().await?;
-//!     Ok(Json(notes))
+//!     Ok(notes.join("\n"))
 //! }
 //!
 //! # fn app(pool: sqlx::PgPool, layer: tower_tenancy::TenancyLayer) -> Result<Router, Box<dyn std::error::Error>> {

@@ -103,3 +103,76 @@ async fn around_the_router_there_is_no_template_and_the_path_is_judged() {
         assert_eq!(seen.lock().unwrap().pop().unwrap(), None, "{uri}");
     }
 }
+
+/// The rules, counting the evaluations, and keeping `RulePolicy`'s promise that its
+/// decisions may be remembered while its epoch holds.
+struct Counted(Arc<RulePolicy>, Arc<std::sync::atomic::AtomicUsize>);
+
+impl PolicyEvaluator for Counted {
+    fn evaluate<'a>(
+        &'a self,
+        tenant: &'a TenantContext,
+        req: &'a PolicyRequest,
+    ) -> Answer<'a, Result<Decision, PolicyError>> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.evaluate(tenant, req)
+    }
+
+    fn memo_epoch(&self) -> Option<u64> {
+        self.0.memo_epoch()
+    }
+}
+
+#[tokio::test]
+async fn a_remembered_decision_is_asked_once_per_route_and_epoch() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let set = |allow: &str| PolicySet::new().tier("free", Rules::new().allow(allow));
+    let rules = Arc::new(RulePolicy::new(set("GET /items/{id}")).unwrap());
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let registry = InMemoryRegistry::new().with(TenantRecord::new(
+        TenantId::parse("globex").unwrap(),
+        "free",
+    ));
+    let policy = TenantPolicy::builder(Counted(Arc::clone(&rules), Arc::clone(&asked)))
+        .capability_header("model", http::HeaderName::from_static("x-model"))
+        .build()
+        .unwrap();
+    let tenancy = TenancyLayer::builder(registry)
+        .source(Source::header())
+        .policy(policy)
+        .build()
+        .unwrap();
+    // One layer in two routers: the same path is another route in each.
+    let items = Router::new()
+        .route("/items/{id}", get(|| async { "item" }))
+        .layer(tenancy.clone());
+    let files = Router::new()
+        .route("/items/{*rest}", get(|| async { "file" }))
+        .layer(tenancy);
+    let status = |app: &Router, req: Request<Body>| {
+        let app = app.clone();
+        async move { app.oneshot(req).await.unwrap().status().as_u16() }
+    };
+
+    assert_eq!(status(&items, get_("/items/7")).await, 200);
+    assert_eq!(status(&items, get_("/items/7")).await, 200);
+    assert_eq!(asked.load(SeqCst), 1, "the second was remembered");
+    // Another route for the same path: asked, and denied by its template.
+    assert_eq!(status(&files, get_("/items/7")).await, 403);
+    assert_eq!(status(&files, get_("/items/7")).await, 403);
+    assert_eq!(asked.load(SeqCst), 2, "a denial is remembered too");
+    // A capability asked for is never remembered.
+    let with_model = || {
+        let mut req = get_("/items/7");
+        req.headers_mut()
+            .insert("x-model", http::HeaderValue::from_static("small"));
+        req
+    };
+    status(&items, with_model()).await;
+    status(&items, with_model()).await;
+    assert_eq!(asked.load(SeqCst), 4);
+    // A new version is a new epoch: asked again, and its answer holds.
+    rules.load(set("GET /other")).unwrap();
+    assert_eq!(status(&items, get_("/items/7")).await, 403);
+    assert_eq!(asked.load(SeqCst), 5);
+}

@@ -189,6 +189,32 @@ fn decodes_to(raw: &str, name: &str) -> bool {
     decoded == name.as_bytes()
 }
 
+/// Checks the routes a route-bound estimator binds (each adapter's `RouteCost`), as
+/// `(method, pattern)` pairs: each pattern starts with `/`, and no method and pattern
+/// are bound twice.
+pub fn check_routes<'a>(
+    routes: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<(), ConfigError> {
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for (method, pattern) in routes {
+        if !pattern.starts_with('/') {
+            return Err(ConfigError::invalid(
+                "route pattern",
+                pattern,
+                "it must start with '/'",
+            ));
+        }
+        if seen.contains(&(method, pattern)) {
+            return Err(ConfigError::Duplicate {
+                what: "route",
+                value: format!("{method} {pattern}"),
+            });
+        }
+        seen.push((method, pattern));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,7 +51,7 @@ mod plan;
 #[cfg(feature = "redis")]
 mod redis;
 
-pub use cost::{HeaderCost, QueryCost};
+pub use cost::{check_routes, HeaderCost, QueryCost};
 pub use fields::QuotaFields;
 pub use judge::{correction, judge, Judgement};
 pub use local::LocalQuota;
