@@ -10,8 +10,8 @@ use tenancy_core::{
     error::{ConfigError, TenancyError},
     observe::Outcome,
     quota::{
-        check_routes, correction, judge, ActualCost, HeaderCost, Judgement, QueryCost,
-        QuotaDecision, QuotaError, QuotaFields, QuotaManager,
+        correction, judge, ActualCost, HeaderCost, Judgement, QueryCost, QuotaDecision, QuotaError,
+        QuotaFields, QuotaManager,
     },
     Charge, Moment, TenantContext,
 };
@@ -158,7 +158,7 @@ impl RouteCostBuilder {
     /// Checks the templates (each starts with `/`, none bound twice) and builds the
     /// estimator.
     pub fn build(self) -> Result<RouteCost, ConfigError> {
-        check_routes(self.routes.iter().map(|(m, t, _)| (m.as_str(), &**t)))?;
+        tenancy_core::quota::check_routes(self.routes.iter().map(|(m, t, _)| (m.as_str(), &**t)))?;
         Ok(RouteCost {
             routes: self.routes.into(),
             otherwise: self.otherwise,
