@@ -49,7 +49,7 @@ pub(crate) enum Imp {
     Custom(SyncFn),
     CustomAsync(AsyncFn),
     #[cfg(feature = "tls")]
-    Certificate(super::tls::RuleImp),
+    Certificate(super::tls::CertificateRule),
 }
 
 impl fmt::Debug for Source {
@@ -61,9 +61,7 @@ impl fmt::Debug for Source {
             Ok(Imp::Host(bases)) => d.field("base_domains", bases),
             Ok(Imp::Path(p)) => d.field("prefix", p),
             #[cfg(feature = "tls")]
-            Ok(Imp::Certificate(rule)) => {
-                d.field("rule", &super::tls::CertificateRule(Ok(rule.clone())))
-            }
+            Ok(Imp::Certificate(rule)) => d.field("rule", rule),
             Err(e) => d.field("error", e),
             Ok(_) => &mut d,
         };
@@ -204,7 +202,7 @@ impl Source {
     pub fn certificate(rule: super::tls::CertificateRule) -> Self {
         Self {
             kind: SourceKind::Certificate,
-            imp: rule.0.map(Imp::Certificate),
+            imp: rule.checked().map(Imp::Certificate),
         }
     }
 
@@ -267,19 +265,13 @@ impl Imp {
             Imp::CustomAsync(_) => Ok(None),
             #[cfg(feature = "tls")]
             Imp::Certificate(cert_rule) => {
-                let Some(cert) = req.conn_data::<super::tls::PeerCertificate>() else {
-                    if req.conn_data::<super::tls::Captured>().is_none() {
-                        return Err(TenancyError::Misconfigured(
-                            "Source::certificate needs HttpServer::on_connect(capture_peer_certificate)",
-                        ));
-                    }
-                    return Ok(None);
-                };
-                match cert_rule.tenant(cert) {
-                    Ok(Some(raw)) => resolve::check(kind, rule, raw).map(Some),
-                    Ok(None) => Ok(None),
-                    Err(reason) => Err(resolve::invalid(kind, reason)),
+                if req.conn_data::<super::tls::Captured>().is_none() {
+                    return Err(TenancyError::Misconfigured(
+                        "Source::certificate needs HttpServer::on_connect(capture_peer_certificate)",
+                    ));
                 }
+                let cert = req.conn_data::<super::tls::PeerCertificate>();
+                resolve::certificate_tenant(cert, cert_rule, kind, rule)
             }
         }
     }

@@ -34,6 +34,7 @@
 //! | [`TenantPolicy`] | may this tenant make this request: the core's evaluators (`RulePolicy`, your own), `403 policy_denied` |
 //! | [`TenantQuota`] | per-tenant quotas on the core's engines (local, Redis): `429` with `Retry-After` and the `RateLimit` fields |
 //! | `storage::TenantTx` (features `postgres`, `axum`) | a PostgreSQL transaction scoped to the resolved tenant, in the core's three isolation models |
+//! | `tls` (feature `tls`) | client certificates: `attach_peer_certificate` and the core's `PeerCertificate` and `CertificateRule`, for `Source::certificate` |
 //! | `testing` (feature `testing`) | `attach` a tenant to a request for handler tests; the core's fake clock and conformance suites |
 //! | [`TenancyService`], [`ResponseFuture`], [`TenancyBody`] | the service, its named future and body |
 //!
@@ -46,7 +47,8 @@
 //! core's `Principal`; `IntoResponse` for a `TenancyError` a handler returns); `jwt`
 //! (`TenantAuth`, on the core's sessions); `oidc` (tokens from identity providers);
 //! `redis` (the Redis quota and revocation store); `postgres` (the core's PostgreSQL
-//! registry and, with `axum`, the `TenantTx` extractor); `testing` (the test kit).
+//! registry and, with `axum`, the `TenantTx` extractor); `tls` (`Source::certificate`);
+//! `testing` (the test kit).
 
 #![deny(missing_docs)]
 
@@ -69,6 +71,8 @@ pub mod storage;
 mod tenant;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 #[cfg(feature = "jwt")]
 pub use auth::{TenantAuth, TenantAuthBuilder};

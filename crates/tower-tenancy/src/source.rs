@@ -22,6 +22,7 @@ type SyncFn = Arc<dyn Fn(&Parts) -> SourceResult + Send + Sync>;
 /// | [`Source::subdomain`] | `acme.example.com` → `acme`, for the configured base domains |
 /// | [`Source::path_prefix`] | `/t/acme/...` → `acme` |
 /// | [`Source::custom`] | your function over the request's head |
+/// | `Source::certificate` | the verified TLS client certificate (feature `tls`) |
 ///
 /// Every source's answer is validated by the layer's [`TenantIdRule`]; a source whose
 /// input is present but malformed rejects the request (`400 tenant_invalid`), whatever
@@ -39,6 +40,8 @@ pub(crate) enum Imp {
     Host(Vec<String>),
     Path(String),
     Custom(SyncFn),
+    #[cfg(feature = "tls")]
+    Certificate(tenancy_core::resolve::CertificateRule),
 }
 
 impl fmt::Debug for Source {
@@ -49,6 +52,8 @@ impl fmt::Debug for Source {
             Ok(Imp::Header(h)) => d.field("header", h),
             Ok(Imp::Host(bases)) => d.field("base_domains", bases),
             Ok(Imp::Path(p)) => d.field("prefix", p),
+            #[cfg(feature = "tls")]
+            Ok(Imp::Certificate(rule)) => d.field("rule", rule),
             Err(e) => d.field("error", e),
             Ok(_) => &mut d,
         };
@@ -137,6 +142,31 @@ impl Source {
         }
     }
 
+    /// The tenant from the client's verified TLS certificate, read by `rule` (a SAN
+    /// URI under a prefix, the subject common name, or your function; see
+    /// [`CertificateRule`](crate::tls::CertificateRule)), as actix-tenancy's
+    /// `Source::certificate` reads it. It ranks with [`Source::claim`]: a verified
+    /// identity wins, and another source naming another tenant is a `403`.
+    ///
+    /// The certificate comes from [`attach_peer_certificate`](crate::tls::attach_peer_certificate),
+    /// called for each request by the code that accepted the connection; a request it
+    /// was not called for is a `500` (fail closed), one without a certificate yields no
+    /// tenant.
+    ///
+    /// ```
+    /// use tower_tenancy::{tls::CertificateRule, Source};
+    ///
+    /// let by_spiffe_id = Source::certificate(CertificateRule::san_uri_prefix("spiffe://example.org/tenant/"));
+    /// let by_common_name = Source::certificate(CertificateRule::subject_cn());
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn certificate(rule: tenancy_core::resolve::CertificateRule) -> Self {
+        Self {
+            kind: SourceKind::Certificate,
+            imp: rule.checked().map(Imp::Certificate),
+        }
+    }
+
     /// The kind of this source.
     pub fn kind(&self) -> SourceKind {
         self.kind
@@ -151,6 +181,9 @@ impl Imp {
             Imp::Claim | Imp::Host(_) | Imp::Path(_) => Some(Cow::Borrowed(kind.as_str())),
             Imp::Header(name) => Some(Cow::Owned(format!("header {name}"))),
             Imp::Custom(_) => None,
+            // Each rule may read another part of the certificate.
+            #[cfg(feature = "tls")]
+            Imp::Certificate(_) => None,
         }
     }
 
@@ -182,6 +215,18 @@ impl Imp {
                 Some(answer) => resolve::custom_tenant(kind, rule, answer),
                 None => Err(TenancyError::Panicked("a custom tenant source panicked")),
             },
+            #[cfg(feature = "tls")]
+            Imp::Certificate(cert_rule) => {
+                if head.extensions.get::<crate::tls::Attached>().is_none() {
+                    return Err(TenancyError::Misconfigured(
+                        "Source::certificate needs tls::attach_peer_certificate on every request",
+                    ));
+                }
+                let cert = head
+                    .extensions
+                    .get::<tenancy_core::resolve::PeerCertificate>();
+                resolve::certificate_tenant(cert, cert_rule, kind, rule)
+            }
         }
     }
 }

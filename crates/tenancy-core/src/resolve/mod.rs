@@ -14,6 +14,7 @@
 //! | [`host_tenant`] | the label above a base domain in `Host` (or the target's authority) |
 //! | [`path_tenant`] | the segment after a path prefix |
 //! | [`claim_tenant`] | the tenant of a verified principal |
+//! | `certificate_tenant` (feature `x509`) | the tenant a `CertificateRule` reads from a verified client certificate |
 //! | [`Naming`] | the sources' answers folded: verified first, then order; a disagreement is a `403` |
 //! | [`Admission`] | the record judged by status, region and method |
 //! | [`recognise`] | the registry's answer for the named tenant (unknown is a `403`, like suspended) |
@@ -28,8 +29,13 @@ use crate::{
     Access, InvalidTenantId, Principal, SourceKind, StatusRules, TenantIdRule, TenantRecord,
 };
 
+#[cfg(feature = "x509")]
+mod cert;
 #[cfg(test)]
 mod tests;
+
+#[cfg(feature = "x509")]
+pub use cert::{certificate_tenant, CertificateRule, PeerCertificate};
 
 /// The header the header source reads by default.
 pub const TENANT_HEADER: &str = "x-tenant-id";
