@@ -10,10 +10,10 @@ use tenancy_core::{
     error::{ConfigError, ErrorCode, TenancyError},
     observe::Outcome,
     policy::{
-        asked_capability, check_capability_headers, judge, Decision, PolicyError, PolicyEvaluator,
-        PolicyRequest,
+        asked_capability, check_capability_headers, judge, Decision, Method, PolicyError,
+        PolicyEvaluator, PolicyRequest,
     },
-    TenantContext,
+    Answer, TenantContext,
 };
 
 use crate::memo::{Memo, Probe};
@@ -40,6 +40,8 @@ use crate::memo::{Memo, Probe};
 /// wrapped around the whole router runs before it, and the path is then all there is
 /// to judge: a rule written as a template allows nothing there (write `GET /items/*`).
 /// `RulePolicy` judges both route and path: a request is allowed only when both are.
+/// A `HEAD` request is judged as itself and as the `GET` axum runs for it where no
+/// `HEAD` handler is bound, and goes on only when both are allowed.
 ///
 /// ```
 /// use axum::{routing::get, Router};
@@ -77,7 +79,7 @@ impl TenantPolicy {
     /// headers.
     pub fn new(evaluator: impl PolicyEvaluator) -> Self {
         Self(Arc::new(PolicyStage {
-            evaluator: Arc::new(evaluator),
+            evaluator: Arc::new(HeadAsGet(Arc::new(evaluator))),
             timeout: DEFAULT_TIMEOUT,
             capabilities: Vec::new(),
             memo: Memo::default(),
@@ -87,7 +89,7 @@ impl TenantPolicy {
     /// A builder for the stage of `evaluator`.
     pub fn builder(evaluator: impl PolicyEvaluator) -> TenantPolicyBuilder {
         TenantPolicyBuilder {
-            evaluator: Arc::new(evaluator),
+            evaluator: Arc::new(HeadAsGet(Arc::new(evaluator))),
             timeout: DEFAULT_TIMEOUT,
             capabilities: Vec::new(),
         }
@@ -331,5 +333,83 @@ fn route(head: &Parts) -> Option<&str> {
     {
         let _ = head;
         None
+    }
+}
+
+/// The evaluator as the stage asks it: axum answers a `HEAD` request with the `GET`
+/// handler of its route when no `HEAD` handler is bound (actix's `web::get()` does
+/// not), so a `HEAD` request is judged both as itself and as the `GET` it may run,
+/// and goes on only when both are allowed: a rule that denies `GET` (or allows only
+/// `GET`) means the same for `HEAD`, and one that denies `HEAD` is kept.
+struct HeadAsGet(Arc<dyn PolicyEvaluator>);
+
+/// `req` asked as a `GET`.
+fn as_get(req: &PolicyRequest) -> PolicyRequest {
+    let mut get = PolicyRequest::new(Method::GET, req.path()).with_scopes(req.scopes().to_vec());
+    if let Some(route) = req.route() {
+        get = get.with_route(route);
+    }
+    for capability in req.capabilities() {
+        get = get.with_capability(capability.as_str());
+    }
+    get
+}
+
+/// The `HEAD` request's decision `head` (allowed), and the `GET` one: the first refusal.
+fn both(head: Decision, get: Result<Decision, PolicyError>) -> Result<Decision, PolicyError> {
+    match get {
+        Ok(get) if get.allowed => Ok(head),
+        other => other,
+    }
+}
+
+impl PolicyEvaluator for HeadAsGet {
+    fn evaluate<'a>(
+        &'a self,
+        tenant: &'a TenantContext,
+        req: &'a PolicyRequest,
+    ) -> Answer<'a, Result<Decision, PolicyError>> {
+        if *req.method() != Method::HEAD {
+            return self.0.evaluate(tenant, req);
+        }
+        match self.0.evaluate(tenant, req) {
+            Answer::Now(Ok(head)) if head.allowed => {
+                let get = as_get(req);
+                match self.0.evaluate(tenant, &get).now() {
+                    Some(answer) => Answer::Now(both(head, answer)),
+                    None => Answer::later(async move {
+                        let answer = self.0.evaluate(tenant, &get).await;
+                        both(head, answer)
+                    }),
+                }
+            }
+            Answer::Now(other) => Answer::Now(other),
+            Answer::Later(wait) => Answer::later(async move {
+                match wait.await {
+                    Ok(head) if head.allowed => {
+                        let get = as_get(req);
+                        let answer = self.0.evaluate(tenant, &get).await;
+                        both(head, answer)
+                    }
+                    other => other,
+                }
+            }),
+        }
+    }
+
+    fn shadow(&self, tenant: &TenantContext, req: &PolicyRequest) -> Option<Decision> {
+        self.0.shadow(tenant, req)
+    }
+
+    fn can(&self, tenant: &TenantContext, capability: &str) -> bool {
+        self.0.can(tenant, capability)
+    }
+
+    fn version(&self) -> Option<u64> {
+        self.0.version()
+    }
+
+    fn memo_epoch(&self) -> Option<u64> {
+        self.0.memo_epoch()
     }
 }

@@ -67,10 +67,13 @@ impl CostEstimator for QueryCost {
 /// [`otherwise`](RouteCostBuilder::otherwise) (default: 1 unit).
 ///
 /// The template is axum's `MatchedPath`: the route that really runs, there when the
-/// layer runs inside the router (`Router::layer`, `route_layer`). A layer wrapped
-/// around the whole router runs before it and knows no route: a request whose method
-/// has bound routes is then charged the highest of their costs, never less than its
-/// route is bound to.
+/// layer runs inside the router (`Router::layer`, `route_layer`). A `HEAD` request
+/// costs what its route's `GET` is bound to (axum runs the `GET` handler for it) unless
+/// `HEAD` is bound itself. A layer wrapped around the whole router runs before it and
+/// knows no route: a request whose method has bound routes is then charged the
+/// highest of their costs and `otherwise`'s, never less than the route that runs, and
+/// every bound estimator reads the request (a bad cost one of them refuses is a
+/// `400`).
 ///
 /// ```
 /// use http::{request::Parts, Method};
@@ -171,21 +174,36 @@ impl CostEstimator for RouteCost {
     /// The estimator of the route axum matched; without one (the layer runs before
     /// the router), the highest cost bound to the request's method.
     fn estimate(&self, head: &Parts) -> Result<u32, TenancyError> {
-        let mut bound = self
-            .routes
-            .iter()
-            .filter(|(m, ..)| *m == head.method)
-            .peekable();
+        // axum answers `HEAD` with the `GET` handler where no `HEAD` one is bound: a
+        // `HEAD` request costs what its route's `GET` is bound to, unless `HEAD` is
+        // bound itself.
+        let is_head = head.method == http::Method::HEAD;
+        let serves = |m: &http::Method| *m == head.method || (is_head && *m == http::Method::GET);
+        let mut bound = self.routes.iter().filter(|(m, ..)| serves(m)).peekable();
         if bound.peek().is_none() {
             return self.otherwise.estimate(head);
         }
         match head.extensions.get::<axum::extract::MatchedPath>() {
-            Some(route) => match bound.find(|(_, t, _)| **t == *route.as_str()) {
-                Some((_, _, estimator)) => estimator.estimate(head),
-                None => self.otherwise.estimate(head),
-            },
+            Some(route) => {
+                let on_route = |m: &http::Method| {
+                    self.routes
+                        .iter()
+                        .find(|(bm, t, _)| bm == m && **t == *route.as_str())
+                };
+                let hit = match on_route(&head.method) {
+                    Some(hit) => Some(hit),
+                    None if is_head => on_route(&http::Method::GET),
+                    None => None,
+                };
+                match hit {
+                    Some((_, _, estimator)) => estimator.estimate(head),
+                    None => self.otherwise.estimate(head),
+                }
+            }
             None => {
-                let mut highest = 0;
+                // No route known yet: the highest of every cost the request may be
+                // charged, `otherwise` included.
+                let mut highest = self.otherwise.estimate(head)?;
                 for (_, _, estimator) in bound {
                     highest = highest.max(estimator.estimate(head)?);
                 }

@@ -294,6 +294,10 @@ async fn route_costs_follow_the_template_axum_matched() {
         assert_eq!(res.status(), 200, "{uri}");
         assert_eq!(left(&quota), left_after, "{uri}");
     }
+    // axum runs the GET handler for HEAD: it costs what GET is bound to (3 > 1 left).
+    let mut head = get_("/items/7");
+    *head.method_mut() = http::Method::HEAD;
+    assert_eq!(app.clone().oneshot(head).await.unwrap().status(), 429);
     // An encoded spelling is charged where axum routes it, `/items/{id}` (3 units,
     // more than the 1 left), not as the export it decodes to.
     let res = app.clone().oneshot(get_("/items/%65xport")).await.unwrap();
@@ -301,7 +305,7 @@ async fn route_costs_follow_the_template_axum_matched() {
     assert_eq!(left(&quota), 1, "a refusal charges nothing");
 
     // Around the router: the route is not known yet, so a GET costs the highest bound
-    // GET cost, 5, whatever route runs.
+    // GET cost (or `otherwise`'s, when higher), 5, whatever route runs.
     let quota = Arc::new(LocalQuota::new(plans()));
     let app = tenancy(&quota).layer(routes());
     let res = app.clone().oneshot(get_("/")).await.unwrap();

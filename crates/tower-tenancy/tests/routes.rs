@@ -176,3 +176,50 @@ async fn a_remembered_decision_is_asked_once_per_route_and_epoch() {
     assert_eq!(status(&items, get_("/items/7")).await, 403);
     assert_eq!(asked.load(SeqCst), 5);
 }
+
+#[tokio::test]
+async fn a_head_request_is_judged_as_the_get_axum_runs_for_it() {
+    let rules = RulePolicy::new(
+        PolicySet::new().tier(
+            "free",
+            Rules::new()
+                .allow("* /**")
+                .deny("GET /admin/**")
+                .deny("HEAD /private/**"),
+        ),
+    )
+    .unwrap();
+    let registry = InMemoryRegistry::new().with(TenantRecord::new(
+        TenantId::parse("globex").unwrap(),
+        "free",
+    ));
+    let app = Router::new()
+        .route("/admin/{page}", get(|| async { "admin" }))
+        .route("/private/{page}", get(|| async { "private" }))
+        .route("/items/{id}", get(|| async { "item" }))
+        .layer(
+            TenancyLayer::builder(registry)
+                .source(Source::header())
+                .policy(TenantPolicy::new(rules))
+                .build()
+                .unwrap(),
+        );
+    let head = |uri: &str| {
+        let mut req = get_(uri);
+        *req.method_mut() = http::Method::HEAD;
+        req
+    };
+    for (req, status) in [
+        // axum runs the GET handler for HEAD: a rule denying GET denies it.
+        (head("/admin/users"), 403),
+        (get_("/admin/users"), 403),
+        // A rule denying HEAD still does, though GET is allowed.
+        (head("/private/x"), 403),
+        (get_("/private/x"), 200),
+        (head("/items/7"), 200),
+    ] {
+        let what = format!("{} {}", req.method(), req.uri());
+        let res = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), status, "{what}");
+    }
+}

@@ -76,7 +76,7 @@ pub enum DatabaseUrls {
 
 /// Tenant-scoped transactions in the configured models; cheap to clone, shared with
 /// each adapter's `TenantTx` extractor (actix-web: `web::Data<TenantData>`; axum: an
-/// `Extension` or the layer's builder).
+/// `Extension`).
 ///
 /// A tenant's model is the record's [`model_attribute`](TenantDataBuilder::model_attribute)
 /// (`"pooled"`, `"schema"` or `"database"`), else the
