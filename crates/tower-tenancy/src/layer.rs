@@ -12,7 +12,7 @@ use std::{
 use http::{request::Parts, Request, Response};
 use tenancy_core::{
     caught, caught_async,
-    error::{ConfigError, Problem, ProblemJson, TenancyError},
+    error::{ConfigError, ProblemJson, TenancyError},
     observe::{self, AuditEvent, AuditSink, Outcome, Stage, StageTimer, TracingAudit},
     registry::{Lookup, TenantRegistry},
     resolve::{self, Named, Naming, Settings},
@@ -29,7 +29,7 @@ use crate::{
     policy::{self, PolicyStage, TenantPolicy},
     quota::{self, Charged, Decided, QuotaStage, Refused, Said, TenantQuota},
     source::{Imp, Source},
-    tenant::{Resolution, Tenant},
+    tenant::{problem, Resolution, Tenant},
 };
 
 /// Resolves each request's tenant once, before the inner service (and so before the
@@ -780,16 +780,6 @@ impl Shared {
             charged: Some(charged),
         })
     }
-}
-
-/// The answer to `err` in `responder`'s problem body, its `instance` taken from the
-/// request header the responder names: the layer's rejections and the extractors'.
-pub(crate) fn problem(responder: &ProblemJson, err: &TenancyError, head: &Parts) -> Problem {
-    let request_id = responder
-        .instance_header_name()
-        .and_then(|name| head.headers.get(name))
-        .map(|v| v.as_bytes());
-    responder.problem(err, request_id)
 }
 
 impl<S> Layer<S> for TenancyLayer {

@@ -3,7 +3,11 @@
 
 use std::{fmt, ops::Deref, sync::Arc};
 
-use tenancy_core::{error::ProblemJson, TenantContext};
+use http::request::Parts;
+use tenancy_core::{
+    error::{Problem, ProblemJson, TenancyError},
+    TenantContext,
+};
 
 /// The request's resolved tenant: its id, record and principal
 /// ([`TenantContext`]). The layer puts it in the request extensions; with the `axum`
@@ -46,6 +50,16 @@ impl Deref for Tenant {
     }
 }
 
+/// The answer to `err` in `responder`'s problem body, its `instance` taken from the
+/// request header the responder names: the layer's rejections and the extractors'.
+pub(crate) fn problem(responder: &ProblemJson, err: &TenancyError, head: &Parts) -> Problem {
+    let request_id = responder
+        .instance_header_name()
+        .and_then(|name| head.headers.get(name))
+        .map(|v| v.as_bytes());
+    responder.problem(err, request_id)
+}
+
 /// What the layer settled for a request, in its extensions: the tenant (if any), and
 /// how rejections are written for the extractors.
 #[derive(Clone)]
@@ -84,7 +98,7 @@ mod axum_impls {
         responder: &ProblemJson,
         parts: &Parts,
     ) -> TenantRejection {
-        TenantRejection(crate::layer::problem(responder, err, parts))
+        TenantRejection(super::problem(responder, err, parts))
     }
 
     fn missing_layer(parts: &Parts) -> TenantRejection {
