@@ -158,13 +158,12 @@ impl SessionManager {
         token: &VerifiedToken,
         timeout: std::time::Duration,
     ) -> Result<(), SessionError> {
-        use futures_util::FutureExt as _;
         let failed = |why: &'static str| SessionError::Store(RevocationError::new(why));
         let facts = token.facts();
-        let check = AssertUnwindSafe(self.not_revoked(&facts)).catch_unwind();
+        let check = crate::caught_async("RevocationStore::is_revoked", self.not_revoked(&facts));
         match tokio::time::timeout(timeout, check).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_panic)) => Err(failed("the store panicked")),
+            Ok(Some(answer)) => answer,
+            Ok(None) => Err(failed("the store panicked")),
             Err(_) => Err(failed("the store did not answer in time")),
         }
     }
@@ -178,10 +177,10 @@ pub async fn pending_keys(
     checking: futures_util::future::BoxFuture<'static, Result<VerifiedToken, SessionError>>,
     timeout: std::time::Duration,
 ) -> Result<VerifiedToken, SessionError> {
-    use futures_util::FutureExt as _;
-    match tokio::time::timeout(timeout, AssertUnwindSafe(checking).catch_unwind()).await {
-        Ok(Ok(checked)) => checked,
-        Ok(Err(_panic)) => Err(SessionError::Unavailable("the key check panicked".into())),
+    let checking = crate::caught_async("the identity provider's key check", checking);
+    match tokio::time::timeout(timeout, checking).await {
+        Ok(Some(checked)) => checked,
+        Ok(None) => Err(SessionError::Unavailable("the key check panicked".into())),
         Err(_) => Err(SessionError::Unavailable(
             "the identity provider's keys did not come in time".into(),
         )),
