@@ -635,6 +635,30 @@ async fn a_custom_rule_reads_the_certificate() {
 }
 
 #[actix_web::test]
+async fn a_custom_rule_that_panics_is_a_500_and_the_server_goes_on() {
+    let rule = CertificateRule::custom(|cert| {
+        let names = cert
+            .subject_common_names()
+            .map_err(actix_tenancy::resolve::SourceError::new)?;
+        if names.iter().any(|cn| cn == "tenant-bug") {
+            panic!("a bug in the application's rule");
+        }
+        Ok(names
+            .iter()
+            .find_map(|cn| cn.strip_prefix("tenant-"))
+            .map(str::to_owned))
+    });
+    let server = Server::with_rule(rule, false);
+    let bug = server.ca.client(&[], Some("tenant-bug".into()));
+    let reply = server.get(Some(&bug), "/whoami", &[]).await.unwrap();
+    reply.assert_rejected(500, "internal_error");
+    let acme = server.ca.client(&[], Some("tenant-acme".into()));
+    let reply = server.get(Some(&acme), "/whoami", &[]).await.unwrap();
+    reply.assert_ok("acme certificate");
+    server.stop().await;
+}
+
+#[actix_web::test]
 async fn a_server_without_the_hook_fails_closed() {
     let reasons: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     let sink = {

@@ -274,12 +274,17 @@ pub fn certificate_tenant<'a>(
     id_rule: &TenantIdRule,
 ) -> Result<Option<Cow<'a, str>>, TenancyError> {
     let Some(cert) = cert else { return Ok(None) };
-    // A rule of your own is the application's code: a panic in it is a `500`.
-    match crate::caught("CertificateRule::custom", || rule.tenant(cert)) {
-        Some(Ok(Some(raw))) => check(kind, id_rule, raw).map(Some),
-        Some(Ok(None)) => Ok(None),
-        Some(Err(reason)) => Err(invalid(kind, reason)),
-        None => Err(TenancyError::Panicked("a certificate rule panicked")),
+    // A rule of your own is the application's code: a panic in it is a `500`. The
+    // built-in rules read the names parsed when the connection came.
+    let read = match &rule.0 {
+        Ok(RuleImp::Custom(_)) => crate::caught("CertificateRule::custom", || rule.tenant(cert))
+            .ok_or(TenancyError::Panicked("a certificate rule panicked"))?,
+        _ => rule.tenant(cert),
+    };
+    match read {
+        Ok(Some(raw)) => check(kind, id_rule, raw).map(Some),
+        Ok(None) => Ok(None),
+        Err(reason) => Err(invalid(kind, reason)),
     }
 }
 
