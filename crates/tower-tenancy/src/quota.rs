@@ -171,8 +171,9 @@ impl RouteCostBuilder {
 
 #[cfg(feature = "axum")]
 impl CostEstimator for RouteCost {
-    /// The estimator of the route axum matched; without one (the layer runs before
-    /// the router), the highest cost bound to the request's method.
+    /// The estimator of the route axum matched (for `HEAD`, its `GET` one unless
+    /// `HEAD` is bound); without a route (the layer runs before the router), the
+    /// highest of the costs bound to the method and `otherwise`'s.
     fn estimate(&self, head: &Parts) -> Result<u32, TenancyError> {
         // axum answers `HEAD` with the `GET` handler where no `HEAD` one is bound: a
         // `HEAD` request costs what its route's `GET` is bound to, unless `HEAD` is

@@ -323,3 +323,67 @@ async fn route_costs_follow_the_template_axum_matched() {
         .build()
         .is_err());
 }
+
+/// A `HEAD` bound itself costs its own; around the router, `otherwise` counts in the
+/// highest cost when it is the highest.
+#[tokio::test]
+async fn a_bound_head_costs_its_own_and_otherwise_counts_around_the_router() {
+    use tower_tenancy::quota::RouteCost;
+    let cost = |otherwise: u32| {
+        RouteCost::builder()
+            .route(
+                http::Method::GET,
+                "/items/{id}",
+                |_: &http::request::Parts| 3,
+            )
+            .route(
+                http::Method::HEAD,
+                "/items/{id}",
+                |_: &http::request::Parts| 1,
+            )
+            .otherwise(move |_: &http::request::Parts| otherwise)
+            .build()
+            .unwrap()
+    };
+    let tenancy = |quota: &Arc<LocalQuota>, otherwise: u32| {
+        let registry = InMemoryRegistry::new()
+            .with(TenantRecord::new(TenantId::parse("acme").unwrap(), "pro"));
+        TenancyLayer::builder(registry)
+            .source(Source::header())
+            .quota(
+                TenantQuota::builder(Arc::clone(quota))
+                    .cost(cost(otherwise))
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    };
+    let routes = || Router::new().route("/items/{id}", get(|| async { "item" }));
+    let head = || {
+        let mut req = get_("/items/7");
+        *req.method_mut() = http::Method::HEAD;
+        req
+    };
+
+    let quota = Arc::new(LocalQuota::new(plans()));
+    let app = routes().layer(tenancy(&quota, 1));
+    assert_eq!(app.clone().oneshot(head()).await.unwrap().status(), 200);
+    assert_eq!(left(&quota), 9, "HEAD is bound: 1, not GET's 3");
+
+    let quota = Arc::new(LocalQuota::new(plans()));
+    let app = tenancy(&quota, 4).layer(routes());
+    assert_eq!(
+        app.clone()
+            .oneshot(get_("/items/7"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        left(&quota),
+        6,
+        "no route known: otherwise's 4 is the highest"
+    );
+}
